@@ -1,0 +1,1 @@
+//! fedplane-controller (issue 5). Not built yet.

@@ -1,0 +1,601 @@
+//! Turning one query into one response: a pure function of the snapshot, the query bytes, the
+//! transport and the clock. No sockets here, so every rule is unit- and property-tested.
+//!
+//! The rules follow what resolvers expect of an authoritative server: AA on in-zone answers,
+//! REFUSED outside the served zones, NXDOMAIN vs NODATA with the SOA in the authority section,
+//! in-zone CNAME chains with a loop limit, minimal ANY (RFC 8482), EDNS0 with the payload size
+//! honoured, TC when a UDP answer does not fit.
+
+use std::time::Instant;
+
+use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::index::{Entry, Snapshot, Zone};
+use crate::key::{key_to_name, name_to_key, strip_labels};
+use crate::record::Host;
+
+/// Largest UDP payload we advertise and send by default (DNS flag day 2020: avoids IP
+/// fragmentation on every common path).
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+/// Classic DNS UDP limit, for clients without EDNS.
+const PLAIN_UDP_PAYLOAD: u16 = 512;
+/// How many CNAMEs we follow inside our zones before we hand the rest to the resolver
+/// (CoreDNS stops at 8 as well).
+pub const MAX_CNAME_CHAIN: usize = 8;
+/// SOA timers. The minimum doubles as the negative-caching TTL (RFC 2308) and as the SOA
+/// record's own TTL: 30 s, the federation record TTL, so a name that appears is seen quickly.
+const SOA_REFRESH: i32 = 7200;
+const SOA_RETRY: i32 = 1800;
+const SOA_EXPIRE: i32 = 86400;
+const SOA_MINIMUM: u32 = 30;
+/// TXT character-strings hold at most 255 bytes.
+const TXT_CHUNK: usize = 255;
+
+/// How the query arrived; it decides the size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Datagram: answers are cut to the client's payload size (TC=1).
+    Udp,
+    /// Stream: answers up to 65535 bytes.
+    Tcp,
+}
+
+impl Transport {
+    /// Label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// Why a datagram got no answer at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Shorter than a DNS header.
+    Short,
+    /// The QR bit says it is a response, not a query (answering could make a loop).
+    NotQuery,
+    /// The response could not be encoded (should not happen; counted to be sure).
+    Encode,
+}
+
+impl DropReason {
+    /// Label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Short => "short",
+            Self::NotQuery => "not_a_query",
+            Self::Encode => "encode_error",
+        }
+    }
+}
+
+/// What to do with one received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send these bytes back.
+    Reply {
+        /// The encoded response.
+        bytes: Vec<u8>,
+        /// Its response code.
+        rcode: ResponseCode,
+        /// Whether it was truncated to fit (TC=1).
+        truncated: bool,
+    },
+    /// Send nothing.
+    Drop(DropReason),
+}
+
+/// Server-wide answer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerOptions {
+    /// Largest UDP payload we send and advertise in our OPT record.
+    pub max_udp_payload: u16,
+}
+
+impl Default for AnswerOptions {
+    fn default() -> Self {
+        Self {
+            max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
+        }
+    }
+}
+
+/// Answers one received message. `rotation` picks the order of multi-record answers (callers
+/// pass a counter so that consecutive answers rotate).
+pub fn respond(
+    snap: &Snapshot,
+    request: &[u8],
+    transport: Transport,
+    opts: AnswerOptions,
+    now: Instant,
+    rotation: usize,
+) -> Outcome {
+    if request.len() < 12 {
+        return Outcome::Drop(DropReason::Short);
+    }
+    if request[2] & 0x80 != 0 {
+        return Outcome::Drop(DropReason::NotQuery);
+    }
+    let req = match Message::from_vec(request) {
+        Ok(m) => m,
+        Err(_) => return formerr_from_header(request),
+    };
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.checking_disabled = req.metadata.checking_disabled;
+    resp.add_queries(req.queries.iter().cloned());
+    if let Some(req_edns) = &req.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(opts.max_udp_payload.max(PLAIN_UDP_PAYLOAD));
+        edns.set_dnssec_ok(req_edns.flags().dnssec_ok);
+        resp.set_edns(edns);
+    }
+    let limit = match transport {
+        Transport::Tcp => u16::MAX,
+        Transport::Udp => req.edns.as_ref().map_or(PLAIN_UDP_PAYLOAD, |e| {
+            e.max_payload().clamp(
+                PLAIN_UDP_PAYLOAD,
+                opts.max_udp_payload.max(PLAIN_UDP_PAYLOAD),
+            )
+        }),
+    };
+
+    resp.metadata.response_code = 'rcode: {
+        if req.metadata.op_code != OpCode::Query {
+            break 'rcode ResponseCode::NotImp;
+        }
+        if req.edns.as_ref().is_some_and(|e| e.version() != 0) {
+            break 'rcode ResponseCode::BADVERS;
+        }
+        let [query] = req.queries.as_slice() else {
+            break 'rcode ResponseCode::FormErr;
+        };
+        if !req.answers.is_empty() || !req.authorities.is_empty() {
+            break 'rcode ResponseCode::FormErr;
+        }
+        if query.query_class() != DNSClass::IN {
+            break 'rcode ResponseCode::Refused;
+        }
+        match query.query_type() {
+            RecordType::AXFR | RecordType::IXFR => break 'rcode ResponseCode::NotImp,
+            RecordType::OPT => break 'rcode ResponseCode::FormErr,
+            _ => {}
+        }
+        let lname = query.name().to_lowercase();
+        let Some((zi, zone)) = snap.zones().find(&lname) else {
+            break 'rcode ResponseCode::Refused;
+        };
+        resp.metadata.authoritative = true;
+        let mut r = Resolver {
+            snap,
+            now,
+            rotation,
+            out: Sections::default(),
+        };
+        let rcode = r.resolve(query, zi, zone);
+        resp.insert_answers(r.out.answers);
+        resp.insert_authorities(r.out.authorities);
+        resp.insert_additionals(r.out.additionals);
+        rcode
+    };
+    encode(resp, limit)
+}
+
+fn encode(resp: Message, limit: u16) -> Outcome {
+    let rcode = resp.metadata.response_code;
+    let Ok(bytes) = resp.to_vec() else {
+        return Outcome::Drop(DropReason::Encode);
+    };
+    if bytes.len() <= usize::from(limit) {
+        return Outcome::Reply {
+            bytes,
+            rcode,
+            truncated: false,
+        };
+    }
+    // Too big: header, question and OPT only, TC=1; the client retries over TCP.
+    match resp.truncate().to_vec() {
+        Ok(bytes) if bytes.len() <= usize::from(limit) => Outcome::Reply {
+            bytes,
+            rcode,
+            truncated: true,
+        },
+        _ => Outcome::Drop(DropReason::Encode),
+    }
+}
+
+/// The header parsed but the rest did not: FORMERR with the ID, opcode and RD echoed and no
+/// sections (we cannot trust any of them).
+fn formerr_from_header(request: &[u8]) -> Outcome {
+    let mut bytes = vec![0u8; 12];
+    bytes[..2].copy_from_slice(&request[..2]);
+    bytes[2] = 0x80 | (request[2] & 0x79); // QR, opcode, RD
+    bytes[3] = 0x01; // FORMERR
+    Outcome::Reply {
+        bytes,
+        rcode: ResponseCode::FormErr,
+        truncated: false,
+    }
+}
+
+#[derive(Default)]
+struct Sections {
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+struct Resolver<'a> {
+    snap: &'a Snapshot,
+    now: Instant,
+    rotation: usize,
+    out: Sections,
+}
+
+/// What one name holds for one query type.
+enum Step {
+    Records(Vec<Record>),
+    NoData,
+    Alias(Name),
+}
+
+impl Resolver<'_> {
+    fn resolve(&mut self, query: &Query, zi: usize, zone: &Zone) -> ResponseCode {
+        let qtype = query.query_type();
+        let mut owner = query.name().clone();
+        let (mut zi, mut zone) = (zi, zone.clone());
+        let mut visited: Vec<Name> = Vec::new();
+        loop {
+            let lname = owner.to_lowercase();
+            let apex = lname == zone.name;
+            let entries: Vec<&Entry> = if apex {
+                let mut v = self.snap.node(&zone.key);
+                v.retain(|e| &*e.key == zone.key.as_str());
+                v.extend(self.snap.node(&format!("{}/dns/apex", zone.key)));
+                v
+            } else {
+                self.snap
+                    .node(&name_to_key(self.snap.zones().prefix(), &lname))
+            };
+            if entries.is_empty() && !apex {
+                self.out.authorities.push(self.soa(zi, &zone));
+                return ResponseCode::NXDomain;
+            }
+            match self.step(&owner, qtype, &entries, apex, &zone) {
+                Step::Records(mut records) => {
+                    if records.len() > 1 {
+                        let n = self.rotation % records.len();
+                        records.rotate_left(n);
+                    }
+                    self.out.answers.extend(records);
+                    return ResponseCode::NoError;
+                }
+                Step::NoData => {
+                    self.out.authorities.push(self.soa(zi, &zone));
+                    return ResponseCode::NoError;
+                }
+                Step::Alias(target) => {
+                    let ttl = entries
+                        .iter()
+                        .map(|e| self.snap.ttl(e, self.now))
+                        .min()
+                        .unwrap_or(SOA_MINIMUM);
+                    self.out.answers.push(Record::from_rdata(
+                        owner.clone(),
+                        ttl,
+                        RData::CNAME(CNAME(target.clone())),
+                    ));
+                    visited.push(lname);
+                    let ltarget = target.to_lowercase();
+                    if visited.len() >= MAX_CNAME_CHAIN || visited.contains(&ltarget) {
+                        return ResponseCode::NoError;
+                    }
+                    // Out of our zones: the resolver follows the CNAME itself.
+                    let Some((nzi, nzone)) = self.snap.zones().find(&ltarget) else {
+                        return ResponseCode::NoError;
+                    };
+                    (zi, zone) = (nzi, nzone.clone());
+                    owner = target;
+                }
+            }
+        }
+    }
+
+    fn step(
+        &mut self,
+        owner: &Name,
+        qtype: RecordType,
+        entries: &[&Entry],
+        apex: bool,
+        zone: &Zone,
+    ) -> Step {
+        let has = |f: fn(&Host) -> bool| entries.iter().any(|e| f(&e.record.host));
+        let alias_target = || {
+            entries.iter().find_map(|e| match &e.record.host {
+                Host::Name(n) if !e.record.mail => Some(n.clone()),
+                _ => None,
+            })
+        };
+        // A name with addresses is not an alias even if it also lists a name (SRV targets).
+        let alias = if has(|h| matches!(h, Host::V4(_) | Host::V6(_))) {
+            None
+        } else {
+            alias_target()
+        };
+        let records = match qtype {
+            RecordType::A => self.addresses(owner, entries, true),
+            RecordType::AAAA => self.addresses(owner, entries, false),
+            RecordType::CNAME => {
+                return alias_target().map_or(Step::NoData, |t| {
+                    let ttl = self.min_ttl(entries);
+                    Step::Records(vec![Record::from_rdata(
+                        owner.clone(),
+                        ttl,
+                        RData::CNAME(CNAME(t)),
+                    )])
+                });
+            }
+            RecordType::TXT => self.txt(owner, entries),
+            RecordType::MX => self.targets(owner, entries, Kind::Mx),
+            RecordType::SRV => self.targets(owner, entries, Kind::Srv),
+            RecordType::PTR => entries
+                .iter()
+                .filter_map(|e| match &e.record.host {
+                    Host::Name(n) if !e.record.mail => Some(Record::from_rdata(
+                        owner.clone(),
+                        self.snap.ttl(e, self.now),
+                        RData::PTR(PTR(n.clone())),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            RecordType::NS if apex => {
+                let (ns, glue) = self.ns(owner, zone);
+                self.out.additionals.extend(glue);
+                ns
+            }
+            RecordType::SOA if apex => {
+                let zi = self.snap.zones().find(&zone.name).map_or(0, |(i, _)| i);
+                let mut soa = self.soa(zi, zone);
+                soa.name = owner.clone();
+                vec![soa]
+            }
+            RecordType::ANY => {
+                // RFC 8482: a minimal answer instead of everything we hold.
+                return Step::Records(vec![Record::from_rdata(
+                    owner.clone(),
+                    SOA_MINIMUM,
+                    RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
+                )]);
+            }
+            _ => Vec::new(),
+        };
+        if !records.is_empty() {
+            return Step::Records(uniform_rrset(records));
+        }
+        match alias {
+            Some(t) if qtype != RecordType::PTR => Step::Alias(t),
+            _ => Step::NoData,
+        }
+    }
+
+    fn min_ttl(&self, entries: &[&Entry]) -> u32 {
+        entries
+            .iter()
+            .map(|e| self.snap.ttl(e, self.now))
+            .min()
+            .unwrap_or(SOA_MINIMUM)
+    }
+
+    fn addresses(&self, owner: &Name, entries: &[&Entry], v4: bool) -> Vec<Record> {
+        entries
+            .iter()
+            .filter_map(|e| {
+                let rdata = match (&e.record.host, v4) {
+                    (Host::V4(ip), true) => RData::A(A(*ip)),
+                    (Host::V6(ip), false) => RData::AAAA(AAAA(*ip)),
+                    _ => return None,
+                };
+                Some(Record::from_rdata(
+                    owner.clone(),
+                    self.snap.ttl(e, self.now),
+                    rdata,
+                ))
+            })
+            .collect()
+    }
+
+    fn txt(&self, owner: &Name, entries: &[&Entry]) -> Vec<Record> {
+        entries
+            .iter()
+            .filter(|e| !e.record.text.is_empty())
+            .map(|e| {
+                let chunks: Vec<&[u8]> = e.record.text.as_bytes().chunks(TXT_CHUNK).collect();
+                Record::from_rdata(
+                    owner.clone(),
+                    self.snap.ttl(e, self.now),
+                    RData::TXT(TXT::from_bytes(chunks)),
+                )
+            })
+            .collect()
+    }
+
+    /// SRV and MX: the target is `host` when it is a name, else a name made from the key (with
+    /// `targetstrip`) whose address goes in the additional section.
+    fn targets(&mut self, owner: &Name, entries: &[&Entry], kind: Kind) -> Vec<Record> {
+        let chosen: Vec<&Entry> = entries
+            .iter()
+            .copied()
+            .filter(|e| match kind {
+                Kind::Srv => e.record.port.is_some() && e.record.host != Host::None,
+                Kind::Mx => e.record.mail && e.record.host != Host::None,
+            })
+            .collect();
+        // SRV weight per priority: floor(100 / sum × weight), at least 1.
+        let mut sums: Vec<(u16, u32)> = Vec::new();
+        for e in &chosen {
+            let p = e.record.priority_or_default();
+            let w = u32::from(e.record.weight_or_default());
+            match sums.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, s)) => *s += w,
+                None => sums.push((p, w)),
+            }
+        }
+        let mut out = Vec::with_capacity(chosen.len());
+        for e in chosen {
+            let r = &e.record;
+            let ttl = self.snap.ttl(e, self.now);
+            let (target, address) = match &r.host {
+                Host::Name(n) => (strip_labels(n, r.target_strip), None),
+                Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),
+                Host::V6(ip) => (self.made_up_target(e), Some(RData::AAAA(AAAA(*ip)))),
+                Host::None => continue,
+            };
+            match address {
+                Some(rdata) => {
+                    self.out
+                        .additionals
+                        .push(Record::from_rdata(target.clone(), ttl, rdata))
+                }
+                None => {
+                    let extra = self.in_zone_addresses(&target);
+                    self.out.additionals.extend(extra);
+                }
+            }
+            let prio = r.priority_or_default();
+            let rdata = match kind {
+                Kind::Mx => RData::MX(MX::new(prio, target)),
+                Kind::Srv => {
+                    let sum = sums.iter().find(|(q, _)| *q == prio).map_or(1, |(_, s)| *s);
+                    let w = (100 * u32::from(r.weight_or_default())) / sum.max(1);
+                    let w = u16::try_from(w.max(1)).unwrap_or(u16::MAX);
+                    RData::SRV(SRV::new(prio, w, r.port.unwrap_or(0), target))
+                }
+            };
+            out.push(Record::from_rdata(owner.clone(), ttl, rdata));
+        }
+        dedup_records(&mut self.out.additionals);
+        out
+    }
+
+    fn made_up_target(&self, e: &Entry) -> Name {
+        key_to_name(self.snap.zones().prefix(), &e.key)
+            .map(|n| strip_labels(&n, e.record.target_strip))
+            .unwrap_or_else(Name::root)
+    }
+
+    /// A and AAAA of an in-zone target, for the additional section.
+    fn in_zone_addresses(&self, target: &Name) -> Vec<Record> {
+        let lt = target.to_lowercase();
+        if self.snap.zones().find(&lt).is_none() {
+            return Vec::new();
+        }
+        let entries = self
+            .snap
+            .node(&name_to_key(self.snap.zones().prefix(), &lt));
+        let mut v = self.addresses(target, &entries, true);
+        v.extend(self.addresses(target, &entries, false));
+        v
+    }
+
+    /// NS records at the apex from `ns.dns.<zone>`, with glue; `ns.dns.<zone>` itself when
+    /// etcd holds none.
+    fn ns(&self, owner: &Name, zone: &Zone) -> (Vec<Record>, Vec<Record>) {
+        let entries = self.snap.node(&format!("{}/dns/ns", zone.key));
+        let (mut ns, mut glue) = (Vec::new(), Vec::new());
+        for e in &entries {
+            let ttl = self.snap.ttl(e, self.now);
+            let (name, addr) = match &e.record.host {
+                Host::Name(n) => (n.clone(), None),
+                Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),
+                Host::V6(ip) => (self.made_up_target(e), Some(RData::AAAA(AAAA(*ip)))),
+                Host::None => continue,
+            };
+            if let Some(a) = addr {
+                glue.push(Record::from_rdata(name.clone(), ttl, a));
+            }
+            ns.push(Record::from_rdata(owner.clone(), ttl, RData::NS(NS(name))));
+        }
+        if ns.is_empty() {
+            ns.push(Record::from_rdata(
+                owner.clone(),
+                SOA_MINIMUM,
+                RData::NS(NS(default_ns(zone))),
+            ));
+        }
+        dedup_records(&mut glue);
+        (ns, glue)
+    }
+
+    fn soa(&self, zi: usize, zone: &Zone) -> Record {
+        let mname = self
+            .ns(&zone.name, zone)
+            .0
+            .first()
+            .and_then(|r| match &r.data {
+                RData::NS(NS(n)) => Some(n.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| default_ns(zone));
+        let rname = Name::from_ascii("hostmaster")
+            .and_then(|h| h.append_name(&zone.name))
+            .unwrap_or_else(|_| zone.name.clone());
+        Record::from_rdata(
+            zone.name.clone(),
+            SOA_MINIMUM,
+            RData::SOA(SOA::new(
+                mname,
+                rname,
+                self.snap.serial(zi),
+                SOA_REFRESH,
+                SOA_RETRY,
+                SOA_EXPIRE,
+                SOA_MINIMUM,
+            )),
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Srv,
+    Mx,
+}
+
+fn default_ns(zone: &Zone) -> Name {
+    Name::from_ascii("ns.dns")
+        .and_then(|n| n.append_name(&zone.name))
+        .unwrap_or_else(|_| zone.name.clone())
+}
+
+/// One RRset: no duplicate data, one TTL (the lowest, RFC 2181 §5.2).
+fn uniform_rrset(mut records: Vec<Record>) -> Vec<Record> {
+    dedup_records(&mut records);
+    if let Some(ttl) = records.iter().map(|r| r.ttl).min() {
+        for r in &mut records {
+            r.ttl = ttl;
+        }
+    }
+    records
+}
+
+fn dedup_records(records: &mut Vec<Record>) {
+    let mut seen: Vec<(Name, RData)> = Vec::with_capacity(records.len());
+    records.retain(|r| {
+        let k = (r.name.to_lowercase(), r.data.clone());
+        if seen.contains(&k) {
+            false
+        } else {
+            seen.push(k);
+            true
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,456 @@
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use super::*;
+use crate::index::{Snapshot, Zones};
+use crate::record::Record as SkyRecord;
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).expect("valid name")
+}
+
+fn snapshot(records: &[(&str, &str)]) -> Snapshot {
+    let zones = Arc::new(Zones::new(
+        "/skydns",
+        &[name("example.com."), name("0.0.10.in-addr.arpa.")],
+    ));
+    let mut s = Snapshot::new(zones, 100);
+    for (i, (k, v)) in records.iter().enumerate() {
+        let rev = 101 + i64::try_from(i).expect("small");
+        s.put(
+            k,
+            SkyRecord::parse(v.as_bytes()).expect("valid record"),
+            0,
+            rev,
+        );
+    }
+    s
+}
+
+fn query_bytes(qname: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 4242;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name(qname), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m.to_vec().expect("encode")
+}
+
+fn ask_with(
+    s: &Snapshot,
+    qname: &str,
+    qtype: RecordType,
+    edns: Option<u16>,
+    t: Transport,
+) -> (Message, usize) {
+    match respond(
+        s,
+        &query_bytes(qname, qtype, edns),
+        t,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) {
+        Outcome::Reply { bytes, .. } => (
+            Message::from_vec(&bytes).expect("response parses"),
+            bytes.len(),
+        ),
+        Outcome::Drop(r) => panic!("dropped: {r:?}"),
+    }
+}
+
+fn ask(s: &Snapshot, qname: &str, qtype: RecordType) -> Message {
+    ask_with(s, qname, qtype, Some(1232), Transport::Udp).0
+}
+
+fn answers(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m.answers.iter().map(|r| r.data.to_string()).collect();
+    v.sort();
+    v
+}
+
+const HW: &str = "/skydns/com/example/svc/federation/default/hello-world";
+
+#[test]
+fn a_query_answers_every_leaf_of_the_name_authoritatively() {
+    let s = snapshot(&[
+        (&format!("{HW}/fcp"), r#"{"host":"10.210.1.68","ttl":30}"#),
+        (&format!("{HW}/usa"), r#"{"host":"10.210.3.65","ttl":30}"#),
+        (&format!("{HW}/chn"), r#"{"host":"10.210.2.65","ttl":30}"#),
+    ]);
+    let m = ask(
+        &s,
+        "Hello-World.default.federation.svc.example.com.",
+        RecordType::A,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(answers(&m), ["10.210.1.68", "10.210.2.65", "10.210.3.65"]);
+    assert!(m.answers.iter().all(|r| r.ttl == 30));
+    // the question's case is echoed, in the question and in the answer owner
+    assert_eq!(
+        m.queries[0].name().to_ascii(),
+        "Hello-World.default.federation.svc.example.com."
+    );
+    assert_eq!(
+        m.answers[0].name.to_ascii(),
+        "Hello-World.default.federation.svc.example.com."
+    );
+}
+
+#[test]
+fn multi_record_answers_rotate() {
+    let s = snapshot(&[
+        (&format!("{HW}/a"), r#"{"host":"10.0.0.1"}"#),
+        (&format!("{HW}/b"), r#"{"host":"10.0.0.2"}"#),
+    ]);
+    let q = query_bytes(
+        "hello-world.default.federation.svc.example.com.",
+        RecordType::A,
+        None,
+    );
+    let first = |rot| match respond(
+        &s,
+        &q,
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        rot,
+    ) {
+        Outcome::Reply { bytes, .. } => Message::from_vec(&bytes).expect("parse").answers[0]
+            .data
+            .to_string(),
+        Outcome::Drop(_) => panic!("dropped"),
+    };
+    assert_ne!(first(0), first(1));
+}
+
+#[test]
+fn nxdomain_and_nodata_carry_the_soa_with_the_revision_serial() {
+    let s = snapshot(&[(&format!("{HW}/a"), r#"{"host":"10.0.0.1"}"#)]);
+    let m = ask(&s, "nope.example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.metadata.authoritative);
+    let RData::SOA(soa) = &m.authorities[0].data else {
+        panic!("no SOA")
+    };
+    assert_eq!(soa.serial, 101);
+    assert_eq!(m.authorities[0].ttl, 30);
+
+    let m = ask(
+        &s,
+        "hello-world.default.federation.svc.example.com.",
+        RecordType::AAAA,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+
+    // SkyDNS layout: a parent name answers with the records of its whole subtree
+    let m = ask(&s, "default.federation.svc.example.com.", RecordType::A);
+    assert_eq!(answers(&m), ["10.0.0.1"]);
+}
+
+#[test]
+fn outside_the_zones_is_refused_without_aa() {
+    let s = snapshot(&[]);
+    let m = ask(&s, "example.org.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(!m.metadata.authoritative);
+}
+
+#[test]
+fn apex_answers_soa_ns_and_dns_apex_records_only() {
+    let s = snapshot(&[
+        ("/skydns/com/example/dns/apex/a1", r#"{"host":"192.0.2.1"}"#),
+        ("/skydns/com/example/dns/ns/ns1", r#"{"host":"192.0.2.53"}"#),
+        ("/skydns/com/example/www", r#"{"host":"192.0.2.80"}"#),
+    ]);
+    assert_eq!(
+        answers(&ask(&s, "example.com.", RecordType::A)),
+        ["192.0.2.1"]
+    );
+    let m = ask(&s, "example.com.", RecordType::NS);
+    assert_eq!(answers(&m), ["ns1.ns.dns.example.com."]);
+    assert_eq!(m.additionals[0].name.to_ascii(), "ns1.ns.dns.example.com.");
+    let m = ask(&s, "example.com.", RecordType::SOA);
+    let RData::SOA(soa) = &m.answers[0].data else {
+        panic!("no SOA")
+    };
+    assert_eq!(soa.mname.to_ascii(), "ns1.ns.dns.example.com.");
+    assert_eq!(soa.rname.to_ascii(), "hostmaster.example.com.");
+    assert_eq!(soa.serial, 103);
+}
+
+#[test]
+fn apex_without_ns_records_names_ns_dns_zone() {
+    let s = snapshot(&[]);
+    assert_eq!(
+        answers(&ask(&s, "example.com.", RecordType::NS)),
+        ["ns.dns.example.com."]
+    );
+    let m = ask(&s, "example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+}
+
+#[test]
+fn cname_chains_inside_the_zone_are_followed_and_loops_stop() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/fr/svc/x",
+            r#"{"host":"x.svc.europe.example.com"}"#,
+        ),
+        (
+            "/skydns/com/example/europe/svc/x",
+            r#"{"host":"x.svc.example.com"}"#,
+        ),
+        ("/skydns/com/example/svc/x/a", r#"{"host":"10.0.0.9"}"#),
+        (
+            "/skydns/com/example/loop1",
+            r#"{"host":"loop2.example.com"}"#,
+        ),
+        (
+            "/skydns/com/example/loop2",
+            r#"{"host":"loop1.example.com"}"#,
+        ),
+        ("/skydns/com/example/out", r#"{"host":"www.example.org"}"#),
+    ]);
+    let m = ask(&s, "x.svc.fr.example.com.", RecordType::A);
+    let types: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::CNAME, RecordType::CNAME, RecordType::A]);
+    assert_eq!(m.answers[2].data.to_string(), "10.0.0.9");
+
+    let m = ask(&s, "loop1.example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 2);
+
+    let m = ask(&s, "out.example.com.", RecordType::A);
+    assert_eq!(answers(&m), ["www.example.org."]);
+
+    let m = ask(&s, "x.svc.fr.example.com.", RecordType::CNAME);
+    assert_eq!(answers(&m), ["x.svc.europe.example.com."]);
+}
+
+#[test]
+fn txt_mx_srv_ptr_and_aaaa() {
+    let long = "x".repeat(300);
+    let s = snapshot(&[
+        ("/skydns/com/example/t", &format!(r#"{{"text":"{long}"}}"#)),
+        (
+            "/skydns/com/example/m/1",
+            r#"{"host":"mail.example.com","mail":true,"priority":5}"#,
+        ),
+        (
+            "/skydns/com/example/m/2",
+            r#"{"host":"10.0.0.25","mail":true}"#,
+        ),
+        (
+            "/skydns/com/example/s/a",
+            r#"{"host":"10.0.0.1","port":80,"weight":1}"#,
+        ),
+        (
+            "/skydns/com/example/s/b",
+            r#"{"host":"10.0.0.2","port":80,"weight":3}"#,
+        ),
+        (
+            "/skydns/com/example/s/c",
+            r#"{"host":"10.0.0.3","port":-1}"#,
+        ),
+        ("/skydns/com/example/v6", r#"{"host":"2001:db8::1"}"#),
+        (
+            "/skydns/arpa/in-addr/10/0/0/127",
+            r#"{"host":"reverse.example.com"}"#,
+        ),
+    ]);
+    let m = ask(&s, "t.example.com.", RecordType::TXT);
+    let RData::TXT(txt) = &m.answers[0].data else {
+        panic!("no TXT")
+    };
+    assert_eq!(
+        txt.txt_data.iter().map(|c| c.len()).collect::<Vec<_>>(),
+        [255, 45]
+    );
+
+    let mx = answers(&ask(&s, "m.example.com.", RecordType::MX));
+    assert_eq!(mx, ["10 2.m.example.com.", "5 mail.example.com."]);
+
+    let m = ask(&s, "s.example.com.", RecordType::SRV);
+    let mut srv: Vec<String> = answers(&m);
+    srv.sort();
+    assert_eq!(
+        srv,
+        ["10 25 80 a.s.example.com.", "10 75 80 b.s.example.com."]
+    );
+    assert_eq!(m.additionals.len(), 2);
+
+    assert_eq!(
+        answers(&ask(&s, "v6.example.com.", RecordType::AAAA)),
+        ["2001:db8::1"]
+    );
+    assert_eq!(
+        answers(&ask(&s, "127.0.0.10.in-addr.arpa.", RecordType::PTR)),
+        ["reverse.example.com."]
+    );
+}
+
+#[test]
+fn externaldns_records_with_random_leaves_and_targetstrip() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/app/1a2b3c4d",
+            r#"{"host":"10.1.0.1","text":"\"heritage=external-dns,external-dns/owner=default\"","targetstrip":1,"ttl":60}"#,
+        ),
+        (
+            "/skydns/com/example/app/5e6f7a8b",
+            r#"{"host":"10.1.0.2","targetstrip":1,"ttl":60}"#,
+        ),
+    ]);
+    assert_eq!(
+        answers(&ask(&s, "app.example.com.", RecordType::A)),
+        ["10.1.0.1", "10.1.0.2"]
+    );
+    let m = ask(&s, "app.example.com.", RecordType::SRV);
+    assert!(
+        m.answers
+            .iter()
+            .all(|r| r.data.to_string().ends_with(" app.example.com."))
+    );
+    let m = ask(&s, "app.example.com.", RecordType::TXT);
+    assert_eq!(m.answers.len(), 1);
+}
+
+#[test]
+fn other_types_on_an_existing_name_are_nodata_and_any_is_minimal() {
+    let s = snapshot(&[("/skydns/com/example/a", r#"{"host":"10.0.0.1"}"#)]);
+    let m = ask(&s, "a.example.com.", RecordType::CAA);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    let m = ask(&s, "a.example.com.", RecordType::ANY);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].record_type(), RecordType::HINFO);
+}
+
+#[test]
+fn big_answers_are_truncated_over_udp_and_whole_over_tcp() {
+    let recs: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            (
+                format!("{HW}/{i:08x}"),
+                format!(r#"{{"host":"10.9.{}.{}"}}"#, i / 250, i % 250),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = recs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = snapshot(&refs);
+    let q = "hello-world.default.federation.svc.example.com.";
+    let (m, len) = ask_with(&s, q, RecordType::A, None, Transport::Udp);
+    assert!(m.metadata.truncation && m.answers.is_empty() && len <= 512);
+    let (m, len) = ask_with(&s, q, RecordType::A, Some(4096), Transport::Udp);
+    assert!(m.metadata.truncation && len <= 1232);
+    assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+    let (m, _) = ask_with(&s, q, RecordType::A, Some(4096), Transport::Tcp);
+    assert!(!m.metadata.truncation);
+    assert_eq!(m.answers.len(), 100);
+}
+
+#[test]
+fn protocol_errors() {
+    let s = snapshot(&[]);
+    // non-QUERY opcode
+    let mut m = Message::query();
+    m.metadata.op_code = OpCode::Status;
+    m.add_query(Query::query(name("example.com."), RecordType::A));
+    let Outcome::Reply { rcode, .. } = respond(
+        &s,
+        &m.to_vec().expect("enc"),
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) else {
+        panic!()
+    };
+    assert_eq!(rcode, ResponseCode::NotImp);
+    // two questions
+    let mut m = Message::query();
+    m.add_query(Query::query(name("a.example.com."), RecordType::A));
+    m.add_query(Query::query(name("b.example.com."), RecordType::A));
+    let Outcome::Reply { rcode, .. } = respond(
+        &s,
+        &m.to_vec().expect("enc"),
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) else {
+        panic!()
+    };
+    assert_eq!(rcode, ResponseCode::FormErr);
+    // header fine, body garbage: FORMERR echoing the ID
+    let mut bytes = query_bytes("a.example.com.", RecordType::A, None);
+    bytes.truncate(20);
+    let Outcome::Reply {
+        bytes: r, rcode, ..
+    } = respond(
+        &s,
+        &bytes,
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    )
+    else {
+        panic!()
+    };
+    assert_eq!(rcode, ResponseCode::FormErr);
+    assert_eq!(&r[..2], &bytes[..2]);
+    // shorter than a header, or a response: dropped
+    assert_eq!(
+        respond(
+            &s,
+            &[1, 2, 3],
+            Transport::Udp,
+            AnswerOptions::default(),
+            Instant::now(),
+            0
+        ),
+        Outcome::Drop(DropReason::Short)
+    );
+    let mut resp = query_bytes("a.example.com.", RecordType::A, None);
+    resp[2] |= 0x80;
+    assert_eq!(
+        respond(
+            &s,
+            &resp,
+            Transport::Udp,
+            AnswerOptions::default(),
+            Instant::now(),
+            0
+        ),
+        Outcome::Drop(DropReason::NotQuery)
+    );
+    // EDNS version 1: BADVERS
+    let mut m = Message::query();
+    m.add_query(Query::query(name("a.example.com."), RecordType::A));
+    let mut e = Edns::new();
+    e.set_version(1);
+    m.set_edns(e);
+    let Outcome::Reply { rcode, .. } = respond(
+        &s,
+        &m.to_vec().expect("enc"),
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) else {
+        panic!()
+    };
+    assert_eq!(rcode, ResponseCode::BADVERS);
+}

@@ -1,0 +1,312 @@
+//! The record index: an immutable snapshot of every record under the prefix, shared by all
+//! query workers and replaced atomically by the etcd sync.
+//!
+//! The map is persistent (`imbl::OrdMap`): cloning a snapshot is O(1) and an update touches
+//! O(log n) nodes, so the sync task applies a watch batch to a copy and publishes it without
+//! blocking readers, and without copying the zone.
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::Name;
+use imbl::{HashMap, OrdMap};
+
+use crate::key::name_to_key;
+use crate::record::Record;
+
+/// Lowest TTL answered for a record bound to an etcd lease (CoreDNS uses the same floor), so a
+/// lease about to be renewed does not make caches ask again every second.
+pub const LEASE_TTL_FLOOR: u32 = 30;
+/// TTL of a record that sets none (CoreDNS's etcd plugin default).
+pub const DEFAULT_TTL: u32 = 300;
+
+/// One record and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The etcd key.
+    pub key: Arc<str>,
+    /// The parsed value.
+    pub record: Record,
+    /// The etcd lease the key is attached to, 0 for none.
+    pub lease: i64,
+}
+
+/// A zone this server is authoritative for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// The apex, lowercase and fully qualified.
+    pub name: Name,
+    /// The apex's etcd key.
+    pub key: String,
+}
+
+/// The served zones, most specific first so that the first match is the longest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zones {
+    prefix: String,
+    zones: Vec<Zone>,
+}
+
+impl Zones {
+    /// Builds the zone list; `prefix` must be normalised ([`crate::key::normalize_prefix`]).
+    pub fn new(prefix: &str, names: &[Name]) -> Self {
+        let mut zones: Vec<Zone> = names
+            .iter()
+            .map(|n| {
+                let mut name = n.to_lowercase();
+                name.set_fqdn(true);
+                Zone {
+                    key: name_to_key(prefix, &name),
+                    name,
+                }
+            })
+            .collect();
+        zones.sort_by_key(|z| std::cmp::Reverse(z.name.num_labels()));
+        zones.dedup();
+        Self {
+            prefix: prefix.to_owned(),
+            zones,
+        }
+    }
+
+    /// The etcd prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// All zones.
+    pub fn iter(&self) -> impl Iterator<Item = &Zone> {
+        self.zones.iter()
+    }
+
+    /// The most specific zone containing `name`, with its index.
+    pub fn find(&self, name: &Name) -> Option<(usize, &Zone)> {
+        self.zones
+            .iter()
+            .enumerate()
+            .find(|(_, z)| z.name.zone_of(name))
+    }
+
+    /// The zone a key belongs to, if any.
+    pub fn find_key(&self, key: &str) -> Option<usize> {
+        self.zones.iter().position(|z| {
+            key.strip_prefix(z.key.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+}
+
+/// An immutable view of the records at one etcd revision.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    zones: Arc<Zones>,
+    records: OrdMap<Arc<str>, Arc<Entry>>,
+    leases: HashMap<i64, Instant>,
+    zone_revisions: Vec<i64>,
+    revision: i64,
+}
+
+impl Snapshot {
+    /// An empty snapshot at revision `revision`; every zone's serial starts there.
+    pub fn new(zones: Arc<Zones>, revision: i64) -> Self {
+        let n = zones.zones.len();
+        Self {
+            zones,
+            records: OrdMap::new(),
+            leases: HashMap::new(),
+            zone_revisions: vec![revision; n],
+            revision,
+        }
+    }
+
+    /// The served zones.
+    pub fn zones(&self) -> &Zones {
+        &self.zones
+    }
+
+    /// The etcd revision this snapshot reflects.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Marks the snapshot as current up to `revision` (a watch batch or progress notification).
+    pub fn set_revision(&mut self, revision: i64) {
+        self.revision = self.revision.max(revision);
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Every record, in key order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.records.values().map(|e| &**e)
+    }
+
+    /// Adds or replaces the record at `key`, changed at etcd revision `revision`.
+    pub fn put(&mut self, key: &str, record: Record, lease: i64, revision: i64) {
+        let key: Arc<str> = key.into();
+        self.touch(&key, revision);
+        self.records
+            .insert(key.clone(), Arc::new(Entry { key, record, lease }));
+    }
+
+    /// Removes the record at `key`, deleted (or made invalid) at etcd revision `revision`.
+    /// Returns whether there was one.
+    pub fn delete(&mut self, key: &str, revision: i64) -> bool {
+        let removed = self.records.remove(key).is_some();
+        if removed {
+            self.touch(key, revision);
+        }
+        removed
+    }
+
+    fn touch(&mut self, key: &str, revision: i64) {
+        if let Some(z) = self.zones.find_key(key) {
+            self.zone_revisions[z] = self.zone_revisions[z].max(revision);
+        }
+        self.set_revision(revision);
+    }
+
+    /// Records when a lease expires, as last read from etcd.
+    pub fn set_lease_deadline(&mut self, lease: i64, deadline: Instant) {
+        self.leases.insert(lease, deadline);
+    }
+
+    /// The leases that records use, so the sync task can refresh their deadlines.
+    pub fn leases_in_use(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .records
+            .values()
+            .map(|e| e.lease)
+            .filter(|&l| l != 0)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Forgets leases no record uses.
+    pub fn retain_leases(&mut self, in_use: &[i64]) {
+        self.leases.retain(|id, _| in_use.binary_search(id).is_ok());
+    }
+
+    /// The SOA serial of zone `zone`: the etcd revision of its last change (mod 2^32, which
+    /// serial-number arithmetic allows).
+    pub fn serial(&self, zone: usize) -> u32 {
+        // Truncation is intended: RFC 1982 serials wrap.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let serial = self
+            .zone_revisions
+            .get(zone)
+            .copied()
+            .unwrap_or(self.revision) as u32;
+        serial
+    }
+
+    /// The records of the name whose key is `key`: the key's own value and every value below
+    /// it, in key order, narrowed by `group` as SkyDNS does.
+    pub fn node(&self, key: &str) -> Vec<&Entry> {
+        let mut out: Vec<&Entry> = Vec::new();
+        if let Some(e) = self.records.get(key) {
+            out.push(e);
+        }
+        let (lo, hi) = subtree_bounds(key);
+        out.extend(
+            self.records
+                .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
+                .map(|(_, e)| &**e),
+        );
+        group_filter(out)
+    }
+
+    /// Whether the name whose key is `key` exists: it has a record, or a name below it has one
+    /// (an empty non-terminal).
+    pub fn exists(&self, key: &str) -> bool {
+        if self.records.contains_key(key) {
+            return true;
+        }
+        let (lo, hi) = subtree_bounds(key);
+        self.records
+            .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
+            .next()
+            .is_some()
+    }
+
+    /// The TTL to answer for `entry` at `now`: its own (or the default), bounded by what is left
+    /// of its lease, but never below [`LEASE_TTL_FLOOR`] because of the lease.
+    pub fn ttl(&self, entry: &Entry, now: Instant) -> u32 {
+        let ttl = if entry.record.ttl == 0 {
+            DEFAULT_TTL
+        } else {
+            entry.record.ttl
+        };
+        if entry.lease == 0 {
+            return ttl;
+        }
+        let remaining = self.leases.get(&entry.lease).map_or(0, |deadline| {
+            u32::try_from(deadline.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX)
+        });
+        ttl.min(remaining.max(LEASE_TTL_FLOOR))
+    }
+
+    /// A lease deadline `ttl` seconds from `now`.
+    pub fn lease_deadline(now: Instant, ttl_secs: i64) -> Instant {
+        now + Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0))
+    }
+}
+
+/// `[key/, key0)`: every key strictly below `key` (`'0'` follows `'/'` in ASCII).
+fn subtree_bounds(key: &str) -> (String, String) {
+    (format!("{key}/"), format!("{key}0"))
+}
+
+/// SkyDNS groups: the shortest keys that carry a group pick it; records of another group are
+/// left out, records with no group stay. Disagreeing groups at the shortest level mean no
+/// grouping at all (CoreDNS's `msg.Group`).
+pub fn group_filter(entries: Vec<&Entry>) -> Vec<&Entry> {
+    let Some(first) = entries.first() else {
+        return entries;
+    };
+    let depth = |e: &Entry| e.key.bytes().filter(|&b| b == b'/').count();
+    let mut group: &str = &first.record.group;
+    let mut shortest = depth(first);
+    for e in &entries {
+        let d = depth(e);
+        if d < shortest {
+            if e.record.group.is_empty() {
+                break;
+            }
+            shortest = d;
+            group = &e.record.group;
+        }
+    }
+    if group.is_empty() {
+        return entries;
+    }
+    let group = group.to_owned();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in &entries {
+        if e.record.group.is_empty() {
+            out.push(*e);
+            continue;
+        }
+        if depth(e) == shortest && *e.record.group != *group {
+            return entries;
+        }
+        if *e.record.group == *group {
+            out.push(*e);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
