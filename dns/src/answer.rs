@@ -170,6 +170,10 @@ pub fn respond(
         let Some((zi, zone)) = snap.zones().find(&lname) else {
             break 'rcode ResponseCode::Refused;
         };
+        if !snap.is_loaded() {
+            // Not loaded from etcd yet: we know nothing, so we must not deny anything.
+            break 'rcode ResponseCode::ServFail;
+        }
         resp.metadata.authoritative = true;
         let mut r = Resolver {
             snap,

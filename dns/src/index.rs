@@ -105,6 +105,7 @@ pub struct Snapshot {
     leases: HashMap<i64, Instant>,
     zone_revisions: Vec<i64>,
     revision: i64,
+    loaded: bool,
 }
 
 impl Snapshot {
@@ -117,7 +118,19 @@ impl Snapshot {
             leases: HashMap::new(),
             zone_revisions: vec![revision; n],
             revision,
+            loaded: false,
         }
+    }
+
+    /// Whether this snapshot holds a complete load of etcd (before that, the server answers
+    /// SERVFAIL rather than deny names it has not read yet).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    /// Marks the snapshot as a complete load.
+    pub fn mark_loaded(&mut self) {
+        self.loaded = true;
     }
 
     /// The served zones.

@@ -10,6 +10,10 @@
 //! - [`config`]: command line and YAML.
 
 pub mod answer;
+pub mod config;
+pub mod http;
 pub mod index;
 pub mod key;
 pub mod record;
+pub mod server;
+pub mod sync;

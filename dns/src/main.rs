@@ -1,1 +1,114 @@
-fn main() {}
+//! The `fedplane-dns` binary: settings, logging, metrics, then the sync task, the DNS listeners
+//! and the HTTP endpoints until SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Parser;
+use fedplane_dns::answer::AnswerOptions;
+use fedplane_dns::config::{Cli, PASSWORD_ENV, Settings};
+use fedplane_dns::http::{self, HttpState};
+use fedplane_dns::index::Zones;
+use fedplane_dns::server::{self, Responder};
+use fedplane_dns::sync::{EtcdSync, Shared};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(cli, std::env::var(PASSWORD_ENV).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fedplane-dns: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_tracing(&settings.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(run(settings))
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    http::describe_metrics();
+
+    let zones = Arc::new(Zones::new(&settings.etcd.prefix, &settings.zones));
+    let shared = Arc::new(Shared::new(zones.clone()));
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let responder = Arc::new(Responder::new(
+        shared.clone(),
+        AnswerOptions {
+            max_udp_payload: settings.max_udp_payload,
+        },
+        settings.tcp_idle_timeout,
+    ));
+    let bound = server::spawn(
+        &settings.listen,
+        settings.workers,
+        responder,
+        &cancel,
+        &mut tasks,
+    )?;
+    let http_listener = http::bind(settings.http)
+        .await
+        .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = HttpState {
+        shared: shared.clone(),
+        metrics,
+        draining: draining.clone(),
+    };
+    let http_cancel = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(http_listener, state, http_cancel.clone()));
+    tasks.spawn(EtcdSync::new(settings.etcd.clone(), zones, shared).run(cancel.clone()));
+
+    info!(
+        zones = ?settings.zones.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        listen = ?bound, http = %settings.http, workers = settings.workers,
+        etcd = ?settings.etcd, "fedplane-dns started"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: draining"),
+        _ = int.recv() => info!("SIGINT: draining"),
+    }
+    draining.store(true, Ordering::Relaxed);
+    cancel.cancel();
+    let drained = tokio::time::timeout(settings.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(grace = ?settings.shutdown_grace, "shutdown grace ran out with connections still open; closing them");
+    }
+    http_cancel.cancel();
+    let _ = http_task.await;
+    info!("fedplane-dns stopped");
+    Ok(())
+}

@@ -454,3 +454,11 @@ fn protocol_errors() {
     };
     assert_eq!(rcode, ResponseCode::BADVERS);
 }
+
+#[test]
+fn before_the_first_load_everything_in_zone_is_servfail_not_nxdomain() {
+    let zones = Arc::new(Zones::new("/skydns", &[name("example.com.")]));
+    let s = Snapshot::new(zones, 0);
+    let m = ask(&s, "anything.example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+}

@@ -1,0 +1,464 @@
+//! Keeping the snapshot current with etcd.
+//!
+//! Start: a paged range read of the prefix pinned to one revision, then one watch from that
+//! revision + 1. Each watch response is applied to a private copy of the snapshot which is then
+//! published atomically; queries never wait for etcd. When the watch breaks or etcd is down the
+//! last snapshot keeps answering while we reconnect with backoff (to any configured endpoint)
+//! and resume from the last revision seen. A compacted start revision means events were lost:
+//! reload everything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, TlsOptions,
+    WatchOptions,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::EtcdSettings;
+use crate::index::{Snapshot, Zones};
+use crate::record::Record;
+
+/// Keys per range request during the initial load: big enough to load 900k keys in seconds,
+/// small enough that one response stays far below gRPC's 4 MiB default message limit.
+pub const LOAD_PAGE_SIZE: i64 = 2000;
+/// How often lease deadlines are re-read, so TTLs follow keep-alives.
+const LEASE_REFRESH: Duration = Duration::from_secs(10);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Bound on a single unary etcd request (a range page, a lease lookup).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What went wrong talking to etcd. None of these stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// etcd could not be reached or refused the request.
+    #[error("etcd {endpoints}: {source}")]
+    Etcd {
+        /// The configured endpoints.
+        endpoints: String,
+        /// The client error.
+        source: etcd_client::Error,
+    },
+    /// An etcd request took longer than its bound.
+    #[error("etcd {0}: request timed out")]
+    Timeout(String),
+    /// The revision we wanted is compacted away; a full reload follows.
+    #[error("etcd revision {wanted} is compacted (compact revision {compacted}); reloading")]
+    Compacted {
+        /// The revision we asked for.
+        wanted: i64,
+        /// etcd's compact revision.
+        compacted: i64,
+    },
+    /// The watch ended or was cancelled by the server.
+    #[error("etcd watch ended: {0}")]
+    WatchEnded(String),
+}
+
+/// Sync progress, as exported in metrics (`fedplane_dns_sync_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SyncState {
+    /// Connecting and reading the prefix.
+    Loading = 0,
+    /// Watching: the snapshot follows etcd.
+    Watching = 1,
+    /// etcd unreachable: answering from the last snapshot.
+    Disconnected = 2,
+}
+
+/// What the sync task publishes and everyone else reads.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current snapshot. Readers `load()` it; only the sync task stores.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set once the first complete load is published.
+    pub ready: AtomicBool,
+    state: AtomicU64,
+    started: Instant,
+    last_sync_ms: AtomicU64,
+}
+
+impl Shared {
+    /// An unloaded, empty snapshot for `zones`.
+    pub fn new(zones: Arc<Zones>) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::new(zones, 0)),
+            ready: AtomicBool::new(false),
+            state: AtomicU64::new(SyncState::Loading as u64),
+            started: Instant::now(),
+            last_sync_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The current sync state.
+    pub fn state(&self) -> SyncState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => SyncState::Watching,
+            2 => SyncState::Disconnected,
+            _ => SyncState::Loading,
+        }
+    }
+
+    fn set_state(&self, s: SyncState) {
+        self.state.store(s as u64, Ordering::Relaxed);
+        metrics::gauge!("fedplane_dns_sync_state").set(f64::from(s as u8));
+    }
+
+    /// Seconds since the snapshot was last known to match etcd (`None` before the first load).
+    pub fn snapshot_age(&self) -> Option<Duration> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_sync_ms.load(Ordering::Relaxed));
+        Some(self.started.elapsed().saturating_sub(last))
+    }
+
+    fn mark_synced(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_sync_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn publish(&self, snap: &Snapshot) {
+        self.snapshot.store(Arc::new(snap.clone()));
+        self.mark_synced();
+        #[allow(clippy::cast_precision_loss)]
+        {
+            metrics::gauge!("fedplane_dns_snapshot_revision").set(snap.revision() as f64);
+            metrics::gauge!("fedplane_dns_records").set(snap.len() as f64);
+        }
+    }
+}
+
+/// The etcd sync task.
+#[derive(Debug)]
+pub struct EtcdSync {
+    settings: EtcdSettings,
+    shared: Arc<Shared>,
+    zones: Arc<Zones>,
+    /// Keys whose current value is invalid, with the revision we logged it at, so each bad
+    /// value is logged once however often we reload.
+    invalid: HashMap<String, i64>,
+}
+
+impl EtcdSync {
+    /// A sync task for `zones`, publishing into `shared`.
+    pub fn new(settings: EtcdSettings, zones: Arc<Zones>, shared: Arc<Shared>) -> Self {
+        Self {
+            settings,
+            shared,
+            zones,
+            invalid: HashMap::new(),
+        }
+    }
+
+    fn endpoints(&self) -> String {
+        self.settings.endpoints.join(",")
+    }
+
+    fn etcd_err(&self, source: etcd_client::Error) -> SyncError {
+        SyncError::Etcd {
+            endpoints: self.endpoints(),
+            source,
+        }
+    }
+
+    /// Runs until `cancel` fires. Never returns an error: failures are logged, counted, and
+    /// retried while the last snapshot keeps answering.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        let mut need_load = true;
+        loop {
+            if need_load {
+                self.shared.set_state(SyncState::Loading);
+            }
+            let result = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = self.session(&mut need_load, &mut backoff) => r,
+            };
+            let Err(e) = result else { return };
+            let snap = self.shared.snapshot.load();
+            if let SyncError::Compacted { .. } = e {
+                warn!(error = %e, "etcd watch fell behind compaction");
+                metrics::counter!("fedplane_dns_etcd_reloads_total", "reason" => "compacted")
+                    .increment(1);
+                need_load = true;
+                continue;
+            }
+            if self.shared.ready.load(Ordering::Relaxed) {
+                self.shared.set_state(SyncState::Disconnected);
+                warn!(error = %e, revision = snap.revision(), records = snap.len(),
+                    "etcd unavailable; serving snapshot at revision {}, retrying in {backoff:?}", snap.revision());
+            } else {
+                warn!(error = %e, "etcd unavailable before the first load; answering SERVFAIL, retrying in {backoff:?}");
+            }
+            metrics::counter!("fedplane_dns_etcd_reconnects_total").increment(1);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One connection: load if needed, then watch until something breaks.
+    async fn session(
+        &mut self,
+        need_load: &mut bool,
+        backoff: &mut Duration,
+    ) -> Result<(), SyncError> {
+        let mut client = self.connect().await?;
+        let mut working: Snapshot = if *need_load {
+            let snap = self.load(&mut client).await?;
+            info!(
+                revision = snap.revision(),
+                records = snap.len(),
+                invalid = self.invalid.len(),
+                "loaded records from etcd"
+            );
+            *need_load = false;
+            self.refresh_leases(&mut client, snap.clone()).await?
+        } else {
+            (**self.shared.snapshot.load()).clone()
+        };
+        self.shared.publish(&working);
+        self.shared.ready.store(true, Ordering::Relaxed);
+        let from = working.revision() + 1;
+        let mut stream = client
+            .watch(
+                self.prefix_start(),
+                Some(
+                    WatchOptions::new()
+                        .with_range(self.prefix_end())
+                        .with_start_revision(from)
+                        .with_progress_notify(),
+                ),
+            )
+            .await
+            .map_err(|e| self.etcd_err(e))?;
+        self.shared.set_state(SyncState::Watching);
+        debug!(from, "watching etcd");
+        *backoff = BACKOFF_MIN;
+        let mut lease_tick = tokio::time::interval(LEASE_REFRESH);
+        lease_tick.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    self.on_watch_message(&mut client, &mut working, msg, from).await?;
+                }
+                _ = lease_tick.tick() => {
+                    working = self.refresh_leases(&mut client, working).await?;
+                    self.shared.publish(&working);
+                }
+            }
+        }
+    }
+
+    async fn on_watch_message(
+        &mut self,
+        client: &mut Client,
+        working: &mut Snapshot,
+        msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+        from: i64,
+    ) -> Result<(), SyncError> {
+        let resp = match msg {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(SyncError::WatchEnded("stream closed by etcd".into())),
+            Err(e) => return Err(self.etcd_err(e)),
+        };
+        if resp.compact_revision() > 0 {
+            return Err(SyncError::Compacted {
+                wanted: from,
+                compacted: resp.compact_revision(),
+            });
+        }
+        if resp.canceled() {
+            return Err(SyncError::WatchEnded(format!(
+                "cancelled by etcd: {}",
+                resp.cancel_reason()
+            )));
+        }
+        if resp.events().is_empty() {
+            // A progress notification: everything up to the header revision is applied.
+            if !resp.created()
+                && let Some(h) = resp.header()
+            {
+                working.set_revision(h.revision());
+            }
+            self.shared.publish(working);
+            return Ok(());
+        }
+        let mut new_lease = false;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            match ev.event_type() {
+                EventType::Put => {
+                    new_lease |= kv.lease() != 0;
+                    self.apply_put(working, kv);
+                }
+                EventType::Delete => {
+                    if let Ok(key) = kv.key_str() {
+                        self.invalid.remove(key);
+                        working.delete(key, kv.mod_revision());
+                    }
+                    working.set_revision(kv.mod_revision());
+                }
+            }
+        }
+        if new_lease {
+            *working = self.refresh_leases(client, working.clone()).await?;
+        }
+        self.shared.publish(working);
+        Ok(())
+    }
+
+    fn prefix_start(&self) -> String {
+        format!("{}/", self.settings.prefix)
+    }
+
+    fn prefix_end(&self) -> String {
+        format!("{}0", self.settings.prefix)
+    }
+
+    async fn connect(&self) -> Result<Client, SyncError> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &self.settings.auth {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &self.settings.tls {
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                t = t.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(t);
+        }
+        bounded(
+            &self.endpoints(),
+            Client::connect(&self.settings.endpoints, Some(opts)),
+        )
+        .await?
+        .map_err(|e| self.etcd_err(e))
+    }
+
+    /// Reads every key under the prefix at one revision, page by page.
+    async fn load(&mut self, client: &mut Client) -> Result<Snapshot, SyncError> {
+        let end = self.prefix_end();
+        let mut start = self.prefix_start().into_bytes();
+        let mut revision = 0i64;
+        let mut snap: Option<Snapshot> = None;
+        let mut seen_invalid: HashMap<String, i64> = HashMap::new();
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LOAD_PAGE_SIZE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = bounded(&self.endpoints(), client.get(start.clone(), Some(opts)))
+                .await?
+                .map_err(|e| self.etcd_err(e))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let s = snap.get_or_insert_with(|| Snapshot::new(self.zones.clone(), revision));
+            for kv in resp.kvs() {
+                if let Ok(key) = kv.key_str()
+                    && let Some(rev) = self.ingest(s, key, kv)
+                {
+                    seen_invalid.insert(key.to_owned(), rev);
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.invalid = seen_invalid;
+        metrics::gauge!("fedplane_dns_invalid_records").set(self.invalid.len() as f64);
+        let mut snap = snap.unwrap_or_else(|| Snapshot::new(self.zones.clone(), revision));
+        snap.set_revision(revision);
+        snap.mark_loaded();
+        Ok(snap)
+    }
+
+    fn apply_put(&mut self, working: &mut Snapshot, kv: &KeyValue) {
+        let Ok(key) = kv.key_str() else {
+            metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
+            return;
+        };
+        match self.ingest(working, key, kv) {
+            Some(rev) => {
+                self.invalid.insert(key.to_owned(), rev);
+            }
+            None => {
+                self.invalid.remove(key);
+            }
+        }
+        metrics::gauge!("fedplane_dns_invalid_records").set(self.invalid.len() as f64);
+        working.set_revision(kv.mod_revision());
+    }
+
+    /// Puts one key into `snap`. Returns `Some(revision)` when the value is invalid (it is then
+    /// left out, and logged and counted unless this exact value was logged before).
+    fn ingest(&self, snap: &mut Snapshot, key: &str, kv: &KeyValue) -> Option<i64> {
+        if self.zones.find_key(key).is_none() {
+            return None; // not in a served zone
+        }
+        match Record::parse(kv.value()) {
+            Ok(record) => {
+                snap.put(key, record, kv.lease(), kv.mod_revision());
+                None
+            }
+            Err(e) => {
+                if self.invalid.get(key) != Some(&kv.mod_revision()) {
+                    warn!(key, revision = kv.mod_revision(), error = %e, "ignoring invalid record value");
+                    metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
+                }
+                snap.delete(key, kv.mod_revision());
+                Some(kv.mod_revision())
+            }
+        }
+    }
+
+    /// Re-reads the remaining time of every lease that records use.
+    async fn refresh_leases(
+        &self,
+        client: &mut Client,
+        mut snap: Snapshot,
+    ) -> Result<Snapshot, SyncError> {
+        let leases = snap.leases_in_use();
+        for &id in &leases {
+            let resp = bounded(&self.endpoints(), client.lease_time_to_live(id, None))
+                .await?
+                .map_err(|e| self.etcd_err(e))?;
+            snap.set_lease_deadline(id, Snapshot::lease_deadline(Instant::now(), resp.ttl()));
+        }
+        snap.retain_leases(&leases);
+        Ok(snap)
+    }
+}
+
+async fn bounded<T>(
+    endpoints: &str,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, SyncError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, f)
+        .await
+        .map_err(|_| SyncError::Timeout(endpoints.to_owned()))
+}
