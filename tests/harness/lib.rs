@@ -1,1 +1,56 @@
-//! harness
+//! Test harnesses for fedplane, one per real component, shared by every test:
+//!
+//! - [`Etcd`]: a real etcd server (Debian `etcd-server`) on free loopback ports with a temporary
+//!   data dir, driven with the real `etcdctl`;
+//! - [`Daemon`]: one of our binaries as a child process, whose output is printed if the test fails;
+//! - [`dig`]: the real `dig` client, its output parsed.
+//!
+//! Every wait is bounded ([`wait_until`]); nothing sleeps for a fixed time to "let things
+//! settle".
+
+mod daemon;
+mod dig;
+mod etcd;
+
+pub use daemon::{Daemon, http_get};
+pub use dig::{Dig, DigRecord, dig};
+pub use etcd::Etcd;
+
+use std::net::{TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// A loopback port free for both TCP and UDP right now (the OS picks it, so parallel tests do
+/// not collide).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Panics with an install hint when a program the tests need is missing.
+pub fn require_program(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()));
+    assert!(
+        found,
+        "{name} is not installed: run scripts/install-deps (apt-get install {package})"
+    );
+}

@@ -1,0 +1,151 @@
+//! A real etcd server for one test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::{free_port, require_program, wait_until};
+
+/// An etcd process with its own data dir and ports; killed on drop.
+#[derive(Debug)]
+pub struct Etcd {
+    dir: TempDir,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers.
+    pub fn start() -> Self {
+        require_program("etcd", "etcd-server");
+        require_program("etcdctl", "etcd-client");
+        let mut e = Self {
+            dir: tempfile::tempdir().expect("temp dir for etcd"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+        };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log file");
+        let child = Command::new("etcd")
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(20), "etcd to answer", || {
+            self.try_ctl(&["endpoint", "health"]).ok()
+        });
+    }
+
+    /// The client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kills etcd (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Runs etcdctl against this server; `Err` carries its stderr.
+    pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .arg("--dial-timeout=2s")
+            .arg("--command-timeout=5s")
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs etcdctl and panics on failure.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        self.try_ctl(args)
+            .unwrap_or_else(|e| panic!("etcdctl {args:?} failed: {e}"))
+    }
+
+    /// Puts one key.
+    pub fn put(&self, key: &str, value: &str) {
+        self.ctl(&["put", key, "--", value]);
+    }
+
+    /// Deletes one key.
+    pub fn del(&self, key: &str) {
+        self.ctl(&["del", key]);
+    }
+
+    /// The current store revision.
+    pub fn revision(&self) -> i64 {
+        let out = self.ctl(&["endpoint", "status", "-w", "fields"]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("\"Revision\" : "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no revision in etcdctl output: {out}"))
+    }
+
+    /// Compacts history up to the current revision.
+    pub fn compact(&self) {
+        let rev = self.revision().to_string();
+        self.ctl(&["compact", &rev, "--physical"]);
+    }
+
+    /// Grants a lease of `ttl` seconds and returns its hex ID as etcdctl prints it.
+    pub fn lease_grant(&self, ttl: u32) -> String {
+        let out = self.ctl(&["lease", "grant", &ttl.to_string()]);
+        // "lease 694d7a5a1e8e3b04 granted with TTL(60s)"
+        out.split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("unexpected lease output: {out}"))
+            .to_owned()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.dir.path().join("etcd.log"))
+        {
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("--- etcd log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
