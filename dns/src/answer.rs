@@ -602,4 +602,6 @@ fn dedup_records(records: &mut Vec<Record>) {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -102,14 +102,11 @@ struct Raw {
     group: Option<String>,
 }
 
-fn ranged<T: TryFrom<i64>>(
+fn ranged<T: TryFrom<i64> + Default>(
     field: &'static str,
     value: Option<i64>,
     range: &'static str,
-) -> Result<T, RecordError>
-where
-    T: Default,
-{
+) -> Result<T, RecordError> {
     match value {
         None => Ok(T::default()),
         Some(v) => T::try_from(v).map_err(|_| RecordError::Range {

@@ -376,7 +376,7 @@ impl EtcdSync {
             let s = snap.get_or_insert_with(|| Snapshot::new(self.zones.clone(), revision));
             for kv in resp.kvs() {
                 if let Ok(key) = kv.key_str()
-                    && let Some(rev) = self.ingest(s, key, kv)
+                    && let Err(rev) = self.ingest(s, key, kv)
                 {
                     seen_invalid.insert(key.to_owned(), rev);
                 }
@@ -403,10 +403,10 @@ impl EtcdSync {
             return;
         };
         match self.ingest(working, key, kv) {
-            Some(rev) => {
+            Err(rev) => {
                 self.invalid.insert(key.to_owned(), rev);
             }
-            None => {
+            Ok(()) => {
                 self.invalid.remove(key);
             }
         }
@@ -414,16 +414,17 @@ impl EtcdSync {
         working.set_revision(kv.mod_revision());
     }
 
-    /// Puts one key into `snap`. Returns `Some(revision)` when the value is invalid (it is then
-    /// left out, and logged and counted unless this exact value was logged before).
-    fn ingest(&self, snap: &mut Snapshot, key: &str, kv: &KeyValue) -> Option<i64> {
+    /// Puts one key into `snap` (keys outside the served zones are skipped). Returns
+    /// `Err(revision)` when the value is invalid: it is then left out, and logged and counted
+    /// unless this exact value was logged before.
+    fn ingest(&self, snap: &mut Snapshot, key: &str, kv: &KeyValue) -> Result<(), i64> {
         if self.zones.find_key(key).is_none() {
-            return None; // not in a served zone
+            return Ok(());
         }
         match Record::parse(kv.value()) {
             Ok(record) => {
                 snap.put(key, record, kv.lease(), kv.mod_revision());
-                None
+                Ok(())
             }
             Err(e) => {
                 if self.invalid.get(key) != Some(&kv.mod_revision()) {
@@ -431,7 +432,7 @@ impl EtcdSync {
                     metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
                 }
                 snap.delete(key, kv.mod_revision());
-                Some(kv.mod_revision())
+                Err(kv.mod_revision())
             }
         }
     }

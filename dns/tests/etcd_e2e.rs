@@ -25,16 +25,23 @@ impl Dns {
         let port = free_port();
         let http = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = [
-            "--zone", "example.com.", "--zone", "0.0.10.in-addr.arpa.",
-            "--workers", "2",
+            "--zone",
+            "example.com.",
+            "--zone",
+            "0.0.10.in-addr.arpa.",
+            "--workers",
+            "2",
         ]
         .iter()
         .map(ToString::to_string)
         .collect();
         args.extend([
-            "--listen".into(), format!("127.0.0.1:{port}"),
-            "--http".into(), http.clone(),
-            "--etcd-endpoints".into(), etcd.endpoint(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--http".into(),
+            http.clone(),
+            "--etcd-endpoints".into(),
+            etcd.endpoint(),
         ]);
         args.extend(extra.iter().map(ToString::to_string));
         let daemon = Daemon::start(Path::new(env!("CARGO_BIN_EXE_fedplane-dns")), &args, env);
@@ -80,13 +87,28 @@ fn answers_every_record_type_from_etcd() {
     let etcd = Etcd::start();
     hello_world(&etcd);
     etcd.put("/skydns/com/example/v6", r#"{"host":"2001:db8::10"}"#);
-    etcd.put("/skydns/com/example/alias", r#"{"host":"hello-world.default.federation.svc.example.com"}"#);
+    etcd.put(
+        "/skydns/com/example/alias",
+        r#"{"host":"hello-world.default.federation.svc.example.com"}"#,
+    );
     etcd.put("/skydns/com/example/txt", r#"{"text":"v=spf1 -all"}"#);
-    etcd.put("/skydns/com/example/mx/a", r#"{"host":"mail.example.com","mail":true,"priority":10}"#);
+    etcd.put(
+        "/skydns/com/example/mx/a",
+        r#"{"host":"mail.example.com","mail":true,"priority":10}"#,
+    );
     etcd.put("/skydns/com/example/mail", r#"{"host":"10.0.0.25"}"#);
-    etcd.put("/skydns/com/example/tcp/http/a", r#"{"host":"10.0.0.80","port":8080,"priority":10,"weight":1}"#);
-    etcd.put("/skydns/com/example/tcp/http/b", r#"{"host":"10.0.0.81","port":8080,"priority":10,"weight":3}"#);
-    etcd.put("/skydns/arpa/in-addr/10/0/0/80", r#"{"host":"web.example.com"}"#);
+    etcd.put(
+        "/skydns/com/example/tcp/http/a",
+        r#"{"host":"10.0.0.80","port":8080,"priority":10,"weight":1}"#,
+    );
+    etcd.put(
+        "/skydns/com/example/tcp/http/b",
+        r#"{"host":"10.0.0.81","port":8080,"priority":10,"weight":3}"#,
+    );
+    etcd.put(
+        "/skydns/arpa/in-addr/10/0/0/80",
+        r#"{"host":"web.example.com"}"#,
+    );
     etcd.put("/skydns/com/example/dns/ns/ns1", r#"{"host":"10.0.0.53"}"#);
     etcd.put("/skydns/com/example/dns/apex/a", r#"{"host":"10.0.0.1"}"#);
     let dns = Dns::start(&etcd, &[], &[]);
@@ -94,28 +116,64 @@ fn answers_every_record_type_from_etcd() {
     let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
     assert_eq!(d.status, "NOERROR", "{}", d.raw);
     assert!(d.flag("aa"), "{}", d.raw);
-    assert_eq!(d.answers("A"), ["10.210.1.68", "10.210.2.65", "10.210.3.65"]);
+    assert_eq!(
+        d.answers("A"),
+        ["10.210.1.68", "10.210.2.65", "10.210.3.65"]
+    );
     assert!(d.answer.iter().all(|r| r.ttl == 30));
 
-    assert_eq!(dns.q(&["v6.example.com", "AAAA"]).answers("AAAA"), ["2001:db8::10"]);
+    assert_eq!(
+        dns.q(&["v6.example.com", "AAAA"]).answers("AAAA"),
+        ["2001:db8::10"]
+    );
     let d = dns.q(&["alias.example.com", "A"]);
-    assert_eq!(d.answers("CNAME"), ["hello-world.default.federation.svc.example.com."]);
+    assert_eq!(
+        d.answers("CNAME"),
+        ["hello-world.default.federation.svc.example.com."]
+    );
     assert_eq!(d.answers("A").len(), 3, "CNAME chased in zone: {}", d.raw);
-    assert_eq!(dns.q(&["txt.example.com", "TXT"]).answers("TXT"), ["\"v=spf1 -all\""]);
+    assert_eq!(
+        dns.q(&["txt.example.com", "TXT"]).answers("TXT"),
+        ["\"v=spf1 -all\""]
+    );
     let d = dns.q(&["mx.example.com", "MX"]);
     assert_eq!(d.answers("MX"), ["10 mail.example.com."]);
-    assert_eq!(d.additional.iter().map(|r| r.data.as_str()).collect::<Vec<_>>(), ["10.0.0.25"]);
+    assert_eq!(
+        d.additional
+            .iter()
+            .map(|r| r.data.as_str())
+            .collect::<Vec<_>>(),
+        ["10.0.0.25"]
+    );
     let d = dns.q(&["http.tcp.example.com", "SRV"]);
-    assert_eq!(d.answers("SRV"), ["10 25 8080 a.http.tcp.example.com.", "10 75 8080 b.http.tcp.example.com."]);
+    assert_eq!(
+        d.answers("SRV"),
+        [
+            "10 25 8080 a.http.tcp.example.com.",
+            "10 75 8080 b.http.tcp.example.com."
+        ]
+    );
     assert_eq!(d.additional.len(), 2, "{}", d.raw);
-    assert_eq!(dns.q(&["-x", "10.0.0.80"]).answers("PTR"), ["web.example.com."]);
+    assert_eq!(
+        dns.q(&["-x", "10.0.0.80"]).answers("PTR"),
+        ["web.example.com."]
+    );
     let d = dns.q(&["example.com", "NS"]);
     assert_eq!(d.answers("NS"), ["ns1.ns.dns.example.com."]);
     assert_eq!(d.additional[0].data, "10.0.0.53");
     assert_eq!(dns.q(&["example.com", "A"]).answers("A"), ["10.0.0.1"]);
     let d = dns.q(&["example.com", "SOA"]);
-    let serial: i64 = d.answer[0].data.split_whitespace().nth(2).and_then(|s| s.parse().ok()).expect("serial");
-    assert_eq!(serial, etcd.revision(), "SOA serial is the etcd revision of the last change");
+    let serial: i64 = d.answer[0]
+        .data
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .expect("serial");
+    assert_eq!(
+        serial,
+        etcd.revision(),
+        "SOA serial is the etcd revision of the last change"
+    );
 }
 
 #[test]
@@ -123,17 +181,34 @@ fn reads_records_exactly_as_externaldns_writes_them() {
     let etcd = Etcd::start();
     // ExternalDNS coredns provider: random 8-hex leaves, targetstrip 1, ownership text.
     let owner = r#""heritage=external-dns,external-dns/owner=default,external-dns/resource=service/default/nginx""#;
-    let v = serde_like(&[("host", "\"10.1.2.3\""), ("text", &json_str(owner)), ("ttl", "60"), ("targetstrip", "1")]);
+    let v = serde_like(&[
+        ("host", "\"10.1.2.3\""),
+        ("text", &json_str(owner)),
+        ("ttl", "60"),
+        ("targetstrip", "1"),
+    ]);
     etcd.put("/skydns/com/example/nginx/1f2e3d4c", &v);
-    etcd.put("/skydns/com/example/nginx/5a6b7c8d", r#"{"host":"10.1.2.4","ttl":60,"targetstrip":1,"owner":"default"}"#);
+    etcd.put(
+        "/skydns/com/example/nginx/5a6b7c8d",
+        r#"{"host":"10.1.2.4","ttl":60,"targetstrip":1,"owner":"default"}"#,
+    );
     let dns = Dns::start(&etcd, &[], &[]);
     let d = dns.q(&["nginx.example.com", "A"]);
     assert_eq!(d.answers("A"), ["10.1.2.3", "10.1.2.4"]);
     assert!(d.answer.iter().all(|r| r.ttl == 60));
-    assert_eq!(dns.q(&["nginx.example.com", "TXT"]).answers("TXT"), [json_str(owner)]);
+    assert_eq!(
+        dns.q(&["nginx.example.com", "TXT"]).answers("TXT"),
+        [json_str(owner)]
+    );
     // made-up SRV targets lose the random label (targetstrip)
     let d = dns.q(&["nginx.example.com", "SRV"]);
-    assert!(d.answers("SRV").iter().all(|s| s.ends_with(" nginx.example.com.")), "{}", d.raw);
+    assert!(
+        d.answers("SRV")
+            .iter()
+            .all(|s| s.ends_with(" nginx.example.com.")),
+        "{}",
+        d.raw
+    );
 }
 
 fn json_str(s: &str) -> String {
@@ -156,14 +231,22 @@ fn nxdomain_nodata_and_refused() {
     assert_eq!(d.authority[0].rtype, "SOA");
     assert_eq!(d.authority[0].ttl, 30, "negative TTL = SOA minimum");
     let d = dns.q(&["hello-world.default.federation.svc.example.com", "MX"]);
-    assert_eq!((d.status.as_str(), d.answer.len()), ("NOERROR", 0), "{}", d.raw);
+    assert_eq!(
+        (d.status.as_str(), d.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        d.raw
+    );
     assert_eq!(d.authority[0].rtype, "SOA");
     let d = dns.q(&["www.example.org", "A"]);
     assert_eq!(d.status, "REFUSED");
     assert!(!d.flag("aa"));
     // question case echoed back
     let d = dns.q(&["HeLLo-World.default.federation.svc.EXAMPLE.com", "A"]);
-    assert_eq!(d.question, "HeLLo-World.default.federation.svc.EXAMPLE.com.");
+    assert_eq!(
+        d.question,
+        "HeLLo-World.default.federation.svc.EXAMPLE.com."
+    );
     assert_eq!(d.answers("A").len(), 3);
 }
 
@@ -171,7 +254,10 @@ fn nxdomain_nodata_and_refused() {
 fn truncates_over_udp_then_answers_whole_over_tcp() {
     let etcd = Etcd::start();
     for i in 0..120 {
-        etcd.put(&format!("{HW}/{i:08x}"), &format!(r#"{{"host":"10.9.{}.{}"}}"#, i / 200, i % 200 + 1));
+        etcd.put(
+            &format!("{HW}/{i:08x}"),
+            &format!(r#"{{"host":"10.9.{}.{}"}}"#, i / 200, i % 200 + 1),
+        );
     }
     let dns = Dns::start(&etcd, &[], &[]);
     let name = "hello-world.default.federation.svc.example.com";
@@ -212,7 +298,12 @@ fn keeps_answering_while_etcd_is_down_and_catches_up_when_it_returns() {
         (dns.metric("fedplane_dns_sync_state") == 2.0).then_some(())
     });
     let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
-    assert_eq!(d.answers("A").len(), 3, "answers from the last snapshot: {}", d.raw);
+    assert_eq!(
+        d.answers("A").len(),
+        3,
+        "answers from the last snapshot: {}",
+        d.raw
+    );
     assert_eq!(http_get(&dns.http, "/readyz").map(|r| r.0), Some(200));
     etcd.restart();
     etcd.put("/skydns/com/example/after", r#"{"host":"10.0.0.9"}"#);
@@ -239,7 +330,11 @@ fn reloads_when_the_watch_revision_was_compacted() {
     });
     dns.await_answer("fresh.example.com", "A", &["10.0.0.2"]);
     assert_eq!(dns.q(&["gone.example.com", "A"]).status, "NXDOMAIN");
-    dns.await_answer("hello-world.default.federation.svc.example.com", "A", &["10.210.1.99", "10.210.2.65", "10.210.3.65"]);
+    dns.await_answer(
+        "hello-world.default.federation.svc.example.com",
+        "A",
+        &["10.210.1.99", "10.210.2.65", "10.210.3.65"],
+    );
 }
 
 #[test]
@@ -247,7 +342,10 @@ fn invalid_values_are_skipped_counted_and_hide_nothing_else() {
     let etcd = Etcd::start();
     hello_world(&etcd);
     etcd.put(&format!("{HW}/broken"), "{not json");
-    etcd.put("/skydns/com/example/badport", r#"{"host":"10.0.0.1","port":99999}"#);
+    etcd.put(
+        "/skydns/com/example/badport",
+        r#"{"host":"10.0.0.1","port":99999}"#,
+    );
     let dns = Dns::start(&etcd, &[], &[]);
     let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
     assert_eq!(d.answers("A").len(), 3, "{}", d.raw);
@@ -257,7 +355,11 @@ fn invalid_values_are_skipped_counted_and_hide_nothing_else() {
         (dns.metric("fedplane_dns_invalid_records_total") == 3.0).then_some(())
     });
     let out = dns.daemon.output();
-    assert_eq!(out.matches("ignoring invalid record value").count(), 3, "{out}");
+    assert_eq!(
+        out.matches("ignoring invalid record value").count(),
+        3,
+        "{out}"
+    );
     assert!(out.contains("/skydns/com/example/badport"), "{out}");
 }
 
@@ -267,19 +369,33 @@ fn garbage_datagrams_are_dropped_and_counted_and_the_server_keeps_answering() {
     hello_world(&etcd);
     let dns = Dns::start(&etcd, &[], &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
-    for junk in [&b"\x01\x02"[..], &[0xffu8; 40][..], b"\x12\x34\x81\x00\x00\x01\x00\x00\x00\x00\x00\x00"] {
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    for junk in [
+        &b"\x01\x02"[..],
+        &[0xffu8; 40][..],
+        b"\x12\x34\x81\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+    ] {
         sock.send_to(junk, ("127.0.0.1", dns.port)).expect("send");
     }
     // a header with a broken body gets FORMERR with its ID
-    sock.send_to(b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example", ("127.0.0.1", dns.port)).expect("send");
+    sock.send_to(
+        b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example",
+        ("127.0.0.1", dns.port),
+    )
+    .expect("send");
     let mut buf = [0u8; 512];
     let (n, _) = sock.recv_from(&mut buf).expect("FORMERR reply");
     assert_eq!((&buf[..2], buf[3] & 0x0f, n), (&b"\xab\xcd"[..], 1, 12));
     wait_until(WAIT, "drops to be counted", || {
         (dns.metric("fedplane_dns_dropped_total") >= 2.0).then_some(())
     });
-    assert_eq!(dns.q(&["hello-world.default.federation.svc.example.com", "A"]).answers("A").len(), 3);
+    assert_eq!(
+        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
+            .answers("A")
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -289,7 +405,8 @@ fn tcp_pipelines_queries_and_closes_idle_connections() {
     hello_world(&etcd);
     let dns = Dns::start(&etcd, &["--tcp-idle-timeout", "300ms"], &[]);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut batch = Vec::new();
     for id in 1u16..=3 {
         let q = raw_query(id, "hello-world.default.federation.svc.example.com");
@@ -302,7 +419,11 @@ fn tcp_pipelines_queries_and_closes_idle_connections() {
         s.read_exact(&mut len).expect("length");
         let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
         s.read_exact(&mut msg).expect("message");
-        assert_eq!(u16::from_be_bytes([msg[0], msg[1]]), id, "answered in order");
+        assert_eq!(
+            u16::from_be_bytes([msg[0], msg[1]]),
+            id,
+            "answered in order"
+        );
         assert_eq!(u16::from_be_bytes([msg[6], msg[7]]), 3, "three A records");
     }
     // idle: the server closes the connection (read returns 0) within a bounded time
@@ -326,11 +447,21 @@ fn raw_query(id: u16, name: &str) -> Vec<u8> {
 fn lease_bound_records_answer_the_remaining_lease_with_a_floor() {
     let etcd = Etcd::start();
     let lease = etcd.lease_grant(90);
-    etcd.ctl(&["put", "--lease", &lease, "/skydns/com/example/leased", r#"{"host":"10.0.0.5","ttl":300}"#]);
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &lease,
+        "/skydns/com/example/leased",
+        r#"{"host":"10.0.0.5","ttl":300}"#,
+    ]);
     let dns = Dns::start(&etcd, &[], &[]);
     let d = dns.await_answer("leased.example.com", "A", &["10.0.0.5"]);
     let ttl = d.answer[0].ttl;
-    assert!((30..=90).contains(&ttl), "TTL {ttl} bounded by the 90 s lease: {}", d.raw);
+    assert!(
+        (30..=90).contains(&ttl),
+        "TTL {ttl} bounded by the 90 s lease: {}",
+        d.raw
+    );
 }
 
 #[test]
@@ -339,12 +470,23 @@ fn not_ready_and_servfail_until_etcd_is_loaded() {
     hello_world(&etcd);
     etcd.stop();
     let dns = Dns::start_unready(&etcd, &[], &[]);
-    wait_until(WAIT, "/healthz", || http_get(&dns.http, "/healthz").filter(|r| r.0 == 200));
+    wait_until(WAIT, "/healthz", || {
+        http_get(&dns.http, "/healthz").filter(|r| r.0 == 200)
+    });
     assert_eq!(http_get(&dns.http, "/readyz").map(|r| r.0), Some(503));
-    assert_eq!(dns.q(&["hello-world.default.federation.svc.example.com", "A"]).status, "SERVFAIL");
+    assert_eq!(
+        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
+            .status,
+        "SERVFAIL"
+    );
     etcd.restart();
     let dns = dns.ready();
-    assert_eq!(dns.q(&["hello-world.default.federation.svc.example.com", "A"]).answers("A").len(), 3);
+    assert_eq!(
+        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
+            .answers("A")
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -363,12 +505,58 @@ fn authenticates_to_etcd_with_a_password_from_the_environment() {
     hello_world(&etcd);
     etcd.ctl(&["user", "add", "root:rootpw"]);
     etcd.ctl(&["role", "add", "dnsreader"]);
-    etcd.ctl(&["role", "grant-permission", "dnsreader", "--prefix=true", "read", "/skydns/"]);
+    etcd.ctl(&[
+        "role",
+        "grant-permission",
+        "dnsreader",
+        "--prefix=true",
+        "read",
+        "/skydns/",
+    ]);
     etcd.ctl(&["user", "add", "fedplane:s3cret"]);
     etcd.ctl(&["user", "grant-role", "fedplane", "dnsreader"]);
     etcd.ctl(&["auth", "enable"]);
-    let dns = Dns::start(&etcd, &["--etcd-username", "fedplane"], &[("FEDPLANE_ETCD_PASSWORD", "s3cret")]);
-    assert_eq!(dns.q(&["hello-world.default.federation.svc.example.com", "A"]).answers("A").len(), 3);
-    etcd.ctl(&["--user", "root:rootpw", "put", "/skydns/com/example/authed", r#"{"host":"10.0.0.3"}"#]);
+    let dns = Dns::start(
+        &etcd,
+        &["--etcd-username", "fedplane"],
+        &[("FEDPLANE_ETCD_PASSWORD", "s3cret")],
+    );
+    assert_eq!(
+        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
+            .answers("A")
+            .len(),
+        3
+    );
+    etcd.ctl(&[
+        "--user",
+        "root:rootpw",
+        "put",
+        "/skydns/com/example/authed",
+        r#"{"host":"10.0.0.3"}"#,
+    ]);
     dns.await_answer("authed.example.com", "A", &["10.0.0.3"]);
+}
+
+#[test]
+fn connects_to_etcd_over_mutual_tls() {
+    let etcd = Etcd::start_tls();
+    hello_world(&etcd);
+    let (ca, cert, key) = (
+        etcd.tls_file("ca.pem"),
+        etcd.tls_file("client.pem"),
+        etcd.tls_file("client.key"),
+    );
+    let dns = Dns::start(
+        &etcd,
+        &["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key],
+        &[],
+    );
+    assert_eq!(
+        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
+            .answers("A")
+            .len(),
+        3
+    );
+    etcd.put("/skydns/com/example/tls", r#"{"host":"10.0.0.4"}"#);
+    dns.await_answer("tls.example.com", "A", &["10.0.0.4"]);
 }

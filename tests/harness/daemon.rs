@@ -31,11 +31,16 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e} (run cargo build --bins first)", binary.display()));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run cargo build --bins first)",
+                binary.display()
+            )
+        });
         Self {
-            name: binary.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            name: binary
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             child: Some(child),
             log,
         }
@@ -59,7 +64,9 @@ impl Daemon {
     /// Waits (bounded) for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("process running");
-        let status = wait_until(timeout, "the process to exit", || child.try_wait().ok().flatten());
+        let status = wait_until(timeout, "the process to exit", || {
+            child.try_wait().ok().flatten()
+        });
         self.child = None;
         status
     }
@@ -95,6 +102,9 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Some((code, body))
 }

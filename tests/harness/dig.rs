@@ -84,7 +84,10 @@ fn parse(raw: &str) -> Dig {
             let flags = rest.split(';').next().unwrap_or("");
             d.flags = flags.split_whitespace().map(str::to_owned).collect();
         } else if let Some(rest) = line.strip_prefix("; EDNS: ") {
-            d.edns_udp = rest.rsplit("udp: ").next().and_then(|v| v.trim().parse().ok());
+            d.edns_udp = rest
+                .rsplit("udp: ")
+                .next()
+                .and_then(|v| v.trim().parse().ok());
         } else if line.starts_with(";; QUESTION SECTION:") {
             section = "question";
         } else if line.starts_with(";; ANSWER SECTION:") {
@@ -96,7 +99,12 @@ fn parse(raw: &str) -> Dig {
         } else if line.trim().is_empty() {
             section = "";
         } else if section == "question" {
-            d.question = line.trim_start_matches(';').split_whitespace().next().unwrap_or("").to_owned();
+            d.question = line
+                .trim_start_matches(';')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned();
         } else if !section.is_empty() && !line.starts_with(';') {
             let mut parts = line.split_whitespace();
             let (Some(name), Some(ttl), Some(_class), Some(rtype)) =

@@ -14,11 +14,22 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts etcd serving clients over TLS and requiring client certificates, with a CA,
+    /// server and client certificate made by openssl in its data dir (see [`Etcd::tls_file`]).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         require_program("etcd", "etcd-server");
         require_program("etcdctl", "etcd-client");
         let mut e = Self {
@@ -26,9 +37,100 @@ impl Etcd {
             client_port: free_port(),
             peer_port: free_port(),
             child: None,
+            tls,
         };
+        if tls {
+            e.make_certificates();
+        }
         e.spawn();
         e
+    }
+
+    /// Path of a TLS file: `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`.
+    pub fn tls_file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn make_certificates(&self) {
+        require_program("openssl", "openssl");
+        let d = self.dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(d)
+                .args(args)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=fedplane-test-ca",
+            ],
+        ]
+        .concat());
+        for (who, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+            ),
+            ("client", "extendedKeyUsage=clientAuth"),
+        ] {
+            let key = format!("{who}.key");
+            let csr = format!("{who}.csr");
+            let pem = format!("{who}.pem");
+            let extfile = format!("{who}.ext");
+            std::fs::write(d.join(&extfile), ext).expect("ext file");
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ]);
+        }
     }
 
     fn spawn(&mut self) {
@@ -39,9 +141,19 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log file");
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if self.tls {
+            cmd.arg(format!("--cert-file={}", self.tls_file("server.pem")))
+                .arg(format!("--key-file={}", self.tls_file("server.key")))
+                .arg(format!("--trusted-ca-file={}", self.tls_file("ca.pem")))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -59,7 +171,8 @@ impl Etcd {
 
     /// The client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// Kills etcd (as a crash would).
@@ -83,6 +196,15 @@ impl Etcd {
             .arg(format!("--endpoints={}", self.endpoint()))
             .arg("--dial-timeout=2s")
             .arg("--command-timeout=5s")
+            .args(if self.tls {
+                vec![
+                    format!("--cacert={}", self.tls_file("ca.pem")),
+                    format!("--cert={}", self.tls_file("client.pem")),
+                    format!("--key={}", self.tls_file("client.key")),
+                ]
+            } else {
+                Vec::new()
+            })
             .args(args)
             .output()
             .expect("run etcdctl");

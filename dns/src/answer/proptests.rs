@@ -1,0 +1,154 @@
+//! Property tests: random record sets answer exactly their records; random bytes never panic
+//! and never get an answer larger than the query allows.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use proptest::prelude::*;
+
+use super::*;
+use crate::index::{Snapshot, Zones};
+use crate::record::Record as SkyRecord;
+
+fn zone() -> Arc<Zones> {
+    Arc::new(Zones::new(
+        "/skydns",
+        &[Name::from_ascii("example.com.").expect("name")],
+    ))
+}
+
+/// A name below example.com.: 1–3 labels from a small alphabet, so that names nest and share
+/// prefixes (`a`, `a-b`, `ab`) often.
+fn label() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["a", "b", "ab", "a-b", "x1", "svc", "fr"]).prop_map(str::to_owned)
+}
+
+fn owner() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(label(), 1..=3)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Model: a name answers the A records stored at its key or anywhere below it (SkyDNS).
+    #[test]
+    fn every_stored_name_answers_exactly_its_records(
+        recs in prop::collection::vec((owner(), any::<u32>(), any::<bool>()), 1..40)
+    ) {
+        let mut s = Snapshot::new(zone(), 1);
+        let mut stored: Vec<(Vec<String>, Ipv4Addr)> = Vec::new();
+        for (i, (labels, ip, leaf)) in recs.iter().enumerate() {
+            let ip = Ipv4Addr::from(*ip);
+            let mut key = String::from("/skydns/com/example");
+            for l in labels.iter().rev() {
+                key.push('/');
+                key.push_str(l);
+            }
+            if *leaf {
+                key.push_str(&format!("/{i:08x}")); // ExternalDNS-style random leaf
+            }
+            let rec = SkyRecord::parse(format!(r#"{{"host":"{ip}"}}"#).as_bytes()).expect("valid");
+            s.put(&key, rec, 0, 2 + i64::try_from(i).expect("small"));
+            stored.push((labels.clone(), ip));
+        }
+        s.mark_loaded();
+        // The snapshot keeps the last value per key; rebuild the model from the snapshot's
+        // own keys so overwritten keys count once.
+        let model: Vec<(Vec<String>, Ipv4Addr)> = s
+            .entries()
+            .map(|e| {
+                let mut labels: Vec<String> = e.key.trim_start_matches("/skydns/com/example/")
+                    .split('/').map(str::to_owned).collect();
+                if labels.last().is_some_and(|l| l.len() == 8) { labels.pop(); }
+                labels.reverse();
+                let crate::record::Host::V4(ip) = e.record.host else { unreachable!() };
+                (labels, ip)
+            })
+            .collect();
+        for (labels, _) in &stored {
+            let qname = format!("{}.example.com.", labels.join("."));
+            let want: BTreeSet<Ipv4Addr> = model
+                .iter()
+                .filter(|(l, _)| l.len() >= labels.len() && l[l.len() - labels.len()..] == labels[..])
+                .map(|(_, ip)| *ip)
+                .collect();
+            let mut q = Message::query();
+            q.add_query(Query::query(Name::from_ascii(&qname).expect("name"), RecordType::A));
+            let Outcome::Reply { bytes, .. } =
+                respond(&s, &q.to_vec().expect("enc"), Transport::Tcp, AnswerOptions::default(), Instant::now(), 0)
+            else { panic!("dropped") };
+            let m = Message::from_vec(&bytes).expect("parse");
+            let got: BTreeSet<Ipv4Addr> = m.answers.iter().filter_map(|r| match r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            }).collect();
+            prop_assert_eq!(got, want, "{}", qname);
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_stay_within_512(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let s = big_snapshot();
+        if let Outcome::Reply { bytes: out, .. } =
+            respond(&s, &bytes, Transport::Udp, AnswerOptions::default(), Instant::now(), 0)
+        {
+            let limit = Message::from_vec(&bytes)
+                .ok()
+                .and_then(|m| m.edns.map(|e| e.max_payload().clamp(512, 1232)))
+                .unwrap_or(512);
+            prop_assert!(out.len() <= usize::from(limit));
+        }
+    }
+
+    /// Well-formed queries with any EDNS size: the answer fits what the query allows.
+    #[test]
+    fn answers_fit_the_advertised_payload(
+        edns in prop::option::of(0u16..=u16::MAX),
+        qtype in prop::sample::select(vec![RecordType::A, RecordType::SRV, RecordType::TXT, RecordType::ANY, RecordType::NS]),
+        mangle in prop::collection::vec((0usize..64, any::<u8>()), 0..4),
+    ) {
+        let s = big_snapshot();
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("big.example.com.").expect("name"), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            q.set_edns(e);
+        }
+        let mut bytes = q.to_vec().expect("enc");
+        for (i, b) in mangle {
+            if let Some(x) = bytes.get_mut(i) { *x = b; }
+        }
+        let limit = Message::from_vec(&bytes).ok()
+            .and_then(|m| m.edns.map(|e| e.max_payload().clamp(512, 1232)))
+            .unwrap_or(512);
+        if let Outcome::Reply { bytes: out, .. } =
+            respond(&s, &bytes, Transport::Udp, AnswerOptions::default(), Instant::now(), 0)
+        {
+            prop_assert!(out.len() <= usize::from(limit), "{} > {}", out.len(), limit);
+        }
+    }
+}
+
+fn big_snapshot() -> Snapshot {
+    let mut s = Snapshot::new(zone(), 1);
+    for i in 0u32..200 {
+        let v = format!(
+            r#"{{"host":"{}","port":80,"text":"{}"}}"#,
+            Ipv4Addr::from(0x0a00_0000 + i),
+            "t".repeat(40)
+        );
+        s.put(
+            &format!("/skydns/com/example/big/{i:08x}"),
+            SkyRecord::parse(v.as_bytes()).expect("valid"),
+            0,
+            2,
+        );
+    }
+    s.mark_loaded();
+    s
+}
