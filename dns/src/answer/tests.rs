@@ -26,6 +26,7 @@ fn snapshot(records: &[(&str, &str)]) -> Snapshot {
             rev,
         );
     }
+    s.mark_loaded();
     s
 }
 
