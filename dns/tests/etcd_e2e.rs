@@ -40,9 +40,10 @@ impl Dns {
             format!("127.0.0.1:{port}"),
             "--http".into(),
             http.clone(),
-            "--etcd-endpoints".into(),
-            etcd.endpoint(),
         ]);
+        if !extra.contains(&"--etcd-endpoints") {
+            args.extend(["--etcd-endpoints".into(), etcd.endpoint()]);
+        }
         args.extend(extra.iter().map(ToString::to_string));
         let daemon = Daemon::start(Path::new(env!("CARGO_BIN_EXE_fedplane-dns")), &args, env);
         Self { daemon, port, http }
@@ -559,4 +560,22 @@ fn connects_to_etcd_over_mutual_tls() {
     );
     etcd.put("/skydns/com/example/tls", r#"{"host":"10.0.0.4"}"#);
     dns.await_answer("tls.example.com", "A", &["10.0.0.4"]);
+}
+
+#[test]
+fn uses_any_reachable_endpoint_of_several() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let endpoints = format!("{dead},{}", etcd.endpoint());
+    // The dead endpoint comes first; the client must use the other one.
+    let dns = Dns::start(&etcd, &["--etcd-endpoints", &endpoints], &[]);
+    assert_eq!(
+        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
+            .answers("A")
+            .len(),
+        3
+    );
+    etcd.put("/skydns/com/example/multi", r#"{"host":"10.0.0.6"}"#);
+    dns.await_answer("multi.example.com", "A", &["10.0.0.6"]);
 }
