@@ -361,99 +361,64 @@ fn big_answers_are_truncated_over_udp_and_whole_over_tcp() {
     assert_eq!(m.answers.len(), 100);
 }
 
-#[test]
-fn protocol_errors() {
-    let s = snapshot(&[]);
-    // non-QUERY opcode
-    let mut m = Message::query();
-    m.metadata.op_code = OpCode::Status;
-    m.add_query(Query::query(name("example.com."), RecordType::A));
-    let Outcome::Reply { rcode, .. } = respond(
-        &s,
-        &m.to_vec().expect("enc"),
-        Transport::Udp,
-        AnswerOptions::default(),
-        Instant::now(),
-        0,
-    ) else {
-        panic!()
-    };
-    assert_eq!(rcode, ResponseCode::NotImp);
-    // two questions
-    let mut m = Message::query();
-    m.add_query(Query::query(name("a.example.com."), RecordType::A));
-    m.add_query(Query::query(name("b.example.com."), RecordType::A));
-    let Outcome::Reply { rcode, .. } = respond(
-        &s,
-        &m.to_vec().expect("enc"),
-        Transport::Udp,
-        AnswerOptions::default(),
-        Instant::now(),
-        0,
-    ) else {
-        panic!()
-    };
-    assert_eq!(rcode, ResponseCode::FormErr);
-    // header fine, body garbage: FORMERR echoing the ID
-    let mut bytes = query_bytes("a.example.com.", RecordType::A, None);
-    bytes.truncate(20);
-    let Outcome::Reply {
-        bytes: r, rcode, ..
-    } = respond(
-        &s,
-        &bytes,
+/// Answers raw bytes over UDP.
+fn udp(s: &Snapshot, bytes: &[u8]) -> Outcome {
+    respond(
+        s,
+        bytes,
         Transport::Udp,
         AnswerOptions::default(),
         Instant::now(),
         0,
     )
-    else {
-        panic!()
-    };
-    assert_eq!(rcode, ResponseCode::FormErr);
-    assert_eq!(&r[..2], &bytes[..2]);
-    // shorter than a header, or a response: dropped
-    assert_eq!(
-        respond(
-            &s,
-            &[1, 2, 3],
-            Transport::Udp,
-            AnswerOptions::default(),
-            Instant::now(),
-            0
-        ),
-        Outcome::Drop(DropReason::Short)
-    );
-    let mut resp = query_bytes("a.example.com.", RecordType::A, None);
-    resp[2] |= 0x80;
-    assert_eq!(
-        respond(
-            &s,
-            &resp,
-            Transport::Udp,
-            AnswerOptions::default(),
-            Instant::now(),
-            0
-        ),
-        Outcome::Drop(DropReason::NotQuery)
-    );
-    // EDNS version 1: BADVERS
+}
+
+fn rcode_of(s: &Snapshot, m: &Message) -> ResponseCode {
+    match udp(s, &m.to_vec().expect("encode")) {
+        Outcome::Reply { rcode, .. } => rcode,
+        Outcome::Drop(r) => panic!("dropped: {r:?}"),
+    }
+}
+
+#[test]
+fn protocol_errors() {
+    let s = snapshot(&[]);
+    let mut m = Message::query();
+    m.metadata.op_code = OpCode::Status;
+    m.add_query(Query::query(name("example.com."), RecordType::A));
+    assert_eq!(rcode_of(&s, &m), ResponseCode::NotImp, "non-QUERY opcode");
+
+    let mut m = Message::query();
+    m.add_query(Query::query(name("a.example.com."), RecordType::A));
+    m.add_query(Query::query(name("b.example.com."), RecordType::A));
+    assert_eq!(rcode_of(&s, &m), ResponseCode::FormErr, "two questions");
+
     let mut m = Message::query();
     m.add_query(Query::query(name("a.example.com."), RecordType::A));
     let mut e = Edns::new();
     e.set_version(1);
     m.set_edns(e);
-    let Outcome::Reply { rcode, .. } = respond(
-        &s,
-        &m.to_vec().expect("enc"),
-        Transport::Udp,
-        AnswerOptions::default(),
-        Instant::now(),
-        0,
-    ) else {
-        panic!()
+    assert_eq!(rcode_of(&s, &m), ResponseCode::BADVERS, "EDNS version 1");
+
+    // header fine, body garbage: FORMERR echoing the ID, header only
+    let mut bytes = query_bytes("a.example.com.", RecordType::A, None);
+    bytes.truncate(20);
+    let Outcome::Reply {
+        bytes: r, rcode, ..
+    } = udp(&s, &bytes)
+    else {
+        panic!("dropped")
     };
-    assert_eq!(rcode, ResponseCode::BADVERS);
+    assert_eq!(
+        (rcode, &r[..2], r.len()),
+        (ResponseCode::FormErr, &bytes[..2], 12)
+    );
+
+    // shorter than a header, or a response: dropped
+    assert_eq!(udp(&s, &[1, 2, 3]), Outcome::Drop(DropReason::Short));
+    let mut resp = query_bytes("a.example.com.", RecordType::A, None);
+    resp[2] |= 0x80;
+    assert_eq!(udp(&s, &resp), Outcome::Drop(DropReason::NotQuery));
 }
 
 #[test]
