@@ -6,6 +6,7 @@
 //! in-zone CNAME chains with a loop limit, minimal ANY (RFC 8482), EDNS0 with the payload size
 //! honoured, TC when a UDP answer does not fit.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
@@ -190,19 +191,34 @@ pub fn respond(
     encode(resp, limit)
 }
 
-fn encode(resp: Message, limit: u16) -> Outcome {
+/// Encodes within `limit`. Additional records are optional (RFC 2181 §9): when the whole
+/// message does not fit they are left out without TC. Only when the answer itself does not fit
+/// is TC set, with the question and OPT alone; the client then retries over TCP.
+fn encode(mut resp: Message, limit: u16) -> Outcome {
     let rcode = resp.metadata.response_code;
-    let Ok(bytes) = resp.to_vec() else {
-        return Outcome::Drop(DropReason::Encode);
+    let fits = |m: &Message| {
+        m.to_vec().ok().filter(|b| {
+            // hickory sets TC itself when it ran out of room (past 65535 bytes)
+            b.len() <= usize::from(limit) && b.get(2).is_some_and(|f| f & 0x02 == 0)
+        })
     };
-    if bytes.len() <= usize::from(limit) {
+    if let Some(bytes) = fits(&resp) {
         return Outcome::Reply {
             bytes,
             rcode,
             truncated: false,
         };
     }
-    // Too big: header, question and OPT only, TC=1; the client retries over TCP.
+    if !resp.additionals.is_empty() {
+        resp.additionals.clear();
+        if let Some(bytes) = fits(&resp) {
+            return Outcome::Reply {
+                bytes,
+                rcode,
+                truncated: false,
+            };
+        }
+    }
     match resp.truncate().to_vec() {
         Ok(bytes) if bytes.len() <= usize::from(limit) => Outcome::Reply {
             bytes,
@@ -248,7 +264,7 @@ enum Step {
     Alias(Name),
 }
 
-impl Resolver<'_> {
+impl<'a> Resolver<'a> {
     fn resolve(&mut self, query: &Query, zi: usize, zone: &Zone) -> ResponseCode {
         let qtype = query.query_type();
         let mut owner = query.name().clone();
@@ -257,15 +273,7 @@ impl Resolver<'_> {
         loop {
             let lname = owner.to_lowercase();
             let apex = lname == zone.name;
-            let entries: Vec<&Entry> = if apex {
-                let mut v = self.snap.node(&zone.key);
-                v.retain(|e| &*e.key == zone.key.as_str());
-                v.extend(self.snap.node(&format!("{}/dns/apex", zone.key)));
-                v
-            } else {
-                self.snap
-                    .node(&name_to_key(self.snap.zones().prefix(), &lname))
-            };
+            let entries = self.entries_of(&lname, &zone);
             if entries.is_empty() && !apex {
                 self.out.authorities.push(self.soa(zi, &zone));
                 return ResponseCode::NXDomain;
@@ -310,6 +318,17 @@ impl Resolver<'_> {
         }
     }
 
+    /// The records of a name: its key and subtree, or for a zone apex only `<zone>/dns/apex`
+    /// (never the whole zone).
+    fn entries_of(&self, lname: &Name, zone: &Zone) -> Vec<&'a Entry> {
+        if *lname == zone.name {
+            self.snap.node(&format!("{}/dns/apex", zone.key))
+        } else {
+            self.snap
+                .node(&name_to_key(self.snap.zones().prefix(), lname))
+        }
+    }
+
     fn step(
         &mut self,
         owner: &Name,
@@ -325,17 +344,27 @@ impl Resolver<'_> {
                 _ => None,
             })
         };
-        // A name with addresses is not an alias even if it also lists a name (SRV targets).
-        let alias = if has(|h| matches!(h, Host::V4(_) | Host::V6(_))) {
+        // A name is an alias (CNAME) when it lists only names: no addresses, never the apex.
+        // An alias holds no other data (RFC 1034 3.6.2), except that SRV and PTR queries read
+        // name hosts as SRV targets and PTR names, as SkyDNS does.
+        let alias = if apex || has(|h| matches!(h, Host::V4(_) | Host::V6(_))) {
             None
         } else {
             alias_target()
         };
+        if let Some(t) = &alias
+            && !matches!(
+                qtype,
+                RecordType::CNAME | RecordType::SRV | RecordType::PTR | RecordType::ANY
+            )
+        {
+            return Step::Alias(t.clone());
+        }
         let records = match qtype {
             RecordType::A => self.addresses(owner, entries, true),
             RecordType::AAAA => self.addresses(owner, entries, false),
             RecordType::CNAME => {
-                return alias_target().map_or(Step::NoData, |t| {
+                return alias.map_or(Step::NoData, |t| {
                     let ttl = self.min_ttl(entries);
                     Step::Records(vec![Record::from_rdata(
                         owner.clone(),
@@ -496,12 +525,10 @@ impl Resolver<'_> {
     /// A and AAAA of an in-zone target, for the additional section.
     fn in_zone_addresses(&self, target: &Name) -> Vec<Record> {
         let lt = target.to_lowercase();
-        if self.snap.zones().find(&lt).is_none() {
+        let Some((_, zone)) = self.snap.zones().find(&lt) else {
             return Vec::new();
-        }
-        let entries = self
-            .snap
-            .node(&name_to_key(self.snap.zones().prefix(), &lt));
+        };
+        let entries = self.entries_of(&lt, zone);
         let mut v = self.addresses(target, &entries, true);
         v.extend(self.addresses(target, &entries, false));
         v
@@ -589,16 +616,8 @@ fn uniform_rrset(mut records: Vec<Record>) -> Vec<Record> {
 }
 
 fn dedup_records(records: &mut Vec<Record>) {
-    let mut seen: Vec<(Name, RData)> = Vec::with_capacity(records.len());
-    records.retain(|r| {
-        let k = (r.name.to_lowercase(), r.data.clone());
-        if seen.contains(&k) {
-            false
-        } else {
-            seen.push(k);
-            true
-        }
-    });
+    let mut seen: HashSet<(Name, RData)> = HashSet::with_capacity(records.len());
+    records.retain(|r| seen.insert((r.name.to_lowercase(), r.data.clone())));
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ use crate::record::Record;
 pub const LEASE_TTL_FLOOR: u32 = 30;
 /// TTL of a record that sets none (CoreDNS's etcd plugin default).
 pub const DEFAULT_TTL: u32 = 300;
+/// Most records read for one name. The smallest answer record (a compressed A) takes 16 bytes,
+/// so no DNS message can carry more than 65535 / 16 ≈ 4096 of them; reading more of a huge
+/// subtree (say `svc.<zone>` over a whole federation) would only burn CPU on the query path.
+pub const MAX_NODE_RECORDS: usize = 4096;
 
 /// One record and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,9 +236,11 @@ impl Snapshot {
             out.push(e);
         }
         let (lo, hi) = subtree_bounds(key);
+        let room = MAX_NODE_RECORDS.saturating_sub(out.len());
         out.extend(
             self.records
                 .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
+                .take(room)
                 .map(|(_, e)| &**e),
         );
         group_filter(out)

@@ -18,6 +18,9 @@ use serde::Deserialize;
 pub const DEFAULT_PRIORITY: u16 = 10;
 /// Weight used in the SRV weight split when the record has none.
 pub const DEFAULT_WEIGHT: u16 = 100;
+/// Longest `text` accepted: a quarter of the largest DNS message, so a TXT answer always fits
+/// over TCP with room for the rest of the message.
+pub const MAX_TEXT: usize = 16 * 1024;
 
 /// Why a value under the prefix is not a record. Each variant names the field at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +41,9 @@ pub enum RecordError {
         /// The range it must be in.
         range: &'static str,
     },
+    /// `text` is longer than [`MAX_TEXT`].
+    #[error("text is {0} bytes, more than the {MAX_TEXT} a DNS answer can carry")]
+    TextTooLong(usize),
     /// The record would answer nothing: no host, no text.
     #[error("record has neither host nor text")]
     Empty,
@@ -151,6 +157,9 @@ impl Record {
             other => Some(ranged::<u16>("port", other, "-1..=65535")?),
         };
         let text: Box<str> = raw.text.unwrap_or_default().into();
+        if text.len() > MAX_TEXT {
+            return Err(RecordError::TextTooLong(text.len()));
+        }
         if host == Host::None && text.is_empty() {
             return Err(RecordError::Empty);
         }

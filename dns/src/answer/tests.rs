@@ -428,3 +428,141 @@ fn before_the_first_load_everything_in_zone_is_servfail_not_nxdomain() {
     let m = ask(&s, "anything.example.com.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
+
+#[test]
+fn additional_records_are_dropped_before_answers_are_truncated() {
+    // 8 SRV answers (uncompressed targets, RFC 2782) fit in 512 bytes; with their glue they do not.
+    let recs: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/srv/{i:08x}"),
+                format!(r#"{{"host":"10.1.0.{i}","port":80}}"#),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = recs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = snapshot(&refs);
+    let (m, len) = ask_with(
+        &s,
+        "srv.example.com.",
+        RecordType::SRV,
+        None,
+        Transport::Udp,
+    );
+    assert!(len <= 512);
+    assert!(
+        !m.metadata.truncation,
+        "answers fit once the additional section is left out"
+    );
+    assert_eq!(m.answers.len(), 8);
+    assert!(m.additionals.is_empty());
+    let (m, _) = ask_with(
+        &s,
+        "srv.example.com.",
+        RecordType::SRV,
+        None,
+        Transport::Tcp,
+    );
+    assert_eq!(m.additionals.len(), 8, "over TCP the glue is there");
+}
+
+#[test]
+fn the_apex_is_never_an_alias_and_its_own_key_is_not_read() {
+    let s = snapshot(&[
+        ("/skydns/com/example", r#"{"host":"elsewhere.example.org"}"#),
+        (
+            "/skydns/com/example/mx",
+            r#"{"host":"example.com","mail":true}"#,
+        ),
+        ("/skydns/com/example/dns/apex/a", r#"{"host":"192.0.2.1"}"#),
+    ]);
+    assert_eq!(
+        answers(&ask(&s, "example.com.", RecordType::A)),
+        ["192.0.2.1"]
+    );
+    assert!(
+        ask(&s, "example.com.", RecordType::CNAME)
+            .answers
+            .is_empty()
+    );
+    let m = ask(&s, "mx.example.com.", RecordType::MX);
+    let glue: Vec<String> = m.additionals.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(
+        glue,
+        ["192.0.2.1"],
+        "MX target at the apex: only the apex address as glue"
+    );
+}
+
+#[test]
+fn an_alias_answers_every_type_with_its_cname_and_an_address_name_has_no_cname() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/alias",
+            r#"{"host":"target.example.com","text":"owner"}"#,
+        ),
+        (
+            "/skydns/com/example/target",
+            r#"{"host":"10.0.0.1","text":"t"}"#,
+        ),
+        ("/skydns/com/example/both/a", r#"{"host":"10.0.0.2"}"#),
+        (
+            "/skydns/com/example/both/b",
+            r#"{"host":"other.example.com"}"#,
+        ),
+    ]);
+    let m = ask(&s, "alias.example.com.", RecordType::TXT);
+    let types: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::CNAME, RecordType::TXT]);
+    let m = ask(&s, "both.example.com.", RecordType::CNAME);
+    assert!(m.answers.is_empty(), "a name with addresses is not a CNAME");
+    assert_eq!(
+        answers(&ask(&s, "both.example.com.", RecordType::A)),
+        ["10.0.0.2"]
+    );
+}
+
+#[test]
+fn cname_chains_stop_after_the_limit() {
+    let recs: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/c{i}"),
+                format!(r#"{{"host":"c{}.example.com"}}"#, i + 1),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = recs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = snapshot(&refs);
+    let m = ask(&s, "c0.example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), MAX_CNAME_CHAIN);
+}
+
+#[test]
+fn a_huge_subtree_answers_at_most_what_fits_in_a_message() {
+    let recs: Vec<(String, String)> = (0..6000)
+        .map(|i| {
+            (
+                format!("{HW}/{i:08x}"),
+                format!(
+                    r#"{{"host":"10.{}.{}.{}"}}"#,
+                    i / 65536,
+                    (i / 256) % 256,
+                    i % 256
+                ),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = recs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let s = snapshot(&refs);
+    let (m, len) = ask_with(
+        &s,
+        "svc.example.com.",
+        RecordType::A,
+        Some(1232),
+        Transport::Tcp,
+    );
+    assert!(len <= 65535);
+    assert!(m.answers.len() <= crate::index::MAX_NODE_RECORDS);
+}
