@@ -197,6 +197,11 @@ impl Snapshot {
         self.leases.insert(lease, deadline);
     }
 
+    /// Whether we know when `lease` expires.
+    pub fn lease_known(&self, lease: i64) -> bool {
+        self.leases.contains_key(&lease)
+    }
+
     /// The leases that records use, so the sync task can refresh their deadlines.
     pub fn leases_in_use(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self

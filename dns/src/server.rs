@@ -23,6 +23,8 @@ use crate::sync::Shared;
 /// Open TCP connections at most; further ones wait in the kernel's accept queue. DNS over TCP
 /// is the fallback path, so this is generous for one pod and still bounds memory.
 pub const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// UDP socket receive buffer we ask for, to ride out bursts (the kernel caps it at rmem_max).
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
@@ -223,7 +225,9 @@ async fn serve_tcp(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(error = %e, "tcp accept failed");
+                    // Out of file descriptors and the like: do not spin on it.
+                    warn!(error = %e, "tcp accept failed; pausing accepts for {ACCEPT_ERROR_PAUSE:?}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
             },
@@ -278,6 +282,10 @@ async fn serve_conn(
         let mut out = Vec::with_capacity(resp.len() + 2);
         out.extend_from_slice(&rlen.to_be_bytes());
         out.extend_from_slice(&resp);
-        stream.write_all(&out).await?;
+        // A client that sends but never reads must not hold its connection slot forever.
+        match tokio::time::timeout(idle, stream.write_all(&out)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        }
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! Start: a paged range read of the prefix pinned to one revision, then one watch from that
 //! revision + 1. Each watch response is applied to a private copy of the snapshot which is then
-//! published atomically; queries never wait for etcd. When the watch breaks or etcd is down the
-//! last snapshot keeps answering while we reconnect with backoff (to any configured endpoint)
-//! and resume from the last revision seen. A compacted start revision means events were lost:
-//! reload everything.
+//! published atomically; queries never wait for etcd. When the watch breaks, stalls, or etcd is
+//! down, the last snapshot keeps answering while we reconnect with backoff (to any configured
+//! endpoint) and resume from the last revision seen. A compacted start revision, or an etcd
+//! whose history does not continue ours, means events were lost: reload everything.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, TlsOptions,
-    WatchOptions,
+    WatchOptions, WatchResponse,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,10 +25,17 @@ use crate::index::{Snapshot, Zones};
 use crate::record::Record;
 
 /// Keys per range request during the initial load: big enough to load 900k keys in seconds,
-/// small enough that one response stays far below gRPC's 4 MiB default message limit.
+/// small enough to keep each response a few MiB.
 pub const LOAD_PAGE_SIZE: i64 = 2000;
+/// Largest gRPC message we accept: a page of large values, or a big watch batch, must not make
+/// the load fail forever on tonic's 4 MiB default.
+const MAX_MESSAGE: usize = 64 << 20;
 /// How often lease deadlines are re-read, so TTLs follow keep-alives.
 const LEASE_REFRESH: Duration = Duration::from_secs(10);
+/// How often we ask etcd to confirm the watch is current (a progress request). No answer by the
+/// next tick means the watch is stalled (a partitioned member can keep a stream open and send
+/// nothing): reconnect.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -50,16 +57,23 @@ pub enum SyncError {
     #[error("etcd {0}: request timed out")]
     Timeout(String),
     /// The revision we wanted is compacted away; a full reload follows.
-    #[error("etcd revision {wanted} is compacted (compact revision {compacted}); reloading")]
+    #[error("etcd revision {wanted} is compacted (compact revision {compacted})")]
     Compacted {
         /// The revision we asked for.
         wanted: i64,
         /// etcd's compact revision.
         compacted: i64,
     },
+    /// etcd's history does not continue ours (restored from a backup, or another cluster); a
+    /// full reload follows.
+    #[error("etcd history diverged: {0}")]
+    Diverged(String),
     /// The watch ended or was cancelled by the server.
     #[error("etcd watch ended: {0}")]
     WatchEnded(String),
+    /// etcd did not confirm progress in time.
+    #[error("etcd watch stalled: no progress confirmation within {0:?}")]
+    Stalled(Duration),
 }
 
 /// Sync progress, as exported in metrics (`fedplane_dns_sync_state`).
@@ -112,7 +126,7 @@ impl Shared {
         metrics::gauge!("fedplane_dns_sync_state").set(f64::from(s as u8));
     }
 
-    /// Seconds since the snapshot was last known to match etcd (`None` before the first load).
+    /// Time since the snapshot was last confirmed to match etcd (`None` before the first load).
     pub fn snapshot_age(&self) -> Option<Duration> {
         if !self.ready.load(Ordering::Relaxed) {
             return None;
@@ -121,14 +135,14 @@ impl Shared {
         Some(self.started.elapsed().saturating_sub(last))
     }
 
-    fn mark_synced(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_sync_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn publish(&self, snap: &Snapshot) {
+    /// Publishes `snap`; `synced` says it is known to match etcd now (a load, or a watch
+    /// message), which resets the snapshot age.
+    fn publish(&self, snap: &Snapshot, synced: bool) {
         self.snapshot.store(Arc::new(snap.clone()));
-        self.mark_synced();
+        if synced {
+            let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_sync_ms.store(ms, Ordering::Relaxed);
+        }
         #[allow(clippy::cast_precision_loss)]
         {
             metrics::gauge!("fedplane_dns_snapshot_revision").set(snap.revision() as f64);
@@ -146,6 +160,8 @@ pub struct EtcdSync {
     /// Keys whose current value is invalid, with the revision we logged it at, so each bad
     /// value is logged once however often we reload.
     invalid: HashMap<String, i64>,
+    /// The etcd cluster our snapshot came from.
+    cluster_id: u64,
 }
 
 impl EtcdSync {
@@ -156,6 +172,7 @@ impl EtcdSync {
             shared,
             zones,
             invalid: HashMap::new(),
+            cluster_id: 0,
         }
     }
 
@@ -184,18 +201,22 @@ impl EtcdSync {
                 r = self.session(&mut need_load, &mut backoff) => r,
             };
             let Err(e) = result else { return };
-            let snap = self.shared.snapshot.load();
-            if let SyncError::Compacted { .. } = e {
-                warn!(error = %e, "etcd watch fell behind compaction");
-                metrics::counter!("fedplane_dns_etcd_reloads_total", "reason" => "compacted")
+            let revision = self.shared.snapshot.load().revision();
+            let reload = match e {
+                SyncError::Compacted { .. } => Some("compacted"),
+                SyncError::Diverged(_) => Some("diverged"),
+                _ => None,
+            };
+            if let Some(reason) = reload {
+                warn!(error = %e, revision, "cannot follow etcd's history from our revision; reloading");
+                metrics::counter!("fedplane_dns_etcd_reloads_total", "reason" => reason)
                     .increment(1);
                 need_load = true;
                 continue;
             }
             if self.shared.ready.load(Ordering::Relaxed) {
                 self.shared.set_state(SyncState::Disconnected);
-                warn!(error = %e, revision = snap.revision(), records = snap.len(),
-                    "etcd unavailable; serving snapshot at revision {}, retrying in {backoff:?}", snap.revision());
+                warn!(error = %e, "etcd unavailable; serving snapshot at revision {revision}, retrying in {backoff:?}");
             } else {
                 warn!(error = %e, "etcd unavailable before the first load; answering SERVFAIL, retrying in {backoff:?}");
             }
@@ -216,22 +237,27 @@ impl EtcdSync {
     ) -> Result<(), SyncError> {
         let mut client = self.connect().await?;
         let mut working: Snapshot = if *need_load {
-            let snap = self.load(&mut client).await?;
+            let mut snap = self.load(&mut client).await?;
+            let leases = snap.leases_in_use();
+            self.refresh_leases(&mut client, &mut snap, &leases).await;
             info!(
                 revision = snap.revision(),
                 records = snap.len(),
                 invalid = self.invalid.len(),
                 "loaded records from etcd"
             );
+            self.shared.publish(&snap, true);
+            self.shared.ready.store(true, Ordering::Relaxed);
+            // Only now: a load that failed half way is redone, never resumed.
             *need_load = false;
-            self.refresh_leases(&mut client, snap.clone()).await?
+            snap
         } else {
             (**self.shared.snapshot.load()).clone()
         };
-        self.shared.publish(&working);
-        self.shared.ready.store(true, Ordering::Relaxed);
         let from = working.revision() + 1;
         let mut stream = client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .watch(
                 self.prefix_start(),
                 Some(
@@ -243,36 +269,74 @@ impl EtcdSync {
             )
             .await
             .map_err(|e| self.etcd_err(e))?;
-        self.shared.set_state(SyncState::Watching);
         debug!(from, "watching etcd");
-        *backoff = BACKOFF_MIN;
         let mut lease_tick = tokio::time::interval(LEASE_REFRESH);
         lease_tick.tick().await;
+        let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
+        progress_tick.tick().await;
+        let mut awaiting_progress = false;
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    self.on_watch_message(&mut client, &mut working, msg, from).await?;
+                    awaiting_progress = false;
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return Err(SyncError::WatchEnded("stream closed by etcd".into())),
+                        Err(e) => return Err(self.etcd_err(e)),
+                    };
+                    if resp.created() {
+                        self.check_continuity(&resp, from)?;
+                        self.shared.set_state(SyncState::Watching);
+                        *backoff = BACKOFF_MIN;
+                    }
+                    self.on_watch_response(&mut client, &mut working, &resp, from).await?;
+                }
+                _ = progress_tick.tick() => {
+                    if awaiting_progress {
+                        return Err(SyncError::Stalled(PROGRESS_EVERY));
+                    }
+                    stream.request_progress().await.map_err(|e| self.etcd_err(e))?;
+                    awaiting_progress = true;
                 }
                 _ = lease_tick.tick() => {
-                    working = self.refresh_leases(&mut client, working).await?;
-                    self.shared.publish(&working);
+                    let leases = working.leases_in_use();
+                    self.refresh_leases(&mut client, &mut working, &leases).await;
+                    self.shared.publish(&working, false);
                 }
             }
         }
     }
 
-    async fn on_watch_message(
+    /// The watch's first response: etcd must be the cluster we loaded from, at or past the
+    /// revision we hold (else it was restored from an older backup and our events are not its).
+    fn check_continuity(&self, resp: &WatchResponse, from: i64) -> Result<(), SyncError> {
+        let Some(h) = resp.header() else {
+            return Ok(());
+        };
+        if h.cluster_id() != self.cluster_id {
+            return Err(SyncError::Diverged(format!(
+                "cluster id {:x} is not {:x}, the one we loaded from",
+                h.cluster_id(),
+                self.cluster_id
+            )));
+        }
+        if h.revision() < from - 1 {
+            return Err(SyncError::Diverged(format!(
+                "etcd is at revision {}, behind our {}",
+                h.revision(),
+                from - 1
+            )));
+        }
+        Ok(())
+    }
+
+    async fn on_watch_response(
         &mut self,
         client: &mut Client,
         working: &mut Snapshot,
-        msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+        resp: &WatchResponse,
         from: i64,
     ) -> Result<(), SyncError> {
-        let resp = match msg {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(SyncError::WatchEnded("stream closed by etcd".into())),
-            Err(e) => return Err(self.etcd_err(e)),
-        };
         if resp.compact_revision() > 0 {
             return Err(SyncError::Compacted {
                 wanted: from,
@@ -286,36 +350,43 @@ impl EtcdSync {
             )));
         }
         if resp.events().is_empty() {
-            // A progress notification: everything up to the header revision is applied.
+            // A progress notification: every event up to the header revision has been applied.
+            // (The created response's header is the store revision, not ours: skip it.)
             if !resp.created()
                 && let Some(h) = resp.header()
             {
                 working.set_revision(h.revision());
             }
-            self.shared.publish(working);
+            self.shared.publish(working, true);
             return Ok(());
         }
-        let mut new_lease = false;
+        let mut new_leases = Vec::new();
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             match ev.event_type() {
                 EventType::Put => {
-                    new_lease |= kv.lease() != 0;
+                    if kv.lease() != 0 && !working.lease_known(kv.lease()) {
+                        new_leases.push(kv.lease());
+                    }
                     self.apply_put(working, kv);
                 }
                 EventType::Delete => {
                     if let Ok(key) = kv.key_str() {
-                        self.invalid.remove(key);
+                        if self.invalid.remove(key).is_some() {
+                            self.invalid_gauge();
+                        }
                         working.delete(key, kv.mod_revision());
                     }
                     working.set_revision(kv.mod_revision());
                 }
             }
         }
-        if new_lease {
-            *working = self.refresh_leases(client, working.clone()).await?;
+        if !new_leases.is_empty() {
+            new_leases.sort_unstable();
+            new_leases.dedup();
+            self.refresh_leases(client, working, &new_leases).await;
         }
-        self.shared.publish(working);
+        self.shared.publish(working, true);
         Ok(())
     }
 
@@ -331,7 +402,9 @@ impl EtcdSync {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the quorum must not feed us a stale view.
+            .with_require_leader(true);
         if let Some((user, password)) = &self.settings.auth {
             opts = opts.with_user(user.clone(), password.clone());
         }
@@ -359,7 +432,8 @@ impl EtcdSync {
         let mut start = self.prefix_start().into_bytes();
         let mut revision = 0i64;
         let mut snap: Option<Snapshot> = None;
-        let mut seen_invalid: HashMap<String, i64> = HashMap::new();
+        let mut invalid: HashMap<String, i64> = HashMap::new();
+        let mut kv_client = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
         loop {
             let mut opts = GetOptions::new()
                 .with_range(end.clone())
@@ -367,18 +441,19 @@ impl EtcdSync {
             if revision > 0 {
                 opts = opts.with_revision(revision);
             }
-            let resp = bounded(&self.endpoints(), client.get(start.clone(), Some(opts)))
+            let resp = bounded(&self.endpoints(), kv_client.get(start.clone(), Some(opts)))
                 .await?
                 .map_err(|e| self.etcd_err(e))?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
+                self.cluster_id = resp.header().map_or(0, |h| h.cluster_id());
             }
             let s = snap.get_or_insert_with(|| Snapshot::new(self.zones.clone(), revision));
             for kv in resp.kvs() {
                 if let Ok(key) = kv.key_str()
                     && let Err(rev) = self.ingest(s, key, kv)
                 {
-                    seen_invalid.insert(key.to_owned(), rev);
+                    invalid.insert(key.to_owned(), rev);
                 }
             }
             match resp.kvs().last() {
@@ -389,8 +464,8 @@ impl EtcdSync {
                 _ => break,
             }
         }
-        self.invalid = seen_invalid;
-        metrics::gauge!("fedplane_dns_invalid_records").set(self.invalid.len() as f64);
+        self.invalid = invalid;
+        self.invalid_gauge();
         let mut snap = snap.unwrap_or_else(|| Snapshot::new(self.zones.clone(), revision));
         snap.set_revision(revision);
         snap.mark_loaded();
@@ -398,6 +473,7 @@ impl EtcdSync {
     }
 
     fn apply_put(&mut self, working: &mut Snapshot, kv: &KeyValue) {
+        working.set_revision(kv.mod_revision());
         let Ok(key) = kv.key_str() else {
             metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
             return;
@@ -410,8 +486,7 @@ impl EtcdSync {
                 self.invalid.remove(key);
             }
         }
-        metrics::gauge!("fedplane_dns_invalid_records").set(self.invalid.len() as f64);
-        working.set_revision(kv.mod_revision());
+        self.invalid_gauge();
     }
 
     /// Puts one key into `snap` (keys outside the served zones are skipped). Returns
@@ -437,21 +512,42 @@ impl EtcdSync {
         }
     }
 
-    /// Re-reads the remaining time of every lease that records use.
-    async fn refresh_leases(
-        &self,
-        client: &mut Client,
-        mut snap: Snapshot,
-    ) -> Result<Snapshot, SyncError> {
-        let leases = snap.leases_in_use();
-        for &id in &leases {
-            let resp = bounded(&self.endpoints(), client.lease_time_to_live(id, None))
-                .await?
-                .map_err(|e| self.etcd_err(e))?;
-            snap.set_lease_deadline(id, Snapshot::lease_deadline(Instant::now(), resp.ttl()));
+    fn invalid_gauge(&self) {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("fedplane_dns_invalid_records").set(self.invalid.len() as f64);
+    }
+
+    /// Reads the remaining time of `leases`. Failures are logged, not fatal: a record whose
+    /// lease time is unknown answers with a TTL of at most the 30 s floor.
+    async fn refresh_leases(&self, client: &mut Client, snap: &mut Snapshot, leases: &[i64]) {
+        let mut failed = 0usize;
+        let mut last_error = None;
+        for &id in leases {
+            match bounded(&self.endpoints(), client.lease_time_to_live(id, None)).await {
+                Ok(Ok(resp)) => {
+                    snap.set_lease_deadline(
+                        id,
+                        Snapshot::lease_deadline(Instant::now(), resp.ttl()),
+                    );
+                }
+                Ok(Err(e)) => {
+                    failed += 1;
+                    last_error = Some(self.etcd_err(e).to_string());
+                }
+                Err(e) => {
+                    failed += 1;
+                    last_error = Some(e.to_string());
+                }
+            }
         }
-        snap.retain_leases(&leases);
-        Ok(snap)
+        if let Some(error) = last_error {
+            warn!(
+                failed,
+                error, "cannot read etcd lease times; their records answer with TTL at most 30 s"
+            );
+        }
+        let in_use = snap.leases_in_use();
+        snap.retain_leases(&in_use);
     }
 }
 

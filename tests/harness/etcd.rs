@@ -189,6 +189,14 @@ impl Etcd {
         self.spawn();
     }
 
+    /// Replaces etcd with a new, empty cluster on the same ports (as a restore or a wrong
+    /// endpoint would): new cluster ID, history from revision 1.
+    pub fn wipe_and_restart(&mut self) {
+        self.stop();
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("remove etcd data");
+        self.spawn();
+    }
+
     /// Runs etcdctl against this server; `Err` carries its stderr.
     pub fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("etcdctl")
