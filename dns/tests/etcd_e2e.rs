@@ -637,3 +637,22 @@ fn reloads_when_etcd_comes_back_with_another_history() {
     );
     assert!(dns.metric("fedplane_dns_etcd_reloads_total") >= 1.0);
 }
+
+#[test]
+fn a_silent_etcd_is_detected_and_answers_continue() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let dns = Dns::start(&etcd, &[], &[]);
+    // etcd keeps the watch stream open but says nothing (a partitioned member).
+    etcd.signal("STOP");
+    wait_until(
+        Duration::from_secs(30),
+        "the stalled watch to be noticed",
+        || (dns.metric("fedplane_dns_sync_state") == 2.0).then_some(()),
+    );
+    let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
+    assert_eq!(d.answers("A").len(), 3, "{}", d.raw);
+    etcd.signal("CONT");
+    etcd.put("/skydns/com/example/thawed", r#"{"host":"10.0.0.13"}"#);
+    dns.await_answer("thawed.example.com", "A", &["10.0.0.13"]);
+}

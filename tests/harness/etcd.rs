@@ -178,9 +178,26 @@ impl Etcd {
     /// Kills etcd (as a crash would).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // a frozen etcd must be thawed to die cleanly
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes (`STOP`) or thaws (`CONT`) etcd: connections stay open, nothing is answered, as
+    /// with a member cut off by a network partition.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("etcd running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} etcd failed");
     }
 
     /// Starts etcd again on the same ports and data.
