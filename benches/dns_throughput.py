@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Throughput bench: the same federated data set served by fedplane-dns (from etcd), NSD and
+Knot (from an equivalent zone file), one after the other in one run, each with one worker and
+then with one worker per CPU. dnsperf saturates each server for qps; a second dnsperf run at one
+fixed rate, the same for every server, gives p50/p99 latency.
+
+    benches/dns-throughput [--services 2000] [--seconds 10] [--latency-qps 20000]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fedbench as fb  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--services", type=int, default=2000, help="federated services (9 records each)")
+    ap.add_argument("--seconds", type=int, default=10, help="dnsperf run length per server")
+    ap.add_argument("--latency-qps", type=int, default=20000, help="fixed rate of the latency run")
+    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
+    args = ap.parse_args()
+
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "fedplane-dns"],
+                       cwd=fb.ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="fedbench-")
+    records = fb.federated_records(args.services)
+    zonefile, queries = f"{work}/zone", f"{work}/queries"
+    fb.zone_file(records, zonefile)
+    fb.query_file(records, queries)
+    probe = records[0][0]
+    print(f"data set: {args.services} services x 3 clusters -> {len(records)} records, "
+          f"{len({r[0] for r in records})} names; machine: {fb.machine()}", flush=True)
+
+    etcd = fb.Etcd(work)
+    fb.load_records(etcd, records)
+    rows = []
+    try:
+        for workers in sorted({1, os.cpu_count() or 1}):
+            for name, start in [
+                ("NSD", lambda w: fb.start_nsd(work, zonefile, w)),
+                ("Knot", lambda w: fb.start_knot(work, zonefile, w)),
+                ("fedplane-dns", lambda w: fb.start_fedplane(work, etcd, w)),
+            ]:
+                proc = start(workers)
+                try:
+                    fb.wait_for(f"{name} to answer", lambda: fb.dig_ok(proc.port, probe))
+                    sat = fb.dnsperf(proc.port, queries, args.seconds)
+                    lat = fb.dnsperf(proc.port, queries, 5, max_qps=args.latency_qps, verbose=True)
+                    rows.append((name, workers, sat, lat, proc.rss_kib()))
+                    print(f"  {name:13} workers={workers} qps={sat['qps']:.0f}", flush=True)
+                finally:
+                    proc.stop()
+    finally:
+        etcd.stop()
+
+    print()
+    print(f"| server | workers | qps | vs NSD | vs Knot | p50 µs @{args.latency_qps} qps | p99 µs | RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, workers, sat, lat, rss in rows:
+        nsd = next(r[2]["qps"] for r in rows if r[0] == "NSD" and r[1] == workers)
+        knot = next(r[2]["qps"] for r in rows if r[0] == "Knot" and r[1] == workers)
+        print(f"| {name} | {workers} | {sat['qps']:,.0f} | {sat['qps'] / nsd:.2f} | {sat['qps'] / knot:.2f} "
+              f"| {lat.get('p50_us', 0):.0f} | {lat.get('p99_us', 0):.0f} | {rss / 1024:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

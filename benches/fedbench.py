@@ -1,0 +1,247 @@
+"""Shared pieces of fedplane's DNS benchmarks: the federated data set, real etcd, NSD, Knot and
+fedplane-dns processes on free loopback ports, and dnsperf runs. Standard library only."""
+
+import base64
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZONE = "example.com"
+CLUSTERS = [("fcp", "europe", "fr", 1), ("usa", "america", "us", 3), ("chn", "asia", "cn", 2)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, check, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"bench: timed out after {timeout}s waiting for {what}")
+
+
+def federated_records(services):
+    """(name, ip) pairs: every service in 3 clusters at global, region and zone level, as
+    fedplane-controller writes them (9 records per service)."""
+    out = []
+    for i in range(services):
+        svc, ns = f"svc{i}", f"ns{i % 20}"
+        for cluster, region, zone, octet in CLUSTERS:
+            ip = f"10.{octet}.{(i // 250) % 256}.{i % 250 + 1}"
+            base = f"{svc}.{ns}.federation.svc"
+            out.append((f"{base}.{ZONE}", cluster, ip))
+            out.append((f"{base}.{region}.{ZONE}", cluster, ip))
+            out.append((f"{base}.{zone}.{region}.{ZONE}", cluster, ip))
+    return out
+
+
+def etcd_key(name, leaf):
+    return "/skydns/" + "/".join(reversed(name.split("."))) + "/" + leaf
+
+
+def zone_file(records, path, serial=1):
+    with open(path, "w") as f:
+        f.write(f"$ORIGIN {ZONE}.\n$TTL 30\n")
+        f.write(f"@ SOA ns.dns.{ZONE}. hostmaster.{ZONE}. {serial} 7200 1800 86400 30\n")
+        f.write(f"@ NS ns.dns.{ZONE}.\nns.dns A 127.0.0.1\n")
+        for name, _cluster, ip in records:
+            f.write(f"{name}. 30 A {ip}\n")
+
+
+def query_file(records, path, count=200_000, seed=7):
+    names = sorted({name for name, _, _ in records})
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(count):
+            f.write(f"{rng.choice(names)} A\n")
+
+
+class Proc:
+    def __init__(self, name, argv, log):
+        self.name = name
+        self.log = log
+        self.p = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+class Etcd:
+    def __init__(self, work):
+        self.port, peer = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = Proc("etcd", [
+            "etcd", "--name", "bench", "--data-dir", f"{work}/etcd",
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
+            "--quota-backend-bytes", str(8 << 30), "--snapshot-count", "1000000",
+        ], f"{work}/etcd.log")
+        wait_for("etcd", lambda: self.post("/v3/maintenance/status", {}) is not None)
+
+    def post(self, path, body):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    def put_many(self, kvs, batch=128):
+        """Puts (key, value) pairs in transactions of `batch` (etcd's default max-txn-ops)."""
+        b64 = lambda s: base64.b64encode(s.encode()).decode()
+        for i in range(0, len(kvs), batch):
+            ops = [{"requestPut": {"key": b64(k), "value": b64(v)}} for k, v in kvs[i:i + batch]]
+            self.post("/v3/kv/txn", {"success": ops})
+
+    def put(self, key, value):
+        b64 = lambda s: base64.b64encode(s.encode()).decode()
+        return int(self.post("/v3/kv/put", {"key": b64(key), "value": b64(value)})["header"]["revision"])
+
+    def stop(self):
+        self.proc.stop()
+
+
+def load_records(etcd, records):
+    etcd.put_many([(etcd_key(name, cluster), json.dumps({"host": ip, "ttl": 30}))
+                   for name, cluster, ip in records])
+
+
+def dig_ok(port, name):
+    out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), name, "A", "+short", "+time=1",
+                          "+tries=1"], capture_output=True, text=True).stdout
+    return bool(out.strip())
+
+
+def start_fedplane(work, etcd, workers, tag="fedplane"):
+    port, http = free_port(), free_port()
+    binary = os.path.join(ROOT, "target/release/fedplane-dns")
+    proc = Proc(tag, [binary, "--zone", f"{ZONE}.", "--listen", f"127.0.0.1:{port}",
+                      "--http", f"127.0.0.1:{http}", "--etcd-endpoints", etcd.url,
+                      "--workers", str(workers)], f"{work}/{tag}.log")
+    proc.port, proc.http = port, http
+    return proc
+
+
+def fedplane_ready(proc):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.http}/readyz", timeout=1) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def start_nsd(work, zonefile, workers):
+    d = tempfile.mkdtemp(dir=work, prefix="nsd")
+    shutil.copy(zonefile, f"{d}/{ZONE}.zone")
+    port = free_port()
+    with open(f"{d}/nsd.conf", "w") as f:
+        f.write(f"""server:
+  ip-address: 127.0.0.1@{port}
+  server-count: {workers}
+  zonesdir: "{d}"
+  pidfile: "{d}/nsd.pid"
+  database: ""
+  username: ""
+  chroot: ""
+  xfrdfile: "{d}/xfrd.state"
+  zonelistfile: "{d}/zone.list"
+  verbosity: 0
+  hide-version: yes
+  reuseport: yes
+remote-control:
+  control-enable: no
+zone:
+  name: {ZONE}
+  zonefile: {ZONE}.zone
+""")
+    proc = Proc("nsd", ["nsd", "-d", "-c", f"{d}/nsd.conf"], f"{d}/nsd.log")
+    proc.port = port
+    return proc
+
+
+def start_knot(work, zonefile, workers):
+    d = tempfile.mkdtemp(dir=work, prefix="knot")
+    shutil.copy(zonefile, f"{d}/{ZONE}.zone")
+    port = free_port()
+    with open(f"{d}/knot.conf", "w") as f:
+        f.write(f"""server:
+    listen: 127.0.0.1@{port}
+    rundir: "{d}"
+    udp-workers: {workers}
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{d}/db"
+log:
+  - target: stderr
+    any: warning
+zone:
+  - domain: {ZONE}
+    storage: "{d}"
+    file: "{ZONE}.zone"
+    journal-content: none
+    zonefile-sync: -1
+""")
+    proc = Proc("knot", ["knotd", "-c", f"{d}/knot.conf"], f"{d}/knot.log")
+    proc.port = port
+    return proc
+
+
+def dnsperf(port, queries, seconds, clients=8, outstanding=200, max_qps=None, verbose=False):
+    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(seconds),
+            "-c", str(clients), "-T", "1", "-q", str(outstanding), "-t", "2"]
+    if max_qps:
+        argv += ["-Q", str(max_qps)]
+    if verbose:
+        argv += ["-v"]
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    result = {"qps": qps, "lost": int(lost.group(1)) if lost else 0}
+    if verbose:
+        lat = sorted(float(m) for m in re.findall(r"^> \S+ .* ([\d.]+)$", out, re.M))
+        if lat:
+            result["p50_us"] = lat[len(lat) // 2] * 1e6
+            result["p99_us"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6
+    return result
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({cpu}), Linux {os.uname().release}"
