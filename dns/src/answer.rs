@@ -27,10 +27,10 @@ const PLAIN_UDP_PAYLOAD: u16 = 512;
 pub const MAX_CNAME_CHAIN: usize = 8;
 /// SOA timers. The minimum doubles as the negative-caching TTL (RFC 2308) and as the SOA
 /// record's own TTL: 30 s, the federation record TTL, so a name that appears is seen quickly.
-const SOA_REFRESH: i32 = 7200;
-const SOA_RETRY: i32 = 1800;
-const SOA_EXPIRE: i32 = 86400;
-const SOA_MINIMUM: u32 = 30;
+pub(crate) const SOA_REFRESH: i32 = 7200;
+pub(crate) const SOA_RETRY: i32 = 1800;
+pub(crate) const SOA_EXPIRE: i32 = 86400;
+pub(crate) const SOA_MINIMUM: u32 = 30;
 /// TXT character-strings hold at most 255 bytes.
 const TXT_CHUNK: usize = 255;
 
@@ -517,9 +517,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn made_up_target(&self, e: &Entry) -> Name {
-        key_to_name(self.snap.zones().prefix(), &e.key)
-            .map(|n| strip_labels(&n, e.record.target_strip))
-            .unwrap_or_else(Name::root)
+        made_up_target(self.snap, e)
     }
 
     /// A and AAAA of an in-zone target, for the additional section.
@@ -564,18 +562,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn soa(&self, zi: usize, zone: &Zone) -> Record {
-        let mname = self
-            .ns(&zone.name, zone)
-            .0
-            .first()
-            .and_then(|r| match &r.data {
-                RData::NS(NS(n)) => Some(n.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| default_ns(zone));
-        let rname = Name::from_ascii("hostmaster")
-            .and_then(|h| h.append_name(&zone.name))
-            .unwrap_or_else(|_| zone.name.clone());
+        let (mname, rname) = soa_names(self.snap, zone);
         Record::from_rdata(
             zone.name.clone(),
             SOA_MINIMUM,
@@ -596,6 +583,30 @@ impl<'a> Resolver<'a> {
 enum Kind {
     Srv,
     Mx,
+}
+
+/// A target name made from a record's key (SkyDNS `msg.Domain`), minus `targetstrip` labels.
+fn made_up_target(snap: &Snapshot, e: &Entry) -> Name {
+    key_to_name(snap.zones().prefix(), &e.key)
+        .map(|n| strip_labels(&n, e.record.target_strip))
+        .unwrap_or_else(Name::root)
+}
+
+/// The SOA's MNAME (the first NS, else `ns.dns.<zone>`) and RNAME (`hostmaster.<zone>`).
+pub(crate) fn soa_names(snap: &Snapshot, zone: &Zone) -> (Name, Name) {
+    let mname = snap
+        .node(&format!("{}/dns/ns", zone.key))
+        .iter()
+        .find_map(|e| match &e.record.host {
+            Host::Name(n) => Some(n.clone()),
+            Host::V4(_) | Host::V6(_) => Some(made_up_target(snap, e)),
+            Host::None => None,
+        })
+        .unwrap_or_else(|| default_ns(zone));
+    let rname = Name::from_ascii("hostmaster")
+        .and_then(|h| h.append_name(&zone.name))
+        .unwrap_or_else(|_| zone.name.clone());
+    (mname, rname)
 }
 
 fn default_ns(zone: &Zone) -> Name {

@@ -94,6 +94,10 @@ pub fn describe_metrics() {
         "etcd sync state: 0 loading, 1 watching, 2 disconnected (serving the last snapshot)"
     );
     describe_gauge!("fedplane_dns_records", "Records in the served snapshot");
+    describe_gauge!(
+        "fedplane_dns_compiled_names",
+        "Names whose A/AAAA answers are precompiled for the UDP fast path"
+    );
     describe_counter!(
         "fedplane_dns_invalid_records_total",
         "Invalid record values seen (each value counted once)"

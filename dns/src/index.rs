@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 use imbl::{HashMap, OrdMap};
 
+use crate::fast::Compiled;
 use crate::key::name_to_key;
 use crate::record::Record;
 
@@ -110,7 +111,16 @@ pub struct Snapshot {
     zone_revisions: Vec<i64>,
     revision: i64,
     loaded: bool,
+    /// Compiled answers by lowercase wire name ([`crate::fast`]).
+    compiled: CompiledMap,
 }
+
+type CompiledMap = imbl::GenericHashMap<
+    Arc<[u8]>,
+    Arc<Compiled>,
+    rustc_hash::FxBuildHasher,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 impl Snapshot {
     /// An empty snapshot at revision `revision`; every zone's serial starts there.
@@ -123,6 +133,7 @@ impl Snapshot {
             zone_revisions: vec![revision; n],
             revision,
             loaded: false,
+            compiled: CompiledMap::default(),
         }
     }
 
@@ -130,6 +141,33 @@ impl Snapshot {
     /// SERVFAIL rather than deny names it has not read yet).
     pub fn is_loaded(&self) -> bool {
         self.loaded
+    }
+
+    /// The compiled answers of a lowercase wire name.
+    pub fn compiled(&self, wire: &[u8]) -> Option<&Compiled> {
+        self.compiled.get(wire).map(|c| &**c)
+    }
+
+    /// Stores (or, with `None`, removes) the compiled answers of a name.
+    pub fn set_compiled(&mut self, wire: Arc<[u8]>, compiled: Option<Compiled>) {
+        match compiled {
+            Some(c) => {
+                self.compiled.insert(wire, Arc::new(c));
+            }
+            None => {
+                self.compiled.remove(&*wire);
+            }
+        }
+    }
+
+    /// Drops every compiled answer.
+    pub fn clear_compiled(&mut self) {
+        self.compiled = CompiledMap::default();
+    }
+
+    /// How many names have compiled answers.
+    pub fn compiled_len(&self) -> usize {
+        self.compiled.len()
     }
 
     /// Marks the snapshot as a complete load.
@@ -236,12 +274,17 @@ impl Snapshot {
     /// The records of the name whose key is `key`: the key's own value and every value below
     /// it, in key order, narrowed by `group` as SkyDNS does.
     pub fn node(&self, key: &str) -> Vec<&Entry> {
+        self.node_up_to(key, MAX_NODE_RECORDS)
+    }
+
+    /// [`Snapshot::node`], reading at most `limit` records.
+    pub fn node_up_to(&self, key: &str, limit: usize) -> Vec<&Entry> {
         let mut out: Vec<&Entry> = Vec::new();
         if let Some(e) = self.records.get(key) {
             out.push(e);
         }
         let (lo, hi) = subtree_bounds(key);
-        let room = MAX_NODE_RECORDS.saturating_sub(out.len());
+        let room = limit.saturating_sub(out.len());
         out.extend(
             self.records
                 .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
@@ -249,6 +292,19 @@ impl Snapshot {
                 .map(|(_, e)| &**e),
         );
         group_filter(out)
+    }
+
+    /// Whether a key sits at `key` or directly below it (one more label). Reads at most
+    /// [`MAX_NODE_RECORDS`] keys.
+    pub fn has_key_or_child(&self, key: &str) -> bool {
+        if self.records.contains_key(key) {
+            return true;
+        }
+        let (lo, hi) = subtree_bounds(key);
+        self.records
+            .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
+            .take(MAX_NODE_RECORDS)
+            .any(|(k, _)| !k[lo.len()..].contains('/'))
     }
 
     /// Whether the name whose key is `key` exists: it has a record, or a name below it has one

@@ -11,6 +11,7 @@
 
 pub mod answer;
 pub mod config;
+pub mod fast;
 pub mod http;
 pub mod index;
 pub mod key;

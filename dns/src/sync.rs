@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::EtcdSettings;
+use crate::fast;
 use crate::index::{Snapshot, Zones};
 use crate::record::Record;
 
@@ -147,6 +148,7 @@ impl Shared {
         {
             metrics::gauge!("fedplane_dns_snapshot_revision").set(snap.revision() as f64);
             metrics::gauge!("fedplane_dns_records").set(snap.len() as f64);
+            metrics::gauge!("fedplane_dns_compiled_names").set(snap.compiled_len() as f64);
         }
     }
 }
@@ -361,8 +363,12 @@ impl EtcdSync {
             return Ok(());
         }
         let mut new_leases = Vec::new();
+        let mut changed = Vec::with_capacity(resp.events().len());
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
+            if let Ok(key) = kv.key_str() {
+                changed.push(key.to_owned());
+            }
             match ev.event_type() {
                 EventType::Put => {
                     if kv.lease() != 0 && !working.lease_known(kv.lease()) {
@@ -386,6 +392,8 @@ impl EtcdSync {
             new_leases.dedup();
             self.refresh_leases(client, working, &new_leases).await;
         }
+        // Only the names these keys can affect are recompiled, not the zone.
+        fast::recompile_keys(working, &changed);
         self.shared.publish(working, true);
         Ok(())
     }
@@ -469,6 +477,7 @@ impl EtcdSync {
         let mut snap = snap.unwrap_or_else(|| Snapshot::new(self.zones.clone(), revision));
         snap.set_revision(revision);
         snap.mark_loaded();
+        fast::compile_all(&mut snap);
         Ok(snap)
     }
 

@@ -1,0 +1,256 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use proptest::prelude::*;
+
+use super::*;
+use crate::answer::{Outcome, Transport, respond};
+use crate::index::Zones;
+use crate::record::Record;
+
+fn zones() -> Arc<Zones> {
+    Arc::new(Zones::new(
+        "/skydns",
+        &[Name::from_ascii("example.com.").expect("name")],
+    ))
+}
+
+/// Random record values of every shape the compiler must handle or refuse.
+fn value() -> impl Strategy<Value = (String, bool)> {
+    prop_oneof![
+        (any::<u32>()).prop_map(|ip| (
+            format!(
+                r#"{{"host":"{}","ttl":{}}}"#,
+                std::net::Ipv4Addr::from(ip),
+                ip % 600
+            ),
+            false
+        )),
+        (any::<u128>()).prop_map(|ip| (
+            format!(r#"{{"host":"{}"}}"#, std::net::Ipv6Addr::from(ip)),
+            false
+        )),
+        Just((r#"{"host":"10.0.0.1"}"#.to_owned(), false)),
+        Just((r#"{"host":"a.example.com"}"#.to_owned(), false)),
+        Just((
+            r#"{"host":"mail.example.com","mail":true}"#.to_owned(),
+            false
+        )),
+        Just((r#"{"text":"t"}"#.to_owned(), false)),
+        Just((r#"{"host":"10.9.9.9"}"#.to_owned(), true)), // on a lease
+    ]
+}
+
+fn key() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "svc", "fr", "x"]), 1..4)
+        .prop_map(|labels| format!("/skydns/com/example/{}", labels.join("/")))
+}
+
+fn snapshot(recs: &[(String, (String, bool))]) -> Snapshot {
+    let mut s = Snapshot::new(zones(), 10);
+    for (i, (k, (v, leased))) in recs.iter().enumerate() {
+        let lease = if *leased { 7 } else { 0 };
+        s.put(
+            k,
+            Record::parse(v.as_bytes()).expect("valid"),
+            lease,
+            11 + i64::try_from(i).expect("small"),
+        );
+    }
+    s.mark_loaded();
+    compile_all(&mut s);
+    s
+}
+
+fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 777;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    if let Some((size, dnssec_ok)) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        e.set_dnssec_ok(dnssec_ok);
+        m.set_edns(e);
+    }
+    m.to_vec().expect("encode")
+}
+
+/// A message reduced to what a resolver sees, names lowercased.
+fn seen(bytes: &[u8]) -> String {
+    let m = Message::from_vec(bytes).expect("parses");
+    let sec = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
+        rs.iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r.name.to_lowercase(),
+                    r.ttl,
+                    r.record_type(),
+                    r.data
+                )
+            })
+            .collect()
+    };
+    format!(
+        "id={} rcode={:?} aa={} tc={} rd={} cd={} q={:?} an={:?} ns={:?} ar={:?} edns={:?}",
+        m.metadata.id,
+        m.metadata.response_code,
+        m.metadata.authoritative,
+        m.metadata.truncation,
+        m.metadata.recursion_desired,
+        m.metadata.checking_disabled,
+        m.queries
+            .iter()
+            .map(|q| q.name().to_ascii())
+            .collect::<Vec<_>>(),
+        sec(&m.answers),
+        sec(&m.authorities),
+        sec(&m.additionals),
+        m.edns
+            .as_ref()
+            .map(|e| (e.max_payload(), e.flags().dnssec_ok, e.version())),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn fast_answers_equal_the_general_path(
+        recs in prop::collection::vec((key(), value()), 1..25),
+        qkey in key(),
+        upper in any::<u32>(),
+        aaaa in any::<bool>(),
+        edns in prop::option::of((0u16..5000, any::<bool>())),
+        rotation in 0usize..7,
+    ) {
+        let s = snapshot(&recs);
+        let labels: Vec<&str> = qkey.trim_start_matches("/skydns/com/example/").split('/').rev().collect();
+        // random letter case, echoed back
+        let name: String = format!("{}.example.com.", labels.join("."))
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if upper >> (i % 32) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+            .collect();
+        let q = query(&name, if aaaa { RecordType::AAAA } else { RecordType::A }, edns);
+        let mut out = [0u8; MAX_FAST_RESPONSE];
+        if let Some(n) = respond_fast(&s, &q, AnswerOptions::default(), rotation, &mut out) {
+            let Outcome::Reply { bytes, .. } =
+                respond(&s, &q, Transport::Udp, AnswerOptions::default(), Instant::now(), rotation)
+            else { panic!("general path dropped a query the fast path answered") };
+            prop_assert_eq!(seen(&out[..n]), seen(&bytes));
+        }
+    }
+
+    #[test]
+    fn recompiling_changed_keys_equals_compiling_everything(
+        recs in prop::collection::vec((key(), value()), 1..20),
+        changes in prop::collection::vec((key(), prop::option::of(value())), 1..10),
+    ) {
+        let mut s = snapshot(&recs);
+        let mut changed = Vec::new();
+        for (i, (k, v)) in changes.iter().enumerate() {
+            let rev = 100 + i64::try_from(i).expect("small");
+            match v {
+                Some((v, leased)) => s.put(k, Record::parse(v.as_bytes()).expect("valid"), if *leased { 7 } else { 0 }, rev),
+                None => { s.delete(k, rev); }
+            }
+            changed.push(k.clone());
+        }
+        let mut full = s.clone();
+        recompile_keys(&mut s, &changed);
+        compile_all(&mut full);
+        prop_assert_eq!(s.compiled_len(), full.compiled_len());
+        let keys: Vec<&String> = recs.iter().map(|(k, _)| k).chain(changes.iter().map(|(k, _)| k)).collect();
+        for k in keys {
+            let n = crate::key::key_to_name("/skydns", k).expect("name").to_lowercase();
+            for name in [n.clone(), n.base_name()] {
+                let w = wire_name(&name);
+                prop_assert_eq!(s.compiled(&w), full.compiled(&w), "{}", name);
+            }
+        }
+    }
+}
+
+#[test]
+fn compiled_answers_echo_case_rotate_and_carry_edns() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/hw/a".into(),
+            (r#"{"host":"10.0.0.1","ttl":30}"#.into(), false),
+        ),
+        (
+            "/skydns/com/example/hw/b".into(),
+            (r#"{"host":"10.0.0.2","ttl":30}"#.into(), false),
+        ),
+    ]);
+    let q = query("Hw.Example.COM.", RecordType::A, Some((4096, true)));
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = respond_fast(&s, &q, AnswerOptions::default(), 1, &mut out).expect("compiled");
+    let m = Message::from_vec(&out[..n]).expect("parses");
+    assert_eq!(m.queries[0].name().to_ascii(), "Hw.Example.COM.");
+    assert_eq!(m.answers[0].data.to_string(), "10.0.0.2", "rotated by one");
+    assert_eq!(m.answers[0].name.to_ascii(), "Hw.Example.COM.");
+    let e = m.edns.expect("OPT echoed");
+    assert!(e.flags().dnssec_ok);
+    assert_eq!(e.max_payload(), 1232);
+}
+
+#[test]
+fn nodata_serial_follows_later_changes_without_recompiling() {
+    let mut s = snapshot(&[(
+        "/skydns/com/example/hw/a".into(),
+        (r#"{"host":"10.0.0.1"}"#.into(), false),
+    )]);
+    s.put(
+        "/skydns/com/example/other",
+        Record::parse(br#"{"host":"10.0.0.9"}"#).expect("valid"),
+        0,
+        500,
+    );
+    let q = query("hw.example.com.", RecordType::AAAA, None);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = respond_fast(&s, &q, AnswerOptions::default(), 0, &mut out).expect("compiled");
+    let m = Message::from_vec(&out[..n]).expect("parses");
+    let hickory_proto::rr::RData::SOA(soa) = &m.authorities[0].data else {
+        panic!("no SOA")
+    };
+    assert_eq!(soa.serial, 500);
+}
+
+#[test]
+fn what_is_not_compiled_falls_back() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/alias".into(),
+            (r#"{"host":"a.example.com"}"#.into(), false),
+        ),
+        (
+            "/skydns/com/example/leased".into(),
+            (r#"{"host":"10.0.0.1"}"#.into(), true),
+        ),
+    ]);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for (name, t) in [
+        ("alias.example.com.", RecordType::A),
+        ("leased.example.com.", RecordType::A),
+        ("missing.example.com.", RecordType::A),
+        ("example.com.", RecordType::A),
+        ("alias.example.com.", RecordType::TXT),
+    ] {
+        assert!(
+            respond_fast(
+                &s,
+                &query(name, t, None),
+                AnswerOptions::default(),
+                0,
+                &mut out
+            )
+            .is_none(),
+            "{name} {t}"
+        );
+    }
+}
