@@ -12,6 +12,7 @@
 //! queries. Updates recompile only the names a changed key can affect.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use hickory_proto::rr::Name;
@@ -190,15 +191,18 @@ pub fn compile_all(snap: &mut Snapshot) {
     }
     snap.clear_compiled();
     for n in names {
-        if let Some(c) = compile(snap, &n) {
-            snap.set_compiled(wire_name(&n).into(), Some(c));
+        if snap.zones().find(&n).is_some_and(|(_, z)| z.name != n) {
+            let c = compile(snap, &n);
+            snap.set_compiled(wire_name(&n).into(), c);
         }
     }
 }
 
-/// Recompiles what changes of `keys` can affect: their names and every ancestor below the apex
-/// (a name answers its whole subtree), by the same rule as [`compile_all`]. A change of a zone's
-/// NS records changes every NODATA answer's SOA: then everything is recompiled.
+/// Recompiles what changes of `keys` can affect, by the same rule as [`compile_all`]: a key's
+/// name and its parent may start or stop being candidates (checked); higher ancestors keep their
+/// status (a key two or more levels down is neither theirs nor their child's) and are recompiled
+/// if they are candidates, since a name answers its whole subtree. A change of a zone's NS
+/// records changes every NODATA answer's SOA: then everything is recompiled.
 pub fn recompile_keys(snap: &mut Snapshot, keys: &[String]) {
     let prefix = snap.zones().prefix().to_owned();
     if keys.iter().any(|k| {
@@ -209,28 +213,40 @@ pub fn recompile_keys(snap: &mut Snapshot, keys: &[String]) {
         compile_all(snap);
         return;
     }
+    // Pass 1: each key's name and parent, whose candidacy may change: checked exactly.
+    // Pass 2: higher ancestors, recompiled if they are candidates (their status cannot change).
     let mut done: HashSet<Name> = HashSet::new();
-    for key in keys {
-        let Some(name) = key_to_name(&prefix, key) else {
-            continue;
-        };
-        let mut n = name.to_lowercase();
-        while n.num_labels() > 0 {
-            let Some((_, zone)) = snap.zones().find(&n) else {
-                break;
+    for exact in [true, false] {
+        for key in keys {
+            let Some(name) = key_to_name(&prefix, key) else {
+                continue;
             };
-            if n == zone.name {
-                break;
+            let mut n = name.to_lowercase();
+            let mut depth = 0;
+            while let Some((_, zone)) = snap.zones().find(&n) {
+                if n == zone.name {
+                    break;
+                }
+                if (depth < 2) == exact && done.insert(n.clone()) {
+                    let wire: Arc<[u8]> = wire_name(&n).into();
+                    let candidate = if exact {
+                        is_candidate(snap, &n)
+                    } else {
+                        snap.is_compile_candidate(&wire)
+                    };
+                    if candidate {
+                        let c = compile(snap, &n);
+                        snap.set_compiled(wire, c);
+                    } else {
+                        snap.remove_compiled(&wire);
+                    }
+                }
+                if exact && depth == 1 {
+                    break;
+                }
+                n = n.base_name();
+                depth += 1;
             }
-            if done.insert(n.clone()) {
-                let c = if is_candidate(snap, &n) {
-                    compile(snap, &n)
-                } else {
-                    None
-                };
-                snap.set_compiled(wire_name(&n).into(), c);
-            }
-            n = n.base_name();
         }
     }
 }

@@ -111,13 +111,14 @@ pub struct Snapshot {
     zone_revisions: Vec<i64>,
     revision: i64,
     loaded: bool,
-    /// Compiled answers by lowercase wire name ([`crate::fast`]).
+    /// Compiled answers by lowercase wire name ([`crate::fast`]): an entry for every name the
+    /// compiler considers, `None` where it takes the general path.
     compiled: CompiledMap,
 }
 
 type CompiledMap = imbl::GenericHashMap<
     Arc<[u8]>,
-    Arc<Compiled>,
+    Option<Arc<Compiled>>,
     rustc_hash::FxBuildHasher,
     imbl::shared_ptr::DefaultSharedPtr,
 >;
@@ -145,19 +146,22 @@ impl Snapshot {
 
     /// The compiled answers of a lowercase wire name.
     pub fn compiled(&self, wire: &[u8]) -> Option<&Compiled> {
-        self.compiled.get(wire).map(|c| &**c)
+        self.compiled.get(wire).and_then(|c| c.as_deref())
     }
 
-    /// Stores (or, with `None`, removes) the compiled answers of a name.
+    /// Whether the compiler considers this name (compiled or not).
+    pub fn is_compile_candidate(&self, wire: &[u8]) -> bool {
+        self.compiled.contains_key(wire)
+    }
+
+    /// Records a name the compiler considers, with its compiled answers if it has them.
     pub fn set_compiled(&mut self, wire: Arc<[u8]>, compiled: Option<Compiled>) {
-        match compiled {
-            Some(c) => {
-                self.compiled.insert(wire, Arc::new(c));
-            }
-            None => {
-                self.compiled.remove(&*wire);
-            }
-        }
+        self.compiled.insert(wire, compiled.map(Arc::new));
+    }
+
+    /// Forgets a name the compiler no longer considers.
+    pub fn remove_compiled(&mut self, wire: &[u8]) {
+        self.compiled.remove(wire);
     }
 
     /// Drops every compiled answer.
@@ -165,7 +169,7 @@ impl Snapshot {
         self.compiled = CompiledMap::default();
     }
 
-    /// How many names have compiled answers.
+    /// How many names the compiler considers (compiled, or taking the general path).
     pub fn compiled_len(&self) -> usize {
         self.compiled.len()
     }
