@@ -52,8 +52,8 @@ def federated_records(services):
     return out
 
 
-def etcd_key(name, leaf):
-    return "/skydns/" + "/".join(reversed(name.split("."))) + "/" + leaf
+def etcd_key(name, leaf, prefix="/skydns"):
+    return prefix + "/" + "/".join(reversed(name.split("."))) + "/" + leaf
 
 
 def zone_file(records, path, serial=1):
@@ -132,8 +132,8 @@ class Etcd:
         self.proc.stop()
 
 
-def load_records(etcd, records):
-    etcd.put_many([(etcd_key(name, cluster), json.dumps({"host": ip, "ttl": 30}))
+def load_records(etcd, records, prefix="/skydns"):
+    etcd.put_many([(etcd_key(name, cluster, prefix), json.dumps({"host": ip, "ttl": 30}))
                    for name, cluster, ip in records])
 
 
@@ -143,12 +143,12 @@ def dig_ok(port, name):
     return bool(out.strip())
 
 
-def start_fedplane(work, etcd, workers, tag="fedplane"):
+def start_fedplane(work, etcd, workers, tag="fedplane", prefix="/skydns"):
     port, http = free_port(), free_port()
     binary = os.path.join(ROOT, "target/release/fedplane-dns")
     proc = Proc(tag, [binary, "--zone", f"{ZONE}.", "--listen", f"127.0.0.1:{port}",
                       "--http", f"127.0.0.1:{http}", "--etcd-endpoints", etcd.url,
-                      "--workers", str(workers)], f"{work}/{tag}.log")
+                      "--etcd-prefix", prefix, "--workers", str(workers)], f"{work}/{tag}.log")
     proc.port, proc.http = port, http
     return proc
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Scale bench: a federation of 100,000 services (900,000 etcd keys). Time from start to
+/readyz, resident memory, and qps at that size, next to the qps of the small data set
+(2,000 services) served the same way in the same run.
+
+    benches/dns-scale [--services 100000] [--small 2000] [--seconds 10]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fedbench as fb  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--services", type=int, default=100_000)
+    ap.add_argument("--small", type=int, default=2000)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "fedplane-dns"], cwd=fb.ROOT, check=True)
+
+    work = tempfile.mkdtemp(prefix="fedbench-")
+    big, small = fb.federated_records(args.services), fb.federated_records(args.small)
+    fb.query_file(big, f"{work}/big.queries")
+    fb.query_file(small, f"{work}/small.queries")
+    etcd = fb.Etcd(work)
+    t0 = time.monotonic()
+    fb.load_records(etcd, big, "/big")
+    fb.load_records(etcd, small, "/small")
+    print(f"loaded {len(big) + len(small)} keys into etcd in {time.monotonic() - t0:.0f} s; "
+          f"machine: {fb.machine()}", flush=True)
+    rows = {}
+    try:
+        for tag, prefix, queries in [("small", "/small", f"{work}/small.queries"), ("big", "/big", f"{work}/big.queries")]:
+            dns = fb.start_fedplane(work, etcd, args.workers, tag=tag, prefix=prefix)
+            try:
+                t0 = time.monotonic()
+                fb.wait_for(f"{tag} data set ready", lambda: fb.fedplane_ready(dns), timeout=300)
+                ready = time.monotonic() - t0
+                rss = dns.rss_kib() / 1024
+                qps = fb.dnsperf(dns.port, queries, args.seconds)["qps"]
+                rows[tag] = (ready, rss, qps)
+            finally:
+                dns.stop()
+    finally:
+        etcd.stop()
+
+    s, b = rows["small"], rows["big"]
+    print()
+    print(f"| data set | etcd keys | start → ready | RSS after load | qps (workers={args.workers}) |")
+    print("|---|---|---|---|---|")
+    print(f"| {args.small:,} services | {len(small):,} | {s[0]:.1f} s | {s[1]:.0f} MiB | {s[2]:,.0f} |")
+    print(f"| {args.services:,} services | {len(big):,} | {b[0]:.1f} s | {b[1]:.0f} MiB | {b[2]:,.0f} ({b[2] / s[2]:.0%} of small) |")
+
+
+if __name__ == "__main__":
+    main()
