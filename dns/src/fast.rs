@@ -1,11 +1,13 @@
 //! The UDP fast path: A and AAAA answers compiled ahead of time, per name, into wire format.
 //!
-//! A compiled answer is the message body after the question, with owner names written as
-//! pointers to the question at offset 12. Per query only the ID, the flags, the question (copied
-//! from the query, so its case is echoed), the OPT record, the SOA serial and the rotation of the
-//! address records are filled in: no allocation, no lock, one hash lookup.
+//! A compiled answer is the answer section after the question, with owner names written as
+//! pointers to the question at offset 12; a name without addresses of the asked family answers
+//! NODATA with its zone's SOA, which is kept once per zone ([`ZoneSoa`]). Per query only the ID,
+//! the flags, the question (copied from the query, so its case is echoed), the OPT record, the
+//! SOA serial and the rotation of the address records are filled in: no allocation, no lock,
+//! one hash lookup.
 //!
-//! Compiled: every name that is a key's own name or its parent (leaf-style records as
+//! Compiled: every name that holds a key or whose child holds one (leaf-style records as
 //! ExternalDNS and fedplane-controller write them), when it answers with addresses or NODATA.
 //! Everything else takes the general path ([`crate::answer::respond`]), which stays the
 //! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, truncation, unusual
@@ -18,7 +20,7 @@ use std::time::Instant;
 use hickory_proto::rr::Name;
 
 use crate::answer::{self, AnswerOptions};
-use crate::index::{Entry, Snapshot, Zone};
+use crate::index::{Entry, Snapshot};
 use crate::key::{key_to_name, name_to_key};
 use crate::record::Host;
 
@@ -27,25 +29,31 @@ use crate::record::Host;
 pub const MAX_COMPILED_RECORDS: usize = 64;
 /// Size of the buffer [`respond_fast`] writes into: the largest UDP answer we ever send.
 pub const MAX_FAST_RESPONSE: usize = 4096;
+/// A SOA tail ends with serial, refresh, retry, expire and minimum: the serial is 20 bytes from
+/// the end.
+const SERIAL_FROM_END: usize = 20;
 
-/// The compiled answers of one name.
+/// The compiled answers of one name: its A and AAAA records, `None` for NODATA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
-    a: Template,
-    aaaa: Template,
+    a: Option<Addresses>,
+    aaaa: Option<Addresses>,
+    zone: u16,
 }
 
+/// Address records of equal length (rotated per query).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Template {
-    answers: u16,
-    authorities: u16,
-    /// Sections after the question.
-    body: Box<[u8]>,
-    /// Answer records of equal length at the start of `body`, rotated per query.
-    rotate_len: u16,
-    /// Offset in `body` of a SOA serial, patched per query with the zone's current serial.
-    serial_at: Option<u16>,
-    zone: u16,
+struct Addresses {
+    count: u16,
+    records: Box<[u8]>,
+}
+
+/// A zone's SOA record for NODATA answers, after its owner name (which points into the
+/// question), with the serial zeroed: it is patched per query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSoa {
+    tail: Box<[u8]>,
+    zone_wire_len: u16,
 }
 
 /// Lowercase wire form of a name (labels and the root), the compiled map's key.
@@ -59,12 +67,52 @@ pub fn wire_name(name: &Name) -> Vec<u8> {
     out
 }
 
-fn push_name_uncompressed(out: &mut Vec<u8>, name: &Name) {
+/// Lowercase wire form of the name a key stands for, without building a `Name`.
+fn wire_from_key(prefix: &str, key: &str) -> Option<Vec<u8>> {
+    let rest = key.strip_prefix(prefix)?;
+    let mut out = Vec::with_capacity(rest.len() + 2);
+    for label in rest.split('/').filter(|l| !l.is_empty()).rev() {
+        out.push(u8::try_from(label.len()).ok().filter(|&l| l <= 63)?);
+        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    out.push(0);
+    (out.len() <= 255).then_some(out)
+}
+
+fn push_name(out: &mut Vec<u8>, name: &Name) {
     for label in name.iter() {
         out.push(u8::try_from(label.len()).unwrap_or(63));
         out.extend_from_slice(label);
     }
     out.push(0);
+}
+
+/// The SOA tails of every zone, in zone order.
+pub fn zone_soas(snap: &Snapshot) -> Vec<ZoneSoa> {
+    snap.zones()
+        .iter()
+        .map(|zone| {
+            let (mname, rname) = answer::soa_names(snap, zone);
+            let mut rdata = Vec::new();
+            push_name(&mut rdata, &mname);
+            push_name(&mut rdata, &rname);
+            rdata.extend_from_slice(&[0; 4]); // serial, patched per query
+            for v in [answer::SOA_REFRESH, answer::SOA_RETRY, answer::SOA_EXPIRE] {
+                rdata.extend_from_slice(&v.to_be_bytes());
+            }
+            rdata.extend_from_slice(&answer::SOA_MINIMUM.to_be_bytes());
+            let mut tail = Vec::with_capacity(rdata.len() + 10);
+            tail.extend_from_slice(&6u16.to_be_bytes());
+            tail.extend_from_slice(&1u16.to_be_bytes());
+            tail.extend_from_slice(&answer::SOA_MINIMUM.to_be_bytes());
+            tail.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
+            tail.extend_from_slice(&rdata);
+            ZoneSoa {
+                tail: tail.into(),
+                zone_wire_len: u16::try_from(wire_name(&zone.name).len()).unwrap_or(0),
+            }
+        })
+        .collect()
 }
 
 /// Compiles the answers of `lname` (lowercase), or `None` when it must take the general path.
@@ -73,10 +121,12 @@ pub fn compile(snap: &Snapshot, lname: &Name) -> Option<Compiled> {
     if *lname == zone.name {
         return None;
     }
-    let entries = snap.node_up_to(
-        &name_to_key(snap.zones().prefix(), lname),
-        MAX_COMPILED_RECORDS + 1,
-    );
+    compile_key(snap, &name_to_key(snap.zones().prefix(), lname), zi)
+}
+
+/// Compiles the name whose (lowercase) key is `key`, in zone `zi`.
+fn compile_key(snap: &Snapshot, key: &str, zi: usize) -> Option<Compiled> {
+    let entries = snap.node_up_to(key, MAX_COMPILED_RECORDS + 1);
     if entries.is_empty()
         || entries.len() > MAX_COMPILED_RECORDS
         || entries.iter().any(|e| e.lease != 0)
@@ -92,84 +142,49 @@ pub fn compile(snap: &Snapshot, lname: &Name) -> Option<Compiled> {
     if has_alias && !has_address {
         return None; // a CNAME: its answer depends on other names
     }
-    let qlen = wire_name(lname).len();
-    let zi = u16::try_from(zi).ok()?;
     let now = Instant::now();
     Some(Compiled {
-        a: template(snap, zi, zone, qlen, &entries, true, now)?,
-        aaaa: template(snap, zi, zone, qlen, &entries, false, now)?,
+        a: addresses(snap, &entries, true, now),
+        aaaa: addresses(snap, &entries, false, now),
+        zone: u16::try_from(zi).ok()?,
     })
 }
 
-fn template(
-    snap: &Snapshot,
-    zi: u16,
-    zone: &Zone,
-    qlen: usize,
-    entries: &[&Entry],
-    v4: bool,
-    now: Instant,
-) -> Option<Template> {
-    let mut addrs: Vec<(Vec<u8>, u32)> = Vec::new();
+/// The A (or AAAA) records of a name, deduplicated, all with the lowest TTL (one RRset).
+fn addresses(snap: &Snapshot, entries: &[&Entry], v4: bool, now: Instant) -> Option<Addresses> {
+    let mut ips: Vec<&[u8]> = Vec::new();
+    let mut octets: Vec<[u8; 16]> = Vec::new();
+    let mut ttl = u32::MAX;
     for e in entries {
-        let ip = match (&e.record.host, v4) {
-            (Host::V4(ip), true) => ip.octets().to_vec(),
-            (Host::V6(ip), false) => ip.octets().to_vec(),
+        let ip: [u8; 16] = match (&e.record.host, v4) {
+            (Host::V4(ip), true) => ip.to_ipv6_mapped().octets(),
+            (Host::V6(ip), false) => ip.octets(),
             _ => continue,
         };
-        let ttl = snap.ttl(e, now);
-        match addrs.iter_mut().find(|(a, _)| *a == ip) {
-            Some(_) => {}
-            None => addrs.push((ip, ttl)),
+        if !octets.contains(&ip) {
+            octets.push(ip);
+            ttl = ttl.min(snap.ttl(e, now));
         }
     }
-    let mut body = Vec::new();
-    if let Some(ttl) = addrs.iter().map(|(_, t)| *t).min() {
-        let rtype: u16 = if v4 { 1 } else { 28 };
-        for (ip, _) in &addrs {
-            body.extend_from_slice(&[0xC0, 0x0C]);
-            body.extend_from_slice(&rtype.to_be_bytes());
-            body.extend_from_slice(&1u16.to_be_bytes());
-            body.extend_from_slice(&ttl.to_be_bytes());
-            body.extend_from_slice(&u16::try_from(ip.len()).ok()?.to_be_bytes());
-            body.extend_from_slice(ip);
-        }
-        return Some(Template {
-            answers: u16::try_from(addrs.len()).ok()?,
-            authorities: 0,
-            rotate_len: u16::try_from(body.len() / addrs.len()).ok()?,
-            body: body.into(),
-            serial_at: None,
-            zone: zi,
-        });
+    if octets.is_empty() {
+        return None;
     }
-    // NODATA: the zone's SOA in the authority section; its owner points into the question.
-    let zone_len = wire_name(&zone.name).len();
-    let owner = 12 + qlen.checked_sub(zone_len)?;
-    body.extend_from_slice(&(0xC000u16 | u16::try_from(owner).ok()?).to_be_bytes());
-    body.extend_from_slice(&6u16.to_be_bytes());
-    body.extend_from_slice(&1u16.to_be_bytes());
-    body.extend_from_slice(&answer::SOA_MINIMUM.to_be_bytes());
-    let (mname, rname) = answer::soa_names(snap, zone);
-    let mut rdata = Vec::new();
-    push_name_uncompressed(&mut rdata, &mname);
-    push_name_uncompressed(&mut rdata, &rname);
-    let serial_in_rdata = rdata.len();
-    rdata.extend_from_slice(&[0; 4]); // patched per query with the zone's current serial
-    for v in [answer::SOA_REFRESH, answer::SOA_RETRY, answer::SOA_EXPIRE] {
-        rdata.extend_from_slice(&v.to_be_bytes());
+    for o in &octets {
+        ips.push(if v4 { &o[12..] } else { &o[..] });
     }
-    rdata.extend_from_slice(&answer::SOA_MINIMUM.to_be_bytes());
-    body.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
-    let serial_at = u16::try_from(body.len() + serial_in_rdata).ok()?;
-    body.extend_from_slice(&rdata);
-    Some(Template {
-        answers: 0,
-        authorities: 1,
-        body: body.into(),
-        rotate_len: 0,
-        serial_at: Some(serial_at),
-        zone: zi,
+    let (rtype, len): (u16, u16) = if v4 { (1, 4) } else { (28, 16) };
+    let mut records = Vec::with_capacity(ips.len() * (12 + usize::from(len)));
+    for ip in ips {
+        records.extend_from_slice(&[0xC0, 0x0C]);
+        records.extend_from_slice(&rtype.to_be_bytes());
+        records.extend_from_slice(&1u16.to_be_bytes());
+        records.extend_from_slice(&ttl.to_be_bytes());
+        records.extend_from_slice(&len.to_be_bytes());
+        records.extend_from_slice(ip);
+    }
+    Some(Addresses {
+        count: u16::try_from(octets.len()).ok()?,
+        records: records.into(),
     })
 }
 
@@ -178,23 +193,37 @@ fn is_candidate(snap: &Snapshot, n: &Name) -> bool {
     snap.has_key_or_child(&name_to_key(snap.zones().prefix(), n))
 }
 
-/// Compiles every eligible name of the snapshot (after a load).
+/// Compiles every eligible name of the snapshot (after a load), straight from the keys.
 pub fn compile_all(snap: &mut Snapshot) {
-    let mut names: HashSet<Name> = HashSet::new();
+    let soas = zone_soas(snap);
+    snap.set_zone_soas(soas);
     let prefix = snap.zones().prefix().to_owned();
+    let mut candidates: HashSet<&str> = HashSet::new();
     for e in snap.entries() {
-        if let Some(n) = key_to_name(&prefix, &e.key) {
-            let n = n.to_lowercase();
-            names.insert(n.base_name());
-            names.insert(n);
+        // Upper-case keys are never answered (names are looked up lowercase): not candidates.
+        if e.key.bytes().any(|b| b.is_ascii_uppercase()) {
+            continue;
+        }
+        candidates.insert(&e.key);
+        if let Some((parent, _)) = e.key.rsplit_once('/') {
+            candidates.insert(parent);
+        }
+    }
+    let mut compiled = Vec::with_capacity(candidates.len());
+    for key in candidates {
+        let Some(zi) = snap.zones().find_key(key) else {
+            continue;
+        };
+        if snap.zones().iter().nth(zi).is_some_and(|z| z.key == key) {
+            continue; // the apex
+        }
+        if let Some(wire) = wire_from_key(&prefix, key) {
+            compiled.push((wire, compile_key(snap, key, zi)));
         }
     }
     snap.clear_compiled();
-    for n in names {
-        if snap.zones().find(&n).is_some_and(|(_, z)| z.name != n) {
-            let c = compile(snap, &n);
-            snap.set_compiled(wire_name(&n).into(), c);
-        }
+    for (wire, c) in compiled {
+        snap.set_compiled(wire.into(), c);
     }
 }
 
@@ -202,7 +231,7 @@ pub fn compile_all(snap: &mut Snapshot) {
 /// name and its parent may start or stop being candidates (checked); higher ancestors keep their
 /// status (a key two or more levels down is neither theirs nor their child's) and are recompiled
 /// if they are candidates, since a name answers its whole subtree. A change of a zone's NS
-/// records changes every NODATA answer's SOA: then everything is recompiled.
+/// records changes its SOA's MNAME: the SOA tails are rebuilt.
 pub fn recompile_keys(snap: &mut Snapshot, keys: &[String]) {
     let prefix = snap.zones().prefix().to_owned();
     if keys.iter().any(|k| {
@@ -210,8 +239,8 @@ pub fn recompile_keys(snap: &mut Snapshot, keys: &[String]) {
             .iter()
             .any(|z| k.starts_with(&format!("{}/dns/ns", z.key)))
     }) {
-        compile_all(snap);
-        return;
+        let soas = zone_soas(snap);
+        snap.set_zone_soas(soas);
     }
     // Pass 1: each key's name and parent, whose candidacy may change: checked exactly.
     // Pass 2: higher ancestors, recompiled if they are candidates (their status cannot change).
@@ -304,14 +333,20 @@ pub fn respond_fast(
         None
     };
     let compiled = snap.compiled(&key[..qlen])?;
-    let t = if qtype == 1 {
+    let addrs = if qtype == 1 {
         &compiled.a
     } else {
         &compiled.aaaa
     };
+    let soa = match addrs {
+        Some(_) => None,
+        None => Some(snap.zone_soa(usize::from(compiled.zone))?),
+    };
+    let body_len =
+        addrs.as_ref().map_or(0, |a| a.records.len()) + soa.map_or(0, |s| 2 + s.tail.len());
     let ours = opts.max_udp_payload.max(512);
     let limit = edns.map_or(512, |(size, _)| size.clamp(512, ours));
-    let total = qend + t.body.len() + if edns.is_some() { 11 } else { 0 };
+    let total = qend + body_len + if edns.is_some() { 11 } else { 0 };
     if total > usize::from(limit) || total > out.len() {
         return None;
     }
@@ -319,29 +354,32 @@ pub fn respond_fast(
     out[2] = 0x80 | 0x04 | (req[2] & 0x01); // QR, AA, RD
     out[3] = req[3] & 0x10; // CD; RCODE NOERROR
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
-    out[6..8].copy_from_slice(&t.answers.to_be_bytes());
-    out[8..10].copy_from_slice(&t.authorities.to_be_bytes());
+    out[6..8].copy_from_slice(&addrs.as_ref().map_or(0, |a| a.count).to_be_bytes());
+    out[8..10].copy_from_slice(&u16::from(soa.is_some()).to_be_bytes());
     out[10..12].copy_from_slice(&u16::from(edns.is_some()).to_be_bytes());
     out[12..qend].copy_from_slice(&req[12..qend]);
-    let body = &mut out[qend..qend + t.body.len()];
-    let n = usize::from(t.answers);
-    let rl = usize::from(t.rotate_len);
-    if n > 1 && rl > 0 {
-        let k = rotation % n;
-        let split = k * rl;
-        let rotated = n * rl;
-        body[..rotated - split].copy_from_slice(&t.body[split..rotated]);
-        body[rotated - split..rotated].copy_from_slice(&t.body[..split]);
-        body[rotated..].copy_from_slice(&t.body[rotated..]);
-    } else {
-        body.copy_from_slice(&t.body);
+    let mut at = qend;
+    if let Some(a) = addrs {
+        let n = usize::from(a.count);
+        let body = &mut out[at..at + a.records.len()];
+        let split = (rotation % n) * (a.records.len() / n);
+        body[..a.records.len() - split].copy_from_slice(&a.records[split..]);
+        body[a.records.len() - split..].copy_from_slice(&a.records[..split]);
+        at += a.records.len();
     }
-    if let Some(at) = t.serial_at {
-        let at = usize::from(at);
-        body[at..at + 4].copy_from_slice(&snap.serial(usize::from(t.zone)).to_be_bytes());
+    if let Some(s) = soa {
+        // Owner: the zone, a suffix of the question name.
+        let owner = 12 + qlen.checked_sub(usize::from(s.zone_wire_len))?;
+        out[at..at + 2].copy_from_slice(&(0xC000 | u16::try_from(owner).ok()?).to_be_bytes());
+        at += 2;
+        out[at..at + s.tail.len()].copy_from_slice(&s.tail);
+        at += s.tail.len();
+        let serial = at - SERIAL_FROM_END;
+        out[serial..serial + 4]
+            .copy_from_slice(&snap.serial(usize::from(compiled.zone)).to_be_bytes());
     }
     if let Some((_, dnssec_ok)) = edns {
-        let opt = &mut out[qend + t.body.len()..total];
+        let opt = &mut out[at..total];
         opt[..3].copy_from_slice(&[0, 0, 41]);
         opt[3..5].copy_from_slice(&ours.to_be_bytes());
         opt[5..11].copy_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 use imbl::{HashMap, OrdMap};
 
-use crate::fast::Compiled;
+use crate::fast::{Compiled, ZoneSoa};
 use crate::key::name_to_key;
 use crate::record::Record;
 
@@ -114,6 +114,8 @@ pub struct Snapshot {
     /// Compiled answers by lowercase wire name ([`crate::fast`]): an entry for every name the
     /// compiler considers, `None` where it takes the general path.
     compiled: CompiledMap,
+    /// Per zone, the SOA record of compiled NODATA answers.
+    zone_soas: Arc<[ZoneSoa]>,
 }
 
 type CompiledMap = imbl::GenericHashMap<
@@ -135,6 +137,7 @@ impl Snapshot {
             revision,
             loaded: false,
             compiled: CompiledMap::default(),
+            zone_soas: Arc::new([]),
         }
     }
 
@@ -162,6 +165,16 @@ impl Snapshot {
     /// Forgets a name the compiler no longer considers.
     pub fn remove_compiled(&mut self, wire: &[u8]) {
         self.compiled.remove(wire);
+    }
+
+    /// The SOA record of zone `zone` for compiled NODATA answers.
+    pub fn zone_soa(&self, zone: usize) -> Option<&ZoneSoa> {
+        self.zone_soas.get(zone)
+    }
+
+    /// Replaces the SOA records of compiled NODATA answers.
+    pub fn set_zone_soas(&mut self, soas: Vec<ZoneSoa>) {
+        self.zone_soas = soas.into();
     }
 
     /// Drops every compiled answer.

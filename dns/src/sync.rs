@@ -25,9 +25,11 @@ use crate::fast;
 use crate::index::{Snapshot, Zones};
 use crate::record::Record;
 
-/// Keys per range request during the initial load: big enough to load 900k keys in seconds,
-/// small enough to keep each response a few MiB.
-pub const LOAD_PAGE_SIZE: i64 = 2000;
+/// Keys per range request during the initial load. etcd 3.4 walks the whole rest of the range
+/// on every page (the limit is applied after), so a load costs about pages × keys: few, big
+/// pages load 900k keys in seconds. 50,000 SkyDNS values are under 10 MiB, well within
+/// [`MAX_MESSAGE`].
+pub const LOAD_PAGE_SIZE: i64 = 50_000;
 /// Largest gRPC message we accept: a page of large values, or a big watch batch, must not make
 /// the load fail forever on tonic's 4 MiB default.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -164,6 +166,8 @@ pub struct EtcdSync {
     invalid: HashMap<String, i64>,
     /// The etcd cluster our snapshot came from.
     cluster_id: u64,
+    /// Connection attempts so far; picks the endpoint of the next one.
+    attempt: usize,
 }
 
 impl EtcdSync {
@@ -175,6 +179,7 @@ impl EtcdSync {
             zones,
             invalid: HashMap::new(),
             cluster_id: 0,
+            attempt: 0,
         }
     }
 
@@ -223,6 +228,11 @@ impl EtcdSync {
                 warn!(error = %e, "etcd unavailable before the first load; answering SERVFAIL, retrying in {backoff:?}");
             }
             metrics::counter!("fedplane_dns_etcd_reconnects_total").increment(1);
+            // Try the next endpoint at once; back off once every endpoint failed in turn.
+            self.attempt += 1;
+            if self.attempt % self.settings.endpoints.len().max(1) != 0 {
+                continue;
+            }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
@@ -248,10 +258,21 @@ impl EtcdSync {
                 invalid = self.invalid.len(),
                 "loaded records from etcd"
             );
+            // Ready as soon as everything is read: the general path answers every name
+            // correctly while the fast path's answers are compiled.
             self.shared.publish(&snap, true);
             self.shared.ready.store(true, Ordering::Relaxed);
             // Only now: a load that failed half way is redone, never resumed.
             *need_load = false;
+            let started = Instant::now();
+            let snap = tokio::task::spawn_blocking(move || {
+                fast::compile_all(&mut snap);
+                snap
+            })
+            .await
+            .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
+            info!(names = snap.compiled_len(), took = ?started.elapsed(), "compiled the fast path's answers");
+            self.shared.publish(&snap, true);
             snap
         } else {
             (**self.shared.snapshot.load()).clone()
@@ -426,12 +447,13 @@ impl EtcdSync {
             }
             opts = opts.with_tls(t);
         }
-        bounded(
-            &self.endpoints(),
-            Client::connect(&self.settings.endpoints, Some(opts)),
-        )
-        .await?
-        .map_err(|e| self.etcd_err(e))
+        // One endpoint per attempt, taking turns: a dead endpoint costs one attempt, not a
+        // balancer that keeps picking it.
+        let n = self.settings.endpoints.len().max(1);
+        let endpoint = &self.settings.endpoints[self.attempt % n];
+        bounded(&self.endpoints(), Client::connect([endpoint], Some(opts)))
+            .await?
+            .map_err(|e| self.etcd_err(e))
     }
 
     /// Reads every key under the prefix at one revision, page by page.
@@ -442,7 +464,10 @@ impl EtcdSync {
         let mut snap: Option<Snapshot> = None;
         let mut invalid: HashMap<String, i64> = HashMap::new();
         let mut kv_client = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        let started = Instant::now();
+        let mut pages = 0usize;
         loop {
+            pages += 1;
             let mut opts = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(LOAD_PAGE_SIZE);
@@ -477,7 +502,7 @@ impl EtcdSync {
         let mut snap = snap.unwrap_or_else(|| Snapshot::new(self.zones.clone(), revision));
         snap.set_revision(revision);
         snap.mark_loaded();
-        fast::compile_all(&mut snap);
+        info!(keys = snap.len(), pages, took = ?started.elapsed(), "read the records");
         Ok(snap)
     }
 

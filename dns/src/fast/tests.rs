@@ -254,3 +254,34 @@ fn what_is_not_compiled_falls_back() {
         );
     }
 }
+
+#[test]
+fn an_ns_change_reaches_the_soa_of_compiled_nodata_answers() {
+    let mut s = snapshot(&[(
+        "/skydns/com/example/hw/a".into(),
+        (r#"{"host":"10.0.0.1"}"#.into(), false),
+    )]);
+    let key = "/skydns/com/example/dns/ns/ns1".to_owned();
+    s.put(
+        &key,
+        Record::parse(br#"{"host":"10.0.0.53"}"#).expect("valid"),
+        0,
+        600,
+    );
+    recompile_keys(&mut s, &[key]);
+    let q = query("hw.example.com.", RecordType::AAAA, None);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = respond_fast(&s, &q, AnswerOptions::default(), 0, &mut out).expect("compiled");
+    let Outcome::Reply { bytes, .. } = respond(
+        &s,
+        &q,
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) else {
+        panic!("dropped")
+    };
+    assert_eq!(seen(&out[..n]), seen(&bytes));
+    assert!(seen(&bytes).contains("ns1.ns.dns.example.com."));
+}
