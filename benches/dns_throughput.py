@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Throughput bench: the same federated data set served by fedplane-dns (from etcd), NSD and
-Knot (from an equivalent zone file), one after the other in one run, each with one worker and
-then with one worker per CPU. dnsperf saturates each server for qps; a second dnsperf run at one
-fixed rate, the same for every server, gives p50/p99 latency.
+Knot (from an equivalent zone file), in one run, each with one worker and then with one worker
+per CPU. dnsperf saturates each server for qps, in several rounds interleaved across the servers
+(the median is reported, so drift hits every server alike); a dnsperf run at one fixed rate, the
+same for every server, gives p50/p99 latency.
 
-    benches/dns-throughput [--services 2000] [--seconds 10] [--latency-qps 20000]
+    benches/dns-throughput [--services 2000] [--seconds 10] [--rounds 3] [--latency-qps 20000]
 """
 
 import argparse
@@ -22,6 +23,8 @@ def main():
     ap.add_argument("--services", type=int, default=2000, help="federated services (9 records each)")
     ap.add_argument("--seconds", type=int, default=10, help="dnsperf run length per server")
     ap.add_argument("--latency-qps", type=int, default=20000, help="fixed rate of the latency run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="saturation runs per server, interleaved; the median is reported")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     args = ap.parse_args()
 
@@ -42,19 +45,27 @@ def main():
     rows = []
     try:
         for workers in sorted({1, os.cpu_count() or 1}):
+            procs = []
             for name, start in [
                 ("NSD", lambda w: fb.start_nsd(work, zonefile, w)),
                 ("Knot", lambda w: fb.start_knot(work, zonefile, w)),
                 ("fedplane-dns", lambda w: fb.start_fedplane(work, etcd, w)),
             ]:
-                proc = start(workers)
-                try:
+                procs.append((name, workers, start(workers)))
+            try:
+                for name, workers, proc in procs:
                     fb.wait_for(f"{name} to answer", lambda: fb.dig_ok(proc.port, probe))
-                    sat = fb.dnsperf(proc.port, queries, args.seconds)
+                samples = {name: [] for name, _, _ in procs}
+                for _ in range(args.rounds):
+                    for name, workers, proc in procs:
+                        samples[name].append(fb.dnsperf(proc.port, queries, args.seconds)["qps"])
+                for name, workers, proc in procs:
+                    qps = sorted(samples[name])[len(samples[name]) // 2]
                     lat = fb.dnsperf(proc.port, queries, 5, max_qps=args.latency_qps, verbose=True)
-                    rows.append((name, workers, sat, lat, proc.rss_kib()))
-                    print(f"  {name:13} workers={workers} qps={sat['qps']:.0f}", flush=True)
-                finally:
+                    rows.append((name, workers, {"qps": qps}, lat, proc.rss_kib()))
+                    print(f"  {name:13} workers={workers} qps={[round(q) for q in samples[name]]}", flush=True)
+            finally:
+                for _, _, proc in procs:
                     proc.stop()
     finally:
         etcd.stop()

@@ -257,3 +257,11 @@ def raw_query(name, qid=1):
 def percentile(values, p):
     v = sorted(values)
     return v[min(len(v) - 1, int(len(v) * p))]
+
+
+def fedplane_metric(proc, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.http}/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0

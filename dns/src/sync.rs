@@ -230,7 +230,10 @@ impl EtcdSync {
             metrics::counter!("fedplane_dns_etcd_reconnects_total").increment(1);
             // Try the next endpoint at once; back off once every endpoint failed in turn.
             self.attempt += 1;
-            if !self.attempt.is_multiple_of(self.settings.endpoints.len().max(1)) {
+            if !self
+                .attempt
+                .is_multiple_of(self.settings.endpoints.len().max(1))
+            {
                 continue;
             }
             tokio::select! {
