@@ -29,8 +29,7 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
-    if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "fedplane-dns"], cwd=fb.ROOT, check=True)
+    fb.build_release(args.no_build)
 
     work = tempfile.mkdtemp(prefix="fedbench-")
     records = fb.federated_records(args.services)

@@ -237,6 +237,13 @@ def dnsperf(port, queries, seconds, clients=8, outstanding=200, max_qps=None, ve
     return result
 
 
+def build_release(skip=False):
+    """Builds the release fedplane-dns the benches run (unless `skip`)."""
+    if not skip:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "fedplane-dns"],
+                       cwd=ROOT, check=True)
+
+
 def machine():
     cpu = "?"
     with open("/proc/cpuinfo") as f:

@@ -300,14 +300,8 @@ impl Snapshot {
         if let Some(e) = self.records.get(key) {
             out.push(e);
         }
-        let (lo, hi) = subtree_bounds(key);
         let room = limit.saturating_sub(out.len());
-        out.extend(
-            self.records
-                .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
-                .take(room)
-                .map(|(_, e)| &**e),
-        );
+        out.extend(self.below(key).take(room).map(|(_, e)| e));
         group_filter(out)
     }
 
@@ -317,11 +311,9 @@ impl Snapshot {
         if self.records.contains_key(key) {
             return true;
         }
-        let (lo, hi) = subtree_bounds(key);
-        self.records
-            .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
+        self.below(key)
             .take(MAX_NODE_RECORDS)
-            .any(|(k, _)| !k[lo.len()..].contains('/'))
+            .any(|(k, _)| !k[key.len() + 1..].contains('/'))
     }
 
     /// Whether the name whose key is `key` exists: it has a record, or a name below it has one
@@ -330,11 +322,7 @@ impl Snapshot {
         if self.records.contains_key(key) {
             return true;
         }
-        let (lo, hi) = subtree_bounds(key);
-        self.records
-            .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
-            .next()
-            .is_some()
+        self.below(key).next().is_some()
     }
 
     /// The TTL to answer for `entry` at `now`: its own (or the default), bounded by what is left
@@ -360,9 +348,15 @@ impl Snapshot {
     }
 }
 
-/// `[key/, key0)`: every key strictly below `key` (`'0'` follows `'/'` in ASCII).
-fn subtree_bounds(key: &str) -> (String, String) {
-    (format!("{key}/"), format!("{key}0"))
+impl Snapshot {
+    /// Every record strictly below `key`, in key order: the range `[key/, key0)` (`'0'` follows
+    /// `'/'` in ASCII, so `key-b` and `keyb` stay out).
+    fn below(&self, key: &str) -> impl Iterator<Item = (&str, &Entry)> {
+        let (lo, hi) = (format!("{key}/"), format!("{key}0"));
+        self.records
+            .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
+            .map(|(k, e)| (&**k, &**e))
+    }
 }
 
 /// SkyDNS groups: the shortest keys that carry a group pick it; records of another group are
