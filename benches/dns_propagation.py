@@ -6,11 +6,9 @@ the names being queried, next to its idle qps measured in the same run.
     benches/dns-propagation [--services 2000] [--changes 1000] [--updates-per-second 1000]
 """
 
-import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,13 +19,9 @@ import fedbench as fb  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--services", type=int, default=2000)
-    ap.add_argument("--changes", type=int, default=1000)
-    ap.add_argument("--updates-per-second", type=int, default=1000)
-    ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--no-build", action="store_true")
+    ap = fb.arg_parser(__doc__, services=2000)
+    ap.add_argument("--changes", type=int, default=1000, help="changes timed for propagation")
+    ap.add_argument("--updates-per-second", type=int, default=1000, help="etcd update rate under load")
     args = ap.parse_args()
     fb.build_release(args.no_build)
 

@@ -6,9 +6,7 @@
     benches/dns-scale [--services 100000] [--small 2000] [--seconds 10]
 """
 
-import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,12 +16,8 @@ import fedbench as fb  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--services", type=int, default=100_000)
-    ap.add_argument("--small", type=int, default=2000)
-    ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--no-build", action="store_true")
+    ap = fb.arg_parser(__doc__, services=100_000)
+    ap.add_argument("--small", type=int, default=2000, help="services in the small data set")
     args = ap.parse_args()
     fb.build_release(args.no_build)
 

@@ -8,9 +8,7 @@ same for every server, gives p50/p99 latency.
     benches/dns-throughput [--services 2000] [--seconds 10] [--rounds 3] [--latency-qps 20000]
 """
 
-import argparse
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -19,13 +17,10 @@ import fedbench as fb  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--services", type=int, default=2000, help="federated services (9 records each)")
-    ap.add_argument("--seconds", type=int, default=10, help="dnsperf run length per server")
+    ap = fb.arg_parser(__doc__, services=2000, workers=False)
     ap.add_argument("--latency-qps", type=int, default=20000, help="fixed rate of the latency run")
     ap.add_argument("--rounds", type=int, default=3,
                     help="saturation runs per server, interleaved; the median is reported")
-    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     args = ap.parse_args()
 
     fb.build_release(args.no_build)

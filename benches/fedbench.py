@@ -1,6 +1,7 @@
 """Shared pieces of fedplane's DNS benchmarks: the federated data set, real etcd, NSD, Knot and
 fedplane-dns processes on free loopback ports, and dnsperf runs. Standard library only."""
 
+import argparse
 import base64
 import json
 import os
@@ -235,6 +236,17 @@ def dnsperf(port, queries, seconds, clients=8, outstanding=200, max_qps=None, ve
             result["p50_us"] = lat[len(lat) // 2] * 1e6
             result["p99_us"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6
     return result
+
+
+def arg_parser(doc, services, workers=True):
+    """The options every bench takes: data set size, run length, workers, --no-build."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--services", type=int, default=services, help="federated services (9 records each)")
+    ap.add_argument("--seconds", type=int, default=10, help="dnsperf run length")
+    if workers:
+        ap.add_argument("--workers", type=int, default=1, help="fedplane-dns UDP workers")
+    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
+    return ap
 
 
 def build_release(skip=False):

@@ -152,7 +152,6 @@ fn compile_key(snap: &Snapshot, key: &str, zi: usize) -> Option<Compiled> {
 
 /// The A (or AAAA) records of a name, deduplicated, all with the lowest TTL (one RRset).
 fn addresses(snap: &Snapshot, entries: &[&Entry], v4: bool, now: Instant) -> Option<Addresses> {
-    let mut ips: Vec<&[u8]> = Vec::new();
     let mut octets: Vec<[u8; 16]> = Vec::new();
     let mut ttl = u32::MAX;
     for e in entries {
@@ -169,12 +168,10 @@ fn addresses(snap: &Snapshot, entries: &[&Entry], v4: bool, now: Instant) -> Opt
     if octets.is_empty() {
         return None;
     }
-    for o in &octets {
-        ips.push(if v4 { &o[12..] } else { &o[..] });
-    }
     let (rtype, len): (u16, u16) = if v4 { (1, 4) } else { (28, 16) };
-    let mut records = Vec::with_capacity(ips.len() * (12 + usize::from(len)));
-    for ip in ips {
+    let mut records = Vec::with_capacity(octets.len() * (12 + usize::from(len)));
+    for o in &octets {
+        let ip = if v4 { &o[12..] } else { &o[..] };
         records.extend_from_slice(&[0xC0, 0x0C]);
         records.extend_from_slice(&rtype.to_be_bytes());
         records.extend_from_slice(&1u16.to_be_bytes());

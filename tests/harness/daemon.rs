@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -74,11 +74,6 @@ impl Daemon {
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// Where its output goes.
-    pub fn log_path(&self) -> PathBuf {
-        self.log.path().to_owned()
     }
 }
 
