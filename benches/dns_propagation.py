@@ -8,6 +8,7 @@ the names being queried, next to its idle qps measured in the same run.
 
 import json
 import os
+import resource
 import socket
 import sys
 import tempfile
@@ -74,6 +75,18 @@ def main():
                 next_t += interval
                 time.sleep(max(0.0, next_t - time.perf_counter()))
 
+        def cores(procs, run):
+            """run()'s result, and the CPU cores each of `procs` used meanwhile."""
+            def now():
+                kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # dnsperf, once waited for
+                return [p.cpu_seconds() for p in procs] + [time.process_time(), kids.ru_utime + kids.ru_stime]
+
+            before = now()
+            t0 = time.perf_counter()
+            result = run()
+            wall = time.perf_counter() - t0
+            return result, [(a - b) / wall for a, b in zip(now(), before)]
+
         def under_updates(port):
             stop, done = threading.Event(), [0]
             t = threading.Thread(target=updater, args=(stop, done))
@@ -85,16 +98,16 @@ def main():
             t.join()
             return qps, rate
 
-        idle = fb.dnsperf(dns.port, queries, args.seconds)["qps"]
-        busy, rate = under_updates(dns.port)
+        idle, idle_cpu = cores([dns, etcd.proc], lambda: fb.dnsperf(dns.port, queries, args.seconds)["qps"])
+        (busy, rate), busy_cpu = cores([dns, etcd.proc], lambda: under_updates(dns.port))
         dns.stop()
         zonefile = f"{work}/zone"
         fb.zone_file(records, zonefile)
         nsd = fb.start_nsd(work, zonefile, args.workers)
         try:
             fb.wait_for("NSD", lambda: fb.dig_ok(nsd.port, records[0][0]))
-            nsd_idle = fb.dnsperf(nsd.port, queries, args.seconds)["qps"]
-            nsd_busy, _ = under_updates(nsd.port)
+            nsd_idle, nsd_idle_cpu = cores([nsd, etcd.proc], lambda: fb.dnsperf(nsd.port, queries, args.seconds)["qps"])
+            (nsd_busy, _), nsd_busy_cpu = cores([nsd, etcd.proc], lambda: under_updates(nsd.port))
         finally:
             nsd.stop()
     finally:
@@ -107,6 +120,10 @@ def main():
     print(f"| propagation p50 / p99 over {len(delays)} changes (etcd put committed → answered) | {p50:.2f} ms / {p99:.2f} ms | – |")
     print(f"| qps idle (workers={args.workers}) | {idle:,.0f} | {nsd_idle:,.0f} |")
     print(f"| qps while etcd takes {rate:,.0f} updates/s to the queried names | {busy:,.0f} ({busy / idle:.0%} of idle) | {nsd_busy:,.0f} ({nsd_busy / nsd_idle:.0%} of idle) |")
+    rows = ["the server", "etcd", "the updater (this script)", "dnsperf"]
+    for i, who in enumerate(rows):
+        print(f"| CPU cores used by {who}, idle / under updates | {idle_cpu[i]:.2f} / {busy_cpu[i]:.2f} | {nsd_idle_cpu[i]:.2f} / {nsd_busy_cpu[i]:.2f} |")
+    print(f"| all of the above, of {os.cpu_count()} cores | {sum(idle_cpu):.2f} / {sum(busy_cpu):.2f} | {sum(nsd_idle_cpu):.2f} / {sum(nsd_busy_cpu):.2f} |")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,24 @@ class Proc:
                     return int(line.split()[1])
         return 0
 
+    def cpu_seconds(self):
+        """User + system CPU time used so far by the process and its live children (NSD forks
+        its servers)."""
+        stats = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(pid)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        tree, ticks = {self.p.pid}, 0
+        for pid in sorted(stats):
+            if pid in tree or stats[pid][0] in tree:
+                tree.add(pid)
+                ticks += stats[pid][1]
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)

@@ -8,8 +8,8 @@
 //! whose history does not continue ours, means events were lost: reload everything.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -101,6 +101,9 @@ pub struct Shared {
     state: AtomicU64,
     started: Instant,
     last_sync_ms: AtomicU64,
+    /// The snapshot replaced by the last publish, kept until the next one so that it is freed
+    /// here, on the sync task, and not on a UDP worker whose guard happened to hold it last.
+    retired: Mutex<Option<Arc<Snapshot>>>,
 }
 
 impl Shared {
@@ -112,6 +115,7 @@ impl Shared {
             state: AtomicU64::new(SyncState::Loading as u64),
             started: Instant::now(),
             last_sync_ms: AtomicU64::new(0),
+            retired: Mutex::new(None),
         }
     }
 
@@ -141,7 +145,13 @@ impl Shared {
     /// Publishes `snap`; `synced` says it is known to match etcd now (a load, or a watch
     /// message), which resets the snapshot age.
     fn publish(&self, snap: &Snapshot, synced: bool) {
-        self.snapshot.store(Arc::new(snap.clone()));
+        let old = self.snapshot.swap(Arc::new(snap.clone()));
+        let older = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(old);
+        drop(older);
         if synced {
             let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.last_sync_ms.store(ms, Ordering::Relaxed);
