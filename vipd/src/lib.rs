@@ -1,1 +1,14 @@
-//! fedplane-vipd: VRRP v3 virtual IPs (issue 4). Not built yet.
+//! fedplane-vipd: VRRP v3/v2 virtual IPs on one node at a time, interoperable with keepalived.
+//!
+//! The protocol and decision logic is free of I/O: [`packet`] (wire format), [`fsm`] (the RFC
+//! 5798 state machine, driven by events and the time) and [`announce`] (gratuitous ARP and
+//! unsolicited NA frames). Sockets and netlink stay in [`net`] and [`daemon`].
+
+pub mod announce;
+pub mod config;
+pub mod daemon;
+pub mod fsm;
+pub mod http;
+pub mod net;
+pub mod netlink;
+pub mod packet;

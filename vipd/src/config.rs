@@ -1,0 +1,395 @@
+//! Settings: command-line flags for one group, or a YAML file (`--config`) for several.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::fsm::GroupConfig;
+use crate::packet::{Checksum, MAX_INTERVAL_CS, Version};
+
+/// Invalid settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The YAML file could not be read.
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The YAML file is not valid.
+    #[error("{0}: {1}")]
+    Yaml(PathBuf, String),
+    /// A setting is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// fedplane-vipd holds virtual IP addresses on one node at a time with VRRP (v3, RFC 5798; v2,
+/// RFC 3768), and interoperates with keepalived.
+///
+/// One group from flags: `fedplane-vipd --interface eth0 --vrid 51 --priority 150 --vip
+/// 192.0.2.100/24`. Several groups: `--config FILE` (YAML, see
+/// vipd/fedplane-vipd.example.yaml); group flags are then refused.
+#[derive(Debug, Parser)]
+#[command(name = "fedplane-vipd", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// Interface to run VRRP on and to add the virtual addresses to (with --config: the default
+    /// for groups that name none).
+    #[arg(long, env = "FEDPLANE_VIPD_INTERFACE")]
+    pub interface: Option<String>,
+    /// Virtual router id, 1–255; every router of a group uses the same.
+    #[arg(long)]
+    pub vrid: Option<u8>,
+    /// Priority 1–254, higher wins; 255 = owner of the addresses (master at once).
+    #[arg(long, default_value_t = 100)]
+    pub priority: u8,
+    /// Advert interval (e.g. 100ms, 1s; a bare number is seconds). Failover after a crash takes
+    /// about 3.6 intervals. v3: 10ms–40.95s; v2: whole seconds.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub advert_interval: Duration,
+    /// A virtual address with its prefix (e.g. 192.0.2.100/24 or 2001:db8::100/64); repeat for
+    /// several. All of one group's addresses are of one family.
+    #[arg(long = "vip")]
+    pub vips: Vec<IpNet>,
+    /// Do not take over from a lower-priority master (preemption is on by default).
+    #[arg(long)]
+    pub no_preempt: bool,
+    /// After start, leave a lower-priority master alone this long even with preemption.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub preempt_delay: Duration,
+    /// VRRP version: 3, or 2 (IPv4 only) to sit beside a keepalived with its default
+    /// `vrrp_version 2`.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub vrrp_version: u8,
+    /// Send adverts to this peer by unicast instead of multicast; repeat for each peer. Adverts
+    /// from other senders are then dropped.
+    #[arg(long = "unicast-peer")]
+    pub unicast_peers: Vec<IpAddr>,
+    /// Send IPv4 v3 checksums over the VRRP message only, as RFC 9568 says, instead of
+    /// keepalived's default form with the pseudo-header. Both forms are always accepted.
+    #[arg(long)]
+    pub rfc9568_checksum: bool,
+    /// Gratuitous ARP / unsolicited NA bursts sent on becoming master (the first at once).
+    #[arg(long, default_value_t = 5)]
+    pub garp_count: u32,
+    /// Time between those bursts.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub garp_interval: Duration,
+    /// Address of the HTTP endpoints /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9102")]
+    pub http: SocketAddr,
+    /// YAML file describing several groups (see vipd/fedplane-vipd.example.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// One group as the YAML file spells it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupFile {
+    interface: Option<String>,
+    vrid: u8,
+    #[serde(default = "default_priority")]
+    priority: u8,
+    #[serde(default)]
+    advert_interval: Option<String>,
+    vips: Vec<String>,
+    #[serde(default = "yes")]
+    preempt: bool,
+    #[serde(default)]
+    preempt_delay: Option<String>,
+    #[serde(default)]
+    vrrp_version: Option<u8>,
+    #[serde(default)]
+    unicast_peers: Vec<IpAddr>,
+    #[serde(default)]
+    rfc9568_checksum: bool,
+    #[serde(default)]
+    garp_count: Option<u32>,
+    #[serde(default)]
+    garp_interval: Option<String>,
+}
+
+/// The YAML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    http: Option<SocketAddr>,
+    groups: Vec<GroupFile>,
+}
+
+fn default_priority() -> u8 {
+    100
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One VRRP group, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// Interface name.
+    pub interface: String,
+    /// Protocol version.
+    pub version: Version,
+    /// State machine settings.
+    pub fsm: GroupConfig,
+    /// The virtual addresses.
+    pub vips: Vec<IpNet>,
+    /// IPv6 group (else IPv4).
+    pub v6: bool,
+    /// Unicast peers (empty: multicast).
+    pub unicast_peers: Vec<IpAddr>,
+    /// Checksum form of IPv4 v3 adverts we send.
+    pub checksum: Checksum,
+}
+
+/// Everything the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The groups.
+    pub groups: Vec<GroupSettings>,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// Log format.
+    pub log_format: String,
+}
+
+impl Settings {
+    /// Validates the flags, reading `--config` if given.
+    pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
+        let (groups, http) = match &cli.config {
+            Some(path) => {
+                if cli.vrid.is_some() || !cli.vips.is_empty() || !cli.unicast_peers.is_empty() {
+                    return Err(invalid(
+                        "--vrid, --vip and --unicast-peer describe one group; with --config, describe groups in the file",
+                    ));
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                let file: File = serde_saphyr::from_str(&text)
+                    .map_err(|e| ConfigError::Yaml(path.clone(), e.to_string()))?;
+                if file.groups.is_empty() {
+                    return Err(ConfigError::Yaml(path.clone(), "no groups".into()));
+                }
+                let groups = file
+                    .groups
+                    .into_iter()
+                    .map(|g| from_file(g, &cli))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (groups, file.http.unwrap_or(cli.http))
+            }
+            None => {
+                let vrid = cli
+                    .vrid
+                    .ok_or_else(|| invalid("--vrid is required (or --config)"))?;
+                let interface = cli
+                    .interface
+                    .clone()
+                    .ok_or_else(|| invalid("--interface is required (or --config)"))?;
+                let g = group(
+                    interface,
+                    vrid,
+                    cli.priority,
+                    cli.advert_interval,
+                    cli.vips.clone(),
+                    !cli.no_preempt,
+                    cli.preempt_delay,
+                    cli.vrrp_version,
+                    cli.unicast_peers.clone(),
+                    cli.rfc9568_checksum,
+                    cli.garp_count,
+                    cli.garp_interval,
+                )?;
+                (vec![g], cli.http)
+            }
+        };
+        finish(groups, http, cli.log_format)
+    }
+}
+
+fn finish(
+    groups: Vec<GroupSettings>,
+    http: SocketAddr,
+    log_format: String,
+) -> Result<Settings, ConfigError> {
+    let mut seen = HashSet::new();
+    for g in &groups {
+        if !seen.insert((g.interface.clone(), g.fsm.vrid, g.v6)) {
+            return Err(invalid(format!(
+                "two groups with VRID {} on {} ({})",
+                g.fsm.vrid,
+                g.interface,
+                if g.v6 { "IPv6" } else { "IPv4" }
+            )));
+        }
+    }
+    let mut vips = HashSet::new();
+    for v in groups.iter().flat_map(|g| &g.vips) {
+        if !vips.insert(v.addr()) {
+            return Err(invalid(format!("{} is in two groups", v.addr())));
+        }
+    }
+    Ok(Settings {
+        groups,
+        http,
+        log_format,
+    })
+}
+
+fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
+    let dur = |s: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+        s.map_or(Ok(default), |s| parse_duration(&s).map_err(invalid))
+    };
+    let interface = g
+        .interface
+        .or_else(|| cli.interface.clone())
+        .ok_or_else(|| {
+            invalid(format!(
+                "group {}: no interface (and no --interface)",
+                g.vrid
+            ))
+        })?;
+    let vips = g
+        .vips
+        .iter()
+        .map(|v| {
+            v.parse::<IpNet>()
+                .map_err(|e| invalid(format!("group {}: vip {v:?}: {e}", g.vrid)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    group(
+        interface,
+        g.vrid,
+        g.priority,
+        dur(g.advert_interval, cli.advert_interval)?,
+        vips,
+        g.preempt,
+        dur(g.preempt_delay, Duration::ZERO)?,
+        g.vrrp_version.unwrap_or(cli.vrrp_version),
+        g.unicast_peers,
+        g.rfc9568_checksum,
+        g.garp_count.unwrap_or(cli.garp_count),
+        dur(g.garp_interval, cli.garp_interval)?,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn group(
+    interface: String,
+    vrid: u8,
+    priority: u8,
+    advert_interval: Duration,
+    vips: Vec<IpNet>,
+    preempt: bool,
+    preempt_delay: Duration,
+    version: u8,
+    unicast_peers: Vec<IpAddr>,
+    rfc9568_checksum: bool,
+    garp_count: u32,
+    garp_interval: Duration,
+) -> Result<GroupSettings, ConfigError> {
+    let ctx = |m: String| invalid(format!("group {vrid} on {interface}: {m}"));
+    if vrid == 0 {
+        return Err(ctx("VRID must be 1–255".into()));
+    }
+    if priority == 0 {
+        return Err(ctx(
+            "priority must be 1–255 (0 is reserved for resigning)".into()
+        ));
+    }
+    let Some(first) = vips.first() else {
+        return Err(ctx("no virtual addresses (--vip)".into()));
+    };
+    let v6 = first.addr().is_ipv6();
+    if vips.iter().any(|v| v.addr().is_ipv6() != v6) {
+        return Err(ctx(
+            "mixes IPv4 and IPv6 addresses; use one group per family".into(),
+        ));
+    }
+    if unicast_peers.iter().any(|p| p.is_ipv6() != v6) {
+        return Err(ctx(
+            "unicast peers must be of the virtual addresses' family".into(),
+        ));
+    }
+    let version = match version {
+        3 => {
+            let max = Duration::from_millis(u64::from(MAX_INTERVAL_CS) * 10);
+            if advert_interval < Duration::from_millis(10) || advert_interval > max {
+                return Err(ctx(format!("v3 advert interval must be 10ms–{max:?}")));
+            }
+            Version::V3
+        }
+        2 => {
+            if v6 {
+                return Err(ctx("VRRP v2 is IPv4 only".into()));
+            }
+            if advert_interval.subsec_nanos() != 0
+                || advert_interval.as_secs() == 0
+                || advert_interval.as_secs() > 255
+            {
+                return Err(ctx("v2 advert interval must be whole seconds, 1–255".into()));
+            }
+            Version::V2
+        }
+        v => return Err(ctx(format!("VRRP version {v}: use 3 or 2"))),
+    };
+    if garp_count == 0 {
+        return Err(ctx("garp count must be at least 1".into()));
+    }
+    Ok(GroupSettings {
+        interface,
+        version,
+        fsm: GroupConfig {
+            vrid,
+            priority,
+            advert_interval,
+            preempt,
+            preempt_delay,
+            garp_count,
+            garp_interval,
+        },
+        vips,
+        v6,
+        unicast_peers,
+        checksum: if rfc9568_checksum {
+            Checksum::MessageOnly
+        } else {
+            Checksum::PseudoHeader
+        },
+    })
+}
+
+/// Parses `100ms`, `1.5s`, `2m` or a bare number of seconds (keepalived's `advert_int 0.1`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 100ms, 1s)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a duration"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+use super::*;
+
+fn cli(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("fedplane-vipd").chain(args.iter().copied()))
+        .expect("flags parse")
+}
+
+fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
+    Settings::resolve(cli(args))
+}
+
+#[test]
+fn one_group_from_flags() {
+    let s = resolve(&[
+        "--interface",
+        "eth0",
+        "--vrid",
+        "51",
+        "--priority",
+        "150",
+        "--advert-interval",
+        "100ms",
+        "--vip",
+        "192.0.2.100/24",
+        "--vip",
+        "192.0.2.101/24",
+        "--no-preempt",
+    ])
+    .expect("valid");
+    let g = &s.groups[0];
+    assert_eq!(g.interface, "eth0");
+    assert_eq!(g.fsm.vrid, 51);
+    assert_eq!(g.fsm.priority, 150);
+    assert_eq!(g.fsm.advert_interval, Duration::from_millis(100));
+    assert!(!g.fsm.preempt);
+    assert!(!g.v6);
+    assert_eq!(g.version, Version::V3);
+    assert_eq!(g.checksum, Checksum::PseudoHeader);
+}
+
+#[test]
+fn bad_flags_say_what_is_wrong() {
+    let err = |args: &[&str]| resolve(args).expect_err("invalid").to_string();
+    assert!(err(&["--interface", "eth0", "--vip", "192.0.2.1/24"]).contains("--vrid"));
+    assert!(err(&["--interface", "eth0", "--vrid", "1"]).contains("no virtual addresses"));
+    assert!(
+        err(&[
+            "--interface",
+            "eth0",
+            "--vrid",
+            "0",
+            "--vip",
+            "192.0.2.1/24"
+        ])
+        .contains("VRID")
+    );
+    assert!(
+        err(&[
+            "--interface",
+            "eth0",
+            "--vrid",
+            "1",
+            "--vip",
+            "192.0.2.1/24",
+            "--vip",
+            "2001:db8::1/64"
+        ])
+        .contains("mixes")
+    );
+    assert!(
+        err(&[
+            "--interface",
+            "eth0",
+            "--vrid",
+            "1",
+            "--vip",
+            "2001:db8::1/64",
+            "--vrrp-version",
+            "2",
+            "--advert-interval",
+            "1s"
+        ])
+        .contains("IPv4 only")
+    );
+    assert!(
+        err(&[
+            "--interface",
+            "eth0",
+            "--vrid",
+            "1",
+            "--vip",
+            "192.0.2.1/24",
+            "--vrrp-version",
+            "2"
+        ])
+        .contains("whole seconds")
+    );
+    assert!(
+        err(&[
+            "--interface",
+            "eth0",
+            "--vrid",
+            "1",
+            "--vip",
+            "192.0.2.1/24",
+            "--advert-interval",
+            "5ms"
+        ])
+        .contains("10ms")
+    );
+    assert!(Cli::try_parse_from(["fedplane-vipd", "--vrrp-version", "4"]).is_err());
+}
+
+#[test]
+fn several_groups_from_yaml() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vipd.yaml");
+    std::fs::write(
+        &path,
+        "http: 127.0.0.1:9999\ngroups:\n  - vrid: 51\n    priority: 150\n    vips: [192.0.2.100/24]\n  - vrid: 52\n    interface: eth1\n    advert_interval: 1s\n    vrrp_version: 2\n    preempt: false\n    vips: [192.0.2.101/24]\n  - vrid: 51\n    vips: ['2001:db8::100/64']\n",
+    )
+    .expect("write");
+    let s = resolve(&[
+        "--interface",
+        "eth0",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ])
+    .expect("valid");
+    assert_eq!(s.http.to_string(), "127.0.0.1:9999");
+    assert_eq!(s.groups.len(), 3);
+    assert_eq!(s.groups[0].interface, "eth0");
+    assert_eq!(s.groups[1].interface, "eth1");
+    assert_eq!(s.groups[1].version, Version::V2);
+    assert!(!s.groups[1].fsm.preempt);
+    assert!(s.groups[2].v6, "same VRID, other family: a separate group");
+
+    std::fs::write(
+        &path,
+        "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n    colour: red\n",
+    )
+    .expect("write");
+    let e = resolve(&[
+        "--interface",
+        "eth0",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ])
+    .expect_err("unknown field");
+    assert!(e.to_string().contains("colour"), "{e}");
+
+    std::fs::write(&path, "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n  - vrid: 51\n    vips: [192.0.2.101/24]\n").expect("write");
+    let e = resolve(&[
+        "--interface",
+        "eth0",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ])
+    .expect_err("duplicate");
+    assert!(e.to_string().contains("two groups"), "{e}");
+
+    let e =
+        resolve(&["--config", path.to_str().expect("utf-8"), "--vrid", "3"]).expect_err("mixed");
+    assert!(e.to_string().contains("with --config"), "{e}");
+}
+
+#[test]
+fn durations_parse_like_keepalived_and_humans() {
+    assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+    assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
+    assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert!(parse_duration("fast").is_err());
+    assert!(parse_duration("1h").is_err());
+    assert!(parse_duration("-1").is_err());
+}

@@ -1,0 +1,348 @@
+//! Runs one VRRP group: feeds adverts, timers and link changes to its [`Group`] state machine
+//! and carries out the actions it returns with sockets and netlink.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use ipnet::IpNet;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::GroupSettings;
+use crate::fsm::{Action, Group, Heard, State};
+use crate::net::{self, Announcer, Datagram, VrrpSocket};
+use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::packet::{self, Advert, Drop};
+
+/// Why a group could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// Netlink lookup failed (no such interface, no primary address).
+    #[error("group {vrid} on {interface}: {source}")]
+    Netlink {
+        /// VRID.
+        vrid: u8,
+        /// Interface.
+        interface: String,
+        /// Cause.
+        source: NetlinkError,
+    },
+    /// A socket could not be opened (not root / no NET_RAW?).
+    #[error("group {vrid} on {interface}: cannot open {what} socket (needs CAP_NET_RAW): {source}")]
+    Socket {
+        /// VRID.
+        vrid: u8,
+        /// Interface.
+        interface: String,
+        /// Which socket.
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running group and its edges.
+#[derive(Debug)]
+struct Runner {
+    cfg: GroupSettings,
+    link: Link,
+    primary: IpAddr,
+    fsm: Group,
+    socket: VrrpSocket,
+    announcer: Announcer,
+    netlink: Netlink,
+    /// Virtual addresses present on the interface with our mark.
+    held: BTreeSet<IpNet>,
+    labels: [(&'static str, String); 3],
+}
+
+/// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
+/// once the group is up (for /readyz).
+pub async fn run_group(
+    cfg: GroupSettings,
+    netlink: Netlink,
+    links: broadcast::Sender<(u32, bool)>,
+    cancel: CancellationToken,
+    started: Arc<AtomicUsize>,
+) -> Result<(), GroupError> {
+    let mut link_events = links.subscribe();
+    let mut r = Runner::open(cfg, netlink).await?;
+    r.clean_stale().await;
+    let now = Instant::now();
+    let actions = r.fsm.start(now);
+    r.apply(actions).await;
+    if !r.link.up {
+        let actions = r.fsm.on_link(false, now);
+        r.apply(actions).await;
+    }
+    started.fetch_add(1, Ordering::Relaxed);
+    info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, primary = %r.primary,
+        priority = r.cfg.fsm.priority, version = r.cfg.version.number(),
+        vips = ?r.cfg.vips, "group started");
+    loop {
+        let deadline = r.fsm.next_deadline();
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = sleep_until(deadline) => {
+                let actions = r.fsm.on_timer(Instant::now());
+                r.apply(actions).await;
+            }
+            got = r.socket.recv() => match got {
+                Ok(Ok(d)) => r.on_datagram(&d).await,
+                Ok(Err(drop)) => r.dropped(&drop),
+                Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "VRRP receive failed"),
+            },
+            ev = link_events.recv() => match ev {
+                Ok((index, up)) if index == r.link.index && up != r.link.up => {
+                    r.link.up = up;
+                    info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, up, "link changed");
+                    let actions = r.fsm.on_link(up, Instant::now());
+                    r.apply(actions).await;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => r.resync_link().await,
+                Err(broadcast::error::RecvError::Closed) => {
+                    warn!("link monitor ended; link changes are no longer followed");
+                    link_events = broadcast::channel(1).1;
+                }
+            },
+        }
+    }
+    let actions = r.fsm.shutdown();
+    r.apply(actions).await;
+    // Whatever the state machine did, nothing of ours stays on the interface.
+    r.remove_all().await;
+    info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, "group stopped");
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Runner {
+    async fn open(cfg: GroupSettings, netlink: Netlink) -> Result<Self, GroupError> {
+        let (vrid, interface) = (cfg.fsm.vrid, cfg.interface.clone());
+        let nl_err = |source| GroupError::Netlink {
+            vrid,
+            interface: interface.clone(),
+            source,
+        };
+        let sock_err = |what, source| GroupError::Socket {
+            vrid,
+            interface: interface.clone(),
+            what,
+            source,
+        };
+        let link = netlink.link(&cfg.interface).await.map_err(nl_err)?;
+        let primary = netlink
+            .primary(&link, cfg.v6, &cfg.vips)
+            .await
+            .map_err(nl_err)?;
+        let socket = VrrpSocket::open(&link.name, link.index, cfg.v6, cfg.unicast_peers.is_empty())
+            .map_err(|e| sock_err("VRRP", e))?;
+        let announcer = Announcer::open(link.index, link.mac).map_err(|e| sock_err("packet", e))?;
+        let family = if cfg.v6 { "ipv6" } else { "ipv4" };
+        let labels = [
+            ("vrid", cfg.fsm.vrid.to_string()),
+            ("interface", cfg.interface.clone()),
+            ("family", family.to_owned()),
+        ];
+        for reason in Drop::LABELS {
+            let mut l = labels.to_vec();
+            l.push(("reason", reason.to_owned()));
+            metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).absolute(0);
+        }
+        let fsm = Group::new(cfg.fsm.clone(), primary, Instant::now());
+        Ok(Self {
+            cfg,
+            link,
+            primary,
+            fsm,
+            socket,
+            announcer,
+            netlink,
+            held: BTreeSet::new(),
+            labels,
+        })
+    }
+
+    /// Removes our virtual addresses left on the interface by an earlier run that was killed.
+    async fn clean_stale(&mut self) {
+        match self.netlink.addresses(self.link.index).await {
+            Ok(addrs) => {
+                for a in addrs
+                    .iter()
+                    .filter(|a| a.ours && self.cfg.vips.contains(&a.net))
+                {
+                    info!(vip = %a.net, interface = %self.cfg.interface, "removing a virtual address left by an earlier run");
+                    self.held.insert(a.net);
+                }
+                self.remove_all().await;
+            }
+            Err(e) => warn!(error = %e, "cannot list addresses to clean up"),
+        }
+    }
+
+    async fn resync_link(&mut self) {
+        if let Ok(l) = self.netlink.link(&self.cfg.interface).await
+            && l.up != self.link.up
+        {
+            self.link.up = l.up;
+            let actions = self.fsm.on_link(l.up, Instant::now());
+            self.apply(actions).await;
+        }
+    }
+
+    fn dropped(&self, drop: &Drop) {
+        let mut l = self.labels.to_vec();
+        l.push(("reason", drop.label().to_owned()));
+        metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).increment(1);
+        debug!(vrid = self.cfg.fsm.vrid, reason = %drop, "advert dropped");
+    }
+
+    async fn on_datagram(&mut self, d: &Datagram) {
+        match self.check(d) {
+            Ok(heard) => {
+                metrics::counter!("fedplane_vipd_adverts_received_total", &self.labels)
+                    .increment(1);
+                let actions = self.fsm.on_advert(heard, Instant::now());
+                self.apply(actions).await;
+            }
+            Err(drop) => self.dropped(&drop),
+        }
+    }
+
+    /// The packet rules beyond the wire format: ours, our VRID and version, our addresses.
+    fn check(&self, d: &Datagram) -> Result<Heard, Drop> {
+        if d.src == self.primary {
+            return Err(Drop::Own);
+        }
+        if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&d.src) {
+            return Err(Drop::NotPeer(d.src));
+        }
+        let (advert, _form) = packet::decode(&d.payload, d.src, d.dst, d.ttl)?;
+        if advert.vrid != self.cfg.fsm.vrid {
+            return Err(Drop::Vrid(advert.vrid));
+        }
+        if advert.version != self.cfg.version {
+            return Err(Drop::Version(advert.version.number()));
+        }
+        let ours: BTreeSet<IpAddr> = self.cfg.vips.iter().map(IpNet::addr).collect();
+        let theirs: BTreeSet<IpAddr> = advert.addrs.iter().copied().collect();
+        if ours != theirs {
+            return Err(Drop::Addresses);
+        }
+        if advert.version == packet::Version::V2 && advert.interval != self.cfg.fsm.advert_interval
+        {
+            return Err(Drop::Interval(advert.interval));
+        }
+        Ok(Heard {
+            src: d.src,
+            priority: advert.priority,
+            interval: advert.interval,
+        })
+    }
+
+    async fn apply(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Advertise(priority) => self.advertise(priority),
+                Action::AddAddresses => self.add_all().await,
+                Action::RemoveAddresses => self.remove_all().await,
+                Action::Announce => self.announce(),
+                Action::Transition(from, to) => self.transition(from, to),
+            }
+        }
+    }
+
+    fn advertise(&self, priority: u8) {
+        let advert = Advert {
+            version: self.cfg.version,
+            vrid: self.cfg.fsm.vrid,
+            priority,
+            interval: self.cfg.fsm.advert_interval,
+            addrs: self.cfg.vips.iter().map(IpNet::addr).collect(),
+        };
+        let group = [net::group_of(self.cfg.v6)];
+        let targets = if self.cfg.unicast_peers.is_empty() {
+            &group[..]
+        } else {
+            &self.cfg.unicast_peers[..]
+        };
+        for &dst in targets {
+            let wire = packet::encode(&advert, self.primary, dst, self.cfg.checksum);
+            match self.socket.send(&wire, self.primary, dst) {
+                Ok(()) => {
+                    metrics::counter!("fedplane_vipd_adverts_sent_total", &self.labels)
+                        .increment(1);
+                }
+                Err(e) => warn!(vrid = self.cfg.fsm.vrid, %dst, error = %e, "advert not sent"),
+            }
+        }
+    }
+
+    async fn add_all(&mut self) {
+        for &vip in &self.cfg.vips {
+            match self.netlink.add(self.link.index, vip).await {
+                Ok(true) => {
+                    self.held.insert(vip);
+                }
+                Ok(false) => {
+                    // Already there: ours from before, or an operator's address we leave alone.
+                    let ours = self
+                        .netlink
+                        .addresses(self.link.index)
+                        .await
+                        .is_ok_and(|v| v.iter().any(|a| a.net == vip && a.ours));
+                    if ours {
+                        self.held.insert(vip);
+                    } else {
+                        warn!(%vip, interface = %self.cfg.interface, "address already configured by someone else; leaving it alone");
+                    }
+                }
+                Err(e) => {
+                    warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot add virtual address")
+                }
+            }
+        }
+        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(self.held.len() as f64);
+    }
+
+    async fn remove_all(&mut self) {
+        for vip in std::mem::take(&mut self.held) {
+            if let Err(e) = self.netlink.remove(self.link.index, vip).await {
+                warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
+            }
+        }
+        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(0.0);
+    }
+
+    fn announce(&self) {
+        for vip in &self.cfg.vips {
+            match self.announcer.announce(vip.addr()) {
+                Ok(()) => {
+                    metrics::counter!("fedplane_vipd_announcements_sent_total", &self.labels)
+                        .increment(1);
+                }
+                Err(e) => warn!(vip = %vip.addr(), error = %e, "gratuitous ARP/NA not sent"),
+            }
+        }
+    }
+
+    fn transition(&self, from: State, to: State) {
+        info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
+            from = from.name(), to = to.name(), "state changed");
+        metrics::gauge!("fedplane_vipd_state", &self.labels).set(to.gauge());
+        let mut l = self.labels.to_vec();
+        l.push(("to", to.name().to_owned()));
+        metrics::counter!("fedplane_vipd_transitions_total", &l).increment(1);
+    }
+}

@@ -1,0 +1,262 @@
+//! Sockets: raw IP protocol 112 for VRRP adverts (multicast or unicast), and a packet socket
+//! for gratuitous ARP and unsolicited NA frames.
+
+use std::io;
+use std::io::IoSlice;
+use std::net::{IpAddr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    recvmsg, sendmsg, setsockopt, sockopt,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::announce::{self, ETH_P_ARP, ETH_P_IPV6, Mac};
+use crate::packet::{self, Drop, GROUP_V4, GROUP_V6, PROTO, TTL};
+
+/// A VRRP datagram as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Sender.
+    pub src: IpAddr,
+    /// Destination (the group, or our address for unicast).
+    pub dst: IpAddr,
+    /// TTL / hop limit it arrived with.
+    pub ttl: u8,
+    /// The VRRP message.
+    pub payload: Vec<u8>,
+}
+
+/// A raw VRRP socket bound to one interface and family. (It is held in a tokio `UdpSocket`
+/// only for readiness: every read and write goes through `recvmsg`/`sendmsg` on its fd.)
+#[derive(Debug)]
+pub struct VrrpSocket {
+    fd: UdpSocket,
+    v6: bool,
+    ifindex: u32,
+}
+
+fn nix_err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+impl VrrpSocket {
+    /// Opens a socket on interface `ifname`/`ifindex` for IPv6 when `v6`; joins the VRRP group
+    /// when `multicast`.
+    pub fn open(ifname: &str, ifindex: u32, v6: bool, multicast: bool) -> io::Result<Self> {
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let s = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(PROTO))))?;
+        s.bind_device(Some(ifname.as_bytes()))?;
+        s.set_nonblocking(true)?;
+        if v6 {
+            s.set_multicast_hops_v6(u32::from(TTL))?;
+            s.set_unicast_hops_v6(u32::from(TTL))?;
+            s.set_multicast_loop_v6(false)?;
+            s.set_multicast_if_v6(ifindex)?;
+            setsockopt(&s, sockopt::Ipv6RecvHopLimit, &true).map_err(nix_err)?;
+            setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).map_err(nix_err)?;
+            if multicast {
+                s.join_multicast_v6(&GROUP_V6, ifindex)?;
+            }
+        } else {
+            s.set_multicast_ttl_v4(u32::from(TTL))?;
+            s.set_ttl_v4(u32::from(TTL))?;
+            s.set_multicast_loop_v4(false)?;
+            if multicast {
+                s.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
+            }
+        }
+        Ok(Self {
+            fd: UdpSocket::from_std(std::net::UdpSocket::from(s))?,
+            v6,
+            ifindex,
+        })
+    }
+
+    /// Sends `msg` from `src` (set per packet, so the VIPs never become the source) to `dst`.
+    pub fn send(&self, msg: &[u8], src: IpAddr, dst: IpAddr) -> io::Result<()> {
+        let iov = [IoSlice::new(msg)];
+        let fd = self.fd.as_raw_fd();
+        let ifindex = i32::try_from(self.ifindex).unwrap_or(0);
+        match (src, dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: ifindex,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(src).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+                sendmsg(
+                    fd,
+                    &iov,
+                    &[ControlMessage::Ipv4PacketInfo(&info)],
+                    MsgFlags::empty(),
+                    Some(&to),
+                )
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: src.octets(),
+                    },
+                    ipi6_ifindex: self.ifindex,
+                };
+                let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, self.ifindex));
+                sendmsg(
+                    fd,
+                    &iov,
+                    &[ControlMessage::Ipv6PacketInfo(&info)],
+                    MsgFlags::empty(),
+                    Some(&to),
+                )
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "mixed address families",
+                ));
+            }
+        }
+        .map(|_| ())
+        .map_err(nix_err)
+    }
+
+    /// The next datagram. IPv4 datagrams that do not even parse as IPv4 VRRP come back as
+    /// `Err(Drop)` inside `Ok`, so the caller can count them.
+    pub async fn recv(&self) -> io::Result<Result<Datagram, Drop>> {
+        let mut buf = [0u8; 2048];
+        self.fd
+            .async_io(Interest::READABLE, || self.recv_now(&mut buf))
+            .await
+    }
+
+    fn recv_now(&self, buf: &mut [u8]) -> io::Result<Result<Datagram, Drop>> {
+        let fd = self.fd.as_raw_fd();
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+        let (len, src, hop, dst) = {
+            let m = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                .map_err(nix_err)?;
+            let mut hop = None;
+            let mut dst = None;
+            for c in m.cmsgs().map_err(nix_err)? {
+                match c {
+                    ControlMessageOwned::Ipv6HopLimit(h) => hop = u8::try_from(h).ok(),
+                    ControlMessageOwned::Ipv6PacketInfo(i) => {
+                        dst = Some(IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            let src = m
+                .address
+                .and_then(|a| a.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())));
+            (m.bytes, src, hop, dst)
+        };
+        let data = &buf[..len];
+        if !self.v6 {
+            return Ok(packet::split_ipv4(data).map(|(h, payload)| Datagram {
+                src: IpAddr::V4(h.src),
+                dst: IpAddr::V4(h.dst),
+                ttl: h.ttl,
+                payload: payload.to_vec(),
+            }));
+        }
+        Ok(Ok(Datagram {
+            src: src.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            dst: dst.unwrap_or(IpAddr::V6(GROUP_V6)),
+            ttl: hop.unwrap_or(0),
+            payload: data.to_vec(),
+        }))
+    }
+}
+
+/// Sends gratuitous ARP / unsolicited NA frames on one interface. The packet socket is opened
+/// with protocol 0, so it receives nothing.
+#[derive(Debug)]
+pub struct Announcer {
+    socket: Socket,
+    ifindex: u32,
+    mac: Mac,
+}
+
+impl Announcer {
+    /// A sender on interface `ifindex` whose MAC is `mac`.
+    pub fn open(ifindex: u32, mac: Mac) -> io::Result<Self> {
+        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0)))?;
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            ifindex,
+            mac,
+        })
+    }
+
+    /// Announces `vip` once: gratuitous ARP for IPv4, unsolicited NA for IPv6.
+    pub fn announce(&self, vip: IpAddr) -> io::Result<()> {
+        let (frame, ethertype) = match vip {
+            IpAddr::V4(a) => (announce::garp(self.mac, a), ETH_P_ARP),
+            IpAddr::V6(a) => (announce::unsolicited_na(self.mac, a), ETH_P_IPV6),
+        };
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&frame[..6]);
+        let addr = link_addr(self.ifindex, ethertype, dst)?;
+        self.socket.send_to(&frame, &addr).map(|_| ())
+    }
+}
+
+/// A `sockaddr_ll` for sending on a packet socket. socket2 and nix have no safe constructor for
+/// link-layer addresses, hence the one unsafe block of the crate.
+#[allow(unsafe_code)]
+fn link_addr(ifindex: u32, ethertype: u16, dst: Mac) -> io::Result<SockAddr> {
+    let ifindex = i32::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))?;
+    // SAFETY: `try_init` hands us zeroed storage of `sockaddr_storage` size, which is larger
+    // than and suitably aligned for `sockaddr_ll`; we write one `sockaddr_ll` into it and report
+    // its exact length.
+    let ((), addr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let ll = storage.cast::<libc::sockaddr_ll>();
+            let mut addr = [0u8; 8];
+            addr[..6].copy_from_slice(&dst);
+            ll.write(libc::sockaddr_ll {
+                sll_family: u16::try_from(libc::AF_PACKET).unwrap_or(17),
+                sll_protocol: ethertype.to_be(),
+                sll_ifindex: ifindex,
+                sll_hatype: 0,
+                sll_pkttype: 0,
+                sll_halen: 6,
+                sll_addr: addr,
+            });
+            len.write(u32::try_from(size_of::<libc::sockaddr_ll>()).unwrap_or(20));
+            Ok(())
+        })
+    }?;
+    Ok(addr)
+}
+
+/// The destination adverts go to: the VRRP group, or each unicast peer.
+pub fn group_of(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(GROUP_V6)
+    } else {
+        IpAddr::V4(GROUP_V4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn group_addresses() {
+        assert_eq!(group_of(false), IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18)));
+        assert!(group_of(true).is_multicast());
+    }
+}

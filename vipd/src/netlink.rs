@@ -1,0 +1,254 @@
+//! Interfaces and addresses through rtnetlink: look up a link, find our primary address, add and
+//! remove virtual addresses, and follow link up/down.
+//!
+//! Addresses we add carry `IFA_PROTO` [`ADDR_PROTO`] (`ip -d addr` shows `proto 102`). Only
+//! addresses with that mark are ever removed, so an address an operator configured by hand is
+//! never touched, and one left behind by a killed vipd is recognised and cleaned up at start.
+
+use std::net::IpAddr;
+
+use futures::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressScope,
+};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, MulticastGroup};
+use tokio::sync::broadcast;
+
+use crate::announce::Mac;
+
+/// The `IFA_PROTO` value that marks addresses fedplane-vipd added.
+pub const ADDR_PROTO: u8 = 102;
+
+/// Netlink failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// No interface of that name.
+    #[error("no interface named {0}")]
+    NoInterface(String),
+    /// The interface has no usable address of the family to send adverts from.
+    #[error("interface {0} has no {1} address to send VRRP adverts from")]
+    NoPrimary(String, &'static str),
+    /// A request failed.
+    #[error("netlink: {0}")]
+    Request(#[from] rtnetlink::Error),
+}
+
+/// What we need to know of an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Name.
+    pub name: String,
+    /// Index.
+    pub index: u32,
+    /// Hardware address (zero when it has none, e.g. a tunnel).
+    pub mac: Mac,
+    /// Administratively up and carrier present.
+    pub up: bool,
+}
+
+/// One address on an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// Address and prefix.
+    pub net: IpNet,
+    /// Added by us (marked with [`ADDR_PROTO`]).
+    pub ours: bool,
+    /// A secondary address of its subnet (IPv4).
+    pub secondary: bool,
+    /// Link-local scope.
+    pub link_local: bool,
+}
+
+/// A netlink request handle.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a netlink socket, serviced by a task on the current runtime.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// The interface called `name`.
+    pub async fn link(&self, name: &str) -> Result<Link, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(link_of(&msg)),
+            Ok(None) => Err(NetlinkError::NoInterface(name.to_owned())),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                Err(NetlinkError::NoInterface(name.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every address on interface `index`.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<Address>, NetlinkError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await?;
+        Ok(msgs.iter().filter_map(address_of).collect())
+    }
+
+    /// The address adverts are sent from: for IPv4 the first primary address that is not one of
+    /// `vips`, for IPv6 the link-local address (RFC 5798 5.1.2.2).
+    pub async fn primary(
+        &self,
+        link: &Link,
+        v6: bool,
+        vips: &[IpNet],
+    ) -> Result<IpAddr, NetlinkError> {
+        let addrs = self.addresses(link.index).await?;
+        addrs
+            .iter()
+            .filter(|a| {
+                a.net.addr().is_ipv6() == v6 && !vips.iter().any(|v| v.addr() == a.net.addr())
+            })
+            .filter(|a| {
+                if v6 {
+                    a.link_local
+                } else {
+                    !a.secondary && !a.ours
+                }
+            })
+            .map(|a| a.net.addr())
+            .next()
+            .ok_or_else(|| {
+                NetlinkError::NoPrimary(
+                    link.name.clone(),
+                    if v6 { "IPv6 link-local" } else { "IPv4" },
+                )
+            })
+    }
+
+    /// Adds `net` to interface `index`, marked as ours (IPv6 without duplicate address
+    /// detection). `Ok(false)`: it was there already.
+    pub async fn add(&self, index: u32, net: IpNet) -> Result<bool, NetlinkError> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, net.addr(), net.prefix_len());
+        let msg = req.message_mut();
+        msg.attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                ADDR_PROTO,
+            )));
+        if net.addr().is_ipv6() {
+            msg.header.flags |= AddressHeaderFlags::Nodad;
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes `net` from interface `index`. `Ok(false)`: it was not there.
+    pub async fn remove(&self, index: u32, net: IpNet) -> Result<bool, NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.index = index;
+        msg.header.prefix_len = net.prefix_len();
+        msg.header.family = if net.addr().is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        msg.attributes.push(AddressAttribute::Local(net.addr()));
+        msg.attributes.push(AddressAttribute::Address(net.addr()));
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -libc::EADDRNOTAVAIL || e.raw_code() == -libc::ENODEV =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Link up/down changes, as (index, up), from a multicast netlink socket serviced on the current
+/// runtime; subscribe to the returned sender.
+pub fn watch_links() -> Result<broadcast::Sender<(u32, bool)>, NetlinkError> {
+    let (conn, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+    tokio::spawn(conn);
+    let (tx, _) = broadcast::channel(64);
+    let sender = tx.clone();
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            if let rtnetlink::packet_core::NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
+            ) = msg.payload
+            {
+                let l = link_of(&link);
+                // No subscriber yet is fine: groups read the link state when they start.
+                let _ = tx.send((l.index, l.up));
+            }
+        }
+    });
+    Ok(sender)
+}
+
+fn link_of(msg: &LinkMessage) -> Link {
+    let mut mac = [0u8; 6];
+    let mut name = String::new();
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(a),
+            LinkAttribute::IfName(n) => name.clone_from(n),
+            _ => {}
+        }
+    }
+    let flags = msg.header.flags;
+    Link {
+        name,
+        index: msg.header.index,
+        mac,
+        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+    }
+}
+
+fn address_of(msg: &AddressMessage) -> Option<Address> {
+    let mut addr = None;
+    let mut ours = false;
+    for attr in &msg.attributes {
+        match attr {
+            // IPv4 reports its own address as Local (Address is the peer on point-to-point).
+            AddressAttribute::Local(a) => addr = Some(*a),
+            AddressAttribute::Address(a) if addr.is_none() => addr = Some(*a),
+            AddressAttribute::Protocol(AddressProtocol::Other(p)) => ours = *p == ADDR_PROTO,
+            _ => {}
+        }
+    }
+    let net = IpNet::new(addr?, msg.header.prefix_len).ok()?;
+    Some(Address {
+        net,
+        ours,
+        secondary: msg.header.flags.contains(AddressHeaderFlags::Secondary),
+        link_local: msg.header.scope == AddressScope::Link,
+    })
+}

@@ -1,0 +1,354 @@
+//! VRRP advertisements on the wire: v3 (RFC 5798, RFC 9568) for IPv4 and IPv6, v2 (RFC 3768)
+//! for IPv4. Pure: bytes in, bytes out.
+//!
+//! Checksums: v2 covers the VRRP message. v3 covers a pseudo-header plus the message; RFC 9568
+//! says IPv4 v3 covers the message only, while keepalived (2.2.x) includes the pseudo-header for
+//! IPv4 unless `v3_checksum_as_v2`. Both IPv4 v3 forms are accepted; [`Checksum`] picks the one
+//! sent.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+/// IP protocol / IPv6 next header of VRRP.
+pub const PROTO: u8 = 112;
+/// The TTL / hop limit VRRP sends and requires.
+pub const TTL: u8 = 255;
+/// IPv4 multicast group of VRRP.
+pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// IPv6 multicast group of VRRP.
+pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// Largest v3 advert interval: 12 bits of centiseconds.
+pub const MAX_INTERVAL_CS: u16 = 0x0fff;
+
+/// Protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// RFC 3768: IPv4 only, interval in whole seconds.
+    V2,
+    /// RFC 5798: IPv4 and IPv6, interval in centiseconds.
+    V3,
+}
+
+impl Version {
+    /// The version number on the wire.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::V2 => 2,
+            Self::V3 => 3,
+        }
+    }
+}
+
+/// Which checksum an IPv4 v3 advert carries (IPv6 always has the pseudo-header; v2 never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksum {
+    /// With the IPv4 pseudo-header, as keepalived sends by default and RFC 5798 reads.
+    #[default]
+    PseudoHeader,
+    /// Over the VRRP message only, as RFC 9568 clarifies (keepalived's `v3_checksum_as_v2`).
+    MessageOnly,
+}
+
+/// One decoded advertisement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advert {
+    /// Protocol version.
+    pub version: Version,
+    /// Virtual router id, 1–255.
+    pub vrid: u8,
+    /// Sender's priority: 255 owner, 0 resigning.
+    pub priority: u8,
+    /// Sender's advert interval (v2's whole seconds converted).
+    pub interval: Duration,
+    /// The virtual addresses, all of the packet's family.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Why a received packet was dropped; `label()` names the metric's `reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Drop {
+    /// Shorter than its headers and address list.
+    #[error("packet too short ({0} bytes)")]
+    TooShort(usize),
+    /// Not an IPv4 packet carrying VRRP.
+    #[error("not an IPv4 VRRP packet")]
+    NotVrrp,
+    /// TTL / hop limit other than 255: it crossed a router.
+    #[error("TTL/hop limit {0}, not 255")]
+    Ttl(u8),
+    /// A version we do not run on this group.
+    #[error("VRRP version {0}")]
+    Version(u8),
+    /// Type other than 1 (advertisement).
+    #[error("VRRP type {0}, not advertisement")]
+    Type(u8),
+    /// Neither checksum form matches.
+    #[error("bad checksum")]
+    Checksum,
+    /// Another group's advert (normal when several VRIDs share a link).
+    #[error("VRID {0} is not ours")]
+    Vrid(u8),
+    /// Same VRID but another address list: a misconfigured peer.
+    #[error("address list differs from ours")]
+    Addresses,
+    /// v2 interval different from ours (RFC 3768 requires equality).
+    #[error("advert interval {0:?} differs from ours")]
+    Interval(Duration),
+    /// Unicast mode, and the sender is not a configured peer.
+    #[error("sender {0} is not a configured peer")]
+    NotPeer(IpAddr),
+    /// Our own advert looped back.
+    #[error("our own advert")]
+    Own,
+}
+
+impl Drop {
+    /// The metric label of this reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooShort(_) => "too_short",
+            Self::NotVrrp => "not_vrrp",
+            Self::Ttl(_) => "ttl",
+            Self::Version(_) => "version",
+            Self::Type(_) => "type",
+            Self::Checksum => "checksum",
+            Self::Vrid(_) => "other_vrid",
+            Self::Addresses => "address_list",
+            Self::Interval(_) => "interval",
+            Self::NotPeer(_) => "not_peer",
+            Self::Own => "own",
+        }
+    }
+
+    /// Every label, so metrics can be described and zero-initialised.
+    pub const LABELS: [&'static str; 11] = [
+        "too_short",
+        "not_vrrp",
+        "ttl",
+        "version",
+        "type",
+        "checksum",
+        "other_vrid",
+        "address_list",
+        "interval",
+        "not_peer",
+        "own",
+    ];
+}
+
+/// The addressing of a received IPv4 datagram, as a raw socket hands it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Header {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Time to live.
+    pub ttl: u8,
+}
+
+/// Splits a raw IPv4 datagram (header included, as IPv4 raw sockets deliver it) into its header
+/// fields and payload.
+pub fn split_ipv4(datagram: &[u8]) -> Result<(Ipv4Header, &[u8]), Drop> {
+    if datagram.len() < 20 {
+        return Err(Drop::TooShort(datagram.len()));
+    }
+    if datagram[0] >> 4 != 4 || datagram[9] != PROTO {
+        return Err(Drop::NotVrrp);
+    }
+    let ihl = usize::from(datagram[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
+    if ihl < 20 || datagram.len() < ihl || total < ihl {
+        return Err(Drop::TooShort(datagram.len()));
+    }
+    let end = total.min(datagram.len());
+    let h = Ipv4Header {
+        src: Ipv4Addr::new(datagram[12], datagram[13], datagram[14], datagram[15]),
+        dst: Ipv4Addr::new(datagram[16], datagram[17], datagram[18], datagram[19]),
+        ttl: datagram[8],
+    };
+    Ok((h, &datagram[ihl..end]))
+}
+
+/// Encodes `advert` as sent from `src` to `dst` (the checksum depends on both for v3).
+///
+/// v2 carries the interval in whole seconds (rounded up, at least 1) and 8 zero bytes of
+/// authentication data (type 0).
+pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, form: Checksum) -> Vec<u8> {
+    let alen = if src.is_ipv4() { 4 } else { 16 };
+    let count = u8::try_from(advert.addrs.len()).unwrap_or(u8::MAX);
+    let mut out = Vec::with_capacity(8 + alen * advert.addrs.len() + 8);
+    out.push((advert.version.number() << 4) | 1);
+    out.push(advert.vrid);
+    out.push(advert.priority);
+    out.push(count);
+    match advert.version {
+        Version::V3 => {
+            let cs = interval_cs(advert.interval);
+            out.extend_from_slice(&cs.to_be_bytes());
+        }
+        Version::V2 => {
+            let secs = advert.interval.as_millis().div_ceil(1000).clamp(1, 255);
+            out.push(0); // auth type: none
+            out.push(u8::try_from(secs).unwrap_or(u8::MAX));
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+    for a in advert.addrs.iter().take(usize::from(count)) {
+        match a {
+            IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
+        }
+    }
+    if advert.version == Version::V2 {
+        out.extend_from_slice(&[0; 8]);
+    }
+    let sum = checksum_for(advert.version, &out, src, dst, form);
+    out[6..8].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
+/// The v3 interval field: centiseconds, rounded up, 1..=4095.
+pub fn interval_cs(interval: Duration) -> u16 {
+    let cs = interval
+        .as_millis()
+        .div_ceil(10)
+        .clamp(1, u128::from(MAX_INTERVAL_CS));
+    u16::try_from(cs).unwrap_or(MAX_INTERVAL_CS)
+}
+
+/// Decodes a VRRP message received from `src` to `dst` with `ttl`. Returns the advert and the
+/// checksum form it carried.
+pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, Checksum), Drop> {
+    if ttl != TTL {
+        return Err(Drop::Ttl(ttl));
+    }
+    if msg.len() < 8 {
+        return Err(Drop::TooShort(msg.len()));
+    }
+    let version = match msg[0] >> 4 {
+        3 => Version::V3,
+        2 if src.is_ipv4() => Version::V2,
+        v => return Err(Drop::Version(v)),
+    };
+    if msg[0] & 0x0f != 1 {
+        return Err(Drop::Type(msg[0] & 0x0f));
+    }
+    let count = usize::from(msg[3]);
+    let alen = if src.is_ipv4() { 4 } else { 16 };
+    let need = 8 + count * alen + if version == Version::V2 { 8 } else { 0 };
+    if msg.len() < need {
+        return Err(Drop::TooShort(msg.len()));
+    }
+    let form = match version {
+        Version::V2 => {
+            if internet_checksum(&[msg]) != 0 {
+                return Err(Drop::Checksum);
+            }
+            Checksum::MessageOnly
+        }
+        Version::V3 => {
+            let pseudo = pseudo_header(src, dst, msg.len());
+            if internet_checksum(&[&pseudo, msg]) == 0 {
+                Checksum::PseudoHeader
+            } else if src.is_ipv4() && internet_checksum(&[msg]) == 0 {
+                Checksum::MessageOnly
+            } else {
+                return Err(Drop::Checksum);
+            }
+        }
+    };
+    let interval = match version {
+        Version::V3 => {
+            let cs = u16::from_be_bytes([msg[4], msg[5]]) & MAX_INTERVAL_CS;
+            Duration::from_millis(u64::from(cs) * 10)
+        }
+        Version::V2 => Duration::from_secs(u64::from(msg[5])),
+    };
+    let addrs = msg[8..8 + count * alen]
+        .chunks_exact(alen)
+        .map(|c| match <[u8; 4]>::try_from(c) {
+            Ok(b) => IpAddr::from(b),
+            Err(_) => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(c);
+                IpAddr::from(b)
+            }
+        })
+        .collect();
+    Ok((
+        Advert {
+            version,
+            vrid: msg[1],
+            priority: msg[2],
+            interval,
+            addrs,
+        },
+        form,
+    ))
+}
+
+fn checksum_for(version: Version, msg: &[u8], src: IpAddr, dst: IpAddr, form: Checksum) -> u16 {
+    let with_pseudo = match (version, src) {
+        (Version::V2, _) => false,
+        (Version::V3, IpAddr::V6(_)) => true,
+        (Version::V3, IpAddr::V4(_)) => form == Checksum::PseudoHeader,
+    };
+    if with_pseudo {
+        internet_checksum(&[&pseudo_header(src, dst, msg.len()), msg])
+    } else {
+        internet_checksum(&[msg])
+    }
+}
+
+/// The IPv4 or IPv6 pseudo-header for protocol 112 and `len` bytes of payload.
+fn pseudo_header(src: IpAddr, dst: IpAddr, len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(40);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            p.extend_from_slice(&[0, PROTO]);
+            p.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+        }
+        (s, d) => {
+            p.extend_from_slice(&v6(s).octets());
+            p.extend_from_slice(&v6(d).octets());
+            p.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, PROTO]);
+        }
+    }
+    p
+}
+
+fn v6(a: IpAddr) -> Ipv6Addr {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
+/// The Internet checksum (RFC 1071) over the concatenation of `parts`; 0 when a message with its
+/// checksum in place verifies.
+pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut odd: Option<u8> = None;
+    for part in parts {
+        for &b in *part {
+            match odd.take() {
+                Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
+                None => odd = Some(b),
+            }
+        }
+    }
+    if let Some(hi) = odd {
+        sum += u32::from(u16::from_be_bytes([hi, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0xffff)
+}
+
+#[cfg(test)]
+mod tests;

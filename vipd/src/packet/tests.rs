@@ -1,0 +1,172 @@
+use super::*;
+use proptest::prelude::*;
+
+fn v4(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn advert(version: Version, addrs: &[&str]) -> Advert {
+    Advert {
+        version,
+        vrid: 51,
+        priority: 150,
+        interval: if version == Version::V3 {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        },
+        addrs: addrs.iter().map(|a| v4(a)).collect(),
+    }
+}
+
+const SRC: &str = "192.0.2.11";
+const DST: &str = "224.0.0.18";
+
+#[test]
+fn v3_ipv4_round_trips_in_both_checksum_forms() {
+    let a = advert(Version::V3, &["192.0.2.100", "192.0.2.101"]);
+    for form in [Checksum::PseudoHeader, Checksum::MessageOnly] {
+        let wire = encode(&a, v4(SRC), v4(DST), form);
+        assert_eq!(wire.len(), 8 + 8);
+        assert_eq!(wire[0], 0x31);
+        assert_eq!(&wire[4..6], &[0, 10], "100 ms = 10 cs");
+        let (back, got) = decode(&wire, v4(SRC), v4(DST), 255).expect("decodes");
+        assert_eq!(back, a);
+        assert_eq!(got, form);
+    }
+}
+
+#[test]
+fn keepalived_v3_ipv4_packet_decodes() {
+    // keepalived 2.2.7, vrrp_version 3, VRID 51, priority 150, advert_int 0.1, one VIP
+    // 192.0.2.100, sent from 192.0.2.11: checksum with the pseudo-header.
+    let mut wire = vec![0x31, 51, 150, 1, 0x00, 0x0a, 0, 0, 192, 0, 2, 100];
+    let pseudo = pseudo_header(v4(SRC), v4(DST), wire.len());
+    let sum = internet_checksum(&[&pseudo, &wire]);
+    wire[6..8].copy_from_slice(&sum.to_be_bytes());
+    let (a, form) = decode(&wire, v4(SRC), v4(DST), 255).expect("decodes");
+    assert_eq!(form, Checksum::PseudoHeader);
+    assert_eq!(a.interval, Duration::from_millis(100));
+    assert_eq!(a.addrs, vec![v4("192.0.2.100")]);
+}
+
+#[test]
+fn v2_round_trips_with_auth_data_and_whole_seconds() {
+    let mut a = advert(Version::V2, &["192.0.2.100"]);
+    a.interval = Duration::from_millis(1500);
+    let wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
+    assert_eq!(wire.len(), 8 + 4 + 8);
+    assert_eq!(wire[0], 0x21);
+    assert_eq!(wire[4], 0, "auth type none");
+    assert_eq!(wire[5], 2, "1.5 s rounds up to 2 s");
+    let (back, form) = decode(&wire, v4(SRC), v4(DST), 255).expect("decodes");
+    assert_eq!(form, Checksum::MessageOnly, "v2 never has a pseudo-header");
+    assert_eq!(back.interval, Duration::from_secs(2));
+}
+
+#[test]
+fn v3_ipv6_uses_the_pseudo_header() {
+    let src: IpAddr = "fe80::1".parse().expect("addr");
+    let dst = IpAddr::V6(GROUP_V6);
+    let a = Advert {
+        version: Version::V3,
+        vrid: 7,
+        priority: 100,
+        interval: Duration::from_millis(50),
+        addrs: vec!["2001:db8::100".parse().expect("addr")],
+    };
+    let wire = encode(&a, src, dst, Checksum::MessageOnly);
+    assert_eq!(wire.len(), 8 + 16);
+    let (back, form) = decode(&wire, src, dst, 255).expect("decodes");
+    assert_eq!(back, a);
+    assert_eq!(form, Checksum::PseudoHeader);
+    // Without the pseudo-header it does not verify.
+    let other: IpAddr = "fe80::2".parse().expect("addr");
+    assert_eq!(decode(&wire, other, dst, 255), Err(Drop::Checksum));
+}
+
+#[test]
+fn malformed_adverts_are_dropped_with_a_reason() {
+    let a = advert(Version::V3, &["192.0.2.100"]);
+    let wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
+    assert_eq!(decode(&wire, v4(SRC), v4(DST), 254), Err(Drop::Ttl(254)));
+    assert_eq!(
+        decode(&wire[..7], v4(SRC), v4(DST), 255),
+        Err(Drop::TooShort(7))
+    );
+    assert_eq!(
+        decode(&wire[..11], v4(SRC), v4(DST), 255),
+        Err(Drop::TooShort(11))
+    );
+    let mut bad = wire.clone();
+    bad[2] ^= 1;
+    assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Checksum));
+    let mut bad = wire.clone();
+    bad[0] = 0x41;
+    assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Version(4)));
+    let mut bad = wire;
+    bad[0] = 0x32;
+    assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Type(2)));
+    // v2 over IPv6 does not exist.
+    let six: IpAddr = "fe80::1".parse().expect("addr");
+    let v2 = [0x21, 1, 100, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(decode(&v2, six, six, 255), Err(Drop::Version(2)));
+}
+
+#[test]
+fn ipv4_datagrams_split_into_header_and_payload() {
+    let mut d = vec![
+        0x45, 0, 0, 32, 0, 0, 0, 0, 255, PROTO, 0, 0, 192, 0, 2, 11, 224, 0, 0, 18,
+    ];
+    d.extend_from_slice(&[0x31, 51, 150, 1, 0, 10, 0, 0, 192, 0, 2, 100]);
+    let (h, payload) = split_ipv4(&d).expect("splits");
+    assert_eq!(h.ttl, 255);
+    assert_eq!(h.src, Ipv4Addr::new(192, 0, 2, 11));
+    assert_eq!(h.dst, GROUP_V4);
+    assert_eq!(payload.len(), 12);
+    d[9] = 17;
+    assert_eq!(split_ipv4(&d), Err(Drop::NotVrrp));
+    assert_eq!(split_ipv4(&d[..10]), Err(Drop::TooShort(10)));
+}
+
+#[test]
+fn interval_field_is_clamped_to_12_bits() {
+    assert_eq!(interval_cs(Duration::from_millis(1)), 1);
+    assert_eq!(interval_cs(Duration::from_secs(1)), 100);
+    assert_eq!(interval_cs(Duration::from_secs(100)), MAX_INTERVAL_CS);
+}
+
+proptest! {
+    #[test]
+    fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), ttl in any::<u8>()) {
+        let _ = decode(&bytes, v4(SRC), v4(DST), ttl);
+        let six: IpAddr = "fe80::1".parse().expect("addr");
+        let _ = decode(&bytes, six, IpAddr::V6(GROUP_V6), ttl);
+        let _ = split_ipv4(&bytes);
+    }
+
+    #[test]
+    fn encode_then_decode_is_identity(
+        vrid in 1u8..=255, priority in any::<u8>(), cs in 1u16..=MAX_INTERVAL_CS,
+        addrs in proptest::collection::vec(any::<[u8; 4]>(), 0..20),
+        message_only in any::<bool>(),
+    ) {
+        let a = Advert {
+            version: Version::V3, vrid, priority,
+            interval: Duration::from_millis(u64::from(cs) * 10),
+            addrs: addrs.into_iter().map(IpAddr::from).collect(),
+        };
+        let form = if message_only { Checksum::MessageOnly } else { Checksum::PseudoHeader };
+        let wire = encode(&a, v4(SRC), v4(DST), form);
+        let (back, _) = decode(&wire, v4(SRC), v4(DST), 255).expect("own encoding decodes");
+        prop_assert_eq!(back, a);
+    }
+
+    #[test]
+    fn any_single_bit_flip_is_caught(bit in 0usize..128) {
+        let a = advert(Version::V3, &["192.0.2.100", "192.0.2.101"]);
+        let mut wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
+        wire[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(decode(&wire, v4(SRC), v4(DST), 255).is_err());
+    }
+}
