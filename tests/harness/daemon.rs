@@ -21,28 +21,49 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `binary` with `args` and extra environment `env`.
     pub fn start(binary: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
-        let log = NamedTempFile::new().expect("daemon log file");
         let mut cmd = Command::new(binary);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log"))
-            .stderr(log.reopen().expect("log"))
-            .env("RUST_LOG", "info");
+        cmd.args(args).env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let name = binary
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        Self::spawn_with_hint(name, cmd, " (run cargo build --bins first)")
+    }
+
+    /// Starts a prepared command (program, arguments, environment and working directory as
+    /// set by the caller); its standard input is null and its stdout and stderr go to the log.
+    /// `name` heads the output printed when the test fails.
+    pub fn spawn(name: impl Into<String>, cmd: Command) -> Self {
+        Self::spawn_with_hint(name.into(), cmd, "")
+    }
+
+    fn spawn_with_hint(name: String, mut cmd: Command, hint: &str) -> Self {
+        let log = NamedTempFile::new().expect("daemon log file");
+        // One open file for both streams, so stdout and stderr share an offset and do not
+        // overwrite each other.
+        let out = log.reopen().expect("reopen daemon log");
+        let err = out.try_clone().expect("clone daemon log handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
-                "cannot start {}: {e} (run cargo build --bins first)",
-                binary.display()
+                "cannot start {}: {e}{hint}",
+                cmd.get_program().to_string_lossy()
             )
         });
         Self {
-            name: binary
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            name,
             child: Some(child),
             log,
+        }
+    }
+
+    /// Whether the process is still running (it is reaped if it has exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
         }
     }
 

@@ -3,7 +3,10 @@
 //! - [`Etcd`]: a real etcd server (Debian `etcd-server`) on free loopback ports with a temporary
 //!   data dir, driven with the real `etcdctl`;
 //! - [`Daemon`]: one of our binaries as a child process, whose output is printed if the test fails;
-//! - [`dig`]: the real `dig` client, its output parsed.
+//! - [`dig`]: the real `dig` client, its output parsed;
+//! - [`netns`]: layer-2 segments of network namespaces ([`netns::Lan`], [`netns::Host`]) and a
+//!   watcher of a host's ARP/NDP table ([`netns::NeighMonitor`]), for VRRP tests (root only);
+//! - [`keepalived`]: a real keepalived speaking VRRP inside such a host.
 //!
 //! Every wait is bounded ([`wait_until`]); nothing sleeps for a fixed time to "let things
 //! settle".
@@ -11,6 +14,8 @@
 mod daemon;
 mod dig;
 mod etcd;
+pub mod keepalived;
+pub mod netns;
 
 pub use daemon::{Daemon, http_get};
 pub use dig::{Dig, DigRecord, dig};

@@ -174,3 +174,11 @@ fn durations_parse_like_keepalived_and_humans() {
     assert!(parse_duration("1h").is_err());
     assert!(parse_duration("-1").is_err());
 }
+
+#[test]
+fn the_example_file_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fedplane-vipd.example.yaml");
+    let s = resolve(&["--config", path]).expect("the example parses");
+    assert_eq!(s.groups.len(), 4);
+    assert_eq!(s.groups[3].unicast_peers.len(), 2);
+}
