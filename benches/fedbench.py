@@ -267,10 +267,10 @@ def arg_parser(doc, services, workers=True):
     return ap
 
 
-def build_release(skip=False):
-    """Builds the release fedplane-dns the benches run (unless `skip`)."""
+def build_release(skip=False, package="fedplane-dns"):
+    """Builds the release binary of `package` the bench runs (unless `skip`)."""
     if not skip:
-        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "fedplane-dns"],
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", package],
                        cwd=ROOT, check=True)
 
 

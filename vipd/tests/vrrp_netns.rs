@@ -489,3 +489,51 @@ fn bad_settings_are_refused_with_a_reason() {
         v.output()
     );
 }
+
+#[test]
+fn several_groups_spread_vips_and_unicast_peers_work() {
+    let (_lan, hosts, _client) = lan(2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    // Each node is master of one group: a of VRID 51 (multicast), b of VRID 52 (unicast).
+    let config = |mine: u8, peer: &Host| {
+        format!(
+            "groups:\n  - vrid: 51\n    priority: {}\n    vips: [192.0.2.100/24]\n  - vrid: 52\n    priority: {}\n    vips: [192.0.2.101/24]\n    unicast_peers: [{}]\n",
+            if mine == 0 { 150 } else { 100 },
+            if mine == 0 { 100 } else { 150 },
+            peer.ipv4
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |i: u8, host: &Host, peer: &Host| {
+        let path = dir.path().join(format!("vipd{i}.yaml"));
+        std::fs::write(&path, config(i, peer)).expect("write config");
+        host.spawn(
+            binary(),
+            &[
+                "--interface".into(),
+                "eth0".into(),
+                "--advert-interval".into(),
+                "100ms".into(),
+                "--config".into(),
+                path.display().to_string(),
+                "--http".into(),
+                format!("127.0.0.1:{HTTP_PORT}"),
+            ],
+            &[],
+        )
+    };
+    let va = start(0, a, b);
+    let _vb = start(1, b, a);
+    let second: IpAddr = "192.0.2.101".parse().expect("ip");
+    wait_holder(&[a, b], a, vip(), SETTLE);
+    wait_holder(&[a, b], b, second, SETTLE);
+    assert!(
+        metric(a, "fedplane_vipd_adverts_received_total", "vrid=\"52\"") > 0.0,
+        "unicast adverts arrive"
+    );
+    // a crashes: b holds both.
+    va.signal("KILL");
+    wait_until(SETTLE, "b to hold both addresses", || {
+        (b.has_address(vip()) && b.has_address(second)).then_some(())
+    });
+}
