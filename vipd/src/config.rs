@@ -35,7 +35,8 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 ///
 /// One group from flags: `fedplane-vipd --interface eth0 --vrid 51 --priority 150 --vip
 /// 192.0.2.100/24`. Several groups: `--config FILE` (YAML, see
-/// vipd/fedplane-vipd.example.yaml); group flags are then refused.
+/// vipd/fedplane-vipd.example.yaml); --vrid, --vip and --unicast-peer are then refused, and the
+/// other group flags are defaults for groups that do not set them (e.g. a per-node --priority).
 #[derive(Debug, Parser)]
 #[command(name = "fedplane-vipd", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -68,7 +69,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub vrrp_version: u8,
     /// Send adverts to this peer by unicast instead of multicast; repeat for each peer. Adverts
-    /// from other senders are then dropped.
+    /// from other senders are then dropped, so list each peer's primary address (the first
+    /// IPv4 address of its interface; for IPv6, its link-local address).
     #[arg(long = "unicast-peer")]
     pub unicast_peers: Vec<IpAddr>,
     /// Send IPv4 v3 checksums over the VRRP message only, as RFC 9568 says, instead of
@@ -98,13 +100,13 @@ pub struct Cli {
 struct GroupFile {
     interface: Option<String>,
     vrid: u8,
-    #[serde(default = "default_priority")]
-    priority: u8,
+    #[serde(default)]
+    priority: Option<u8>,
     #[serde(default)]
     advert_interval: Option<String>,
     vips: Vec<String>,
-    #[serde(default = "yes")]
-    preempt: bool,
+    #[serde(default)]
+    preempt: Option<bool>,
     #[serde(default)]
     preempt_delay: Option<String>,
     #[serde(default)]
@@ -112,7 +114,7 @@ struct GroupFile {
     #[serde(default)]
     unicast_peers: Vec<IpAddr>,
     #[serde(default)]
-    rfc9568_checksum: bool,
+    rfc9568_checksum: Option<bool>,
     #[serde(default)]
     garp_count: Option<u32>,
     #[serde(default)]
@@ -126,14 +128,6 @@ struct File {
     #[serde(default)]
     http: Option<SocketAddr>,
     groups: Vec<GroupFile>,
-}
-
-fn default_priority() -> u8 {
-    100
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// One VRRP group, validated.
@@ -272,14 +266,14 @@ fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
     group(
         interface,
         g.vrid,
-        g.priority,
+        g.priority.unwrap_or(cli.priority),
         dur(g.advert_interval, cli.advert_interval)?,
         vips,
-        g.preempt,
-        dur(g.preempt_delay, Duration::ZERO)?,
+        g.preempt.unwrap_or(!cli.no_preempt),
+        dur(g.preempt_delay, cli.preempt_delay)?,
         g.vrrp_version.unwrap_or(cli.vrrp_version),
         g.unicast_peers,
-        g.rfc9568_checksum,
+        g.rfc9568_checksum.unwrap_or(cli.rfc9568_checksum),
         g.garp_count.unwrap_or(cli.garp_count),
         dur(g.garp_interval, cli.garp_interval)?,
     )
@@ -322,6 +316,20 @@ fn group(
         return Err(ctx(
             "unicast peers must be of the virtual addresses' family".into(),
         ));
+    }
+    if unicast_peers
+        .iter()
+        .any(|p| matches!(p, IpAddr::V6(a) if !a.is_unicast_link_local()))
+    {
+        return Err(ctx(
+            "IPv6 unicast peers must be link-local addresses (fe80::/10): IPv6 adverts come from those".into(),
+        ));
+    }
+    if let Some(v) = vips.iter().find(|v| unicast_peers.contains(&v.addr())) {
+        return Err(ctx(format!(
+            "{} is both a virtual address and a peer",
+            v.addr()
+        )));
     }
     let version = match version {
         3 => {

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::config::GroupSettings;
 use crate::fsm::{Action, Group, Heard, State};
 use crate::net::{self, Announcer, Datagram, VrrpSocket};
-use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError};
 use crate::packet::{self, Advert, Drop};
 
 /// Why a group could not start.
@@ -65,7 +65,7 @@ struct Runner {
 pub async fn run_group(
     cfg: GroupSettings,
     netlink: Netlink,
-    links: broadcast::Sender<(u32, bool)>,
+    links: broadcast::Sender<LinkEvent>,
     cancel: CancellationToken,
     started: Arc<AtomicUsize>,
 ) -> Result<(), GroupError> {
@@ -98,14 +98,17 @@ pub async fn run_group(
                 Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "VRRP receive failed"),
             },
             ev = link_events.recv() => match ev {
-                Ok((index, up)) if index == r.link.index && up != r.link.up => {
-                    r.link.up = up;
-                    info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, up, "link changed");
-                    let actions = r.fsm.on_link(up, Instant::now());
-                    r.apply(actions).await;
+                Ok(LinkEvent::Link { index, up }) if index == r.link.index => r.set_link(up).await,
+                Ok(LinkEvent::Addresses { index }) if index == r.link.index => {
+                    r.resync_addresses().await;
+                }
+                Ok(LinkEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Ok(l) = r.netlink.link(&r.cfg.interface).await {
+                        r.set_link(l.up).await;
+                    }
+                    r.resync_addresses().await;
                 }
                 Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => r.resync_link().await,
                 Err(broadcast::error::RecvError::Closed) => {
                     warn!("link monitor ended; link changes are no longer followed");
                     link_events = broadcast::channel(1).1;
@@ -197,13 +200,50 @@ impl Runner {
         }
     }
 
-    async fn resync_link(&mut self) {
-        if let Ok(l) = self.netlink.link(&self.cfg.interface).await
-            && l.up != self.link.up
+    async fn set_link(&mut self, up: bool) {
+        if up == self.link.up {
+            return;
+        }
+        self.link.up = up;
+        info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, up, "link changed");
+        let actions = self.fsm.on_link(up, Instant::now());
+        self.apply(actions).await;
+    }
+
+    /// The interface's addresses changed: follow a new primary address (adverts must come from
+    /// an address we have), and as master put back a virtual address someone removed.
+    async fn resync_addresses(&mut self) {
+        match self
+            .netlink
+            .primary(&self.link, self.cfg.v6, &self.cfg.vips)
+            .await
         {
-            self.link.up = l.up;
-            let actions = self.fsm.on_link(l.up, Instant::now());
-            self.apply(actions).await;
+            Ok(p) if p != self.primary => {
+                info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, old = %self.primary, new = %p, "primary address changed");
+                self.primary = p;
+                self.fsm.set_primary(p);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(vrid = self.cfg.fsm.vrid, error = %e, "keeping the old primary address")
+            }
+        }
+        if self.fsm.state() != State::Master {
+            return;
+        }
+        let Ok(present) = self.netlink.addresses(self.link.index).await else {
+            return;
+        };
+        let missing = self
+            .cfg
+            .vips
+            .iter()
+            .any(|v| !present.iter().any(|a| a.net == *v));
+        if missing {
+            warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, "a virtual address was removed behind our back; adding it again");
+            self.held.retain(|v| present.iter().any(|a| a.net == *v));
+            self.add_all().await;
+            self.announce();
         }
     }
 
@@ -244,7 +284,8 @@ impl Runner {
         }
         let ours: BTreeSet<IpAddr> = self.cfg.vips.iter().map(IpNet::addr).collect();
         let theirs: BTreeSet<IpAddr> = advert.addrs.iter().copied().collect();
-        if ours != theirs {
+        // An owner's adverts count whatever they list (RFC 5798 7.1).
+        if ours != theirs && advert.priority != crate::fsm::OWNER {
             return Err(Drop::Addresses);
         }
         if advert.version == packet::Version::V2 && advert.interval != self.cfg.fsm.advert_interval

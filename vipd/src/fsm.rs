@@ -220,8 +220,10 @@ impl Group {
                     out.push(Action::RemoveAddresses);
                     self.become_backup(now, heard.interval, &mut out);
                 } else {
-                    // A lower-priority router thinks it is master: tell it at once (RFC 9568).
+                    // A lower-priority router thinks it is master: tell it at once (RFC 9568),
+                    // and announce again, since hosts may have followed its announcements.
                     out.push(Action::Advertise(self.cfg.priority));
+                    out.push(Action::Announce);
                     self.advert_at = Some(now + self.cfg.advert_interval);
                 }
             }

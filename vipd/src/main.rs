@@ -87,9 +87,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(res) = groups.join_next() => {
             // A group that cannot start (no interface, no permission) stops the daemon: the
             // others must not run half-configured.
-            if let Ok(Err(e)) = res {
-                error!(error = %e, "group failed; stopping");
-                failed = Some(e);
+            match res {
+                Ok(Err(e)) => {
+                    error!(error = %e, "group failed; stopping");
+                    failed = Some(anyhow::Error::from(e));
+                }
+                Err(e) => {
+                    error!(error = %e, "group task died; stopping");
+                    failed = Some(anyhow::anyhow!("a group task died: {e}"));
+                }
+                Ok(Ok(())) => {}
             }
         }
     }
@@ -104,7 +111,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = http_task.await;
     info!("fedplane-vipd stopped");
     match failed {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }

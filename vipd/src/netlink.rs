@@ -120,26 +120,23 @@ impl Netlink {
         vips: &[IpNet],
     ) -> Result<IpAddr, NetlinkError> {
         let addrs = self.addresses(link.index).await?;
-        addrs
+        let mut candidates: Vec<&Address> = addrs
             .iter()
             .filter(|a| {
-                a.net.addr().is_ipv6() == v6 && !vips.iter().any(|v| v.addr() == a.net.addr())
+                a.net.addr().is_ipv6() == v6
+                    && !a.ours
+                    && !vips.iter().any(|v| v.addr() == a.net.addr())
+                    && (!v6 || a.link_local)
             })
-            .filter(|a| {
-                if v6 {
-                    a.link_local
-                } else {
-                    !a.secondary && !a.ours
-                }
-            })
-            .map(|a| a.net.addr())
-            .next()
-            .ok_or_else(|| {
-                NetlinkError::NoPrimary(
-                    link.name.clone(),
-                    if v6 { "IPv6 link-local" } else { "IPv4" },
-                )
-            })
+            .collect();
+        // A primary address first; a secondary one will do when a VIP got promoted.
+        candidates.sort_by_key(|a| a.secondary);
+        candidates.first().map(|a| a.net.addr()).ok_or_else(|| {
+            NetlinkError::NoPrimary(
+                link.name.clone(),
+                if v6 { "IPv6 link-local" } else { "IPv4" },
+            )
+        })
     }
 
     /// Adds `net` to interface `index`, marked as ours (IPv6 without duplicate address
@@ -190,24 +187,59 @@ impl Netlink {
     }
 }
 
-/// Link up/down changes, as (index, up), from a multicast netlink socket serviced on the current
-/// runtime; subscribe to the returned sender.
-pub fn watch_links() -> Result<broadcast::Sender<(u32, bool)>, NetlinkError> {
-    let (conn, _handle, mut messages) =
-        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+/// A change the groups must react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Interface `index` went up or down.
+    Link {
+        /// Interface index.
+        index: u32,
+        /// Up with carrier.
+        up: bool,
+    },
+    /// An address was added to or removed from interface `index`.
+    Addresses {
+        /// Interface index.
+        index: u32,
+    },
+    /// Events were lost (netlink overrun): re-read everything.
+    Resync,
+}
+
+/// Link and address changes from a multicast netlink socket serviced on the current runtime;
+/// subscribe to the returned sender.
+pub fn watch_links() -> Result<broadcast::Sender<LinkEvent>, NetlinkError> {
+    let (conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+    ])?;
     tokio::spawn(conn);
-    let (tx, _) = broadcast::channel(64);
+    let (tx, _) = broadcast::channel(256);
     let sender = tx.clone();
     tokio::spawn(async move {
+        use rtnetlink::packet_core::NetlinkPayload;
         while let Some((msg, _)) = messages.next().await {
-            if let rtnetlink::packet_core::NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
-            ) = msg.payload
-            {
-                let l = link_of(&link);
-                // No subscriber yet is fine: groups read the link state when they start.
-                let _ = tx.send((l.index, l.up));
-            }
+            let ev = match msg.payload {
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
+                ) => {
+                    let l = link_of(&link);
+                    LinkEvent::Link {
+                        index: l.index,
+                        up: l.up,
+                    }
+                }
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a),
+                ) => LinkEvent::Addresses {
+                    index: a.header.index,
+                },
+                NetlinkPayload::Overrun(_) => LinkEvent::Resync,
+                _ => continue,
+            };
+            // No subscriber yet is fine: groups read the link state when they start.
+            let _ = tx.send(ev);
         }
     });
     Ok(sender)

@@ -91,8 +91,8 @@ pub enum Drop {
     /// Same VRID but another address list: a misconfigured peer.
     #[error("address list differs from ours")]
     Addresses,
-    /// v2 interval different from ours (RFC 3768 requires equality).
-    #[error("advert interval {0:?} differs from ours")]
+    /// An interval of zero, or (v2) one different from ours, which RFC 3768 requires.
+    #[error("advert interval {0:?} is zero or (v2) not ours")]
     Interval(Duration),
     /// Unicast mode, and the sender is not a configured peer.
     #[error("sender {0} is not a configured peer")]
@@ -265,6 +265,10 @@ pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, 
         }
         Version::V2 => Duration::from_secs(u64::from(msg[5])),
     };
+    if interval.is_zero() {
+        // Learnt, it would make Skew and Master_Down zero: a backup would flap at once.
+        return Err(Drop::Interval(interval));
+    }
     let addrs = msg[8..8 + count * alen]
         .chunks_exact(alen)
         .map(|c| match <[u8; 4]>::try_from(c) {

@@ -245,7 +245,7 @@ fn sigterm_hands_over_within_skew_and_leaves_nothing() {
 }
 
 #[test]
-fn three_nodes_one_master_highest_wins_and_no_preempt_holds() {
+fn three_nodes_one_master_no_preempt_holds_and_a_higher_priority_preempts() {
     let (_lan, hosts, _client) = lan(3);
     let all: Vec<&Host> = hosts.iter().collect();
     let _v1 = vipd(&hosts[0], 100, &[VIP_CIDR], &[]);
@@ -536,4 +536,34 @@ fn several_groups_spread_vips_and_unicast_peers_work() {
     wait_until(SETTLE, "b to hold both addresses", || {
         (b.has_address(vip()) && b.has_address(second)).then_some(())
     });
+}
+
+#[test]
+fn master_follows_a_new_primary_address_and_restores_a_removed_vip() {
+    let (_lan, hosts, _client) = lan(2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let va = vipd(a, 150, &[VIP_CIDR], &[]);
+    wait_holder(&[a, b], a, vip(), SETTLE);
+    let _vb = vipd(b, 100, &[VIP_CIDR], &[]);
+    wait_until(SETTLE, "b to be backup", || {
+        (metric(b, "fedplane_vipd_state", "vrid") == 1.0).then_some(())
+    });
+    // Someone deletes the VIP on the master: it is put back.
+    a.run(&["ip", "addr", "del", VIP_CIDR, "dev", "eth0"]);
+    wait_until(SETTLE, "the VIP to be restored", || {
+        a.has_address(vip()).then_some(())
+    });
+    // The master's primary address is replaced: adverts go on from the new one, so the backup
+    // never takes over. (promote_secondaries, as systemd sets it: deleting the primary address
+    // would otherwise delete the whole subnet's addresses.)
+    a.sysctl("net.ipv4.conf.eth0.promote_secondaries", "1");
+    a.run(&["ip", "addr", "add", "192.0.2.21/24", "dev", "eth0"]);
+    a.run(&["ip", "addr", "del", "192.0.2.11/24", "dev", "eth0"]);
+    wait_until(SETTLE, "a to follow its new primary address", || {
+        va.output()
+            .contains("primary address changed")
+            .then_some(())
+    });
+    assert_one_holder(&[a, b], vip(), Duration::from_secs(1));
+    assert!(a.has_address(vip()));
 }

@@ -109,6 +109,17 @@ fn bad_flags_say_what_is_wrong() {
         .contains("10ms")
     );
     assert!(Cli::try_parse_from(["fedplane-vipd", "--vrrp-version", "4"]).is_err());
+    let peer6 = err(&[
+        "--interface",
+        "eth0",
+        "--vrid",
+        "1",
+        "--vip",
+        "2001:db8::1/64",
+        "--unicast-peer",
+        "2001:db8::2",
+    ]);
+    assert!(peer6.contains("link-local"), "{peer6}");
 }
 
 #[test]
@@ -158,6 +169,21 @@ fn several_groups_from_yaml() {
     ])
     .expect_err("duplicate");
     assert!(e.to_string().contains("two groups"), "{e}");
+
+    std::fs::write(&path, "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n  - vrid: 52\n    priority: 120\n    vips: [192.0.2.101/24]\n").expect("write");
+    let s = resolve(&[
+        "--interface",
+        "eth0",
+        "--priority",
+        "180",
+        "--no-preempt",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ])
+    .expect("valid");
+    assert_eq!(s.groups[0].fsm.priority, 180, "the flag is the default");
+    assert!(!s.groups[0].fsm.preempt);
+    assert_eq!(s.groups[1].fsm.priority, 120, "the file wins");
 
     let e =
         resolve(&["--config", path.to_str().expect("utf-8"), "--vrid", "3"]).expect_err("mixed");

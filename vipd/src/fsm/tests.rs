@@ -142,14 +142,24 @@ fn no_preempt_and_preempt_delay_follow_a_lower_master() {
         Some(t0 + 10 * MS + g.master_down()),
         "within the delay"
     );
-    let later = t0 + 1100 * MS;
-    let d = g.next_deadline().expect("timer");
-    g.on_advert(heard(2, 100), later.min(d - MS));
-    // After the delay, lower adverts no longer reset the timer.
-    let t = t0 + 1200 * MS;
-    let mut g2 = g.clone();
-    g2.on_advert(heard(2, 100), t);
-    assert_ne!(g2.next_deadline(), Some(t + g2.master_down()));
+    // The lower master keeps advertising: until the delay is over each advert holds us back...
+    let mut now = t0 + 10 * MS;
+    while now < t0 + 1000 * MS {
+        now += 100 * MS;
+        assert!(g.on_timer(now).is_empty() || now >= t0 + 1000 * MS);
+        g.on_advert(heard(2, 100), now);
+    }
+    assert_eq!(g.state(), State::Backup, "not preempted within the delay");
+    // ...after it, they no longer reset the timer, and we take over at the old deadline.
+    let deadline = g.next_deadline().expect("timer");
+    g.on_advert(heard(2, 100), now + 100 * MS);
+    assert_eq!(
+        g.next_deadline(),
+        Some(deadline),
+        "lower adverts ignored after the delay"
+    );
+    assert!(g.on_timer(deadline).contains(&Action::AddAddresses));
+    assert_eq!(g.state(), State::Master);
 }
 
 #[test]
@@ -172,8 +182,8 @@ fn master_yields_to_higher_priority_and_to_a_greater_address_at_equal_priority()
     let out = lower_addr.on_advert(heard(4, 100), t0 + MS);
     assert_eq!(
         out,
-        vec![Action::Advertise(100)],
-        "equal priority, smaller address: we win"
+        vec![Action::Advertise(100), Action::Announce],
+        "equal priority, smaller address: we win and reclaim the address"
     );
     let out = g.on_advert(heard(6, 100), t0 + MS);
     assert_eq!(
@@ -197,7 +207,7 @@ fn master_answers_a_resignation_or_a_lower_master_with_an_advert() {
     );
     assert_eq!(
         g.on_advert(heard(2, 100), t0 + MS),
-        vec![Action::Advertise(255)]
+        vec![Action::Advertise(255), Action::Announce]
     );
 }
 

@@ -104,6 +104,23 @@ fn malformed_adverts_are_dropped_with_a_reason() {
     let mut bad = wire.clone();
     bad[0] = 0x41;
     assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Version(4)));
+    let mut zero = advert(Version::V3, &["192.0.2.100"]);
+    zero.interval = Duration::ZERO;
+    let wire0 = encode(&zero, v4(SRC), v4(DST), Checksum::PseudoHeader);
+    assert_eq!(wire0[5], 1, "we never send 0");
+    let mut bad0 = wire0;
+    bad0[5] = 0;
+    let sum = internet_checksum(&[&pseudo_header(v4(SRC), v4(DST), bad0.len()), &{
+        let mut b = bad0.clone();
+        b[6] = 0;
+        b[7] = 0;
+        b
+    }]);
+    bad0[6..8].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(
+        decode(&bad0, v4(SRC), v4(DST), 255),
+        Err(Drop::Interval(Duration::ZERO))
+    );
     let mut bad = wire;
     bad[0] = 0x32;
     assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Type(2)));
