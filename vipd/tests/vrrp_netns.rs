@@ -81,6 +81,13 @@ fn metric(host: &Host, name: &str, label: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits until the vipd in `host` reports state backup.
+fn wait_backup(host: &Host, timeout: Duration) {
+    wait_until(timeout, &format!("{} to be backup", host.ns), || {
+        (metric(host, "fedplane_vipd_state", "vrid") == 1.0).then_some(())
+    });
+}
+
 /// Waits until exactly `holder` of `hosts` has `ip`.
 fn wait_holder(hosts: &[&Host], holder: &Host, ip: IpAddr, timeout: Duration) -> Instant {
     wait_until(timeout, &format!("{ip} on {} only", holder.ns), || {
@@ -212,9 +219,7 @@ fn sigterm_hands_over_within_skew_and_leaves_nothing() {
     let mut va = vipd(a, 150, &vips, &[]);
     wait_holder(&[a, b], a, vip(), SETTLE);
     let _vb = vipd(b, 100, &vips, &[]);
-    wait_until(SETTLE, "b to be backup", || {
-        (metric(b, "fedplane_vipd_state", "vrid=\"51\"") == 1.0).then_some(())
-    });
+    wait_backup(b, SETTLE);
     let mon = client_watching(&client, vip(), &a.mac);
 
     va.signal("TERM");
@@ -253,11 +258,8 @@ fn three_nodes_one_master_no_preempt_holds_and_a_higher_priority_preempts() {
     // 150 and 200 join without preemption: the 100 keeps it.
     let mut v2 = vipd(&hosts[1], 150, &[VIP_CIDR], &["--no-preempt"]);
     let _v3 = vipd(&hosts[2], 200, &[VIP_CIDR], &["--no-preempt"]);
-    wait_until(SETTLE, "both to be backup", || {
-        (metric(&hosts[1], "fedplane_vipd_state", "vrid") == 1.0
-            && metric(&hosts[2], "fedplane_vipd_state", "vrid") == 1.0)
-            .then_some(())
-    });
+    wait_backup(&hosts[1], SETTLE);
+    wait_backup(&hosts[2], SETTLE);
     assert_one_holder(&all, vip(), Duration::from_millis(800));
     assert!(hosts[0].has_address(vip()));
     // The 150 restarts with preemption: it takes over.
@@ -275,9 +277,7 @@ fn link_down_gives_up_mastership() {
     let _va = vipd(a, 150, &[VIP_CIDR], &[]);
     wait_holder(&[a, b], a, vip(), SETTLE);
     let _vb = vipd(b, 100, &[VIP_CIDR], &[]);
-    wait_until(SETTLE, "b to be backup", || {
-        (metric(b, "fedplane_vipd_state", "vrid") == 1.0).then_some(())
-    });
+    wait_backup(b, SETTLE);
     lan.set_port(a, false);
     wait_holder(&[a, b], b, vip(), SETTLE);
     assert_eq!(metric(a, "fedplane_vipd_state", "vrid"), 3.0, "fault");
@@ -337,9 +337,7 @@ fn keepalived_interop(version: u8) {
     let mut ka = keepalived(k, version, 200);
     wait_holder(&[k, f], k, vip(), settle);
     let mut fv = vipd(f, 100, &[VIP_CIDR], &flags);
-    wait_until(settle, "fedplane to be backup", || {
-        (metric(f, "fedplane_vipd_state", "vrid") == 1.0).then_some(())
-    });
+    wait_backup(f, settle);
     assert_one_holder(&[k, f], vip(), interval * 4);
     assert!(metric(f, "fedplane_vipd_adverts_received_total", "vrid") > 0.0);
     let mon = client_watching(&client, vip(), &k.mac);
@@ -545,9 +543,7 @@ fn master_follows_a_new_primary_address_and_restores_a_removed_vip() {
     let va = vipd(a, 150, &[VIP_CIDR], &[]);
     wait_holder(&[a, b], a, vip(), SETTLE);
     let _vb = vipd(b, 100, &[VIP_CIDR], &[]);
-    wait_until(SETTLE, "b to be backup", || {
-        (metric(b, "fedplane_vipd_state", "vrid") == 1.0).then_some(())
-    });
+    wait_backup(b, SETTLE);
     // Someone deletes the VIP on the master: it is put back.
     a.run(&["ip", "addr", "del", VIP_CIDR, "dev", "eth0"]);
     wait_until(SETTLE, "the VIP to be restored", || {
