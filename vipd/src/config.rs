@@ -188,25 +188,26 @@ impl Settings {
                 let vrid = cli
                     .vrid
                     .ok_or_else(|| invalid("--vrid is required (or --config)"))?;
-                let interface = cli
-                    .interface
-                    .clone()
-                    .ok_or_else(|| invalid("--interface is required (or --config)"))?;
-                let g = group(
-                    interface,
+                if cli.interface.is_none() {
+                    return Err(invalid("--interface is required (or --config)"));
+                }
+                // One group from the flags: a file group that sets nothing but its VRID and
+                // addresses, so every other setting falls back to the flags.
+                let g = GroupFile {
+                    interface: None,
                     vrid,
-                    cli.priority,
-                    cli.advert_interval,
-                    cli.vips.clone(),
-                    !cli.no_preempt,
-                    cli.preempt_delay,
-                    cli.vrrp_version,
-                    cli.unicast_peers.clone(),
-                    cli.rfc9568_checksum,
-                    cli.garp_count,
-                    cli.garp_interval,
-                )?;
-                (vec![g], cli.http)
+                    priority: None,
+                    advert_interval: None,
+                    vips: cli.vips.iter().map(ToString::to_string).collect(),
+                    preempt: None,
+                    preempt_delay: None,
+                    vrrp_version: None,
+                    unicast_peers: cli.unicast_peers.clone(),
+                    rfc9568_checksum: None,
+                    garp_count: None,
+                    garp_interval: None,
+                };
+                (vec![from_file(g, &cli)?], cli.http)
             }
         };
         finish(groups, http, cli.log_format)
@@ -242,6 +243,7 @@ fn finish(
     })
 }
 
+/// Validates one group; what it leaves unset comes from the flags.
 fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
     let dur = |s: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
         s.map_or(Ok(default), |s| parse_duration(&s).map_err(invalid))
@@ -263,37 +265,16 @@ fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
                 .map_err(|e| invalid(format!("group {}: vip {v:?}: {e}", g.vrid)))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    group(
-        interface,
-        g.vrid,
-        g.priority.unwrap_or(cli.priority),
-        dur(g.advert_interval, cli.advert_interval)?,
-        vips,
-        g.preempt.unwrap_or(!cli.no_preempt),
-        dur(g.preempt_delay, cli.preempt_delay)?,
-        g.vrrp_version.unwrap_or(cli.vrrp_version),
-        g.unicast_peers,
-        g.rfc9568_checksum.unwrap_or(cli.rfc9568_checksum),
-        g.garp_count.unwrap_or(cli.garp_count),
-        dur(g.garp_interval, cli.garp_interval)?,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn group(
-    interface: String,
-    vrid: u8,
-    priority: u8,
-    advert_interval: Duration,
-    vips: Vec<IpNet>,
-    preempt: bool,
-    preempt_delay: Duration,
-    version: u8,
-    unicast_peers: Vec<IpAddr>,
-    rfc9568_checksum: bool,
-    garp_count: u32,
-    garp_interval: Duration,
-) -> Result<GroupSettings, ConfigError> {
+    let vrid = g.vrid;
+    let priority = g.priority.unwrap_or(cli.priority);
+    let advert_interval = dur(g.advert_interval, cli.advert_interval)?;
+    let preempt = g.preempt.unwrap_or(!cli.no_preempt);
+    let preempt_delay = dur(g.preempt_delay, cli.preempt_delay)?;
+    let version = g.vrrp_version.unwrap_or(cli.vrrp_version);
+    let unicast_peers = g.unicast_peers;
+    let rfc9568_checksum = g.rfc9568_checksum.unwrap_or(cli.rfc9568_checksum);
+    let garp_count = g.garp_count.unwrap_or(cli.garp_count);
+    let garp_interval = dur(g.garp_interval, cli.garp_interval)?;
     let ctx = |m: String| invalid(format!("group {vrid} on {interface}: {m}"));
     if vrid == 0 {
         return Err(ctx("VRID must be 1–255".into()));

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::config::GroupSettings;
 use crate::fsm::{Action, Group, Heard, State};
 use crate::net::{self, Announcer, Datagram, VrrpSocket};
-use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError};
+use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError, no_primary, primary_of};
 use crate::packet::{self, Advert, Drop};
 
 /// Why a group could not start.
@@ -50,7 +50,6 @@ pub enum GroupError {
 struct Runner {
     cfg: GroupSettings,
     link: Link,
-    primary: IpAddr,
     fsm: Group,
     socket: VrrpSocket,
     announcer: Announcer,
@@ -58,6 +57,8 @@ struct Runner {
     /// Virtual addresses present on the interface with our mark.
     held: BTreeSet<IpNet>,
     labels: [(&'static str, String); 3],
+    /// The virtual addresses, as a peer's advert must list them.
+    vip_addrs: BTreeSet<IpAddr>,
 }
 
 /// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
@@ -80,7 +81,7 @@ pub async fn run_group(
         r.apply(actions).await;
     }
     started.fetch_add(1, Ordering::Relaxed);
-    info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, primary = %r.primary,
+    info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, primary = %r.fsm.primary(),
         priority = r.cfg.fsm.priority, version = r.cfg.version.number(),
         vips = ?r.cfg.vips, "group started");
     loop {
@@ -170,10 +171,11 @@ impl Runner {
             metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).absolute(0);
         }
         let fsm = Group::new(cfg.fsm.clone(), primary, Instant::now());
+        let vip_addrs = cfg.vips.iter().map(IpNet::addr).collect();
         Ok(Self {
             cfg,
+            vip_addrs,
             link,
-            primary,
             fsm,
             socket,
             announcer,
@@ -213,27 +215,28 @@ impl Runner {
     /// The interface's addresses changed: follow a new primary address (adverts must come from
     /// an address we have), and as master put back a virtual address someone removed.
     async fn resync_addresses(&mut self) {
-        match self
-            .netlink
-            .primary(&self.link, self.cfg.v6, &self.cfg.vips)
-            .await
-        {
-            Ok(p) if p != self.primary => {
-                info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, old = %self.primary, new = %p, "primary address changed");
-                self.primary = p;
+        let present = match self.netlink.addresses(self.link.index).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(vrid = self.cfg.fsm.vrid, error = %e, "cannot list addresses");
+                return;
+            }
+        };
+        let old = self.fsm.primary();
+        match primary_of(&present, self.cfg.v6, &self.cfg.vips) {
+            Some(p) if p != old => {
+                info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, %old, new = %p, "primary address changed");
                 self.fsm.set_primary(p);
             }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(vrid = self.cfg.fsm.vrid, error = %e, "keeping the old primary address")
+            Some(_) => {}
+            None => {
+                let e = no_primary(&self.link, self.cfg.v6);
+                warn!(vrid = self.cfg.fsm.vrid, error = %e, "keeping the old primary address");
             }
         }
         if self.fsm.state() != State::Master {
             return;
         }
-        let Ok(present) = self.netlink.addresses(self.link.index).await else {
-            return;
-        };
         let missing = self
             .cfg
             .vips
@@ -269,7 +272,7 @@ impl Runner {
 
     /// The packet rules beyond the wire format: ours, our VRID and version, our addresses.
     fn check(&self, d: &Datagram) -> Result<Heard, Drop> {
-        if d.src == self.primary {
+        if d.src == self.fsm.primary() {
             return Err(Drop::Own);
         }
         if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&d.src) {
@@ -282,10 +285,9 @@ impl Runner {
         if advert.version != self.cfg.version {
             return Err(Drop::Version(advert.version.number()));
         }
-        let ours: BTreeSet<IpAddr> = self.cfg.vips.iter().map(IpNet::addr).collect();
         let theirs: BTreeSet<IpAddr> = advert.addrs.iter().copied().collect();
         // An owner's adverts count whatever they list (RFC 5798 7.1).
-        if ours != theirs && advert.priority != crate::fsm::OWNER {
+        if self.vip_addrs != theirs && advert.priority != crate::fsm::OWNER {
             return Err(Drop::Addresses);
         }
         if advert.version == packet::Version::V2 && advert.interval != self.cfg.fsm.advert_interval
@@ -326,8 +328,9 @@ impl Runner {
             &self.cfg.unicast_peers[..]
         };
         for &dst in targets {
-            let wire = packet::encode(&advert, self.primary, dst, self.cfg.checksum);
-            match self.socket.send(&wire, self.primary, dst) {
+            let src = self.fsm.primary();
+            let wire = packet::encode(&advert, src, dst, self.cfg.checksum);
+            match self.socket.send(&wire, src, dst) {
                 Ok(()) => {
                     metrics::counter!("fedplane_vipd_adverts_sent_total", &self.labels)
                         .increment(1);

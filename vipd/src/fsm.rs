@@ -133,6 +133,11 @@ impl Group {
         &self.cfg
     }
 
+    /// Our primary address: the source of our adverts and the tie-breaker.
+    pub fn primary(&self) -> IpAddr {
+        self.primary
+    }
+
     /// Our primary address (changes only with the interface's addresses).
     pub fn set_primary(&mut self, primary: IpAddr) {
         self.primary = primary;

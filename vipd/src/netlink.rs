@@ -111,8 +111,7 @@ impl Netlink {
         Ok(msgs.iter().filter_map(address_of).collect())
     }
 
-    /// The address adverts are sent from: for IPv4 the first primary address that is not one of
-    /// `vips`, for IPv6 the link-local address (RFC 5798 5.1.2.2).
+    /// The primary address of `link` (see [`primary_of`]).
     pub async fn primary(
         &self,
         link: &Link,
@@ -120,23 +119,7 @@ impl Netlink {
         vips: &[IpNet],
     ) -> Result<IpAddr, NetlinkError> {
         let addrs = self.addresses(link.index).await?;
-        let mut candidates: Vec<&Address> = addrs
-            .iter()
-            .filter(|a| {
-                a.net.addr().is_ipv6() == v6
-                    && !a.ours
-                    && !vips.iter().any(|v| v.addr() == a.net.addr())
-                    && (!v6 || a.link_local)
-            })
-            .collect();
-        // A primary address first; a secondary one will do when a VIP got promoted.
-        candidates.sort_by_key(|a| a.secondary);
-        candidates.first().map(|a| a.net.addr()).ok_or_else(|| {
-            NetlinkError::NoPrimary(
-                link.name.clone(),
-                if v6 { "IPv6 link-local" } else { "IPv4" },
-            )
-        })
+        primary_of(&addrs, v6, vips).ok_or_else(|| no_primary(link, v6))
     }
 
     /// Adds `net` to interface `index`, marked as ours (IPv6 without duplicate address
@@ -185,6 +168,30 @@ impl Netlink {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The address adverts are sent from, among an interface's `addrs`: for IPv4 a primary address
+/// (a secondary one will do when a VIP got promoted) that is neither ours nor one of `vips`; for
+/// IPv6 the link-local address (RFC 5798 5.1.2.2).
+pub fn primary_of(addrs: &[Address], v6: bool, vips: &[IpNet]) -> Option<IpAddr> {
+    addrs
+        .iter()
+        .filter(|a| {
+            a.net.addr().is_ipv6() == v6
+                && !a.ours
+                && !vips.iter().any(|v| v.addr() == a.net.addr())
+                && (!v6 || a.link_local)
+        })
+        .min_by_key(|a| a.secondary)
+        .map(|a| a.net.addr())
+}
+
+/// The error for a `link` without a primary address.
+pub fn no_primary(link: &Link, v6: bool) -> NetlinkError {
+    NetlinkError::NoPrimary(
+        link.name.clone(),
+        if v6 { "IPv6 link-local" } else { "IPv4" },
+    )
 }
 
 /// A change the groups must react to.
