@@ -1,68 +1,28 @@
-//! `/metrics` (Prometheus), `/healthz` (the process runs) and `/readyz` (records loaded, not
-//! draining).
+//! What fedplane-dns reports on its HTTP endpoints (served by `fedplane_ops::serve`): ready once
+//! the records are loaded from etcd; the snapshot age computed when `/metrics` is read.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
-use tokio_util::sync::CancellationToken;
+use std::sync::atomic::Ordering;
 
 use crate::sync::Shared;
 
-/// What the HTTP handlers read.
+/// Readiness and on-demand gauges from the sync state.
 #[derive(Debug, Clone)]
-pub struct HttpState {
-    /// The sync state and snapshot.
-    pub shared: Arc<Shared>,
-    /// Prometheus renderer.
-    pub metrics: PrometheusHandle,
-    /// Set on SIGTERM: /readyz fails so load balancers stop sending before we stop answering.
-    pub draining: Arc<AtomicBool>,
-}
+pub struct DnsProbes(pub Arc<Shared>);
 
-/// Serves until `cancel` fires.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: HttpState,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-}
-
-/// Binds the HTTP address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-async fn metrics(State(s): State<HttpState>) -> String {
-    if let Some(age) = s.shared.snapshot_age() {
-        metrics::gauge!("fedplane_dns_snapshot_age_seconds").set(age.as_secs_f64());
+impl fedplane_ops::Probes for DnsProbes {
+    fn ready(&self) -> Result<(), String> {
+        if self.0.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("records not loaded from etcd yet".into())
+        }
     }
-    s.metrics.render()
-}
 
-async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
-    if s.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if s.shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "records not loaded from etcd yet\n",
-        )
+    fn before_metrics(&self) {
+        if let Some(age) = self.0.snapshot_age() {
+            metrics::gauge!("fedplane_dns_snapshot_age_seconds").set(age.as_secs_f64());
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use fedplane_dns::answer::AnswerOptions;
 use fedplane_dns::config::{Cli, PASSWORD_ENV, Settings};
-use fedplane_dns::http::{self, HttpState};
+use fedplane_dns::http::{self, DnsProbes};
 use fedplane_dns::index::Zones;
 use fedplane_dns::server::{self, Responder};
 use fedplane_dns::sync::{EtcdSync, Shared};
@@ -27,25 +27,12 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_tracing(&settings.log_format);
+    fedplane_ops::init_tracing(&settings.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?
         .block_on(run(settings))
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -73,17 +60,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         &cancel,
         &mut tasks,
     )?;
-    let http_listener = http::bind(settings.http)
+    let http_listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
     let draining = Arc::new(AtomicBool::new(false));
-    let state = HttpState {
-        shared: shared.clone(),
-        metrics,
-        draining: draining.clone(),
-    };
     let http_cancel = CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(http_listener, state, http_cancel.clone()));
+    let http_task = tokio::spawn(fedplane_ops::serve(
+        http_listener,
+        metrics,
+        DnsProbes(shared.clone()),
+        draining.clone(),
+        http_cancel.clone(),
+    ));
     tasks.spawn(EtcdSync::new(settings.etcd.clone(), zones, shared).run(cancel.clone()));
 
     info!(

@@ -1,59 +1,26 @@
-//! `/metrics` (Prometheus), `/healthz` (the process runs) and `/readyz` (every group started,
-//! not draining).
+//! What fedplane-vipd reports on its HTTP endpoints (served by `fedplane_ops::serve`): ready
+//! once every group has started.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
-use tokio_util::sync::CancellationToken;
-
-/// What the HTTP handlers read.
+/// Readiness from the groups started so far.
 #[derive(Debug, Clone)]
-pub struct HttpState {
-    /// Prometheus renderer.
-    pub metrics: PrometheusHandle,
+pub struct VipdProbes {
     /// Groups started so far.
     pub started: Arc<AtomicUsize>,
     /// Groups configured.
     pub groups: usize,
-    /// Set on SIGTERM.
-    pub draining: Arc<AtomicBool>,
 }
 
-/// Serves until `cancel` fires.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: HttpState,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<HttpState>| async move { s.metrics.render() }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-}
-
-async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
-    let started = s.started.load(Ordering::Relaxed);
-    if s.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-    } else if started < s.groups {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{started} of {} groups started\n", s.groups),
-        )
-    } else {
-        (StatusCode::OK, "ready\n".into())
+impl fedplane_ops::Probes for VipdProbes {
+    fn ready(&self) -> Result<(), String> {
+        let started = self.started.load(Ordering::Relaxed);
+        if started < self.groups {
+            Err(format!("{started} of {} groups started", self.groups))
+        } else {
+            Ok(())
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! The `fedplane-vipd` binary: settings, logging, metrics, one task per VRRP group and the HTTP
 //! endpoints until SIGTERM, then every master resigns and removes its addresses.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -9,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use fedplane_vipd::config::{Cli, Settings};
 use fedplane_vipd::daemon::run_group;
-use fedplane_vipd::http::{self, HttpState};
+use fedplane_vipd::http::{self, VipdProbes};
 use fedplane_vipd::netlink::{self, Netlink};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::signal::unix::{SignalKind, signal};
@@ -25,17 +24,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if settings.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    fedplane_ops::init_tracing(&settings.log_format);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,14 +46,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
-    let state = HttpState {
-        metrics,
+    let probes = VipdProbes {
         started: started.clone(),
         groups: settings.groups.len(),
-        draining: draining.clone(),
     };
     let http_cancel = CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(listener, state, http_cancel.clone()));
+    let http_task = tokio::spawn(fedplane_ops::serve(
+        listener,
+        metrics,
+        probes,
+        draining.clone(),
+        http_cancel.clone(),
+    ));
 
     let mut groups = JoinSet::new();
     for g in settings.groups.clone() {

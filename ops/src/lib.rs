@@ -1,0 +1,84 @@
+//! What every fedplane binary serves and sets up the same way: `/metrics` (Prometheus),
+//! `/healthz` (the process runs), `/readyz` (the binary's own readiness, failing while
+//! draining), and logging to stderr.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A binary's readiness, as `/readyz` reports it.
+pub trait Probes: Clone + Send + Sync + 'static {
+    /// `Err(reason)` while not ready.
+    fn ready(&self) -> Result<(), String>;
+
+    /// Called before `/metrics` renders, for gauges computed on demand.
+    fn before_metrics(&self) {}
+}
+
+#[derive(Debug, Clone)]
+struct Endpoints<P> {
+    metrics: PrometheusHandle,
+    probes: P,
+    draining: Arc<AtomicBool>,
+}
+
+/// Serves the three endpoints on `listener` until `cancel` fires. `/readyz` fails once
+/// `draining` is set (SIGTERM), so load balancers stop sending before the binary stops.
+pub async fn serve<P: Probes>(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    probes: P,
+    draining: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(render::<P>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz::<P>))
+        .with_state(Endpoints {
+            metrics,
+            probes,
+            draining,
+        });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}
+
+async fn render<P: Probes>(State(s): State<Endpoints<P>>) -> String {
+    s.probes.before_metrics();
+    s.metrics.render()
+}
+
+async fn readyz<P: Probes>(State(s): State<Endpoints<P>>) -> (StatusCode, String) {
+    if s.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+    }
+    match s.probes.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text (coloured on a terminal) or
+/// as JSON when `format` is `"json"`.
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
