@@ -1,1 +1,28 @@
-//! fedplane-controller (issue 5). Not built yet.
+//! fedplane-controller: watches Services, EndpointSlices and Nodes in every member cluster and
+//! keeps the federated service records (zone, region and global names, with CNAME fallback)
+//! true in etcd, where fedplane-dns serves them.
+//!
+//! Pure decision logic, no I/O:
+//! - [`selector`]: Kubernetes label selectors (`--service-selector`);
+//! - [`view`]: one cluster's objects → which federated Services it has, where their ready
+//!   endpoints are, and what it ignored;
+//! - [`plan`]: the cluster views → the desired etcd keys and values, and the diff against the
+//!   keys we own;
+//! - [`reach`]: which clusters count, given when each was last reachable.
+//!
+//! Edges: [`snapshot`] (YAML files), [`source`] (live clusters through kube watchers),
+//! [`store`] (etcd: owned keys, fenced transactions, the leader election), [`reconcile`] (the
+//! loop), [`config`] and [`http`].
+
+pub mod config;
+#[cfg(test)]
+mod fixtures;
+pub mod http;
+pub mod plan;
+pub mod reach;
+pub mod reconcile;
+pub mod selector;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+pub mod view;

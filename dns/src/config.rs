@@ -10,10 +10,10 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
-use crate::key::normalize_prefix;
 
-/// Environment variable that carries the etcd password (never a flag: argv is world-readable).
-pub const PASSWORD_ENV: &str = "FEDPLANE_ETCD_PASSWORD";
+use fedplane_ops::etcd::EtcdFlags;
+pub use fedplane_ops::etcd::{EtcdSettings, PASSWORD_ENV};
+pub use fedplane_ops::parse_duration;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,27 +55,8 @@ pub struct Cli {
     /// Address to serve DNS on, UDP and TCP (repeatable) [default: 0.0.0.0:53 and [::]:53]
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
-    /// etcd endpoints, comma separated; any reachable one is used [default: http://127.0.0.1:2379]
-    #[arg(long, value_name = "URL[,URL]...", value_delimiter = ',')]
-    pub etcd_endpoints: Vec<String>,
-    /// etcd key prefix of the SkyDNS records [default: /skydns]
-    #[arg(long, value_name = "PREFIX")]
-    pub etcd_prefix: Option<String>,
-    /// CA certificate (PEM) to verify etcd's TLS certificate; enables TLS
-    #[arg(long, value_name = "FILE")]
-    pub etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd mutual TLS; needs --etcd-key
-    #[arg(long, value_name = "FILE")]
-    pub etcd_cert: Option<PathBuf>,
-    /// Client key (PEM) for etcd mutual TLS; needs --etcd-cert
-    #[arg(long, value_name = "FILE")]
-    pub etcd_key: Option<PathBuf>,
-    /// etcd user name for password authentication [default: none]
-    #[arg(long, value_name = "USER")]
-    pub etcd_username: Option<String>,
-    /// File holding the etcd password (trailing newline ignored); else FEDPLANE_ETCD_PASSWORD
-    #[arg(long, value_name = "FILE")]
-    pub etcd_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub etcd: EtcdFlags,
     /// Address for /metrics, /healthz and /readyz [default: 0.0.0.0:9153]
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
@@ -124,70 +105,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// etcd connection.
     #[serde(default)]
-    pub etcd: FileEtcd,
-}
-
-/// The `etcd:` section of the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileEtcd {
-    /// Endpoint URLs.
-    #[serde(default)]
-    pub endpoints: Vec<String>,
-    /// Key prefix.
-    pub prefix: Option<String>,
-    /// CA certificate file.
-    pub ca: Option<PathBuf>,
-    /// Client certificate file.
-    pub cert: Option<PathBuf>,
-    /// Client key file.
-    pub key: Option<PathBuf>,
-    /// User name.
-    pub username: Option<String>,
-    /// Password file.
-    pub password_file: Option<PathBuf>,
-}
-
-/// TLS material for etcd, read from files.
-#[derive(Clone)]
-pub struct EtcdTls {
-    /// CA certificate PEM.
-    pub ca: Option<Vec<u8>>,
-    /// Client certificate and key PEM.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl std::fmt::Debug for EtcdTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdTls")
-            .field("ca", &self.ca.is_some())
-            .field("identity", &self.identity.is_some())
-            .finish()
-    }
-}
-
-/// How to reach etcd.
-#[derive(Clone)]
-pub struct EtcdSettings {
-    /// Endpoint URLs.
-    pub endpoints: Vec<String>,
-    /// Normalised key prefix (`/skydns`).
-    pub prefix: String,
-    /// TLS, if configured.
-    pub tls: Option<EtcdTls>,
-    /// User and password, if configured.
-    pub auth: Option<(String, String)>,
-}
-
-impl std::fmt::Debug for EtcdSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdSettings")
-            .field("endpoints", &self.endpoints)
-            .field("prefix", &self.prefix)
-            .field("tls", &self.tls)
-            .field("user", &self.auth.as_ref().map(|(u, _)| u))
-            .finish()
-    }
+    pub etcd: EtcdFlags,
 }
 
 /// Everything the server needs, resolved and checked.
@@ -213,21 +131,6 @@ pub struct Settings {
     pub etcd: EtcdSettings,
 }
 
-/// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
-    }
-}
-
 /// Reads a YAML config file.
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -238,11 +141,6 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         message: e.to_string(),
     })
-}
-
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path)
-        .map_err(|e| ConfigError::Invalid(format!("cannot read {what} {}: {e}", path.display())))
 }
 
 impl Settings {
@@ -311,60 +209,11 @@ impl Settings {
             )));
         }
 
-        let fe = file.etcd;
-        let endpoints = pick(cli.etcd_endpoints, fe.endpoints);
-        let endpoints = if endpoints.is_empty() {
-            vec!["http://127.0.0.1:2379".to_owned()]
-        } else {
-            endpoints
-        };
-        let ca = cli.etcd_ca.or(fe.ca);
-        let cert = cli.etcd_cert.or(fe.cert);
-        let key = cli.etcd_key.or(fe.key);
-        let tls = match (ca, cert, key) {
-            (None, None, None) => None,
-            (ca, cert, key) => {
-                let identity = match (cert, key) {
-                    (Some(c), Some(k)) => Some((
-                        read(&c, "etcd client certificate")?,
-                        read(&k, "etcd client key")?,
-                    )),
-                    (None, None) => None,
-                    _ => {
-                        return Err(ConfigError::Invalid(
-                            "etcd client TLS needs both --etcd-cert and --etcd-key".into(),
-                        ));
-                    }
-                };
-                let ca = ca.map(|p| read(&p, "etcd CA certificate")).transpose()?;
-                Some(EtcdTls { ca, identity })
-            }
-        };
-        let username = cli.etcd_username.or(fe.username);
-        let password = match cli.etcd_password_file.or(fe.password_file) {
-            Some(p) => Some(
-                String::from_utf8(read(&p, "etcd password file")?)
-                    .map_err(|_| {
-                        ConfigError::Invalid(format!(
-                            "etcd password file {} is not UTF-8",
-                            p.display()
-                        ))
-                    })?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-            ),
-            None => password_env,
-        };
-        let auth = match (username, password) {
-            (Some(u), Some(p)) => Some((u, p)),
-            (None, None) => None,
-            (Some(u), None) => {
-                return Err(ConfigError::Invalid(format!(
-                    "etcd user {u:?} has no password: set {PASSWORD_ENV} or --etcd-password-file"
-                )));
-            }
-            (None, Some(_)) => None,
-        };
+        let etcd = cli
+            .etcd
+            .or(file.etcd)
+            .resolve(password_env)
+            .map_err(ConfigError::Invalid)?;
 
         Ok(Self {
             zones,
@@ -386,17 +235,7 @@ impl Settings {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or_else(|| "text".into()),
-            etcd: EtcdSettings {
-                endpoints,
-                prefix: normalize_prefix(
-                    cli.etcd_prefix
-                        .or(fe.prefix)
-                        .as_deref()
-                        .unwrap_or("/skydns"),
-                ),
-                tls,
-                auth,
-            },
+            etcd,
         })
     }
 }
@@ -444,12 +283,5 @@ mod tests {
         let err = Settings::resolve(cli(&["--zone", "a.", "--etcd-username", "u"]), None)
             .expect_err("no pw");
         assert!(err.to_string().contains(PASSWORD_ENV), "{err}");
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("7h").is_err());
     }
 }

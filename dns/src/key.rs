@@ -6,15 +6,7 @@
 
 use hickory_proto::rr::Name;
 
-/// Normalises a prefix to start with `/` and not end with one (`skydns/` → `/skydns`).
-pub fn normalize_prefix(prefix: &str) -> String {
-    let trimmed = prefix.trim_matches('/');
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("/{trimmed}")
-    }
-}
+pub use fedplane_ops::etcd::normalize_prefix;
 
 /// The key of a name: prefix, then its labels from the root, lowercased.
 pub fn name_to_key(prefix: &str, name: &Name) -> String {
@@ -78,12 +70,6 @@ mod tests {
         );
         assert_eq!(key_to_name("/skydns", "/skydnsx/com"), None);
         assert_eq!(key_to_name("/skydns", "/other/com"), None);
-    }
-
-    #[test]
-    fn prefix_is_normalised() {
-        assert_eq!(normalize_prefix("skydns/"), "/skydns");
-        assert_eq!(normalize_prefix("/a/b/"), "/a/b");
     }
 
     #[test]

@@ -13,10 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KeyValue, TlsOptions,
-    WatchOptions, WatchResponse,
-};
+use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions, WatchResponse};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -441,25 +438,7 @@ impl EtcdSync {
     }
 
     async fn connect(&self) -> Result<Client, SyncError> {
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true)
-            // A member cut off from the quorum must not feed us a stale view.
-            .with_require_leader(true);
-        if let Some((user, password)) = &self.settings.auth {
-            opts = opts.with_user(user.clone(), password.clone());
-        }
-        if let Some(tls) = &self.settings.tls {
-            let mut t = TlsOptions::new();
-            if let Some(ca) = &tls.ca {
-                t = t.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &tls.identity {
-                t = t.identity(Identity::from_pem(cert, key));
-            }
-            opts = opts.with_tls(t);
-        }
+        let opts = self.settings.connect_options();
         // One endpoint per attempt, taking turns: a dead endpoint costs one attempt, not a
         // balancer that keeps picking it.
         let n = self.settings.endpoints.len().max(1);

@@ -1,10 +1,12 @@
 //! What every fedplane binary serves and sets up the same way: `/metrics` (Prometheus),
 //! `/healthz` (the process runs), `/readyz` (the binary's own readiness, failing while
-//! draining), and logging to stderr.
+//! draining), logging to stderr, durations on the command line, and the etcd connection
+//! settings ([`etcd`]).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +14,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+
+pub mod etcd;
 
 /// A binary's readiness, as `/readyz` reports it.
 pub trait Probes: Clone + Send + Sync + 'static {
@@ -80,5 +84,41 @@ pub fn init_tracing(format: &str) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Parses `100ms`, `1.5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 100ms, 1s)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("-1").is_err());
     }
 }

@@ -9,6 +9,8 @@ use clap::Parser;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use fedplane_ops::parse_duration;
+
 use crate::fsm::GroupConfig;
 use crate::packet::{Checksum, MAX_INTERVAL_CS, Version};
 
@@ -358,26 +360,6 @@ fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
             Checksum::PseudoHeader
         },
     })
-}
-
-/// Parses `100ms`, `1.5s`, `2m` or a bare number of seconds (keepalived's `advert_int 0.1`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 100ms, 1s)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a duration"))
 }
 
 #[cfg(test)]

@@ -191,17 +191,6 @@ fn several_groups_from_yaml() {
 }
 
 #[test]
-fn durations_parse_like_keepalived_and_humans() {
-    assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
-    assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
-    assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-    assert!(parse_duration("fast").is_err());
-    assert!(parse_duration("1h").is_err());
-    assert!(parse_duration("-1").is_err());
-}
-
-#[test]
 fn the_example_file_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fedplane-vipd.example.yaml");
     let s = resolve(&["--config", path]).expect("the example parses");

@@ -1,0 +1,343 @@
+//! One member cluster's objects → its [`ClusterView`]: the federated Services it has, their
+//! ingress IPs, and where their ready endpoints sit. Pure: the same objects give the same view,
+//! whether they came from a live cluster or from a `--snapshot` file.
+//!
+//! - Federated Services: `type: LoadBalancer`, matching `--service-selector` if given, and not
+//!   opted out with the annotation [`OPT_OUT`]` = "false"`.
+//! - Locality of a node: `topology.kubernetes.io/region|zone`, else the legacy
+//!   `failure-domain.beta.kubernetes.io/region|zone` the seeds set; `--cluster-region` and
+//!   `--cluster-zone` replace them for the whole cluster.
+//! - An endpoint sits where its node sits (`nodeName`); without a known node, the endpoint's
+//!   own `zone` is used when that zone belongs to exactly one region of the cluster.
+//! - Ready: EndpointSlice `conditions.ready` true, or unset (the API's "unknown, treat as ready").
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::selector::Selector;
+
+/// Annotation on a Service: `"false"` keeps it out of the federation.
+pub const OPT_OUT: &str = "fedplane.io/federate";
+/// The label EndpointSlices carry with their Service's name.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const REGION_LABELS: [&str; 2] = [
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/region",
+];
+const ZONE_LABELS: [&str; 2] = [
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+];
+
+/// A region and a zone in it, both valid DNS labels in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Locality {
+    /// Region label, e.g. `europe`.
+    pub region: String,
+    /// Zone label, e.g. `fr`.
+    pub zone: String,
+}
+
+/// A Service by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceId {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One federated Service in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceHealth {
+    /// `status.loadBalancer.ingress[].ip`, sorted, without duplicates.
+    pub ingress: Vec<IpAddr>,
+    /// Ready endpoints over all its EndpointSlices.
+    pub ready_endpoints: usize,
+    /// Localities of those ready endpoints (those whose locality is known).
+    pub ready_localities: BTreeSet<Locality>,
+}
+
+impl ServiceHealth {
+    /// Healthy: an ingress IP and at least one ready endpoint.
+    pub fn healthy(&self) -> bool {
+        !self.ingress.is_empty() && self.ready_endpoints > 0
+    }
+}
+
+/// What the planner needs to know of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterView {
+    /// Cluster name: the leaf label of its records.
+    pub name: String,
+    /// Localities of its nodes (or its override): where its zone names are.
+    pub localities: BTreeSet<Locality>,
+    /// Its federated Services.
+    pub services: BTreeMap<ServiceId, ServiceHealth>,
+}
+
+impl ClusterView {
+    /// The same cluster with every Service unhealthy: what a cluster unreachable for longer
+    /// than the grace period contributes (its zone names fall back to CNAMEs).
+    pub fn withdrawn(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            localities: self.localities.clone(),
+            services: self
+                .services
+                .keys()
+                .map(|id| (id.clone(), ServiceHealth::default()))
+                .collect(),
+        }
+    }
+}
+
+/// One cluster's objects, as the reflectors or a snapshot file hold them.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterObjects {
+    /// Nodes.
+    pub nodes: Vec<Arc<Node>>,
+    /// Services (all namespaces).
+    pub services: Vec<Arc<Service>>,
+    /// EndpointSlices (all namespaces).
+    pub slices: Vec<Arc<EndpointSlice>>,
+}
+
+/// How one cluster's objects are read.
+#[derive(Debug, Clone, Default)]
+pub struct ViewSettings {
+    /// Cluster name.
+    pub cluster: String,
+    /// `--cluster-region` for this cluster.
+    pub region: Option<String>,
+    /// `--cluster-zone` for this cluster.
+    pub zone: Option<String>,
+    /// `--service-selector`.
+    pub selector: Option<Selector>,
+}
+
+/// An object (or part of one) that was left out, and why; logged and counted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ignored {
+    /// `Service default/x`, `Node n1`, …
+    pub object: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Builds the view of one cluster.
+pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView, Vec<Ignored>) {
+    let mut ignored = Vec::new();
+    let override_region = settings.region.as_deref().map(str::to_ascii_lowercase);
+    let override_zone = settings.zone.as_deref().map(str::to_ascii_lowercase);
+
+    // Node → locality.
+    let mut node_locality: HashMap<&str, Locality> = HashMap::new();
+    for node in &objects.nodes {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let labels = node.metadata.labels.as_ref();
+        let label = |keys: [&str; 2]| {
+            keys.iter()
+                .find_map(|k| labels.and_then(|l| l.get(*k)))
+                .map(|v| v.to_ascii_lowercase())
+        };
+        let region = override_region.clone().or_else(|| label(REGION_LABELS));
+        let zone = override_zone.clone().or_else(|| label(ZONE_LABELS));
+        match (region, zone) {
+            (Some(region), Some(zone)) => match locality(region, zone) {
+                Ok(l) => {
+                    node_locality.insert(name, l);
+                }
+                Err(reason) => ignored.push(Ignored {
+                    object: format!("Node {name}"),
+                    reason,
+                }),
+            },
+            (None, None) => {}
+            (r, _) => ignored.push(Ignored {
+                object: format!("Node {name}"),
+                reason: format!(
+                    "has a {} label but no {} label: its endpoints count for the global name only",
+                    if r.is_some() { "region" } else { "zone" },
+                    if r.is_some() { "zone" } else { "region" },
+                ),
+            }),
+        }
+    }
+    let mut localities: BTreeSet<Locality> = node_locality.values().cloned().collect();
+    if let (Some(region), Some(zone)) = (&override_region, &override_zone) {
+        match locality(region.clone(), zone.clone()) {
+            Ok(l) => {
+                localities.insert(l);
+            }
+            Err(reason) => ignored.push(Ignored {
+                object: format!("cluster {}", settings.cluster),
+                reason,
+            }),
+        }
+    }
+    // A zone named by an endpoint belongs to a region when exactly one region has it.
+    let mut zone_region: HashMap<&str, Option<&Locality>> = HashMap::new();
+    for l in &localities {
+        zone_region
+            .entry(l.zone.as_str())
+            .and_modify(|e| *e = None)
+            .or_insert(Some(l));
+    }
+
+    let mut services = BTreeMap::new();
+    for svc in &objects.services {
+        let Some(id) = federated(svc, settings.selector.as_ref()) else {
+            continue;
+        };
+        if let Err(reason) = dns_label(&id.namespace).and(dns_label(&id.name)) {
+            ignored.push(Ignored {
+                object: format!("Service {id}"),
+                reason,
+            });
+            continue;
+        }
+        let mut ingress = Vec::new();
+        let status_ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        for ing in status_ingress.into_iter().flatten() {
+            match ing.ip.as_deref().map(str::parse::<IpAddr>) {
+                Some(Ok(ip)) => ingress.push(ip),
+                Some(Err(_)) => ignored.push(Ignored {
+                    object: format!("Service {id}"),
+                    reason: format!("ingress ip {:?} is not an IP address", ing.ip),
+                }),
+                None => ignored.push(Ignored {
+                    object: format!("Service {id}"),
+                    reason: format!(
+                        "ingress {:?} has a hostname but no ip; only IPs are published",
+                        ing.hostname
+                    ),
+                }),
+            }
+        }
+        ingress.sort_unstable();
+        ingress.dedup();
+        services.insert(
+            id,
+            ServiceHealth {
+                ingress,
+                ..ServiceHealth::default()
+            },
+        );
+    }
+
+    for slice in &objects.slices {
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        let Some(name) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let id = ServiceId {
+            namespace,
+            name: name.clone(),
+        };
+        let Some(health) = services.get_mut(&id) else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            health.ready_endpoints += 1;
+            let at = ep
+                .node_name
+                .as_deref()
+                .and_then(|n| node_locality.get(n))
+                .or_else(|| {
+                    let zone = override_zone.clone().or_else(|| ep.zone.clone())?;
+                    zone_region
+                        .get(zone.to_ascii_lowercase().as_str())
+                        .copied()
+                        .flatten()
+                });
+            if let Some(l) = at {
+                health.ready_localities.insert(l.clone());
+            }
+        }
+    }
+    ignored.sort();
+    ignored.dedup();
+    (
+        ClusterView {
+            name: settings.cluster.clone(),
+            localities,
+            services,
+        },
+        ignored,
+    )
+}
+
+/// The Service's id when it is federated.
+fn federated(svc: &Service, selector: Option<&Selector>) -> Option<ServiceId> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return None;
+    }
+    let meta = &svc.metadata;
+    if meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPT_OUT))
+        .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+    {
+        return None;
+    }
+    if selector.is_some_and(|s| !s.matches(meta.labels.as_ref())) {
+        return None;
+    }
+    Some(ServiceId {
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone()?,
+    })
+}
+
+fn locality(region: String, zone: String) -> Result<Locality, String> {
+    dns_label(&region)
+        .and(dns_label(&zone))
+        .map(|()| Locality { region, zone })
+}
+
+/// Whether `s` can be one label of a DNS name: 1–63 of `a-z 0-9 -`, not starting or ending
+/// with `-`.
+pub fn dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS label (a-z, 0-9, '-', at most 63)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::fixtures::{lb_service, node, seed_cluster, slice};
+
+fn settings(cluster: &str) -> ViewSettings {
+    ViewSettings {
+        cluster: cluster.into(),
+        ..ViewSettings::default()
+    }
+}
+
+fn loc(region: &str, zone: &str) -> Locality {
+    Locality {
+        region: region.into(),
+        zone: zone.into(),
+    }
+}
+
+fn hello() -> ServiceId {
+    ServiceId {
+        namespace: "default".into(),
+        name: "hello-world".into(),
+    }
+}
+
+#[test]
+fn seed_cluster_has_its_service_healthy_in_its_zone() {
+    let (view, ignored) = build(
+        &settings("fcp"),
+        &seed_cluster("europe", "fr", "10.210.1.68", 2),
+    );
+    assert!(ignored.is_empty(), "{ignored:?}");
+    assert_eq!(view.localities, [loc("europe", "fr")].into());
+    let h = &view.services[&hello()];
+    assert_eq!(
+        h.ingress,
+        vec!["10.210.1.68".parse::<IpAddr>().expect("ip")]
+    );
+    assert_eq!(h.ready_endpoints, 2);
+    assert_eq!(h.ready_localities, [loc("europe", "fr")].into());
+    assert!(h.healthy());
+}
+
+#[test]
+fn unready_endpoints_leave_the_service_unhealthy_but_present() {
+    let (view, _) = build(
+        &settings("fcp"),
+        &seed_cluster("europe", "fr", "10.210.1.68", 0),
+    );
+    let h = &view.services[&hello()];
+    assert_eq!(h.ready_endpoints, 0);
+    assert!(!h.healthy());
+}
+
+#[test]
+fn only_load_balancer_services_that_did_not_opt_out_and_match_the_selector_count() {
+    let svc = |name: &str, extra: serde_json::Value| -> Arc<Service> {
+        let mut v = json!({
+            "metadata": {"namespace": "default", "name": name, "labels": {"tier": "web"}},
+            "spec": {"type": "LoadBalancer"},
+        });
+        if let (Some(dst), Some(src)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, val) in src {
+                dst.insert(k.clone(), val.clone());
+            }
+        }
+        Arc::new(serde_json::from_value(v).expect("service JSON"))
+    };
+    let objects = ClusterObjects {
+        services: vec![
+            svc("lb", json!({})),
+            svc("cluster-ip", json!({"spec": {"type": "ClusterIP"}})),
+            svc(
+                "opted-out",
+                json!({"metadata": {"namespace": "default", "name": "opted-out",
+                                    "annotations": {OPT_OUT: "false"}}}),
+            ),
+            svc(
+                "other-tier",
+                json!({"metadata": {"namespace": "default", "name": "other-tier",
+                                    "labels": {"tier": "db"}}}),
+            ),
+        ],
+        ..ClusterObjects::default()
+    };
+    let mut s = settings("c");
+    let names = |s: &ViewSettings| -> Vec<String> {
+        build(s, &objects)
+            .0
+            .services
+            .keys()
+            .map(|id| id.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&s), ["lb", "other-tier"]);
+    s.selector = Some("tier=web".parse().expect("selector"));
+    assert_eq!(names(&s), ["lb"]);
+}
+
+#[test]
+fn endpoints_in_several_zones_count_in_each() {
+    let objects = ClusterObjects {
+        nodes: vec![node("a", "europe", "fr"), node("b", "europe", "de")],
+        services: vec![lb_service("default", "hello-world", &["10.0.0.1"])],
+        slices: vec![slice("default", "hello-world", &[("a", true), ("b", true)])],
+    };
+    let (view, _) = build(&settings("c"), &objects);
+    assert_eq!(
+        view.services[&hello()].ready_localities,
+        [loc("europe", "de"), loc("europe", "fr")].into()
+    );
+}
+
+#[test]
+fn overrides_replace_node_labels_for_the_whole_cluster() {
+    let mut s = settings("usa");
+    s.region = Some("America".into());
+    s.zone = Some("us".into());
+    let (view, _) = build(&s, &seed_cluster("x", "y", "10.210.3.65", 1));
+    assert_eq!(view.localities, [loc("america", "us")].into());
+    assert_eq!(
+        view.services[&hello()].ready_localities,
+        [loc("america", "us")].into()
+    );
+}
+
+#[test]
+fn topology_labels_win_over_legacy_ones() {
+    let n: Arc<Node> = Arc::new(
+        serde_json::from_value(json!({"metadata": {"name": "n", "labels": {
+            "topology.kubernetes.io/region": "asia",
+            "topology.kubernetes.io/zone": "cn",
+            "failure-domain.beta.kubernetes.io/region": "old",
+            "failure-domain.beta.kubernetes.io/zone": "old",
+        }}}))
+        .expect("node JSON"),
+    );
+    let objects = ClusterObjects {
+        nodes: vec![n],
+        ..ClusterObjects::default()
+    };
+    assert_eq!(
+        build(&settings("c"), &objects).0.localities,
+        [loc("asia", "cn")].into()
+    );
+}
+
+#[test]
+fn an_endpoint_without_a_node_is_placed_by_its_zone_when_the_zone_is_unambiguous() {
+    let s: Arc<EndpointSlice> = Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": "hw-1",
+                         "labels": {"kubernetes.io/service-name": "hello-world"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.1.1"], "zone": "fr"},
+                          {"addresses": ["10.1.1.2"], "zone": "nowhere"}],
+        }))
+        .expect("slice JSON"),
+    );
+    let objects = ClusterObjects {
+        nodes: vec![node("a", "europe", "fr")],
+        services: vec![lb_service("default", "hello-world", &["10.0.0.1"])],
+        slices: vec![s],
+    };
+    let h = &build(&settings("c"), &objects).0.services[&hello()];
+    assert_eq!(h.ready_endpoints, 2, "unset ready counts as ready");
+    assert_eq!(h.ready_localities, [loc("europe", "fr")].into());
+}
+
+#[test]
+fn bad_labels_and_ingress_are_ignored_with_a_reason() {
+    let bad_ingress: Arc<Service> = Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": "hello-world"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "not-an-ip"}, {"hostname": "lb.example.net"}, {"ip": "10.0.0.9"}]}},
+        }))
+        .expect("service JSON"),
+    );
+    let objects = ClusterObjects {
+        nodes: vec![node("a", "eu.west", "fr"), node("b", "europe", "fr")],
+        services: vec![bad_ingress, lb_service("Bad_NS", "x", &["10.0.0.2"])],
+        slices: vec![],
+    };
+    let (view, ignored) = build(&settings("c"), &objects);
+    let objects: Vec<&str> = ignored.iter().map(|i| i.object.as_str()).collect();
+    assert_eq!(
+        objects,
+        [
+            "Node a",
+            "Service Bad_NS/x",
+            "Service default/hello-world",
+            "Service default/hello-world"
+        ],
+        "{ignored:#?}"
+    );
+    assert_eq!(view.localities, [loc("europe", "fr")].into());
+    assert_eq!(
+        view.services[&hello()].ingress,
+        vec!["10.0.0.9".parse::<IpAddr>().expect("ip")]
+    );
+}
