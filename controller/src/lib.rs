@@ -11,10 +11,11 @@
 //! - [`reach`]: which clusters count, given when each was last reachable.
 //!
 //! Edges: [`snapshot`] (YAML files), [`source`] (live clusters through kube watchers),
-//! [`store`] (etcd: owned keys, fenced transactions, the leader election), [`reconcile`] (the
-//! loop), [`config`] and [`http`].
+//! [`store`] (etcd: owned keys and fenced transactions), [`election`] (one writer among
+//! replicas), [`reconcile`] (the loop), [`config`] and [`http`].
 
 pub mod config;
+pub mod election;
 #[cfg(test)]
 mod fixtures;
 pub mod http;

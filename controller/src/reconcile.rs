@@ -1,1 +1,401 @@
-//! TODO
+//! The loop: win the election, read our keys, then on every change (debounced) turn the
+//! clusters' views into the desired keys, diff them against ours and write the difference.
+//! Nothing is written when nothing changed.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use fedplane_ops::etcd::EtcdSettings;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::election::{self, Leadership};
+use crate::plan::{self, Change, Naming};
+use crate::reach::{self, Contribution};
+use crate::source::Cluster;
+use crate::store::{Store, StoreError};
+use crate::view::{self, ClusterView, Ignored};
+
+/// How the loop runs (from the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Names, prefix, TTL.
+    pub naming: Naming,
+    /// `--unreachable-grace`.
+    pub grace: Duration,
+    /// `--debounce`.
+    pub debounce: Duration,
+    /// `--resync`.
+    pub resync: Duration,
+    /// `--once`.
+    pub once: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// Election name.
+    pub election: String,
+    /// Election lease TTL.
+    pub election_ttl: Duration,
+    /// Our name in the election.
+    pub id: String,
+}
+
+/// Why the loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// `--once` found another replica leading.
+    #[error(
+        "another fedplane-controller ({0}) leads election {1}; --once would wait for it to stop"
+    )]
+    OtherLeader(String, String),
+    /// etcd failed where the loop cannot go on (`--once`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Status {
+    ready: Mutex<Option<String>>,
+}
+
+impl Status {
+    fn set(&self, not_ready: Option<String>) {
+        *self.ready.lock().unwrap_or_else(PoisonError::into_inner) = not_ready;
+    }
+
+    /// `Err(reason)` while not ready.
+    pub fn ready(&self) -> Result<(), String> {
+        match &*self.ready.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
+        }
+    }
+}
+
+/// The reconcile loop.
+#[derive(Debug)]
+pub struct Reconciler {
+    opts: Options,
+    clusters: Vec<Cluster>,
+    changed: Arc<Notify>,
+    status: Arc<Status>,
+    started: Instant,
+    /// Per cluster: the generation its cached view was built from.
+    cache: Vec<Option<(u64, ClusterView)>>,
+    /// Per cluster: what was reported as ignored, so each is logged once.
+    reported: Vec<BTreeSet<Ignored>>,
+}
+
+enum Wake {
+    Changed,
+    Resync,
+    Lost,
+    Stop,
+}
+
+impl Reconciler {
+    /// A loop over `clusters`; `changed` is what their watchers notify.
+    pub fn new(
+        opts: Options,
+        clusters: Vec<Cluster>,
+        changed: Arc<Notify>,
+        status: Arc<Status>,
+    ) -> Self {
+        let n = clusters.len();
+        status.set(Some("starting".into()));
+        Self {
+            opts,
+            clusters,
+            changed,
+            status,
+            started: Instant::now(),
+            cache: vec![None; n],
+            reported: vec![BTreeSet::new(); n],
+        }
+    }
+
+    /// Runs until `cancel` (SIGTERM) or, with `--once`, after one sync. etcd is connected
+    /// here, and again after it failed, so an etcd that is down only delays the writes.
+    pub async fn run(
+        mut self,
+        etcd: EtcdSettings,
+        cancel: CancellationToken,
+    ) -> Result<(), ReconcileError> {
+        let owner = self.opts.naming.owner();
+        let mut backoff = Duration::from_millis(500);
+        let client = loop {
+            match Client::connect(etcd.endpoints.clone(), Some(etcd.connect_options())).await {
+                Ok(c) => break c,
+                Err(e) if self.opts.once => {
+                    return Err(StoreError::Etcd {
+                        what: "connect",
+                        source: e,
+                    }
+                    .into());
+                }
+                Err(e) => {
+                    warn!(endpoints = ?etcd.endpoints, error = %e, "etcd unreachable; retrying");
+                    self.pause(&mut backoff, &cancel).await;
+                    if cancel.is_cancelled() {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let leadership = if self.opts.dry_run {
+                None
+            } else {
+                match self.lead(&client, &cancel).await {
+                    Ok(Some(l)) => Some(l),
+                    Ok(None) => return Ok(()),
+                    Err(e @ ReconcileError::OtherLeader(..)) => return Err(e),
+                    Err(e) if self.opts.once => return Err(e),
+                    Err(e) => {
+                        warn!(error = %e, "election failed; retrying");
+                        self.pause(&mut backoff, &cancel).await;
+                        continue;
+                    }
+                }
+            };
+            let mut store = Store::new(client.clone(), &self.opts.naming.prefix, owner.clone());
+            match self.serve(&mut store, leadership.as_ref(), &cancel).await {
+                Ok(()) => {
+                    if let Some(l) = leadership {
+                        l.resign().await;
+                    }
+                    metrics::gauge!("fedplane_controller_leader").set(0.0);
+                    return Ok(());
+                }
+                Err(e) if self.opts.once => return Err(e.into()),
+                Err(StoreError::LostLeadership(key)) => {
+                    metrics::gauge!("fedplane_controller_leader").set(0.0);
+                    warn!(election = %key, "leadership lost; standing by");
+                }
+                Err(e) => {
+                    metrics::counter!("fedplane_controller_errors_total", "kind" => "etcd")
+                        .increment(1);
+                    error!(error = %e, "etcd failed; writing again once it answers");
+                    if let Some(l) = leadership {
+                        l.resign().await;
+                    }
+                    metrics::gauge!("fedplane_controller_leader").set(0.0);
+                    self.pause(&mut backoff, &cancel).await;
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, backoff: &mut Duration, cancel: &CancellationToken) {
+        self.status
+            .set(Some(format!("etcd unavailable; retrying in {backoff:?}")));
+        tokio::select! {
+            () = tokio::time::sleep(*backoff) => {}
+            () = cancel.cancelled() => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+    }
+
+    /// Campaigns until elected; `None` when cancelled first.
+    async fn lead(
+        &self,
+        client: &Client,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Leadership>, ReconcileError> {
+        let o = &self.opts;
+        if o.once {
+            let leader = client.clone().leader(o.election.as_str()).await;
+            if let Ok(resp) = leader
+                && let Some(kv) = resp.kv()
+            {
+                return Err(ReconcileError::OtherLeader(
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                    o.election.clone(),
+                ));
+            }
+        }
+        // A standby is ready: it serves its probes and takes over when elected.
+        self.status.set(None);
+        info!(election = %o.election, id = %o.id, "campaigning");
+        tokio::select! {
+            r = election::campaign(client, &o.election, &o.id, o.election_ttl) => {
+                let l = r?;
+                info!(election = %o.election, id = %o.id, "elected leader; writing records");
+                metrics::gauge!("fedplane_controller_leader").set(1.0);
+                Ok(Some(l))
+            }
+            () = cancel.cancelled() => Ok(None),
+        }
+    }
+
+    /// Syncs until cancelled (Ok), or until leadership or etcd is lost (Err).
+    async fn serve(
+        &mut self,
+        store: &mut Store,
+        leadership: Option<&Leadership>,
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let read = store.load().await?;
+        info!(keys = read, ours = store.owned().len(), prefix = %self.opts.naming.prefix, "read our keys from etcd");
+        let fence = leadership.map(Leadership::fence);
+        let lost = leadership.map_or_else(CancellationToken::new, Leadership::lost);
+        let mut next_resync = tokio::time::Instant::now() + self.opts.resync;
+        loop {
+            let views = loop {
+                match self.views() {
+                    Some(v) => break v,
+                    None => match self.wait(&lost, cancel, next_resync).await {
+                        Wake::Stop => return Ok(()),
+                        Wake::Lost => {
+                            return Err(StoreError::LostLeadership(self.opts.election.clone()));
+                        }
+                        Wake::Changed | Wake::Resync => {}
+                    },
+                }
+            };
+            let t = Instant::now();
+            let desired = plan::plan(&self.opts.naming, &views);
+            let changes = plan::diff(&desired, store.owned());
+            metrics::gauge!("fedplane_controller_records").set(desired.len() as f64);
+            metrics::counter!("fedplane_controller_syncs_total").increment(1);
+            if self.opts.dry_run {
+                print_changes(&changes);
+                store.pretend(changes);
+            } else if !changes.is_empty() {
+                let n = changes.len();
+                let applied = store.apply(changes, fence.as_ref()).await?;
+                metrics::counter!("fedplane_controller_writes_total", "op" => "put")
+                    .increment(applied.puts as u64);
+                metrics::counter!("fedplane_controller_writes_total", "op" => "delete")
+                    .increment(applied.deletes as u64);
+                metrics::counter!("fedplane_controller_txns_total").increment(applied.txns as u64);
+                metrics::counter!("fedplane_controller_conflicts_total")
+                    .increment(applied.conflicts as u64);
+                metrics::counter!("fedplane_controller_foreign_keys_total")
+                    .increment(applied.foreign as u64);
+                info!(changes = n, puts = applied.puts, deletes = applied.deletes, txns = applied.txns,
+                      conflicts = applied.conflicts, foreign = applied.foreign,
+                      records = desired.len(), took = ?t.elapsed(), "synced");
+            }
+            metrics::histogram!("fedplane_controller_sync_seconds")
+                .record(t.elapsed().as_secs_f64());
+            self.status.set(None);
+            if self.opts.once {
+                return Ok(());
+            }
+            match self.wait(&lost, cancel, next_resync).await {
+                Wake::Stop => return Ok(()),
+                Wake::Lost => return Err(StoreError::LostLeadership(self.opts.election.clone())),
+                Wake::Changed => {}
+                Wake::Resync => {
+                    next_resync = tokio::time::Instant::now() + self.opts.resync;
+                    store.load().await?;
+                }
+            }
+        }
+    }
+
+    /// Waits for a change (then the debounce), a grace deadline, the resync time, lost
+    /// leadership or SIGTERM.
+    async fn wait(
+        &self,
+        lost: &CancellationToken,
+        cancel: &CancellationToken,
+        resync: tokio::time::Instant,
+    ) -> Wake {
+        let now = Instant::now();
+        let deadline = self
+            .clusters
+            .iter()
+            .filter_map(|c| reach::next_change(c.link(), self.started, now, self.opts.grace))
+            .min()
+            .map_or(resync, |d| tokio::time::Instant::from_std(d).min(resync));
+        tokio::select! {
+            () = self.changed.notified() => {
+                tokio::select! {
+                    () = tokio::time::sleep(self.opts.debounce) => Wake::Changed,
+                    () = cancel.cancelled() => Wake::Stop,
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if deadline >= resync { Wake::Resync } else { Wake::Changed }
+            }
+            () = lost.cancelled() => Wake::Lost,
+            () = cancel.cancelled() => Wake::Stop,
+        }
+    }
+
+    /// The views to plan from, or `None` while a cluster not yet listed is still awaited.
+    fn views(&mut self) -> Option<Vec<ClusterView>> {
+        let now = Instant::now();
+        let mut waiting = Vec::new();
+        let mut views = Vec::with_capacity(self.clusters.len());
+        for (i, c) in self.clusters.iter().enumerate() {
+            let link = c.link();
+            let name = &c.view.cluster;
+            let contribution = reach::contribution(link, self.started, now, self.opts.grace);
+            let connected = matches!(link, reach::Link::Connected);
+            metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => name.clone())
+                .set(f64::from(u8::from(connected)));
+            metrics::gauge!("fedplane_controller_cluster_withdrawn", "cluster" => name.clone())
+                .set(f64::from(u8::from(contribution == Contribution::Withdrawn)));
+            match contribution {
+                Contribution::Wait => {
+                    waiting.push(name.clone());
+                    continue;
+                }
+                Contribution::Live | Contribution::Held => {}
+                Contribution::Withdrawn => {}
+            }
+            let generation = c.generation();
+            let fresh = match &self.cache[i] {
+                Some((g, v)) if *g == generation => v.clone(),
+                _ => {
+                    let (v, ignored) = view::build(&c.view, &c.objects());
+                    report(&mut self.reported[i], name, ignored);
+                    self.cache[i] = Some((generation, v.clone()));
+                    v
+                }
+            };
+            views.push(match contribution {
+                Contribution::Withdrawn => fresh.withdrawn(),
+                _ => fresh,
+            });
+        }
+        if waiting.is_empty() {
+            Some(views)
+        } else {
+            self.status.set(Some(format!(
+                "waiting for the first list of {}",
+                waiting.join(", ")
+            )));
+            None
+        }
+    }
+}
+
+/// Logs what is newly ignored in a cluster (each item once) and counts it.
+fn report(reported: &mut BTreeSet<Ignored>, cluster: &str, ignored: Vec<Ignored>) {
+    let now: BTreeSet<Ignored> = ignored.into_iter().collect();
+    for item in now.difference(reported) {
+        warn!(cluster, object = %item.object, reason = %item.reason, "ignored");
+    }
+    metrics::gauge!("fedplane_controller_ignored_objects", "cluster" => cluster.to_owned())
+        .set(now.len() as f64);
+    *reported = now;
+}
+
+fn print_changes(changes: &[Change]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for c in changes {
+        let _ = writeln!(out, "{c}");
+    }
+    let _ = out.flush();
+}

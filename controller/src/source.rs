@@ -1,1 +1,239 @@
-//! TODO
+//! Where each member cluster's objects come from: a live API server (three kube watchers with
+//! reflectors: Services, EndpointSlices, Nodes) or a snapshot file. Each cluster tracks its
+//! [`Link`] and a generation that moves on every change, and wakes the reconcile loop.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::reach::Link;
+use crate::view::{ClusterObjects, ViewSettings};
+
+const KINDS: [&str; 3] = ["Node", "Service", "EndpointSlice"];
+
+#[derive(Debug, Default)]
+struct LinkState {
+    /// Per watcher: listed at least once.
+    listed: [bool; 3],
+    /// Per watcher: its last event was an error.
+    failing: [bool; 3],
+    /// When the first of the current failures began.
+    failing_since: Option<Instant>,
+    /// Moves on every change of objects.
+    generation: u64,
+}
+
+impl LinkState {
+    fn link(&self) -> Link {
+        if !self.listed.iter().all(|l| *l) {
+            Link::Pending
+        } else if let Some(since) = self.failing_since {
+            Link::Unreachable { since }
+        } else {
+            Link::Connected
+        }
+    }
+}
+
+enum Objects {
+    Static(ClusterObjects),
+    Live {
+        nodes: Store<Node>,
+        services: Store<Service>,
+        slices: Store<EndpointSlice>,
+    },
+}
+
+/// One member cluster.
+pub struct Cluster {
+    /// How its objects are read.
+    pub view: ViewSettings,
+    state: Arc<Mutex<LinkState>>,
+    objects: Objects,
+}
+
+impl Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.view.cluster)
+            .field("link", &self.link())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// A cluster read once from a snapshot: always connected, never changes.
+    pub fn from_snapshot(view: ViewSettings, objects: ClusterObjects) -> Self {
+        let state = LinkState {
+            listed: [true; 3],
+            ..LinkState::default()
+        };
+        Self {
+            view,
+            state: Arc::new(Mutex::new(state)),
+            objects: Objects::Static(objects),
+        }
+    }
+
+    /// A live cluster: starts its watchers on `tasks`; each change wakes `changed`.
+    pub fn live(
+        view: ViewSettings,
+        client: Client,
+        changed: Arc<Notify>,
+        cancel: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(LinkState::default()));
+        let w = Watch {
+            cluster: view.cluster.clone(),
+            state: state.clone(),
+            changed,
+            cancel: cancel.clone(),
+        };
+        let nodes = w.spawn::<Node>(Api::all(client.clone()), 0, tasks);
+        let services = w.spawn::<Service>(Api::all(client.clone()), 1, tasks);
+        let slices = w.spawn::<EndpointSlice>(Api::all(client), 2, tasks);
+        Self {
+            view,
+            state,
+            objects: Objects::Live {
+                nodes,
+                services,
+                slices,
+            },
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection state.
+    pub fn link(&self) -> Link {
+        self.lock().link()
+    }
+
+    /// Moves whenever the objects change.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The objects now (cheap: shared references).
+    pub fn objects(&self) -> ClusterObjects {
+        match &self.objects {
+            Objects::Static(o) => o.clone(),
+            Objects::Live {
+                nodes,
+                services,
+                slices,
+            } => ClusterObjects {
+                nodes: nodes.state(),
+                services: services.state(),
+                slices: slices.state(),
+            },
+        }
+    }
+}
+
+/// What every watcher of one cluster shares.
+#[derive(Clone)]
+struct Watch {
+    cluster: String,
+    state: Arc<Mutex<LinkState>>,
+    changed: Arc<Notify>,
+    cancel: CancellationToken,
+}
+
+impl Watch {
+    fn spawn<K>(&self, api: Api<K>, index: usize, tasks: &mut JoinSet<()>) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+    {
+        let (reader, writer) = reflector::store();
+        let stream = reflector::reflector(
+            writer,
+            watch(api, watcher::Config::default()).default_backoff(),
+        );
+        let this = self.clone();
+        tasks.spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let next = tokio::select! {
+                    () = this.cancel.cancelled() => return,
+                    next = stream.next() => next,
+                };
+                match next {
+                    Some(Ok(event)) => this.on_event(index, &event),
+                    Some(Err(e)) => this.on_error(index, &e),
+                    None => return,
+                }
+            }
+        });
+        reader
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn on_event<K>(&self, index: usize, event: &Event<K>) {
+        let changed = {
+            let mut s = self.lock();
+            let done = match event {
+                Event::Init | Event::InitApply(_) => false,
+                Event::InitDone => {
+                    s.listed[index] = true;
+                    true
+                }
+                Event::Apply(_) | Event::Delete(_) => true,
+            };
+            if done {
+                s.generation += 1;
+                s.failing[index] = false;
+                if s.failing_since.is_some() && !s.failing.iter().any(|f| *f) {
+                    info!(cluster = %self.cluster, "cluster reachable again");
+                    s.failing_since = None;
+                }
+            }
+            done
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    fn on_error(&self, index: usize, e: &watcher::Error) {
+        if let watcher::Error::WatchError(status) = e
+            && status.code == 410
+        {
+            // The watch fell behind the API server's history: the watcher lists again. Not
+            // a connection problem.
+            info!(cluster = %self.cluster, kind = KINDS[index], "watch expired (410 Gone); listing again");
+            return;
+        }
+        let mut s = self.lock();
+        s.failing[index] = true;
+        if s.failing_since.is_none() {
+            warn!(cluster = %self.cluster, kind = KINDS[index], error = %e,
+                  "cluster unreachable; keeping its last records for the grace period");
+            s.failing_since = Some(Instant::now());
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+}

@@ -1,1 +1,352 @@
-//! TODO
+//! The etcd edge: the keys under the prefix that carry our ownership marker, and the writes
+//! that change them.
+//!
+//! - [`Store::load`] reads every key under the prefix (paged) and keeps those that are ours.
+//! - [`Store::apply`] writes a diff in transactions of at most [`MAX_OPS`] operations, several
+//!   in flight. Each is conditional on the leader key (the fence) and on every key it touches:
+//!   a create needs the key absent, an update or delete needs the mod revision we last saw. So a
+//!   key someone else wrote in between is never overwritten: the batch is retried key by key,
+//!   and a key that turned out to be someone else's is left alone from then on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use futures::StreamExt;
+use tracing::{debug, warn};
+
+use crate::plan::{Change, Owned, owner_of};
+
+/// Operations per transaction; etcd refuses more than `--max-txn-ops` (128 by default).
+pub const MAX_OPS: usize = 100;
+/// Transactions in flight at once: etcd batches their fsyncs.
+const PIPELINE: usize = 8;
+/// Keys per page when reading the prefix.
+const PAGE: i64 = 2_000;
+/// Largest response accepted (a page of large foreign values).
+const MAX_MESSAGE: usize = 64 << 20;
+/// Bound on one etcd request, so a hung connection is noticed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why etcd could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// etcd answered with an error or not at all.
+    #[error("etcd {what} failed: {source}")]
+    Etcd {
+        /// The operation.
+        what: &'static str,
+        /// The client's error.
+        source: etcd_client::Error,
+    },
+    /// A request took longer than its bound.
+    #[error("etcd {0} timed out after {REQUEST_TIMEOUT:?}")]
+    Timeout(&'static str),
+    /// The fence failed: another replica leads now; nothing more is written.
+    #[error("leadership lost: the election key {0} is gone or changed")]
+    LostLeadership(String),
+}
+
+/// The condition every write is fenced on: the leader key still exists with the create
+/// revision it had when we won the election.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// Leader key.
+    pub key: Vec<u8>,
+    /// Its create revision.
+    pub revision: i64,
+}
+
+/// What one [`Store::apply`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Keys created or updated.
+    pub puts: usize,
+    /// Keys deleted.
+    pub deletes: usize,
+    /// Transactions sent.
+    pub txns: usize,
+    /// Keys that changed under us (re-read; the next sync corrects them).
+    pub conflicts: usize,
+    /// Keys left alone because someone else owns them.
+    pub foreign: usize,
+}
+
+/// Our keys under the prefix.
+pub struct Store {
+    client: Client,
+    prefix: String,
+    owner: String,
+    owned: BTreeMap<String, Owned>,
+    foreign: HashSet<String>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("prefix", &self.prefix)
+            .field("owned", &self.owned.len())
+            .field("foreign", &self.foreign.len())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bounded<T>(
+    what: &'static str,
+    f: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, f)
+        .await
+        .map_err(|_| StoreError::Timeout(what))?
+        .map_err(|source| StoreError::Etcd { what, source })
+}
+
+impl Store {
+    /// A store for keys under `prefix` marked with `owner`; nothing is read yet.
+    pub fn new(client: Client, prefix: &str, owner: String) -> Self {
+        Self {
+            client,
+            prefix: prefix.to_owned(),
+            owner,
+            owned: BTreeMap::new(),
+            foreign: HashSet::new(),
+        }
+    }
+
+    /// The keys we own, as last read or written.
+    pub fn owned(&self) -> &BTreeMap<String, Owned> {
+        &self.owned
+    }
+
+    /// Reads every key under the prefix and keeps ours. Returns how many keys were read in
+    /// all (ours and others').
+    pub async fn load(&mut self) -> Result<usize, StoreError> {
+        let end = format!("{}0", self.prefix); // '0' follows '/'
+        let mut start = format!("{}/", self.prefix).into_bytes();
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
+        let mut owned = BTreeMap::new();
+        let mut revision = 0;
+        let mut read = 0;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE)
+                .with_sort(SortTarget::Key, SortOrder::Ascend);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = bounded("range", kv.get(start.clone(), Some(opts))).await?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            read += resp.kvs().len();
+            for kv in resp.kvs() {
+                if owner_of(kv.value()).as_deref() == Some(self.owner.as_str()) {
+                    owned.insert(
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        Owned {
+                            value: String::from_utf8_lossy(kv.value()).into_owned(),
+                            mod_revision: kv.mod_revision(),
+                        },
+                    );
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.owned = owned;
+        self.foreign.clear();
+        Ok(read)
+    }
+
+    /// Writes `changes` (from [`crate::plan::diff`] against [`Store::owned`]), fenced on
+    /// `fence` when given.
+    pub async fn apply(
+        &mut self,
+        changes: Vec<Change>,
+        fence: Option<&Fence>,
+    ) -> Result<Applied, StoreError> {
+        let mut applied = Applied::default();
+        let changes: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| {
+                let skip = matches!(c, Change::Create { key, .. } if self.foreign.contains(key));
+                applied.foreign += usize::from(skip);
+                !skip
+            })
+            .collect();
+        let batches: Vec<Vec<Change>> = changes.chunks(MAX_OPS).map(<[_]>::to_vec).collect();
+        let results: Vec<_> = futures::stream::iter(batches)
+            .map(|batch| {
+                let mut client = self.client.clone();
+                let txn = transaction(&batch, fence);
+                async move {
+                    let r = bounded("txn", client.txn(txn)).await;
+                    (batch, r)
+                }
+            })
+            .buffered(PIPELINE)
+            .collect()
+            .await;
+        let mut first_error = None;
+        let mut retry = Vec::new();
+        for (batch, result) in results {
+            applied.txns += 1;
+            match result {
+                Ok(resp) if resp.succeeded() => {
+                    let rev = resp.header().map_or(0, |h| h.revision());
+                    self.record(&batch, rev, &mut applied);
+                }
+                Ok(_) => retry.extend(batch),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if !retry.is_empty() {
+            if let Some(f) = fence {
+                self.check_fence(f).await?;
+            }
+            // Someone changed keys of these batches: one transaction per key finds which.
+            for change in retry {
+                applied.txns += 1;
+                let batch = [change];
+                let resp = bounded("txn", self.client.txn(transaction(&batch, fence))).await?;
+                let [change] = batch;
+                if resp.succeeded() {
+                    let rev = resp.header().map_or(0, |h| h.revision());
+                    self.record(std::slice::from_ref(&change), rev, &mut applied);
+                } else {
+                    if let Some(f) = fence {
+                        self.check_fence(f).await?;
+                    }
+                    self.reread(change.key(), &mut applied).await?;
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Takes `changes` as written without writing them (`--dry-run`), so each is printed once.
+    pub fn pretend(&mut self, changes: Vec<Change>) {
+        self.record(&changes, 0, &mut Applied::default());
+    }
+
+    fn record(&mut self, batch: &[Change], revision: i64, applied: &mut Applied) {
+        for c in batch {
+            match c {
+                Change::Create { key, value } | Change::Update { key, value, .. } => {
+                    applied.puts += 1;
+                    self.owned.insert(
+                        key.clone(),
+                        Owned {
+                            value: value.clone(),
+                            mod_revision: revision,
+                        },
+                    );
+                }
+                Change::Delete { key, .. } => {
+                    applied.deletes += 1;
+                    self.owned.remove(key);
+                }
+            }
+        }
+    }
+
+    /// After a conflict on `key`: learn what it holds now.
+    async fn reread(&mut self, key: &str, applied: &mut Applied) -> Result<(), StoreError> {
+        applied.conflicts += 1;
+        let resp = bounded("get", self.client.get(key, None)).await?;
+        match resp.kvs().first() {
+            None => {
+                debug!(
+                    key,
+                    "key we wrote was deleted by someone else; it will be rewritten"
+                );
+                self.owned.remove(key);
+            }
+            Some(kv) if owner_of(kv.value()).as_deref() == Some(self.owner.as_str()) => {
+                self.owned.insert(
+                    key.to_owned(),
+                    Owned {
+                        value: String::from_utf8_lossy(kv.value()).into_owned(),
+                        mod_revision: kv.mod_revision(),
+                    },
+                );
+            }
+            Some(_) => {
+                warn!(
+                    key,
+                    "key belongs to another writer (no {} marker of ours); left alone",
+                    crate::plan::OWNER_FIELD
+                );
+                applied.foreign += 1;
+                self.owned.remove(key);
+                self.foreign.insert(key.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_fence(&self, f: &Fence) -> Result<(), StoreError> {
+        let resp = bounded("get", self.client.clone().get(f.key.clone(), None)).await?;
+        match resp.kvs().first() {
+            Some(kv) if kv.create_revision() == f.revision => Ok(()),
+            _ => Err(StoreError::LostLeadership(
+                String::from_utf8_lossy(&f.key).into_owned(),
+            )),
+        }
+    }
+}
+
+fn transaction(batch: &[Change], fence: Option<&Fence>) -> Txn {
+    let mut compares = Vec::with_capacity(batch.len() + 1);
+    if let Some(f) = fence {
+        compares.push(Compare::create_revision(
+            f.key.clone(),
+            CompareOp::Equal,
+            f.revision,
+        ));
+    }
+    let mut ops = Vec::with_capacity(batch.len());
+    for c in batch {
+        match c {
+            Change::Create { key, value } => {
+                compares.push(Compare::version(key.as_str(), CompareOp::Equal, 0));
+                ops.push(TxnOp::put(key.as_str(), value.as_str(), None));
+            }
+            Change::Update {
+                key,
+                value,
+                mod_revision,
+            } => {
+                compares.push(Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    *mod_revision,
+                ));
+                ops.push(TxnOp::put(key.as_str(), value.as_str(), None));
+            }
+            Change::Delete { key, mod_revision } => {
+                compares.push(Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    *mod_revision,
+                ));
+                ops.push(TxnOp::delete(key.as_str(), None));
+            }
+        }
+    }
+    Txn::new().when(compares).and_then(ops)
+}

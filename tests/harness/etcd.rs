@@ -175,6 +175,27 @@ impl Etcd {
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
+    /// Every key under `prefix` with its value and mod revision, in key order.
+    pub fn dump(&self, prefix: &str) -> Vec<(String, String, i64)> {
+        let out = self.ctl(&["get", "--prefix", prefix, "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl JSON output");
+        // etcdctl's JSON output base64-encodes keys and values.
+        let text = |s: &serde_json::Value| {
+            String::from_utf8(base64_decode(s.as_str().unwrap_or_default())).expect("UTF-8")
+        };
+        let mut kvs: Vec<(String, String, i64)> = v["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|kv| {
+                let rev = kv["mod_revision"].as_i64().unwrap_or_default();
+                (text(&kv["key"]), text(&kv["value"]), rev)
+            })
+            .collect();
+        kvs.sort();
+        kvs
+    }
+
     /// Kills etcd (as a crash would).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -294,5 +315,39 @@ impl Drop for Etcd {
                 eprintln!("{l}");
             }
         }
+    }
+}
+
+/// Standard base64 (padding optional), as etcdctl prints it.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            _ => 63,
+        }
+    };
+    let digits: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c) << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_decodes_with_and_without_padding() {
+        assert_eq!(super::base64_decode("L3NreWRucy9h"), b"/skydns/a");
+        assert_eq!(super::base64_decode("eyJ9"), b"{\"}");
+        assert_eq!(super::base64_decode("YQ=="), b"a");
+        assert_eq!(super::base64_decode("YWI="), b"ab");
     }
 }

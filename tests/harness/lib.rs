@@ -6,7 +6,9 @@
 //! - [`dig`]: the real `dig` client, its output parsed;
 //! - [`netns`]: layer-2 segments of network namespaces ([`netns::Lan`], [`netns::Host`]) and a
 //!   watcher of a host's ARP/NDP table ([`netns::NeighMonitor`]), for VRRP tests (root only);
-//! - [`keepalived`]: a real keepalived speaking VRRP inside such a host.
+//! - [`keepalived`]: a real keepalived speaking VRRP inside such a host;
+//! - [`kube_fake`]: a test fake of the Kubernetes API server ([`kube_fake::FakeKubeApi`]) for
+//!   the real kube-rs client, watchers and reflectors, and [`kube_fake::write_kubeconfig`].
 //!
 //! Every wait is bounded ([`wait_until`]); nothing sleeps for a fixed time to "let things
 //! settle".
@@ -15,6 +17,7 @@ mod daemon;
 mod dig;
 mod etcd;
 pub mod keepalived;
+pub mod kube_fake;
 pub mod netns;
 
 pub use daemon::{Daemon, http_get};
@@ -51,6 +54,24 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// Path of one of the workspace's binaries (`fedplane-dns`, …) built beside the running test,
+/// for tests of another package; panics with a hint when it has not been built.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join(name))
+        .expect("target directory");
+    assert!(
+        path.is_file(),
+        "{} is not built: run cargo build --workspace --bins first",
+        path.display()
+    );
+    path
 }
 
 /// Panics with an install hint when a program the tests need is missing.

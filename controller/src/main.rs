@@ -1,0 +1,160 @@
+//! The `fedplane-controller` binary: settings, logging, metrics, the member clusters, then the
+//! reconcile loop until SIGTERM (or one sync with `--once`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Parser;
+use fedplane_controller::config::{Cli, Settings, Source};
+use fedplane_controller::http::{self, ControllerProbes};
+use fedplane_controller::reconcile::{Options, Reconciler, Status};
+use fedplane_controller::snapshot;
+use fedplane_controller::source::Cluster;
+use fedplane_ops::etcd::PASSWORD_ENV;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+fn main() {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(
+        cli,
+        std::env::var(PASSWORD_ENV).ok(),
+        std::env::var("HOSTNAME").ok(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fedplane-controller: {e}");
+            std::process::exit(2);
+        }
+    };
+    fedplane_ops::init_tracing(&settings.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+        .and_then(|rt| rt.block_on(run(settings)));
+    if let Err(e) = result {
+        tracing::error!("{e:#}");
+        eprintln!("fedplane-controller: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    http::describe_metrics();
+
+    let cancel = CancellationToken::new();
+    let changed = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    let kubeconfig = match &settings.kubeconfig {
+        Some(p)
+            if settings
+                .clusters
+                .iter()
+                .any(|c| matches!(c.source, Source::Context(_))) =>
+        {
+            Some(
+                Kubeconfig::read_from(p)
+                    .with_context(|| format!("cannot read kubeconfig {}", p.display()))?,
+            )
+        }
+        _ => None,
+    };
+    let mut clusters = Vec::new();
+    for c in &settings.clusters {
+        let name = &c.view.cluster;
+        clusters.push(match &c.source {
+            Source::Snapshot(path) => {
+                let snap = snapshot::read(path)?;
+                info!(cluster = %name, file = %path.display(), nodes = snap.objects.nodes.len(),
+                      services = snap.objects.services.len(), endpointslices = snap.objects.slices.len(),
+                      skipped = ?snap.skipped, "read snapshot");
+                Cluster::from_snapshot(c.view.clone(), snap.objects)
+            }
+            Source::Context(context) => {
+                let options = KubeConfigOptions {
+                    context: Some(context.clone()),
+                    ..KubeConfigOptions::default()
+                };
+                let kc = kubeconfig.clone().context("a context needs --kubeconfig")?;
+                let config = kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .with_context(|| format!("cluster {name}: kubeconfig context {context:?}"))?;
+                info!(cluster = %name, context = %context, server = %config.cluster_url, "watching cluster");
+                let client = kube::Client::try_from(config)
+                    .with_context(|| format!("cluster {name}: cannot build a client"))?;
+                Cluster::live(c.view.clone(), client, changed.clone(), &cancel, &mut tasks)
+            }
+        });
+    }
+
+    let status = Arc::new(Status::default());
+    let http_listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let http_cancel = CancellationToken::new();
+    let http_task = tokio::spawn(fedplane_ops::serve(
+        http_listener,
+        metrics,
+        ControllerProbes(status.clone()),
+        draining.clone(),
+        http_cancel.clone(),
+    ));
+    info!(domain = %settings.naming.domain, federation = %settings.naming.federation,
+          clusters = settings.clusters.len(), etcd = ?settings.etcd, http = %settings.http,
+          once = settings.once, dry_run = settings.dry_run, "fedplane-controller started");
+
+    let reconciler = Reconciler::new(
+        Options {
+            naming: settings.naming.clone(),
+            grace: settings.grace,
+            debounce: settings.debounce,
+            resync: settings.resync,
+            once: settings.once,
+            dry_run: settings.dry_run,
+            election: settings.election.clone(),
+            election_ttl: settings.election_ttl,
+            id: settings.id.clone(),
+        },
+        clusters,
+        changed,
+        status,
+    );
+    let loop_cancel = cancel.clone();
+    let mut reconcile = tokio::spawn(reconciler.run(settings.etcd.clone(), loop_cancel));
+
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let result = tokio::select! {
+        r = &mut reconcile => r,
+        _ = term.recv() => { info!("SIGTERM: finishing the current sync and resigning"); drain(&cancel, &draining, reconcile).await }
+        _ = int.recv() => { info!("SIGINT: finishing the current sync and resigning"); drain(&cancel, &draining, reconcile).await }
+    };
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    http_cancel.cancel();
+    let _ = http_task.await;
+    result.context("the reconcile loop panicked")??;
+    info!("fedplane-controller stopped");
+    Ok(())
+}
+
+async fn drain<T>(
+    cancel: &CancellationToken,
+    draining: &AtomicBool,
+    task: tokio::task::JoinHandle<T>,
+) -> Result<T, tokio::task::JoinError> {
+    draining.store(true, Ordering::Relaxed);
+    cancel.cancel();
+    task.await
+}

@@ -1,0 +1,468 @@
+//! fedplane-controller end to end: three member clusters (test fakes of the Kubernetes API
+//! server, speaking the real list/watch protocol to the real kube client) as in the seed
+//! guide — fcp (europe/fr), usa (america/us), chn (asia/cn) — real etcd, the real
+//! fedplane-dns binary, and real dig.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fedplane_testkit::kube_fake::{FakeKubeApi, write_kubeconfig};
+use fedplane_testkit::{Daemon, Dig, Etcd, dig, free_port, http_get, wait_until, workspace_bin};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+const SEEDS: [(&str, &str, &str, &str); 3] = [
+    ("fcp", "europe", "fr", "10.210.1.68"),
+    ("usa", "america", "us", "10.210.3.65"),
+    ("chn", "asia", "cn", "10.210.2.65"),
+];
+const GLOBAL: &str = "hello-world.default.federation.svc.example.com";
+const EUROPE: &str = "hello-world.default.federation.svc.europe.example.com";
+const FR: &str = "hello-world.default.federation.svc.fr.europe.example.com";
+const AMERICA: &str = "hello-world.default.federation.svc.america.example.com";
+const US: &str = "hello-world.default.federation.svc.us.america.example.com";
+
+fn seed_file(cluster: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/federation")
+        .join(format!("{cluster}.yaml"))
+}
+
+/// etcd, fedplane-dns, and the three seed clusters holding the seed's hello-world.
+struct Federation {
+    etcd: Etcd,
+    _dir: tempfile::TempDir,
+    fakes: Vec<FakeKubeApi>,
+    kubeconfig: PathBuf,
+    _dns: Daemon,
+    dns_port: u16,
+}
+
+impl Federation {
+    fn start() -> Self {
+        let etcd = Etcd::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fakes: Vec<FakeKubeApi> = SEEDS
+            .iter()
+            .map(|(name, ..)| {
+                let f = FakeKubeApi::start();
+                f.apply_yaml(&std::fs::read_to_string(seed_file(name)).expect("seed file"));
+                f
+            })
+            .collect();
+        let contexts: Vec<(&str, &FakeKubeApi)> =
+            SEEDS.iter().map(|s| s.0).zip(fakes.iter()).collect();
+        let kubeconfig = write_kubeconfig(dir.path(), &contexts);
+        let dns_port = free_port();
+        let dns_http = format!("127.0.0.1:{}", free_port());
+        let dns = Daemon::start(
+            &workspace_bin("fedplane-dns"),
+            &[
+                "--zone".into(),
+                "example.com.".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{dns_port}"),
+                "--http".into(),
+                dns_http.clone(),
+                "--etcd-endpoints".into(),
+                etcd.endpoint(),
+            ],
+            &[],
+        );
+        wait_until(WAIT, "fedplane-dns ready", || {
+            http_get(&dns_http, "/readyz").filter(|(c, _)| *c == 200)
+        });
+        Self {
+            etcd,
+            _dir: dir,
+            fakes,
+            kubeconfig,
+            _dns: dns,
+            dns_port,
+        }
+    }
+
+    fn fake(&self, cluster: &str) -> &FakeKubeApi {
+        let i = SEEDS
+            .iter()
+            .position(|s| s.0 == cluster)
+            .expect("seed cluster");
+        &self.fakes[i]
+    }
+
+    /// A controller watching the three clusters, with `extra` flags.
+    fn controller(&self, extra: &[&str]) -> Controller {
+        let mut args = vec![
+            "--kubeconfig".to_owned(),
+            self.kubeconfig.display().to_string(),
+        ];
+        for (name, ..) in SEEDS {
+            args.extend(["--context".into(), name.into()]);
+        }
+        args.extend(extra.iter().map(ToString::to_string));
+        Controller::start(&self.etcd, args)
+    }
+
+    fn q(&self, name: &str) -> Dig {
+        dig("127.0.0.1", self.dns_port, &[name, "A"])
+    }
+
+    /// Waits until `name` answers these addresses (sorted), after any CNAMEs.
+    fn await_a(&self, name: &str, want: &[&str]) -> Dig {
+        wait_until(WAIT, &format!("{name} A to answer {want:?}"), || {
+            let d = self.q(name);
+            (d.status == "NOERROR" && d.answers("A") == want).then_some(d)
+        })
+    }
+
+    /// Waits until `name` is a CNAME to `target`.
+    fn await_cname(&self, name: &str, target: &str) -> Dig {
+        let want = vec![format!("{target}.")];
+        wait_until(WAIT, &format!("{name} to be a CNAME to {target}"), || {
+            let d = self.q(name);
+            let first: Vec<String> = d
+                .answer
+                .iter()
+                .filter(|r| r.rtype == "CNAME" && r.name.trim_end_matches('.') == name)
+                .map(|r| r.data.clone())
+                .collect();
+            (first == want).then_some(d)
+        })
+    }
+
+    fn await_nxdomain(&self, name: &str) {
+        wait_until(WAIT, &format!("{name} to be NXDOMAIN"), || {
+            (self.q(name).status == "NXDOMAIN").then_some(())
+        });
+    }
+
+    /// Every key and value under /skydns with its mod revision.
+    fn records(&self) -> Vec<(String, String, i64)> {
+        self.etcd.dump("/skydns")
+    }
+}
+
+/// A fedplane-controller process.
+struct Controller {
+    daemon: Daemon,
+    http: String,
+}
+
+impl Controller {
+    fn start(etcd: &Etcd, mut args: Vec<String>) -> Self {
+        let http = format!("127.0.0.1:{}", free_port());
+        args.extend(
+            [
+                "--domain",
+                "example.com.",
+                "--federation",
+                "federation",
+                "--etcd-endpoints",
+                &etcd.endpoint(),
+                "--http",
+                &http,
+                "--debounce",
+                "20ms",
+            ]
+            .map(String::from),
+        );
+        let daemon = Daemon::start(
+            Path::new(env!("CARGO_BIN_EXE_fedplane-controller")),
+            &args,
+            &[],
+        );
+        Self { daemon, http }
+    }
+
+    /// Sum of the samples of `metric` (name with optional labels, e.g.
+    /// `fedplane_controller_cluster_connected{cluster="usa"}`); 0 when absent.
+    fn metric(&self, metric: &str) -> f64 {
+        let Some((_, body)) = http_get(&self.http, "/metrics") else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(metric)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']) || metric.ends_with('}'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn await_metric(&self, metric: &str, what: &str, ok: impl Fn(f64) -> bool) {
+        wait_until(WAIT, what, || ok(self.metric(metric)).then_some(()));
+    }
+
+    fn await_synced(&self) {
+        self.await_metric("fedplane_controller_syncs_total", "a first sync", |v| {
+            v >= 1.0
+        });
+    }
+
+    fn writes(&self) -> f64 {
+        self.metric("fedplane_controller_writes_total")
+    }
+}
+
+fn set_ready(fake: &FakeKubeApi, cluster: &str, ready: bool) {
+    let name = format!("hello-world-{cluster}1");
+    let mut slice = fake
+        .get(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            Some("default"),
+            &name,
+        )
+        .expect("seed EndpointSlice");
+    if let Some(eps) = slice["endpoints"].as_array_mut() {
+        for ep in eps {
+            ep["conditions"]["ready"] = json!(ready);
+        }
+    }
+    fake.apply(slice);
+}
+
+fn all_ips() -> Vec<&'static str> {
+    let mut v: Vec<&str> = SEEDS.iter().map(|s| s.3).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn seed_federation_answers_with_every_ingress_globally_and_one_per_region_and_zone() {
+    let fed = Federation::start();
+    // A Service the controller must ignore with a reason, without losing the others.
+    fed.fake("fcp").apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "broken"},
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}]}},
+    }));
+    let c = fed.controller(&[]);
+    fed.await_a(GLOBAL, &all_ips());
+    for (_, region, zone, ip) in SEEDS {
+        let region_name = format!("hello-world.default.federation.svc.{region}.example.com");
+        let zone_name = format!("hello-world.default.federation.svc.{zone}.{region}.example.com");
+        let d = fed.await_a(&region_name, &[ip]);
+        assert_eq!(d.answer[0].ttl, 30, "{}", d.raw);
+        fed.await_a(&zone_name, &[ip]);
+    }
+    for (name, ..) in SEEDS {
+        c.await_metric(
+            &format!("fedplane_controller_cluster_connected{{cluster=\"{name}\"}}"),
+            "every cluster connected",
+            |v| v == 1.0,
+        );
+    }
+    assert!(
+        c.daemon.output().contains("not-an-ip"),
+        "the bad ingress is logged:\n{}",
+        c.daemon.output()
+    );
+    assert_eq!(c.metric("fedplane_controller_leader"), 1.0);
+}
+
+#[test]
+fn zone_name_falls_back_to_region_then_global_when_a_cluster_has_no_ready_endpoints() {
+    let fed = Federation::start();
+    let _c = fed.controller(&[]);
+    fed.await_a(FR, &["10.210.1.68"]);
+
+    set_ready(fed.fake("fcp"), "fcp", false);
+    fed.await_cname(FR, EUROPE);
+    let d = fed.await_cname(EUROPE, GLOBAL);
+    assert_eq!(d.answers("A"), ["10.210.2.65", "10.210.3.65"], "{}", d.raw);
+    let d = fed.q(FR);
+    assert_eq!(
+        d.answers("CNAME"),
+        [format!("{EUROPE}."), format!("{GLOBAL}.")],
+        "zone → region → global chain: {}",
+        d.raw
+    );
+    fed.await_a(GLOBAL, &["10.210.2.65", "10.210.3.65"]);
+
+    set_ready(fed.fake("fcp"), "fcp", true);
+    fed.await_a(FR, &["10.210.1.68"]);
+    fed.await_a(GLOBAL, &all_ips());
+}
+
+#[test]
+fn deleted_service_loses_its_names_and_foreign_keys_are_never_touched() {
+    let fed = Federation::start();
+    // ExternalDNS shares the prefix: one record of its own beside ours, and one at exactly a
+    // key we would write.
+    let beside = format!(
+        "/skydns/com/example/svc/federation/default/hello-world/{}",
+        "1a2b3c4d"
+    );
+    let clash = "/skydns/com/example/asia/cn/svc/federation/default/hello-world/chn/10-210-2-65";
+    fed.etcd
+        .put(&beside, r#"{"host":"10.9.9.9","owner":"external-dns"}"#);
+    fed.etcd
+        .put(clash, r#"{"host":"10.210.2.65","owner":"external-dns"}"#);
+    let before: Vec<_> = fed
+        .records()
+        .into_iter()
+        .filter(|(k, ..)| *k == beside || k == clash)
+        .collect();
+
+    let c = fed.controller(&[]);
+    let mut with_foreign = all_ips();
+    with_foreign.push("10.9.9.9");
+    fed.await_a(GLOBAL, &with_foreign);
+    c.await_metric(
+        "fedplane_controller_foreign_keys_total",
+        "the clash to be noticed",
+        |v| v >= 1.0,
+    );
+
+    for (name, ..) in SEEDS {
+        let f = fed.fake(name);
+        assert!(f.delete("v1", "Service", Some("default"), "hello-world"));
+    }
+    fed.await_a(GLOBAL, &["10.9.9.9"]);
+    for name in [EUROPE, FR, AMERICA, US] {
+        fed.await_nxdomain(name);
+    }
+    let after: Vec<_> = fed
+        .records()
+        .into_iter()
+        .filter(|(k, ..)| *k == beside || k == clash)
+        .collect();
+    assert_eq!(before, after, "foreign keys unchanged");
+    assert_eq!(
+        fed.records().len(),
+        2,
+        "only the foreign keys are left: {:?}",
+        fed.records()
+    );
+}
+
+#[test]
+fn unreachable_cluster_keeps_its_records_through_the_grace_period_then_they_are_withdrawn() {
+    let fed = Federation::start();
+    let grace = Duration::from_secs(3);
+    let c = fed.controller(&["--unreachable-grace", "3s"]);
+    fed.await_a(GLOBAL, &all_ips());
+
+    let cut = Instant::now();
+    fed.fake("usa").set_reachable(false);
+    c.await_metric(
+        "fedplane_controller_cluster_connected{cluster=\"usa\"}",
+        "usa to be seen unreachable",
+        |v| v == 0.0,
+    );
+    assert_eq!(
+        fed.q(GLOBAL).answers("A"),
+        all_ips(),
+        "records kept while within the grace period"
+    );
+    fed.await_a(GLOBAL, &["10.210.1.68", "10.210.2.65"]);
+    assert!(
+        cut.elapsed() >= grace,
+        "withdrawn after {:?}, before the grace period",
+        cut.elapsed()
+    );
+    fed.await_cname(US, AMERICA);
+    fed.await_cname(AMERICA, GLOBAL);
+    assert_eq!(
+        c.metric("fedplane_controller_cluster_withdrawn{cluster=\"usa\"}"),
+        1.0
+    );
+    let out = c.daemon.output();
+    assert!(out.contains("cluster unreachable"), "{out}");
+}
+
+#[test]
+fn restarted_controller_writes_nothing_and_waits_for_etcd() {
+    let mut fed = Federation::start();
+    let mut first = fed.controller(&[]);
+    fed.await_a(GLOBAL, &all_ips());
+    first.await_metric("fedplane_controller_records", "nine records", |v| v == 9.0);
+    first.daemon.signal("TERM");
+    assert!(first.daemon.wait_exit(WAIT).success());
+    let before = fed.records();
+
+    let second = fed.controller(&[]);
+    second.await_synced();
+    assert_eq!(second.writes(), 0.0, "{}", second.daemon.output());
+    assert_eq!(fed.records(), before, "no key rewritten");
+    drop(second);
+
+    // etcd down at start: the controller stays up, not ready, and writes once etcd is back.
+    for (name, ..) in SEEDS {
+        set_ready(fed.fake(name), name, false);
+    }
+    fed.etcd.stop();
+    let mut third = fed.controller(&[]);
+    wait_until(WAIT, "readyz to report etcd", || {
+        http_get(&third.http, "/readyz")
+            .filter(|(code, body)| *code == 503 && body.contains("etcd"))
+    });
+    assert!(third.daemon.is_running());
+    fed.etcd.restart();
+    fed.await_cname(FR, EUROPE);
+    assert!(third.daemon.is_running());
+}
+
+#[test]
+fn two_replicas_elect_one_writer_and_the_standby_takes_over() {
+    let fed = Federation::start();
+    let flags = ["--election-ttl", "2s"];
+    let a = fed.controller(&[&flags[..], &["--id", "a"]].concat());
+    let b = fed.controller(&[&flags[..], &["--id", "b"]].concat());
+    fed.await_a(GLOBAL, &all_ips());
+    wait_until(WAIT, "one leader", || {
+        let leaders =
+            a.metric("fedplane_controller_leader") + b.metric("fedplane_controller_leader");
+        (leaders == 1.0).then_some(())
+    });
+    let (mut leader, standby) = if a.metric("fedplane_controller_leader") == 1.0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    set_ready(fed.fake("chn"), "chn", false);
+    fed.await_a(GLOBAL, &["10.210.1.68", "10.210.3.65"]);
+    assert_eq!(standby.metric("fedplane_controller_txns_total"), 0.0);
+    assert_eq!(standby.writes(), 0.0);
+
+    leader.daemon.signal("KILL");
+    leader.daemon.wait_exit(WAIT);
+    standby.await_metric("fedplane_controller_leader", "the standby to lead", |v| {
+        v == 1.0
+    });
+    set_ready(fed.fake("chn"), "chn", true);
+    fed.await_a(GLOBAL, &all_ips());
+}
+
+#[test]
+fn snapshot_once_writes_the_same_records_as_the_live_run() {
+    let fed = Federation::start();
+    let c = fed.controller(&[]);
+    fed.await_a(GLOBAL, &all_ips());
+    c.await_metric("fedplane_controller_records", "nine records", |v| v == 9.0);
+    let live: Vec<(String, String)> = fed.records().into_iter().map(|(k, v, _)| (k, v)).collect();
+
+    let other = Etcd::start();
+    let mut args = vec!["--once".to_owned()];
+    for (name, ..) in SEEDS {
+        args.extend([
+            "--snapshot".into(),
+            format!("{name}={}", seed_file(name).display()),
+        ]);
+    }
+    let mut once = Controller::start(&other, args);
+    assert!(
+        once.daemon.wait_exit(WAIT).success(),
+        "{}",
+        once.daemon.output()
+    );
+    let snap: Vec<(String, String)> = other
+        .dump("/skydns")
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    assert_eq!(live, snap);
+}
