@@ -1,0 +1,404 @@
+//! fedplane-controller at scale: N LoadBalancer Services in each of three member clusters
+//! (test fakes of the Kubernetes API server), real etcd, the real fedplane-controller and
+//! fedplane-dns binaries (release builds). Run with `benches/controller-sync`.
+//!
+//! Measures, each beside a peer measured in the same run:
+//! - full sync: controller start → every record in etcd; peer: the same keys written straight
+//!   into a fresh etcd by one client in transactions of 100, 8 in flight (the cost of the
+//!   writes alone);
+//! - change → answer: one EndpointSlice of one Service turns unready (or ready again) in one
+//!   cluster → the global name's dig answer changes; peer: one etcd put of a record → the
+//!   answer changes (fedplane-dns alone, no controller).
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fedplane_controller::plan::{self, Naming};
+use fedplane_controller::view::{self, ClusterObjects, ViewSettings};
+use fedplane_testkit::kube_fake::{FakeKubeApi, write_kubeconfig};
+use fedplane_testkit::{Daemon, Etcd, free_port, http_get, wait_until, workspace_bin};
+use serde_json::{Value, json};
+
+const CLUSTERS: [(&str, &str, &str); 3] = [
+    ("fcp", "europe", "fr"),
+    ("usa", "america", "us"),
+    ("chn", "asia", "cn"),
+];
+const LONG: Duration = Duration::from_secs(600);
+
+struct Args {
+    services: usize,
+    changes: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        services: 10_000,
+        changes: 100,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{flag} needs a number"))
+        };
+        match flag.as_str() {
+            "--services" => a.services = value(),
+            "--changes" => a.changes = value(),
+            "--bench" => {}
+            other => panic!("unknown argument {other} (use --services N --changes N)"),
+        }
+    }
+    a
+}
+
+fn ingress(cluster: usize, i: usize) -> Ipv4Addr {
+    let [_, _, hi, lo] = u32::try_from(i).expect("index").to_be_bytes();
+    Ipv4Addr::new(10, 100 + u8::try_from(cluster).expect("cluster"), hi, lo)
+}
+
+fn objects(cluster: usize, services: usize) -> Vec<Value> {
+    let (name, region, zone) = CLUSTERS[cluster];
+    let mut v = Vec::with_capacity(2 * services + 2);
+    for n in 1..=2 {
+        v.push(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{name}-node-{n}"),
+            "labels": {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}}}));
+    }
+    for i in 0..services {
+        let svc = format!("svc-{i:05}");
+        v.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": "bench", "name": svc},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": ingress(cluster, i).to_string()}]}}}));
+        v.push(slice(name, &svc, true));
+    }
+    v
+}
+
+fn slice(cluster: &str, svc: &str, ready: bool) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "bench", "name": format!("{svc}-x"),
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.244.1.1"], "nodeName": format!("{cluster}-node-1"), "conditions": {"ready": ready}},
+            {"addresses": ["10.244.2.1"], "nodeName": format!("{cluster}-node-2"), "conditions": {"ready": ready}}]})
+}
+
+fn naming() -> Naming {
+    Naming {
+        prefix: "/skydns".into(),
+        domain: "example.com".into(),
+        federation: "federation".into(),
+        ttl: 30,
+    }
+}
+
+/// The records the controller should end with, computed by the library (for the peer).
+fn desired(cluster_objects: &[Vec<Value>]) -> plan::Desired {
+    let views: Vec<_> = cluster_objects
+        .iter()
+        .enumerate()
+        .map(|(c, objs)| {
+            let mut o = ClusterObjects::default();
+            for obj in objs {
+                let obj = obj.clone();
+                match obj["kind"].as_str() {
+                    Some("Node") => o.nodes.push(serde_json::from_value(obj).expect("node").into()),
+                    Some("Service") => o
+                        .services
+                        .push(serde_json::from_value(obj).expect("svc").into()),
+                    _ => o
+                        .slices
+                        .push(serde_json::from_value(obj).expect("slice").into()),
+                }
+            }
+            let s = ViewSettings {
+                cluster: CLUSTERS[c].0.into(),
+                ..ViewSettings::default()
+            };
+            view::build(&s, &o).0
+        })
+        .collect();
+    plan::plan(&naming(), &views)
+}
+
+/// Writes `keys` into etcd as fast as one client can: transactions of 100 puts, 8 in flight.
+fn bulk_write(etcd: &Etcd, keys: &plan::Desired) -> Duration {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use futures::StreamExt;
+        let client = etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .expect("connect etcd");
+        let pairs: Vec<(&String, &String)> = keys.iter().collect();
+        let t = Instant::now();
+        futures::stream::iter(pairs.chunks(100))
+            .map(|chunk| {
+                let mut c = client.clone();
+                let ops: Vec<_> = chunk
+                    .iter()
+                    .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+                    .collect();
+                async move { c.txn(etcd_client::Txn::new().and_then(ops)).await }
+            })
+            .buffered(8)
+            .for_each(|r| async move {
+                r.expect("txn");
+            })
+            .await;
+        t.elapsed()
+    })
+}
+
+fn count(etcd: &Etcd) -> usize {
+    etcd.ctl(&["get", "--prefix", "/skydns", "--count-only", "-w", "json"])
+        .split("\"count\":")
+        .nth(1)
+        .and_then(|s| s.trim_end_matches(['}', '\n']).parse().ok())
+        .unwrap_or(0)
+}
+
+/// A DNS A query for `name` with ID `id`.
+fn query(name: &str, id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(u8::try_from(label.len()).expect("label"));
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The A addresses in a response (answer section), sorted.
+fn a_records(resp: &[u8]) -> Vec<Ipv4Addr> {
+    let skip_name = |mut p: usize| -> usize {
+        while p < resp.len() {
+            let len = resp[p];
+            if len & 0xc0 == 0xc0 {
+                return p + 2;
+            }
+            p += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        p
+    };
+    let ancount = usize::from(u16::from_be_bytes([resp[6], resp[7]]));
+    let mut p = skip_name(12) + 4;
+    let mut out = Vec::new();
+    for _ in 0..ancount {
+        p = skip_name(p);
+        if p + 10 > resp.len() {
+            break;
+        }
+        let rtype = u16::from_be_bytes([resp[p], resp[p + 1]]);
+        let len = usize::from(u16::from_be_bytes([resp[p + 8], resp[p + 9]]));
+        p += 10;
+        if rtype == 1 && len == 4 && p + 4 <= resp.len() {
+            out.push(Ipv4Addr::new(resp[p], resp[p + 1], resp[p + 2], resp[p + 3]));
+        }
+        p += len;
+    }
+    out.sort();
+    out
+}
+
+/// Polls `name` on the DNS server until its A answer equals `want`; returns when it did.
+fn await_answer(sock: &UdpSocket, name: &str, want: &[Ipv4Addr]) -> Instant {
+    let mut buf = [0u8; 1500];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut id = 0u16;
+    loop {
+        id = id.wrapping_add(1);
+        sock.send(&query(name, id)).expect("send query");
+        if let Ok(n) = sock.recv(&mut buf)
+            && n > 12
+            && buf[..2] == id.to_be_bytes()
+            && a_records(&buf[..n]) == want
+        {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "{name} never answered {want:?}");
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn main() {
+    let a = args();
+    eprintln!(
+        "fedplane-controller bench: {} Services x 3 clusters, {} changes",
+        a.services, a.changes
+    );
+    let cluster_objects: Vec<Vec<Value>> = (0..3).map(|c| objects(c, a.services)).collect();
+    let want = desired(&cluster_objects);
+
+    // Peer: the same keys written straight into a fresh etcd.
+    let peer_etcd = Etcd::start();
+    let peer_full = bulk_write(&peer_etcd, &want);
+    assert_eq!(count(&peer_etcd), want.len());
+    drop(peer_etcd);
+
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fakes: Vec<FakeKubeApi> = cluster_objects
+        .iter()
+        .map(|objs| {
+            let f = FakeKubeApi::start();
+            for o in objs {
+                f.apply(o.clone());
+            }
+            f
+        })
+        .collect();
+    let contexts: Vec<(&str, &FakeKubeApi)> = CLUSTERS.iter().map(|c| c.0).zip(&fakes).collect();
+    let kubeconfig = write_kubeconfig(dir.path(), &contexts);
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<String> = [
+        "--domain",
+        "example.com.",
+        "--federation",
+        "federation",
+        "--etcd-endpoints",
+        &etcd.endpoint(),
+        "--http",
+        &http,
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    for (name, ..) in CLUSTERS {
+        args.extend(["--context".into(), name.into()]);
+    }
+    let t = Instant::now();
+    let controller = Daemon::start(
+        Path::new(env!("CARGO_BIN_EXE_fedplane-controller")),
+        &args,
+        &[("RUST_LOG", "warn")],
+    );
+    wait_until(LONG, "every record in etcd", || {
+        (count(&etcd) >= want.len()).then_some(())
+    });
+    let full = t.elapsed();
+    assert_eq!(
+        etcd.dump("/skydns")
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect::<plan::Desired>(),
+        want
+    );
+
+    let dns_port = free_port();
+    let dns_http = format!("127.0.0.1:{}", free_port());
+    let _dns = Daemon::start(
+        &workspace_bin("fedplane-dns"),
+        &[
+            "--zone".into(),
+            "example.com.".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{dns_port}"),
+            "--http".into(),
+            dns_http.clone(),
+            "--etcd-endpoints".into(),
+            etcd.endpoint(),
+        ],
+        &[("RUST_LOG", "warn")],
+    );
+    wait_until(LONG, "fedplane-dns ready", || {
+        http_get(&dns_http, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.connect(("127.0.0.1", dns_port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+
+    // fedplane: an EndpointSlice turns unready (then ready) → the global answer changes.
+    let mut fed = Vec::with_capacity(a.changes);
+    let mut state = 0x2545_f491_u64;
+    for _ in 0..a.changes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let i = usize::try_from(state % a.services as u64).expect("index");
+        let svc = format!("svc-{i:05}");
+        let name = format!("{svc}.bench.federation.svc.example.com");
+        let all: Vec<Ipv4Addr> = (0..3).map(|c| ingress(c, i)).collect();
+        let without: Vec<Ipv4Addr> = all[1..].to_vec();
+        await_answer(&sock, &name, &all);
+        let t = Instant::now();
+        fakes[0].apply(slice("fcp", &svc, false));
+        fed.push(await_answer(&sock, &name, &without) - t);
+        fakes[0].apply(slice("fcp", &svc, true));
+        await_answer(&sock, &name, &all);
+    }
+    // Peer: fedplane-dns alone, a record put straight into etcd.
+    let mut direct = Vec::with_capacity(a.changes);
+    for n in 0..a.changes {
+        let name = format!("direct-{n}.bench.example.com");
+        let key = format!("/skydns/com/example/bench/direct-{n}/x");
+        let ip = Ipv4Addr::new(10, 99, 0, 1);
+        let t = Instant::now();
+        etcd.put(&key, &format!("{{\"host\":\"{ip}\"}}"));
+        direct.push(await_answer(&sock, &name, &[ip]) - t);
+    }
+    fed.sort();
+    direct.sort();
+    let rss = rss_mib(controller.pid());
+
+    println!();
+    println!(
+        "| {} Services x 3 clusters ({} records) | fedplane-controller | peer | fedplane / peer |",
+        a.services,
+        want.len()
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| full sync: start → every record in etcd | {:.2} s | {:.2} s (same keys, bulk txns straight into etcd) | {:.2} |",
+        full.as_secs_f64(),
+        peer_full.as_secs_f64(),
+        full.as_secs_f64() / peer_full.as_secs_f64()
+    );
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let f = percentile(&fed, p);
+        let d = percentile(&direct, p);
+        println!(
+            "| change → dig answer {label} ({} changes) | {:.1} ms | {:.1} ms (etcd put → answer, fedplane-dns alone) | {:.1} |",
+            a.changes,
+            ms(f),
+            ms(d),
+            ms(f) / ms(d)
+        );
+    }
+    println!("| controller peak RSS | {rss:.0} MiB | – | – |");
+    println!();
+    println!(
+        "The change path is the kube watch, the 50 ms debounce, the plan and diff, the etcd \
+         write and fedplane-dns's etcd watch; the peer path is only the last. The three fake \
+         API servers run in the bench process on the same 2 cores."
+    );
+    drop(controller);
+}
