@@ -12,6 +12,7 @@
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedplane_controller::plan::{self, Naming};
@@ -105,14 +106,12 @@ fn desired(cluster_objects: &[Vec<Value>]) -> plan::Desired {
             let mut o = ClusterObjects::default();
             for obj in objs {
                 let obj = obj.clone();
-                match obj["kind"].as_str() {
-                    Some("Node") => o.nodes.push(serde_json::from_value(obj).expect("node").into()),
-                    Some("Service") => o
-                        .services
-                        .push(serde_json::from_value(obj).expect("svc").into()),
-                    _ => o
-                        .slices
-                        .push(serde_json::from_value(obj).expect("slice").into()),
+                let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+                let (nodes, services, slices) = (&mut o.nodes, &mut o.services, &mut o.slices);
+                match kind.as_str() {
+                    "Node" => nodes.push(Arc::new(serde_json::from_value(obj).expect("node"))),
+                    "Service" => services.push(Arc::new(serde_json::from_value(obj).expect("svc"))),
+                    _ => slices.push(Arc::new(serde_json::from_value(obj).expect("slice"))),
                 }
             }
             let s = ViewSettings {
@@ -153,12 +152,22 @@ fn bulk_write(etcd: &Etcd, keys: &plan::Desired) -> Duration {
     })
 }
 
+/// Keys under /skydns (etcdctl 3.4 has no --count-only).
 fn count(etcd: &Etcd) -> usize {
-    etcd.ctl(&["get", "--prefix", "/skydns", "--count-only", "-w", "json"])
-        .split("\"count\":")
-        .nth(1)
-        .and_then(|s| s.trim_end_matches(['}', '\n']).parse().ok())
-        .unwrap_or(0)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .expect("connect etcd");
+        let opts = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
+        let resp = client.get("/skydns/", Some(opts)).await.expect("count");
+        usize::try_from(resp.count()).unwrap_or(0)
+    })
 }
 
 /// A DNS A query for `name` with ID `id`.
@@ -200,7 +209,12 @@ fn a_records(resp: &[u8]) -> Vec<Ipv4Addr> {
         let len = usize::from(u16::from_be_bytes([resp[p + 8], resp[p + 9]]));
         p += 10;
         if rtype == 1 && len == 4 && p + 4 <= resp.len() {
-            out.push(Ipv4Addr::new(resp[p], resp[p + 1], resp[p + 2], resp[p + 3]));
+            out.push(Ipv4Addr::new(
+                resp[p],
+                resp[p + 1],
+                resp[p + 2],
+                resp[p + 3],
+            ));
         }
         p += len;
     }
@@ -355,14 +369,22 @@ fn main() {
         fakes[0].apply(slice("fcp", &svc, true));
         await_answer(&sock, &name, &all);
     }
-    // Peer: fedplane-dns alone, a record put straight into etcd.
+    // Peer: fedplane-dns alone, a record put straight into etcd by a connected client.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut client = rt
+        .block_on(etcd_client::Client::connect([etcd.endpoint()], None))
+        .expect("connect etcd");
     let mut direct = Vec::with_capacity(a.changes);
     for n in 0..a.changes {
         let name = format!("direct-{n}.bench.example.com");
         let key = format!("/skydns/com/example/bench/direct-{n}/x");
         let ip = Ipv4Addr::new(10, 99, 0, 1);
         let t = Instant::now();
-        etcd.put(&key, &format!("{{\"host\":\"{ip}\"}}"));
+        rt.block_on(client.put(key, format!("{{\"host\":\"{ip}\"}}"), None))
+            .expect("put");
         direct.push(await_answer(&sock, &name, &[ip]) - t);
     }
     fed.sort();

@@ -31,8 +31,9 @@ pub struct Cli {
     pub federation: String,
     #[command(flatten)]
     pub etcd: EtcdFlags,
-    /// kubeconfig holding the member clusters' contexts [default: $KUBECONFIG]
-    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    /// kubeconfig holding the member clusters' contexts [default: $KUBECONFIG (merged as
+    /// kubectl does), else ~/.kube/config]
+    #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Member cluster from a kubeconfig context; NAME=CONTEXT when the context is not a DNS
     /// label (repeatable)
@@ -120,7 +121,7 @@ pub struct Settings {
     pub naming: Naming,
     /// etcd.
     pub etcd: EtcdSettings,
-    /// kubeconfig file (when a context is used).
+    /// kubeconfig file; `None`: `$KUBECONFIG` or `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
     /// Member clusters in command-line order.
     pub clusters: Vec<ClusterConfig>,
@@ -204,11 +205,6 @@ impl Settings {
                     .into(),
             ));
         }
-        if !cli.contexts.is_empty() && cli.kubeconfig.is_none() {
-            return Err(ConfigError(
-                "--context needs --kubeconfig (or KUBECONFIG)".into(),
-            ));
-        }
         for (flag, list, is_region) in [
             ("--cluster-region", &cli.cluster_regions, true),
             ("--cluster-zone", &cli.cluster_zones, false),
@@ -231,7 +227,7 @@ impl Settings {
         let election = cli
             .election
             .unwrap_or_else(|| format!("/fedplane/controller/{}", cli.federation));
-        if election.starts_with(&format!("{}/", etcd.prefix)) {
+        if election == etcd.prefix || election.starts_with(&format!("{}/", etcd.prefix)) {
             return Err(ConfigError(format!(
                 "--election {election} is under --etcd-prefix {}: fedplane-dns would serve it",
                 etcd.prefix
@@ -318,7 +314,6 @@ mod tests {
     fn bad_settings_are_clear_errors() {
         for (args, want) in [
             (&[][..], "no member cluster"),
-            (&["--context", "fcp"][..], "--kubeconfig"),
             (&["--snapshot", "fcp"][..], "NAME=VALUE"),
             (&["--snapshot", "Bad_Name=/f"][..], "NAME=CONTEXT"),
             (&["--snapshot", "a=/f", "--snapshot", "a=/g"][..], "twice"),

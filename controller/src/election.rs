@@ -12,6 +12,9 @@ use tracing::{info, warn};
 
 use crate::store::{Fence, StoreError};
 
+/// Bound on resigning and revoking, so SIGTERM does not hang on a silent etcd.
+const STEP_DOWN: Duration = Duration::from_secs(2);
+
 /// Leadership won in an election; lost when the lease cannot be kept alive.
 pub struct Leadership {
     client: Client,
@@ -54,23 +57,17 @@ pub async fn campaign(
         }
     };
     match campaign.await {
-        Ok(mut resp) => match resp.take_leader() {
-            Some(leader) => Ok(Leadership {
-                client,
-                leader,
-                lease,
-                lost,
-                keepalive,
-            }),
-            None => {
-                keepalive.abort();
-                Err(StoreError::LostLeadership(name.to_owned()))
-            }
-        },
-        Err(e) => {
+        Ok(mut resp) if resp.leader().is_some() => Ok(Leadership {
+            client,
+            leader: resp.take_leader().unwrap_or_default(),
+            lease,
+            lost,
+            keepalive,
+        }),
+        other => {
             keepalive.abort();
-            let _ = client.lease_revoke(lease).await;
-            Err(e)
+            let _ = tokio::time::timeout(STEP_DOWN, client.lease_revoke(lease)).await;
+            other.and(Err(StoreError::LostLeadership(name.to_owned())))
         }
     }
 }
@@ -103,11 +100,12 @@ impl Leadership {
     pub async fn resign(mut self) {
         self.keepalive.abort();
         let opts = ResignOptions::new().with_leader(self.leader.clone());
-        if let Err(e) = self.client.resign(Some(opts)).await {
-            warn!(error = %e, "could not resign; the lease will expire instead");
+        match tokio::time::timeout(STEP_DOWN, self.client.resign(Some(opts))).await {
+            Ok(Ok(_)) => info!("resigned leadership"),
+            Ok(Err(e)) => warn!(error = %e, "could not resign; the lease will expire instead"),
+            Err(_) => warn!("etcd did not answer the resignation; the lease will expire instead"),
         }
-        let _ = self.client.lease_revoke(self.lease).await;
-        info!("resigned leadership");
+        let _ = tokio::time::timeout(STEP_DOWN, self.client.lease_revoke(self.lease)).await;
     }
 }
 
@@ -133,7 +131,11 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: Cancell
             return;
         }
         if stream.is_none() {
-            stream = client.lease_keep_alive(lease).await.ok();
+            let left = ttl.saturating_sub(last_ok.elapsed());
+            stream = tokio::time::timeout(left, client.lease_keep_alive(lease))
+                .await
+                .ok()
+                .and_then(Result::ok);
         }
         let ok = match stream.as_mut() {
             Some((keeper, responses)) => {

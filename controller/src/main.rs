@@ -55,19 +55,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    let kubeconfig = match &settings.kubeconfig {
-        Some(p)
-            if settings
-                .clusters
-                .iter()
-                .any(|c| matches!(c.source, Source::Context(_))) =>
-        {
-            Some(
-                Kubeconfig::read_from(p)
-                    .with_context(|| format!("cannot read kubeconfig {}", p.display()))?,
-            )
-        }
-        _ => None,
+    let kubeconfig = if settings
+        .clusters
+        .iter()
+        .any(|c| matches!(c.source, Source::Context(_)))
+    {
+        Some(match &settings.kubeconfig {
+            Some(p) => Kubeconfig::read_from(p)
+                .with_context(|| format!("cannot read kubeconfig {}", p.display()))?,
+            None => Kubeconfig::read().context(
+                "cannot read the kubeconfig from $KUBECONFIG or ~/.kube/config; give --kubeconfig",
+            )?,
+        })
+    } else {
+        None
     };
     let mut clusters = Vec::new();
     for c in &settings.clusters {
@@ -85,7 +86,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                     context: Some(context.clone()),
                     ..KubeConfigOptions::default()
                 };
-                let kc = kubeconfig.clone().context("a context needs --kubeconfig")?;
+                let kc = kubeconfig.clone().context("a context needs a kubeconfig")?;
                 let config = kube::Config::from_custom_kubeconfig(kc, &options)
                     .await
                     .with_context(|| format!("cluster {name}: kubeconfig context {context:?}"))?;

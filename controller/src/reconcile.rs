@@ -87,6 +87,8 @@ pub struct Reconciler {
     cache: Vec<Option<(u64, ClusterView)>>,
     /// Per cluster: what was reported as ignored, so each is logged once.
     reported: Vec<BTreeSet<Ignored>>,
+    /// Per cluster: its contribution at the last plan, so changes are logged once.
+    contributions: Vec<Option<Contribution>>,
 }
 
 enum Wake {
@@ -114,6 +116,7 @@ impl Reconciler {
             started: Instant::now(),
             cache: vec![None; n],
             reported: vec![BTreeSet::new(); n],
+            contributions: vec![None; n],
         }
     }
 
@@ -164,7 +167,10 @@ impl Reconciler {
                     }
                 }
             };
-            let mut store = Store::new(client.clone(), &self.opts.naming.prefix, owner.clone());
+            // Only the keys under our domain: another federation of the same name in another
+            // domain may share the prefix.
+            let root = self.opts.naming.key(&self.opts.naming.domain);
+            let mut store = Store::new(client.clone(), &root, owner.clone());
             match self.serve(&mut store, leadership.as_ref(), &cancel).await {
                 Ok(()) => {
                     if let Some(l) = leadership {
@@ -241,8 +247,11 @@ impl Reconciler {
         leadership: Option<&Leadership>,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
+        // A replica elected late has its own start grace: clusters it has not listed yet are
+        // waited for, not withdrawn at once.
+        self.started = Instant::now();
         let read = store.load().await?;
-        info!(keys = read, ours = store.owned().len(), prefix = %self.opts.naming.prefix, "read our keys from etcd");
+        info!(keys = read, ours = store.owned().len(), under = %self.opts.naming.key(&self.opts.naming.domain), "read our keys from etcd");
         let fence = leadership.map(Leadership::fence);
         let lost = leadership.map_or_else(CancellationToken::new, Leadership::lost);
         let mut next_resync = tokio::time::Instant::now() + self.opts.resync;
@@ -255,15 +264,17 @@ impl Reconciler {
                         Wake::Lost => {
                             return Err(StoreError::LostLeadership(self.opts.election.clone()));
                         }
-                        Wake::Changed | Wake::Resync => {}
+                        Wake::Changed => {}
+                        Wake::Resync => {
+                            next_resync = tokio::time::Instant::now() + self.opts.resync;
+                        }
                     },
                 }
             };
             let t = Instant::now();
             let desired = plan::plan(&self.opts.naming, &views);
-            let changes = plan::diff(&desired, store.owned());
+            let changes = store.without_foreign(plan::diff(&desired, store.owned()));
             metrics::gauge!("fedplane_controller_records").set(desired.len() as f64);
-            metrics::counter!("fedplane_controller_syncs_total").increment(1);
             if self.opts.dry_run {
                 print_changes(&changes);
                 store.pretend(changes);
@@ -282,7 +293,12 @@ impl Reconciler {
                 info!(changes = n, puts = applied.puts, deletes = applied.deletes, txns = applied.txns,
                       conflicts = applied.conflicts, foreign = applied.foreign,
                       records = desired.len(), took = ?t.elapsed(), "synced");
+                if applied.conflicts > 0 {
+                    // What the conflicting keys hold now is known: plan again at once.
+                    self.changed.notify_one();
+                }
             }
+            metrics::counter!("fedplane_controller_syncs_total").increment(1);
             metrics::histogram!("fedplane_controller_sync_seconds")
                 .record(t.elapsed().as_secs_f64());
             self.status.set(None);
@@ -340,9 +356,20 @@ impl Reconciler {
             let link = c.link();
             let name = &c.view.cluster;
             let contribution = reach::contribution(link, self.started, now, self.opts.grace);
-            let connected = matches!(link, reach::Link::Connected);
-            metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => name.clone())
-                .set(f64::from(u8::from(connected)));
+            if self.contributions[i] != Some(contribution) {
+                match contribution {
+                    Contribution::Withdrawn => warn!(cluster = %name, grace = ?self.opts.grace,
+                        "cluster unreachable (or never listed) past the grace period: its records are withdrawn"),
+                    Contribution::Held => {
+                        info!(cluster = %name, "cluster unreachable: holding its last records")
+                    }
+                    Contribution::Live if self.contributions[i].is_some() => {
+                        info!(cluster = %name, "cluster live again: publishing its current records");
+                    }
+                    Contribution::Live | Contribution::Wait => {}
+                }
+                self.contributions[i] = Some(contribution);
+            }
             metrics::gauge!("fedplane_controller_cluster_withdrawn", "cluster" => name.clone())
                 .set(f64::from(u8::from(contribution == Contribution::Withdrawn)));
             match contribution {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
@@ -24,6 +25,11 @@ use crate::reach::Link;
 use crate::view::{ClusterObjects, ViewSettings};
 
 const KINDS: [&str; 3] = ["Node", "Service", "EndpointSlice"];
+/// Watches are re-made this often (the API server's `timeoutSeconds`), so a connection that
+/// went silent without closing is noticed within a minute, not the default five.
+const WATCH_TIMEOUT: u32 = 60;
+/// While a kind's watch fails, how often a one-item list checks whether the cluster answers.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct LinkState {
@@ -82,6 +88,8 @@ impl Cluster {
             listed: [true; 3],
             ..LinkState::default()
         };
+        metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => view.cluster.clone())
+            .set(1.0);
         Self {
             view,
             state: Arc::new(Mutex::new(state)),
@@ -98,6 +106,8 @@ impl Cluster {
         tasks: &mut JoinSet<()>,
     ) -> Self {
         let state = Arc::new(Mutex::new(LinkState::default()));
+        metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => view.cluster.clone())
+            .set(0.0);
         let w = Watch {
             cluster: view.cluster.clone(),
             state: state.clone(),
@@ -167,24 +177,54 @@ impl Watch {
         let (reader, writer) = reflector::store();
         let stream = reflector::reflector(
             writer,
-            watch(api, watcher::Config::default()).default_backoff(),
+            watch(
+                api.clone(),
+                watcher::Config::default().timeout(WATCH_TIMEOUT),
+            )
+            .default_backoff(),
         );
         let this = self.clone();
         tasks.spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            let mut probe = tokio::time::interval(PROBE_EVERY);
             loop {
-                let next = tokio::select! {
+                let failing = this.lock().failing[index];
+                tokio::select! {
                     () = this.cancel.cancelled() => return,
-                    next = stream.next() => next,
-                };
-                match next {
-                    Some(Ok(event)) => this.on_event(index, &event),
-                    Some(Err(e)) => this.on_error(index, &e),
-                    None => return,
+                    next = stream.next() => match next {
+                        Some(Ok(event)) => this.on_event(index, &event),
+                        Some(Err(e)) => this.on_error(index, &e),
+                        None => return,
+                    },
+                    // A watch that resumes after an error emits no event, so while failing a
+                    // cheap list tells when the cluster answers again.
+                    _ = probe.tick(), if failing => {
+                        if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+                            this.recovered(index);
+                        }
+                    }
                 }
             }
         });
         reader
+    }
+
+    fn recovered(&self, index: usize) {
+        let mut s = self.lock();
+        s.failing[index] = false;
+        if s.failing_since.is_some() && !s.failing.iter().any(|f| *f) {
+            info!(cluster = %self.cluster, "cluster reachable again");
+            s.failing_since = None;
+            drop(s);
+            self.gauge();
+            self.changed.notify_one();
+        }
+    }
+
+    fn gauge(&self) {
+        let connected = self.lock().link() == Link::Connected;
+        metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => self.cluster.clone())
+            .set(f64::from(u8::from(connected)));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
@@ -204,15 +244,12 @@ impl Watch {
             };
             if done {
                 s.generation += 1;
-                s.failing[index] = false;
-                if s.failing_since.is_some() && !s.failing.iter().any(|f| *f) {
-                    info!(cluster = %self.cluster, "cluster reachable again");
-                    s.failing_since = None;
-                }
             }
             done
         };
         if changed {
+            self.recovered(index);
+            self.gauge();
             self.changed.notify_one();
         }
     }
@@ -233,6 +270,7 @@ impl Watch {
                   "cluster unreachable; keeping its last records for the grace period");
             s.failing_since = Some(Instant::now());
             drop(s);
+            self.gauge();
             self.changed.notify_one();
         }
     }

@@ -102,7 +102,8 @@ async fn bounded<T>(
 }
 
 impl Store {
-    /// A store for keys under `prefix` marked with `owner`; nothing is read yet.
+    /// A store for keys under `prefix` (the key of our domain, e.g. `/skydns/com/example`)
+    /// marked with `owner`; nothing is read yet.
     pub fn new(client: Client, prefix: &str, owner: String) -> Self {
         Self {
             client,
@@ -167,6 +168,16 @@ impl Store {
         Ok(read)
     }
 
+    /// `changes` without the creates of keys known to be someone else's (found at a
+    /// conflict; forgotten at the next [`Store::load`], so a key its owner deleted is ours to
+    /// write again).
+    pub fn without_foreign(&self, changes: Vec<Change>) -> Vec<Change> {
+        changes
+            .into_iter()
+            .filter(|c| !matches!(c, Change::Create { key, .. } if self.foreign.contains(key)))
+            .collect()
+    }
+
     /// Writes `changes` (from [`crate::plan::diff`] against [`Store::owned`]), fenced on
     /// `fence` when given.
     pub async fn apply(
@@ -175,15 +186,7 @@ impl Store {
         fence: Option<&Fence>,
     ) -> Result<Applied, StoreError> {
         let mut applied = Applied::default();
-        let changes: Vec<Change> = changes
-            .into_iter()
-            .filter(|c| {
-                let skip = matches!(c, Change::Create { key, .. } if self.foreign.contains(key));
-                applied.foreign += usize::from(skip);
-                !skip
-            })
-            .collect();
-        let batches: Vec<Vec<Change>> = changes.chunks(MAX_OPS).map(<[_]>::to_vec).collect();
+        let batches = batches(changes);
         let results: Vec<_> = futures::stream::iter(batches)
             .map(|batch| {
                 let mut client = self.client.clone();
@@ -307,6 +310,35 @@ impl Store {
                 String::from_utf8_lossy(&f.key).into_owned(),
             )),
         }
+    }
+}
+
+/// Splits changes (in key order) into transactions of about [`MAX_OPS`], never splitting the
+/// keys of one name: a name turns from CNAME to addresses (or back) in one transaction, so no
+/// reader sees both or neither.
+fn batches(changes: Vec<Change>) -> Vec<Vec<Change>> {
+    let mut out: Vec<Vec<Change>> = Vec::new();
+    let mut current: Vec<Change> = Vec::new();
+    for c in changes {
+        let boundary = current
+            .last()
+            .is_none_or(|last| name_key(last.key()) != name_key(c.key()));
+        if current.len() >= MAX_OPS && boundary {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The key of the name a record key belongs to: `<name>/_cname` or `<name>/<cluster>/<address>`.
+fn name_key(key: &str) -> &str {
+    match key.strip_suffix(crate::plan::CNAME_LEAF) {
+        Some(name) => name.trim_end_matches('/'),
+        None => key.rsplitn(3, '/').nth(2).unwrap_or(key),
     }
 }
 

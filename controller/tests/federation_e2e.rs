@@ -346,13 +346,30 @@ fn unreachable_cluster_keeps_its_records_through_the_grace_period_then_they_are_
     let c = fed.controller(&["--unreachable-grace", "3s"]);
     fed.await_a(GLOBAL, &all_ips());
 
+    let usa_connected = "fedplane_controller_cluster_connected{cluster=\"usa\"}";
+
+    // A short outage: usa is seen unreachable, then reachable again, and keeps its records
+    // for good.
     let cut = Instant::now();
     fed.fake("usa").set_reachable(false);
-    c.await_metric(
-        "fedplane_controller_cluster_connected{cluster=\"usa\"}",
-        "usa to be seen unreachable",
-        |v| v == 0.0,
-    );
+    c.await_metric(usa_connected, "usa to be seen unreachable", |v| v == 0.0);
+    fed.fake("usa").set_reachable(true);
+    c.await_metric(usa_connected, "usa to be seen reachable again", |v| {
+        v == 1.0
+    });
+    while cut.elapsed() < grace + Duration::from_secs(1) {
+        assert_eq!(
+            fed.q(GLOBAL).answers("A"),
+            all_ips(),
+            "usa's records stay after a short outage"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A long one: held through the grace period, then withdrawn.
+    let cut = Instant::now();
+    fed.fake("usa").set_reachable(false);
+    c.await_metric(usa_connected, "usa to be seen unreachable", |v| v == 0.0);
     assert_eq!(
         fed.q(GLOBAL).answers("A"),
         all_ips(),
@@ -371,7 +388,12 @@ fn unreachable_cluster_keeps_its_records_through_the_grace_period_then_they_are_
         1.0
     );
     let out = c.daemon.output();
-    assert!(out.contains("cluster unreachable"), "{out}");
+    assert!(out.contains("records are withdrawn"), "{out}");
+
+    // Back: its records return.
+    fed.fake("usa").set_reachable(true);
+    fed.await_a(GLOBAL, &all_ips());
+    fed.await_a(US, &["10.210.3.65"]);
 }
 
 #[test]
@@ -428,13 +450,35 @@ fn two_replicas_elect_one_writer_and_the_standby_takes_over() {
     assert_eq!(standby.metric("fedplane_controller_txns_total"), 0.0);
     assert_eq!(standby.writes(), 0.0);
 
-    leader.daemon.signal("KILL");
-    leader.daemon.wait_exit(WAIT);
+    // The leader freezes past its lease: the standby takes over; when the old leader thaws,
+    // its writes are fenced off and it stands by.
+    leader.daemon.signal("STOP");
     standby.await_metric("fedplane_controller_leader", "the standby to lead", |v| {
         v == 1.0
     });
     set_ready(fed.fake("chn"), "chn", true);
     fed.await_a(GLOBAL, &all_ips());
+    set_ready(fed.fake("fcp"), "fcp", false);
+    leader.daemon.signal("CONT");
+    leader.await_metric(
+        "fedplane_controller_leader",
+        "the old leader to stand by",
+        |v| v == 0.0,
+    );
+    fed.await_a(GLOBAL, &["10.210.2.65", "10.210.3.65"]);
+    let out = leader.daemon.output();
+    assert!(out.contains("leadership lost"), "{out}");
+
+    // And a crash: the one left leads again.
+    drop(standby);
+    leader.await_metric(
+        "fedplane_controller_leader",
+        "the old leader to lead again",
+        |v| v == 1.0,
+    );
+    set_ready(fed.fake("fcp"), "fcp", true);
+    fed.await_a(GLOBAL, &all_ips());
+    assert!(leader.daemon.is_running());
 }
 
 #[test]
@@ -453,6 +497,21 @@ fn snapshot_once_writes_the_same_records_as_the_live_run() {
             format!("{name}={}", seed_file(name).display()),
         ]);
     }
+    // --dry-run prints the nine creates and writes nothing.
+    let mut dry = Controller::start(&other, [&args[..], &["--dry-run".to_owned()]].concat());
+    assert!(
+        dry.daemon.wait_exit(WAIT).success(),
+        "{}",
+        dry.daemon.output()
+    );
+    let printed = dry.daemon.output();
+    let creates = printed
+        .lines()
+        .filter(|l| l.starts_with("+ /skydns/"))
+        .count();
+    assert_eq!(creates, 9, "{printed}");
+    assert!(other.dump("/skydns").is_empty(), "--dry-run wrote nothing");
+
     let mut once = Controller::start(&other, args);
     assert!(
         once.daemon.wait_exit(WAIT).success(),

@@ -294,7 +294,12 @@ proptest! {
                 }
                 let c = clusters.iter().find(|c| c.name == *leaf).expect("leaf is a cluster");
                 let ip: IpAddr = v.host.parse().expect("address");
-                prop_assert!(c.services.values().any(|h| h.healthy() && h.ingress.contains(&ip)));
+                let svc = ServiceId {
+                    namespace: "ns".into(),
+                    name: name.rsplit('/').next().expect("service label").to_owned(),
+                };
+                let h = c.services.get(&svc).expect("the cluster has the key's service");
+                prop_assert!(h.healthy() && h.ingress.contains(&ip), "{name}/{leaf}: {ip}");
             }
         }
         for c in &clusters {
