@@ -118,6 +118,66 @@ pub type Desired = BTreeMap<String, String>;
 
 /// Computes every record the clusters call for.
 pub fn plan(naming: &Naming, clusters: &[ClusterView]) -> Desired {
+    let mut out = Desired::new();
+    let services: BTreeSet<&ServiceId> = clusters.iter().flat_map(|c| c.services.keys()).collect();
+    for svc in services {
+        plan_service(naming, clusters, svc, &mut out);
+    }
+    out
+}
+
+/// Brings `desired` (the plan of `old`) to the plan of `new`, recomputing only the Services
+/// whose health changed in some cluster. Returns the keys that may have changed, or `None`
+/// when the clusters or their localities changed and `desired` was recomputed whole.
+pub fn replan(
+    naming: &Naming,
+    old: &[ClusterView],
+    new: &[ClusterView],
+    desired: &mut Desired,
+) -> Option<BTreeSet<String>> {
+    let same_clusters = old.len() == new.len()
+        && old
+            .iter()
+            .zip(new)
+            .all(|(o, n)| o.name == n.name && o.localities == n.localities);
+    if !same_clusters {
+        *desired = plan(naming, new);
+        return None;
+    }
+    let mut changed: BTreeSet<&ServiceId> = BTreeSet::new();
+    for (o, n) in old.iter().zip(new) {
+        if o.services == n.services {
+            continue;
+        }
+        for (id, h) in &o.services {
+            if n.services.get(id) != Some(h) {
+                changed.insert(id);
+            }
+        }
+        for (id, h) in &n.services {
+            if o.services.get(id) != Some(h) {
+                changed.insert(id);
+            }
+        }
+    }
+    let mut keys = BTreeSet::new();
+    for svc in changed {
+        let mut before = Desired::new();
+        plan_service(naming, old, svc, &mut before);
+        let mut after = Desired::new();
+        plan_service(naming, new, svc, &mut after);
+        for k in before.keys() {
+            desired.remove(k);
+        }
+        keys.extend(before.into_keys());
+        keys.extend(after.keys().cloned());
+        desired.extend(after);
+    }
+    Some(keys)
+}
+
+/// Adds the records of one Service to `out`.
+fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out: &mut Desired) {
     let owner = naming.owner();
     let value = |host: String| {
         serde_json::to_string(&OwnedValue {
@@ -127,69 +187,64 @@ pub fn plan(naming: &Naming, clusters: &[ClusterView]) -> Desired {
         })
         .unwrap_or_default()
     };
-    let mut out = Desired::new();
-    let services: BTreeSet<&ServiceId> = clusters.iter().flat_map(|c| c.services.keys()).collect();
-    for svc in services {
-        let mut zones: BTreeSet<&Locality> = BTreeSet::new();
-        // (cluster, its addresses, the localities it is healthy in)
-        let mut healthy: Vec<(&str, &[IpAddr], BTreeSet<&Locality>)> = Vec::new();
-        for c in clusters {
-            let Some(h) = c.services.get(svc) else {
-                continue;
+    let mut zones: BTreeSet<&Locality> = BTreeSet::new();
+    // (cluster, its addresses, the localities it is healthy in)
+    let mut healthy: Vec<(&str, &[IpAddr], BTreeSet<&Locality>)> = Vec::new();
+    for c in clusters {
+        let Some(h) = c.services.get(svc) else {
+            continue;
+        };
+        zones.extend(&c.localities);
+        zones.extend(&h.ready_localities);
+        if h.healthy() {
+            let at = if h.ready_localities.is_empty() {
+                c.localities.iter().collect()
+            } else {
+                h.ready_localities.iter().collect()
             };
-            zones.extend(&c.localities);
-            zones.extend(&h.ready_localities);
-            if h.healthy() {
-                let at = if h.ready_localities.is_empty() {
-                    c.localities.iter().collect()
-                } else {
-                    h.ready_localities.iter().collect()
-                };
-                healthy.push((&c.name, &h.ingress, at));
-            }
-        }
-        // Puts the addresses of the healthy clusters that `filter` picks under `name`;
-        // false when it picks none.
-        let put_addresses =
-            |out: &mut Desired, name: &str, filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
-                let key = naming.key(name);
-                let mut any = false;
-                for (cluster, ips, at) in &healthy {
-                    if filter(at) {
-                        for ip in *ips {
-                            out.insert(
-                                format!("{key}/{cluster}/{}", address_label(ip)),
-                                value(ip.to_string()),
-                            );
-                        }
-                        any = true;
-                    }
-                }
-                any
-            };
-        let global = naming.global_name(svc);
-        put_addresses(&mut out, &global, &|_| true);
-        let regions: BTreeSet<&str> = zones.iter().map(|l| l.region.as_str()).collect();
-        for region in regions {
-            let name = naming.region_name(svc, region);
-            if !put_addresses(&mut out, &name, &|at| at.iter().any(|l| l.region == region)) {
-                out.insert(
-                    format!("{}/{CNAME_LEAF}", naming.key(&name)),
-                    value(global.clone()),
-                );
-            }
-        }
-        for l in zones {
-            let name = naming.zone_name(svc, l);
-            if !put_addresses(&mut out, &name, &|at| at.contains(l)) {
-                out.insert(
-                    format!("{}/{CNAME_LEAF}", naming.key(&name)),
-                    value(naming.region_name(svc, &l.region)),
-                );
-            }
+            healthy.push((&c.name, &h.ingress, at));
         }
     }
-    out
+    // Puts the addresses of the healthy clusters that `filter` picks under `name`; false when
+    // it picks none.
+    let put_addresses =
+        |out: &mut Desired, name: &str, filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
+            let key = naming.key(name);
+            let mut any = false;
+            for (cluster, ips, at) in &healthy {
+                if filter(at) {
+                    for ip in *ips {
+                        out.insert(
+                            format!("{key}/{cluster}/{}", address_label(ip)),
+                            value(ip.to_string()),
+                        );
+                    }
+                    any = true;
+                }
+            }
+            any
+        };
+    let global = naming.global_name(svc);
+    put_addresses(out, &global, &|_| true);
+    let regions: BTreeSet<&str> = zones.iter().map(|l| l.region.as_str()).collect();
+    for region in regions {
+        let name = naming.region_name(svc, region);
+        if !put_addresses(out, &name, &|at| at.iter().any(|l| l.region == region)) {
+            out.insert(
+                format!("{}/{CNAME_LEAF}", naming.key(&name)),
+                value(global.clone()),
+            );
+        }
+    }
+    for l in zones {
+        let name = naming.zone_name(svc, l);
+        if !put_addresses(out, &name, &|at| at.contains(l)) {
+            out.insert(
+                format!("{}/{CNAME_LEAF}", naming.key(&name)),
+                value(naming.region_name(svc, &l.region)),
+            );
+        }
+    }
 }
 
 /// A key we own, as last read or written.
@@ -274,6 +329,34 @@ pub fn diff(desired: &Desired, owned: &BTreeMap<String, Owned>) -> Vec<Change> {
         }
     }
     changes.sort_by(|a, b| a.key().cmp(b.key()));
+    changes
+}
+
+/// The writes for `keys` only (those [`replan`] reported), in key order.
+pub fn diff_keys(
+    desired: &Desired,
+    owned: &BTreeMap<String, Owned>,
+    keys: &BTreeSet<String>,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for key in keys {
+        match (desired.get(key), owned.get(key)) {
+            (Some(value), None) => changes.push(Change::Create {
+                key: key.clone(),
+                value: value.clone(),
+            }),
+            (Some(value), Some(o)) if o.value != *value => changes.push(Change::Update {
+                key: key.clone(),
+                value: value.clone(),
+                mod_revision: o.mod_revision,
+            }),
+            (None, Some(o)) => changes.push(Change::Delete {
+                key: key.clone(),
+                mod_revision: o.mod_revision,
+            }),
+            _ => {}
+        }
+    }
     changes
 }
 

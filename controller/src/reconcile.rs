@@ -89,6 +89,10 @@ pub struct Reconciler {
     reported: Vec<BTreeSet<Ignored>>,
     /// Per cluster: its contribution at the last plan, so changes are logged once.
     contributions: Vec<Option<Contribution>>,
+    /// The views and the plan of the last sync.
+    planned: Option<(Vec<ClusterView>, plan::Desired)>,
+    /// Diff every key next time: our keys were just read, or a write conflicted.
+    full_diff: bool,
 }
 
 enum Wake {
@@ -117,6 +121,8 @@ impl Reconciler {
             cache: vec![None; n],
             reported: vec![BTreeSet::new(); n],
             contributions: vec![None; n],
+            planned: None,
+            full_diff: true,
         }
     }
 
@@ -251,6 +257,7 @@ impl Reconciler {
         // waited for, not withdrawn at once.
         self.started = Instant::now();
         let read = store.load().await?;
+        self.full_diff = true;
         info!(keys = read, ours = store.owned().len(), under = %self.opts.naming.key(&self.opts.naming.domain), "read our keys from etcd");
         let fence = leadership.map(Leadership::fence);
         let lost = leadership.map_or_else(CancellationToken::new, Leadership::lost);
@@ -272,9 +279,8 @@ impl Reconciler {
                 }
             };
             let t = Instant::now();
-            let desired = plan::plan(&self.opts.naming, &views);
-            let changes = store.without_foreign(plan::diff(&desired, store.owned()));
-            metrics::gauge!("fedplane_controller_records").set(desired.len() as f64);
+            let (records, changes) = self.plan(views, store);
+            metrics::gauge!("fedplane_controller_records").set(records as f64);
             if self.opts.dry_run {
                 print_changes(&changes);
                 store.pretend(changes);
@@ -292,9 +298,10 @@ impl Reconciler {
                     .increment(applied.foreign as u64);
                 info!(changes = n, puts = applied.puts, deletes = applied.deletes, txns = applied.txns,
                       conflicts = applied.conflicts, foreign = applied.foreign,
-                      records = desired.len(), took = ?t.elapsed(), "synced");
+                      records, took = ?t.elapsed(), "synced");
                 if applied.conflicts > 0 {
-                    // What the conflicting keys hold now is known: plan again at once.
+                    // What the conflicting keys hold now is known: diff everything again at once.
+                    self.full_diff = true;
                     self.changed.notify_one();
                 }
             }
@@ -312,9 +319,36 @@ impl Reconciler {
                 Wake::Resync => {
                     next_resync = tokio::time::Instant::now() + self.opts.resync;
                     store.load().await?;
+                    self.full_diff = true;
                 }
             }
         }
+    }
+
+    /// The number of records wanted and the writes to get there. Only the Services whose
+    /// health changed are planned again, and only their keys diffed, unless the keys we own
+    /// were just (re)read or the clusters' localities changed.
+    fn plan(&mut self, views: Vec<ClusterView>, store: &Store) -> (usize, Vec<Change>) {
+        let naming = &self.opts.naming;
+        let owned = store.owned();
+        let (desired, changes) = match self.planned.take() {
+            Some((old, mut desired)) if !self.full_diff => {
+                let changes = match plan::replan(naming, &old, &views, &mut desired) {
+                    Some(keys) => plan::diff_keys(&desired, owned, &keys),
+                    None => plan::diff(&desired, owned),
+                };
+                (desired, changes)
+            }
+            _ => {
+                let desired = plan::plan(naming, &views);
+                let changes = plan::diff(&desired, owned);
+                (desired, changes)
+            }
+        };
+        self.full_diff = false;
+        let records = desired.len();
+        self.planned = Some((views, desired));
+        (records, store.without_foreign(changes))
     }
 
     /// Waits for a change (then the debounce), a grace deadline, the resync time, lost

@@ -372,4 +372,31 @@ proptest! {
         let reached: Desired = owned.into_iter().map(|(k, o)| (k, o.value)).collect();
         prop_assert_eq!(reached, desired);
     }
+
+    #[test]
+    fn incremental_replan_equals_a_full_plan(
+        before in arb_clusters(), changed in arb_clusters(), owned_from in arb_clusters()
+    ) {
+        let n = naming();
+        // Same clusters and localities, other services: the incremental path.
+        let after: Vec<ClusterView> = before
+            .iter()
+            .zip(changed.iter().cycle())
+            .map(|(b, c)| ClusterView { services: c.services.clone(), ..b.clone() })
+            .collect();
+        let mut desired = plan(&n, &before);
+        let keys = replan(&n, &before, &after, &mut desired).expect("incremental");
+        prop_assert_eq!(&desired, &plan(&n, &after));
+        // Owned keys that match `before` everywhere but the changed keys: the narrow diff
+        // equals the full one.
+        let owned: BTreeMap<String, Owned> = plan(&n, &before)
+            .into_iter()
+            .map(|(k, value)| (k, Owned { value, mod_revision: 1 }))
+            .collect();
+        prop_assert_eq!(diff_keys(&desired, &owned, &keys), diff(&desired, &owned));
+        // Other clusters or localities: a full plan.
+        let mut full = plan(&n, &before);
+        prop_assert!(replan(&n, &before, &owned_from, &mut full).is_none() || before.iter().zip(&owned_from).all(|(b, o)| b.name == o.name && b.localities == o.localities));
+        prop_assert_eq!(full, plan(&n, &owned_from));
+    }
 }
