@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fedplane_controller::plan::{self, Naming};
 use fedplane_controller::view::{self, ClusterObjects, ViewSettings};
 use fedplane_testkit::kube_fake::{FakeKubeApi, write_kubeconfig};
-use fedplane_testkit::{Daemon, Etcd, free_port, http_get, wait_until, workspace_bin};
+use fedplane_testkit::{Daemon, Etcd, free_port, wait_until};
 use serde_json::{Value, json};
 
 const CLUSTERS: [(&str, &str, &str); 3] = [
@@ -326,25 +326,7 @@ fn main() {
         want
     );
 
-    let dns_port = free_port();
-    let dns_http = format!("127.0.0.1:{}", free_port());
-    let _dns = Daemon::start(
-        &workspace_bin("fedplane-dns"),
-        &[
-            "--zone".into(),
-            "example.com.".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{dns_port}"),
-            "--http".into(),
-            dns_http.clone(),
-            "--etcd-endpoints".into(),
-            etcd.endpoint(),
-        ],
-        &[("RUST_LOG", "warn")],
-    );
-    wait_until(LONG, "fedplane-dns ready", || {
-        http_get(&dns_http, "/readyz").filter(|(c, _)| *c == 200)
-    });
+    let (_dns, dns_port) = Daemon::fedplane_dns(&etcd, "example.com.", LONG);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.connect(("127.0.0.1", dns_port)).expect("connect");
     sock.set_read_timeout(Some(Duration::from_millis(200)))

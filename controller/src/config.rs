@@ -9,6 +9,7 @@ use fedplane_ops::etcd::{EtcdFlags, EtcdSettings};
 use fedplane_ops::parse_duration;
 
 use crate::plan::Naming;
+use crate::reconcile::Options;
 use crate::selector::Selector;
 use crate::view::{ViewSettings, dns_label};
 
@@ -117,34 +118,18 @@ pub struct ClusterConfig {
 /// Everything the controller needs, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Names, prefix and TTL.
-    pub naming: Naming,
     /// etcd.
     pub etcd: EtcdSettings,
     /// kubeconfig file; `None`: `$KUBECONFIG` or `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
     /// Member clusters in command-line order.
     pub clusters: Vec<ClusterConfig>,
-    /// `--unreachable-grace`.
-    pub grace: Duration,
-    /// `--once`.
-    pub once: bool,
-    /// `--dry-run`.
-    pub dry_run: bool,
     /// `--http`.
     pub http: SocketAddr,
-    /// Election name.
-    pub election: String,
-    /// Election lease TTL.
-    pub election_ttl: Duration,
-    /// Our name in the election.
-    pub id: String,
-    /// `--debounce`.
-    pub debounce: Duration,
-    /// `--resync`.
-    pub resync: Duration,
     /// `text` or `json`.
     pub log_format: String,
+    /// How the reconcile loop runs.
+    pub reconcile: Options,
 }
 
 fn pair<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
@@ -234,27 +219,29 @@ impl Settings {
             )));
         }
         Ok(Self {
-            naming: Naming {
-                prefix: etcd.prefix.clone(),
-                domain,
-                federation: cli.federation,
-                ttl: cli.ttl,
+            reconcile: Options {
+                naming: Naming {
+                    prefix: etcd.prefix.clone(),
+                    domain,
+                    federation: cli.federation,
+                    ttl: cli.ttl,
+                },
+                grace: cli.unreachable_grace,
+                debounce: cli.debounce,
+                resync: cli.resync,
+                once: cli.once,
+                dry_run: cli.dry_run,
+                election,
+                election_ttl: cli.election_ttl,
+                id: cli
+                    .id
+                    .or(hostname)
+                    .unwrap_or_else(|| format!("fedplane-controller-{}", std::process::id())),
             },
             etcd,
             kubeconfig: cli.kubeconfig,
             clusters,
-            grace: cli.unreachable_grace,
-            once: cli.once,
-            dry_run: cli.dry_run,
             http: cli.http,
-            election,
-            election_ttl: cli.election_ttl,
-            id: cli
-                .id
-                .or(hostname)
-                .unwrap_or_else(|| format!("fedplane-controller-{}", std::process::id())),
-            debounce: cli.debounce,
-            resync: cli.resync,
             log_format: cli.log_format,
         })
     }
@@ -295,12 +282,12 @@ mod tests {
             "usa=America",
         ])
         .expect("valid");
-        assert_eq!(s.naming.domain, "example.com");
-        assert_eq!(s.naming.prefix, "/skydns");
-        assert_eq!(s.naming.ttl, 30);
-        assert_eq!(s.grace, Duration::from_secs(300));
-        assert_eq!(s.election, "/fedplane/controller/federation");
-        assert_eq!(s.id, "host-1");
+        assert_eq!(s.reconcile.naming.domain, "example.com");
+        assert_eq!(s.reconcile.naming.prefix, "/skydns");
+        assert_eq!(s.reconcile.naming.ttl, 30);
+        assert_eq!(s.reconcile.grace, Duration::from_secs(300));
+        assert_eq!(s.reconcile.election, "/fedplane/controller/federation");
+        assert_eq!(s.reconcile.id, "host-1");
         let names: Vec<_> = s.clusters.iter().map(|c| c.view.cluster.as_str()).collect();
         assert_eq!(names, ["fcp", "usa", "chn"]);
         assert_eq!(

@@ -1,4 +1,4 @@
-//! What fedplane-controller reports on its HTTP endpoints (served by `fedplane_ops::serve`).
+//! What fedplane-controller reports on its HTTP endpoints (served by `fedplane_ops::Http`).
 
 use std::sync::Arc;
 

@@ -2,13 +2,12 @@
 //! reconcile loop until SIGTERM (or one sync with `--once`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
 use fedplane_controller::config::{Cli, Settings, Source};
 use fedplane_controller::http::{self, ControllerProbes};
-use fedplane_controller::reconcile::{Options, Reconciler, Status};
+use fedplane_controller::reconcile::{Reconciler, Status};
 use fedplane_controller::snapshot;
 use fedplane_controller::source::Cluster;
 use fedplane_ops::etcd::PASSWORD_ENV;
@@ -99,63 +98,38 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     let status = Arc::new(Status::default());
-    let http_listener = tokio::net::TcpListener::bind(settings.http)
+    let http = fedplane_ops::Http::start(settings.http, metrics, ControllerProbes(status.clone()))
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
-    let draining = Arc::new(AtomicBool::new(false));
-    let http_cancel = CancellationToken::new();
-    let http_task = tokio::spawn(fedplane_ops::serve(
-        http_listener,
-        metrics,
-        ControllerProbes(status.clone()),
-        draining.clone(),
-        http_cancel.clone(),
-    ));
-    info!(domain = %settings.naming.domain, federation = %settings.naming.federation,
+    let r = &settings.reconcile;
+    info!(domain = %r.naming.domain, federation = %r.naming.federation,
           clusters = settings.clusters.len(), etcd = ?settings.etcd, http = %settings.http,
-          once = settings.once, dry_run = settings.dry_run, "fedplane-controller started");
+          once = r.once, dry_run = r.dry_run, "fedplane-controller started");
 
-    let reconciler = Reconciler::new(
-        Options {
-            naming: settings.naming.clone(),
-            grace: settings.grace,
-            debounce: settings.debounce,
-            resync: settings.resync,
-            once: settings.once,
-            dry_run: settings.dry_run,
-            election: settings.election.clone(),
-            election_ttl: settings.election_ttl,
-            id: settings.id.clone(),
-        },
-        clusters,
-        changed,
-        status,
-    );
+    let reconciler = Reconciler::new(settings.reconcile.clone(), clusters, changed, status);
     let loop_cancel = cancel.clone();
     let mut reconcile = tokio::spawn(reconciler.run(settings.etcd.clone(), loop_cancel));
 
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let result = tokio::select! {
-        r = &mut reconcile => r,
-        _ = term.recv() => { info!("SIGTERM: finishing the current sync and resigning"); drain(&cancel, &draining, reconcile).await }
-        _ = int.recv() => { info!("SIGINT: finishing the current sync and resigning"); drain(&cancel, &draining, reconcile).await }
+    let finished = tokio::select! {
+        r = &mut reconcile => Some(r),
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+    };
+    let result = match finished {
+        Some(r) => r,
+        None => {
+            info!("SIGTERM or SIGINT: finishing the current sync and resigning");
+            http.drain();
+            cancel.cancel();
+            reconcile.await
+        }
     };
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
-    http_cancel.cancel();
-    let _ = http_task.await;
+    http.stop().await;
     result.context("the reconcile loop panicked")??;
     info!("fedplane-controller stopped");
     Ok(())
-}
-
-async fn drain<T>(
-    cancel: &CancellationToken,
-    draining: &AtomicBool,
-    task: tokio::task::JoinHandle<T>,
-) -> Result<T, tokio::task::JoinError> {
-    draining.store(true, Ordering::Relaxed);
-    cancel.cancel();
-    task.await
 }

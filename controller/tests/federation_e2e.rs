@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fedplane_testkit::kube_fake::{FakeKubeApi, write_kubeconfig};
-use fedplane_testkit::{Daemon, Dig, Etcd, dig, free_port, http_get, wait_until, workspace_bin};
+use fedplane_testkit::{Daemon, Dig, Etcd, dig, free_port, http_get, wait_until};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -53,25 +53,7 @@ impl Federation {
         let contexts: Vec<(&str, &FakeKubeApi)> =
             SEEDS.iter().map(|s| s.0).zip(fakes.iter()).collect();
         let kubeconfig = write_kubeconfig(dir.path(), &contexts);
-        let dns_port = free_port();
-        let dns_http = format!("127.0.0.1:{}", free_port());
-        let dns = Daemon::start(
-            &workspace_bin("fedplane-dns"),
-            &[
-                "--zone".into(),
-                "example.com.".into(),
-                "--listen".into(),
-                format!("127.0.0.1:{dns_port}"),
-                "--http".into(),
-                dns_http.clone(),
-                "--etcd-endpoints".into(),
-                etcd.endpoint(),
-            ],
-            &[],
-        );
-        wait_until(WAIT, "fedplane-dns ready", || {
-            http_get(&dns_http, "/readyz").filter(|(c, _)| *c == 200)
-        });
+        let (dns, dns_port) = Daemon::fedplane_dns(&etcd, "example.com.", WAIT);
         Self {
             etcd,
             _dir: dir,

@@ -1,4 +1,4 @@
-//! What fedplane-dns reports on its HTTP endpoints (served by `fedplane_ops::serve`): ready once
+//! What fedplane-dns reports on its HTTP endpoints (served by `fedplane_ops::Http`): ready once
 //! the records are loaded from etcd; the snapshot age computed when `/metrics` is read.
 
 use std::sync::Arc;

@@ -2,7 +2,6 @@
 //! and the HTTP endpoints until SIGTERM.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
@@ -60,18 +59,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         &cancel,
         &mut tasks,
     )?;
-    let http_listener = tokio::net::TcpListener::bind(settings.http)
+    let http = fedplane_ops::Http::start(settings.http, metrics, DnsProbes(shared.clone()))
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
-    let draining = Arc::new(AtomicBool::new(false));
-    let http_cancel = CancellationToken::new();
-    let http_task = tokio::spawn(fedplane_ops::serve(
-        http_listener,
-        metrics,
-        DnsProbes(shared.clone()),
-        draining.clone(),
-        http_cancel.clone(),
-    ));
     tasks.spawn(EtcdSync::new(settings.etcd.clone(), zones, shared).run(cancel.clone()));
 
     info!(
@@ -86,7 +76,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         _ = term.recv() => info!("SIGTERM: draining"),
         _ = int.recv() => info!("SIGINT: draining"),
     }
-    draining.store(true, Ordering::Relaxed);
+    http.drain();
     cancel.cancel();
     let drained = tokio::time::timeout(settings.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
@@ -95,8 +85,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if drained.is_err() {
         warn!(grace = ?settings.shutdown_grace, "shutdown grace ran out with connections still open; closing them");
     }
-    http_cancel.cancel();
-    let _ = http_task.await;
+    http.stop().await;
     info!("fedplane-dns stopped");
     Ok(())
 }

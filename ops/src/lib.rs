@@ -33,9 +33,54 @@ struct Endpoints<P> {
     draining: Arc<AtomicBool>,
 }
 
+/// The three endpoints, served in the background.
+#[derive(Debug)]
+pub struct Http {
+    draining: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Http {
+    /// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until [`Http::stop`].
+    pub async fn start<P: Probes>(
+        addr: std::net::SocketAddr,
+        metrics: PrometheusHandle,
+        probes: P,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(
+            listener,
+            metrics,
+            probes,
+            draining.clone(),
+            cancel.clone(),
+        ));
+        Ok(Self {
+            draining,
+            cancel,
+            task,
+        })
+    }
+
+    /// From now on `/readyz` fails (SIGTERM), so load balancers stop sending before the
+    /// binary stops.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// Serves the three endpoints on `listener` until `cancel` fires. `/readyz` fails once
-/// `draining` is set (SIGTERM), so load balancers stop sending before the binary stops.
-pub async fn serve<P: Probes>(
+/// `draining` is set.
+async fn serve<P: Probes>(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
     probes: P,

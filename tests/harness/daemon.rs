@@ -32,6 +32,29 @@ impl Daemon {
         Self::spawn_with_hint(name, cmd, " (run cargo build --bins first)")
     }
 
+    /// Starts the workspace's `fedplane-dns` serving `zone` from `etcd` on a free loopback
+    /// port, for tests of other packages, and waits (bounded by `timeout`) until it is ready.
+    /// Returns it and its DNS port.
+    pub fn fedplane_dns(etcd: &crate::Etcd, zone: &str, timeout: Duration) -> (Self, u16) {
+        let port = crate::free_port();
+        let http = format!("127.0.0.1:{}", crate::free_port());
+        let args = [
+            "--zone".into(),
+            zone.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--http".into(),
+            http.clone(),
+            "--etcd-endpoints".into(),
+            etcd.endpoint(),
+        ];
+        let dns = Self::start(&crate::workspace_bin("fedplane-dns"), &args, &[]);
+        wait_until(timeout, "fedplane-dns ready", || {
+            http_get(&http, "/readyz").filter(|(c, _)| *c == 200)
+        });
+        (dns, port)
+    }
+
     /// Starts a prepared command (program, arguments, environment and working directory as
     /// set by the caller); its standard input is null and its stdout and stderr go to the log.
     /// `name` heads the output printed when the test fails.

@@ -1,4 +1,4 @@
-//! What fedplane-vipd reports on its HTTP endpoints (served by `fedplane_ops::serve`): ready
+//! What fedplane-vipd reports on its HTTP endpoints (served by `fedplane_ops::Http`): ready
 //! once every group has started.
 
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! endpoints until SIGTERM, then every master resigns and removes its addresses.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use anyhow::Context;
 use clap::Parser;
@@ -41,23 +41,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let links = netlink::watch_links().context("cannot follow link changes")?;
     let cancel = CancellationToken::new();
     let started = Arc::new(AtomicUsize::new(0));
-    let draining = Arc::new(AtomicBool::new(false));
-
-    let listener = tokio::net::TcpListener::bind(settings.http)
-        .await
-        .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
     let probes = VipdProbes {
         started: started.clone(),
         groups: settings.groups.len(),
     };
-    let http_cancel = CancellationToken::new();
-    let http_task = tokio::spawn(fedplane_ops::serve(
-        listener,
-        metrics,
-        probes,
-        draining.clone(),
-        http_cancel.clone(),
-    ));
+    let http = fedplane_ops::Http::start(settings.http, metrics, probes)
+        .await
+        .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
 
     let mut groups = JoinSet::new();
     for g in settings.groups.clone() {
@@ -93,15 +83,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
-    draining.store(true, Ordering::Relaxed);
+    http.drain();
     cancel.cancel();
     while let Some(res) = groups.join_next().await {
         if let Ok(Err(e)) = res {
             error!(error = %e, "group failed");
         }
     }
-    http_cancel.cancel();
-    let _ = http_task.await;
+    http.stop().await;
     info!("fedplane-vipd stopped");
     match failed {
         Some(e) => Err(e),
