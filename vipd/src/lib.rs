@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod fsm;
 pub mod http;
+pub mod ipam;
 pub mod net;
 pub mod netlink;
 pub mod packet;
