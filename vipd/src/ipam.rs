@@ -513,13 +513,15 @@ pub fn assign(
     };
     // Address → owner.
     let mut taken: BTreeMap<IpAddr, String> = BTreeMap::new();
-    // Foreign addresses are never ours to give; those of Services that stopped being
-    // LoadBalancers are cleared by this plan, and quarantined once that is seen.
-    for s in all.iter().filter(|s| s.kind != Kind::Ours) {
-        for ip in &s.current {
-            taken.entry(*ip).or_insert_with(|| s.key.clone());
+    let reserve = |kind: Kind, taken: &mut BTreeMap<IpAddr, String>| {
+        for s in all.iter().filter(|s| s.kind == kind) {
+            for ip in &s.current {
+                taken.entry(*ip).or_insert_with(|| s.key.clone());
+            }
         }
-    }
+    };
+    // Foreign addresses are never ours to give.
+    reserve(Kind::Foreign, &mut taken);
     let mut got: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
 
     // 1. Keep.
@@ -555,6 +557,9 @@ pub fn assign(
             keep.push(ip);
         }
     }
+    // Those of Services that stopped being LoadBalancers are cleared by this plan (and
+    // quarantined once that is seen), but not given to anyone else before.
+    reserve(Kind::NotLoadBalancer, &mut taken);
     // 2. Legacy.
     for s in &ours {
         let mine = got.entry(s.key.as_str()).or_default();

@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod fsm;
 pub mod http;
 pub mod ipam;
+pub mod lease;
 pub mod net;
 pub mod netlink;
 pub mod packet;
+pub mod services;

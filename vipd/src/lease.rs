@@ -1,0 +1,174 @@
+//! Leader election on a Kubernetes Lease, decided free of I/O (the rules of client-go's
+//! `leaderelection`): the holder renews every `duration / 5`; another replica takes over only
+//! when it has seen the Lease unchanged for a whole `duration` on its own clock (no clock
+//! comparison between nodes); and a holder stops acting `duration * 2 / 3` after the start of
+//! its last successful renewal, so it has stopped before anyone can take over.
+
+use std::time::{Duration, Instant};
+
+/// The parts of a Lease the decision needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// `spec.holderIdentity` (empty: released).
+    pub holder: String,
+    /// `metadata.resourceVersion`: moves on every write, renewals included.
+    pub version: String,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// No Lease yet: create it, holding it.
+    Create,
+    /// Write the Lease (with its resourceVersion) as held by us: a renewal, or a takeover of
+    /// a released or expired Lease.
+    Write,
+    /// Someone else holds it: look again at this time.
+    WaitUntil(Instant),
+}
+
+/// One replica's view of the election.
+#[derive(Debug, Clone)]
+pub struct Elector {
+    me: String,
+    duration: Duration,
+    /// The Lease as last seen, and when it last changed (by our clock).
+    seen: Option<(Seen, Instant)>,
+    /// We lead until then.
+    leading_until: Option<Instant>,
+}
+
+impl Elector {
+    /// A replica called `me` using leases of `duration`.
+    pub fn new(me: impl Into<String>, duration: Duration) -> Self {
+        Self {
+            me: me.into(),
+            duration,
+            seen: None,
+            leading_until: None,
+        }
+    }
+
+    /// Our identity.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// How often the holder renews, and a standby looks.
+    pub fn retry_period(&self) -> Duration {
+        self.duration / 5
+    }
+
+    /// How long after the start of a successful write we may act as leader.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// Decides what to do, given the Lease as just read (`None`: there is none).
+    pub fn decide(&mut self, lease: Option<Seen>, now: Instant) -> Step {
+        let Some(lease) = lease else {
+            self.seen = None;
+            return Step::Create;
+        };
+        if lease.holder == self.me || lease.holder.is_empty() {
+            self.seen = Some((lease, now));
+            return Step::Write;
+        }
+        // Someone else's: it is not ours any more, whatever we thought.
+        self.leading_until = None;
+        let since = match &self.seen {
+            Some((old, since)) if *old == lease => *since,
+            _ => now,
+        };
+        self.seen = Some((lease, since));
+        let expiry = since + self.duration;
+        if now >= expiry {
+            Step::Write
+        } else {
+            Step::WaitUntil(expiry)
+        }
+    }
+
+    /// A create or write that began at `started` succeeded: we lead for the renew deadline.
+    pub fn written(&mut self, started: Instant) {
+        self.leading_until = Some(started + self.renew_deadline());
+    }
+
+    /// A write failed (conflict: someone else wrote first). Leadership runs out at its
+    /// deadline unless a later write succeeds.
+    pub fn failed(&mut self) {
+        self.seen = None;
+    }
+
+    /// Released on shutdown.
+    pub fn released(&mut self) {
+        self.leading_until = None;
+    }
+
+    /// Until when we lead, if we do at `now`.
+    pub fn leading(&self, now: Instant) -> Option<Instant> {
+        self.leading_until.filter(|t| *t > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Duration = Duration::from_secs(15);
+
+    fn lease(holder: &str, version: &str) -> Option<Seen> {
+        Some(Seen {
+            holder: holder.into(),
+            version: version.into(),
+        })
+    }
+
+    #[test]
+    fn a_missing_or_released_lease_is_taken_and_a_held_one_renewed() {
+        let t = Instant::now();
+        let mut e = Elector::new("a", D);
+        assert_eq!(e.decide(None, t), Step::Create);
+        e.written(t);
+        assert_eq!(e.leading(t), Some(t + Duration::from_secs(10)));
+        assert_eq!(e.decide(lease("a", "2"), t), Step::Write);
+        assert_eq!(e.decide(lease("", "3"), t), Step::Write);
+        assert_eq!(e.retry_period(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn another_holder_is_waited_out_on_our_own_clock_and_each_renewal_restarts_the_wait() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut e = Elector::new("b", D);
+        assert_eq!(e.decide(lease("a", "1"), t), Step::WaitUntil(t + D));
+        assert_eq!(e.decide(lease("a", "1"), t + s(14)), Step::WaitUntil(t + D));
+        // Renewed: the wait starts again.
+        assert_eq!(
+            e.decide(lease("a", "2"), t + s(14)),
+            Step::WaitUntil(t + s(14) + D)
+        );
+        assert_eq!(e.decide(lease("a", "2"), t + s(29)), Step::Write);
+        assert_eq!(e.leading(t + s(29)), None);
+    }
+
+    #[test]
+    fn leadership_ends_at_the_renew_deadline_or_when_another_holder_is_seen() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut e = Elector::new("a", D);
+        e.written(t);
+        e.failed();
+        assert!(e.leading(t + s(9)).is_some());
+        assert!(e.leading(t + s(10)).is_none(), "past the renew deadline");
+        e.written(t + s(10));
+        assert!(e.leading(t + s(11)).is_some());
+        e.decide(lease("b", "9"), t + s(11));
+        assert!(e.leading(t + s(11)).is_none(), "someone else holds it");
+        e.written(t + s(12));
+        e.released();
+        assert!(e.leading(t + s(12)).is_none());
+        // The renew deadline is shorter than the time a standby waits.
+        assert!(e.renew_deadline() < D);
+    }
+}
