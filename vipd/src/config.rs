@@ -12,7 +12,9 @@ use serde::Deserialize;
 use fedplane_ops::parse_duration;
 
 use crate::fsm::GroupConfig;
+use crate::ipam::{Family, PoolSpec, Pools};
 use crate::packet::{Checksum, MAX_INTERVAL_CS, Version};
+use crate::services::DEFAULT_CLASS;
 
 /// Invalid settings.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,11 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 /// 192.0.2.100/24`. Several groups: `--config FILE` (YAML, see
 /// vipd/fedplane-vipd.example.yaml); --vrid, --vip and --unicast-peer are then refused, and the
 /// other group flags are defaults for groups that do not set them (e.g. a per-node --priority).
+///
+/// With --kubernetes, the virtual addresses come from the LoadBalancer Services of the cluster:
+/// the replica holding the Lease assigns them from the pools (config file `pools:` or
+/// --pools-configmap) and writes them to the Services' status; every replica spreads them over
+/// its groups (`vips` may then be empty) by a stable hash, and the masters hold them.
 #[derive(Debug, Parser)]
 #[command(name = "fedplane-vipd", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -94,6 +101,50 @@ pub struct Cli {
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Assign LoadBalancer addresses from the pools and announce them (needs a Kubernetes API:
+    /// in-cluster, $KUBECONFIG or --kubeconfig).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Kubeconfig file (default: in-cluster settings, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name: the Lease holder identity, and the seed of `priority: auto`.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The Lease (NAMESPACE/NAME) whose holder assigns addresses; the others stand by.
+    #[arg(long, default_value = "fedplane-system/fedplane-vipd")]
+    pub lease: String,
+    /// Lease duration: a standby takes over this long after the holder's last renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// The spec.loadBalancerClass served (Services without a class are served too).
+    #[arg(long, default_value = DEFAULT_CLASS)]
+    pub load_balancer_class: String,
+    /// ConfigMap (NAMESPACE/NAME) whose `config.yaml` holds the pools, watched; it replaces
+    /// the config file's `pools:` while it exists and is valid.
+    #[arg(long)]
+    pub pools_configmap: Option<String>,
+    /// kube-keepalived-vip ConfigMap (NAMESPACE/NAME, `"10.4.0.50": "default/echoheaders"`)
+    /// whose addresses are kept for their Services.
+    #[arg(long)]
+    pub legacy_configmap: Option<String>,
+    /// How long a released address waits before another Service may get it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub quarantine: Duration,
+}
+
+/// A group's priority: a number, or `auto` (from the node name and VRID).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum PriorityFile {
+    Number(u8),
+    Word(AutoWord),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AutoWord {
+    Auto,
 }
 
 /// One group as the YAML file spells it.
@@ -103,10 +154,14 @@ struct GroupFile {
     interface: Option<String>,
     vrid: u8,
     #[serde(default)]
-    priority: Option<u8>,
+    priority: Option<PriorityFile>,
     #[serde(default)]
     advert_interval: Option<String>,
+    #[serde(default)]
     vips: Vec<String>,
+    /// ipv4 or ipv6; needed when `vips` is empty (Kubernetes mode).
+    #[serde(default)]
+    family: Option<String>,
     #[serde(default)]
     preempt: Option<bool>,
     #[serde(default)]
@@ -129,7 +184,10 @@ struct GroupFile {
 struct File {
     #[serde(default)]
     http: Option<SocketAddr>,
+    #[serde(default)]
     groups: Vec<GroupFile>,
+    #[serde(default)]
+    pools: Vec<PoolSpec>,
 }
 
 /// One VRRP group, validated.
@@ -149,6 +207,32 @@ pub struct GroupSettings {
     pub unicast_peers: Vec<IpAddr>,
     /// Checksum form of IPv4 v3 adverts we send.
     pub checksum: Checksum,
+    /// The addresses follow the Services (Kubernetes mode): adverts listing other addresses
+    /// are accepted, since replicas see Service changes at slightly different times.
+    pub dynamic: bool,
+}
+
+/// Kubernetes mode.
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    /// Kubeconfig file, if not inferred.
+    pub kubeconfig: Option<PathBuf>,
+    /// Lease holder identity.
+    pub node_name: String,
+    /// Lease namespace and name.
+    pub lease: (String, String),
+    /// Lease duration.
+    pub lease_duration: Duration,
+    /// The loadBalancerClass served.
+    pub class: String,
+    /// Pools from the config file.
+    pub pools: Pools,
+    /// Pool ConfigMap.
+    pub pools_configmap: Option<(String, String)>,
+    /// Legacy kube-keepalived-vip ConfigMap.
+    pub legacy_configmap: Option<(String, String)>,
+    /// Quarantine of released addresses.
+    pub quarantine: Duration,
 }
 
 /// Everything the daemon runs with.
@@ -160,12 +244,31 @@ pub struct Settings {
     pub http: SocketAddr,
     /// Log format.
     pub log_format: String,
+    /// Kubernetes mode, if on.
+    pub kube: Option<KubeSettings>,
+}
+
+fn namespaced(flag: &str, value: &str) -> Result<(String, String), ConfigError> {
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(invalid(format!("{flag} {value:?}: use NAMESPACE/NAME"))),
+    }
 }
 
 impl Settings {
     /// Validates the flags, reading `--config` if given.
     pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
-        let (groups, http) = match &cli.config {
+        let node = cli
+            .node_name
+            .clone()
+            .or_else(|| {
+                let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                Some(h.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let (groups, http, pools) = match &cli.config {
             Some(path) => {
                 if cli.vrid.is_some() || !cli.vips.is_empty() || !cli.unicast_peers.is_empty() {
                     return Err(invalid(
@@ -176,16 +279,17 @@ impl Settings {
                     .map_err(|e| ConfigError::Read(path.clone(), e))?;
                 let file: File = serde_saphyr::from_str(&text)
                     .map_err(|e| ConfigError::Yaml(path.clone(), e.to_string()))?;
-                if file.groups.is_empty() {
+                if file.groups.is_empty() && !cli.kubernetes {
                     return Err(ConfigError::Yaml(path.clone(), "no groups".into()));
                 }
                 let groups = file
                     .groups
                     .into_iter()
-                    .map(|g| from_file(g, &cli))
+                    .map(|g| from_file(g, &cli, &node))
                     .collect::<Result<Vec<_>, _>>()?;
-                (groups, file.http.unwrap_or(cli.http))
+                (groups, file.http.unwrap_or(cli.http), file.pools)
             }
+            None if cli.kubernetes && cli.vrid.is_none() => (Vec::new(), cli.http, Vec::new()),
             None => {
                 let vrid = cli
                     .vrid
@@ -201,6 +305,7 @@ impl Settings {
                     priority: None,
                     advert_interval: None,
                     vips: cli.vips.iter().map(ToString::to_string).collect(),
+                    family: None,
                     preempt: None,
                     preempt_delay: None,
                     vrrp_version: None,
@@ -209,10 +314,42 @@ impl Settings {
                     garp_count: None,
                     garp_interval: None,
                 };
-                (vec![from_file(g, &cli)?], cli.http)
+                (vec![from_file(g, &cli, &node)?], cli.http, Vec::new())
             }
         };
-        finish(groups, http, cli.log_format)
+        let kube = if cli.kubernetes {
+            let pools = Pools::new(&pools).map_err(|e| invalid(e.to_string()))?;
+            if node.is_empty() {
+                return Err(invalid("--kubernetes needs --node-name (or $NODE_NAME)"));
+            }
+            if cli.lease_duration < Duration::from_secs(1) {
+                return Err(invalid("--lease-duration must be at least 1s"));
+            }
+            Some(KubeSettings {
+                kubeconfig: cli.kubeconfig.clone(),
+                node_name: node,
+                lease: namespaced("--lease", &cli.lease)?,
+                lease_duration: cli.lease_duration,
+                class: cli.load_balancer_class.clone(),
+                pools,
+                pools_configmap: cli
+                    .pools_configmap
+                    .as_deref()
+                    .map(|v| namespaced("--pools-configmap", v))
+                    .transpose()?,
+                legacy_configmap: cli
+                    .legacy_configmap
+                    .as_deref()
+                    .map(|v| namespaced("--legacy-configmap", v))
+                    .transpose()?,
+                quarantine: cli.quarantine,
+            })
+        } else if !pools.is_empty() {
+            return Err(invalid("pools are only used with --kubernetes"));
+        } else {
+            None
+        };
+        finish(groups, http, cli.log_format, kube)
     }
 }
 
@@ -220,6 +357,7 @@ fn finish(
     groups: Vec<GroupSettings>,
     http: SocketAddr,
     log_format: String,
+    kube: Option<KubeSettings>,
 ) -> Result<Settings, ConfigError> {
     let mut seen = HashSet::new();
     for g in &groups {
@@ -242,11 +380,24 @@ fn finish(
         groups,
         http,
         log_format,
+        kube,
     })
 }
 
+/// `priority: auto`: 50–249 from a hash of the node name and VRID, so that the nodes of a
+/// DaemonSet, all with one config, are masters of different groups.
+pub fn auto_priority(node: &str, vrid: u8) -> u8 {
+    let key = format!("{node}/{vrid}");
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    u8::try_from(50 + h % 200).unwrap_or(u8::MAX)
+}
+
 /// Validates one group; what it leaves unset comes from the flags.
-fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
+fn from_file(g: GroupFile, cli: &Cli, node: &str) -> Result<GroupSettings, ConfigError> {
     let dur = |s: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
         s.map_or(Ok(default), |s| parse_duration(&s).map_err(invalid))
     };
@@ -268,7 +419,11 @@ fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let vrid = g.vrid;
-    let priority = g.priority.unwrap_or(cli.priority);
+    let priority = match g.priority {
+        None => cli.priority,
+        Some(PriorityFile::Number(p)) => p,
+        Some(PriorityFile::Word(AutoWord::Auto)) => auto_priority(node, g.vrid),
+    };
     let advert_interval = dur(g.advert_interval, cli.advert_interval)?;
     let preempt = g.preempt.unwrap_or(!cli.no_preempt);
     let preempt_delay = dur(g.preempt_delay, cli.preempt_delay)?;
@@ -286,10 +441,22 @@ fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
             "priority must be 1–255 (0 is reserved for resigning)".into()
         ));
     }
-    let Some(first) = vips.first() else {
-        return Err(ctx("no virtual addresses (--vip)".into()));
+    let family = match g.family.as_deref() {
+        None => None,
+        Some("ipv4") => Some(Family::V4),
+        Some("ipv6") => Some(Family::V6),
+        Some(other) => return Err(ctx(format!("family {other:?}: use ipv4 or ipv6"))),
     };
-    let v6 = first.addr().is_ipv6();
+    let v6 = match (vips.first(), family) {
+        (Some(first), Some(f)) if first.addr().is_ipv6() != (f == Family::V6) => {
+            return Err(ctx(format!("family {f} but {} is not", first.addr())));
+        }
+        (Some(first), _) => first.addr().is_ipv6(),
+        (None, _) if !cli.kubernetes => {
+            return Err(ctx("no virtual addresses (--vip)".into()));
+        }
+        (None, f) => f == Some(Family::V6),
+    };
     if vips.iter().any(|v| v.addr().is_ipv6() != v6) {
         return Err(ctx(
             "mixes IPv4 and IPv6 addresses; use one group per family".into(),
@@ -359,6 +526,7 @@ fn from_file(g: GroupFile, cli: &Cli) -> Result<GroupSettings, ConfigError> {
         } else {
             Checksum::PseudoHeader
         },
+        dynamic: cli.kubernetes,
     })
 }
 

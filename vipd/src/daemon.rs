@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ipnet::IpNet;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -62,14 +62,19 @@ struct Runner {
 }
 
 /// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
-/// once the group is up (for /readyz).
+/// once the group is up (for /readyz). With `vips`, the group's addresses follow that channel
+/// (Kubernetes mode) instead of staying those of `cfg`.
 pub async fn run_group(
-    cfg: GroupSettings,
+    mut cfg: GroupSettings,
     netlink: Netlink,
     links: broadcast::Sender<LinkEvent>,
     cancel: CancellationToken,
     started: Arc<AtomicUsize>,
+    mut vips: Option<watch::Receiver<Vec<IpNet>>>,
 ) -> Result<(), GroupError> {
+    if let Some(rx) = &mut vips {
+        cfg.vips = rx.borrow_and_update().clone();
+    }
     let mut link_events = links.subscribe();
     let mut r = Runner::open(cfg, netlink).await?;
     r.clean_stale().await;
@@ -88,6 +93,7 @@ pub async fn run_group(
         let deadline = r.fsm.next_deadline();
         tokio::select! {
             () = cancel.cancelled() => break,
+            Some(new) = next_vips(&mut vips) => r.set_vips(new).await,
             () = sleep_until(deadline.map(|d| d.checked_sub(TIMER_SLACK).unwrap_or(d))) => {
                 let now = deadline.map_or_else(Instant::now, |d| Instant::now().max(d));
                 let actions = r.fsm.on_timer(now);
@@ -129,6 +135,18 @@ pub async fn run_group(
 /// to 1 ms late. Waking 1 ms early and treating the wake-up as the deadline makes VRRP timers fire
 /// on time on average (within ±1 ms, which no peer can tell apart).
 const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The next address set of a dynamic group; pending for a static one.
+async fn next_vips(rx: &mut Option<watch::Receiver<Vec<IpNet>>>) -> Option<Vec<IpNet>> {
+    let Some(r) = rx else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_err() {
+        *rx = None;
+        return None;
+    }
+    Some(r.borrow_and_update().clone())
+}
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -200,6 +218,38 @@ impl Runner {
             }
             Err(e) => warn!(error = %e, "cannot list addresses to clean up"),
         }
+    }
+
+    /// The group's addresses changed (Kubernetes mode): as master, drop the old ones and add
+    /// and announce the new ones at once.
+    async fn set_vips(&mut self, vips: Vec<IpNet>) {
+        let old: BTreeSet<IpNet> = self.cfg.vips.iter().copied().collect();
+        let new: BTreeSet<IpNet> = vips.iter().copied().collect();
+        if old == new {
+            return;
+        }
+        let added: Vec<IpNet> = new.difference(&old).copied().collect();
+        let removed: Vec<IpNet> = old.difference(&new).copied().collect();
+        info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, ?added, ?removed,
+            "virtual addresses changed");
+        self.cfg.vips = vips;
+        self.vip_addrs = self.cfg.vips.iter().map(IpNet::addr).collect();
+        for vip in removed {
+            if self.held.remove(&vip)
+                && let Err(e) = self.netlink.remove(self.link.index, vip).await
+            {
+                warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
+            }
+        }
+        if self.fsm.state() == State::Master {
+            self.add_all().await;
+            for vip in &added {
+                if let Err(e) = self.announcer.announce(vip.addr()) {
+                    warn!(vip = %vip.addr(), error = %e, "gratuitous ARP/NA not sent");
+                }
+            }
+        }
+        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(self.held.len() as f64);
     }
 
     async fn set_link(&mut self, up: bool) {
@@ -286,8 +336,9 @@ impl Runner {
             return Err(Drop::Version(advert.version.number()));
         }
         let theirs: BTreeSet<IpAddr> = advert.addrs.iter().copied().collect();
-        // An owner's adverts count whatever they list (RFC 5798 7.1).
-        if self.vip_addrs != theirs && advert.priority != crate::fsm::OWNER {
+        // An owner's adverts count whatever they list (RFC 5798 7.1); so do a dynamic group's,
+        // whose peers may be a moment behind or ahead with the Services.
+        if self.vip_addrs != theirs && advert.priority != crate::fsm::OWNER && !self.cfg.dynamic {
             return Err(Drop::Addresses);
         }
         if advert.version == packet::Version::V2 && advert.interval != self.cfg.fsm.advert_interval
@@ -342,6 +393,9 @@ impl Runner {
 
     async fn add_all(&mut self) {
         for &vip in &self.cfg.vips {
+            if self.held.contains(&vip) {
+                continue;
+            }
             match self.netlink.add(self.link.index, vip).await {
                 Ok(true) => {
                     self.held.insert(vip);

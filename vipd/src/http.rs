@@ -11,6 +11,8 @@ pub struct VipdProbes {
     pub started: Arc<AtomicUsize>,
     /// Groups configured.
     pub groups: usize,
+    /// Kubernetes mode: ready once the Services are listed.
+    pub kube: Option<Arc<crate::kubernetes::KubeStatus>>,
 }
 
 impl fedplane_ops::Probes for VipdProbes {
@@ -18,6 +20,12 @@ impl fedplane_ops::Probes for VipdProbes {
         let started = self.started.load(Ordering::Relaxed);
         if started < self.groups {
             Err(format!("{started} of {} groups started", self.groups))
+        } else if self
+            .kube
+            .as_ref()
+            .is_some_and(|k| !k.synced.load(Ordering::Relaxed))
+        {
+            Err("Services not listed yet".into())
         } else {
             Ok(())
         }
@@ -51,5 +59,25 @@ pub fn describe_metrics() {
     describe_gauge!(
         "fedplane_vipd_addresses_held",
         "Virtual addresses this node holds per group"
+    );
+    describe_gauge!(
+        "fedplane_vipd_leader",
+        "1 while this replica holds the Lease and assigns addresses (Kubernetes mode)"
+    );
+    describe_gauge!(
+        "fedplane_vipd_service_addresses",
+        "Addresses in the status of the LoadBalancer Services served"
+    );
+    describe_gauge!(
+        "fedplane_vipd_quarantined_addresses",
+        "Released addresses waiting out the quarantine"
+    );
+    describe_counter!(
+        "fedplane_vipd_status_writes_total",
+        "Service status writes by the Lease holder, by result"
+    );
+    describe_counter!(
+        "fedplane_vipd_notices_total",
+        "Addresses refused or not assignable (each published as a Warning Event), by reason"
     );
 }

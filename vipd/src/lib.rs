@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod fsm;
 pub mod http;
 pub mod ipam;
+pub mod kubernetes;
 pub mod lease;
 pub mod net;
 pub mod netlink;

@@ -9,12 +9,15 @@ use clap::Parser;
 use fedplane_vipd::config::{Cli, Settings};
 use fedplane_vipd::daemon::run_group;
 use fedplane_vipd::http::{self, VipdProbes};
+use fedplane_vipd::ipam::Family;
+use fedplane_vipd::kubernetes::{self, KubeStatus};
 use fedplane_vipd::netlink::{self, Netlink};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> anyhow::Result<()> {
     let settings = match Settings::resolve(Cli::parse()) {
@@ -41,23 +44,79 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let links = netlink::watch_links().context("cannot follow link changes")?;
     let cancel = CancellationToken::new();
     let started = Arc::new(AtomicUsize::new(0));
+    let kube_status = settings
+        .kube
+        .as_ref()
+        .map(|_| Arc::new(KubeStatus::default()));
     let probes = VipdProbes {
         started: started.clone(),
         groups: settings.groups.len(),
+        kube: kube_status.clone(),
     };
     let http = fedplane_ops::Http::start(settings.http, metrics, probes)
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
 
+    let client = match &settings.kube {
+        Some(k) => Some(
+            kubernetes::client(k.kubeconfig.as_deref())
+                .await
+                .context("cannot set up the Kubernetes client")?,
+        ),
+        None => None,
+    };
     let mut groups = JoinSet::new();
+    let mut senders = Vec::new();
+    if let Some(kube) = &settings.kube {
+        // Groups' addresses come from the Services: what a killed run left is not known by
+        // address, so every address marked as ours goes before the groups start.
+        let mut interfaces: Vec<&str> = settings
+            .groups
+            .iter()
+            .map(|g| g.interface.as_str())
+            .collect();
+        interfaces.sort_unstable();
+        interfaces.dedup();
+        for i in interfaces {
+            match nl.remove_ours(i).await {
+                Ok(gone) if !gone.is_empty() => info!(
+                    interface = i,
+                    ?gone,
+                    "removed virtual addresses left by an earlier run"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(interface = i, error = %e, "cannot clean up addresses of an earlier run")
+                }
+            }
+        }
+        info!(node = %kube.node_name, lease = %format!("{}/{}", kube.lease.0, kube.lease.1),
+            class = %kube.class, "Kubernetes mode");
+    }
     for g in settings.groups.clone() {
+        let vips = settings.kube.as_ref().map(|_| {
+            let (tx, rx) = watch::channel(Vec::new());
+            senders.push((if g.v6 { Family::V6 } else { Family::V4 }, tx));
+            rx
+        });
         groups.spawn(run_group(
             g,
             nl.clone(),
             links.clone(),
             cancel.clone(),
             started.clone(),
+            vips,
         ));
+    }
+    let mut kube_task = None;
+    if let (Some(kube), Some(status), Some(client)) = (settings.kube.clone(), kube_status, client) {
+        kube_task = Some(tokio::spawn(kubernetes::run(
+            kube,
+            client,
+            senders,
+            status,
+            cancel.clone(),
+        )));
     }
     info!(groups = settings.groups.len(), http = %settings.http, "fedplane-vipd started");
 
@@ -85,6 +144,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     http.drain();
     cancel.cancel();
+    if let Some(t) = kube_task {
+        // Releases the Lease, so a standby takes over at once.
+        let _ = t.await;
+    }
     while let Some(res) = groups.join_next().await {
         if let Ok(Err(e)) = res {
             error!(error = %e, "group failed");

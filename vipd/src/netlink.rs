@@ -146,6 +146,24 @@ impl Netlink {
         }
     }
 
+    /// Removes every address marked as ours from interface `name` (left by an earlier run that
+    /// was killed); returns them.
+    pub async fn remove_ours(&self, name: &str) -> Result<Vec<IpNet>, NetlinkError> {
+        let link = self.link(name).await?;
+        let mut removed = Vec::new();
+        for a in self
+            .addresses(link.index)
+            .await?
+            .into_iter()
+            .filter(|a| a.ours)
+        {
+            if self.remove(link.index, a.net).await? {
+                removed.push(a.net);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes `net` from interface `index`. `Ok(false)`: it was not there.
     pub async fn remove(&self, index: u32, net: IpNet) -> Result<bool, NetlinkError> {
         let mut msg = AddressMessage::default();
