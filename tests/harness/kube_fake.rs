@@ -96,6 +96,9 @@ pub struct Options {
     /// Send a `BOOKMARK` on every watch that asked for bookmarks this often (real API servers
     /// send one about every minute). `None` (the default): only on [`FakeKubeApi::bookmark`].
     pub bookmark_every: Option<Duration>,
+    /// Listen in this network namespace (an `ip netns` name) on this address, instead of on
+    /// 127.0.0.1 where the test runs, so that processes in namespaces reach the fake.
+    pub netns: Option<(String, std::net::IpAddr)>,
 }
 
 /// Whether the fake is reachable; `epoch` counts the cuts, so a connection knows it must go.
@@ -134,9 +137,12 @@ impl FakeKubeApi {
         Self::start_with(Options::default())
     }
 
-    /// Starts with options, on 127.0.0.1 with an OS-chosen port.
+    /// Starts with options, on 127.0.0.1 (or [`Options::netns`]) with an OS-chosen port.
     pub fn start_with(options: Options) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let listener = match &options.netns {
+            None => std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"),
+            Some((ns, ip)) => bind_in_netns(ns, *ip),
+        };
         listener
             .set_nonblocking(true)
             .expect("make the listener non-blocking");
@@ -341,6 +347,23 @@ impl Drop for FakeKubeApi {
 }
 
 /// The server thread: accept loop, one task per connection, the bookmark ticker.
+/// Binds a listener inside namespace `ns`: from a thread that enters it (a socket stays in the
+/// namespace it was made in).
+fn bind_in_netns(ns: &str, ip: std::net::IpAddr) -> std::net::TcpListener {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("enter {path}: {e}"));
+            std::net::TcpListener::bind((ip, 0))
+                .unwrap_or_else(|e| panic!("bind {ip} in {ns}: {e}"))
+        })
+        .join()
+        .expect("the binding thread")
+    })
+}
+
 fn run(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,

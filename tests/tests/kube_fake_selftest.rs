@@ -295,6 +295,7 @@ async fn bookmarks_arrive_only_on_watches_that_ask_for_them() {
 async fn periodic_bookmarks_when_configured() {
     let fake = FakeKubeApi::start_with(Options {
         bookmark_every: Some(Duration::from_millis(50)),
+        ..Options::default()
     });
     let api: Api<Service> = Api::all(client_for(&fake).await);
     let mut w = api
