@@ -197,3 +197,76 @@ fn the_example_file_is_valid() {
     assert_eq!(s.groups.len(), 4);
     assert_eq!(s.groups[3].unicast_peers.len(), 2);
 }
+
+#[test]
+fn the_kubernetes_example_file_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fedplane-vipd.kubernetes.example.yaml"
+    );
+    let s = resolve(&["--kubernetes", "--node-name", "node-a", "--config", path])
+        .expect("the example parses");
+    assert_eq!(s.groups.len(), 3);
+    assert!(s.groups.iter().all(|g| g.dynamic && g.vips.is_empty()));
+    assert!(s.groups[2].v6);
+    let auto = crate::config::auto_priority("node-a", 61);
+    assert_eq!(s.groups[0].fsm.priority, auto);
+    assert!((50..=249).contains(&auto));
+    let kube = s.kube.expect("Kubernetes mode");
+    assert_eq!(
+        kube.lease,
+        ("fedplane-system".into(), "fedplane-vipd".into())
+    );
+    assert_eq!(kube.quarantine, Duration::from_secs(60));
+    assert!(kube.pools.get("dmz").is_some_and(|p| !p.auto_assign));
+}
+
+#[test]
+fn kubernetes_settings_are_checked() {
+    for (args, want) in [
+        (
+            &["--kubernetes", "--node-name", "a", "--lease", "nolease"][..],
+            "use NAMESPACE/NAME",
+        ),
+        (
+            &[
+                "--kubernetes",
+                "--node-name",
+                "a",
+                "--lease-duration",
+                "500ms",
+            ][..],
+            "at least 1s",
+        ),
+    ] {
+        let e = resolve(args).expect_err("invalid");
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let file = dir.path().join("v.yaml");
+    std::fs::write(
+        &file,
+        "groups: []\npools: [{name: a, addresses: [10.0.0.0/24]}]\n",
+    )
+    .expect("write");
+    let e = resolve(&["--config", &file.to_string_lossy()]).expect_err("pools need --kubernetes");
+    assert!(
+        e.to_string().contains("no groups")
+            || e.to_string().contains("only used with --kubernetes"),
+        "{e}"
+    );
+    std::fs::write(
+        &file,
+        "groups: [{vrid: 5, interface: eth0, family: ipv5}]\n",
+    )
+    .expect("write");
+    let e = resolve(&[
+        "--kubernetes",
+        "--node-name",
+        "a",
+        "--config",
+        &file.to_string_lossy(),
+    ])
+    .expect_err("bad family");
+    assert!(e.to_string().contains("use ipv4 or ipv6"), "{e}");
+}
