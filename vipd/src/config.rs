@@ -457,6 +457,11 @@ fn from_file(g: GroupFile, cli: &Cli, node: &str) -> Result<GroupSettings, Confi
         }
         (None, f) => f == Some(Family::V6),
     };
+    if cli.kubernetes && !vips.is_empty() {
+        return Err(ctx(
+            "with --kubernetes a group's addresses come from the Services; remove its vips".into(),
+        ));
+    }
     if vips.iter().any(|v| v.addr().is_ipv6() != v6) {
         return Err(ctx(
             "mixes IPv4 and IPv6 addresses; use one group per family".into(),

@@ -63,17 +63,23 @@ struct Runner {
 
 /// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
 /// once the group is up (for /readyz). With `vips`, the group's addresses follow that channel
-/// (Kubernetes mode) instead of staying those of `cfg`.
+/// (Kubernetes mode) instead of staying those of `cfg`, and the group starts only once the
+/// channel holds a first set: a node that cannot see the Services yet must not take over a
+/// group (preempting with no addresses).
 pub async fn run_group(
     mut cfg: GroupSettings,
     netlink: Netlink,
     links: broadcast::Sender<LinkEvent>,
     cancel: CancellationToken,
     started: Arc<AtomicUsize>,
-    mut vips: Option<watch::Receiver<Vec<IpNet>>>,
+    mut vips: Option<watch::Receiver<Option<Vec<IpNet>>>>,
 ) -> Result<(), GroupError> {
     if let Some(rx) = &mut vips {
-        cfg.vips = rx.borrow_and_update().clone();
+        let first = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            v = rx.wait_for(Option::is_some) => v.ok().and_then(|v| v.clone()),
+        };
+        cfg.vips = first.unwrap_or_default();
     }
     let mut link_events = links.subscribe();
     let mut r = Runner::open(cfg, netlink).await?;
@@ -137,7 +143,7 @@ pub async fn run_group(
 const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The next address set of a dynamic group; pending for a static one.
-async fn next_vips(rx: &mut Option<watch::Receiver<Vec<IpNet>>>) -> Option<Vec<IpNet>> {
+async fn next_vips(rx: &mut Option<watch::Receiver<Option<Vec<IpNet>>>>) -> Option<Vec<IpNet>> {
     let Some(r) = rx else {
         return std::future::pending().await;
     };
@@ -145,7 +151,7 @@ async fn next_vips(rx: &mut Option<watch::Receiver<Vec<IpNet>>>) -> Option<Vec<I
         *rx = None;
         return None;
     }
-    Some(r.borrow_and_update().clone())
+    Some(r.borrow_and_update().clone().unwrap_or_default())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -234,11 +240,19 @@ impl Runner {
             "virtual addresses changed");
         self.cfg.vips = vips;
         self.vip_addrs = self.cfg.vips.iter().map(IpNet::addr).collect();
+        let removed: Vec<IpNet> = removed
+            .into_iter()
+            .filter(|v| self.held.contains(v))
+            .collect();
         for vip in removed {
-            if self.held.remove(&vip)
-                && let Err(e) = self.netlink.remove(self.link.index, vip).await
-            {
-                warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
+            match self.netlink.remove(self.link.index, vip).await {
+                Ok(_) => {
+                    self.held.remove(&vip);
+                }
+                // Still held: removed with the others when the group gives up or stops.
+                Err(e) => {
+                    warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
+                }
             }
         }
         if self.fsm.state() == State::Master {

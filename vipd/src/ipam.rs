@@ -604,10 +604,10 @@ pub fn assign(
                 Some(format!(
                     "{ip} is kept for {owner} by the legacy keepalived-vip ConfigMap"
                 ))
-            } else if let Some((owner, left)) = quarantine.blocks(ip, &s.key, now) {
+            } else if let Some((owner, _)) = quarantine.blocks(ip, &s.key, now) {
+                // No countdown in the message: each notice is published once.
                 Some(format!(
-                    "{ip} was released by {owner} and is in quarantine for {}s more",
-                    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+                    "{ip} was released by {owner} and is still in quarantine"
                 ))
             } else {
                 let legacy_mine = legacy.get(&ip).is_some_and(|o| *o == s.key);
@@ -708,19 +708,29 @@ pub fn assign(
     plan
 }
 
-/// The group (index into `n` groups of a family) that announces `ip`: a hash every node
-/// computes alike (FNV-1a over the address bytes), so each VIP has one group everywhere.
-pub fn group_index(ip: IpAddr, n: usize) -> usize {
-    let bytes = match ip {
+/// Which of the groups `vrids` (those of the address's family) announces `ip`: the one with
+/// the highest hash (FNV-1a, then MurmurHash3's finalizer) of (VRID, address). This is rendezvous hashing: every node picks the
+/// same group whatever the order of its list, and adding a group moves only the addresses the
+/// new group wins.
+pub fn pick_group(ip: IpAddr, vrids: &[u8]) -> Option<u8> {
+    let octets = match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    usize::try_from(h % (n.max(1) as u64)).unwrap_or(0)
+    let hash = |vrid: u8| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in std::iter::once(vrid).chain(octets.iter().copied()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // FNV-1a leaves the high bits poorly mixed: finish with MurmurHash3's fmix64.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    };
+    vrids.iter().copied().max_by_key(|v| (hash(*v), *v))
 }
 
 #[cfg(test)]

@@ -48,8 +48,9 @@ pub enum KubeError {
 
 /// Watches are re-made this often, so a silent connection is noticed within a minute.
 const WATCH_TIMEOUT: u32 = 60;
-/// A failed status write is tried again after this long.
+/// A failed status write is tried again after this long, doubling up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What /readyz and /metrics need from Kubernetes mode.
 #[derive(Debug, Default)]
@@ -75,12 +76,12 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     Ok(Client::try_from(config)?)
 }
 
-/// Runs Kubernetes mode until `cancel`. `groups` holds each VRRP group's family and the
-/// sender of its addresses.
+/// Runs Kubernetes mode until `cancel`. `groups` holds each VRRP group's family, VRID and the
+/// sender of its addresses (`None` until the Services are listed).
 pub async fn run(
     settings: KubeSettings,
     client: Client,
-    groups: Vec<(Family, watch::Sender<Vec<IpNet>>)>,
+    groups: Vec<Group>,
     status: Arc<KubeStatus>,
     cancel: CancellationToken,
 ) {
@@ -133,10 +134,12 @@ pub async fn run(
         quarantine: None,
         told: HashMap::new(),
         pools_error: None,
+        last_good: None,
         legacy_ignored: Vec::new(),
         homeless: BTreeSet::new(),
     };
     let mut retry_at: Option<Instant> = None;
+    let mut backoff = RETRY;
     loop {
         let wake = [
             a.quarantine.as_ref().and_then(Quarantine::next_expiry),
@@ -163,10 +166,15 @@ pub async fn run(
         }
         status.synced.store(true, Ordering::Relaxed);
         let leading = lead_rx.borrow_and_update().filter(|t| *t > Instant::now());
-        retry_at = a
+        let failed = a
             .pass(&services.0, pools_cm.as_ref(), legacy_cm.as_ref(), leading)
-            .await
-            .then(|| Instant::now() + RETRY);
+            .await;
+        retry_at = failed.then(|| Instant::now() + backoff);
+        backoff = if failed {
+            (backoff * 2).min(RETRY_MAX)
+        } else {
+            RETRY
+        };
     }
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
@@ -180,6 +188,9 @@ async fn sleep_until(t: Option<Instant>) {
 }
 
 type Watched<K> = (Store<K>, Arc<AtomicBool>);
+
+/// A VRRP group's family, VRID, and the sender of its addresses.
+pub type Group = (Family, u8, watch::Sender<Option<Vec<IpNet>>>);
 
 /// A watcher with a reflector store; `changed` is notified on every change, and the flag is
 /// set once the first list is in.
@@ -267,11 +278,10 @@ async fn keep_lease(
                         .unwrap_or_default(),
                     version: l.resource_version().unwrap_or_default(),
                 });
+                // A standby looks again every retry period (not only at the expiry it
+                // expects), so a released Lease is taken within one period.
                 let written = match elector.decide(seen, started) {
-                    Step::WaitUntil(t) => {
-                        next = next.max(t.min(started + elector.retry_period() * 5));
-                        None
-                    }
+                    Step::WaitUntil(_) => None,
                     Step::Create => {
                         let l = Lease {
                             metadata: ObjectMeta {
@@ -317,17 +327,19 @@ async fn keep_lease(
             }
         }
         let until = elector.leading(Instant::now());
+        // Renewals move the deadline silently; only gaining or losing the Lease wakes the
+        // assigner.
         lead.send_if_modified(|old| {
-            let was = old.is_some();
+            let flipped = old.is_some() != until.is_some();
             *old = until;
-            if was != until.is_some() {
+            if flipped {
                 if until.is_some() {
                     info!(lease = %name, "holding the Lease: assigning addresses");
                 } else {
                     info!(lease = %name, "not holding the Lease: standing by");
                 }
             }
-            true
+            flipped
         });
         if let Some(until) = until {
             next = next.min(until);
@@ -338,7 +350,12 @@ async fn keep_lease(
         }
     }
     if elector.leading(Instant::now()).is_some() {
-        release(&api, &name, elector.me()).await;
+        if tokio::time::timeout(Duration::from_secs(3), release(&api, &name, elector.me()))
+            .await
+            .is_err()
+        {
+            warn!(lease = %name, "releasing the Lease timed out");
+        }
         elector.released();
         lead.send_replace(None);
     }
@@ -356,15 +373,9 @@ async fn release(api: &Api<Lease>, name: &str, me: &str) {
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
     spec.renew_time = Some(micro_now());
-    match tokio::time::timeout(
-        Duration::from_secs(2),
-        api.replace(name, &PostParams::default(), &l),
-    )
-    .await
-    {
-        Ok(Ok(_)) => info!(lease = %name, "Lease released"),
-        Ok(Err(e)) => warn!(lease = %name, error = %e, "cannot release the Lease"),
-        Err(_) => warn!(lease = %name, "releasing the Lease timed out"),
+    match api.replace(name, &PostParams::default(), &l).await {
+        Ok(_) => info!(lease = %name, "Lease released"),
+        Err(e) => warn!(lease = %name, error = %e, "cannot release the Lease"),
     }
 }
 
@@ -373,12 +384,14 @@ struct Assigner {
     api: Api<Service>,
     recorder: Recorder,
     settings: KubeSettings,
-    groups: Vec<(Family, watch::Sender<Vec<IpNet>>)>,
+    groups: Vec<Group>,
     /// Created at the first pass, so that it sees the state before any release.
     quarantine: Option<Quarantine>,
     /// Per Service, the notices already published (each is published once).
     told: HashMap<String, BTreeSet<Notice>>,
     pools_error: Option<String>,
+    /// The pool ConfigMap's last valid pools.
+    last_good: Option<Pools>,
     legacy_ignored: Vec<String>,
     homeless: BTreeSet<IpAddr>,
 }
@@ -443,10 +456,10 @@ impl Assigner {
             .flat_map(|s| s.current.iter().copied())
             .collect();
         metrics::gauge!("fedplane_vipd_service_addresses").set(addresses.len() as f64);
-        let families: Vec<Family> = self.groups.iter().map(|g| g.0).collect();
-        let (per_group, homeless) = services::spread(&addresses, &families);
-        for ((_, tx), ips) in self.groups.iter().zip(per_group) {
-            let nets: Vec<IpNet> = ips.into_iter().map(IpNet::from).collect();
+        let ids: Vec<(Family, u8)> = self.groups.iter().map(|g| (g.0, g.1)).collect();
+        let (per_group, homeless) = services::spread(&addresses, &ids);
+        for ((_, _, tx), ips) in self.groups.iter().zip(per_group) {
+            let nets = Some(ips.into_iter().map(IpNet::from).collect::<Vec<_>>());
             tx.send_if_modified(|old| {
                 let changed = *old != nets;
                 if changed {
@@ -455,7 +468,7 @@ impl Assigner {
                 changed
             });
         }
-        if homeless != self.homeless {
+        if homeless != self.homeless && !self.groups.is_empty() {
             for ip in homeless.difference(&self.homeless) {
                 warn!(%ip, "no VRRP group of this family on this node: not announced here");
             }
@@ -463,16 +476,24 @@ impl Assigner {
         }
     }
 
+    /// The ConfigMap's pools; its last valid ones while it is invalid; the config file's while
+    /// it does not exist.
     fn pools(&mut self, cm: Option<&Watched<ConfigMap>>) -> Pools {
         let Some((store, _)) = cm else {
             return self.settings.pools.clone();
         };
-        let text = store
-            .state()
-            .first()
-            .and_then(|c| c.data.as_ref()?.get("config.yaml").cloned());
+        let Some(object) = store.state().first().cloned() else {
+            if self.last_good.take().is_some() {
+                info!("pool ConfigMap gone: using the config file's pools");
+            }
+            return self.settings.pools.clone();
+        };
+        let text = object
+            .data
+            .as_ref()
+            .and_then(|d| d.get("config.yaml").cloned());
         let parsed = match text {
-            None => Err("no config.yaml in the pool ConfigMap (or no ConfigMap)".to_owned()),
+            None => Err("no config.yaml in the pool ConfigMap".to_owned()),
             Some(t) => Pools::from_yaml(&t).map_err(|e| e.to_string()),
         };
         match parsed {
@@ -480,8 +501,11 @@ impl Assigner {
                 if self.pools_error.take().is_some() {
                     info!("pool ConfigMap valid again");
                 }
-                // Keep the last good pools for when the ConfigMap turns bad.
-                self.settings.pools = p.clone();
+                if self.last_good.as_ref() != Some(&p) {
+                    let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+                    info!(pools = ?names, "pools from the ConfigMap in use");
+                }
+                self.last_good = Some(p.clone());
                 p
             }
             Err(e) => {
@@ -489,7 +513,9 @@ impl Assigner {
                     warn!(error = %e, "pool ConfigMap ignored; using the last valid pools");
                     self.pools_error = Some(e);
                 }
-                self.settings.pools.clone()
+                self.last_good
+                    .clone()
+                    .unwrap_or_else(|| self.settings.pools.clone())
             }
         }
     }

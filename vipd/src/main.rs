@@ -95,8 +95,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     for g in settings.groups.clone() {
         let vips = settings.kube.as_ref().map(|_| {
-            let (tx, rx) = watch::channel(Vec::new());
-            senders.push((if g.v6 { Family::V6 } else { Family::V4 }, tx));
+            let (tx, rx) = watch::channel(None);
+            let family = if g.v6 { Family::V6 } else { Family::V4 };
+            senders.push((family, g.fsm.vrid, tx));
             rx
         });
         groups.spawn(run_group(
@@ -145,7 +146,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     http.drain();
     cancel.cancel();
     if let Some(t) = kube_task {
-        // Releases the Lease, so a standby takes over at once.
+        // Releases the Lease, so a standby takes over within its retry period.
         let _ = t.await;
     }
     while let Some(res) = groups.join_next().await {

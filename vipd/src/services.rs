@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
-use crate::ipam::{Family, Kind, Svc, group_index};
+use crate::ipam::{Family, Kind, Svc, pick_group};
 
 /// Annotation with the addresses a Service asks for, comma-separated (one per family).
 pub const REQUEST_ANNOTATION: &str = "fedplane.io/load-balancer-ips";
@@ -134,23 +134,29 @@ pub fn legacy_map(data: &BTreeMap<String, String>) -> (BTreeMap<IpAddr, String>,
     (map, ignored)
 }
 
-/// Spreads the addresses over the groups: `groups` lists each group's family, and the result
-/// holds each group's addresses. Each address goes to one of its family's groups by
-/// [`group_index`]; addresses of a family without a group are returned apart.
+/// Spreads the addresses over the groups: `groups` lists each group's family and VRID, and the
+/// result holds each group's addresses. Each address goes to one group of its family by
+/// [`pick_group`]; addresses of a family without a group are returned apart.
 pub fn spread(
     addresses: &BTreeSet<IpAddr>,
-    groups: &[Family],
+    groups: &[(Family, u8)],
 ) -> (Vec<BTreeSet<IpAddr>>, BTreeSet<IpAddr>) {
     let mut out = vec![BTreeSet::new(); groups.len()];
     let mut homeless = BTreeSet::new();
     for ip in addresses {
-        let of_family: Vec<usize> = (0..groups.len())
-            .filter(|i| groups[*i] == Family::of(*ip))
+        let family = Family::of(*ip);
+        let vrids: Vec<u8> = groups
+            .iter()
+            .filter(|g| g.0 == family)
+            .map(|g| g.1)
             .collect();
-        if of_family.is_empty() {
-            homeless.insert(*ip);
-        } else {
-            out[of_family[group_index(*ip, of_family.len())]].insert(*ip);
+        match pick_group(*ip, &vrids).and_then(|v| groups.iter().position(|g| *g == (family, v))) {
+            Some(i) => {
+                out[i].insert(*ip);
+            }
+            None => {
+                homeless.insert(*ip);
+            }
         }
     }
     (out, homeless)
@@ -243,12 +249,13 @@ mod tests {
             .map(|i| IpAddr::from([10, 0, 0, i]))
             .chain(["fd00::1".parse().expect("ip")])
             .collect();
-        let (groups, homeless) = spread(&ips, &[Family::V4, Family::V4]);
+        let (groups, homeless) = spread(&ips, &[(Family::V4, 61), (Family::V4, 62)]);
         assert_eq!(groups[0].len() + groups[1].len(), 40);
         assert!(!groups[0].is_empty() && !groups[1].is_empty());
         assert_eq!(homeless.len(), 1);
-        let (again, _) = spread(&ips, &[Family::V4, Family::V4]);
-        assert_eq!(groups, again);
+        // Another node listing its groups the other way round agrees.
+        let (other, _) = spread(&ips, &[(Family::V4, 62), (Family::V4, 61)]);
+        assert_eq!((&groups[0], &groups[1]), (&other[1], &other[0]));
     }
 
     #[test]

@@ -391,13 +391,25 @@ fn a_changed_pool_configmap_serves_new_services_and_old_addresses_stay() {
     fake.apply(configmap(
         "pools:\n  - name: second\n    addresses: [10.7.0.0/29]\n",
     ));
-    // The new pool is in use once a Service gets an address from it.
+    // The ConfigMap and the Services are separate watches: wait until the change is seen.
+    wait_until(WAIT, "the new pools in use", || {
+        vipd.daemon
+            .output()
+            .contains("pools from the ConfigMap in use pools=[\"second\"]")
+            .then_some(())
+    });
     fake.apply(service("s2", &json!({})));
     wait_ingress(&fake, "s2", &["10.7.0.1"]);
     // A broken ConfigMap is ignored: the last valid pools stay.
     fake.apply(configmap(
         "pools: [{name: bad, addresses: [10.9.0.1/24]}]\n",
     ));
+    wait_until(WAIT, "the broken ConfigMap seen", || {
+        vipd.daemon
+            .output()
+            .contains("pool ConfigMap ignored")
+            .then_some(())
+    });
     fake.apply(service("s3", &json!({})));
     wait_ingress(&fake, "s3", &["10.7.0.2"]);
     assert_eq!(ingress(&fake, "s1"), ["10.6.0.1"], "an old address moved");

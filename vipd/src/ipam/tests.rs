@@ -270,7 +270,7 @@ fn a_released_address_waits_out_the_quarantine_except_for_its_owner() {
     assert!(plan.addresses["ns/new"].is_empty());
     assert_eq!(
         plan.notices[0].message,
-        "10.0.0.1 was released by ns/gone and is in quarantine for 30s more"
+        "10.0.0.1 was released by ns/gone and is still in quarantine"
     );
     assert_eq!(q.next_expiry(), Some(at(61)));
 }
@@ -325,19 +325,27 @@ fn services_that_stop_being_load_balancers_are_cleared_and_foreign_ones_left_alo
 }
 
 #[test]
-fn group_index_is_stable_and_spreads() {
-    // Fixed values: every node and every release must agree.
-    assert_eq!(
-        group_index(ip("10.4.0.50"), 4),
-        group_index(ip("10.4.0.50"), 4)
-    );
-    let mut counts = [0usize; 4];
+fn the_group_is_picked_alike_on_every_node_and_spreads() {
+    let a = ip("10.4.0.50");
+    let picked = pick_group(a, &[61, 62, 63, 64]).expect("a group");
+    // Whatever the order of the list.
+    assert_eq!(pick_group(a, &[64, 63, 62, 61]), Some(picked));
+    let mut counts = BTreeMap::new();
     for i in 0..=255u8 {
-        counts[group_index(IpAddr::V4(Ipv4Addr::new(10, 4, 0, i)), 4)] += 1;
+        let g = pick_group(IpAddr::V4(Ipv4Addr::new(10, 4, 0, i)), &[61, 62, 63, 64]);
+        *counts.entry(g.expect("a group")).or_insert(0) += 1;
     }
-    assert!(counts.iter().all(|c| *c > 32), "{counts:?}");
-    assert_eq!(group_index(ip("10.4.0.50"), 1), 0);
-    assert_eq!(group_index(ip("10.4.0.50"), 0), 0);
+    assert_eq!(counts.len(), 4);
+    assert!(counts.values().all(|c| *c > 32), "{counts:?}");
+    // A group added moves only the addresses it wins.
+    for i in 0..=255u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 4, 0, i));
+        let before = pick_group(ip, &[61, 62, 63, 64]);
+        let after = pick_group(ip, &[61, 62, 63, 64, 65]);
+        assert!(after == before || after == Some(65));
+    }
+    assert_eq!(pick_group(a, &[7]), Some(7));
+    assert_eq!(pick_group(a, &[]), None);
 }
 
 // Property tests over small pools, so that conflicts, exhaustion and quarantine all happen.
