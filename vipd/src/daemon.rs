@@ -154,7 +154,8 @@ async fn next_vips(rx: &mut Option<watch::Receiver<Option<Vec<IpNet>>>>) -> Opti
     Some(r.borrow_and_update().clone().unwrap_or_default())
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,

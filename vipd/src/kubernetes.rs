@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::KubeSettings;
+use crate::daemon::sleep_until;
 use crate::ipam::{self, Family, Kind, Notice, Pools, Quarantine, Svc};
 use crate::lease::{Elector, Seen, Step};
 use crate::services::{self, key_of, svc_of};
@@ -127,11 +128,11 @@ pub async fn run(
         },
     );
     let mut a = Assigner {
-        api: Api::all(client),
+        client,
         recorder,
+        quarantine: Quarantine::new(settings.quarantine),
         settings,
         groups,
-        quarantine: None,
         told: HashMap::new(),
         pools_error: None,
         last_good: None,
@@ -141,13 +142,10 @@ pub async fn run(
     let mut retry_at: Option<Instant> = None;
     let mut backoff = RETRY;
     loop {
-        let wake = [
-            a.quarantine.as_ref().and_then(Quarantine::next_expiry),
-            retry_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let wake = [a.quarantine.next_expiry(), retry_at]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             () = cancel.cancelled() => break,
             () = changed.notified() => {}
@@ -178,13 +176,6 @@ pub async fn run(
     }
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 type Watched<K> = (Store<K>, Arc<AtomicBool>);
@@ -381,12 +372,11 @@ async fn release(api: &Api<Lease>, name: &str, me: &str) {
 
 /// The reconcile state.
 struct Assigner {
-    api: Api<Service>,
+    client: Client,
     recorder: Recorder,
     settings: KubeSettings,
     groups: Vec<Group>,
-    /// Created at the first pass, so that it sees the state before any release.
-    quarantine: Option<Quarantine>,
+    quarantine: Quarantine,
     /// Per Service, the notices already published (each is published once).
     told: HashMap<String, BTreeSet<Notice>>,
     pools_error: Option<String>,
@@ -411,11 +401,9 @@ impl Assigner {
             .iter()
             .map(|s| svc_of(s, &self.settings.class))
             .collect();
-        let q = self
-            .quarantine
-            .get_or_insert_with(|| Quarantine::new(self.settings.quarantine));
-        q.observe(&ipam::in_use(&svcs), now);
-        metrics::gauge!("fedplane_vipd_quarantined_addresses").set(q.len() as f64);
+        // The first pass releases nothing: it only learns what is in use.
+        self.quarantine.observe(&ipam::in_use(&svcs), now);
+        metrics::gauge!("fedplane_vipd_quarantined_addresses").set(self.quarantine.len() as f64);
         self.announce(&svcs);
 
         let pools = self.pools(pools_cm);
@@ -425,8 +413,7 @@ impl Assigner {
             return false;
         };
         metrics::gauge!("fedplane_vipd_leader").set(1.0);
-        let q = self.quarantine.as_ref().unwrap_or_else(|| unreachable!());
-        let plan = ipam::assign(&pools, &svcs, &legacy, q, now);
+        let plan = ipam::assign(&pools, &svcs, &legacy, &self.quarantine, now);
         let by_key: HashMap<String, &Arc<Service>> =
             objects.iter().map(|s| (key_of(s), s)).collect();
         let mut failed = false;
@@ -546,7 +533,7 @@ impl Assigner {
         patch["metadata"] = serde_json::json!({"resourceVersion": obj.resource_version()});
         let ns = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
-        let res = Api::<Service>::namespaced(self.api.clone().into_client(), &ns)
+        let res = Api::<Service>::namespaced(self.client.clone(), &ns)
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await;
         let list = want

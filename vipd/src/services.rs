@@ -38,21 +38,25 @@ pub fn svc_of(s: &Service, class: &str) -> Svc {
         _ => Kind::NotLoadBalancer,
     };
     let annotations = s.metadata.annotations.clone().unwrap_or_default();
+    // spec.ipFamilies, else the families of the cluster IPs, else IPv4; each once, in order.
+    let mut listed: Vec<Family> = spec
+        .ip_families
+        .iter()
+        .flatten()
+        .map(|f| if f == "IPv6" { Family::V6 } else { Family::V4 })
+        .collect();
+    if listed.is_empty() {
+        listed = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| Some(Family::of(ip.parse().ok()?)))
+            .collect();
+    }
     let mut families: Vec<Family> = Vec::new();
-    for f in spec.ip_families.iter().flatten() {
-        let f = if f == "IPv6" { Family::V6 } else { Family::V4 };
+    for f in listed {
         if !families.contains(&f) {
             families.push(f);
-        }
-    }
-    if families.is_empty() {
-        for ip in spec.cluster_ips.iter().flatten() {
-            if let Ok(ip) = ip.parse::<IpAddr>() {
-                let f = Family::of(ip);
-                if !families.contains(&f) {
-                    families.push(f);
-                }
-            }
         }
     }
     if families.is_empty() {

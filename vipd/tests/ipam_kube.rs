@@ -273,7 +273,10 @@ fn the_lease_lost_and_regained_moves_no_address() {
     for name in ["s1", "s2", "s3"] {
         fake.apply(service(name, &json!({})));
     }
-    wait_ingress(&fake, "s3", &["10.4.0.4"]);
+    // Written one by one, in no set order: wait for each.
+    for (name, ip) in [("s1", "10.4.0.2"), ("s2", "10.4.0.3"), ("s3", "10.4.0.4")] {
+        wait_ingress(&fake, name, &[ip]);
+    }
     let before = all_ingress(&fake);
     assert_eq!(before.len(), 3, "{before:?}");
     assert_eq!(b.metric("fedplane_vipd_leader"), Some(0.0));
