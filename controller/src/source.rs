@@ -221,10 +221,15 @@ impl Watch {
         }
     }
 
+    /// Sets the gauge while holding the lock: the three watchers of a cluster run on
+    /// different threads, and a reading taken before another watcher's change must not be
+    /// written after it.
     fn gauge(&self) {
-        let connected = self.lock().link() == Link::Connected;
+        let s = self.lock();
+        let connected = s.link() == Link::Connected;
         metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => self.cluster.clone())
             .set(f64::from(u8::from(connected)));
+        drop(s);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
