@@ -1,0 +1,105 @@
+//! The README's run command, `scripts/demo`, run as its users run it (with the binaries this
+//! test run built, through `FEDPLANE_BIN`): its answers, its failover, and that it leaves no
+//! namespace or process behind, whether it ends or is stopped with SIGTERM half-way.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use fedplane_testkit::netns::{list_namespaces, require_root};
+use fedplane_testkit::{Daemon, require_program, wait_until, workspace_bin};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn start_demo() -> Daemon {
+    require_root();
+    for (program, package) in [
+        ("etcd", "etcd-server"),
+        ("etcdctl", "etcd-client"),
+        ("dig", "bind9-dnsutils"),
+        ("curl", "curl"),
+        ("python3", "python3"),
+    ] {
+        require_program(program, package);
+    }
+    let bin = workspace_bin("fedplane-vipd");
+    let bin_dir = bin.parent().expect("target directory");
+    for name in ["fedplane-dns", "fedplane-controller"] {
+        workspace_bin(name);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts/demo"))
+        .env("FEDPLANE_BIN", bin_dir);
+    Daemon::spawn("scripts/demo", cmd)
+}
+
+/// The namespaces the demo run `pid` left (it checks its own processes, and says so in its
+/// last line).
+fn leftovers(pid: u32) -> Vec<String> {
+    let prefix = format!("fpdemo{pid}-");
+    list_namespaces()
+        .into_iter()
+        .filter(|ns| ns.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn demo_answers_fails_over_and_leaves_nothing_behind() {
+    let mut demo = start_demo();
+    let pid = demo.pid();
+    let status = demo.wait_exit(RUN_TIMEOUT);
+    let out = demo.output();
+    assert!(status.success(), "the demo failed ({status}):\n{out}");
+
+    for line in [
+        // VIPs held by node 1 of each cluster and reached from its lan.
+        "fcp  10.210.1.68  held by fcp-node-1",
+        "curl from the lan: hello-world from usa-node-1",
+        // Global name: every cluster's address.
+        "hello-world.default.federation.svc.example.com.\t30 IN A\t10.210.2.65",
+        // Region and zone names.
+        "hello-world.default.federation.svc.europe.example.com. 30 IN A 10.210.1.68",
+        "hello-world.default.federation.svc.us.america.example.com. 30 IN A 10.210.3.65",
+        // The fallback: zone → region → global.
+        "hello-world.default.federation.svc.cn.asia.example.com.\t30 IN CNAME hello-world.default.federation.svc.asia.example.com.",
+        "hello-world.default.federation.svc.asia.example.com. 30\tIN CNAME hello-world.default.federation.svc.example.com.",
+        // The failover, reached from the lan.
+        "curl: hello-world from usa-node-2",
+        // Answers with etcd stopped.
+        "status: NXDOMAIN",
+        "nothing left behind",
+    ] {
+        assert!(
+            out.contains(line),
+            "the demo's output lacks {line:?}:\n{out}"
+        );
+    }
+    let ms: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("usa-node-2 holds 10.210.3.65 "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failover time in the output:\n{out}"));
+    assert!(
+        ms <= 1000,
+        "failover took {ms} ms, over the 1 s target:\n{out}"
+    );
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "{out}");
+}
+
+#[test]
+fn demo_stopped_half_way_cleans_up() {
+    let mut demo = start_demo();
+    let pid = demo.pid();
+    wait_until(RUN_TIMEOUT, "the demo's clusters to be up", || {
+        demo.output().contains("held by chn-node-1").then_some(())
+    });
+    assert!(!leftovers(pid).is_empty(), "the clusters' namespaces exist");
+    demo.signal("TERM");
+    let status = demo.wait_exit(RUN_TIMEOUT);
+    let out = demo.output();
+    assert_eq!(status.code(), Some(143), "exit status of SIGTERM:\n{out}");
+    assert!(out.contains("nothing left behind"), "{out}");
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "{out}");
+}
