@@ -40,6 +40,10 @@ pub struct Cli {
     /// label (repeatable)
     #[arg(long = "context", value_name = "NAME[=CONTEXT]")]
     pub contexts: Vec<String>,
+    /// Every context of the kubeconfig is a member cluster named after it, besides those given
+    /// with --context (so the kubeconfig alone lists the members, as in the deploy manifests)
+    #[arg(long)]
+    pub all_contexts: bool,
     /// Member cluster read from a file of `kubectl get nodes,services,endpointslices -A -o
     /// yaml` (or -o json) instead of a live API server (repeatable)
     #[arg(long = "snapshot", value_name = "NAME=FILE")]
@@ -120,8 +124,6 @@ pub struct ClusterConfig {
 pub struct Settings {
     /// etcd.
     pub etcd: EtcdSettings,
-    /// kubeconfig file; `None`: `$KUBECONFIG` or `~/.kube/config`.
-    pub kubeconfig: Option<PathBuf>,
     /// Member clusters in command-line order.
     pub clusters: Vec<ClusterConfig>,
     /// `--http`.
@@ -186,7 +188,8 @@ impl Settings {
         }
         if clusters.is_empty() {
             return Err(ConfigError(
-                "no member cluster: give --kubeconfig with --context NAME, or --snapshot NAME=FILE"
+                "no member cluster: give --kubeconfig with --context NAME or --all-contexts, \
+                 or --snapshot NAME=FILE"
                     .into(),
             ));
         }
@@ -239,7 +242,6 @@ impl Settings {
                     .unwrap_or_else(|| format!("fedplane-controller-{}", std::process::id())),
             },
             etcd,
-            kubeconfig: cli.kubeconfig,
             clusters,
             http: cli.http,
             log_format: cli.log_format,

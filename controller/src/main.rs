@@ -20,24 +20,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 fn main() {
-    let cli = Cli::parse();
-    let settings = match Settings::resolve(
+    let exit = |e: &dyn std::fmt::Display| -> ! {
+        eprintln!("fedplane-controller: {e:#}");
+        std::process::exit(2);
+    };
+    let mut cli = Cli::parse();
+    let kubeconfig = if cli.all_contexts || !cli.contexts.is_empty() {
+        let kc = read_kubeconfig(&cli).unwrap_or_else(|e| exit(&e));
+        if cli.all_contexts {
+            add_every_context(&mut cli, &kc);
+        }
+        Some(kc)
+    } else {
+        None
+    };
+    let settings = Settings::resolve(
         cli,
         std::env::var(PASSWORD_ENV).ok(),
         std::env::var("HOSTNAME").ok(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fedplane-controller: {e}");
-            std::process::exit(2);
-        }
-    };
+    )
+    .unwrap_or_else(|e| exit(&e));
     fedplane_ops::init_tracing(&settings.log_format);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")
-        .and_then(|rt| rt.block_on(run(settings)));
+        .and_then(|rt| rt.block_on(run(settings, kubeconfig)));
     if let Err(e) = result {
         tracing::error!("{e:#}");
         eprintln!("fedplane-controller: {e:#}");
@@ -45,7 +53,30 @@ fn main() {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+fn read_kubeconfig(cli: &Cli) -> anyhow::Result<Kubeconfig> {
+    match &cli.kubeconfig {
+        Some(p) => Kubeconfig::read_from(p)
+            .with_context(|| format!("cannot read kubeconfig {}", p.display())),
+        None => Kubeconfig::read().context(
+            "cannot read the kubeconfig from $KUBECONFIG or ~/.kube/config; give --kubeconfig",
+        ),
+    }
+}
+
+/// `--all-contexts`: every context not already named by a `--context` becomes one.
+fn add_every_context(cli: &mut Cli, kc: &Kubeconfig) {
+    for ctx in &kc.contexts {
+        let given = cli
+            .contexts
+            .iter()
+            .any(|c| c.split_once('=').map_or(c.as_str(), |(_, context)| context) == ctx.name);
+        if !given {
+            cli.contexts.push(ctx.name.clone());
+        }
+    }
+}
+
+async fn run(settings: Settings, kubeconfig: Option<Kubeconfig>) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -54,21 +85,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    let kubeconfig = if settings
-        .clusters
-        .iter()
-        .any(|c| matches!(c.source, Source::Context(_)))
-    {
-        Some(match &settings.kubeconfig {
-            Some(p) => Kubeconfig::read_from(p)
-                .with_context(|| format!("cannot read kubeconfig {}", p.display()))?,
-            None => Kubeconfig::read().context(
-                "cannot read the kubeconfig from $KUBECONFIG or ~/.kube/config; give --kubeconfig",
-            )?,
-        })
-    } else {
-        None
-    };
     let mut clusters = Vec::new();
     for c in &settings.clusters {
         let name = &c.view.cluster;

@@ -72,14 +72,17 @@ impl Federation {
         &self.fakes[i]
     }
 
-    /// A controller watching the three clusters, with `extra` flags.
+    /// A controller watching the three clusters, with `extra` flags; each is named by a
+    /// `--context` unless `extra` has `--all-contexts` (as the deploy manifests do).
     fn controller(&self, extra: &[&str]) -> Controller {
         let mut args = vec![
             "--kubeconfig".to_owned(),
             self.kubeconfig.display().to_string(),
         ];
-        for (name, ..) in SEEDS {
-            args.extend(["--context".into(), name.into()]);
+        if !extra.contains(&"--all-contexts") {
+            for (name, ..) in SEEDS {
+                args.extend(["--context".into(), name.into()]);
+            }
         }
         args.extend(extra.iter().map(ToString::to_string));
         Controller::start(&self.etcd, args)
@@ -221,7 +224,8 @@ fn seed_federation_answers_with_every_ingress_globally_and_one_per_region_and_zo
         "spec": {"type": "LoadBalancer"},
         "status": {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}]}},
     }));
-    let c = fed.controller(&[]);
+    // The kubeconfig alone lists the members.
+    let c = fed.controller(&["--all-contexts"]);
     fed.await_a(GLOBAL, &all_ips());
     for (_, region, zone, ip) in SEEDS {
         let region_name = format!("hello-world.default.federation.svc.{region}.example.com");
