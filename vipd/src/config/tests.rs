@@ -221,6 +221,46 @@ fn the_kubernetes_example_file_is_valid() {
     assert!(kube.pools.get("dmz").is_some_and(|p| !p.auto_assign));
 }
 
+/// The DaemonSet's config file and every pool document under deploy/ (what the pool
+/// ConfigMaps carry as config.yaml) are valid, with the DaemonSet's flags.
+#[test]
+fn the_deploy_manifests_config_and_pools_are_valid() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let config = format!("{deploy}/components/member/vipd-config.yaml");
+    let s = resolve(&[
+        "--kubernetes",
+        "--node-name",
+        "node-a",
+        "--config",
+        &config,
+        "--pools-configmap=fedplane-system/fedplane-vipd-pools",
+        "--lease=fedplane-system/fedplane-vipd",
+    ])
+    .expect("the DaemonSet's config parses");
+    assert_eq!(s.groups.len(), 2);
+    assert!(s.groups.iter().all(|g| g.dynamic && !g.v6));
+    let mut pools = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(deploy)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read deploy/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n == "vipd-pools.yaml") {
+                let text = std::fs::read_to_string(&path).expect("read pools");
+                crate::ipam::Pools::from_yaml(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                pools.push(path);
+            }
+        }
+    }
+    assert_eq!(
+        pools.len(),
+        4,
+        "the member component's and the seeds': {pools:?}"
+    );
+}
+
 #[test]
 fn kubernetes_settings_are_checked() {
     for (args, want) in [

@@ -1,0 +1,241 @@
+//! The offline check of `deploy/`: every kustomization renders with kustomize, and every
+//! rendered object (plus the standalone manifests) passes `kubernetes-validate --strict` against
+//! Kubernetes 1.33 and 1.37. The programs' arguments in the manifests are flags the binaries
+//! have, every `$(VAR)` in them is defined, and the Dockerfile builds each of them. `scripts/install-deps` installs both tools.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fedplane_testkit::workspace_bin;
+use serde_json::Value;
+
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// A tool from `scripts/install-deps` ($FEDPLANE_TOOLS/bin, default /opt/fedplane-tools/bin).
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("FEDPLANE_TOOLS")
+        .map_or_else(|| PathBuf::from("/opt/fedplane-tools"), PathBuf::from);
+    let path = dir.join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/install-deps",
+        path.display()
+    );
+    path
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{cmd:?} failed ({}):\n{text}", out.status))
+    }
+}
+
+/// Every directory under `dir` with a `kustomization.yaml` of kind Kustomization (components
+/// are rendered through the overlays that use them).
+fn kustomizations(dir: &Path, found: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("read deploy/")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            kustomizations(&path, found);
+        } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            let text = std::fs::read_to_string(&path).expect("read kustomization.yaml");
+            if text.lines().any(|l| l.trim() == "kind: Kustomization") {
+                found.push(dir.to_owned());
+            }
+        }
+    }
+}
+
+fn render(dir: &Path) -> String {
+    run(Command::new(tool("kustomize")).arg("build").arg(dir)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn objects(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("kustomize output is YAML")
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Renders every kustomization: (name under deploy/, rendered YAML).
+fn rendered() -> Vec<(String, String)> {
+    let root = deploy_dir();
+    let mut dirs = Vec::new();
+    kustomizations(&root, &mut dirs);
+    let names: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            d.strip_prefix(&root)
+                .expect("under deploy/")
+                .display()
+                .to_string()
+        })
+        .collect();
+    for want in [
+        "base",
+        "overlays/host",
+        "overlays/member",
+        "examples/seeds/fcp",
+        "examples/seeds/usa",
+        "examples/seeds/chn",
+        "examples/etcd-tls",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "no kustomization {want} in {names:?}"
+        );
+    }
+    names
+        .into_iter()
+        .zip(&dirs)
+        .map(|(name, dir)| (name, render(dir)))
+        .collect()
+}
+
+#[test]
+fn every_manifest_renders_and_validates_strictly_against_kubernetes_1_33_and_1_37() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut files = vec![deploy_dir().join("coredns/coredns.yaml")];
+    for (name, yaml) in rendered() {
+        assert!(!objects(&yaml).is_empty(), "{name} renders nothing");
+        let file = tmp.path().join(format!("{}.yaml", name.replace('/', "_")));
+        std::fs::write(&file, yaml).expect("write rendered manifest");
+        files.push(file);
+    }
+    for version in KUBERNETES_VERSIONS {
+        let result = run(Command::new(tool("kubernetes-validate"))
+            .args(["--strict", "--quiet", "-k", version])
+            .args(&files));
+        if let Err(e) = result {
+            panic!("kubernetes-validate against {version}: {e}");
+        }
+    }
+}
+
+/// The programs' containers: (object name, binary, args, env names).
+fn containers(objects: &[Value]) -> Vec<(String, String, Vec<String>, BTreeSet<String>)> {
+    let config_keys = |name: &str| -> BTreeSet<String> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name)
+            .flat_map(|o| o["data"].as_object().into_iter().flatten())
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        if !matches!(o["kind"].as_str(), Some("Deployment" | "DaemonSet")) {
+            continue;
+        }
+        for c in o["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            };
+            let mut env: BTreeSet<String> = c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                .collect();
+            for from in c["envFrom"].as_array().into_iter().flatten() {
+                if let Some(name) = from["configMapRef"]["name"].as_str() {
+                    env.extend(config_keys(name));
+                }
+            }
+            let binary = strings(&c["command"]).first().cloned().unwrap_or_default();
+            out.push((
+                o["metadata"]["name"].as_str().unwrap_or("?").to_owned(),
+                binary,
+                strings(&c["args"]),
+                env,
+            ));
+        }
+    }
+    out
+}
+
+/// Whether `--help` text lists `flag` (and not only a longer flag that starts with it).
+fn lists_flag(help: &str, flag: &str) -> bool {
+    help.match_indices(flag).any(|(i, _)| {
+        help[i + flag.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-'))
+    })
+}
+
+#[test]
+fn the_manifests_pass_only_flags_the_binaries_have_and_define_every_variable() {
+    let mut seen = BTreeSet::new();
+    for (name, yaml) in rendered() {
+        for (object, binary, args, env) in containers(&objects(&yaml)) {
+            assert!(
+                binary.starts_with("fedplane-"),
+                "{name}: {object} runs {binary:?}, not a fedplane binary"
+            );
+            let help = run(Command::new(workspace_bin(&binary)).arg("--help"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            for arg in &args {
+                let flag = arg.split('=').next().unwrap_or(arg);
+                assert!(
+                    flag.starts_with("--") && lists_flag(&help, flag),
+                    "{name}: {object} passes {arg:?}, which {binary} --help does not list"
+                );
+                let mut rest = arg.as_str();
+                while let Some(start) = rest.find("$(") {
+                    let end = rest[start..].find(')').expect("closed $(") + start;
+                    let var = &rest[start + 2..end];
+                    assert!(
+                        env.contains(var),
+                        "{name}: {object} uses $({var}) in {arg:?}, but its env has {env:?}"
+                    );
+                    rest = &rest[end..];
+                }
+            }
+            seen.insert(binary);
+        }
+    }
+    assert_eq!(
+        seen.iter().collect::<Vec<_>>(),
+        ["fedplane-controller", "fedplane-dns", "fedplane-vipd"],
+        "every program is deployed"
+    );
+    // The one image carries each of them.
+    let dockerfile =
+        std::fs::read_to_string(deploy_dir().join("../Dockerfile")).expect("read the Dockerfile");
+    for binary in &seen {
+        assert!(
+            dockerfile.contains(&format!("--bin {binary}"))
+                && dockerfile.contains(&format!("target/release/{binary}")),
+            "the Dockerfile does not build and copy {binary}"
+        );
+    }
+}
