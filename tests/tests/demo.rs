@@ -4,14 +4,40 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use fedplane_testkit::netns::{list_namespaces, require_root};
 use fedplane_testkit::{Daemon, require_program, wait_until, workspace_bin};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn start_demo() -> Daemon {
+/// One demo at a time: the failover time it prints is not measured under a second demo's load.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A running demo. Dropped while it runs (a failed assertion), it gets SIGTERM and a bounded
+/// wait, so its own cleanup still removes what it made (a plain kill would leave it all).
+struct Demo {
+    daemon: Daemon,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if self.daemon.is_running() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.daemon.pid().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.daemon.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn start_demo() -> Demo {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     require_root();
     for (program, package) in [
         ("etcd", "etcd-server"),
@@ -31,7 +57,10 @@ fn start_demo() -> Daemon {
     let mut cmd = Command::new("bash");
     cmd.arg(root.join("scripts/demo"))
         .env("FEDPLANE_BIN", bin_dir);
-    Daemon::spawn("scripts/demo", cmd)
+    Demo {
+        daemon: Daemon::spawn("scripts/demo", cmd),
+        _turn: turn,
+    }
 }
 
 /// The namespaces the demo run `pid` left (it checks its own processes, and says so in its
@@ -47,9 +76,9 @@ fn leftovers(pid: u32) -> Vec<String> {
 #[test]
 fn demo_answers_fails_over_and_leaves_nothing_behind() {
     let mut demo = start_demo();
-    let pid = demo.pid();
-    let status = demo.wait_exit(RUN_TIMEOUT);
-    let out = demo.output();
+    let pid = demo.daemon.pid();
+    let status = demo.daemon.wait_exit(RUN_TIMEOUT);
+    let out = demo.daemon.output();
     assert!(status.success(), "the demo failed ({status}):\n{out}");
 
     for line in [
@@ -91,14 +120,17 @@ fn demo_answers_fails_over_and_leaves_nothing_behind() {
 #[test]
 fn demo_stopped_half_way_cleans_up() {
     let mut demo = start_demo();
-    let pid = demo.pid();
+    let pid = demo.daemon.pid();
     wait_until(RUN_TIMEOUT, "the demo's clusters to be up", || {
-        demo.output().contains("held by chn-node-1").then_some(())
+        demo.daemon
+            .output()
+            .contains("held by chn-node-1")
+            .then_some(())
     });
     assert!(!leftovers(pid).is_empty(), "the clusters' namespaces exist");
-    demo.signal("TERM");
-    let status = demo.wait_exit(RUN_TIMEOUT);
-    let out = demo.output();
+    demo.daemon.signal("TERM");
+    let status = demo.daemon.wait_exit(RUN_TIMEOUT);
+    let out = demo.daemon.output();
     assert_eq!(status.code(), Some(143), "exit status of SIGTERM:\n{out}");
     assert!(out.contains("nothing left behind"), "{out}");
     assert_eq!(leftovers(pid), Vec::<String>::new(), "{out}");

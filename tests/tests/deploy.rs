@@ -77,6 +77,48 @@ fn objects(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        let dest = to.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            copy_tree(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).expect("copy file");
+        }
+    }
+}
+
+/// The deploy guide's step 3 copies the seeds' overlays to `deploy/sites/my-federation`, and
+/// steps 4–5 apply them from there: they must render from that place too.
+#[test]
+fn the_guides_copy_of_the_seeds_renders() {
+    let guide = std::fs::read_to_string(deploy_dir().join("README.md")).expect("read the guide");
+    let step = "cp -r deploy/examples/seeds deploy/sites/my-federation";
+    assert!(guide.contains(step), "the guide's step 3 is {step:?}");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let deploy = tmp.path().join("deploy");
+    copy_tree(&deploy_dir(), &deploy);
+    copy_tree(
+        &deploy.join("examples/seeds"),
+        &deploy.join("sites/my-federation"),
+    );
+    for cluster in ["fcp", "usa", "chn"] {
+        let dir = deploy.join("sites/my-federation").join(cluster);
+        assert!(
+            guide.contains(&format!("apply -k deploy/sites/my-federation/{cluster}")),
+            "the guide applies {cluster} from its copy"
+        );
+        assert_eq!(
+            objects(&render(&dir)),
+            objects(&render(&deploy_dir().join("examples/seeds").join(cluster))),
+            "{cluster}: the copy renders as the example does"
+        );
+    }
+}
+
 /// Renders every kustomization: (name under deploy/, rendered YAML).
 fn rendered() -> Vec<(String, String)> {
     let root = deploy_dir();
