@@ -122,21 +122,22 @@ fn bad_flags_say_what_is_wrong() {
     assert!(peer6.contains("link-local"), "{peer6}");
 }
 
-#[test]
-fn several_groups_from_yaml() {
+/// Resolves `flags` with a config file holding `yaml`.
+fn resolve_yaml(yaml: &str, flags: &[&str]) -> Result<Settings, ConfigError> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vipd.yaml");
-    std::fs::write(
-        &path,
+    std::fs::write(&path, yaml).expect("write");
+    let mut args = vec!["--config", path.to_str().expect("utf-8")];
+    args.extend_from_slice(flags);
+    resolve(&args)
+}
+
+#[test]
+fn several_groups_from_yaml() {
+    let s = resolve_yaml(
         "http: 127.0.0.1:9999\ngroups:\n  - vrid: 51\n    priority: 150\n    vips: [192.0.2.100/24]\n  - vrid: 52\n    interface: eth1\n    advert_interval: 1s\n    vrrp_version: 2\n    preempt: false\n    vips: [192.0.2.101/24]\n  - vrid: 51\n    vips: ['2001:db8::100/64']\n",
+        &["--interface", "eth0"],
     )
-    .expect("write");
-    let s = resolve(&[
-        "--interface",
-        "eth0",
-        "--config",
-        path.to_str().expect("utf-8"),
-    ])
     .expect("valid");
     assert_eq!(s.http.to_string(), "127.0.0.1:9999");
     assert_eq!(s.groups.len(), 3);
@@ -146,47 +147,31 @@ fn several_groups_from_yaml() {
     assert!(!s.groups[1].fsm.preempt);
     assert!(s.groups[2].v6, "same VRID, other family: a separate group");
 
-    std::fs::write(
-        &path,
+    let e = resolve_yaml(
         "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n    colour: red\n",
+        &["--interface", "eth0"],
     )
-    .expect("write");
-    let e = resolve(&[
-        "--interface",
-        "eth0",
-        "--config",
-        path.to_str().expect("utf-8"),
-    ])
     .expect_err("unknown field");
     assert!(e.to_string().contains("colour"), "{e}");
 
-    std::fs::write(&path, "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n  - vrid: 51\n    vips: [192.0.2.101/24]\n").expect("write");
-    let e = resolve(&[
-        "--interface",
-        "eth0",
-        "--config",
-        path.to_str().expect("utf-8"),
-    ])
+    let e = resolve_yaml(
+        "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n  - vrid: 51\n    vips: [192.0.2.101/24]\n",
+        &["--interface", "eth0"],
+    )
     .expect_err("duplicate");
     assert!(e.to_string().contains("two groups"), "{e}");
 
-    std::fs::write(&path, "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n  - vrid: 52\n    priority: 120\n    vips: [192.0.2.101/24]\n").expect("write");
-    let s = resolve(&[
-        "--interface",
-        "eth0",
-        "--priority",
-        "180",
-        "--no-preempt",
-        "--config",
-        path.to_str().expect("utf-8"),
-    ])
+    let two = "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n  - vrid: 52\n    priority: 120\n    vips: [192.0.2.101/24]\n";
+    let s = resolve_yaml(
+        two,
+        &["--interface", "eth0", "--priority", "180", "--no-preempt"],
+    )
     .expect("valid");
     assert_eq!(s.groups[0].fsm.priority, 180, "the flag is the default");
     assert!(!s.groups[0].fsm.preempt);
     assert_eq!(s.groups[1].fsm.priority, 120, "the file wins");
 
-    let e =
-        resolve(&["--config", path.to_str().expect("utf-8"), "--vrid", "3"]).expect_err("mixed");
+    let e = resolve_yaml(two, &["--vrid", "3"]).expect_err("mixed");
     assert!(e.to_string().contains("with --config"), "{e}");
 }
 
@@ -282,31 +267,20 @@ fn kubernetes_settings_are_checked() {
         let e = resolve(args).expect_err("invalid");
         assert!(e.to_string().contains(want), "{e}");
     }
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let file = dir.path().join("v.yaml");
-    std::fs::write(
-        &file,
+    let e = resolve_yaml(
         "groups: []\npools: [{name: a, addresses: [10.0.0.0/24]}]\n",
+        &[],
     )
-    .expect("write");
-    let e = resolve(&["--config", &file.to_string_lossy()]).expect_err("pools need --kubernetes");
+    .expect_err("pools need --kubernetes");
     assert!(
         e.to_string().contains("no groups")
             || e.to_string().contains("only used with --kubernetes"),
         "{e}"
     );
-    std::fs::write(
-        &file,
+    let e = resolve_yaml(
         "groups: [{vrid: 5, interface: eth0, family: ipv5}]\n",
+        &["--kubernetes", "--node-name", "a"],
     )
-    .expect("write");
-    let e = resolve(&[
-        "--kubernetes",
-        "--node-name",
-        "a",
-        "--config",
-        &file.to_string_lossy(),
-    ])
     .expect_err("bad family");
     assert!(e.to_string().contains("use ipv4 or ipv6"), "{e}");
 }
