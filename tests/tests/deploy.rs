@@ -1,7 +1,10 @@
-//! The offline check of `deploy/`: every kustomization renders with kustomize, and every
-//! rendered object (plus the standalone manifests) passes `kubernetes-validate --strict` against
-//! Kubernetes 1.33 and 1.37. The programs' arguments in the manifests are flags the binaries
-//! have, every `$(VAR)` in them is defined, and the Dockerfile builds each of them. `scripts/install-deps` installs both tools.
+//! The offline check of `deploy/`: every kustomization renders, to the same objects, with the
+//! kustomize embedded in the oldest kubectl the deploy guide promises (1.24, kustomize v4.5.4)
+//! and in current ones (1.35 and 1.36, kustomize v5.7 and v5.8), through `kubectl kustomize` as
+//! `kubectl apply -k` runs it; every rendered object (plus the standalone manifests) passes
+//! `kubernetes-validate --strict` against Kubernetes 1.33 and 1.37. The programs' arguments in
+//! the manifests are flags the binaries have, every `$(VAR)` in them is defined, and the
+//! Dockerfile builds each of them. `scripts/install-deps --tools` installs the tools.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,10 @@ use fedplane_testkit::workspace_bin;
 use serde_json::Value;
 
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
+
+/// The kubectl releases whose embedded kustomize renders every overlay: the oldest the deploy
+/// guide promises first, the newest last.
+const KUBECTLS: [&str; 3] = ["kubectl-1.24", "kubectl-1.35", "kubectl-1.36"];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -23,7 +30,7 @@ fn tool(name: &str) -> PathBuf {
     let path = dir.join("bin").join(name);
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/install-deps",
+        "{} is missing: run scripts/install-deps --tools",
         path.display()
     );
     path
@@ -65,8 +72,34 @@ fn kustomizations(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
+/// Renders `dir` with every kubectl in [`KUBECTLS`], which must all succeed and agree; returns
+/// the newest one's output.
 fn render(dir: &Path) -> String {
-    run(Command::new(tool("kustomize")).arg("build").arg(dir)).unwrap_or_else(|e| panic!("{e}"))
+    let mut newest: Option<(&str, String)> = None;
+    for kubectl in KUBECTLS {
+        let yaml = run(Command::new(tool(kubectl)).arg("kustomize").arg(dir))
+            .unwrap_or_else(|e| panic!("`kubectl apply -k` fails with {kubectl}: {e}"));
+        if let Some((older, before)) = &newest {
+            assert_eq!(
+                sorted(before),
+                sorted(&yaml),
+                "{}: {older} and {kubectl} render different objects",
+                dir.display()
+            );
+        }
+        newest = Some((kubectl, yaml));
+    }
+    newest.expect("at least one kubectl").1
+}
+
+#[test]
+fn the_guide_promises_the_oldest_kubectl_the_tests_render_with() {
+    let guide = std::fs::read_to_string(deploy_dir().join("README.md")).expect("read the guide");
+    let oldest = KUBECTLS[0].trim_start_matches("kubectl-");
+    assert!(
+        guide.contains(&format!("kubectl {oldest} or newer")),
+        "deploy/README.md does not promise kubectl {oldest} or newer"
+    );
 }
 
 fn objects(yaml: &str) -> Vec<Value> {
@@ -75,6 +108,13 @@ fn objects(yaml: &str) -> Vec<Value> {
         .into_iter()
         .filter(|v| !v.is_null())
         .collect()
+}
+
+/// The objects of `yaml` as JSON text, in a fixed order.
+fn sorted(yaml: &str) -> Vec<String> {
+    let mut all: Vec<String> = objects(yaml).iter().map(Value::to_string).collect();
+    all.sort();
+    all
 }
 
 /// Copies the directory tree `from` to `to`.
