@@ -70,7 +70,13 @@ pub struct Cli {
     /// Close a TCP connection idle this long, e.g. 10s or 500ms [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub tcp_idle_timeout: Option<Duration>,
-    /// On SIGTERM, how long open TCP connections may finish before exit [default: 5s]
+    /// On SIGTERM, how long /readyz fails while every DNS socket keeps answering, so load
+    /// balancers and kube-proxy stop sending first; 0 closes at once. A second SIGTERM or
+    /// SIGINT ends it early. Lameduck plus --shutdown-grace must stay below the pod's
+    /// terminationGracePeriodSeconds (15 s in deploy/) [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lameduck: Option<Duration>,
+    /// After the lameduck, how long open TCP connections may finish before exit [default: 5s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_grace: Option<Duration>,
     /// Log format: text or json [default: text]
@@ -99,6 +105,8 @@ pub struct FileConfig {
     pub max_udp_payload: Option<u16>,
     /// TCP idle timeout, e.g. `10s`.
     pub tcp_idle_timeout: Option<String>,
+    /// Lameduck, e.g. `5s`.
+    pub lameduck: Option<String>,
     /// Shutdown grace, e.g. `5s`.
     pub shutdown_grace: Option<String>,
     /// Log format.
@@ -123,6 +131,8 @@ pub struct Settings {
     pub max_udp_payload: u16,
     /// TCP idle timeout.
     pub tcp_idle_timeout: Duration,
+    /// How long DNS keeps answering after SIGTERM, while /readyz fails.
+    pub lameduck: Duration,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
     /// `json` or `text`.
@@ -230,6 +240,7 @@ impl Settings {
                 "tcp_idle_timeout",
                 10,
             )?,
+            lameduck: duration(cli.lameduck, file.lameduck, "lameduck", 5)?,
             shutdown_grace: duration(cli.shutdown_grace, file.shutdown_grace, "shutdown_grace", 5)?,
             log_format: cli
                 .log_format
@@ -258,6 +269,27 @@ mod tests {
         assert_eq!(s.etcd.prefix, "/skydns");
         assert_eq!(s.etcd.endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!(s.max_udp_payload, 1232);
+        assert_eq!(s.lameduck, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn lameduck_comes_from_the_config_file_unless_the_flag_sets_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.yaml");
+        let path = p.to_str().expect("utf8");
+        std::fs::write(&p, "zones: [example.com.]\nlameduck: 2500ms\n").expect("write");
+        let s = Settings::resolve(cli(&["--config", path]), None).expect("valid");
+        assert_eq!(s.lameduck, Duration::from_millis(2500));
+        let s =
+            Settings::resolve(cli(&["--config", path, "--lameduck", "0"]), None).expect("valid");
+        assert_eq!(
+            s.lameduck,
+            Duration::ZERO,
+            "the flag wins, and 0 is allowed"
+        );
+        std::fs::write(&p, "zones: [example.com.]\nlameduck: soon\n").expect("write");
+        let err = Settings::resolve(cli(&["--config", path]), None).expect_err("invalid");
+        assert!(err.to_string().contains("lameduck"), "{err}");
     }
 
     #[test]
@@ -268,6 +300,7 @@ mod tests {
         assert_eq!(s.zones.len(), 1);
         assert_eq!(s.etcd.prefix, "/other");
         assert_eq!(s.tcp_idle_timeout, Duration::from_secs(10));
+        assert_eq!(s.lameduck, Duration::from_secs(5));
     }
 
     #[test]

@@ -75,4 +75,8 @@ pub fn describe_metrics() {
         "Times the etcd connection or watch failed and was retried"
     );
     describe_gauge!("fedplane_dns_tcp_connections", "Open DNS TCP connections");
+    describe_gauge!(
+        "fedplane_dns_draining",
+        "1 from SIGTERM on: /readyz fails, DNS answers until the lameduck ends"
+    );
 }

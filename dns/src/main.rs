@@ -1,5 +1,6 @@
 //! The `fedplane-dns` binary: settings, logging, metrics, then the sync task, the DNS listeners
-//! and the HTTP endpoints until SIGTERM.
+//! and the HTTP endpoints until SIGTERM; then the lameduck (`/readyz` fails, DNS answers on),
+//! then the listeners close and open TCP connections get `--shutdown-grace`.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use fedplane_dns::index::Zones;
 use fedplane_dns::server::{self, Responder};
 use fedplane_dns::sync::{EtcdSync, Shared};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -59,6 +60,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         &cancel,
         &mut tasks,
     )?;
+    // Before anything can report ready, so a SIGTERM is never the default (fatal) one.
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    metrics::gauge!("fedplane_dns_draining").set(0.0);
     let http = fedplane_ops::Http::start(settings.http, metrics, DnsProbes(shared.clone()))
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
@@ -70,13 +75,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         etcd = ?settings.etcd, "fedplane-dns started"
     );
 
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: draining"),
-        _ = int.recv() => info!("SIGINT: draining"),
-    }
+    let first = stop_signal(&mut term, &mut int).await;
     http.drain();
+    metrics::gauge!("fedplane_dns_draining").set(1.0);
+    if settings.lameduck.is_zero() {
+        info!("{first}: no lameduck; closing the DNS listeners");
+    } else {
+        // Like CoreDNS's lameduck: load balancers and kube-proxy stop sending while we still
+        // answer what they send meanwhile; etcd stays watched so answers stay current.
+        info!(delay = ?settings.lameduck, "{first}: lameduck started; /readyz fails, DNS keeps answering");
+        tokio::select! {
+            () = tokio::time::sleep(settings.lameduck) => info!("lameduck ended; closing the DNS listeners"),
+            again = stop_signal(&mut term, &mut int) => info!("{again}: lameduck ended early; closing the DNS listeners"),
+        }
+    }
     cancel.cancel();
     let drained = tokio::time::timeout(settings.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
@@ -88,4 +100,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     http.stop().await;
     info!("fedplane-dns stopped");
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn stop_signal(term: &mut Signal, int: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

@@ -3,6 +3,8 @@
 //! UDP: per listen address, `workers` receive loops, each on its own SO_REUSEPORT socket so the
 //! kernel spreads datagrams over them. TCP: length-prefixed messages, several queries per
 //! connection answered in order (pipelining), an idle timeout, and a bound on connections.
+//! On shutdown (`cancel`, after the lameduck) UDP loops stop within `UDP_POLL` and TCP
+//! connections answer what they have received, then close with a FIN rather than a reset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +33,10 @@ use crate::sync::Shared;
 pub const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// After we close a TCP connection (FIN), how long we read and discard what the client still
+/// sends. Closing with unread input resets the connection, and a reset can destroy answers the
+/// client has not read yet; a client that got our FIN closes at once, so 1 s is plenty.
+const TCP_LINGER: Duration = Duration::from_secs(1);
 /// UDP socket receive buffer we ask for, to ride out bursts (the kernel caps it at rmem_max).
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
@@ -300,7 +306,7 @@ async fn serve_tcp(
             () = cancel.cancelled() => break,
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -316,20 +322,24 @@ async fn serve_tcp(
         let cancel = cancel.clone();
         conns.spawn(async move {
             metrics::gauge!("fedplane_dns_tcp_connections").increment(1.0);
-            if let Err(e) = serve_conn(stream, &responder, &cancel).await {
-                debug!(%peer, error = %e, "tcp connection closed with error");
+            match serve_conn(&mut stream, &responder, &cancel).await {
+                Ok(()) => close_gracefully(stream).await,
+                Err(e) => debug!(%peer, error = %e, "tcp connection closed with error"),
             }
             metrics::gauge!("fedplane_dns_tcp_connections").decrement(1.0);
             drop(permit);
         });
         while conns.try_join_next().is_some() {}
     }
-    // Draining: connections finish the query they are on (bounded by the caller's grace).
+    // Draining: connections answer the queries they have received, then close (bounded by
+    // the caller's grace).
     while conns.join_next().await.is_some() {}
 }
 
+/// Answers the queries of one connection until the client closes it, it idles, or `cancel`
+/// fires while no query is waiting. `Ok` means the connection can be closed cleanly.
 async fn serve_conn(
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
     responder: &Responder,
     cancel: &CancellationToken,
 ) -> std::io::Result<()> {
@@ -338,12 +348,14 @@ async fn serve_conn(
     let mut buf = Vec::with_capacity(512);
     loop {
         let len = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
+            // A query already received is answered before a shutdown closes the connection.
+            biased;
             r = tokio::time::timeout(idle, stream.read_u16()) => match r {
                 Err(_) => return Ok(()), // idle
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(r) => r?,
             },
+            () = cancel.cancelled() => return Ok(()),
         };
         buf.resize(usize::from(len), 0);
         match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
@@ -368,4 +380,17 @@ async fn serve_conn(
             Err(_) => return Ok(()),
         }
     }
+}
+
+/// Closes a connection we end: FIN first, so the client reads every answer and then EOF, and
+/// what it still sends is read and discarded for at most [`TCP_LINGER`] (no reset).
+async fn close_gracefully(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 512];
+    let _ = tokio::time::timeout(TCP_LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

@@ -1,12 +1,17 @@
 //! fedplane-dns end to end: real etcd, the real binary, real dig.
 
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use fedplane_testkit::{Daemon, Dig, Etcd, dig, free_port, http_get, wait_until};
 
 const HW: &str = "/skydns/com/example/svc/federation/default/hello-world";
+const HW_NAME: &str = "hello-world.default.federation.svc.example.com";
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A fedplane-dns process serving example.com. (and a reverse zone) from `etcd`.
@@ -421,25 +426,20 @@ fn garbage_datagrams_are_dropped_and_counted_and_the_server_keeps_answering() {
 
 #[test]
 fn tcp_pipelines_queries_and_closes_idle_connections() {
-    use std::io::{Read, Write};
     let etcd = Etcd::start();
     hello_world(&etcd);
     let dns = Dns::start(&etcd, &["--tcp-idle-timeout", "300ms"], &[]);
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let mut batch = Vec::new();
-    for id in 1u16..=3 {
-        let q = raw_query(id, "hello-world.default.federation.svc.example.com");
-        batch.extend_from_slice(&u16::try_from(q.len()).expect("len").to_be_bytes());
-        batch.extend_from_slice(&q);
-    }
+    let batch: Vec<u8> = (1u16..=3)
+        .flat_map(|id| tcp_frame(&raw_query(id, HW_NAME)))
+        .collect();
     s.write_all(&batch).expect("write three queries at once");
     for id in 1u16..=3 {
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).expect("length");
-        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut msg).expect("message");
+        let msg = read_tcp_message(&mut s)
+            .expect("message")
+            .expect("not closed");
         assert_eq!(
             u16::from_be_bytes([msg[0], msg[1]]),
             id,
@@ -448,8 +448,11 @@ fn tcp_pipelines_queries_and_closes_idle_connections() {
         assert_eq!(u16::from_be_bytes([msg[6], msg[7]]), 3, "three A records");
     }
     // idle: the server closes the connection (read returns 0) within a bounded time
-    let mut rest = [0u8; 1];
-    assert_eq!(s.read(&mut rest).expect("closed, not timed out"), 0);
+    assert!(
+        read_tcp_message(&mut s)
+            .expect("closed, not timed out")
+            .is_none()
+    );
 }
 
 fn raw_query(id: u16, name: &str) -> Vec<u8> {
@@ -462,6 +465,43 @@ fn raw_query(id: u16, name: &str) -> Vec<u8> {
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
     q
+}
+
+/// A DNS message with its TCP length prefix.
+fn tcp_frame(msg: &[u8]) -> Vec<u8> {
+    let mut framed = u16::try_from(msg.len())
+        .expect("message fits TCP")
+        .to_be_bytes()
+        .to_vec();
+    framed.extend_from_slice(msg);
+    framed
+}
+
+/// Reads one length-prefixed DNS message; `None` when the server closed the connection
+/// cleanly (FIN) before it. A reset, a timeout or a message cut short are errors.
+fn read_tcp_message(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    if s.read(&mut len[..1])? == 0 {
+        return Ok(None);
+    }
+    s.read_exact(&mut len[1..])?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut msg)?;
+    Ok(Some(msg))
+}
+
+/// Whether `msg` is a response to query `id` with `rcode` and `answers` answer records.
+fn is_answer(msg: &[u8], id: u16, rcode: u8, answers: u16) -> bool {
+    msg.len() >= 12
+        && msg[..2] == id.to_be_bytes()
+        && msg[2] & 0x80 != 0
+        && msg[3] & 0x0f == rcode
+        && msg[6..8] == answers.to_be_bytes()
+}
+
+/// Whether `msg` is the NOERROR answer to query `id` for hello-world's three A records.
+fn is_hello_world_answer(msg: &[u8], id: u16) -> bool {
+    is_answer(msg, id, 0, 3)
 }
 
 #[test]
@@ -510,14 +550,263 @@ fn not_ready_and_servfail_until_etcd_is_loaded() {
     );
 }
 
+/// How a query loop reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// hello-world's A records, compiled: the UDP fast path.
+    UdpFastPath,
+    /// A missing name (NXDOMAIN): the general path, in the same UDP workers.
+    UdpGeneralPath,
+    /// A new TCP connection per query.
+    TcpConnections,
+    /// One TCP connection for every query, until the server closes it.
+    TcpOneConnection,
+}
+
+const VIAS: [Via; 4] = [
+    Via::UdpFastPath,
+    Via::UdpGeneralPath,
+    Via::TcpConnections,
+    Via::TcpOneConnection,
+];
+
+/// One query of a loop: when it was sent and whether its answer came back.
+#[derive(Debug)]
+struct Sent {
+    via: Via,
+    at: Instant,
+    answered: bool,
+}
+
+/// How a query loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Told to stop.
+    Stopped,
+    /// The server closed the connection cleanly (FIN) between answers.
+    Closed,
+    /// A query went unanswered: the error, or the wrong answer.
+    Unanswered(String),
+}
+
+/// Asks hello-world's A records (a missing name for the general path) over `via`, one query at
+/// a time (each waits up to 2 s for its answer), logging every query in `log`, until `stop` is
+/// set (the single connection ignores it and runs until the server closes it) or a query goes
+/// unanswered.
+fn query_loop(port: u16, via: Via, stop: &AtomicBool, log: &Mutex<Vec<Sent>>) -> End {
+    // Pacing, not synchronisation: a few hundred queries a second per loop keep the machine
+    // free for the tests running beside this one.
+    const PACE: Duration = Duration::from_millis(5);
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = Some(Duration::from_secs(2));
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    udp.connect(server).expect("connect udp");
+    udp.set_read_timeout(timeout).expect("timeout");
+    let mut one = None;
+    let mut id = 0u16;
+    loop {
+        if via != Via::TcpOneConnection && stop.load(Ordering::Relaxed) {
+            return End::Stopped;
+        }
+        id = id.wrapping_add(1);
+        let (name, rcode, answers) = match via {
+            Via::UdpGeneralPath => ("missing.example.com", 3, 0),
+            _ => (HW_NAME, 0, 3),
+        };
+        let query = raw_query(id, name);
+        let at = Instant::now();
+        let reply = match via {
+            Via::UdpFastPath | Via::UdpGeneralPath => udp.send(&query).and_then(|_| {
+                loop {
+                    let mut buf = [0u8; 1500];
+                    let n = udp.recv(&mut buf)?;
+                    // A late answer to an earlier query is skipped.
+                    if buf[..2] == id.to_be_bytes() {
+                        break Ok(Some(buf[..n].to_vec()));
+                    }
+                }
+            }),
+            Via::TcpConnections => TcpStream::connect_timeout(&server, Duration::from_secs(2))
+                .and_then(|mut s| {
+                    s.set_read_timeout(timeout)?;
+                    s.write_all(&tcp_frame(&query))?;
+                    read_tcp_message(&mut s)
+                }),
+            Via::TcpOneConnection => {
+                let s = one.get_or_insert_with(|| {
+                    let s = TcpStream::connect(server).expect("connect tcp");
+                    s.set_read_timeout(timeout).expect("timeout");
+                    s
+                });
+                s.write_all(&tcp_frame(&query))
+                    .and_then(|()| read_tcp_message(s))
+            }
+        };
+        let answered = matches!(&reply, Ok(Some(m)) if is_answer(m, id, rcode, answers));
+        log.lock().expect("log").push(Sent { via, at, answered });
+        match reply {
+            Ok(Some(_)) if answered => {}
+            Ok(Some(m)) => return End::Unanswered(format!("wrong answer {m:?}")),
+            Ok(None) if via == Via::TcpOneConnection => return End::Closed,
+            Ok(None) => return End::Unanswered("closed before the answer".into()),
+            Err(e) => return End::Unanswered(e.to_string()),
+        }
+        std::thread::sleep(PACE);
+    }
+}
+
 #[test]
-fn sigterm_drains_and_exits_cleanly() {
+fn sigterm_fails_readyz_and_answers_every_query_until_the_lameduck_ends() {
+    const LAMEDUCK: Duration = Duration::from_secs(3);
+    // A query sent this close to the end of the lameduck may meet closed sockets.
+    const MARGIN: Duration = Duration::from_millis(500);
     let etcd = Etcd::start();
-    let mut dns = Dns::start(&etcd, &[], &[]);
+    hello_world(&etcd);
+    let mut dns = Dns::start(&etcd, &["--lameduck", "3s"], &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let begun = Instant::now();
+    let loops: Vec<_> = VIAS
+        .into_iter()
+        .map(|via| {
+            let (port, stop, log) = (dns.port, stop.clone(), log.clone());
+            (
+                via,
+                thread::spawn(move || query_loop(port, via, &stop, &log)),
+            )
+        })
+        .collect();
+    let answered_since = |t: Instant| {
+        let log = log.lock().expect("log");
+        VIAS.iter()
+            .all(|&v| log.iter().any(|s| s.via == v && s.answered && s.at > t))
+            .then_some(())
+    };
+    wait_until(WAIT, "answers over UDP and TCP", || answered_since(begun));
+    assert_eq!(dns.metric("fedplane_dns_draining"), 0.0);
+
+    let term = Instant::now();
     dns.daemon.signal("TERM");
-    let status = dns.daemon.wait_exit(Duration::from_secs(10));
+    let (_, body) = wait_until(WAIT, "/readyz to fail", || {
+        http_get(&dns.http, "/readyz").filter(|(c, _)| *c == 503)
+    });
+    let unready = Instant::now();
+    assert_eq!(body, "draining\n");
+    assert_eq!(dns.metric("fedplane_dns_draining"), 1.0);
+    wait_until(WAIT, "answers while /readyz fails", || {
+        answered_since(unready)
+    });
+
+    let status = dns.daemon.wait_exit(LAMEDUCK + WAIT);
+    let exited = term.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let ends: Vec<(Via, End)> = loops
+        .into_iter()
+        .map(|(via, h)| (via, h.join().expect("query loop")))
+        .collect();
     assert!(status.success(), "exit status {status:?}");
-    assert!(dns.daemon.output().contains("fedplane-dns stopped"));
+    assert!(
+        (LAMEDUCK..LAMEDUCK + Duration::from_secs(4)).contains(&exited),
+        "exited {exited:?} after SIGTERM, with a lameduck of {LAMEDUCK:?}"
+    );
+    let log = log.lock().expect("log");
+    for s in log.iter().filter(|s| s.at < term + LAMEDUCK - MARGIN) {
+        assert!(
+            s.answered,
+            "{:?} query sent {:?} after SIGTERM lost ({} queries; ends {ends:?})",
+            s.via,
+            s.at.saturating_duration_since(term),
+            log.len()
+        );
+    }
+    assert!(
+        ends.contains(&(Via::TcpOneConnection, End::Closed)),
+        "the open TCP connection is closed cleanly: {ends:?}"
+    );
+    let out = dns.daemon.output();
+    assert!(out.contains("lameduck started"), "{out}");
+    assert!(out.contains("lameduck ended;"), "{out}");
+    assert!(out.contains("fedplane-dns stopped"), "{out}");
+}
+
+#[test]
+fn a_tcp_query_in_flight_when_the_lameduck_ends_is_answered_then_the_connection_closes() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let mut dns = Dns::start(&etcd, &["--lameduck", "500ms"], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let framed = tcp_frame(&raw_query(7, HW_NAME));
+    let (head, tail) = framed.split_at(framed.len() / 2);
+    s.write_all(head).expect("first half of the query");
+    dns.daemon.signal("TERM");
+    wait_until(WAIT, "the lameduck to end", || {
+        dns.daemon.output().contains("lameduck ended").then_some(())
+    });
+    s.write_all(tail).expect("rest of the query");
+    let msg = read_tcp_message(&mut s)
+        .expect("answer, not a reset")
+        .expect("answer, not closed");
+    assert!(is_hello_world_answer(&msg, 7), "{msg:?}");
+    assert!(
+        read_tcp_message(&mut s)
+            .expect("closed cleanly, not reset")
+            .is_none()
+    );
+    drop(s);
+    let status = dns.daemon.wait_exit(WAIT);
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn sigterm_with_lameduck_0_closes_at_once_and_exits_cleanly() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let mut dns = Dns::start(&etcd, &["--lameduck", "0"], &[]);
+    // An open TCP connection (accepted: it has had an answer) is closed, not reset.
+    let mut s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(&tcp_frame(&raw_query(1, HW_NAME)))
+        .expect("query");
+    assert!(read_tcp_message(&mut s).expect("answer").is_some());
+    dns.daemon.signal("TERM");
+    assert!(
+        read_tcp_message(&mut s)
+            .expect("closed cleanly, not reset")
+            .is_none()
+    );
+    drop(s);
+    // Well under the default lameduck of 5 s.
+    let status = dns.daemon.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "exit status {status:?}");
+    let out = dns.daemon.output();
+    assert!(out.contains("SIGTERM: no lameduck"), "{out}");
+    assert!(out.contains("fedplane-dns stopped"), "{out}");
+}
+
+#[test]
+fn a_second_sigterm_or_sigint_ends_the_lameduck_at_once() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    for second in ["TERM", "INT"] {
+        let mut dns = Dns::start(&etcd, &["--lameduck", "60s"], &[]);
+        dns.daemon.signal("TERM");
+        wait_until(WAIT, "the lameduck to start", || {
+            dns.daemon
+                .output()
+                .contains("lameduck started")
+                .then_some(())
+        });
+        assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A").len(), 3);
+        dns.daemon.signal(second);
+        let status = dns.daemon.wait_exit(Duration::from_secs(5));
+        assert!(status.success(), "SIG{second}: exit status {status:?}");
+        let out = dns.daemon.output();
+        assert!(
+            out.contains(&format!("SIG{second}: lameduck ended early")),
+            "{out}"
+        );
+    }
 }
 
 #[test]
