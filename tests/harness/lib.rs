@@ -8,7 +8,9 @@
 //!   watcher of a host's ARP/NDP table ([`netns::NeighMonitor`]), for VRRP tests (root only);
 //! - [`keepalived`]: a real keepalived speaking VRRP inside such a host;
 //! - [`kube_fake`]: a test fake of the Kubernetes API server ([`kube_fake::FakeKubeApi`]) for
-//!   the real kube-rs client, watchers and reflectors, and [`kube_fake::write_kubeconfig`].
+//!   the real kube-rs client, watchers and reflectors, and [`kube_fake::write_kubeconfig`];
+//! - [`manifests`]: the manifests of `deploy/` rendered with kustomize (as each supported
+//!   kubectl embeds it) and checked with `kubernetes-validate --strict`, offline.
 //!
 //! Every wait is bounded ([`wait_until`]); nothing sleeps for a fixed time to "let things
 //! settle".
@@ -18,6 +20,7 @@ mod dig;
 mod etcd;
 pub mod keepalived;
 pub mod kube_fake;
+pub mod manifests;
 pub mod netns;
 
 pub use daemon::{Daemon, http_get};

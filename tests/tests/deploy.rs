@@ -10,47 +10,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use fedplane_testkit::manifests::{
+    KUBECTLS, deploy_dir, kustomize, objects, run, validate_strictly,
+};
 use fedplane_testkit::workspace_bin;
 use serde_json::Value;
-
-const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
-
-/// The kubectl releases whose embedded kustomize renders every overlay: the oldest the deploy
-/// guide promises first, the newest last.
-const KUBECTLS: [&str; 3] = ["kubectl-1.24", "kubectl-1.35", "kubectl-1.36"];
-
-fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
-}
-
-/// A tool from `scripts/install-deps` ($FEDPLANE_TOOLS/bin, default /opt/fedplane-tools/bin).
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("FEDPLANE_TOOLS")
-        .map_or_else(|| PathBuf::from("/opt/fedplane-tools"), PathBuf::from);
-    let path = dir.join("bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/install-deps --tools",
-        path.display()
-    );
-    path
-}
-
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("{cmd:?} failed ({}):\n{text}", out.status))
-    }
-}
 
 /// Every directory under `dir` with a `kustomization.yaml` of kind Kustomization (components
 /// are rendered through the overlays that use them).
@@ -72,26 +36,6 @@ fn kustomizations(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// Renders `dir` with every kubectl in [`KUBECTLS`], which must all succeed and agree; returns
-/// the newest one's output.
-fn render(dir: &Path) -> String {
-    let mut newest: Option<(&str, String)> = None;
-    for kubectl in KUBECTLS {
-        let yaml = run(Command::new(tool(kubectl)).arg("kustomize").arg(dir))
-            .unwrap_or_else(|e| panic!("`kubectl apply -k` fails with {kubectl}: {e}"));
-        if let Some((older, before)) = &newest {
-            assert_eq!(
-                sorted(before),
-                sorted(&yaml),
-                "{}: {older} and {kubectl} render different objects",
-                dir.display()
-            );
-        }
-        newest = Some((kubectl, yaml));
-    }
-    newest.expect("at least one kubectl").1
-}
-
 #[test]
 fn the_guide_promises_the_oldest_kubectl_the_tests_render_with() {
     let guide = std::fs::read_to_string(deploy_dir().join("README.md")).expect("read the guide");
@@ -100,21 +44,6 @@ fn the_guide_promises_the_oldest_kubectl_the_tests_render_with() {
         guide.contains(&format!("kubectl {oldest} or newer")),
         "deploy/README.md does not promise kubectl {oldest} or newer"
     );
-}
-
-fn objects(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(yaml)
-        .expect("kustomize output is YAML")
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-/// The objects of `yaml` as JSON text, in a fixed order.
-fn sorted(yaml: &str) -> Vec<String> {
-    let mut all: Vec<String> = objects(yaml).iter().map(Value::to_string).collect();
-    all.sort();
-    all
 }
 
 /// Copies the directory tree `from` to `to`.
@@ -152,8 +81,10 @@ fn the_guides_copy_of_the_seeds_renders() {
             "the guide applies {cluster} from its copy"
         );
         assert_eq!(
-            objects(&render(&dir)),
-            objects(&render(&deploy_dir().join("examples/seeds").join(cluster))),
+            objects(&kustomize(&dir)),
+            objects(&kustomize(
+                &deploy_dir().join("examples/seeds").join(cluster)
+            )),
             "{cluster}: the copy renders as the example does"
         );
     }
@@ -190,7 +121,7 @@ fn rendered() -> Vec<(String, String)> {
     names
         .into_iter()
         .zip(&dirs)
-        .map(|(name, dir)| (name, render(dir)))
+        .map(|(name, dir)| (name, kustomize(dir)))
         .collect()
 }
 
@@ -204,14 +135,7 @@ fn every_manifest_renders_and_validates_strictly_against_kubernetes_1_33_and_1_3
         std::fs::write(&file, yaml).expect("write rendered manifest");
         files.push(file);
     }
-    for version in KUBERNETES_VERSIONS {
-        let result = run(Command::new(tool("kubernetes-validate"))
-            .args(["--strict", "--quiet", "-k", version])
-            .args(&files));
-        if let Err(e) = result {
-            panic!("kubernetes-validate against {version}: {e}");
-        }
-    }
+    validate_strictly(&files);
 }
 
 /// The programs' containers: (object name, binary, args, env names).

@@ -304,19 +304,24 @@ fn the_lease_lost_and_regained_moves_no_address() {
         assert_eq!(&after[name], ips, "{name} moved");
     }
     assert_eq!(after.len(), 5, "{after:?}");
-    // Every status write was an assignment: no address was ever written twice.
-    let assigned: Vec<String> = fake
-        .events()
-        .iter()
-        .filter(|e| e["reason"] == "AddressAssigned")
-        .map(|e| {
-            e["regarding"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(assigned.len(), 5, "{assigned:?}");
+    // Every status write was an assignment: no address was ever written twice. Each Event is
+    // posted after its status write, so wait for the fifth.
+    let assigned = || -> Vec<String> {
+        fake.events()
+            .iter()
+            .filter(|e| e["reason"] == "AddressAssigned")
+            .map(|e| {
+                e["regarding"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    wait_until(WAIT, "five AddressAssigned Events", || {
+        (assigned().len() >= 5).then_some(())
+    });
+    assert_eq!(assigned().len(), 5, "{:?}", assigned());
 }
 
 #[test]
