@@ -81,10 +81,11 @@ class Proc:
         self.p = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
 
-    def rss_kib(self):
+    def rss_kib(self, field="VmRSS"):
+        """Resident memory now (VmRSS), or its peak so far (field="VmHWM")."""
         with open(f"/proc/{self.p.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return 0
 
