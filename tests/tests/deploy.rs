@@ -88,6 +88,69 @@ fn the_guides_copy_of_the_seeds_renders() {
             "{cluster}: the copy renders as the example does"
         );
     }
+
+    // Step 3 then changes the values in common/kustomization.yaml: every program of every
+    // cluster must follow them.
+    let common = deploy.join("sites/my-federation/common/kustomization.yaml");
+    let text = std::fs::read_to_string(&common).expect("read common");
+    let edited = [
+        (
+            "FEDPLANE_DOMAIN=example.com",
+            "FEDPLANE_DOMAIN=corp.example",
+        ),
+        (
+            "FEDPLANE_ETCD_ENDPOINTS=http://10.210.1.10:2379",
+            "FEDPLANE_ETCD_ENDPOINTS=http://192.0.2.7:2379",
+        ),
+        (
+            "newName: registry.example.com/fedplane",
+            "newName: harbor.corp.example/platform/fedplane",
+        ),
+        ("newTag: 0.1.0", "newTag: 1.2.3"),
+    ]
+    .iter()
+    .fold(text, |t, (from, to)| {
+        assert!(t.contains(from), "common/kustomization.yaml has {from:?}");
+        t.replace(from, to)
+    });
+    std::fs::write(&common, edited).expect("write common");
+    for cluster in ["fcp", "usa", "chn"] {
+        let rendered = objects(&kustomize(
+            &deploy.join("sites/my-federation").join(cluster),
+        ));
+        let mut images = BTreeSet::new();
+        for o in &rendered {
+            for c in o["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                images.insert(c["image"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        assert_eq!(
+            images.into_iter().collect::<Vec<_>>(),
+            ["harbor.corp.example/platform/fedplane:1.2.3"],
+            "{cluster}: every container runs the image set in common"
+        );
+        let settings = rendered
+            .iter()
+            .find(|o| {
+                o["kind"] == "ConfigMap"
+                    && o["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("fedplane-settings"))
+            })
+            .unwrap_or_else(|| panic!("{cluster}: no fedplane-settings"));
+        assert_eq!(
+            settings["data"]["FEDPLANE_DOMAIN"], "corp.example",
+            "{cluster}"
+        );
+        assert_eq!(
+            settings["data"]["FEDPLANE_ETCD_ENDPOINTS"], "http://192.0.2.7:2379",
+            "{cluster}"
+        );
+    }
 }
 
 /// Renders every kustomization: (name under deploy/, rendered YAML).
