@@ -44,6 +44,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let zones = Arc::new(Zones::new(&settings.etcd.prefix, &settings.zones));
     let shared = Arc::new(Shared::new(zones.clone()));
     let cancel = CancellationToken::new();
+    // However run() ends (an error, a panic), the UDP receive loops stop: they are blocking
+    // threads that watch only `cancel`, and dropping the runtime waits for them.
+    let _stop_serving = cancel.clone().drop_guard();
     let mut tasks = JoinSet::new();
 
     let responder = Arc::new(Responder::new(

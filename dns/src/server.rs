@@ -3,8 +3,9 @@
 //! UDP: per listen address, `workers` receive loops, each on its own SO_REUSEPORT socket so the
 //! kernel spreads datagrams over them. TCP: length-prefixed messages, several queries per
 //! connection answered in order (pipelining), an idle timeout, and a bound on connections.
-//! On shutdown (`cancel`, after the lameduck) UDP loops stop within `UDP_POLL` and TCP
-//! connections answer what they have received, then close with a FIN rather than a reset.
+//! On shutdown (`cancel`, after the lameduck) UDP loops stop within `UDP_POLL`, TCP listeners
+//! close at once, and TCP connections finish the query they are reading or answering, then
+//! close with a FIN rather than a reset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -331,13 +332,18 @@ async fn serve_tcp(
         });
         while conns.try_join_next().is_some() {}
     }
-    // Draining: connections answer the queries they have received, then close (bounded by
-    // the caller's grace).
+    // Stop accepting at once: a connection left in the kernel's accept queue would wait
+    // unanswered until the process exits, then be reset; with the socket closed it is refused.
+    drop(listener);
+    // Draining: connections answer the query they are reading or answering, then close
+    // (bounded by the caller's grace).
     while conns.join_next().await.is_some() {}
 }
 
 /// Answers the queries of one connection until the client closes it, it idles, or `cancel`
-/// fires while no query is waiting. `Ok` means the connection can be closed cleanly.
+/// fires. After `cancel` the query being read or answered is finished (its answer written
+/// whole), and no further one is started: a client that pipelines without pause must not
+/// hold the shutdown. `Ok` means the connection can be closed cleanly.
 async fn serve_conn(
     stream: &mut TcpStream,
     responder: &Responder,
@@ -347,8 +353,14 @@ async fn serve_conn(
     let idle = responder.tcp_idle_timeout;
     let mut buf = Vec::with_capacity(512);
     loop {
+        // Checked here, not only in the select below: that one prefers the read, so while
+        // input is buffered it would never see the cancellation.
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
         let len = tokio::select! {
-            // A query already received is answered before a shutdown closes the connection.
+            // A query whose length has arrived is read whole and answered before a shutdown
+            // closes the connection.
             biased;
             r = tokio::time::timeout(idle, stream.read_u16()) => match r {
                 Err(_) => return Ok(()), // idle

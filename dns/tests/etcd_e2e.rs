@@ -1,10 +1,11 @@
 //! fedplane-dns end to end: real etcd, the real binary, real dig.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -807,6 +808,234 @@ fn a_second_sigterm_or_sigint_ends_the_lameduck_at_once() {
             "{out}"
         );
     }
+}
+
+#[test]
+fn a_tcp_client_pipelining_without_pause_is_closed_cleanly_when_the_lameduck_ends() {
+    /// Queries written per `write_all`: far more than one read of the server takes, so its
+    /// input is never empty while the client writes.
+    const CHUNK: u64 = 2000;
+    // The id of the n-th query of the connection.
+    fn id(n: u64) -> u16 {
+        u16::try_from(n % 65536).expect("id")
+    }
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    // A grace far beyond every wait below: the connection must close when the lameduck ends,
+    // not when the grace runs out.
+    let mut dns = Dns::start(&etcd, &["--lameduck", "1s", "--shutdown-grace", "60s"], &[]);
+    let s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.set_write_timeout(Some(WAIT)).expect("timeout");
+    let closed = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    // Writes queries back to back until the reader has seen the server close.
+    let writer = {
+        let (mut s, closed) = (s.try_clone().expect("clone"), closed.clone());
+        thread::spawn(move || -> std::io::Result<u64> {
+            let mut sent = 0u64;
+            while !closed.load(Ordering::Relaxed) {
+                let chunk: Vec<u8> = (sent..sent + CHUNK)
+                    .flat_map(|n| tcp_frame(&raw_query(id(n), HW_NAME)))
+                    .collect();
+                s.write_all(&chunk)?;
+                sent += CHUNK;
+            }
+            Ok(sent)
+        })
+    };
+    // Reads the answers, in order, until the server closes the connection.
+    let reader = {
+        let mut s = s.try_clone().expect("clone");
+        let (closed, answered) = (closed.clone(), answered.clone());
+        thread::spawn(move || -> Result<u64, String> {
+            let end = loop {
+                let n = answered.load(Ordering::Relaxed);
+                match read_tcp_message(&mut s) {
+                    Ok(Some(m)) if is_hello_world_answer(&m, id(n)) => {
+                        answered.store(n + 1, Ordering::Relaxed);
+                    }
+                    Ok(Some(m)) => break Err(format!("answer {n} is wrong: {m:?}")),
+                    Ok(None) => break Ok(n),
+                    Err(e) => break Err(format!("after {n} answers: {e}")),
+                }
+            };
+            closed.store(true, Ordering::Relaxed);
+            end
+        })
+    };
+    // The threads hold the connection; it closes when both are done.
+    drop(s);
+    wait_until(WAIT, "pipelined answers", || {
+        (answered.load(Ordering::Relaxed) > CHUNK).then_some(())
+    });
+    dns.daemon.signal("TERM");
+    wait_until(WAIT, "the lameduck to start", || {
+        dns.daemon
+            .output()
+            .contains("lameduck started")
+            .then_some(())
+    });
+    let at_sigterm = answered.load(Ordering::Relaxed);
+    wait_until(WAIT, "the lameduck to end", || {
+        dns.daemon.output().contains("lameduck ended").then_some(())
+    });
+    let status = dns.daemon.wait_exit(WAIT);
+    let read = reader.join().expect("reader");
+    let written = writer.join().expect("writer");
+    assert!(status.success(), "exit status {status:?}");
+    let total = read.expect("every answer in order, then a clean close (FIN), not a reset");
+    written.expect("the queries written after the close are read and discarded, not reset");
+    assert!(
+        total > at_sigterm,
+        "answers went on during the lameduck: {at_sigterm} at SIGTERM, {total} in all"
+    );
+    let out = dns.daemon.output();
+    assert!(!out.contains("shutdown grace ran out"), "{out}");
+    assert!(out.contains("fedplane-dns stopped"), "{out}");
+}
+
+#[test]
+fn once_the_lameduck_ends_new_tcp_connections_are_refused() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let mut dns = Dns::start(
+        &etcd,
+        &[
+            "--lameduck",
+            "300ms",
+            "--shutdown-grace",
+            "60s",
+            "--tcp-idle-timeout",
+            "60s",
+        ],
+        &[],
+    );
+    // An accepted connection (it has had an answer) with a query half sent holds the
+    // shutdown: the server waits for the rest of the query.
+    let mut held = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
+    held.set_read_timeout(Some(WAIT)).expect("timeout");
+    held.write_all(&tcp_frame(&raw_query(1, HW_NAME)))
+        .expect("query");
+    let msg = read_tcp_message(&mut held)
+        .expect("answer")
+        .expect("not closed");
+    assert!(is_hello_world_answer(&msg, 1), "{msg:?}");
+    let framed = tcp_frame(&raw_query(2, HW_NAME));
+    let (head, tail) = framed.split_at(framed.len() / 2);
+    held.write_all(head).expect("first half of the query");
+    dns.daemon.signal("TERM");
+    wait_until(WAIT, "the lameduck to end", || {
+        dns.daemon.output().contains("lameduck ended").then_some(())
+    });
+    // Not left in the kernel's accept queue, unanswered, until the process exits.
+    let server = SocketAddr::from(([127, 0, 0, 1], dns.port));
+    wait_until(
+        WAIT,
+        "new TCP connections to be refused",
+        || match TcpStream::connect_timeout(&server, WAIT) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        },
+    );
+    assert!(dns.daemon.is_running(), "still finishing the held query");
+    held.write_all(tail).expect("rest of the query");
+    let msg = read_tcp_message(&mut held)
+        .expect("answer, not a reset")
+        .expect("answer, not closed");
+    assert!(is_hello_world_answer(&msg, 2), "{msg:?}");
+    assert!(
+        read_tcp_message(&mut held)
+            .expect("closed cleanly, not reset")
+            .is_none()
+    );
+    drop(held);
+    let status = dns.daemon.wait_exit(WAIT);
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// A child process killed (and reaped) when the test ends, for what `Daemon` cannot set up.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn exits_after_sigterm_when_nobody_reads_its_log_any_more() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let (port, http) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_fedplane-dns"))
+            .args(["--zone", "example.com.", "--lameduck", "200ms", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--http", &http, "--etcd-endpoints", &etcd.endpoint()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fedplane-dns"),
+    );
+    // Like a log collector that goes away: read the log until the server has started, then
+    // close the pipe, so every later log line meets a broken pipe.
+    let stderr = child.0.stderr.take().expect("stderr pipe");
+    let (started_tx, started) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let seen = lines.any(|l| l.is_ok_and(|l| l.contains("fedplane-dns started")));
+        drop(lines);
+        let _ = started_tx.send(seen);
+    });
+    assert_eq!(started.recv_timeout(WAIT), Ok(true), "the started line");
+    wait_until(WAIT, "fedplane-dns /readyz", || {
+        http_get(&http, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    // The etcd sync logs the invalid value into the closed pipe, and follows etcd on.
+    etcd.put("/skydns/com/example/invalid", "{not json");
+    etcd.put("/skydns/com/example/after", r#"{"host":"10.0.0.14"}"#);
+    wait_until(WAIT, "after.example.com A to answer", || {
+        let d = dig("127.0.0.1", port, &["after.example.com", "A"]);
+        (d.answers("A") == ["10.0.0.14"]).then_some(())
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let status = wait_until(WAIT, "fedplane-dns to exit", || {
+        child.0.try_wait().expect("wait")
+    });
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn an_error_after_the_dns_listeners_started_still_ends_the_process() {
+    // The HTTP address is bound after the DNS listeners (and their UDP threads) start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let http = taken.local_addr().expect("addr").to_string();
+    let args: Vec<String> = [
+        "--zone",
+        "example.com.",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--http",
+        &http,
+        "--etcd-endpoints",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let mut daemon = Daemon::start(Path::new(env!("CARGO_BIN_EXE_fedplane-dns")), &args, &[]);
+    let status = daemon.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(1), "exit status {status:?}");
+    let out = daemon.output();
+    assert!(out.contains("cannot bind the HTTP address"), "{out}");
 }
 
 #[test]

@@ -117,14 +117,18 @@ async fn readyz<P: Probes>(State(s): State<Endpoints<P>>) -> (StatusCode, String
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text (coloured on a terminal) or
-/// as JSON when `format` is `"json"`.
+/// as JSON when `format` is `"json"`. A line that cannot be written (stderr closed: the log
+/// collector went away) is lost, and nothing else happens.
 pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Otherwise a failed write is reported with eprintln!, which panics when stderr is
+        // closed, wherever the log line was (a task, a thread, the shutdown).
+        .log_internal_errors(false);
     if format == "json" {
         builder.json().init();
     } else {
