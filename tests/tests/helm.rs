@@ -9,13 +9,19 @@
 //!   member overlays, one cluster with etcd over TLS), the chart renders the objects that
 //!   kustomize renders for the matching kustomization, up to what legitimately differs and
 //!   nothing else ([`from_helm`], [`from_kustomize`]): Helm's own labels, kustomize's hash
-//!   suffixes on generated names, the chart's checksum annotations in their stead, base64
-//!   line breaks in Secrets, and the layout and comments of the two embedded config files;
-//! - the schema and the chart's own checks refuse bad values with a message naming them;
+//!   suffixes on generated names, the chart's checksum annotations in their stead, the
+//!   Namespace's `helm.sh/resource-policy: keep`, base64 line breaks in Secrets, and the
+//!   layout and comments of the two embedded config files;
+//! - the schema and the chart's own checks refuse bad values with a message naming them
+//!   (addresses exactly, the namespace the release is kept in, the pods' values);
 //! - a change of the groups, the settings or the kubeconfig rolls exactly the pods that use
 //!   them, and a change of the pools (watched live) rolls nothing;
-//! - odd but valid values (IPv6, another namespace, an existing kubeconfig Secret, a digest and
-//!   pull secrets, extra objects) render what they say and validate;
+//! - odd but valid values (IPv6, every address form, bare-number durations, another namespace,
+//!   an existing kubeconfig Secret, a digest and pull secrets, extra objects) render what they
+//!   say and validate;
+//! - the chart's Namespace is kept on uninstall, and `--namespace` never moves the objects;
+//! - the pods' values (replicas, placement, priority, annotations, labels, extra arguments and
+//!   variables, grace periods) render where they say, never in a selector, and validate;
 //! - every value is typed in the schema and documented in the chart's README.
 //!
 //! `scripts/install-deps --tools` installs Helm, kubectl and kubernetes-validate.
@@ -96,13 +102,17 @@ const HASHED: [&str; 3] = [
 const CONFIG_FILES: [&str; 2] = ["fedplane-vipd-config", "fedplane-vipd-pools"];
 
 /// One Helm of [`HELMS`], run from the repository's root, with its cache, configuration and
-/// data under `home` rather than the user's.
+/// data under `home` rather than the user's, and no kubeconfig: the release's namespace is
+/// `default` unless the arguments say `--namespace`, whatever the user's context says.
 fn helm(name: &str, home: &Path) -> Command {
     let mut cmd = Command::new(tool(name));
     cmd.current_dir(repo_dir())
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("KUBECONFIG", home.join("no-kubeconfig"))
+        .env("HELM_NAMESPACE", "default")
+        .env_remove("HELM_KUBECONTEXT");
     cmd
 }
 
@@ -338,9 +348,14 @@ fn helm_labels() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The annotation that keeps the chart's Namespace when the release is uninstalled (or stops
+/// rendering it), with its value; kustomize's Namespace has none.
+const KEEP: (&str, &str) = ("helm.sh/resource-policy", "keep");
+
 /// The chart's render, normalised: every object must carry [`helm_labels`] (else a problem),
-/// which are then removed; a workload's pod template annotations `checksum/<name>` (a SHA-256)
-/// are removed, and the workload is rolled by those names.
+/// which are then removed; the Namespace must carry [`KEEP`] (else a problem), which is then
+/// removed, with its annotations if they are left empty; a workload's pod template annotations
+/// `checksum/<name>` (a SHA-256) are removed, and the workload is rolled by those names.
 fn from_helm(all: &[Value], problems: &mut Vec<String>) -> Normalised {
     let labels = helm_labels();
     let mut rolls = BTreeMap::new();
@@ -357,6 +372,27 @@ fn from_helm(all: &[Value], problems: &mut Vec<String>) -> Normalised {
                     "{}: the label {label} is {have:?}, not {want:?}",
                     show(&k)
                 ));
+            }
+        }
+        if o["kind"] == "Namespace" {
+            let (annotation, want) = KEEP;
+            let have = o["metadata"]["annotations"]
+                .as_object_mut()
+                .and_then(|a| a.remove(annotation));
+            if have.as_ref().and_then(Value::as_str) != Some(want) {
+                problems.push(format!(
+                    "{}: the annotation {annotation} is {have:?}, not {want:?}",
+                    show(&k)
+                ));
+            }
+            if o["metadata"]["annotations"]
+                .as_object()
+                .is_some_and(serde_json::Map::is_empty)
+            {
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("metadata")
+                    .remove("annotations");
             }
         }
         if is_workload(&o) {
@@ -530,13 +566,14 @@ fn every_example_renders_the_objects_kustomize_renders() {
 
 /// The comparison finds real drift: each of these edits of the chart (a flag, a port, a
 /// resource, a probe, an RBAC rule, a label, an annotation, a name, a capability, a group
-/// setting, what rolls a workload) makes it fail.
+/// setting, what rolls a workload, the Namespace's keep policy, the default affinity, replicas
+/// and grace period) makes it fail.
 #[test]
 fn the_comparison_finds_real_drift() {
     let home = tempfile::tempdir().expect("temp dir");
     let example = &EXAMPLES[0];
     let kustomized = from_kustomize(&kustomize(&deploy_dir().join(example.kustomization)));
-    let edits: [(&str, &str, &str); 13] = [
+    let edits: [(&str, &str, &str); 17] = [
         (
             "templates/dns.yaml",
             "--listen=0.0.0.0:1053",
@@ -575,8 +612,8 @@ fn the_comparison_finds_real_drift() {
         ),
         (
             "templates/controller.yaml",
-            "prometheus.io/port: \"9103\"",
-            "prometheus.io/port: \"9104\"",
+            "\"prometheus.io/port\" \"9103\"",
+            "\"prometheus.io/port\" \"9104\"",
         ),
         (
             "templates/vipd-config.yaml",
@@ -597,6 +634,18 @@ fn the_comparison_finds_real_drift() {
             "templates/vipd.yaml",
             "checksum/fedplane-vipd-config:",
             "checksum/fedplane-vipd-pools:",
+        ),
+        (
+            "templates/namespace.yaml",
+            "helm.sh/resource-policy: keep",
+            "helm.sh/resource-policy: retain",
+        ),
+        ("templates/dns.yaml", "weight: 100", "weight: 50"),
+        ("values.yaml", "  replicas: 2\n", "  replicas: 3\n"),
+        (
+            "values.yaml",
+            "terminationGracePeriodSeconds: 10",
+            "terminationGracePeriodSeconds: 11",
         ),
     ];
     for (file, from, to) in edits {
@@ -893,6 +942,379 @@ const BAD: &[Bad] = &[
         set: &[],
         says: &[&["fedplane: vipd.pools has two pools named default"]],
     },
+    // The namespace.
+    Bad {
+        what: "namespace.create with the release in that namespace (--create-namespace)",
+        values: "namespace: {create: true}\n",
+        set: &["--namespace", "fedplane-system"],
+        says: &[
+            &[
+                "fedplane: namespace.create is true, but the release is installed into that namespace (--namespace fedplane-system)",
+            ],
+            &[
+                "Either install the release into another, existing namespace (helm install --namespace default ...) or set namespace.create to false",
+            ],
+        ],
+    },
+    // Addresses: the schema checks their shape, the chart each exactly.
+    Bad {
+        what: "a ClusterIP with octets past 255",
+        values: "dns: {service: {clusterIP: 999.999.999.999}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.service.clusterIP is \"999.999.999.999\", which is not an IPv4 or IPv6 address",
+        ]],
+    },
+    Bad {
+        what: "a headless fedplane-dns",
+        values: "dns: {service: {clusterIP: None}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.service.clusterIP is None, a headless Service, but CoreDNS forwards the zone to one address, the Service's ClusterIP",
+        ]],
+    },
+    Bad {
+        what: "an IPv6 ClusterIP with two ::",
+        values: "dns: {service: {clusterIP: 'fd00::96::53'}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.service.clusterIP is \"fd00::96::53\", which is not an IPv4 or IPv6 address",
+        ]],
+    },
+    Bad {
+        what: "a pool CIDR with a bad address and prefix length",
+        values: "vipd: {pools: [{name: default, addresses: [300.1.1.1/33]}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.pools[0].addresses (pool default) has \"300.1.1.1/33\", which is not a CIDR: an IPv4 address with a prefix length of 0-32",
+        ]],
+    },
+    Bad {
+        what: "an IPv4 pool CIDR with a prefix length past 32",
+        values: "vipd: {pools: [{name: default, addresses: [10.4.0.0/33]}]}\n",
+        set: &[],
+        says: &[&["has \"10.4.0.0/33\", which is not a CIDR"]],
+    },
+    Bad {
+        what: "an IPv6 pool CIDR with a prefix length past 128",
+        values: "vipd: {pools: [{name: default, addresses: ['fd00:4::/129']}]}\n",
+        set: &[],
+        says: &[&["has \"fd00:4::/129\", which is not a CIDR"]],
+    },
+    Bad {
+        what: "a pool address that is only a colon",
+        values: "vipd: {pools: [{name: default, addresses: [':']}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.pools[0].addresses (pool default) has \":\", which is not an IPv4 or IPv6 address, a CIDR (10.4.0.0/24) or a range (10.4.1.10-10.4.1.20)",
+        ]],
+    },
+    Bad {
+        what: "a range from an IPv4 to an IPv6 address",
+        values: "vipd: {pools: [{name: default, addresses: ['10.0.0.5-fd00::1']}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.pools[0].addresses (pool default) has \"10.0.0.5-fd00::1\", which is not a range: two IPv4 or two IPv6 addresses",
+        ]],
+    },
+    Bad {
+        what: "a reserved range that ends before it starts",
+        values: "vipd: {pools: [{name: default, addresses: [10.4.0.0/24], reserved: [10.4.0.20-10.4.0.10]}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.pools[0].reserved (pool default) has \"10.4.0.20-10.4.0.10\", a range that ends before it starts",
+        ]],
+    },
+    Bad {
+        what: "an IPv4 CIDR with host bits set",
+        values: "vipd: {pools: [{name: default, addresses: [10.4.0.0/24]}, {name: infra, addresses: [10.210.1.65/26]}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.pools[1].addresses (pool infra) has \"10.210.1.65/26\", whose host bits are set: the network is 10.210.1.64/26",
+        ]],
+    },
+    Bad {
+        what: "an IPv4 address with a leading zero (fedplane-vipd refuses it)",
+        values: "vipd: {pools: [{name: default, addresses: [10.4.0.010]}]}\n",
+        set: &[],
+        says: &[&["has \"10.4.0.010\", which is not an IPv4 or IPv6 address"]],
+    },
+    Bad {
+        what: "an IPv4 unicast peer of an IPv6 group",
+        values: "vipd: {groups: [{vrid: 61, interface: eth0, family: ipv6, unicast_peers: [10.0.0.2]}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.groups[0] (VRID 61, ipv6) has the unicast peer \"10.0.0.2\", which is not an IPv6 address",
+        ]],
+    },
+    Bad {
+        what: "a unicast peer that is not an address",
+        values: "vipd: {groups: [{vrid: 61, interface: eth0, family: ipv4, unicast_peers: [10.0.0.256]}]}\n",
+        set: &[],
+        says: &[&["has the unicast peer \"10.0.0.256\", which is not an IPv4 address"]],
+    },
+    Bad {
+        what: "an IPv6 unicast peer that is not link-local",
+        values: "vipd: {groups: [{vrid: 61, interface: eth0, family: ipv6, unicast_peers: ['fd00::2']}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.groups[0] (VRID 61) has the unicast peer \"fd00::2\": IPv6 peers are the nodes' link-local addresses (fe80::/10)",
+        ]],
+    },
+    Bad {
+        what: "VRRP v2 for IPv6",
+        values: "vipd: {groups: [{vrid: 61, interface: eth0, family: ipv6, vrrp_version: 2}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.groups[0] (VRID 61) is ipv6 with vrrp_version 2, which is IPv4 only: use 3",
+        ]],
+    },
+    // Durations: a bare number is seconds, but not a negative one.
+    Bad {
+        what: "a negative advert interval",
+        values: "vipd: {groups: [{vrid: 61, interface: eth0, family: ipv4, advert_interval: -1}]}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "advert_interval: Must be greater than or equal to 0",
+                "/advert_interval': minimum: got -1, want 0",
+            ],
+        ],
+    },
+    // The pods' values.
+    Bad {
+        what: "no dns replica",
+        values: "dns: {replicas: 0}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.replicas: Must be greater than or equal to 1",
+                "at '/dns/replicas': minimum: got 0, want 1",
+            ],
+        ],
+    },
+    Bad {
+        what: "replicas as a string",
+        values: "controller: {replicas: '2'}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "controller.replicas: Invalid type. Expected: integer, given: string",
+                "at '/controller/replicas': got string, want integer",
+            ],
+        ],
+    },
+    Bad {
+        what: "a pod label that would change the selector's",
+        values: "dns: {podLabels: {app.kubernetes.io/name: mine}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.podLabels sets app.kubernetes.io/name, the label the chart selects the pods of fedplane-dns by",
+        ]],
+    },
+    Bad {
+        what: "a pod label that is not a label",
+        values: "controller: {podLabels: {'team name': net}}\n",
+        set: &[],
+        says: &[SCHEMA, &["controller.podLabels", "'team name'"]],
+    },
+    Bad {
+        what: "a pod annotation that is the chart's checksum",
+        values: "vipd: {podAnnotations: {checksum/fedplane-vipd-config: x}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.podAnnotations sets checksum/fedplane-vipd-config: checksum/fedplane-* annotations are the chart's own",
+        ]],
+    },
+    Bad {
+        what: "an annotation that is not a string",
+        values: "dns: {service: {annotations: {example.com/enabled: true}}}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.service.annotations.example.com/enabled: Invalid type. Expected: string, given: boolean",
+                "at '/dns/service/annotations/example.com~1enabled': got boolean, want string",
+            ],
+        ],
+    },
+    Bad {
+        what: "an extra argument repeating a flag the chart passes",
+        values: "dns: {extraArgs: ['--http=0.0.0.0:9999']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.extraArgs has \"--http=0.0.0.0:9999\", a flag the chart passes itself (--http=0.0.0.0:9153), and fedplane-dns stops on a flag given twice",
+        ]],
+    },
+    Bad {
+        what: "an extra argument repeating a flag the chart passes, in two items",
+        values: "vipd: {extraArgs: ['--lease', 'kube-system/vipd']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.extraArgs has \"--lease\", a flag the chart passes itself (--lease=fedplane-system/fedplane-vipd)",
+        ]],
+    },
+    Bad {
+        what: "an extra argument repeating a TLS flag the chart passes",
+        values: "roles: {host: true}\ncontroller: {existingSecret: members, extraArgs: ['--etcd-ca=/ca.crt']}\netcd: {endpoints: ['https://etcd:2379'], tls: {enabled: true}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: controller.extraArgs has \"--etcd-ca=/ca.crt\", a flag the chart passes itself (--etcd-ca=/etc/fedplane/etcd/ca.crt)",
+        ]],
+    },
+    Bad {
+        what: "an empty extra argument",
+        values: "vipd: {extraArgs: ['']}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "vipd.extraArgs.0: String length must be greater than or equal to 1",
+                "at '/vipd/extraArgs/0': minLength: got 0, want 1",
+            ],
+        ],
+    },
+    Bad {
+        what: "an extra variable that overrides the settings",
+        values: "dns: {extraEnv: [{name: FEDPLANE_DOMAIN, value: example.org}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.extraEnv sets FEDPLANE_DOMAIN, which the chart sets from the ConfigMap fedplane-settings: set domain, federation, etcd.endpoints or etcd.prefix instead",
+        ]],
+    },
+    Bad {
+        what: "an extra variable that overrides NODE_NAME",
+        values: "vipd: {extraEnv: [{name: NODE_NAME, value: node-1}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.extraEnv sets NODE_NAME, which the chart sets to the node's name",
+        ]],
+    },
+    Bad {
+        what: "an extra variable given twice",
+        values: "roles: {host: true}\ncontroller: {existingSecret: members, extraEnv: [{name: RUST_LOG, value: info}, {name: RUST_LOG, value: debug}]}\n",
+        set: &[],
+        says: &[&["fedplane: controller.extraEnv sets RUST_LOG twice"]],
+    },
+    Bad {
+        what: "an extra variable with both a value and a valueFrom",
+        values: "dns: {extraEnv: [{name: POD_IP, value: x, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.extraEnv sets POD_IP with both value and valueFrom: give it one of them",
+        ]],
+    },
+    Bad {
+        what: "an extra variable without a name",
+        values: "dns: {extraEnv: [{value: x}]}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.extraEnv.0: name is required",
+                "at '/dns/extraEnv/0': missing property 'name'",
+            ],
+        ],
+    },
+    Bad {
+        what: "an extra variable with a number for its value",
+        values: "dns: {extraEnv: [{name: WORKERS, value: 2}]}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.extraEnv.0.value: Invalid type. Expected: string, given: integer",
+                "at '/dns/extraEnv/0/value': got number, want string",
+            ],
+        ],
+    },
+    Bad {
+        what: "a toleration with a misspelt operator",
+        values: "vipd: {tolerations: [{key: node-role.kubernetes.io/control-plane, operator: exists}]}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "vipd.tolerations.0.operator must be one of the following",
+                "at '/vipd/tolerations/0/operator': value must be one of 'Exists', 'Equal'",
+            ],
+        ],
+    },
+    Bad {
+        what: "tolerations as a map",
+        values: "dns: {tolerations: {key: a}}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.tolerations: Invalid type. Expected: array, given: object",
+                "at '/dns/tolerations': got object, want array",
+            ],
+        ],
+    },
+    Bad {
+        what: "a misspelt affinity",
+        values: "dns: {affinity: {nodeAfinity: {}}}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "Additional property nodeAfinity is not allowed",
+                "additional properties 'nodeAfinity' not allowed",
+            ],
+        ],
+    },
+    Bad {
+        what: "an affinity removed with null",
+        values: "dns: {affinity: null}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns: affinity is required",
+                "at '/dns': missing property 'affinity'",
+            ],
+        ],
+    },
+    Bad {
+        what: "a node selector with a number",
+        values: "vipd: {nodeSelector: {example.com/vrrp: 1}}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "vipd.nodeSelector.example.com/vrrp: Invalid type. Expected: string, given: integer",
+                "at '/vipd/nodeSelector/example.com~1vrrp': got number, want string",
+            ],
+        ],
+    },
+    Bad {
+        what: "a priority class that is not a name",
+        values: "dns: {priorityClassName: High}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.priorityClassName: Does not match pattern",
+                "'High' does not match pattern",
+            ],
+        ],
+    },
+    Bad {
+        what: "a negative grace period",
+        values: "vipd: {terminationGracePeriodSeconds: -1}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "vipd.terminationGracePeriodSeconds: Must be greater than or equal to 0",
+                "at '/vipd/terminationGracePeriodSeconds': minimum: got -1, want 0",
+            ],
+        ],
+    },
 ];
 
 #[test]
@@ -1171,13 +1593,254 @@ fn odd_but_valid_values_render_what_they_say_and_validate() {
     assert_eq!(site["data"], json!({"k": "v"}));
     files.push(write_objects(home.path(), "image", &all));
 
+    // Every form of address fedplane-vipd takes (IPv6 compressed, with an IPv4 tail, in any
+    // case; whole families; single-address ranges), and durations as bare numbers of seconds,
+    // which fedplane-vipd reads as it reads "1s".
+    let forms = home.path().join("forms.yaml");
+    std::fs::write(
+        &forms,
+        "dns:\n  service: {clusterIP: '::1'}\n\
+         vipd:\n  groups:\n\
+         \x20   - {vrid: 61, interface: eth0, family: ipv4, advert_interval: 1, preempt_delay: 0.5, garp_interval: '2'}\n\
+         \x20   - {vrid: 62, interface: eth0, family: ipv6, unicast_peers: ['FE80::1', 'febf::2']}\n\
+         \x20 pools:\n\
+         \x20   - name: forms\n\
+         \x20     addresses: ['fd00:4::/125', 'fd00::1-fd00::9', '::1', '::ffff:10.0.0.1', '10.0.0.0/32',\n\
+         \x20                 '1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7::', '::2:3:4:5:6:7:8', 'FD00:6::A',\n\
+         \x20                 '10.4.0.7-10.4.0.7', '192.168.0.0/16', '0.0.0.0/0', '::/0']\n\
+         \x20     reserved: ['10.4.0.7', '::ffff:10.0.0.1']\n",
+    )
+    .expect("write values");
+    let all = render(home.path(), &["-f", forms.to_str().expect("UTF-8")]);
+    assert_eq!(
+        parsed(find(&all, "ConfigMap", "fedplane-vipd-config"))["groups"][0],
+        json!({"vrid": 61, "interface": "eth0", "family": "ipv4", "advert_interval": 1,
+               "preempt_delay": 0.5, "garp_interval": "2"})
+    );
+    assert_eq!(
+        parsed(find(&all, "ConfigMap", "fedplane-vipd-pools"))["pools"][0]["addresses"][12],
+        "::/0"
+    );
+    files.push(write_objects(home.path(), "forms", &all));
+
     validate_strictly(&files);
 }
 
-/// The paths of `values` down to its settings (a list, a scalar, or the map of `resources`).
+/// The namespace: the chart's Namespace is kept on uninstall; the release may be kept anywhere
+/// but in the namespace the chart makes; `--namespace` never moves the objects.
+#[test]
+fn the_namespace_is_kept_and_apart_from_the_release_record() {
+    let home = tempfile::tempdir().expect("temp dir");
+    for args in [
+        EXAMPLES[0].helm,
+        &["--namespace", "other", "--set", "namespace.create=true"],
+    ] {
+        let all = render(home.path(), args);
+        let ns = find(&all, "Namespace", "fedplane-system");
+        assert_eq!(
+            ns["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{args:?}"
+        );
+        assert_eq!(
+            ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "privileged"
+        );
+    }
+    // With the release in fedplane-system and create false, the objects are where they were
+    // and there is no Namespace; with the release elsewhere, still in fedplane-system.
+    for release in ["fedplane-system", "kube-system"] {
+        let all = render(home.path(), &["--namespace", release]);
+        assert!(
+            !all.iter().any(|o| o["kind"] == "Namespace"),
+            "--namespace {release} renders a Namespace"
+        );
+        for o in &all {
+            let cluster_wide = matches!(
+                o["kind"].as_str(),
+                Some("ClusterRole" | "ClusterRoleBinding")
+            );
+            assert_eq!(
+                o["metadata"]["namespace"].as_str(),
+                (!cluster_wide).then_some("fedplane-system"),
+                "--namespace {release}: {}",
+                show(&key(o))
+            );
+        }
+    }
+}
+
+/// The pods' values of each program render where they say — and only there: the selectors
+/// keep only `app.kubernetes.io/name`, the chart's arguments, variables, annotations and
+/// checksums stay — and validate; a user affinity replaces the default one whole.
+#[test]
+fn the_pods_values_render_where_they_say_and_validate() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let base = render(
+        home.path(),
+        &["--set", "roles.host=true,controller.existingSecret=members"],
+    );
+    let pods = |extra: &str, grace: u32, args: &[&str], env: &str| {
+        json!({
+            "nodeSelector": {"example.com/pool": "infra"},
+            "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "example.com/rack", "operator": "In", "values": ["r1", "r2"]}]}]}}},
+            "priorityClassName": extra,
+            "podAnnotations": {"example.com/team": "net", "prometheus.io/scrape": "false"},
+            "podLabels": {"team": "net"},
+            "extraArgs": args,
+            "extraEnv": [{"name": env, "value": "debug"},
+                         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "terminationGracePeriodSeconds": grace,
+        })
+    };
+    let mut dns = pods(
+        "system-cluster-critical",
+        20,
+        &["--workers=2", "--lameduck=7s", "--listen=[::]:1053"],
+        "RUST_LOG",
+    );
+    dns["replicas"] = json!(3);
+    dns["service"] = json!({"clusterIP": "", "annotations": {"example.com/dns": "federation"}});
+    let mut controller = pods(
+        "system-cluster-critical",
+        30,
+        &["--unreachable-grace", "10m"],
+        "RUST_LOG",
+    );
+    controller["replicas"] = json!(1);
+    let vipd = pods(
+        "system-node-critical",
+        12,
+        &["--lease-duration=30s"],
+        "RUST_BACKTRACE",
+    );
+    let values = home.path().join("pods.yaml");
+    std::fs::write(
+        &values,
+        json!({"roles": {"host": true}, "controller": controller, "dns": dns, "vipd": vipd})
+            .to_string(),
+    )
+    .expect("write values");
+    // The values file sets the maps whole; Helm merges it over the defaults.
+    let all = render(
+        home.path(),
+        &[
+            "-f",
+            values.to_str().expect("UTF-8"),
+            "--set",
+            "controller.existingSecret=members",
+        ],
+    );
+    for (kind, name, given, port) in [
+        ("Deployment", "fedplane-dns", &dns, "9153"),
+        ("Deployment", "fedplane-controller", &controller, "9103"),
+        ("DaemonSet", "fedplane-vipd", &vipd, "9102"),
+    ] {
+        let (before, after) = (find(&base, kind, name), find(&all, kind, name));
+        let pod = &after["spec"]["template"];
+        if let Some(replicas) = given.get("replicas") {
+            assert_eq!(&after["spec"]["replicas"], replicas, "{name}");
+        }
+        assert_eq!(
+            after["spec"]["selector"], before["spec"]["selector"],
+            "{name}: the selector changed"
+        );
+        assert_eq!(
+            pod["metadata"]["labels"],
+            json!({"team": "net", "app.kubernetes.io/name": name}),
+            "{name}"
+        );
+        let annotations = &pod["metadata"]["annotations"];
+        assert_eq!(annotations["example.com/team"], "net", "{name}");
+        assert_eq!(annotations["prometheus.io/scrape"], "false", "{name}");
+        assert_eq!(annotations["prometheus.io/port"], port, "{name}");
+        let checksums = |a: &Value| -> Vec<String> {
+            a.as_object()
+                .expect("annotations")
+                .keys()
+                .filter(|k| k.starts_with("checksum/"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            checksums(annotations),
+            checksums(&before["spec"]["template"]["metadata"]["annotations"]),
+            "{name}"
+        );
+        for field in [
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+            "priorityClassName",
+            "terminationGracePeriodSeconds",
+        ] {
+            assert_eq!(&pod["spec"][field], &given[field], "{name}: {field}");
+        }
+        let container = &pod["spec"]["containers"][0];
+        let old = &before["spec"]["template"]["spec"]["containers"][0];
+        let (args, old_args) = (
+            container["args"].as_array().expect("args"),
+            old["args"].as_array().expect("args"),
+        );
+        assert_eq!(
+            &args[..old_args.len()],
+            &old_args[..],
+            "{name}: the chart's args"
+        );
+        assert_eq!(
+            &args[old_args.len()..],
+            given["extraArgs"].as_array().expect("extraArgs"),
+            "{name}: the extra args follow"
+        );
+        let old_env = old["env"].as_array().cloned().unwrap_or_default();
+        let mut env = old_env.clone();
+        env.extend(
+            given["extraEnv"]
+                .as_array()
+                .expect("extraEnv")
+                .iter()
+                .cloned(),
+        );
+        assert_eq!(container["env"], json!(env), "{name}: env");
+        assert_eq!(container["envFrom"], old["envFrom"], "{name}: envFrom");
+    }
+    let service = find(&all, "Service", "fedplane-dns");
+    assert_eq!(
+        service["metadata"]["annotations"],
+        json!({"example.com/dns": "federation"})
+    );
+    // Three dns replicas keep their budget of one available; one controller keeps its budget
+    // of one unavailable.
+    assert_eq!(
+        find(&all, "PodDisruptionBudget", "fedplane-dns")["spec"],
+        find(&base, "PodDisruptionBudget", "fedplane-dns")["spec"]
+    );
+    assert_eq!(
+        find(&all, "PodDisruptionBudget", "fedplane-controller")["spec"]["maxUnavailable"],
+        1
+    );
+    let file = write_objects(home.path(), "pods", &all);
+
+    // One dns replica: no budget, which would block every drain.
+    let one = render(home.path(), &["--set", "dns.replicas=1"]);
+    assert_eq!(
+        find(&one, "Deployment", "fedplane-dns")["spec"]["replicas"],
+        1
+    );
+    assert!(
+        !one.iter()
+            .any(|o| o["kind"] == "PodDisruptionBudget" && o["metadata"]["name"] == "fedplane-dns"),
+        "one dns replica with a PodDisruptionBudget"
+    );
+    validate_strictly(&[file, write_objects(home.path(), "one", &one)]);
+}
+
+/// The paths of `values` down to its settings (a list, a scalar, an empty map such as
+/// `nodeSelector`, or the map of `resources`).
 fn value_paths(values: &Value, path: &str, out: &mut Vec<String>) {
     match values {
-        Value::Object(m) if !path.ends_with("resources") => {
+        Value::Object(m) if !m.is_empty() && !path.ends_with("resources") => {
             for (k, v) in m {
                 let p = if path.is_empty() {
                     k.clone()

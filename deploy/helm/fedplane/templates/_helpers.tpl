@@ -52,6 +52,16 @@ FEDPLANE_ETCD_PREFIX: {{ .Values.etcd.prefix | quote }}
 {{- end }}
 
 {{/*
+How fedplane-dns and fedplane-controller get the variables of fedplane-settings, by name (for
+the check of their extraEnv).
+*/}}
+{{- define "fedplane.settingsEnv" -}}
+{{- range $name, $_ := include "fedplane.settingsData" . | fromYaml }}
+{{ $name }}: "from the ConfigMap fedplane-settings: set domain, federation, etcd.endpoints or etcd.prefix instead"
+{{- end }}
+{{- end }}
+
+{{/*
 The data of the ConfigMap fedplane-vipd-config (the groups); its checksum rolls the DaemonSet.
 */}}
 {{- define "fedplane.vipdConfigData" -}}
@@ -61,12 +71,186 @@ config.yaml: |
 {{- end }}
 
 {{/*
+The pattern of an IPv4 address in dotted decimal, without leading zeros (as fedplane-vipd
+parses it).
+*/}}
+{{- define "fedplane.ipv4Pattern" -}}
+{{- $o := `(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])` -}}
+{{- printf `%s(\.%s){3}` $o $o -}}
+{{- end }}
+
+{{/*
+The pattern of an IPv6 address in any form of RFC 4291 (RE2 has no lookahead, so it lists them):
+eight groups; "::" with 0 to 7 groups around it; and the same with an IPv4 address in the place
+of the last two groups. Case does not matter; zone indexes (%eth0) are not addresses here.
+*/}}
+{{- define "fedplane.ipv6Pattern" -}}
+{{- $h := `[0-9A-Fa-f]{1,4}` -}}
+{{- $v4 := include "fedplane.ipv4Pattern" . -}}
+{{- $alts := list (printf `(%s:){7}%s` $h $h) (printf `::((%s:){0,6}%s)?` $h $h) (printf `(%s:){6}%s::` $h $h) -}}
+{{- range $j := until 6 -}}
+{{- $alts = append $alts (printf `(%s:){%d}%s::((%s:){0,%d}%s)?` $h $j $h $h (sub 5 $j) $h) -}}
+{{- end -}}
+{{- $alts = append $alts (printf `(%s:){6}%s` $h $v4) -}}
+{{- $alts = append $alts (printf `::(%s:){0,5}%s` $h $v4) -}}
+{{- range $j := until 5 -}}
+{{- $alts = append $alts (printf `(%s:){%d}%s::(%s:){0,%d}%s` $h $j $h $h (sub 4 $j) $v4) -}}
+{{- end -}}
+({{ join "|" $alts }})
+{{- end }}
+
+{{/*
+The family of the address (a string): ipv4, ipv6, or nothing when it is not one.
+*/}}
+{{- define "fedplane.ipFamily" -}}
+{{- if regexMatch (printf "^%s$" (include "fedplane.ipv4Pattern" .)) . -}}
+ipv4
+{{- else if regexMatch (printf "^%s$" (include "fedplane.ipv6Pattern" .)) . -}}
+ipv6
+{{- end -}}
+{{- end }}
+
+{{/*
+An IPv4 address (a string) as a number.
+*/}}
+{{- define "fedplane.ipv4Number" -}}
+{{- $o := splitList "." . -}}
+{{- add (mul (atoi (index $o 0)) 16777216) (mul (atoi (index $o 1)) 65536) (mul (atoi (index $o 2)) 256) (atoi (index $o 3)) -}}
+{{- end }}
+
+{{/*
+Fails unless .s is what fedplane-vipd takes in a pool's addresses and reserved: an address, a
+CIDR with a prefix length of its family (IPv4: no host bits set) or a range a-b of two addresses
+of one family (IPv4: not ending before it starts). .at names the value. fedplane-vipd itself
+also refuses IPv6 CIDRs with host bits set and backward IPv6 ranges, which this leaves to it.
+*/}}
+{{- define "fedplane.checkPoolEntry" -}}
+{{- $s := .s }}
+{{- $at := printf "fedplane: %s has %q" .at $s }}
+{{- if contains "/" $s }}
+{{- $parts := splitList "/" $s }}
+{{- $family := include "fedplane.ipFamily" (first $parts) }}
+{{- $length := last $parts }}
+{{- if or (ne (len $parts) 2) (not $family) (not (regexMatch "^(0|[1-9][0-9]{0,2})$" $length)) (gt (atoi $length) (ternary 32 128 (eq $family "ipv4"))) }}
+{{- fail (printf "%s, which is not a CIDR: an IPv4 address with a prefix length of 0-32 (10.4.0.0/24) or an IPv6 address with 0-128 (fd00:4::/120)" $at) }}
+{{- end }}
+{{- if eq $family "ipv4" }}
+{{- $n := include "fedplane.ipv4Number" (first $parts) | atoi }}
+{{- $size := 1 }}
+{{- range until (sub 32 (atoi $length) | int) }}
+{{- $size = mul $size 2 }}
+{{- end }}
+{{- if mod $n $size }}
+{{- $net := sub $n (mod $n $size) }}
+{{- fail (printf "%s, whose host bits are set: the network is %d.%d.%d.%d/%s" $at (div $net 16777216) (mod (div $net 65536) 256) (mod (div $net 256) 256) (mod $net 256) $length) }}
+{{- end }}
+{{- end }}
+{{- else if contains "-" $s }}
+{{- $parts := splitList "-" $s }}
+{{- $from := include "fedplane.ipFamily" (first $parts) }}
+{{- if or (ne (len $parts) 2) (not $from) (ne $from (include "fedplane.ipFamily" (last $parts))) }}
+{{- fail (printf "%s, which is not a range: two IPv4 or two IPv6 addresses, first-last (10.4.1.10-10.4.1.20, fd00:4::10-fd00:4::20)" $at) }}
+{{- end }}
+{{- if and (eq $from "ipv4") (gt (include "fedplane.ipv4Number" (first $parts) | atoi) (include "fedplane.ipv4Number" (last $parts) | atoi)) }}
+{{- fail (printf "%s, a range that ends before it starts" $at) }}
+{{- end }}
+{{- else if not (include "fedplane.ipFamily" $s) }}
+{{- fail (printf "%s, which is not an IPv4 or IPv6 address, a CIDR (10.4.0.0/24) or a range (10.4.1.10-10.4.1.20)" $at) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The checks of one program's pod values (dns, controller, vipd), each failing with what to set:
+.key names the program's values, .values are they, .program is its name (and its pods'
+app.kubernetes.io/name), .args the arguments the chart passes it (a YAML list), .repeatable the
+flags among them it takes more than once, .env the variables the chart sets (name: how).
+*/}}
+{{- define "fedplane.validateProgram" -}}
+{{- $key := .key }}
+{{- $program := .program }}
+{{- if hasKey .values.podLabels "app.kubernetes.io/name" }}
+{{- fail (printf "fedplane: %s.podLabels sets app.kubernetes.io/name, the label the chart selects the pods of %s by (it is always %s): use another label" $key $program $program) }}
+{{- end }}
+{{- range $name, $_ := .values.podAnnotations }}
+{{- if hasPrefix "checksum/fedplane-" $name }}
+{{- fail (printf "fedplane: %s.podAnnotations sets %s: checksum/fedplane-* annotations are the chart's own (they roll the pods when their configuration changes)" $key $name) }}
+{{- end }}
+{{- end }}
+{{- $args := fromYamlArray .args }}
+{{- $repeatable := .repeatable }}
+{{- range $extra := .values.extraArgs }}
+{{- if hasPrefix "--" $extra }}
+{{- $flag := regexReplaceAll "=.*$" $extra "" }}
+{{- range $args }}
+{{- if and (eq (regexReplaceAll "=.*$" . "") $flag) (not (has $flag $repeatable)) }}
+{{- fail (printf "fedplane: %s.extraArgs has %q, a flag the chart passes itself (%s), and %s stops on a flag given twice: leave it out (what the chart passes is set by its values, README.md)" $key $extra . $program) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $seen := dict }}
+{{- range .values.extraEnv }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "fedplane: %s.extraEnv sets %s twice" $key .name) }}
+{{- end }}
+{{- if and (hasKey . "value") (hasKey . "valueFrom") }}
+{{- fail (printf "fedplane: %s.extraEnv sets %s with both value and valueFrom: give it one of them" $key .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- end }}
+{{- range $name, $how := .env }}
+{{- if hasKey $seen $name }}
+{{- fail (printf "fedplane: %s.extraEnv sets %s, which the chart sets %s" $key $name $how) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The checks the schema cannot make, each failing with what to set. Rendered by validate.yaml.
 */}}
 {{- define "fedplane.validate" -}}
 {{- $v := .Values }}
 {{- if not (or $v.roles.host $v.roles.member) }}
 {{- fail "fedplane: nothing to install: set roles.host (fedplane-controller) and/or roles.member (fedplane-dns, fedplane-vipd) to true" }}
+{{- end }}
+{{- if and $v.namespace.create (eq .Release.Namespace $v.namespace.name) }}
+{{- fail (printf "fedplane: namespace.create is true, but the release is installed into that namespace (--namespace %s): Helm keeps the release's record there, so it cannot create or adopt the namespace itself. Either install the release into another, existing namespace (helm install --namespace default ...) or set namespace.create to false (and use --create-namespace)" $v.namespace.name) }}
+{{- end }}
+{{- if $v.roles.host }}
+{{- include "fedplane.validateProgram" (dict "key" "controller" "values" $v.controller "program" "fedplane-controller" "args" (include "fedplane.controller.args" .) "repeatable" (list) "env" (include "fedplane.settingsEnv" . | fromYaml)) }}
+{{- end }}
+{{- if $v.roles.member }}
+{{- include "fedplane.validateProgram" (dict "key" "dns" "values" $v.dns "program" "fedplane-dns" "args" (include "fedplane.dns.args" .) "repeatable" (list "--zone" "--listen") "env" (include "fedplane.settingsEnv" . | fromYaml)) }}
+{{- include "fedplane.validateProgram" (dict "key" "vipd" "values" $v.vipd "program" "fedplane-vipd" "args" (include "fedplane.vipd.args" .) "repeatable" (list) "env" (dict "NODE_NAME" "to the node's name")) }}
+{{- with $v.dns.service.clusterIP }}
+{{- if eq . "None" }}
+{{- fail "fedplane: dns.service.clusterIP is None, a headless Service, but CoreDNS forwards the zone to one address, the Service's ClusterIP: leave it empty for Kubernetes to choose one, or pin an unused address of the service range" }}
+{{- end }}
+{{- if not (include "fedplane.ipFamily" .) }}
+{{- fail (printf "fedplane: dns.service.clusterIP is %q, which is not an IPv4 or IPv6 address: pin an unused address of the service range, or leave it empty" .) }}
+{{- end }}
+{{- end }}
+{{- range $i, $g := $v.vipd.groups }}
+{{- range $g.unicast_peers }}
+{{- $family := include "fedplane.ipFamily" . }}
+{{- if ne $family $g.family }}
+{{- fail (printf "fedplane: vipd.groups[%d] (VRID %v, %s) has the unicast peer %q, which is not an %s address" $i $g.vrid $g.family . (ternary "IPv4" "IPv6" (eq $g.family "ipv4"))) }}
+{{- end }}
+{{- if and (eq $family "ipv6") (not (regexMatch "^[fF][eE][89aAbB][0-9a-fA-F]:" .)) }}
+{{- fail (printf "fedplane: vipd.groups[%d] (VRID %v) has the unicast peer %q: IPv6 peers are the nodes' link-local addresses (fe80::/10), which IPv6 adverts come from" $i $g.vrid .) }}
+{{- end }}
+{{- end }}
+{{- if and (eq $g.family "ipv6") (eq (toString ($g.vrrp_version | default 3)) "2") }}
+{{- fail (printf "fedplane: vipd.groups[%d] (VRID %v) is ipv6 with vrrp_version 2, which is IPv4 only: use 3" $i $g.vrid) }}
+{{- end }}
+{{- end }}
+{{- range $i, $p := $v.vipd.pools }}
+{{- range $field := list "addresses" "reserved" }}
+{{- range (index $p $field | default list) }}
+{{- include "fedplane.checkPoolEntry" (dict "at" (printf "vipd.pools[%d].%s (pool %s)" $i $field $p.name) "s" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if $v.roles.host }}
 {{- if and $v.controller.kubeconfig $v.controller.existingSecret }}
