@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fedplane_controller::plan::{self, Naming};
 use fedplane_controller::view::{self, ClusterObjects, ViewSettings};
 use fedplane_testkit::kube_fake::{FakeKubeApi, write_kubeconfig};
-use fedplane_testkit::{Daemon, Etcd, free_port, wait_until};
+use fedplane_testkit::{Daemon, Etcd, free_port, peak_rss_mib, wait_until};
 use serde_json::{Value, json};
 
 const CLUSTERS: [(&str, &str, &str); 3] = [
@@ -250,17 +250,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 fn main() {
     let a = args();
     eprintln!(
@@ -371,7 +360,7 @@ fn main() {
     }
     fed.sort();
     direct.sort();
-    let rss = rss_mib(controller.pid());
+    let rss = peak_rss_mib(controller.pid());
 
     println!();
     println!(

@@ -478,6 +478,19 @@ fn tcp_frame(msg: &[u8]) -> Vec<u8> {
     framed
 }
 
+/// Reads the answer to hello-world query `id` from `s`, then a clean close (a FIN, not a reset).
+fn answered_then_closed(s: &mut TcpStream, id: u16) {
+    let msg = read_tcp_message(s)
+        .expect("answer, not a reset")
+        .expect("answer, not closed");
+    assert!(is_hello_world_answer(&msg, id), "{msg:?}");
+    assert!(
+        read_tcp_message(s)
+            .expect("closed cleanly, not reset")
+            .is_none()
+    );
+}
+
 /// Reads one length-prefixed DNS message; `None` when the server closed the connection
 /// cleanly (FIN) before it. A reset, a timeout or a message cut short are errors.
 fn read_tcp_message(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
@@ -745,15 +758,7 @@ fn a_tcp_query_in_flight_when_the_lameduck_ends_is_answered_then_the_connection_
         dns.daemon.output().contains("lameduck ended").then_some(())
     });
     s.write_all(tail).expect("rest of the query");
-    let msg = read_tcp_message(&mut s)
-        .expect("answer, not a reset")
-        .expect("answer, not closed");
-    assert!(is_hello_world_answer(&msg, 7), "{msg:?}");
-    assert!(
-        read_tcp_message(&mut s)
-            .expect("closed cleanly, not reset")
-            .is_none()
-    );
+    answered_then_closed(&mut s, 7);
     drop(s);
     let status = dns.daemon.wait_exit(WAIT);
     assert!(status.success(), "exit status {status:?}");
@@ -940,15 +945,7 @@ fn once_the_lameduck_ends_new_tcp_connections_are_refused() {
     );
     assert!(dns.daemon.is_running(), "still finishing the held query");
     held.write_all(tail).expect("rest of the query");
-    let msg = read_tcp_message(&mut held)
-        .expect("answer, not a reset")
-        .expect("answer, not closed");
-    assert!(is_hello_world_answer(&msg, 2), "{msg:?}");
-    assert!(
-        read_tcp_message(&mut held)
-            .expect("closed cleanly, not reset")
-            .is_none()
-    );
+    answered_then_closed(&mut held, 2);
     drop(held);
     let status = dns.daemon.wait_exit(WAIT);
     assert!(status.success(), "exit status {status:?}");

@@ -30,6 +30,19 @@ pub use etcd::Etcd;
 use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
+/// The peak resident memory (VmHWM) of process `pid` so far, in MiB (0 if it is gone); the
+/// benches report it next to their figures.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// A loopback port free for both TCP and UDP right now (the OS picks it, so parallel tests do
 /// not collide).
 pub fn free_port() -> u16 {

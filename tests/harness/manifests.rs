@@ -112,3 +112,17 @@ pub fn validate_strictly(files: &[PathBuf]) {
         }
     }
 }
+
+/// Copies the directory tree `from` to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        let dest = to.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            copy_tree(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).expect("copy file");
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fedplane_testkit::manifests::{
-    KUBECTLS, deploy_dir, kustomize, objects, run, validate_strictly,
+    KUBECTLS, copy_tree, deploy_dir, kustomize, objects, run, validate_strictly,
 };
 use fedplane_testkit::workspace_bin;
 use serde_json::Value;
@@ -44,20 +44,6 @@ fn the_guide_promises_the_oldest_kubectl_the_tests_render_with() {
         guide.contains(&format!("kubectl {oldest} or newer")),
         "deploy/README.md does not promise kubectl {oldest} or newer"
     );
-}
-
-/// Copies the directory tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let path = entry.expect("dir entry").path();
-        let dest = to.join(path.file_name().expect("file name"));
-        if path.is_dir() {
-            copy_tree(&path, &dest);
-        } else {
-            std::fs::copy(&path, &dest).expect("copy file");
-        }
-    }
 }
 
 /// The deploy guide's step 3 copies the seeds' overlays to `deploy/sites/my-federation`, and

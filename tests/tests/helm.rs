@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fedplane_testkit::manifests::{
-    deploy_dir, kustomize, objects, repo_dir, run, sorted, tool, validate_strictly,
+    copy_tree, deploy_dir, kustomize, objects, repo_dir, run, sorted, tool, validate_strictly,
 };
 use serde_json::{Value, json};
 
@@ -664,20 +664,6 @@ fn the_comparison_finds_real_drift() {
             !compare(example, &kustomized, HELMS[0], &yaml).is_empty(),
             "the comparison misses {from:?} → {to:?} in {file}"
         );
-    }
-}
-
-/// Copies the directory tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let path = entry.expect("dir entry").path();
-        let dest = to.join(path.file_name().expect("file name"));
-        if path.is_dir() {
-            copy_tree(&path, &dest);
-        } else {
-            std::fs::copy(&path, &dest).expect("copy file");
-        }
     }
 }
 

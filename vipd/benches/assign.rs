@@ -10,19 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fedplane_testkit::kube_fake::{FakeKubeApi, write_kubeconfig};
-use fedplane_testkit::{Daemon, free_port, http_get, wait_until};
+use fedplane_testkit::{Daemon, free_port, http_get, peak_rss_mib, wait_until};
 use serde_json::json;
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
 
 fn main() {
     let mut services = 10_000_usize;
