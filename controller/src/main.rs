@@ -114,6 +114,9 @@ async fn run(settings: Settings, kubeconfig: Option<Kubeconfig>) -> anyhow::Resu
     }
 
     let status = Arc::new(Status::default());
+    // Before anything can report ready or act, so a SIGTERM is never the default (fatal) one.
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let http = fedplane_ops::Http::start(settings.http, metrics, ControllerProbes(status.clone()))
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
@@ -126,8 +129,6 @@ async fn run(settings: Settings, kubeconfig: Option<Kubeconfig>) -> anyhow::Resu
     let loop_cancel = cancel.clone();
     let mut reconcile = tokio::spawn(reconciler.run(settings.etcd.clone(), loop_cancel));
 
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let finished = tokio::select! {
         r = &mut reconcile => Some(r),
         _ = term.recv() => None,

@@ -53,6 +53,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         groups: settings.groups.len(),
         kube: kube_status.clone(),
     };
+    // Before anything can report ready or act, so a SIGTERM is never the default (fatal) one.
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let http = fedplane_ops::Http::start(settings.http, metrics, probes)
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
@@ -121,8 +124,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     info!(groups = settings.groups.len(), http = %settings.http, "fedplane-vipd started");
 
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut failed = None;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: resigning"),
