@@ -1,5 +1,5 @@
 //! fedplane-vipd in Kubernetes mode at scale, for sizing its DaemonSet: N LoadBalancer Services
-//! in the API server fake (`tests/harness/kube_fake`), one replica (the Lease holder, no VRRP
+//! in the API server fake (`testkit/src/kube_fake`), one replica (the Lease holder, no VRRP
 //! group, so no root), the time until every Service has its address in its status, and the
 //! replica's peak resident memory (VmHWM) then. No peer runs here: MetalLB and kube-vip need a
 //! real API server.

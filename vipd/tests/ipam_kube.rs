@@ -1,4 +1,4 @@
-//! fedplane-vipd's address assignment against the Kubernetes API fake (`tests/harness/kube_fake`),
+//! fedplane-vipd's address assignment against the Kubernetes API fake (`testkit/src/kube_fake`),
 //! with replicas that run no VRRP group (assignment only), so no root is needed: Services
 //! created, changed and deleted; the Lease lost and regained; two replicas racing; the pool
 //! ConfigMap changed; the legacy keepalived-vip ConfigMap.

@@ -1,5 +1,5 @@
 //! Rendering and checking the Kubernetes manifests of `deploy/` offline, for its tests
-//! (`tests/tests/deploy.rs`, `tests/tests/helm.rs`): the tools `scripts/install-deps --tools`
+//! (`testkit/tests/deploy.rs`, `testkit/tests/helm.rs`): the tools `scripts/install-deps --tools`
 //! puts in `$FEDPLANE_TOOLS/bin` (default `/opt/fedplane-tools/bin`), the kustomize that
 //! `kubectl apply -k` runs in the oldest and the current kubectl releases, and
 //! `kubernetes-validate --strict` against the oldest and the newest Kubernetes supported.
