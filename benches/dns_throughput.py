@@ -6,6 +6,10 @@ per CPU. dnsperf saturates each server for qps, in several rounds interleaved ac
 same for every server, gives p50/p99 latency.
 
     benches/dns-throughput [--services 2000] [--seconds 10] [--rounds 3] [--latency-qps 20000]
+                           [--baseline REV]
+
+With --baseline REV, fedplane-dns built at git revision REV runs in the same rounds, so a change
+is judged by its ratio to the code before it.
 """
 
 import os
@@ -21,9 +25,13 @@ def main():
     ap.add_argument("--latency-qps", type=int, default=20000, help="fixed rate of the latency run")
     ap.add_argument("--rounds", type=int, default=3,
                     help="saturation runs per server, interleaved; the median is reported")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also measure fedplane-dns built at this git revision (e.g. main, HEAD~3)")
     args = ap.parse_args()
 
     fb.build_release(args.no_build)
+    baseline = fb.build_baseline(args.baseline) if args.baseline else None
+    before = f"fedplane-dns@{args.baseline}"
     work = tempfile.mkdtemp(prefix="fedbench-")
     records = fb.federated_records(args.services)
     zonefile, queries = f"{work}/zone", f"{work}/queries"
@@ -39,11 +47,15 @@ def main():
     try:
         for workers in sorted({1, os.cpu_count() or 1}):
             procs = []
-            for name, start in [
+            servers = [
                 ("NSD", lambda w: fb.start_nsd(work, zonefile, w)),
                 ("Knot", lambda w: fb.start_knot(work, zonefile, w)),
                 ("fedplane-dns", lambda w: fb.start_fedplane(work, etcd, w)),
-            ]:
+            ]
+            if baseline:
+                servers.append((before, lambda w: fb.start_fedplane(
+                    work, etcd, w, tag="fedplane-baseline", binary=baseline)))
+            for name, start in servers:
                 procs.append((name, workers, start(workers)))
             try:
                 for name, workers, proc in procs:
@@ -71,6 +83,14 @@ def main():
         knot = next(r[2]["qps"] for r in rows if r[0] == "Knot" and r[1] == workers)
         print(f"| {name} | {workers} | {sat['qps']:,.0f} | {sat['qps'] / nsd:.2f} | {sat['qps'] / knot:.2f} "
               f"| {lat.get('p50_us', 0):.0f} | {lat.get('p99_us', 0):.0f} | {rss / 1024:.0f} |")
+    if baseline:
+        print()
+        print(f"| workers | fedplane-dns qps | {before} qps | ratio |")
+        print("|---|---|---|---|")
+        for name, workers, sat, _, _ in rows:
+            if name == "fedplane-dns":
+                old = next(r[2]["qps"] for r in rows if r[0] == before and r[1] == workers)
+                print(f"| {workers} | {sat['qps']:,.0f} | {old:,.0f} | {sat['qps'] / old:.2f} |")
 
 
 if __name__ == "__main__":

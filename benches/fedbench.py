@@ -163,9 +163,9 @@ def dig_ok(port, name):
     return bool(out.strip())
 
 
-def start_fedplane(work, etcd, workers, tag="fedplane", prefix="/skydns"):
+def start_fedplane(work, etcd, workers, tag="fedplane", prefix="/skydns", binary=None):
     port, http = free_port(), free_port()
-    binary = os.path.join(ROOT, "target/release/fedplane-dns")
+    binary = binary or os.path.join(ROOT, "target/release/fedplane-dns")
     proc = Proc(tag, [binary, "--zone", f"{ZONE}.", "--listen", f"127.0.0.1:{port}",
                       "--http", f"127.0.0.1:{http}", "--etcd-endpoints", etcd.url,
                       "--etcd-prefix", prefix, "--workers", str(workers)], f"{work}/{tag}.log")
@@ -273,6 +273,24 @@ def build_release(skip=False, package="fedplane-dns"):
     if not skip:
         subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", package],
                        cwd=ROOT, check=True)
+
+
+def build_baseline(rev, package="fedplane-dns"):
+    """Builds `package` at git revision `rev` in a throwaway worktree (its own target dir under
+    target/baseline, kept between runs) and returns the binary's path."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.strip()
+    tree = tempfile.mkdtemp(prefix="fedbench-baseline-")
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", tree, commit], cwd=ROOT, check=True)
+    try:
+        target = os.path.join(ROOT, "target/baseline")
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", package], cwd=tree,
+                       check=True, env={**os.environ, "CARGO_TARGET_DIR": target})
+        binary = os.path.join(target, f"{package}-{commit[:10]}")
+        shutil.copy(os.path.join(target, "release", package), binary)
+        return binary
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, check=True)
 
 
 def machine():
