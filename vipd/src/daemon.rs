@@ -1,8 +1,8 @@
 //! Runs one VRRP group: feeds adverts, timers and link changes to its [`Group`] state machine
-//! and carries out the actions it returns with sockets and netlink.
+//! and carries out the actions it returns with sockets and netlink; [`receive::accept`] decides
+//! which datagrams it hears, the runner counts the others.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::GroupSettings;
-use crate::fsm::{Action, Group, Heard, State};
-use crate::net::{self, Announcer, Datagram, VrrpSocket};
+use crate::fsm::{Action, Group, State};
+use crate::net::{self, Announcer, VrrpSocket};
 use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError, no_primary, primary_of};
-use crate::packet::{self, Advert, Drop};
+use crate::packet::{self, Advert, Datagram, DropReason};
+use crate::receive::{self, Expected};
 
 /// Why a group could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +58,8 @@ struct Runner {
     /// Virtual addresses present on the interface with our mark.
     held: BTreeSet<IpNet>,
     labels: [(&'static str, String); 3],
-    /// The virtual addresses, as a peer's advert must list them.
-    vip_addrs: BTreeSet<IpAddr>,
+    /// What a peer's advert must match.
+    expected: Expected,
 }
 
 /// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
@@ -190,16 +191,23 @@ impl Runner {
             ("interface", cfg.interface.clone()),
             ("family", family.to_owned()),
         ];
-        for reason in Drop::LABELS {
+        for reason in DropReason::LABELS {
             let mut l = labels.to_vec();
             l.push(("reason", reason.to_owned()));
             metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).absolute(0);
         }
         let fsm = Group::new(cfg.fsm.clone(), primary, Instant::now());
-        let vip_addrs = cfg.vips.iter().map(IpNet::addr).collect();
+        let expected = Expected {
+            vrid: cfg.fsm.vrid,
+            version: cfg.version,
+            interval: cfg.fsm.advert_interval,
+            unicast_peers: cfg.unicast_peers.clone(),
+            addresses: cfg.vips.iter().map(IpNet::addr).collect(),
+            dynamic: cfg.dynamic,
+        };
         Ok(Self {
             cfg,
-            vip_addrs,
+            expected,
             link,
             fsm,
             socket,
@@ -240,7 +248,7 @@ impl Runner {
         info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, ?added, ?removed,
             "virtual addresses changed");
         self.cfg.vips = vips;
-        self.vip_addrs = self.cfg.vips.iter().map(IpNet::addr).collect();
+        self.expected.addresses = self.cfg.vips.iter().map(IpNet::addr).collect();
         let removed: Vec<IpNet> = removed
             .into_iter()
             .filter(|v| self.held.contains(v))
@@ -315,7 +323,7 @@ impl Runner {
         }
     }
 
-    fn dropped(&self, drop: &Drop) {
+    fn dropped(&self, drop: &DropReason) {
         let mut l = self.labels.to_vec();
         l.push(("reason", drop.label().to_owned()));
         metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).increment(1);
@@ -323,7 +331,7 @@ impl Runner {
     }
 
     async fn on_datagram(&mut self, d: &Datagram) {
-        match self.check(d) {
+        match receive::accept(&self.expected, self.fsm.primary(), d) {
             Ok(heard) => {
                 tracing::trace!(vrid = self.cfg.fsm.vrid, src = %heard.src, priority = heard.priority, "advert");
                 metrics::counter!("fedplane_vipd_adverts_received_total", &self.labels)
@@ -333,38 +341,6 @@ impl Runner {
             }
             Err(drop) => self.dropped(&drop),
         }
-    }
-
-    /// The packet rules beyond the wire format: ours, our VRID and version, our addresses.
-    fn check(&self, d: &Datagram) -> Result<Heard, Drop> {
-        if d.src == self.fsm.primary() {
-            return Err(Drop::Own);
-        }
-        if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&d.src) {
-            return Err(Drop::NotPeer(d.src));
-        }
-        let (advert, _form) = packet::decode(&d.payload, d.src, d.dst, d.ttl)?;
-        if advert.vrid != self.cfg.fsm.vrid {
-            return Err(Drop::Vrid(advert.vrid));
-        }
-        if advert.version != self.cfg.version {
-            return Err(Drop::Version(advert.version.number()));
-        }
-        let theirs: BTreeSet<IpAddr> = advert.addrs.iter().copied().collect();
-        // An owner's adverts count whatever they list (RFC 5798 7.1); so do a dynamic group's,
-        // whose peers may be a moment behind or ahead with the Services.
-        if self.vip_addrs != theirs && advert.priority != crate::fsm::OWNER && !self.cfg.dynamic {
-            return Err(Drop::Addresses);
-        }
-        if advert.version == packet::Version::V2 && advert.interval != self.cfg.fsm.advert_interval
-        {
-            return Err(Drop::Interval(advert.interval));
-        }
-        Ok(Heard {
-            src: d.src,
-            priority: advert.priority,
-            interval: advert.interval,
-        })
     }
 
     async fn apply(&mut self, actions: Vec<Action>) {

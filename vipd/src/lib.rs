@@ -15,4 +15,5 @@ pub mod lease;
 pub mod net;
 pub mod netlink;
 pub mod packet;
+pub mod receive;
 pub mod services;

@@ -66,7 +66,7 @@ pub struct Advert {
 
 /// Why a received packet was dropped; `label()` names the metric's `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Drop {
+pub enum DropReason {
     /// Shorter than its headers and address list.
     #[error("packet too short ({0} bytes)")]
     TooShort(usize),
@@ -102,7 +102,7 @@ pub enum Drop {
     Own,
 }
 
-impl Drop {
+impl DropReason {
     /// The metric label of this reason.
     pub fn label(&self) -> &'static str {
         match self {
@@ -136,6 +136,19 @@ impl Drop {
     ];
 }
 
+/// A VRRP datagram as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Sender.
+    pub src: IpAddr,
+    /// Destination (the group, or our address for unicast).
+    pub dst: IpAddr,
+    /// TTL / hop limit it arrived with.
+    pub ttl: u8,
+    /// The VRRP message.
+    pub payload: Vec<u8>,
+}
+
 /// The addressing of a received IPv4 datagram, as a raw socket hands it over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Header {
@@ -149,17 +162,17 @@ pub struct Ipv4Header {
 
 /// Splits a raw IPv4 datagram (header included, as IPv4 raw sockets deliver it) into its header
 /// fields and payload.
-pub fn split_ipv4(datagram: &[u8]) -> Result<(Ipv4Header, &[u8]), Drop> {
+pub fn split_ipv4(datagram: &[u8]) -> Result<(Ipv4Header, &[u8]), DropReason> {
     if datagram.len() < 20 {
-        return Err(Drop::TooShort(datagram.len()));
+        return Err(DropReason::TooShort(datagram.len()));
     }
     if datagram[0] >> 4 != 4 || datagram[9] != PROTO {
-        return Err(Drop::NotVrrp);
+        return Err(DropReason::NotVrrp);
     }
     let ihl = usize::from(datagram[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
     if ihl < 20 || datagram.len() < ihl || total < ihl {
-        return Err(Drop::TooShort(datagram.len()));
+        return Err(DropReason::TooShort(datagram.len()));
     }
     let end = total.min(datagram.len());
     let h = Ipv4Header {
@@ -219,31 +232,36 @@ pub fn interval_cs(interval: Duration) -> u16 {
 
 /// Decodes a VRRP message received from `src` to `dst` with `ttl`. Returns the advert and the
 /// checksum form it carried.
-pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, Checksum), Drop> {
+pub fn decode(
+    msg: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+) -> Result<(Advert, Checksum), DropReason> {
     if ttl != TTL {
-        return Err(Drop::Ttl(ttl));
+        return Err(DropReason::Ttl(ttl));
     }
     if msg.len() < 8 {
-        return Err(Drop::TooShort(msg.len()));
+        return Err(DropReason::TooShort(msg.len()));
     }
     let version = match msg[0] >> 4 {
         3 => Version::V3,
         2 if src.is_ipv4() => Version::V2,
-        v => return Err(Drop::Version(v)),
+        v => return Err(DropReason::Version(v)),
     };
     if msg[0] & 0x0f != 1 {
-        return Err(Drop::Type(msg[0] & 0x0f));
+        return Err(DropReason::Type(msg[0] & 0x0f));
     }
     let count = usize::from(msg[3]);
     let alen = if src.is_ipv4() { 4 } else { 16 };
     let need = 8 + count * alen + if version == Version::V2 { 8 } else { 0 };
     if msg.len() < need {
-        return Err(Drop::TooShort(msg.len()));
+        return Err(DropReason::TooShort(msg.len()));
     }
     let form = match version {
         Version::V2 => {
             if internet_checksum(&[msg]) != 0 {
-                return Err(Drop::Checksum);
+                return Err(DropReason::Checksum);
             }
             Checksum::MessageOnly
         }
@@ -254,7 +272,7 @@ pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, 
             } else if src.is_ipv4() && internet_checksum(&[msg]) == 0 {
                 Checksum::MessageOnly
             } else {
-                return Err(Drop::Checksum);
+                return Err(DropReason::Checksum);
             }
         }
     };
@@ -267,7 +285,7 @@ pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, 
     };
     if interval.is_zero() {
         // Learnt, it would make Skew and Master_Down zero: a backup would flap at once.
-        return Err(Drop::Interval(interval));
+        return Err(DropReason::Interval(interval));
     }
     let addrs = msg[8..8 + count * alen]
         .chunks_exact(alen)
