@@ -1,4 +1,4 @@
-//! Runs one VRRP group: feeds adverts, timers and link changes to its [`Group`] state machine
+//! Runs one VRRP group: feeds adverts, timers and link changes to its [`Router`] state machine
 //! and carries out the actions it returns with sockets and netlink; [`receive::accept`] decides
 //! which datagrams it hears, the runner counts the others.
 
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::GroupSettings;
-use crate::fsm::{Action, Group, State};
+use crate::fsm::{Action, Router, State};
 use crate::net::{self, Announcer, VrrpSocket};
 use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError, no_primary, primary_of};
 use crate::packet::{self, Advert, Datagram, DropReason};
@@ -51,7 +51,7 @@ pub enum GroupError {
 struct Runner {
     cfg: GroupSettings,
     link: Link,
-    fsm: Group,
+    fsm: Router,
     socket: VrrpSocket,
     announcer: Announcer,
     netlink: Netlink,
@@ -196,7 +196,7 @@ impl Runner {
             l.push(("reason", reason.to_owned()));
             metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).absolute(0);
         }
-        let fsm = Group::new(cfg.fsm.clone(), primary, Instant::now());
+        let fsm = Router::new(cfg.fsm.clone(), primary, Instant::now());
         let expected = Expected {
             vrid: cfg.fsm.vrid,
             version: cfg.version,

@@ -5,12 +5,14 @@
 //! unsolicited NA frames). Sockets and netlink stay in [`net`] and [`daemon`].
 
 pub mod announce;
+pub mod assigner;
 pub mod config;
 pub mod daemon;
 pub mod fsm;
 pub mod http;
 pub mod ipam;
 pub mod kubernetes;
+pub mod leader;
 pub mod lease;
 pub mod net;
 pub mod netlink;

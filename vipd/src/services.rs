@@ -138,12 +138,21 @@ pub fn legacy_map(data: &BTreeMap<String, String>) -> (BTreeMap<IpAddr, String>,
     (map, ignored)
 }
 
-/// Spreads the addresses over the groups: `groups` lists each group's family and VRID, and the
-/// result holds each group's addresses. Each address goes to one group of its family by
-/// [`pick_group`]; addresses of a family without a group are returned apart.
+/// Which VRRP group: its family and VRID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupId {
+    /// The family of its addresses.
+    pub family: Family,
+    /// Its VRID.
+    pub vrid: u8,
+}
+
+/// Spreads the addresses over the groups: the result holds each group's addresses, in the
+/// order of `groups`. Each address goes to one group of its family by [`pick_group`];
+/// addresses of a family without a group are returned apart.
 pub fn spread(
     addresses: &BTreeSet<IpAddr>,
-    groups: &[(Family, u8)],
+    groups: &[GroupId],
 ) -> (Vec<BTreeSet<IpAddr>>, BTreeSet<IpAddr>) {
     let mut out = vec![BTreeSet::new(); groups.len()];
     let mut homeless = BTreeSet::new();
@@ -151,10 +160,11 @@ pub fn spread(
         let family = Family::of(*ip);
         let vrids: Vec<u8> = groups
             .iter()
-            .filter(|g| g.0 == family)
-            .map(|g| g.1)
+            .filter(|g| g.family == family)
+            .map(|g| g.vrid)
             .collect();
-        match pick_group(*ip, &vrids).and_then(|v| groups.iter().position(|g| *g == (family, v))) {
+        let picked = pick_group(*ip, &vrids).map(|vrid| GroupId { family, vrid });
+        match picked.and_then(|id| groups.iter().position(|g| *g == id)) {
             Some(i) => {
                 out[i].insert(*ip);
             }
@@ -253,12 +263,16 @@ mod tests {
             .map(|i| IpAddr::from([10, 0, 0, i]))
             .chain(["fd00::1".parse().expect("ip")])
             .collect();
-        let (groups, homeless) = spread(&ips, &[(Family::V4, 61), (Family::V4, 62)]);
+        let group = |vrid| GroupId {
+            family: Family::V4,
+            vrid,
+        };
+        let (groups, homeless) = spread(&ips, &[group(61), group(62)]);
         assert_eq!(groups[0].len() + groups[1].len(), 40);
         assert!(!groups[0].is_empty() && !groups[1].is_empty());
         assert_eq!(homeless.len(), 1);
         // Another node listing its groups the other way round agrees.
-        let (other, _) = spread(&ips, &[(Family::V4, 62), (Family::V4, 61)]);
+        let (other, _) = spread(&ips, &[group(62), group(61)]);
         assert_eq!((&groups[0], &groups[1]), (&other[1], &other[0]));
     }
 
