@@ -9,10 +9,10 @@ use clap::Parser;
 use fedplane_vipd::assigner::GroupSink;
 use fedplane_vipd::config::{Cli, Settings};
 use fedplane_vipd::daemon::run_group;
-use fedplane_vipd::http::{self, VipdProbes};
 use fedplane_vipd::ipam::Family;
 use fedplane_vipd::kubernetes::{self, KubeStatus};
 use fedplane_vipd::netlink::{self, Netlink};
+use fedplane_vipd::probes::{VipdProbes, describe_metrics};
 use fedplane_vipd::services::GroupId;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::signal::unix::{SignalKind, signal};
@@ -41,7 +41,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    http::describe_metrics();
+    describe_metrics();
     let nl = Netlink::connect().context("cannot open netlink")?;
     let links = netlink::watch_links().context("cannot follow link changes")?;
     let cancel = CancellationToken::new();
