@@ -190,21 +190,28 @@ fn the_wire_format_refusals_come_through() {
     assert_eq!(split_ipv4(&ip_packet), Err(DropReason::NotVrrp));
 }
 
+/// The test of each reason: a new reason does not compile until it has one.
+fn tested_by(reason: &DropReason) -> &'static str {
+    match reason {
+        DropReason::TooShort(_)
+        | DropReason::NotVrrp
+        | DropReason::Ttl(_)
+        | DropReason::Type(_)
+        | DropReason::Checksum => "the_wire_format_refusals_come_through",
+        DropReason::Version(_) => "another_version_is_dropped",
+        DropReason::Vrid(_) => "another_vrid_is_dropped",
+        DropReason::Addresses => {
+            "another_address_list_is_dropped_unless_from_an_owner_or_in_a_dynamic_group"
+        }
+        DropReason::Interval(_) => {
+            "a_v2_interval_other_than_ours_is_dropped_but_a_v3_one_is_learnt"
+        }
+        DropReason::NotPeer(_) => "in_unicast_mode_only_configured_peers_are_heard",
+        DropReason::Own => "our_own_advert_looped_back_is_dropped",
+    }
+}
+
 #[test]
-fn every_drop_reason_is_covered_here() {
-    // The labels the tests above produce; a new reason must get a test.
-    let covered = [
-        "too_short",
-        "not_vrrp",
-        "ttl",
-        "version",
-        "type",
-        "checksum",
-        "other_vrid",
-        "address_list",
-        "interval",
-        "not_peer",
-        "own",
-    ];
-    assert_eq!(DropReason::LABELS, covered);
+fn every_drop_reason_has_a_test() {
+    assert!(!tested_by(&DropReason::Own).is_empty());
 }
