@@ -1,6 +1,6 @@
 //! Kubernetes mode, wired: the client, then one task that watches Services and the pool and
 //! legacy ConfigMaps (with [`fedplane_ops::kube`]), keeps the Lease ([`crate::leader`]) and runs
-//! a pass of the [`Assigner`] on every change, retrying failed writes with backoff.
+//! a pass of the [`crate::assigner`] on every change, retrying failed writes with backoff.
 
 use std::path::Path;
 use std::sync::Arc;
