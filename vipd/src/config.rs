@@ -223,89 +223,117 @@ impl Settings {
                 Some(h.trim().to_owned())
             })
             .unwrap_or_default();
-        let (groups, http, pools) = match &cli.config {
-            Some(path) => {
-                if cli.vrid.is_some() || !cli.vips.is_empty() || !cli.unicast_peers.is_empty() {
-                    return Err(invalid(
-                        "--vrid, --vip and --unicast-peer describe one group; with --config, describe groups in the file",
-                    ));
-                }
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
-                let file: File = serde_saphyr::from_str(&text)
-                    .map_err(|e| ConfigError::Yaml(path.clone(), e.to_string()))?;
-                if file.groups.is_empty() && !cli.kubernetes {
-                    return Err(ConfigError::Yaml(path.clone(), "no groups".into()));
-                }
-                let groups = file
-                    .groups
-                    .into_iter()
-                    .map(|g| from_entry(g, &cli, &node))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (groups, file.http.unwrap_or(cli.http), file.pools)
-            }
-            None if cli.kubernetes && cli.vrid.is_none() => (Vec::new(), cli.http, Vec::new()),
-            None => {
-                let vrid = cli
-                    .vrid
-                    .ok_or_else(|| invalid("--vrid is required (or --config)"))?;
-                if cli.interface.is_none() {
-                    return Err(invalid("--interface is required (or --config)"));
-                }
-                // One group from the flags: a file group that sets nothing but its VRID and
-                // addresses, so every other setting falls back to the flags.
-                let g = GroupEntry {
-                    interface: None,
-                    vrid,
-                    priority: None,
-                    advert_interval: None,
-                    vips: cli.vips.iter().map(ToString::to_string).collect(),
-                    family: None,
-                    preempt: None,
-                    preempt_delay: None,
-                    vrrp_version: None,
-                    unicast_peers: cli.unicast_peers.clone(),
-                    rfc9568_checksum: None,
-                    garp_count: None,
-                    garp_interval: None,
-                };
-                (vec![from_entry(g, &cli, &node)?], cli.http, Vec::new())
-            }
+        let described = match &cli.config {
+            Some(path) => from_config_file(path, &cli, &node)?,
+            None => Described {
+                groups: if cli.kubernetes && cli.vrid.is_none() {
+                    Vec::new()
+                } else {
+                    vec![group_from_flags(&cli, &node)?]
+                },
+                http: cli.http,
+                pools: Vec::new(),
+            },
         };
         let kube = if cli.kubernetes {
-            let pools = Pools::new(&pools).map_err(|e| invalid(e.to_string()))?;
-            if node.is_empty() {
-                return Err(invalid("--kubernetes needs --node-name (or $NODE_NAME)"));
-            }
-            if cli.lease_duration < Duration::from_secs(1) {
-                return Err(invalid("--lease-duration must be at least 1s"));
-            }
-            Some(KubeSettings {
-                kubeconfig: cli.kubeconfig.clone(),
-                node_name: node,
-                lease: namespaced("--lease", &cli.lease)?,
-                lease_duration: cli.lease_duration,
-                class: cli.load_balancer_class.clone(),
-                pools,
-                pools_configmap: cli
-                    .pools_configmap
-                    .as_deref()
-                    .map(|v| namespaced("--pools-configmap", v))
-                    .transpose()?,
-                legacy_configmap: cli
-                    .legacy_configmap
-                    .as_deref()
-                    .map(|v| namespaced("--legacy-configmap", v))
-                    .transpose()?,
-                quarantine: cli.quarantine,
-            })
-        } else if !pools.is_empty() {
+            Some(kube_settings(&cli, node, &described.pools)?)
+        } else if !described.pools.is_empty() {
             return Err(invalid("pools are only used with --kubernetes"));
         } else {
             None
         };
-        finish(groups, http, cli.log_format, kube)
+        finish(described.groups, described.http, cli.log_format, kube)
     }
+}
+
+/// What the flags or the config file describe, before Kubernetes mode is checked.
+struct Described {
+    groups: Vec<GroupSettings>,
+    http: SocketAddr,
+    pools: Vec<PoolSpec>,
+}
+
+/// The groups, HTTP address and pools of the `--config` file at `path`.
+fn from_config_file(path: &PathBuf, cli: &Cli, node: &str) -> Result<Described, ConfigError> {
+    if cli.vrid.is_some() || !cli.vips.is_empty() || !cli.unicast_peers.is_empty() {
+        return Err(invalid(
+            "--vrid, --vip and --unicast-peer describe one group; with --config, describe groups in the file",
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+    let file: File = serde_saphyr::from_str(&text)
+        .map_err(|e| ConfigError::Yaml(path.clone(), e.to_string()))?;
+    if file.groups.is_empty() && !cli.kubernetes {
+        return Err(ConfigError::Yaml(path.clone(), "no groups".into()));
+    }
+    let groups = file
+        .groups
+        .into_iter()
+        .map(|g| from_entry(g, cli, node))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Described {
+        groups,
+        http: file.http.unwrap_or(cli.http),
+        pools: file.pools,
+    })
+}
+
+/// The one group the flags describe.
+fn group_from_flags(cli: &Cli, node: &str) -> Result<GroupSettings, ConfigError> {
+    let vrid = cli
+        .vrid
+        .ok_or_else(|| invalid("--vrid is required (or --config)"))?;
+    if cli.interface.is_none() {
+        return Err(invalid("--interface is required (or --config)"));
+    }
+    // A file group that sets nothing but its VRID and addresses, so every other setting falls
+    // back to the flags.
+    let g = GroupEntry {
+        interface: None,
+        vrid,
+        priority: None,
+        advert_interval: None,
+        vips: cli.vips.iter().map(ToString::to_string).collect(),
+        family: None,
+        preempt: None,
+        preempt_delay: None,
+        vrrp_version: None,
+        unicast_peers: cli.unicast_peers.clone(),
+        rfc9568_checksum: None,
+        garp_count: None,
+        garp_interval: None,
+    };
+    from_entry(g, cli, node)
+}
+
+/// Kubernetes mode's settings, from the flags and the config file's `pools`.
+fn kube_settings(cli: &Cli, node: String, pools: &[PoolSpec]) -> Result<KubeSettings, ConfigError> {
+    let pools = Pools::new(pools).map_err(|e| invalid(e.to_string()))?;
+    if node.is_empty() {
+        return Err(invalid("--kubernetes needs --node-name (or $NODE_NAME)"));
+    }
+    if cli.lease_duration < Duration::from_secs(1) {
+        return Err(invalid("--lease-duration must be at least 1s"));
+    }
+    Ok(KubeSettings {
+        kubeconfig: cli.kubeconfig.clone(),
+        node_name: node,
+        lease: namespaced("--lease", &cli.lease)?,
+        lease_duration: cli.lease_duration,
+        class: cli.load_balancer_class.clone(),
+        pools,
+        pools_configmap: cli
+            .pools_configmap
+            .as_deref()
+            .map(|v| namespaced("--pools-configmap", v))
+            .transpose()?,
+        legacy_configmap: cli
+            .legacy_configmap
+            .as_deref()
+            .map(|v| namespaced("--legacy-configmap", v))
+            .transpose()?,
+        quarantine: cli.quarantine,
+    })
 }
 
 fn finish(
