@@ -1,7 +1,8 @@
-//! Settings: command-line flags for one group, or a YAML file (`--config`) for several.
+//! Settings: command-line flags for one group, or a YAML file (`--config`) for several, checked
+//! into [`Settings`]; one group's rules are in `config/group.rs`, Kubernetes mode's in
+//! `config/kubernetes.rs`.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,13 +13,16 @@ use serde::Deserialize;
 
 use fedplane_ops::parse_duration;
 
-use crate::ipam::{PoolSpec, Pools};
+use crate::ipam::PoolSpec;
 use crate::services::DEFAULT_CLASS;
 
 mod group;
+mod kubernetes;
 
 use group::{GroupEntry, from_entry};
 pub use group::{GroupSettings, auto_priority};
+use kubernetes::kube_settings;
+pub use kubernetes::{KubeSettings, ObjectName};
 
 /// Invalid settings.
 #[derive(Debug, thiserror::Error)]
@@ -149,44 +153,6 @@ struct File {
     pools: Vec<PoolSpec>,
 }
 
-/// A namespaced object's name, `NAMESPACE/NAME` on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectName {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl fmt::Display for ObjectName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// Kubernetes mode.
-#[derive(Debug, Clone)]
-pub struct KubeSettings {
-    /// Kubeconfig file, if not inferred.
-    pub kubeconfig: Option<PathBuf>,
-    /// Lease holder identity.
-    pub node_name: String,
-    /// The Lease.
-    pub lease: ObjectName,
-    /// Lease duration.
-    pub lease_duration: Duration,
-    /// The loadBalancerClass served.
-    pub class: String,
-    /// Pools from the config file.
-    pub pools: Pools,
-    /// Pool ConfigMap.
-    pub pools_configmap: Option<ObjectName>,
-    /// Legacy kube-keepalived-vip ConfigMap.
-    pub legacy_configmap: Option<ObjectName>,
-    /// Quarantine of released addresses.
-    pub quarantine: Duration,
-}
-
 /// Everything the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -198,18 +164,6 @@ pub struct Settings {
     pub log_format: String,
     /// Kubernetes mode, if on.
     pub kube: Option<KubeSettings>,
-}
-
-fn namespaced(flag: &str, value: &str) -> Result<ObjectName, ConfigError> {
-    match value.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(ObjectName {
-                namespace: ns.to_owned(),
-                name: name.to_owned(),
-            })
-        }
-        _ => Err(invalid(format!("{flag} {value:?}: use NAMESPACE/NAME"))),
-    }
 }
 
 impl Settings {
@@ -304,36 +258,6 @@ fn group_from_flags(cli: &Cli, node: &str) -> Result<GroupSettings, ConfigError>
         garp_interval: None,
     };
     from_entry(g, cli, node)
-}
-
-/// Kubernetes mode's settings, from the flags and the config file's `pools`.
-fn kube_settings(cli: &Cli, node: String, pools: &[PoolSpec]) -> Result<KubeSettings, ConfigError> {
-    let pools = Pools::new(pools).map_err(|e| invalid(e.to_string()))?;
-    if node.is_empty() {
-        return Err(invalid("--kubernetes needs --node-name (or $NODE_NAME)"));
-    }
-    if cli.lease_duration < Duration::from_secs(1) {
-        return Err(invalid("--lease-duration must be at least 1s"));
-    }
-    Ok(KubeSettings {
-        kubeconfig: cli.kubeconfig.clone(),
-        node_name: node,
-        lease: namespaced("--lease", &cli.lease)?,
-        lease_duration: cli.lease_duration,
-        class: cli.load_balancer_class.clone(),
-        pools,
-        pools_configmap: cli
-            .pools_configmap
-            .as_deref()
-            .map(|v| namespaced("--pools-configmap", v))
-            .transpose()?,
-        legacy_configmap: cli
-            .legacy_configmap
-            .as_deref()
-            .map(|v| namespaced("--legacy-configmap", v))
-            .transpose()?,
-        quarantine: cli.quarantine,
-    })
 }
 
 fn finish(
