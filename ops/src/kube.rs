@@ -97,8 +97,13 @@ where
 {
     let (reader, writer) = reflector::store();
     let mut config = watcher::Config::default().timeout(WATCH_TIMEOUT);
+    // The probe asks for what the watch asks for: a Role that grants a single object by
+    // `resourceNames` allows a list only with its name as the field selector.
+    let mut probe_list = ListParams::default().limit(1);
     if let Some(name) = name {
-        config = config.fields(&format!("metadata.name={name}"));
+        let selector = format!("metadata.name={name}");
+        config = config.fields(&selector);
+        probe_list = probe_list.fields(&selector);
     }
     let stream = reflector::reflector(writer, watch(api.clone(), config).default_backoff());
     let listed = Arc::new(AtomicBool::new(false));
@@ -140,7 +145,7 @@ where
                 // A watch that resumes after an error emits no event, so while failing a
                 // cheap list tells when the API server answers again.
                 _ = probe.tick(), if failing => {
-                    if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+                    if api.list_metadata(&probe_list).await.is_ok() {
                         failing = false;
                         observer.signal(&kind, Signal::Recovered);
                     }
