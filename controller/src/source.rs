@@ -1,5 +1,5 @@
-//! Where each member cluster's objects come from: a live API server (three kube watchers with
-//! reflectors: Services, EndpointSlices, Nodes) or a snapshot file. Each cluster tracks its
+//! Where each member cluster's objects come from: a live API server (three watches of
+//! [`fedplane_ops::kube`]: Services, EndpointSlices, Nodes) or a snapshot file. Each cluster tracks its
 //! [`Link`] and a generation that moves on every change, and wakes the reconcile loop.
 
 use std::fmt::Debug;
@@ -7,13 +7,11 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use futures::StreamExt;
+use fedplane_ops::kube::{Observer, Signal};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::ListParams;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -25,11 +23,6 @@ use crate::reach::Link;
 use crate::view::{ClusterObjects, ViewSettings};
 
 const KINDS: [&str; 3] = ["Node", "Service", "EndpointSlice"];
-/// Watches are re-made this often (the API server's `timeoutSeconds`), so a connection that
-/// went silent without closing is noticed within a minute, not the default five.
-const WATCH_TIMEOUT: u32 = 60;
-/// While a kind's watch fails, how often a one-item list checks whether the cluster answers.
-const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct LinkState {
@@ -168,45 +161,37 @@ struct Watch {
     cancel: CancellationToken,
 }
 
+/// One of a cluster's three watchers, as [`fedplane_ops::kube`] reports to it.
+struct Watcher {
+    watch: Watch,
+    index: usize,
+}
+
+impl Observer for Watcher {
+    fn signal(&self, _kind: &str, signal: Signal<'_>) {
+        let (w, index) = (&self.watch, self.index);
+        match signal {
+            Signal::Listed | Signal::Changed => w.on_event(index, &signal),
+            Signal::Expired => {
+                info!(cluster = %w.cluster, kind = KINDS[index], "watch expired (410 Gone); listing again");
+            }
+            Signal::Failed(e) => w.on_error(index, e),
+            Signal::Recovered => w.recovered(index),
+        }
+    }
+}
+
 impl Watch {
     fn spawn<K>(&self, api: Api<K>, index: usize, tasks: &mut JoinSet<()>) -> Store<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone,
     {
-        let (reader, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
-            watch(
-                api.clone(),
-                watcher::Config::default().timeout(WATCH_TIMEOUT),
-            )
-            .default_backoff(),
-        );
-        let this = self.clone();
-        tasks.spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            let mut probe = tokio::time::interval(PROBE_EVERY);
-            loop {
-                let failing = this.lock().failing[index];
-                tokio::select! {
-                    () = this.cancel.cancelled() => return,
-                    next = stream.next() => match next {
-                        Some(Ok(event)) => this.on_event(index, &event),
-                        Some(Err(e)) => this.on_error(index, &e),
-                        None => return,
-                    },
-                    // A watch that resumes after an error emits no event, so while failing a
-                    // cheap list tells when the cluster answers again.
-                    _ = probe.tick(), if failing => {
-                        if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
-                            this.recovered(index);
-                        }
-                    }
-                }
-            }
-        });
-        reader
+        let watcher = Watcher {
+            watch: self.clone(),
+            index,
+        };
+        fedplane_ops::kube::spawn(api, None, watcher, &self.cancel, tasks).store
     }
 
     fn recovered(&self, index: usize) {
@@ -236,38 +221,19 @@ impl Watch {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn on_event<K>(&self, index: usize, event: &Event<K>) {
-        let changed = {
+    fn on_event(&self, index: usize, signal: &Signal<'_>) {
+        {
             let mut s = self.lock();
-            let done = match event {
-                Event::Init | Event::InitApply(_) => false,
-                Event::InitDone => {
-                    s.listed[index] = true;
-                    true
-                }
-                Event::Apply(_) | Event::Delete(_) => true,
-            };
-            if done {
-                s.generation += 1;
+            if matches!(signal, Signal::Listed) {
+                s.listed[index] = true;
             }
-            done
-        };
-        if changed {
-            self.recovered(index);
-            self.gauge();
-            self.changed.notify_one();
+            s.generation += 1;
         }
+        self.gauge();
+        self.changed.notify_one();
     }
 
     fn on_error(&self, index: usize, e: &watcher::Error) {
-        if let watcher::Error::WatchError(status) = e
-            && status.code == 410
-        {
-            // The watch fell behind the API server's history: the watcher lists again. Not
-            // a connection problem.
-            info!(cluster = %self.cluster, kind = KINDS[index], "watch expired (410 Gone); listing again");
-            return;
-        }
         let mut s = self.lock();
         s.failing[index] = true;
         if s.failing_since.is_none() {

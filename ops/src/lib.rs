@@ -1,7 +1,8 @@
 //! What every fedplane binary serves and sets up the same way: `/metrics` (Prometheus),
 //! `/healthz` (the process runs), `/readyz` (the binary's own readiness, failing while
 //! draining), logging to stderr, durations on the command line, and the etcd connection
-//! settings ([`etcd`]).
+//! settings ([`etcd`]); with the `kube` feature, the Kubernetes watch both watching binaries
+//! share (`kube`).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod etcd;
+#[cfg(feature = "kube")]
+pub mod kube;
 
 /// A binary's readiness, as `/readyz` reports it.
 pub trait Probes: Clone + Send + Sync + 'static {

@@ -1,8 +1,9 @@
-//! Runs one VRRP group: feeds adverts, timers and link changes to its [`Group`] state machine
-//! and carries out the actions it returns with sockets and netlink.
+//! Runs one VRRP group: feeds adverts, timers and link changes to its [`Router`] state machine
+//! and carries out the actions it returns with sockets and netlink; [`receive::accept`] decides
+//! which datagrams it hears, the runner counts the others. Its virtual addresses on the
+//! interface are kept in `daemon/addresses.rs`.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -13,10 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::GroupSettings;
-use crate::fsm::{Action, Group, Heard, State};
-use crate::net::{self, Announcer, Datagram, VrrpSocket};
-use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError, no_primary, primary_of};
-use crate::packet::{self, Advert, Drop};
+use crate::fsm::{Action, Router, State};
+use crate::net::{self, Announcer, VrrpSocket};
+use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError};
+use crate::packet::{self, Advert, Datagram, DropReason};
+use crate::receive::{self, Expected};
+
+mod addresses;
 
 /// Why a group could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +54,15 @@ pub enum GroupError {
 struct Runner {
     cfg: GroupSettings,
     link: Link,
-    fsm: Group,
+    fsm: Router,
     socket: VrrpSocket,
     announcer: Announcer,
     netlink: Netlink,
     /// Virtual addresses present on the interface with our mark.
     held: BTreeSet<IpNet>,
     labels: [(&'static str, String); 3],
-    /// The virtual addresses, as a peer's advert must list them.
-    vip_addrs: BTreeSet<IpAddr>,
+    /// What a peer's advert must match.
+    expected: Expected,
 }
 
 /// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
@@ -190,16 +194,23 @@ impl Runner {
             ("interface", cfg.interface.clone()),
             ("family", family.to_owned()),
         ];
-        for reason in Drop::LABELS {
+        for reason in DropReason::LABELS {
             let mut l = labels.to_vec();
             l.push(("reason", reason.to_owned()));
             metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).absolute(0);
         }
-        let fsm = Group::new(cfg.fsm.clone(), primary, Instant::now());
-        let vip_addrs = cfg.vips.iter().map(IpNet::addr).collect();
+        let fsm = Router::new(cfg.fsm.clone(), primary, Instant::now());
+        let expected = Expected {
+            vrid: cfg.fsm.vrid,
+            version: cfg.version,
+            interval: cfg.fsm.advert_interval,
+            unicast_peers: cfg.unicast_peers.clone(),
+            addresses: cfg.vips.iter().map(IpNet::addr).collect(),
+            dynamic: cfg.dynamic,
+        };
         Ok(Self {
             cfg,
-            vip_addrs,
+            expected,
             link,
             fsm,
             socket,
@@ -208,63 +219,6 @@ impl Runner {
             held: BTreeSet::new(),
             labels,
         })
-    }
-
-    /// Removes our virtual addresses left on the interface by an earlier run that was killed.
-    async fn clean_stale(&mut self) {
-        match self.netlink.addresses(self.link.index).await {
-            Ok(addrs) => {
-                for a in addrs
-                    .iter()
-                    .filter(|a| a.ours && self.cfg.vips.contains(&a.net))
-                {
-                    info!(vip = %a.net, interface = %self.cfg.interface, "removing a virtual address left by an earlier run");
-                    self.held.insert(a.net);
-                }
-                self.remove_all().await;
-            }
-            Err(e) => warn!(error = %e, "cannot list addresses to clean up"),
-        }
-    }
-
-    /// The group's addresses changed (Kubernetes mode): as master, drop the old ones and add
-    /// and announce the new ones at once.
-    async fn set_vips(&mut self, vips: Vec<IpNet>) {
-        let old: BTreeSet<IpNet> = self.cfg.vips.iter().copied().collect();
-        let new: BTreeSet<IpNet> = vips.iter().copied().collect();
-        if old == new {
-            return;
-        }
-        let added: Vec<IpNet> = new.difference(&old).copied().collect();
-        let removed: Vec<IpNet> = old.difference(&new).copied().collect();
-        info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, ?added, ?removed,
-            "virtual addresses changed");
-        self.cfg.vips = vips;
-        self.vip_addrs = self.cfg.vips.iter().map(IpNet::addr).collect();
-        let removed: Vec<IpNet> = removed
-            .into_iter()
-            .filter(|v| self.held.contains(v))
-            .collect();
-        for vip in removed {
-            match self.netlink.remove(self.link.index, vip).await {
-                Ok(_) => {
-                    self.held.remove(&vip);
-                }
-                // Still held: removed with the others when the group gives up or stops.
-                Err(e) => {
-                    warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
-                }
-            }
-        }
-        if self.fsm.state() == State::Master {
-            self.add_all().await;
-            for vip in &added {
-                if let Err(e) = self.announcer.announce(vip.addr()) {
-                    warn!(vip = %vip.addr(), error = %e, "gratuitous ARP/NA not sent");
-                }
-            }
-        }
-        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(self.held.len() as f64);
     }
 
     async fn set_link(&mut self, up: bool) {
@@ -277,45 +231,7 @@ impl Runner {
         self.apply(actions).await;
     }
 
-    /// The interface's addresses changed: follow a new primary address (adverts must come from
-    /// an address we have), and as master put back a virtual address someone removed.
-    async fn resync_addresses(&mut self) {
-        let present = match self.netlink.addresses(self.link.index).await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(vrid = self.cfg.fsm.vrid, error = %e, "cannot list addresses");
-                return;
-            }
-        };
-        let old = self.fsm.primary();
-        match primary_of(&present, self.cfg.v6, &self.cfg.vips) {
-            Some(p) if p != old => {
-                info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, %old, new = %p, "primary address changed");
-                self.fsm.set_primary(p);
-            }
-            Some(_) => {}
-            None => {
-                let e = no_primary(&self.link, self.cfg.v6);
-                warn!(vrid = self.cfg.fsm.vrid, error = %e, "keeping the old primary address");
-            }
-        }
-        if self.fsm.state() != State::Master {
-            return;
-        }
-        let missing = self
-            .cfg
-            .vips
-            .iter()
-            .any(|v| !present.iter().any(|a| a.net == *v));
-        if missing {
-            warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, "a virtual address was removed behind our back; adding it again");
-            self.held.retain(|v| present.iter().any(|a| a.net == *v));
-            self.add_all().await;
-            self.announce();
-        }
-    }
-
-    fn dropped(&self, drop: &Drop) {
+    fn dropped(&self, drop: &DropReason) {
         let mut l = self.labels.to_vec();
         l.push(("reason", drop.label().to_owned()));
         metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).increment(1);
@@ -323,7 +239,7 @@ impl Runner {
     }
 
     async fn on_datagram(&mut self, d: &Datagram) {
-        match self.check(d) {
+        match receive::accept(&self.expected, self.fsm.primary(), d) {
             Ok(heard) => {
                 tracing::trace!(vrid = self.cfg.fsm.vrid, src = %heard.src, priority = heard.priority, "advert");
                 metrics::counter!("fedplane_vipd_adverts_received_total", &self.labels)
@@ -333,38 +249,6 @@ impl Runner {
             }
             Err(drop) => self.dropped(&drop),
         }
-    }
-
-    /// The packet rules beyond the wire format: ours, our VRID and version, our addresses.
-    fn check(&self, d: &Datagram) -> Result<Heard, Drop> {
-        if d.src == self.fsm.primary() {
-            return Err(Drop::Own);
-        }
-        if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&d.src) {
-            return Err(Drop::NotPeer(d.src));
-        }
-        let (advert, _form) = packet::decode(&d.payload, d.src, d.dst, d.ttl)?;
-        if advert.vrid != self.cfg.fsm.vrid {
-            return Err(Drop::Vrid(advert.vrid));
-        }
-        if advert.version != self.cfg.version {
-            return Err(Drop::Version(advert.version.number()));
-        }
-        let theirs: BTreeSet<IpAddr> = advert.addrs.iter().copied().collect();
-        // An owner's adverts count whatever they list (RFC 5798 7.1); so do a dynamic group's,
-        // whose peers may be a moment behind or ahead with the Services.
-        if self.vip_addrs != theirs && advert.priority != crate::fsm::OWNER && !self.cfg.dynamic {
-            return Err(Drop::Addresses);
-        }
-        if advert.version == packet::Version::V2 && advert.interval != self.cfg.fsm.advert_interval
-        {
-            return Err(Drop::Interval(advert.interval));
-        }
-        Ok(Heard {
-            src: d.src,
-            priority: advert.priority,
-            interval: advert.interval,
-        })
     }
 
     async fn apply(&mut self, actions: Vec<Action>) {
@@ -404,45 +288,6 @@ impl Runner {
                 Err(e) => warn!(vrid = self.cfg.fsm.vrid, %dst, error = %e, "advert not sent"),
             }
         }
-    }
-
-    async fn add_all(&mut self) {
-        for &vip in &self.cfg.vips {
-            if self.held.contains(&vip) {
-                continue;
-            }
-            match self.netlink.add(self.link.index, vip).await {
-                Ok(true) => {
-                    self.held.insert(vip);
-                }
-                Ok(false) => {
-                    // Already there: ours from before, or an operator's address we leave alone.
-                    let ours = self
-                        .netlink
-                        .addresses(self.link.index)
-                        .await
-                        .is_ok_and(|v| v.iter().any(|a| a.net == vip && a.ours));
-                    if ours {
-                        self.held.insert(vip);
-                    } else {
-                        warn!(%vip, interface = %self.cfg.interface, "address already configured by someone else; leaving it alone");
-                    }
-                }
-                Err(e) => {
-                    warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot add virtual address")
-                }
-            }
-        }
-        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(self.held.len() as f64);
-    }
-
-    async fn remove_all(&mut self) {
-        for vip in std::mem::take(&mut self.held) {
-            if let Err(e) = self.netlink.remove(self.link.index, vip).await {
-                warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
-            }
-        }
-        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(0.0);
     }
 
     fn announce(&self) {

@@ -1,7 +1,7 @@
 //! The VRRP state machine of one group (RFC 5798 section 6.4, with RFC 9568's clarifications),
 //! free of I/O: each input is an event and the current time, each output a list of [`Action`]s
-//! for the daemon to carry out, and [`Group::next_deadline`] says when to call
-//! [`Group::on_timer`] next.
+//! for the daemon to carry out, and [`Router::next_deadline`] says when to call
+//! [`Router::on_timer`] next.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -11,9 +11,9 @@ pub const OWNER: u8 = 255;
 /// Priority a resigning master sends.
 pub const RESIGN: u8 = 0;
 
-/// A group's settings.
+/// The state machine's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupConfig {
+pub struct RouterConfig {
     /// Virtual router id.
     pub vrid: u8,
     /// Our priority, 1–255 (255: we own the addresses).
@@ -91,10 +91,10 @@ pub struct Heard {
     pub interval: Duration,
 }
 
-/// One VRRP group.
+/// The state machine of one VRRP group: one virtual router, as this node runs it.
 #[derive(Debug, Clone)]
-pub struct Group {
-    cfg: GroupConfig,
+pub struct Router {
+    cfg: RouterConfig,
     /// Our primary address on the interface (the tie-breaker between equal priorities).
     primary: IpAddr,
     state: State,
@@ -106,9 +106,9 @@ pub struct Group {
     garp_at: Option<Instant>,
 }
 
-impl Group {
+impl Router {
     /// A group in Initialize.
-    pub fn new(cfg: GroupConfig, primary: IpAddr, now: Instant) -> Self {
+    pub fn new(cfg: RouterConfig, primary: IpAddr, now: Instant) -> Self {
         let master_interval = cfg.advert_interval;
         Self {
             cfg,
@@ -129,7 +129,7 @@ impl Group {
     }
 
     /// The settings.
-    pub fn config(&self) -> &GroupConfig {
+    pub fn config(&self) -> &RouterConfig {
         &self.cfg
     }
 

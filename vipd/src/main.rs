@@ -6,12 +6,14 @@ use std::sync::atomic::AtomicUsize;
 
 use anyhow::Context;
 use clap::Parser;
+use fedplane_vipd::assigner::GroupSink;
 use fedplane_vipd::config::{Cli, Settings};
 use fedplane_vipd::daemon::run_group;
-use fedplane_vipd::http::{self, VipdProbes};
 use fedplane_vipd::ipam::Family;
 use fedplane_vipd::kubernetes::{self, KubeStatus};
 use fedplane_vipd::netlink::{self, Netlink};
+use fedplane_vipd::probes::{VipdProbes, describe_metrics};
+use fedplane_vipd::services::GroupId;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -39,7 +41,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    http::describe_metrics();
+    describe_metrics();
     let nl = Netlink::connect().context("cannot open netlink")?;
     let links = netlink::watch_links().context("cannot follow link changes")?;
     let cancel = CancellationToken::new();
@@ -93,14 +95,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 }
             }
         }
-        info!(node = %kube.node_name, lease = %format!("{}/{}", kube.lease.0, kube.lease.1),
+        info!(node = %kube.node_name, lease = %kube.lease,
             class = %kube.class, "Kubernetes mode");
     }
     for g in settings.groups.clone() {
         let vips = settings.kube.as_ref().map(|_| {
             let (tx, rx) = watch::channel(None);
             let family = if g.v6 { Family::V6 } else { Family::V4 };
-            senders.push((family, g.fsm.vrid, tx));
+            senders.push(GroupSink {
+                id: GroupId {
+                    family,
+                    vrid: g.fsm.vrid,
+                },
+                addresses: tx,
+            });
             rx
         });
         groups.spawn(run_group(

@@ -15,20 +15,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::announce::{self, ETH_P_ARP, ETH_P_IPV6, Mac};
-use crate::packet::{self, Drop, GROUP_V4, GROUP_V6, PROTO, TTL};
-
-/// A VRRP datagram as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Datagram {
-    /// Sender.
-    pub src: IpAddr,
-    /// Destination (the group, or our address for unicast).
-    pub dst: IpAddr,
-    /// TTL / hop limit it arrived with.
-    pub ttl: u8,
-    /// The VRRP message.
-    pub payload: Vec<u8>,
-}
+use crate::packet::{self, Datagram, DropReason, GROUP_V4, GROUP_V6, PROTO, TTL};
 
 /// A raw VRRP socket bound to one interface and family. (It is held in a tokio `UdpSocket`
 /// only for readiness: every read and write goes through `recvmsg`/`sendmsg` on its fd.)
@@ -127,15 +114,15 @@ impl VrrpSocket {
     }
 
     /// The next datagram. IPv4 datagrams that do not even parse as IPv4 VRRP come back as
-    /// `Err(Drop)` inside `Ok`, so the caller can count them.
-    pub async fn recv(&self) -> io::Result<Result<Datagram, Drop>> {
+    /// `Err(DropReason)` inside `Ok`, so the caller can count them.
+    pub async fn recv(&self) -> io::Result<Result<Datagram, DropReason>> {
         let mut buf = [0u8; 2048];
         self.fd
             .async_io(Interest::READABLE, || self.recv_now(&mut buf))
             .await
     }
 
-    fn recv_now(&self, buf: &mut [u8]) -> io::Result<Result<Datagram, Drop>> {
+    fn recv_now(&self, buf: &mut [u8]) -> io::Result<Result<Datagram, DropReason>> {
         let fd = self.fd.as_raw_fd();
         let mut iov = [io::IoSliceMut::new(buf)];
         let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);

@@ -9,6 +9,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+mod drop_reason;
+
+pub use drop_reason::DropReason;
+
 /// IP protocol / IPv6 next header of VRRP.
 pub const PROTO: u8 = 112;
 /// The TTL / hop limit VRRP sends and requires.
@@ -64,76 +68,17 @@ pub struct Advert {
     pub addrs: Vec<IpAddr>,
 }
 
-/// Why a received packet was dropped; `label()` names the metric's `reason`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Drop {
-    /// Shorter than its headers and address list.
-    #[error("packet too short ({0} bytes)")]
-    TooShort(usize),
-    /// Not an IPv4 packet carrying VRRP.
-    #[error("not an IPv4 VRRP packet")]
-    NotVrrp,
-    /// TTL / hop limit other than 255: it crossed a router.
-    #[error("TTL/hop limit {0}, not 255")]
-    Ttl(u8),
-    /// A version we do not run on this group.
-    #[error("VRRP version {0}")]
-    Version(u8),
-    /// Type other than 1 (advertisement).
-    #[error("VRRP type {0}, not advertisement")]
-    Type(u8),
-    /// Neither checksum form matches.
-    #[error("bad checksum")]
-    Checksum,
-    /// Another group's advert (normal when several VRIDs share a link).
-    #[error("VRID {0} is not ours")]
-    Vrid(u8),
-    /// Same VRID but another address list: a misconfigured peer.
-    #[error("address list differs from ours")]
-    Addresses,
-    /// An interval of zero, or (v2) one different from ours, which RFC 3768 requires.
-    #[error("advert interval {0:?} is zero or (v2) not ours")]
-    Interval(Duration),
-    /// Unicast mode, and the sender is not a configured peer.
-    #[error("sender {0} is not a configured peer")]
-    NotPeer(IpAddr),
-    /// Our own advert looped back.
-    #[error("our own advert")]
-    Own,
-}
-
-impl Drop {
-    /// The metric label of this reason.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::TooShort(_) => "too_short",
-            Self::NotVrrp => "not_vrrp",
-            Self::Ttl(_) => "ttl",
-            Self::Version(_) => "version",
-            Self::Type(_) => "type",
-            Self::Checksum => "checksum",
-            Self::Vrid(_) => "other_vrid",
-            Self::Addresses => "address_list",
-            Self::Interval(_) => "interval",
-            Self::NotPeer(_) => "not_peer",
-            Self::Own => "own",
-        }
-    }
-
-    /// Every label, so metrics can be described and zero-initialised.
-    pub const LABELS: [&'static str; 11] = [
-        "too_short",
-        "not_vrrp",
-        "ttl",
-        "version",
-        "type",
-        "checksum",
-        "other_vrid",
-        "address_list",
-        "interval",
-        "not_peer",
-        "own",
-    ];
+/// A VRRP datagram as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Sender.
+    pub src: IpAddr,
+    /// Destination (the group, or our address for unicast).
+    pub dst: IpAddr,
+    /// TTL / hop limit it arrived with.
+    pub ttl: u8,
+    /// The VRRP message.
+    pub payload: Vec<u8>,
 }
 
 /// The addressing of a received IPv4 datagram, as a raw socket hands it over.
@@ -149,17 +94,17 @@ pub struct Ipv4Header {
 
 /// Splits a raw IPv4 datagram (header included, as IPv4 raw sockets deliver it) into its header
 /// fields and payload.
-pub fn split_ipv4(datagram: &[u8]) -> Result<(Ipv4Header, &[u8]), Drop> {
+pub fn split_ipv4(datagram: &[u8]) -> Result<(Ipv4Header, &[u8]), DropReason> {
     if datagram.len() < 20 {
-        return Err(Drop::TooShort(datagram.len()));
+        return Err(DropReason::TooShort(datagram.len()));
     }
     if datagram[0] >> 4 != 4 || datagram[9] != PROTO {
-        return Err(Drop::NotVrrp);
+        return Err(DropReason::NotVrrp);
     }
     let ihl = usize::from(datagram[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
     if ihl < 20 || datagram.len() < ihl || total < ihl {
-        return Err(Drop::TooShort(datagram.len()));
+        return Err(DropReason::TooShort(datagram.len()));
     }
     let end = total.min(datagram.len());
     let h = Ipv4Header {
@@ -219,31 +164,36 @@ pub fn interval_cs(interval: Duration) -> u16 {
 
 /// Decodes a VRRP message received from `src` to `dst` with `ttl`. Returns the advert and the
 /// checksum form it carried.
-pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, Checksum), Drop> {
+pub fn decode(
+    msg: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+) -> Result<(Advert, Checksum), DropReason> {
     if ttl != TTL {
-        return Err(Drop::Ttl(ttl));
+        return Err(DropReason::Ttl(ttl));
     }
     if msg.len() < 8 {
-        return Err(Drop::TooShort(msg.len()));
+        return Err(DropReason::TooShort(msg.len()));
     }
     let version = match msg[0] >> 4 {
         3 => Version::V3,
         2 if src.is_ipv4() => Version::V2,
-        v => return Err(Drop::Version(v)),
+        v => return Err(DropReason::Version(v)),
     };
     if msg[0] & 0x0f != 1 {
-        return Err(Drop::Type(msg[0] & 0x0f));
+        return Err(DropReason::Type(msg[0] & 0x0f));
     }
     let count = usize::from(msg[3]);
     let alen = if src.is_ipv4() { 4 } else { 16 };
     let need = 8 + count * alen + if version == Version::V2 { 8 } else { 0 };
     if msg.len() < need {
-        return Err(Drop::TooShort(msg.len()));
+        return Err(DropReason::TooShort(msg.len()));
     }
     let form = match version {
         Version::V2 => {
             if internet_checksum(&[msg]) != 0 {
-                return Err(Drop::Checksum);
+                return Err(DropReason::Checksum);
             }
             Checksum::MessageOnly
         }
@@ -254,7 +204,7 @@ pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, 
             } else if src.is_ipv4() && internet_checksum(&[msg]) == 0 {
                 Checksum::MessageOnly
             } else {
-                return Err(Drop::Checksum);
+                return Err(DropReason::Checksum);
             }
         }
     };
@@ -267,7 +217,7 @@ pub fn decode(msg: &[u8], src: IpAddr, dst: IpAddr, ttl: u8) -> Result<(Advert, 
     };
     if interval.is_zero() {
         // Learnt, it would make Skew and Master_Down zero: a backup would flap at once.
-        return Err(Drop::Interval(interval));
+        return Err(DropReason::Interval(interval));
     }
     let addrs = msg[8..8 + count * alen]
         .chunks_exact(alen)

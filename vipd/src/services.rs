@@ -1,6 +1,7 @@
 //! Kubernetes objects as assignment and announcing see them, free of I/O: a Service → [`Svc`],
 //! the legacy kube-keepalived-vip ConfigMap → a map of kept addresses, addresses → VRRP
-//! groups, and the status patch that publishes the addresses.
+//! groups ([`spread`] by the rendezvous hash [`pick_group`]), and the status patch that
+//! publishes the addresses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -8,7 +9,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
-use crate::ipam::{Family, Kind, Svc, pick_group};
+use crate::ipam::{Family, Kind, Svc};
 
 /// Annotation with the addresses a Service asks for, comma-separated (one per family).
 pub const REQUEST_ANNOTATION: &str = "fedplane.io/load-balancer-ips";
@@ -138,12 +139,21 @@ pub fn legacy_map(data: &BTreeMap<String, String>) -> (BTreeMap<IpAddr, String>,
     (map, ignored)
 }
 
-/// Spreads the addresses over the groups: `groups` lists each group's family and VRID, and the
-/// result holds each group's addresses. Each address goes to one group of its family by
-/// [`pick_group`]; addresses of a family without a group are returned apart.
+/// Which VRRP group: its family and VRID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupId {
+    /// The family of its addresses.
+    pub family: Family,
+    /// Its VRID.
+    pub vrid: u8,
+}
+
+/// Spreads the addresses over the groups: the result holds each group's addresses, in the
+/// order of `groups`. Each address goes to one group of its family by [`pick_group`];
+/// addresses of a family without a group are returned apart.
 pub fn spread(
     addresses: &BTreeSet<IpAddr>,
-    groups: &[(Family, u8)],
+    groups: &[GroupId],
 ) -> (Vec<BTreeSet<IpAddr>>, BTreeSet<IpAddr>) {
     let mut out = vec![BTreeSet::new(); groups.len()];
     let mut homeless = BTreeSet::new();
@@ -151,10 +161,11 @@ pub fn spread(
         let family = Family::of(*ip);
         let vrids: Vec<u8> = groups
             .iter()
-            .filter(|g| g.0 == family)
-            .map(|g| g.1)
+            .filter(|g| g.family == family)
+            .map(|g| g.vrid)
             .collect();
-        match pick_group(*ip, &vrids).and_then(|v| groups.iter().position(|g| *g == (family, v))) {
+        let picked = pick_group(*ip, &vrids).map(|vrid| GroupId { family, vrid });
+        match picked.and_then(|id| groups.iter().position(|g| *g == id)) {
             Some(i) => {
                 out[i].insert(*ip);
             }
@@ -176,102 +187,30 @@ pub fn status_patch(ips: &[IpAddr]) -> Value {
     }}})
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn service(yaml: &str) -> Service {
-        serde_saphyr::from_str(yaml).expect("a Service")
-    }
-
-    #[test]
-    fn services_are_read_as_assignment_needs_them() {
-        let s = service(
-            "metadata: {namespace: shop, name: web, creationTimestamp: '2026-01-02T03:04:05Z', \
-               annotations: {fedplane.io/load-balancer-ips: '10.4.0.9, fd00::9', fedplane.io/address-pool: blue}}\n\
-             spec: {type: LoadBalancer, ipFamilies: [IPv6, IPv4]}\n\
-             status: {loadBalancer: {ingress: [{ip: 'fd00::9'}, {hostname: lb.example}]}}",
-        );
-        let svc = svc_of(&s, DEFAULT_CLASS);
-        assert_eq!(svc.key, "shop/web");
-        assert_eq!(svc.created, "2026-01-02T03:04:05Z");
-        assert_eq!(svc.kind, Kind::Ours);
-        assert_eq!(svc.families, [Family::V6, Family::V4]);
-        assert_eq!(svc.requested.len(), 2);
-        assert_eq!(svc.pool.as_deref(), Some("blue"));
-        assert_eq!(svc.current, ["fd00::9".parse::<IpAddr>().expect("ip")]);
-
-        let old =
-            service("metadata: {name: a}\nspec: {type: LoadBalancer, loadBalancerIP: 10.0.0.x}");
-        let svc = svc_of(&old, DEFAULT_CLASS);
-        assert_eq!(svc.key, "default/a");
-        assert_eq!(svc.families, [Family::V4]);
-        assert_eq!(
-            svc.bad_request.as_deref(),
-            Some("spec.loadBalancerIP: \"10.0.0.x\" is not an IP address")
-        );
-        let other =
-            service("metadata: {name: a}\nspec: {type: LoadBalancer, loadBalancerClass: metallb}");
-        assert_eq!(svc_of(&other, DEFAULT_CLASS).kind, Kind::Foreign);
-        assert_eq!(svc_of(&other, "metallb").kind, Kind::Ours);
-        let plain =
-            service("metadata: {name: a}\nspec: {type: ClusterIP, clusterIPs: ['fd00::1']}");
-        assert_eq!(svc_of(&plain, DEFAULT_CLASS).kind, Kind::NotLoadBalancer);
-        let v6 =
-            service("metadata: {name: a}\nspec: {type: LoadBalancer, clusterIPs: ['fd00::1']}");
-        assert_eq!(svc_of(&v6, DEFAULT_CLASS).families, [Family::V6]);
-    }
-
-    #[test]
-    fn the_legacy_configmap_is_read_and_bad_entries_reported() {
-        let data: BTreeMap<String, String> = [
-            ("10.4.0.50", "default/echoheaders"),
-            ("10.4.0.51", "shop/web:PROXY"),
-            ("10.4.0.52", "nonamespace"),
-            ("banana", "default/x"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let (map, ignored) = legacy_map(&data);
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(map[&ip("10.4.0.50")], "default/echoheaders");
-        assert_eq!(map[&ip("10.4.0.51")], "shop/web");
-        assert_eq!(map.len(), 2);
-        assert_eq!(
-            ignored,
-            [
-                "10.4.0.52: \"nonamespace\" is not namespace/name",
-                "\"banana\": not an IP address"
-            ]
-        );
-    }
-
-    #[test]
-    fn addresses_spread_over_their_familys_groups() {
-        let ips: BTreeSet<IpAddr> = (1..=40u8)
-            .map(|i| IpAddr::from([10, 0, 0, i]))
-            .chain(["fd00::1".parse().expect("ip")])
-            .collect();
-        let (groups, homeless) = spread(&ips, &[(Family::V4, 61), (Family::V4, 62)]);
-        assert_eq!(groups[0].len() + groups[1].len(), 40);
-        assert!(!groups[0].is_empty() && !groups[1].is_empty());
-        assert_eq!(homeless.len(), 1);
-        // Another node listing its groups the other way round agrees.
-        let (other, _) = spread(&ips, &[(Family::V4, 62), (Family::V4, 61)]);
-        assert_eq!((&groups[0], &groups[1]), (&other[1], &other[0]));
-    }
-
-    #[test]
-    fn the_status_patch_sets_or_clears_the_ingress() {
-        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
-        assert_eq!(
-            status_patch(&[ip]),
-            json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}})
-        );
-        assert_eq!(
-            status_patch(&[]),
-            json!({"status": {"loadBalancer": {"ingress": null}}})
-        );
-    }
+/// Which of the groups `vrids` (those of the address's family) announces `ip`: the one with
+/// the highest hash (FNV-1a, then MurmurHash3's finalizer) of (VRID, address). This is rendezvous hashing: every node picks the
+/// same group whatever the order of its list, and adding a group moves only the addresses the
+/// new group wins.
+pub fn pick_group(ip: IpAddr, vrids: &[u8]) -> Option<u8> {
+    let octets = match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let hash = |vrid: u8| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in std::iter::once(vrid).chain(octets.iter().copied()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // FNV-1a leaves the high bits poorly mixed: finish with MurmurHash3's fmix64.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    };
+    vrids.iter().copied().max_by_key(|v| (hash(*v), *v))
 }
+
+#[cfg(test)]
+mod tests;

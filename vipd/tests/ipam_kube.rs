@@ -1,7 +1,7 @@
 //! fedplane-vipd's address assignment against the Kubernetes API fake (`testkit/src/kube_fake`),
 //! with replicas that run no VRRP group (assignment only), so no root is needed: Services
 //! created, changed and deleted; the Lease lost and regained; two replicas racing; the pool
-//! ConfigMap changed; the legacy keepalived-vip ConfigMap.
+//! ConfigMap changed; the legacy keepalived-vip ConfigMap; an outage with compaction (410 Gone).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -461,4 +461,32 @@ fn an_unreachable_api_is_waited_for_and_bad_settings_are_refused() {
         "{}",
         bad.daemon.output()
     );
+}
+
+/// The shared watch of `fedplane_ops::kube`: an outage is logged once, and a watch whose
+/// history was compacted meanwhile (410 Gone) lists again, which is no failure; what changed
+/// during the outage is then served.
+#[test]
+fn an_outage_then_compaction_is_relisted() {
+    let fake = FakeKubeApi::start();
+    let dir = TempDir::new().expect("temp dir");
+    let vipd = replica(&fake, dir.path(), "a", POOLS, &[]);
+    vipd.wait_ready();
+    fake.apply(service("before", &json!({})));
+    wait_ingress(&fake, "before", &["10.4.0.2"]);
+    fake.set_reachable(false);
+    wait_until(WAIT, "the outage to be noticed", || {
+        vipd.daemon.output().contains("watch failed").then_some(())
+    });
+    fake.apply(service("during", &json!({})));
+    fake.compact();
+    fake.set_reachable(true);
+    wait_ingress(&fake, "during", &["10.4.0.3"]);
+    let log = vipd.daemon.output();
+    assert!(
+        log.contains("watch expired (410 Gone); listing again"),
+        "{log}"
+    );
+    assert!(log.contains("Kubernetes API answers again"), "{log}");
+    assert_eq!(log.matches("watch failed").count(), 1, "{log}");
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::packet::{Checksum, Version};
 
 fn cli(args: &[&str]) -> Cli {
     Cli::try_parse_from(std::iter::once("fedplane-vipd").chain(args.iter().copied()))
@@ -198,10 +199,7 @@ fn the_kubernetes_example_file_is_valid() {
     assert_eq!(s.groups[0].fsm.priority, auto);
     assert!((50..=249).contains(&auto));
     let kube = s.kube.expect("Kubernetes mode");
-    assert_eq!(
-        kube.lease,
-        ("fedplane-system".into(), "fedplane-vipd".into())
-    );
+    assert_eq!(kube.lease.to_string(), "fedplane-system/fedplane-vipd");
     assert_eq!(kube.quarantine, Duration::from_secs(60));
     assert!(kube.pools.get("dmz").is_some_and(|p| !p.auto_assign));
 }

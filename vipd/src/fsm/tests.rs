@@ -3,8 +3,8 @@ use proptest::prelude::*;
 
 const MS: Duration = Duration::from_millis(1);
 
-fn cfg(priority: u8) -> GroupConfig {
-    GroupConfig {
+fn cfg(priority: u8) -> RouterConfig {
+    RouterConfig {
         vrid: 51,
         priority,
         advert_interval: 100 * MS,
@@ -29,7 +29,7 @@ fn heard(last: u8, priority: u8) -> Heard {
 
 #[test]
 fn timers_follow_the_rfc() {
-    let g = Group::new(cfg(100), ip(1), Instant::now());
+    let g = Router::new(cfg(100), ip(1), Instant::now());
     // Skew = (256 - 100) * 100 ms / 256 = 60.9 ms; Master_Down = 300 ms + skew.
     assert_eq!(
         g.skew(),
@@ -41,7 +41,7 @@ fn timers_follow_the_rfc() {
 #[test]
 fn backup_takes_over_after_master_down_and_announces() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(100), ip(1), t0);
+    let mut g = Router::new(cfg(100), ip(1), t0);
     let out = g.start(t0);
     assert_eq!(
         out,
@@ -81,7 +81,7 @@ fn backup_takes_over_after_master_down_and_announces() {
 #[test]
 fn owner_is_master_at_once() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(OWNER), ip(1), t0);
+    let mut g = Router::new(cfg(OWNER), ip(1), t0);
     assert!(g.start(t0).contains(&Action::AddAddresses));
     assert_eq!(g.state(), State::Master);
 }
@@ -89,7 +89,7 @@ fn owner_is_master_at_once() {
 #[test]
 fn backup_resets_its_timer_on_a_higher_or_equal_master_and_learns_its_interval() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(100), ip(1), t0);
+    let mut g = Router::new(cfg(100), ip(1), t0);
     g.start(t0);
     let slow = Heard {
         interval: 1000 * MS,
@@ -104,7 +104,7 @@ fn backup_resets_its_timer_on_a_higher_or_equal_master_and_learns_its_interval()
 #[test]
 fn preemption_lets_the_down_timer_expire_on_a_lower_master() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(200), ip(1), t0);
+    let mut g = Router::new(cfg(200), ip(1), t0);
     g.start(t0);
     let deadline = g.next_deadline().expect("timer");
     assert!(g.on_advert(heard(2, 100), t0 + 10 * MS).is_empty());
@@ -115,8 +115,8 @@ fn preemption_lets_the_down_timer_expire_on_a_lower_master() {
 #[test]
 fn no_preempt_and_preempt_delay_follow_a_lower_master() {
     let t0 = Instant::now();
-    let mut g = Group::new(
-        GroupConfig {
+    let mut g = Router::new(
+        RouterConfig {
             preempt: false,
             ..cfg(200)
         },
@@ -127,8 +127,8 @@ fn no_preempt_and_preempt_delay_follow_a_lower_master() {
     g.on_advert(heard(2, 100), t0 + 10 * MS);
     assert_eq!(g.next_deadline(), Some(t0 + 10 * MS + g.master_down()));
 
-    let mut g = Group::new(
-        GroupConfig {
+    let mut g = Router::new(
+        RouterConfig {
             preempt_delay: 1000 * MS,
             ..cfg(200)
         },
@@ -165,7 +165,7 @@ fn no_preempt_and_preempt_delay_follow_a_lower_master() {
 #[test]
 fn backup_waits_only_skew_after_a_resignation() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(100), ip(1), t0);
+    let mut g = Router::new(cfg(100), ip(1), t0);
     g.start(t0);
     g.on_advert(heard(2, RESIGN), t0 + 10 * MS);
     assert_eq!(g.next_deadline(), Some(t0 + 10 * MS + g.skew()));
@@ -174,7 +174,7 @@ fn backup_waits_only_skew_after_a_resignation() {
 #[test]
 fn master_yields_to_higher_priority_and_to_a_greater_address_at_equal_priority() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(100), ip(5), t0);
+    let mut g = Router::new(cfg(100), ip(5), t0);
     g.start(t0);
     g.on_timer(g.next_deadline().expect("timer"));
     assert_eq!(g.state(), State::Master);
@@ -199,7 +199,7 @@ fn master_yields_to_higher_priority_and_to_a_greater_address_at_equal_priority()
 #[test]
 fn master_answers_a_resignation_or_a_lower_master_with_an_advert() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(OWNER), ip(1), t0);
+    let mut g = Router::new(cfg(OWNER), ip(1), t0);
     g.start(t0);
     assert_eq!(
         g.on_advert(heard(2, RESIGN), t0 + MS),
@@ -214,7 +214,7 @@ fn master_answers_a_resignation_or_a_lower_master_with_an_advert() {
 #[test]
 fn shutdown_resigns_and_link_down_gives_up() {
     let t0 = Instant::now();
-    let mut g = Group::new(cfg(OWNER), ip(1), t0);
+    let mut g = Router::new(cfg(OWNER), ip(1), t0);
     g.start(t0);
     let out = g.shutdown();
     assert_eq!(
@@ -227,7 +227,7 @@ fn shutdown_resigns_and_link_down_gives_up() {
     );
     assert_eq!(g.next_deadline(), None);
 
-    let mut g = Group::new(cfg(OWNER), ip(1), t0);
+    let mut g = Router::new(cfg(OWNER), ip(1), t0);
     g.start(t0);
     let out = g.on_link(false, t0 + MS);
     assert_eq!(
@@ -246,7 +246,7 @@ fn shutdown_resigns_and_link_down_gives_up() {
 
 /// Routers on one simulated link: every advert reaches every other live router after `delay`.
 struct Link {
-    groups: Vec<Group>,
+    groups: Vec<Router>,
     alive: Vec<bool>,
     inbox: Vec<(Instant, usize, Heard)>,
     delay: Duration,
@@ -258,8 +258,8 @@ impl Link {
             .iter()
             .enumerate()
             .map(|(i, &p)| {
-                let c = GroupConfig { preempt, ..cfg(p) };
-                Group::new(c, ip(u8::try_from(i + 1).expect("few routers")), t0)
+                let c = RouterConfig { preempt, ..cfg(p) };
+                Router::new(c, ip(u8::try_from(i + 1).expect("few routers")), t0)
             })
             .collect();
         Self {
@@ -295,7 +295,7 @@ impl Link {
 
     fn kill(&mut self, i: usize) {
         self.alive[i] = false;
-        self.groups[i] = Group::new(
+        self.groups[i] = Router::new(
             self.groups[i].config().clone(),
             ip(u8::try_from(i + 1).expect("few")),
             Instant::now(),

@@ -1,5 +1,7 @@
 use super::*;
 use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -322,30 +324,6 @@ fn services_that_stop_being_load_balancers_are_cleared_and_foreign_ones_left_alo
     assert_eq!(plan.addresses["ns/was"], Vec::<IpAddr>::new());
     assert!(!plan.addresses.contains_key("ns/metallb"));
     assert_eq!(plan.addresses["ns/new"], [ip("10.0.0.3")]);
-}
-
-#[test]
-fn the_group_is_picked_alike_on_every_node_and_spreads() {
-    let a = ip("10.4.0.50");
-    let picked = pick_group(a, &[61, 62, 63, 64]).expect("a group");
-    // Whatever the order of the list.
-    assert_eq!(pick_group(a, &[64, 63, 62, 61]), Some(picked));
-    let mut counts = BTreeMap::new();
-    for i in 0..=255u8 {
-        let g = pick_group(IpAddr::V4(Ipv4Addr::new(10, 4, 0, i)), &[61, 62, 63, 64]);
-        *counts.entry(g.expect("a group")).or_insert(0) += 1;
-    }
-    assert_eq!(counts.len(), 4);
-    assert!(counts.values().all(|c| *c > 32), "{counts:?}");
-    // A group added moves only the addresses it wins.
-    for i in 0..=255u8 {
-        let ip = IpAddr::V4(Ipv4Addr::new(10, 4, 0, i));
-        let before = pick_group(ip, &[61, 62, 63, 64]);
-        let after = pick_group(ip, &[61, 62, 63, 64, 65]);
-        assert!(after == before || after == Some(65));
-    }
-    assert_eq!(pick_group(a, &[7]), Some(7));
-    assert_eq!(pick_group(a, &[]), None);
 }
 
 // Property tests over small pools, so that conflicts, exhaustion and quarantine all happen.

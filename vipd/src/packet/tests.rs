@@ -82,28 +82,37 @@ fn v3_ipv6_uses_the_pseudo_header() {
     assert_eq!(form, Checksum::PseudoHeader);
     // Without the pseudo-header it does not verify.
     let other: IpAddr = "fe80::2".parse().expect("addr");
-    assert_eq!(decode(&wire, other, dst, 255), Err(Drop::Checksum));
+    assert_eq!(decode(&wire, other, dst, 255), Err(DropReason::Checksum));
 }
 
 #[test]
 fn malformed_adverts_are_dropped_with_a_reason() {
     let a = advert(Version::V3, &["192.0.2.100"]);
     let wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
-    assert_eq!(decode(&wire, v4(SRC), v4(DST), 254), Err(Drop::Ttl(254)));
+    assert_eq!(
+        decode(&wire, v4(SRC), v4(DST), 254),
+        Err(DropReason::Ttl(254))
+    );
     assert_eq!(
         decode(&wire[..7], v4(SRC), v4(DST), 255),
-        Err(Drop::TooShort(7))
+        Err(DropReason::TooShort(7))
     );
     assert_eq!(
         decode(&wire[..11], v4(SRC), v4(DST), 255),
-        Err(Drop::TooShort(11))
+        Err(DropReason::TooShort(11))
     );
     let mut bad = wire.clone();
     bad[2] ^= 1;
-    assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Checksum));
+    assert_eq!(
+        decode(&bad, v4(SRC), v4(DST), 255),
+        Err(DropReason::Checksum)
+    );
     let mut bad = wire.clone();
     bad[0] = 0x41;
-    assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Version(4)));
+    assert_eq!(
+        decode(&bad, v4(SRC), v4(DST), 255),
+        Err(DropReason::Version(4))
+    );
     let mut zero = advert(Version::V3, &["192.0.2.100"]);
     zero.interval = Duration::ZERO;
     let wire0 = encode(&zero, v4(SRC), v4(DST), Checksum::PseudoHeader);
@@ -119,15 +128,18 @@ fn malformed_adverts_are_dropped_with_a_reason() {
     bad0[6..8].copy_from_slice(&sum.to_be_bytes());
     assert_eq!(
         decode(&bad0, v4(SRC), v4(DST), 255),
-        Err(Drop::Interval(Duration::ZERO))
+        Err(DropReason::Interval(Duration::ZERO))
     );
     let mut bad = wire;
     bad[0] = 0x32;
-    assert_eq!(decode(&bad, v4(SRC), v4(DST), 255), Err(Drop::Type(2)));
+    assert_eq!(
+        decode(&bad, v4(SRC), v4(DST), 255),
+        Err(DropReason::Type(2))
+    );
     // v2 over IPv6 does not exist.
     let six: IpAddr = "fe80::1".parse().expect("addr");
     let v2 = [0x21, 1, 100, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    assert_eq!(decode(&v2, six, six, 255), Err(Drop::Version(2)));
+    assert_eq!(decode(&v2, six, six, 255), Err(DropReason::Version(2)));
 }
 
 #[test]
@@ -142,8 +154,8 @@ fn ipv4_datagrams_split_into_header_and_payload() {
     assert_eq!(h.dst, GROUP_V4);
     assert_eq!(payload.len(), 12);
     d[9] = 17;
-    assert_eq!(split_ipv4(&d), Err(Drop::NotVrrp));
-    assert_eq!(split_ipv4(&d[..10]), Err(Drop::TooShort(10)));
+    assert_eq!(split_ipv4(&d), Err(DropReason::NotVrrp));
+    assert_eq!(split_ipv4(&d[..10]), Err(DropReason::TooShort(10)));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! What fedplane-vipd reports on its HTTP endpoints (served by `fedplane_ops::Http`): ready
-//! once every group has started.
+//! What fedplane-vipd reports on its HTTP endpoints (served by `fedplane_ops::Http`): the
+//! readiness probe (every group started; in Kubernetes mode, the Services listed) and the help
+//! text of every metric it exports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,293 @@
+//! The assignment pass, at the edge: from the watched Services and ConfigMaps, spreads the
+//! addresses in the Services' status over this node's VRRP groups and, as the Lease holder,
+//! writes the addresses [`ipam::assign`] plans to the Services' status and tells each Service's
+//! owner, with Events, what was assigned or refused.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fedplane_ops::kube::Watched;
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::KubeSettings;
+use crate::ipam::{self, Kind, Notice, Pools, Quarantine, Svc};
+use crate::services::{self, GroupId, key_of, svc_of};
+
+/// One of this node's VRRP groups, as the assigner feeds it: which group, and the sender of
+/// its addresses (`None` until the Services are listed).
+#[derive(Debug)]
+pub struct GroupSink {
+    /// The group's family and VRID.
+    pub id: GroupId,
+    /// Where its addresses go.
+    pub addresses: watch::Sender<Option<Vec<IpNet>>>,
+}
+
+/// The reconcile state.
+pub(crate) struct Assigner {
+    client: Client,
+    recorder: Recorder,
+    settings: KubeSettings,
+    groups: Vec<GroupSink>,
+    quarantine: Quarantine,
+    /// Per Service, the notices already published (each is published once).
+    told: HashMap<String, BTreeSet<Notice>>,
+    pools_error: Option<String>,
+    /// The pool ConfigMap's last valid pools.
+    last_good: Option<Pools>,
+    legacy_ignored: Vec<String>,
+    homeless: BTreeSet<IpAddr>,
+}
+
+impl Assigner {
+    /// An assigner for this node's `groups`; `client` writes the status and records Events.
+    pub(crate) fn new(settings: KubeSettings, client: Client, groups: Vec<GroupSink>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "fedplane-vipd".into(),
+                instance: Some(settings.node_name.clone()),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            quarantine: Quarantine::new(settings.quarantine),
+            settings,
+            groups,
+            told: HashMap::new(),
+            pools_error: None,
+            last_good: None,
+            legacy_ignored: Vec::new(),
+            homeless: BTreeSet::new(),
+        }
+    }
+
+    /// When the next quarantined address is free again (a pass is due then).
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.quarantine.next_expiry()
+    }
+
+    /// One pass. Returns whether something failed and should be tried again.
+    pub(crate) async fn pass(
+        &mut self,
+        services: &Store<Service>,
+        pools_cm: Option<&Watched<ConfigMap>>,
+        legacy_cm: Option<&Watched<ConfigMap>>,
+        leading: Option<Instant>,
+    ) -> bool {
+        let now = Instant::now();
+        let objects = services.state();
+        let svcs: Vec<Svc> = objects
+            .iter()
+            .map(|s| svc_of(s, &self.settings.class))
+            .collect();
+        // The first pass releases nothing: it only learns what is in use.
+        self.quarantine.observe(&ipam::in_use(&svcs), now);
+        metrics::gauge!("fedplane_vipd_quarantined_addresses").set(self.quarantine.len() as f64);
+        self.announce(&svcs);
+
+        let pools = self.pools(pools_cm);
+        let legacy = self.legacy(legacy_cm);
+        let Some(until) = leading else {
+            metrics::gauge!("fedplane_vipd_leader").set(0.0);
+            return false;
+        };
+        metrics::gauge!("fedplane_vipd_leader").set(1.0);
+        let plan = ipam::assign(&pools, &svcs, &legacy, &self.quarantine, now);
+        let by_key: HashMap<String, &Arc<Service>> =
+            objects.iter().map(|s| (key_of(s), s)).collect();
+        let mut failed = false;
+        for s in &svcs {
+            let Some(want) = plan.addresses.get(&s.key) else {
+                continue;
+            };
+            if *want == s.current {
+                continue;
+            }
+            if Instant::now() >= until {
+                // Our Lease may have passed to someone else: write nothing more.
+                return true;
+            }
+            let obj = by_key[&s.key];
+            failed |= !self.write(obj, s, want).await;
+        }
+        self.tell(&plan.notices, &by_key).await;
+        failed
+    }
+
+    /// Spreads the addresses in our Services' status over the groups.
+    fn announce(&mut self, svcs: &[Svc]) {
+        let addresses: BTreeSet<IpAddr> = svcs
+            .iter()
+            .filter(|s| s.kind == Kind::Ours)
+            .flat_map(|s| s.current.iter().copied())
+            .collect();
+        metrics::gauge!("fedplane_vipd_service_addresses").set(addresses.len() as f64);
+        let ids: Vec<GroupId> = self.groups.iter().map(|g| g.id).collect();
+        let (per_group, homeless) = services::spread(&addresses, &ids);
+        for (group, ips) in self.groups.iter().zip(per_group) {
+            let nets = Some(ips.into_iter().map(IpNet::from).collect::<Vec<_>>());
+            group.addresses.send_if_modified(|old| {
+                let changed = *old != nets;
+                if changed {
+                    old.clone_from(&nets);
+                }
+                changed
+            });
+        }
+        if homeless != self.homeless && !self.groups.is_empty() {
+            for ip in homeless.difference(&self.homeless) {
+                warn!(%ip, "no VRRP group of this family on this node: not announced here");
+            }
+            self.homeless = homeless;
+        }
+    }
+
+    /// The ConfigMap's pools; its last valid ones while it is invalid; the config file's while
+    /// it does not exist.
+    fn pools(&mut self, cm: Option<&Watched<ConfigMap>>) -> Pools {
+        let Some(cm) = cm else {
+            return self.settings.pools.clone();
+        };
+        let Some(object) = cm.store.state().first().cloned() else {
+            if self.last_good.take().is_some() {
+                info!("pool ConfigMap gone: using the config file's pools");
+            }
+            return self.settings.pools.clone();
+        };
+        let text = object
+            .data
+            .as_ref()
+            .and_then(|d| d.get("config.yaml").cloned());
+        let parsed = match text {
+            None => Err("no config.yaml in the pool ConfigMap".to_owned()),
+            Some(t) => Pools::from_yaml(&t).map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Ok(p) => {
+                if self.pools_error.take().is_some() {
+                    info!("pool ConfigMap valid again");
+                }
+                if self.last_good.as_ref() != Some(&p) {
+                    let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+                    info!(pools = ?names, "pools from the ConfigMap in use");
+                }
+                self.last_good = Some(p.clone());
+                p
+            }
+            Err(e) => {
+                if self.pools_error.as_ref() != Some(&e) {
+                    warn!(error = %e, "pool ConfigMap ignored; using the last valid pools");
+                    self.pools_error = Some(e);
+                }
+                self.last_good
+                    .clone()
+                    .unwrap_or_else(|| self.settings.pools.clone())
+            }
+        }
+    }
+
+    fn legacy(&mut self, cm: Option<&Watched<ConfigMap>>) -> BTreeMap<IpAddr, String> {
+        let Some(cm) = cm else {
+            return BTreeMap::new();
+        };
+        let data = cm
+            .store
+            .state()
+            .first()
+            .and_then(|c| c.data.clone())
+            .unwrap_or_default();
+        let (map, ignored) = services::legacy_map(&data);
+        if ignored != self.legacy_ignored {
+            for why in &ignored {
+                warn!(entry = %why, "legacy keepalived-vip ConfigMap entry ignored");
+            }
+            self.legacy_ignored = ignored;
+        }
+        map
+    }
+
+    /// Writes `want` to the Service's status; false if that failed.
+    async fn write(&mut self, obj: &Service, s: &Svc, want: &[IpAddr]) -> bool {
+        let mut patch = services::status_patch(want);
+        // Only over the version we planned from: a Service changed meanwhile is planned again.
+        patch["metadata"] = serde_json::json!({"resourceVersion": obj.resource_version()});
+        let ns = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        let res = Api::<Service>::namespaced(self.client.clone(), &ns)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        let list = want
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match res {
+            Ok(_) => {
+                metrics::counter!("fedplane_vipd_status_writes_total", "result" => "ok")
+                    .increment(1);
+                let (reason, note) = if want.is_empty() {
+                    (
+                        "AddressReleased",
+                        "no LoadBalancer addresses any more".to_owned(),
+                    )
+                } else {
+                    ("AddressAssigned", format!("assigned {list}"))
+                };
+                info!(service = %s.key, addresses = %list, "status written");
+                self.event(obj, EventType::Normal, reason, note).await;
+                true
+            }
+            Err(e) => {
+                metrics::counter!("fedplane_vipd_status_writes_total", "result" => "error")
+                    .increment(1);
+                warn!(service = %s.key, addresses = %list, error = %e, "status not written; trying again");
+                false
+            }
+        }
+    }
+
+    /// Publishes each notice once, as a Warning Event on its Service.
+    async fn tell(&mut self, notices: &[Notice], by_key: &HashMap<String, &Arc<Service>>) {
+        let mut now: HashMap<String, BTreeSet<Notice>> = HashMap::new();
+        for n in notices {
+            now.entry(n.key.clone()).or_default().insert(n.clone());
+        }
+        for (key, set) in &now {
+            let told = self.told.get(key);
+            for n in set.iter().filter(|n| told.is_none_or(|t| !t.contains(*n))) {
+                metrics::counter!("fedplane_vipd_notices_total", "reason" => n.reason.name())
+                    .increment(1);
+                warn!(service = %key, reason = n.reason.name(), message = %n.message, "address not assigned");
+                if let Some(obj) = by_key.get(key) {
+                    self.event(obj, EventType::Warning, n.reason.name(), n.message.clone())
+                        .await;
+                }
+            }
+        }
+        self.told = now;
+    }
+
+    async fn event(&self, obj: &Service, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "AssignAddress".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            debug!(error = %e, "Event not recorded");
+        }
+    }
+}

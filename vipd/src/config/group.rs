@@ -1,0 +1,288 @@
+//! One VRRP group as the YAML file (or the flags) describe it → a checked [`GroupSettings`]:
+//! what the group leaves unset comes from the flags, then each rule is checked in turn.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use fedplane_ops::parse_duration;
+
+use super::{Cli, ConfigError, invalid};
+use crate::fsm::RouterConfig;
+use crate::ipam::Family;
+use crate::packet::{Checksum, MAX_INTERVAL_CS, Version};
+
+/// A group's priority: a number, or `auto` (from the node name and VRID).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub(super) enum PriorityEntry {
+    Number(u8),
+    Word(AutoWord),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum AutoWord {
+    Auto,
+}
+
+/// One group as the YAML file spells it (an entry of its `groups:`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GroupEntry {
+    pub(super) interface: Option<String>,
+    pub(super) vrid: u8,
+    #[serde(default)]
+    pub(super) priority: Option<PriorityEntry>,
+    #[serde(default)]
+    pub(super) advert_interval: Option<String>,
+    #[serde(default)]
+    pub(super) vips: Vec<String>,
+    /// ipv4 or ipv6; needed when `vips` is empty (Kubernetes mode).
+    #[serde(default)]
+    pub(super) family: Option<String>,
+    #[serde(default)]
+    pub(super) preempt: Option<bool>,
+    #[serde(default)]
+    pub(super) preempt_delay: Option<String>,
+    #[serde(default)]
+    pub(super) vrrp_version: Option<u8>,
+    #[serde(default)]
+    pub(super) unicast_peers: Vec<IpAddr>,
+    #[serde(default)]
+    pub(super) rfc9568_checksum: Option<bool>,
+    #[serde(default)]
+    pub(super) garp_count: Option<u32>,
+    #[serde(default)]
+    pub(super) garp_interval: Option<String>,
+}
+
+/// One VRRP group, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// Interface name.
+    pub interface: String,
+    /// Protocol version.
+    pub version: Version,
+    /// State machine settings.
+    pub fsm: RouterConfig,
+    /// The virtual addresses.
+    pub vips: Vec<IpNet>,
+    /// IPv6 group (else IPv4).
+    pub v6: bool,
+    /// Unicast peers (empty: multicast).
+    pub unicast_peers: Vec<IpAddr>,
+    /// Checksum form of IPv4 v3 adverts we send.
+    pub checksum: Checksum,
+    /// The addresses follow the Services (Kubernetes mode): adverts listing other addresses
+    /// are accepted, since replicas see Service changes at slightly different times.
+    pub dynamic: bool,
+}
+
+/// `priority: auto`: 50–249 from a hash of the node name and VRID, so that the nodes of a
+/// DaemonSet, all with one config, are masters of different groups.
+pub fn auto_priority(node: &str, vrid: u8) -> u8 {
+    let key = format!("{node}/{vrid}");
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    u8::try_from(50 + h % 200).unwrap_or(u8::MAX)
+}
+
+/// Validates one group; what it leaves unset comes from the flags.
+pub(super) fn from_entry(
+    g: GroupEntry,
+    cli: &Cli,
+    node: &str,
+) -> Result<GroupSettings, ConfigError> {
+    let d = Draft::merge(g, cli, node)?;
+    d.check_ids()?;
+    let v6 = d.family()?;
+    d.check_addresses(v6)?;
+    let version = d.version(v6)?;
+    if d.garp_count == 0 {
+        return Err(d.ctx("garp count must be at least 1".into()));
+    }
+    Ok(GroupSettings {
+        fsm: RouterConfig {
+            vrid: d.vrid,
+            priority: d.priority,
+            advert_interval: d.advert_interval,
+            preempt: d.preempt,
+            preempt_delay: d.preempt_delay,
+            garp_count: d.garp_count,
+            garp_interval: d.garp_interval,
+        },
+        interface: d.interface,
+        version,
+        vips: d.vips,
+        v6,
+        unicast_peers: d.unicast_peers,
+        checksum: if d.rfc9568_checksum {
+            Checksum::MessageOnly
+        } else {
+            Checksum::PseudoHeader
+        },
+        dynamic: d.kubernetes,
+    })
+}
+
+/// A group with the flags' defaults filled in, not yet checked.
+struct Draft {
+    interface: String,
+    vrid: u8,
+    priority: u8,
+    advert_interval: Duration,
+    vips: Vec<IpNet>,
+    family: Option<String>,
+    preempt: bool,
+    preempt_delay: Duration,
+    version: u8,
+    unicast_peers: Vec<IpAddr>,
+    rfc9568_checksum: bool,
+    garp_count: u32,
+    garp_interval: Duration,
+    kubernetes: bool,
+}
+
+impl Draft {
+    /// The group's settings, else the flags'; the interface and addresses parsed.
+    fn merge(g: GroupEntry, cli: &Cli, node: &str) -> Result<Self, ConfigError> {
+        let dur = |s: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            s.map_or(Ok(default), |s| parse_duration(&s).map_err(invalid))
+        };
+        let interface = g
+            .interface
+            .or_else(|| cli.interface.clone())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "group {}: no interface (and no --interface)",
+                    g.vrid
+                ))
+            })?;
+        let vips = g
+            .vips
+            .iter()
+            .map(|v| {
+                v.parse::<IpNet>()
+                    .map_err(|e| invalid(format!("group {}: vip {v:?}: {e}", g.vrid)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let priority = match g.priority {
+            None => cli.priority,
+            Some(PriorityEntry::Number(p)) => p,
+            Some(PriorityEntry::Word(AutoWord::Auto)) => auto_priority(node, g.vrid),
+        };
+        Ok(Self {
+            interface,
+            vrid: g.vrid,
+            priority,
+            advert_interval: dur(g.advert_interval, cli.advert_interval)?,
+            vips,
+            family: g.family,
+            preempt: g.preempt.unwrap_or(!cli.no_preempt),
+            preempt_delay: dur(g.preempt_delay, cli.preempt_delay)?,
+            version: g.vrrp_version.unwrap_or(cli.vrrp_version),
+            unicast_peers: g.unicast_peers,
+            rfc9568_checksum: g.rfc9568_checksum.unwrap_or(cli.rfc9568_checksum),
+            garp_count: g.garp_count.unwrap_or(cli.garp_count),
+            garp_interval: dur(g.garp_interval, cli.garp_interval)?,
+            kubernetes: cli.kubernetes,
+        })
+    }
+
+    /// An error about this group.
+    fn ctx(&self, m: String) -> ConfigError {
+        invalid(format!("group {} on {}: {m}", self.vrid, self.interface))
+    }
+
+    fn check_ids(&self) -> Result<(), ConfigError> {
+        if self.vrid == 0 {
+            return Err(self.ctx("VRID must be 1–255".into()));
+        }
+        if self.priority == 0 {
+            return Err(self.ctx("priority must be 1–255 (0 is reserved for resigning)".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether the group is IPv6: from its addresses, else its `family`.
+    fn family(&self) -> Result<bool, ConfigError> {
+        let family = match self.family.as_deref() {
+            None => None,
+            Some("ipv4") => Some(Family::V4),
+            Some("ipv6") => Some(Family::V6),
+            Some(other) => return Err(self.ctx(format!("family {other:?}: use ipv4 or ipv6"))),
+        };
+        Ok(match (self.vips.first(), family) {
+            (Some(first), Some(f)) if first.addr().is_ipv6() != (f == Family::V6) => {
+                return Err(self.ctx(format!("family {f} but {} is not", first.addr())));
+            }
+            (Some(first), _) => first.addr().is_ipv6(),
+            (None, _) if !self.kubernetes => {
+                return Err(self.ctx("no virtual addresses (--vip)".into()));
+            }
+            (None, f) => f == Some(Family::V6),
+        })
+    }
+
+    /// The addresses and peers: one family, link-local IPv6 peers, no address a peer.
+    fn check_addresses(&self, v6: bool) -> Result<(), ConfigError> {
+        if self.kubernetes && !self.vips.is_empty() {
+            return Err(self.ctx(
+                "with --kubernetes a group's addresses come from the Services; remove its vips"
+                    .into(),
+            ));
+        }
+        if self.vips.iter().any(|v| v.addr().is_ipv6() != v6) {
+            return Err(self.ctx("mixes IPv4 and IPv6 addresses; use one group per family".into()));
+        }
+        let peers = &self.unicast_peers;
+        if peers.iter().any(|p| p.is_ipv6() != v6) {
+            return Err(self.ctx("unicast peers must be of the virtual addresses' family".into()));
+        }
+        if peers
+            .iter()
+            .any(|p| matches!(p, IpAddr::V6(a) if !a.is_unicast_link_local()))
+        {
+            return Err(self.ctx(
+                "IPv6 unicast peers must be link-local addresses (fe80::/10): IPv6 adverts come from those".into(),
+            ));
+        }
+        if let Some(v) = self.vips.iter().find(|v| peers.contains(&v.addr())) {
+            return Err(self.ctx(format!("{} is both a virtual address and a peer", v.addr())));
+        }
+        Ok(())
+    }
+
+    /// The protocol version, with the advert interval it allows.
+    fn version(&self, v6: bool) -> Result<Version, ConfigError> {
+        let interval = self.advert_interval;
+        match self.version {
+            3 => {
+                let max = Duration::from_millis(u64::from(MAX_INTERVAL_CS) * 10);
+                if interval < Duration::from_millis(10) || interval > max {
+                    return Err(self.ctx(format!("v3 advert interval must be 10ms–{max:?}")));
+                }
+                Ok(Version::V3)
+            }
+            2 => {
+                if v6 {
+                    return Err(self.ctx("VRRP v2 is IPv4 only".into()));
+                }
+                if interval.subsec_nanos() != 0
+                    || interval.as_secs() == 0
+                    || interval.as_secs() > 255
+                {
+                    return Err(self.ctx("v2 advert interval must be whole seconds, 1–255".into()));
+                }
+                Ok(Version::V2)
+            }
+            v => Err(self.ctx(format!("VRRP version {v}: use 3 or 2"))),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The Lease, at the edge: reads and writes it as [`Elector`] decides (the rules are in
+//! [`crate::lease`]), publishes until when we lead, and releases it on shutdown.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::lease::{Elector, Seen, Step};
+
+fn micro_now() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+/// Keeps trying to hold the Lease; publishes until when we lead (`None`: we do not).
+pub async fn keep_lease(
+    api: Api<Lease>,
+    name: String,
+    secs: i32,
+    mut elector: Elector,
+    lead: watch::Sender<Option<Instant>>,
+    cancel: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let started = Instant::now();
+        let mut next = started + elector.retry_period();
+        match api.get_opt(&name).await {
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    warn!(lease = %name, error = %e, "cannot read the Lease");
+                }
+            }
+            Ok(lease) => {
+                failing = false;
+                let seen = lease.as_ref().map(|l| Seen {
+                    holder: l
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.clone())
+                        .unwrap_or_default(),
+                    version: l.resource_version().unwrap_or_default(),
+                });
+                // A standby looks again every retry period (not only at the expiry it
+                // expects), so a released Lease is taken within one period.
+                let written = match elector.decide(seen, started) {
+                    Step::WaitUntil(_) => None,
+                    Step::Create => {
+                        let l = Lease {
+                            metadata: ObjectMeta {
+                                name: Some(name.clone()),
+                                ..ObjectMeta::default()
+                            },
+                            spec: Some(LeaseSpec {
+                                holder_identity: Some(elector.me().to_owned()),
+                                lease_duration_seconds: Some(secs),
+                                acquire_time: Some(micro_now()),
+                                renew_time: Some(micro_now()),
+                                lease_transitions: Some(0),
+                                ..LeaseSpec::default()
+                            }),
+                        };
+                        Some(api.create(&PostParams::default(), &l).await.map(drop))
+                    }
+                    Step::Write => {
+                        let mut l = lease.unwrap_or_default();
+                        let spec = l.spec.get_or_insert_with(LeaseSpec::default);
+                        if spec.holder_identity.as_deref() != Some(elector.me()) {
+                            spec.holder_identity = Some(elector.me().to_owned());
+                            spec.acquire_time = Some(micro_now());
+                            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                        }
+                        spec.renew_time = Some(micro_now());
+                        spec.lease_duration_seconds = Some(secs);
+                        Some(
+                            api.replace(&name, &PostParams::default(), &l)
+                                .await
+                                .map(drop),
+                        )
+                    }
+                };
+                match written {
+                    Some(Ok(())) => elector.written(started),
+                    Some(Err(e)) => {
+                        debug!(lease = %name, error = %e, "Lease not written");
+                        elector.failed();
+                    }
+                    None => {}
+                }
+            }
+        }
+        let until = elector.leading(Instant::now());
+        // Renewals move the deadline silently; only gaining or losing the Lease wakes the
+        // assigner.
+        lead.send_if_modified(|old| {
+            let flipped = old.is_some() != until.is_some();
+            *old = until;
+            if flipped {
+                if until.is_some() {
+                    info!(lease = %name, "holding the Lease: assigning addresses");
+                } else {
+                    info!(lease = %name, "not holding the Lease: standing by");
+                }
+            }
+            flipped
+        });
+        if let Some(until) = until {
+            next = next.min(until);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep_until(next.into()) => {}
+        }
+    }
+    if elector.leading(Instant::now()).is_some() {
+        if tokio::time::timeout(Duration::from_secs(3), release(&api, &name, elector.me()))
+            .await
+            .is_err()
+        {
+            warn!(lease = %name, "releasing the Lease timed out");
+        }
+        elector.released();
+        lead.send_replace(None);
+    }
+}
+
+/// Gives the Lease up on shutdown, so a standby takes over at once.
+async fn release(api: &Api<Lease>, name: &str, me: &str) {
+    let Ok(Some(mut l)) = api.get_opt(name).await else {
+        return;
+    };
+    let Some(spec) = l.spec.as_mut() else { return };
+    if spec.holder_identity.as_deref() != Some(me) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(micro_now());
+    match api.replace(name, &PostParams::default(), &l).await {
+        Ok(_) => info!(lease = %name, "Lease released"),
+        Err(e) => warn!(lease = %name, error = %e, "cannot release the Lease"),
+    }
+}

@@ -1,0 +1,122 @@
+use super::*;
+use std::net::Ipv4Addr;
+
+fn service(yaml: &str) -> Service {
+    serde_saphyr::from_str(yaml).expect("a Service")
+}
+
+#[test]
+fn services_are_read_as_assignment_needs_them() {
+    let s = service(
+        "metadata: {namespace: shop, name: web, creationTimestamp: '2026-01-02T03:04:05Z', \
+           annotations: {fedplane.io/load-balancer-ips: '10.4.0.9, fd00::9', fedplane.io/address-pool: blue}}\n\
+         spec: {type: LoadBalancer, ipFamilies: [IPv6, IPv4]}\n\
+         status: {loadBalancer: {ingress: [{ip: 'fd00::9'}, {hostname: lb.example}]}}",
+    );
+    let svc = svc_of(&s, DEFAULT_CLASS);
+    assert_eq!(svc.key, "shop/web");
+    assert_eq!(svc.created, "2026-01-02T03:04:05Z");
+    assert_eq!(svc.kind, Kind::Ours);
+    assert_eq!(svc.families, [Family::V6, Family::V4]);
+    assert_eq!(svc.requested.len(), 2);
+    assert_eq!(svc.pool.as_deref(), Some("blue"));
+    assert_eq!(svc.current, ["fd00::9".parse::<IpAddr>().expect("ip")]);
+
+    let old = service("metadata: {name: a}\nspec: {type: LoadBalancer, loadBalancerIP: 10.0.0.x}");
+    let svc = svc_of(&old, DEFAULT_CLASS);
+    assert_eq!(svc.key, "default/a");
+    assert_eq!(svc.families, [Family::V4]);
+    assert_eq!(
+        svc.bad_request.as_deref(),
+        Some("spec.loadBalancerIP: \"10.0.0.x\" is not an IP address")
+    );
+    let other =
+        service("metadata: {name: a}\nspec: {type: LoadBalancer, loadBalancerClass: metallb}");
+    assert_eq!(svc_of(&other, DEFAULT_CLASS).kind, Kind::Foreign);
+    assert_eq!(svc_of(&other, "metallb").kind, Kind::Ours);
+    let plain = service("metadata: {name: a}\nspec: {type: ClusterIP, clusterIPs: ['fd00::1']}");
+    assert_eq!(svc_of(&plain, DEFAULT_CLASS).kind, Kind::NotLoadBalancer);
+    let v6 = service("metadata: {name: a}\nspec: {type: LoadBalancer, clusterIPs: ['fd00::1']}");
+    assert_eq!(svc_of(&v6, DEFAULT_CLASS).families, [Family::V6]);
+}
+
+#[test]
+fn the_legacy_configmap_is_read_and_bad_entries_reported() {
+    let data: BTreeMap<String, String> = [
+        ("10.4.0.50", "default/echoheaders"),
+        ("10.4.0.51", "shop/web:PROXY"),
+        ("10.4.0.52", "nonamespace"),
+        ("banana", "default/x"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let (map, ignored) = legacy_map(&data);
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    assert_eq!(map[&ip("10.4.0.50")], "default/echoheaders");
+    assert_eq!(map[&ip("10.4.0.51")], "shop/web");
+    assert_eq!(map.len(), 2);
+    assert_eq!(
+        ignored,
+        [
+            "10.4.0.52: \"nonamespace\" is not namespace/name",
+            "\"banana\": not an IP address"
+        ]
+    );
+}
+
+#[test]
+fn addresses_spread_over_their_familys_groups() {
+    let ips: BTreeSet<IpAddr> = (1..=40u8)
+        .map(|i| IpAddr::from([10, 0, 0, i]))
+        .chain(["fd00::1".parse().expect("ip")])
+        .collect();
+    let group = |vrid| GroupId {
+        family: Family::V4,
+        vrid,
+    };
+    let (groups, homeless) = spread(&ips, &[group(61), group(62)]);
+    assert_eq!(groups[0].len() + groups[1].len(), 40);
+    assert!(!groups[0].is_empty() && !groups[1].is_empty());
+    assert_eq!(homeless.len(), 1);
+    // Another node listing its groups the other way round agrees.
+    let (other, _) = spread(&ips, &[group(62), group(61)]);
+    assert_eq!((&groups[0], &groups[1]), (&other[1], &other[0]));
+}
+
+#[test]
+fn the_status_patch_sets_or_clears_the_ingress() {
+    let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+    assert_eq!(
+        status_patch(&[ip]),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}})
+    );
+    assert_eq!(
+        status_patch(&[]),
+        json!({"status": {"loadBalancer": {"ingress": null}}})
+    );
+}
+
+#[test]
+fn the_group_is_picked_alike_on_every_node_and_spreads() {
+    let a = "10.4.0.50".parse::<IpAddr>().expect("ip");
+    let picked = pick_group(a, &[61, 62, 63, 64]).expect("a group");
+    // Whatever the order of the list.
+    assert_eq!(pick_group(a, &[64, 63, 62, 61]), Some(picked));
+    let mut counts = BTreeMap::new();
+    for i in 0..=255u8 {
+        let g = pick_group(IpAddr::V4(Ipv4Addr::new(10, 4, 0, i)), &[61, 62, 63, 64]);
+        *counts.entry(g.expect("a group")).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 4);
+    assert!(counts.values().all(|c| *c > 32), "{counts:?}");
+    // A group added moves only the addresses it wins.
+    for i in 0..=255u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 4, 0, i));
+        let before = pick_group(ip, &[61, 62, 63, 64]);
+        let after = pick_group(ip, &[61, 62, 63, 64, 65]);
+        assert!(after == before || after == Some(65));
+    }
+    assert_eq!(pick_group(a, &[7]), Some(7));
+    assert_eq!(pick_group(a, &[]), None);
+}
