@@ -1,5 +1,5 @@
-//! Turning one query into one response: a pure function of the snapshot, the query bytes, the
-//! transport and the clock. No sockets here, so every rule is unit- and property-tested.
+//! Turning one query into one response (the general path, and the reference): a pure function
+//! of the records, the query bytes, the transport and the clock. No sockets here, so every rule is unit- and property-tested.
 //!
 //! The rules follow what resolvers expect of an authoritative server: AA on in-zone answers,
 //! REFUSED outside the served zones, NXDOMAIN vs NODATA with the SOA in the authority section,
@@ -13,9 +13,10 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::index::{Entry, Snapshot, Zone};
-use crate::key::{key_to_name, name_to_key, strip_labels};
+use crate::index::{Entry, Records, Zone};
+use crate::key::{name_to_key, strip_labels};
 use crate::record::Host;
+use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, default_ns, soa_names};
 
 /// Largest UDP payload we advertise and send by default (DNS flag day 2020: avoids IP
 /// fragmentation on every common path).
@@ -25,12 +26,6 @@ const PLAIN_UDP_PAYLOAD: u16 = 512;
 /// How many CNAMEs we follow inside our zones before we hand the rest to the resolver
 /// (CoreDNS stops at 8 as well).
 pub const MAX_CNAME_CHAIN: usize = 8;
-/// SOA timers. The minimum doubles as the negative-caching TTL (RFC 2308) and as the SOA
-/// record's own TTL: 30 s, the federation record TTL, so a name that appears is seen quickly.
-pub(crate) const SOA_REFRESH: i32 = 7200;
-pub(crate) const SOA_RETRY: i32 = 1800;
-pub(crate) const SOA_EXPIRE: i32 = 86400;
-pub(crate) const SOA_MINIMUM: u32 = 30;
 /// TXT character-strings hold at most 255 bytes.
 const TXT_CHUNK: usize = 255;
 
@@ -109,7 +104,7 @@ impl Default for AnswerOptions {
 /// Answers one received message. `rotation` picks the order of multi-record answers (callers
 /// pass a counter so that consecutive answers rotate).
 pub fn respond(
-    snap: &Snapshot,
+    records: &Records,
     request: &[u8],
     transport: Transport,
     opts: AnswerOptions,
@@ -168,16 +163,16 @@ pub fn respond(
             _ => {}
         }
         let lname = query.name().to_lowercase();
-        let Some((zi, zone)) = snap.zones().find(&lname) else {
+        let Some((zi, zone)) = records.zones().find(&lname) else {
             break 'rcode ResponseCode::Refused;
         };
-        if !snap.is_loaded() {
+        if !records.is_loaded() {
             // Not loaded from etcd yet: we know nothing, so we must not deny anything.
             break 'rcode ResponseCode::ServFail;
         }
         resp.metadata.authoritative = true;
         let mut r = Resolver {
-            snap,
+            records,
             now,
             rotation,
             out: Sections::default(),
@@ -251,7 +246,7 @@ struct Sections {
 }
 
 struct Resolver<'a> {
-    snap: &'a Snapshot,
+    records: &'a Records,
     now: Instant,
     rotation: usize,
     out: Sections,
@@ -294,7 +289,7 @@ impl<'a> Resolver<'a> {
                 Step::Alias(target) => {
                     let ttl = entries
                         .iter()
-                        .map(|e| self.snap.ttl(e, self.now))
+                        .map(|e| self.records.ttl(e, self.now))
                         .min()
                         .unwrap_or(SOA_MINIMUM);
                     self.out.answers.push(Record::from_rdata(
@@ -308,7 +303,7 @@ impl<'a> Resolver<'a> {
                         return ResponseCode::NoError;
                     }
                     // Out of our zones: the resolver follows the CNAME itself.
-                    let Some((nzi, nzone)) = self.snap.zones().find(&ltarget) else {
+                    let Some((nzi, nzone)) = self.records.zones().find(&ltarget) else {
                         return ResponseCode::NoError;
                     };
                     (zi, zone) = (nzi, nzone.clone());
@@ -322,10 +317,10 @@ impl<'a> Resolver<'a> {
     /// (never the whole zone).
     fn entries_of(&self, lname: &Name, zone: &Zone) -> Vec<&'a Entry> {
         if *lname == zone.name {
-            self.snap.node(&format!("{}/dns/apex", zone.key))
+            self.records.node(&format!("{}/dns/apex", zone.key))
         } else {
-            self.snap
-                .node(&name_to_key(self.snap.zones().prefix(), lname))
+            self.records
+                .node(&name_to_key(self.records.zones().prefix(), lname))
         }
     }
 
@@ -381,7 +376,7 @@ impl<'a> Resolver<'a> {
                 .filter_map(|e| match &e.record.host {
                     Host::Name(n) if !e.record.mail => Some(Record::from_rdata(
                         owner.clone(),
-                        self.snap.ttl(e, self.now),
+                        self.records.ttl(e, self.now),
                         RData::PTR(PTR(n.clone())),
                     )),
                     _ => None,
@@ -393,7 +388,7 @@ impl<'a> Resolver<'a> {
                 ns
             }
             RecordType::SOA if apex => {
-                let zi = self.snap.zones().find(&zone.name).map_or(0, |(i, _)| i);
+                let zi = self.records.zones().find(&zone.name).map_or(0, |(i, _)| i);
                 let mut soa = self.soa(zi, zone);
                 soa.name = owner.clone();
                 vec![soa]
@@ -420,7 +415,7 @@ impl<'a> Resolver<'a> {
     fn min_ttl(&self, entries: &[&Entry]) -> u32 {
         entries
             .iter()
-            .map(|e| self.snap.ttl(e, self.now))
+            .map(|e| self.records.ttl(e, self.now))
             .min()
             .unwrap_or(SOA_MINIMUM)
     }
@@ -436,7 +431,7 @@ impl<'a> Resolver<'a> {
                 };
                 Some(Record::from_rdata(
                     owner.clone(),
-                    self.snap.ttl(e, self.now),
+                    self.records.ttl(e, self.now),
                     rdata,
                 ))
             })
@@ -451,7 +446,7 @@ impl<'a> Resolver<'a> {
                 let chunks: Vec<&[u8]> = e.record.text.as_bytes().chunks(TXT_CHUNK).collect();
                 Record::from_rdata(
                     owner.clone(),
-                    self.snap.ttl(e, self.now),
+                    self.records.ttl(e, self.now),
                     RData::TXT(TXT::from_bytes(chunks)),
                 )
             })
@@ -482,7 +477,7 @@ impl<'a> Resolver<'a> {
         let mut out = Vec::with_capacity(chosen.len());
         for e in chosen {
             let r = &e.record;
-            let ttl = self.snap.ttl(e, self.now);
+            let ttl = self.records.ttl(e, self.now);
             let (target, address) = match &r.host {
                 Host::Name(n) => (strip_labels(n, r.target_strip), None),
                 Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),
@@ -517,13 +512,13 @@ impl<'a> Resolver<'a> {
     }
 
     fn made_up_target(&self, e: &Entry) -> Name {
-        made_up_target(self.snap, e)
+        e.target_name(self.records.zones().prefix())
     }
 
     /// A and AAAA of an in-zone target, for the additional section.
     fn in_zone_addresses(&self, target: &Name) -> Vec<Record> {
         let lt = target.to_lowercase();
-        let Some((_, zone)) = self.snap.zones().find(&lt) else {
+        let Some((_, zone)) = self.records.zones().find(&lt) else {
             return Vec::new();
         };
         let entries = self.entries_of(&lt, zone);
@@ -535,10 +530,10 @@ impl<'a> Resolver<'a> {
     /// NS records at the apex from `ns.dns.<zone>`, with glue; `ns.dns.<zone>` itself when
     /// etcd holds none.
     fn ns(&self, owner: &Name, zone: &Zone) -> (Vec<Record>, Vec<Record>) {
-        let entries = self.snap.node(&format!("{}/dns/ns", zone.key));
+        let entries = self.records.node(&format!("{}/dns/ns", zone.key));
         let (mut ns, mut glue) = (Vec::new(), Vec::new());
         for e in &entries {
-            let ttl = self.snap.ttl(e, self.now);
+            let ttl = self.records.ttl(e, self.now);
             let (name, addr) = match &e.record.host {
                 Host::Name(n) => (n.clone(), None),
                 Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),
@@ -562,14 +557,14 @@ impl<'a> Resolver<'a> {
     }
 
     fn soa(&self, zi: usize, zone: &Zone) -> Record {
-        let (mname, rname) = soa_names(self.snap, zone);
+        let (mname, rname) = soa_names(self.records, zone);
         Record::from_rdata(
             zone.name.clone(),
             SOA_MINIMUM,
             RData::SOA(SOA::new(
                 mname,
                 rname,
-                self.snap.serial(zi),
+                self.records.serial(zi),
                 SOA_REFRESH,
                 SOA_RETRY,
                 SOA_EXPIRE,
@@ -583,36 +578,6 @@ impl<'a> Resolver<'a> {
 enum Kind {
     Srv,
     Mx,
-}
-
-/// A target name made from a record's key (SkyDNS `msg.Domain`), minus `targetstrip` labels.
-fn made_up_target(snap: &Snapshot, e: &Entry) -> Name {
-    key_to_name(snap.zones().prefix(), &e.key)
-        .map(|n| strip_labels(&n, e.record.target_strip))
-        .unwrap_or_else(Name::root)
-}
-
-/// The SOA's MNAME (the first NS, else `ns.dns.<zone>`) and RNAME (`hostmaster.<zone>`).
-pub(crate) fn soa_names(snap: &Snapshot, zone: &Zone) -> (Name, Name) {
-    let mname = snap
-        .node(&format!("{}/dns/ns", zone.key))
-        .iter()
-        .find_map(|e| match &e.record.host {
-            Host::Name(n) => Some(n.clone()),
-            Host::V4(_) | Host::V6(_) => Some(made_up_target(snap, e)),
-            Host::None => None,
-        })
-        .unwrap_or_else(|| default_ns(zone));
-    let rname = Name::from_ascii("hostmaster")
-        .and_then(|h| h.append_name(&zone.name))
-        .unwrap_or_else(|_| zone.name.clone());
-    (mname, rname)
-}
-
-fn default_ns(zone: &Zone) -> Name {
-    Name::from_ascii("ns.dns")
-        .and_then(|n| n.append_name(&zone.name))
-        .unwrap_or_else(|_| zone.name.clone())
 }
 
 /// One RRset: no duplicate data, one TTL (the lowest, RFC 2181 §5.2).

@@ -17,4 +17,5 @@ pub mod index;
 pub mod key;
 pub mod record;
 pub mod server;
+pub mod soa;
 pub mod sync;

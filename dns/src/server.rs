@@ -68,7 +68,7 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// A responder over the shared snapshot.
+    /// A responder over the served records.
     pub fn new(shared: Arc<Shared>, opts: AnswerOptions, tcp_idle_timeout: Duration) -> Self {
         Self {
             shared,
@@ -79,10 +79,10 @@ impl Responder {
     }
 
     fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let snap = self.shared.snapshot.load();
+        let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         match respond(
-            &snap,
+            &served.records,
             request,
             transport,
             self.opts,
@@ -244,7 +244,7 @@ fn serve_udp(socket: std::net::UdpSocket, responder: &Responder, cancel: &Cancel
                     continue;
                 }
             };
-            let snap = responder.shared.snapshot.load();
+            let served = responder.shared.served.load();
             for msg in received {
                 let (Some(peer), Some(data)) = (msg.address, msg.iovs().next()) else {
                     continue;
@@ -256,7 +256,14 @@ fn serve_udp(socket: std::net::UdpSocket, responder: &Responder, cancel: &Cancel
                 let query = &data[..msg.bytes.min(data.len())];
                 rotation = rotation.wrapping_add(1);
                 let out = &mut outs[replies];
-                let n = match fast::respond_fast(&snap, query, responder.opts, rotation, out) {
+                let n = match fast::respond_fast(
+                    &served.records,
+                    &served.fast,
+                    query,
+                    responder.opts,
+                    rotation,
+                    out,
+                ) {
                     Some(n) => {
                         fast_answers.increment(1);
                         n

@@ -1,9 +1,9 @@
-//! Keeping the snapshot current with etcd.
+//! Keeping the served records current with etcd.
 //!
 //! Start: a paged range read of the prefix pinned to one revision, then one watch from that
-//! revision + 1. Each watch response is applied to a private copy of the snapshot which is then
-//! published atomically; queries never wait for etcd. When the watch breaks, stalls, or etcd is
-//! down, the last snapshot keeps answering while we reconnect with backoff (to any configured
+//! revision + 1. Each watch response is applied to a private copy of the records (and the fast
+//! path's table) which is then published atomically as one [`Served`]; queries never wait for
+//! etcd. When the watch breaks, stalls, or etcd is down, the last [`Served`] keeps answering while we reconnect with backoff (to any configured
 //! endpoint) and resume from the last revision seen. A compacted start revision, or an etcd
 //! whose history does not continue ours, means events were lost: reload everything.
 
@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::EtcdSettings;
 use crate::fast;
-use crate::index::{Snapshot, Zones};
+use crate::index::{Records, Zones};
 use crate::record::Record;
 
 /// Keys per range request during the initial load. etcd 3.4 walks the whole rest of the range
@@ -88,26 +88,47 @@ pub enum SyncState {
     Disconnected = 2,
 }
 
+/// What the query path reads, published as one value: the records at one revision and the fast
+/// path's answers compiled from them.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The records.
+    pub records: Records,
+    /// The fast path's compiled answers of `records`.
+    pub fast: fast::Table,
+}
+
+impl Served {
+    /// No records and nothing compiled.
+    fn empty(zones: Arc<Zones>, revision: i64) -> Self {
+        Self {
+            records: Records::new(zones, revision),
+            fast: fast::Table::default(),
+        }
+    }
+}
+
 /// What the sync task publishes and everyone else reads.
 #[derive(Debug)]
 pub struct Shared {
-    /// The current snapshot. Readers `load()` it; only the sync task stores.
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The records and compiled answers being served. Readers `load()` it (one atomic load, no
+    /// lock); only the sync task stores.
+    pub served: ArcSwap<Served>,
     /// Set once the first complete load is published.
     pub ready: AtomicBool,
     state: AtomicU64,
     started: Instant,
     last_sync_ms: AtomicU64,
-    /// The snapshot replaced by the last publish, kept until the next one so that it is freed
+    /// The value replaced by the last publish, kept until the next one so that it is freed
     /// here, on the sync task, and not on a UDP worker whose guard happened to hold it last.
-    retired: Mutex<Option<Arc<Snapshot>>>,
+    retired: Mutex<Option<Arc<Served>>>,
 }
 
 impl Shared {
-    /// An unloaded, empty snapshot for `zones`.
+    /// Unloaded, empty records for `zones`.
     pub fn new(zones: Arc<Zones>) -> Self {
         Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(zones, 0)),
+            served: ArcSwap::from_pointee(Served::empty(zones, 0)),
             ready: AtomicBool::new(false),
             state: AtomicU64::new(SyncState::Loading as u64),
             started: Instant::now(),
@@ -130,7 +151,8 @@ impl Shared {
         metrics::gauge!("fedplane_dns_sync_state").set(f64::from(s as u8));
     }
 
-    /// Time since the snapshot was last confirmed to match etcd (`None` before the first load).
+    /// Time since the served records were last confirmed to match etcd (`None` before the
+    /// first load).
     pub fn snapshot_age(&self) -> Option<Duration> {
         if !self.ready.load(Ordering::Relaxed) {
             return None;
@@ -139,10 +161,10 @@ impl Shared {
         Some(self.started.elapsed().saturating_sub(last))
     }
 
-    /// Publishes `snap`; `synced` says it is known to match etcd now (a load, or a watch
+    /// Publishes `served`; `synced` says it is known to match etcd now (a load, or a watch
     /// message), which resets the snapshot age.
-    fn publish(&self, snap: &Snapshot, synced: bool) {
-        let old = self.snapshot.swap(Arc::new(snap.clone()));
+    fn publish(&self, served: &Served, synced: bool) {
+        let old = self.served.swap(Arc::new(served.clone()));
         let older = self
             .retired
             .lock()
@@ -155,9 +177,9 @@ impl Shared {
         }
         #[allow(clippy::cast_precision_loss)]
         {
-            metrics::gauge!("fedplane_dns_snapshot_revision").set(snap.revision() as f64);
-            metrics::gauge!("fedplane_dns_records").set(snap.len() as f64);
-            metrics::gauge!("fedplane_dns_compiled_names").set(snap.compiled_len() as f64);
+            metrics::gauge!("fedplane_dns_snapshot_revision").set(served.records.revision() as f64);
+            metrics::gauge!("fedplane_dns_records").set(served.records.len() as f64);
+            metrics::gauge!("fedplane_dns_compiled_names").set(served.fast.len() as f64);
         }
     }
 }
@@ -215,7 +237,7 @@ impl EtcdSync {
                 r = self.session(&mut need_load, &mut backoff) => r,
             };
             let Err(e) = result else { return };
-            let revision = self.shared.snapshot.load().revision();
+            let revision = self.shared.served.load().records.revision();
             let reload = match e {
                 SyncError::Compacted { .. } => Some("compacted"),
                 SyncError::Diverged(_) => Some("diverged"),
@@ -258,36 +280,39 @@ impl EtcdSync {
         backoff: &mut Duration,
     ) -> Result<(), SyncError> {
         let mut client = self.connect().await?;
-        let mut working: Snapshot = if *need_load {
-            let mut snap = self.load(&mut client).await?;
-            let leases = snap.leases_in_use();
-            self.refresh_leases(&mut client, &mut snap, &leases).await;
+        let mut working: Served = if *need_load {
+            let mut records = self.load(&mut client).await?;
+            let leases = records.leases_in_use();
+            self.refresh_leases(&mut client, &mut records, &leases)
+                .await;
             info!(
-                revision = snap.revision(),
-                records = snap.len(),
+                revision = records.revision(),
+                records = records.len(),
                 invalid = self.invalid.len(),
                 "loaded records from etcd"
             );
             // Ready as soon as everything is read: the general path answers every name
             // correctly while the fast path's answers are compiled.
-            self.shared.publish(&snap, true);
+            let mut served = Served {
+                records,
+                fast: fast::Table::default(),
+            };
+            self.shared.publish(&served, true);
             self.shared.ready.store(true, Ordering::Relaxed);
             // Only now: a load that failed half way is redone, never resumed.
             *need_load = false;
             let started = Instant::now();
-            let snap = tokio::task::spawn_blocking(move || {
-                fast::compile_all(&mut snap);
-                snap
-            })
-            .await
-            .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
-            info!(names = snap.compiled_len(), took = ?started.elapsed(), "compiled the fast path's answers");
-            self.shared.publish(&snap, true);
-            snap
+            let records = served.records.clone();
+            served.fast = tokio::task::spawn_blocking(move || fast::Table::compile(&records))
+                .await
+                .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
+            info!(names = served.fast.len(), took = ?started.elapsed(), "compiled the fast path's answers");
+            self.shared.publish(&served, true);
+            served
         } else {
-            (**self.shared.snapshot.load()).clone()
+            (**self.shared.served.load()).clone()
         };
-        let from = working.revision() + 1;
+        let from = working.records.revision() + 1;
         let mut stream = client
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
@@ -332,8 +357,8 @@ impl EtcdSync {
                     awaiting_progress = true;
                 }
                 _ = lease_tick.tick() => {
-                    let leases = working.leases_in_use();
-                    self.refresh_leases(&mut client, &mut working, &leases).await;
+                    let leases = working.records.leases_in_use();
+                    self.refresh_leases(&mut client, &mut working.records, &leases).await;
                     self.shared.publish(&working, false);
                 }
             }
@@ -366,7 +391,7 @@ impl EtcdSync {
     async fn on_watch_response(
         &mut self,
         client: &mut Client,
-        working: &mut Snapshot,
+        working: &mut Served,
         resp: &WatchResponse,
         from: i64,
     ) -> Result<(), SyncError> {
@@ -388,7 +413,7 @@ impl EtcdSync {
             if !resp.created()
                 && let Some(h) = resp.header()
             {
-                working.set_revision(h.revision());
+                working.records.set_revision(h.revision());
             }
             self.shared.publish(working, true);
             return Ok(());
@@ -402,29 +427,30 @@ impl EtcdSync {
             }
             match ev.event_type() {
                 EventType::Put => {
-                    if kv.lease() != 0 && !working.lease_known(kv.lease()) {
+                    if kv.lease() != 0 && !working.records.lease_known(kv.lease()) {
                         new_leases.push(kv.lease());
                     }
-                    self.apply_put(working, kv);
+                    self.apply_put(&mut working.records, kv);
                 }
                 EventType::Delete => {
                     if let Ok(key) = kv.key_str() {
                         if self.invalid.remove(key).is_some() {
                             self.invalid_gauge();
                         }
-                        working.delete(key, kv.mod_revision());
+                        working.records.delete(key, kv.mod_revision());
                     }
-                    working.set_revision(kv.mod_revision());
+                    working.records.set_revision(kv.mod_revision());
                 }
             }
         }
         if !new_leases.is_empty() {
             new_leases.sort_unstable();
             new_leases.dedup();
-            self.refresh_leases(client, working, &new_leases).await;
+            self.refresh_leases(client, &mut working.records, &new_leases)
+                .await;
         }
         // Only the names these keys can affect are recompiled, not the zone.
-        fast::recompile_keys(working, &changed);
+        working.fast.recompile(&working.records, &changed);
         self.shared.publish(working, true);
         Ok(())
     }
@@ -449,11 +475,11 @@ impl EtcdSync {
     }
 
     /// Reads every key under the prefix at one revision, page by page.
-    async fn load(&mut self, client: &mut Client) -> Result<Snapshot, SyncError> {
+    async fn load(&mut self, client: &mut Client) -> Result<Records, SyncError> {
         let end = self.prefix_end();
         let mut start = self.prefix_start().into_bytes();
         let mut revision = 0i64;
-        let mut snap: Option<Snapshot> = None;
+        let mut snap: Option<Records> = None;
         let mut invalid: HashMap<String, i64> = HashMap::new();
         let mut kv_client = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
         let started = Instant::now();
@@ -473,7 +499,7 @@ impl EtcdSync {
                 revision = resp.header().map_or(0, |h| h.revision());
                 self.cluster_id = resp.header().map_or(0, |h| h.cluster_id());
             }
-            let s = snap.get_or_insert_with(|| Snapshot::new(self.zones.clone(), revision));
+            let s = snap.get_or_insert_with(|| Records::new(self.zones.clone(), revision));
             for kv in resp.kvs() {
                 if let Ok(key) = kv.key_str()
                     && let Err(rev) = self.ingest(s, key, kv)
@@ -491,14 +517,14 @@ impl EtcdSync {
         }
         self.invalid = invalid;
         self.invalid_gauge();
-        let mut snap = snap.unwrap_or_else(|| Snapshot::new(self.zones.clone(), revision));
+        let mut snap = snap.unwrap_or_else(|| Records::new(self.zones.clone(), revision));
         snap.set_revision(revision);
         snap.mark_loaded();
         info!(keys = snap.len(), pages, took = ?started.elapsed(), "read the records");
         Ok(snap)
     }
 
-    fn apply_put(&mut self, working: &mut Snapshot, kv: &KeyValue) {
+    fn apply_put(&mut self, working: &mut Records, kv: &KeyValue) {
         working.set_revision(kv.mod_revision());
         let Ok(key) = kv.key_str() else {
             metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
@@ -518,7 +544,7 @@ impl EtcdSync {
     /// Puts one key into `snap` (keys outside the served zones are skipped). Returns
     /// `Err(revision)` when the value is invalid: it is then left out, and logged and counted
     /// unless this exact value was logged before.
-    fn ingest(&self, snap: &mut Snapshot, key: &str, kv: &KeyValue) -> Result<(), i64> {
+    fn ingest(&self, snap: &mut Records, key: &str, kv: &KeyValue) -> Result<(), i64> {
         if self.zones.find_key(key).is_none() {
             return Ok(());
         }
@@ -545,7 +571,7 @@ impl EtcdSync {
 
     /// Reads the remaining time of `leases`. Failures are logged, not fatal: a record whose
     /// lease time is unknown answers with a TTL of at most the 30 s floor.
-    async fn refresh_leases(&self, client: &mut Client, snap: &mut Snapshot, leases: &[i64]) {
+    async fn refresh_leases(&self, client: &mut Client, snap: &mut Records, leases: &[i64]) {
         let mut failed = 0usize;
         let mut last_error = None;
         for &id in leases {
@@ -553,7 +579,7 @@ impl EtcdSync {
                 Ok(Ok(resp)) => {
                     snap.set_lease_deadline(
                         id,
-                        Snapshot::lease_deadline(Instant::now(), resp.ttl()),
+                        Records::lease_deadline(Instant::now(), resp.ttl()),
                     );
                 }
                 Ok(Err(e)) => {
