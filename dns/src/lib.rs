@@ -10,6 +10,7 @@
 //! - [`config`]: command line and YAML.
 
 pub mod answer;
+pub mod apply;
 pub mod config;
 pub mod fast;
 pub mod http;

@@ -7,7 +7,6 @@
 //! endpoint) and resume from the last revision seen. A compacted start revision, or an etcd
 //! whose history does not continue ours, means events were lost: reload everything.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,10 +16,10 @@ use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions, WatchRe
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::apply::{self, Change, InvalidKeys, Kv, Load, Rejected};
 use crate::config::EtcdSettings;
 use crate::fast;
 use crate::index::{Records, Zones};
-use crate::record::Record;
 
 /// Keys per range request during the initial load. etcd 3.4 walks the whole rest of the range
 /// on every page (the limit is applied after), so a load costs about pages × keys: few, big
@@ -190,9 +189,9 @@ pub struct EtcdSync {
     settings: EtcdSettings,
     shared: Arc<Shared>,
     zones: Arc<Zones>,
-    /// Keys whose current value is invalid, with the revision we logged it at, so each bad
-    /// value is logged once however often we reload.
-    invalid: HashMap<String, i64>,
+    /// Keys whose current value is invalid, so each bad value is logged once however often we
+    /// reload.
+    invalid: InvalidKeys,
     /// The etcd cluster our snapshot came from.
     cluster_id: u64,
     /// Connection attempts so far; picks the endpoint of the next one.
@@ -206,7 +205,7 @@ impl EtcdSync {
             settings,
             shared,
             zones,
-            invalid: HashMap::new(),
+            invalid: InvalidKeys::default(),
             cluster_id: 0,
             attempt: 0,
         }
@@ -418,39 +417,29 @@ impl EtcdSync {
             self.shared.publish(working, true);
             return Ok(());
         }
-        let mut new_leases = Vec::new();
-        let mut changed = Vec::with_capacity(resp.events().len());
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            if let Ok(key) = kv.key_str() {
-                changed.push(key.to_owned());
-            }
-            match ev.event_type() {
-                EventType::Put => {
-                    if kv.lease() != 0 && !working.records.lease_known(kv.lease()) {
-                        new_leases.push(kv.lease());
-                    }
-                    self.apply_put(&mut working.records, kv);
-                }
-                EventType::Delete => {
-                    if let Ok(key) = kv.key_str() {
-                        if self.invalid.remove(key).is_some() {
-                            self.invalid_gauge();
-                        }
-                        working.records.delete(key, kv.mod_revision());
-                    }
-                    working.records.set_revision(kv.mod_revision());
-                }
-            }
+        let changes = resp.events().iter().filter_map(|ev| {
+            let kv = ev.kv()?;
+            Some(match ev.event_type() {
+                EventType::Put => Change::Put(kv_of(kv)),
+                EventType::Delete => Change::Delete {
+                    key: kv.key(),
+                    revision: kv.mod_revision(),
+                },
+            })
+        });
+        let applied = apply::apply(&mut working.records, &mut self.invalid, changes);
+        report(&applied.rejected);
+        if applied.unreadable_keys > 0 {
+            metrics::counter!("fedplane_dns_invalid_records_total")
+                .increment(applied.unreadable_keys as u64);
         }
-        if !new_leases.is_empty() {
-            new_leases.sort_unstable();
-            new_leases.dedup();
-            self.refresh_leases(client, &mut working.records, &new_leases)
+        self.invalid_gauge();
+        if !applied.new_leases.is_empty() {
+            self.refresh_leases(client, &mut working.records, &applied.new_leases)
                 .await;
         }
         // Only the names these keys can affect are recompiled, not the zone.
-        working.fast.recompile(&working.records, &changed);
+        working.fast.recompile(&working.records, &applied.changed);
         self.shared.publish(working, true);
         Ok(())
     }
@@ -479,8 +468,7 @@ impl EtcdSync {
         let end = self.prefix_end();
         let mut start = self.prefix_start().into_bytes();
         let mut revision = 0i64;
-        let mut snap: Option<Records> = None;
-        let mut invalid: HashMap<String, i64> = HashMap::new();
+        let mut load: Option<Load> = None;
         let mut kv_client = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
         let started = Instant::now();
         let mut pages = 0usize;
@@ -499,14 +487,8 @@ impl EtcdSync {
                 revision = resp.header().map_or(0, |h| h.revision());
                 self.cluster_id = resp.header().map_or(0, |h| h.cluster_id());
             }
-            let s = snap.get_or_insert_with(|| Records::new(self.zones.clone(), revision));
-            for kv in resp.kvs() {
-                if let Ok(key) = kv.key_str()
-                    && let Err(rev) = self.ingest(s, key, kv)
-                {
-                    invalid.insert(key.to_owned(), rev);
-                }
-            }
+            let l = load.get_or_insert_with(|| Load::new(self.zones.clone(), revision));
+            report(&l.page(&self.invalid, resp.kvs().iter().map(kv_of)));
             match resp.kvs().last() {
                 Some(last) if resp.more() => {
                     start = last.key().to_vec();
@@ -515,53 +497,12 @@ impl EtcdSync {
                 _ => break,
             }
         }
+        let load = load.unwrap_or_else(|| Load::new(self.zones.clone(), revision));
+        let (records, invalid) = load.finish(revision);
         self.invalid = invalid;
         self.invalid_gauge();
-        let mut snap = snap.unwrap_or_else(|| Records::new(self.zones.clone(), revision));
-        snap.set_revision(revision);
-        snap.mark_loaded();
-        info!(keys = snap.len(), pages, took = ?started.elapsed(), "read the records");
-        Ok(snap)
-    }
-
-    fn apply_put(&mut self, working: &mut Records, kv: &KeyValue) {
-        working.set_revision(kv.mod_revision());
-        let Ok(key) = kv.key_str() else {
-            metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
-            return;
-        };
-        match self.ingest(working, key, kv) {
-            Err(rev) => {
-                self.invalid.insert(key.to_owned(), rev);
-            }
-            Ok(()) => {
-                self.invalid.remove(key);
-            }
-        }
-        self.invalid_gauge();
-    }
-
-    /// Puts one key into `snap` (keys outside the served zones are skipped). Returns
-    /// `Err(revision)` when the value is invalid: it is then left out, and logged and counted
-    /// unless this exact value was logged before.
-    fn ingest(&self, snap: &mut Records, key: &str, kv: &KeyValue) -> Result<(), i64> {
-        if self.zones.find_key(key).is_none() {
-            return Ok(());
-        }
-        match Record::parse(kv.value()) {
-            Ok(record) => {
-                snap.put(key, record, kv.lease(), kv.mod_revision());
-                Ok(())
-            }
-            Err(e) => {
-                if self.invalid.get(key) != Some(&kv.mod_revision()) {
-                    warn!(key, revision = kv.mod_revision(), error = %e, "ignoring invalid record value");
-                    metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
-                }
-                snap.delete(key, kv.mod_revision());
-                Err(kv.mod_revision())
-            }
-        }
+        info!(keys = records.len(), pages, took = ?started.elapsed(), "read the records");
+        Ok(records)
     }
 
     fn invalid_gauge(&self) {
@@ -600,6 +541,24 @@ impl EtcdSync {
         }
         let in_use = snap.leases_in_use();
         snap.retain_leases(&in_use);
+    }
+}
+
+/// An etcd key value as [`apply`] reads it.
+fn kv_of(kv: &KeyValue) -> Kv<'_> {
+    Kv {
+        key: kv.key(),
+        value: kv.value(),
+        lease: kv.lease(),
+        revision: kv.mod_revision(),
+    }
+}
+
+/// Logs and counts invalid values (each value once, however often it is read).
+fn report(rejected: &[Rejected]) {
+    for r in rejected {
+        warn!(key = r.key.as_str(), revision = r.revision, error = %r.error, "ignoring invalid record value");
+        metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
     }
 }
 
