@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions, WatchResponse};
+use etcd_client::{Client, EventType, KeyValue, WatchOptions, WatchResponse};
+use fedplane_ops::etcd::{MAX_MESSAGE, Paging, RequestError, bounded, prefix_range, read_prefix};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -26,9 +27,6 @@ use crate::index::{Records, Zones};
 /// pages load 900k keys in seconds. 50,000 SkyDNS values are under 10 MiB, well within
 /// [`MAX_MESSAGE`].
 pub const LOAD_PAGE_SIZE: i64 = 50_000;
-/// Largest gRPC message we accept: a page of large values, or a big watch batch, must not make
-/// the load fail forever on tonic's 4 MiB default.
-const MAX_MESSAGE: usize = 64 << 20;
 /// How often lease deadlines are re-read, so TTLs follow keep-alives.
 const LEASE_REFRESH: Duration = Duration::from_secs(10);
 /// How often we ask etcd to confirm the watch is current (a progress request). No answer by the
@@ -38,8 +36,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Bound on a single unary etcd request (a range page, a lease lookup).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong talking to etcd. None of these stop the server.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +218,13 @@ impl EtcdSync {
         }
     }
 
+    fn request_err(&self, e: RequestError) -> SyncError {
+        match e {
+            RequestError::Timeout => SyncError::Timeout(self.endpoints()),
+            RequestError::Etcd(source) => self.etcd_err(source),
+        }
+    }
+
     /// Runs until `cancel` fires. Never returns an error: failures are logged, counted, and
     /// retried while the last snapshot keeps answering.
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -312,14 +315,15 @@ impl EtcdSync {
             (**self.shared.served.load()).clone()
         };
         let from = working.records.revision() + 1;
+        let (start, end) = prefix_range(&self.settings.prefix);
         let mut stream = client
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
             .watch(
-                self.prefix_start(),
+                start,
                 Some(
                     WatchOptions::new()
-                        .with_range(self.prefix_end())
+                        .with_range(end)
                         .with_start_revision(from)
                         .with_progress_notify(),
                 ),
@@ -444,63 +448,37 @@ impl EtcdSync {
         Ok(())
     }
 
-    fn prefix_start(&self) -> String {
-        format!("{}/", self.settings.prefix)
-    }
-
-    fn prefix_end(&self) -> String {
-        format!("{}0", self.settings.prefix)
-    }
-
     async fn connect(&self) -> Result<Client, SyncError> {
         let opts = self.settings.connect_options();
         // One endpoint per attempt, taking turns: a dead endpoint costs one attempt, not a
         // balancer that keeps picking it.
         let n = self.settings.endpoints.len().max(1);
         let endpoint = &self.settings.endpoints[self.attempt % n];
-        bounded(&self.endpoints(), Client::connect([endpoint], Some(opts)))
-            .await?
-            .map_err(|e| self.etcd_err(e))
+        bounded(Client::connect([endpoint], Some(opts)))
+            .await
+            .map_err(|e| self.request_err(e))
     }
 
     /// Reads every key under the prefix at one revision, page by page.
     async fn load(&mut self, client: &mut Client) -> Result<Records, SyncError> {
-        let end = self.prefix_end();
-        let mut start = self.prefix_start().into_bytes();
-        let mut revision = 0i64;
-        let mut load: Option<Load> = None;
-        let mut kv_client = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
         let started = Instant::now();
-        let mut pages = 0usize;
-        loop {
-            pages += 1;
-            let mut opts = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LOAD_PAGE_SIZE);
-            if revision > 0 {
-                opts = opts.with_revision(revision);
-            }
-            let resp = bounded(&self.endpoints(), kv_client.get(start.clone(), Some(opts)))
-                .await?
-                .map_err(|e| self.etcd_err(e))?;
-            if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
-                self.cluster_id = resp.header().map_or(0, |h| h.cluster_id());
-            }
+        let paging = Paging {
+            page: LOAD_PAGE_SIZE,
+            sort_by_key: false,
+        };
+        let mut load: Option<Load> = None;
+        let read = read_prefix(client, &self.settings.prefix, paging, |revision, kvs| {
             let l = load.get_or_insert_with(|| Load::new(self.zones.clone(), revision));
-            report(&l.page(&self.invalid, resp.kvs().iter().map(kv_of)));
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    start = last.key().to_vec();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
-        let load = load.unwrap_or_else(|| Load::new(self.zones.clone(), revision));
-        let (records, invalid) = load.finish(revision);
+            report(&l.page(&self.invalid, kvs.iter().map(kv_of)));
+        })
+        .await
+        .map_err(|e| self.request_err(e))?;
+        self.cluster_id = read.cluster_id;
+        let load = load.unwrap_or_else(|| Load::new(self.zones.clone(), read.revision));
+        let (records, invalid) = load.finish(read.revision);
         self.invalid = invalid;
         self.invalid_gauge();
+        let pages = read.pages;
         info!(keys = records.len(), pages, took = ?started.elapsed(), "read the records");
         Ok(records)
     }
@@ -512,24 +490,20 @@ impl EtcdSync {
 
     /// Reads the remaining time of `leases`. Failures are logged, not fatal: a record whose
     /// lease time is unknown answers with a TTL of at most the 30 s floor.
-    async fn refresh_leases(&self, client: &mut Client, snap: &mut Records, leases: &[i64]) {
+    async fn refresh_leases(&self, client: &mut Client, records: &mut Records, leases: &[i64]) {
         let mut failed = 0usize;
         let mut last_error = None;
         for &id in leases {
-            match bounded(&self.endpoints(), client.lease_time_to_live(id, None)).await {
-                Ok(Ok(resp)) => {
-                    snap.set_lease_deadline(
+            match bounded(client.lease_time_to_live(id, None)).await {
+                Ok(resp) => {
+                    records.set_lease_deadline(
                         id,
                         Records::lease_deadline(Instant::now(), resp.ttl()),
                     );
                 }
-                Ok(Err(e)) => {
-                    failed += 1;
-                    last_error = Some(self.etcd_err(e).to_string());
-                }
                 Err(e) => {
                     failed += 1;
-                    last_error = Some(e.to_string());
+                    last_error = Some(self.request_err(e).to_string());
                 }
             }
         }
@@ -539,8 +513,8 @@ impl EtcdSync {
                 error, "cannot read etcd lease times; their records answer with TTL at most 30 s"
             );
         }
-        let in_use = snap.leases_in_use();
-        snap.retain_leases(&in_use);
+        let in_use = records.leases_in_use();
+        records.retain_leases(&in_use);
     }
 }
 
@@ -560,13 +534,4 @@ fn report(rejected: &[Rejected]) {
         warn!(key = r.key.as_str(), revision = r.revision, error = %r.error, "ignoring invalid record value");
         metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
     }
-}
-
-async fn bounded<T>(
-    endpoints: &str,
-    f: impl std::future::Future<Output = T>,
-) -> Result<T, SyncError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, f)
-        .await
-        .map_err(|_| SyncError::Timeout(endpoints.to_owned()))
 }
