@@ -274,12 +274,8 @@ impl<'a> Resolver<'a> {
                 return ResponseCode::NXDomain;
             }
             match self.step(&owner, qtype, &entries, apex, &zone) {
-                Step::Records(mut records) => {
-                    if records.len() > 1 {
-                        let n = self.rotation % records.len();
-                        records.rotate_left(n);
-                    }
-                    self.out.answers.extend(records);
+                Step::Records(records) => {
+                    self.answer_rotated(records);
                     return ResponseCode::NoError;
                 }
                 Step::NoData => {
@@ -287,11 +283,7 @@ impl<'a> Resolver<'a> {
                     return ResponseCode::NoError;
                 }
                 Step::Alias(target) => {
-                    let ttl = entries
-                        .iter()
-                        .map(|e| self.records.ttl(e, self.now))
-                        .min()
-                        .unwrap_or(SOA_MINIMUM);
+                    let ttl = self.min_ttl(&entries);
                     self.out.answers.push(Record::from_rdata(
                         owner.clone(),
                         ttl,
@@ -313,6 +305,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Adds the answer RRset, rotated so that consecutive answers take turns.
+    fn answer_rotated(&mut self, mut records: Vec<Record>) {
+        if records.len() > 1 {
+            let n = self.rotation % records.len();
+            records.rotate_left(n);
+        }
+        self.out.answers.extend(records);
+    }
+
     /// The records of a name: its key and subtree, or for a zone apex only `<zone>/dns/apex`
     /// (never the whole zone).
     fn entries_of(&self, lname: &Name, zone: &Zone) -> Vec<&'a Entry> {
@@ -324,6 +325,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// What `owner` holds for `qtype`: an alias to follow, the answer records, or NODATA.
     fn step(
         &mut self,
         owner: &Name,
@@ -332,56 +334,51 @@ impl<'a> Resolver<'a> {
         apex: bool,
         zone: &Zone,
     ) -> Step {
-        let has = |f: fn(&Host) -> bool| entries.iter().any(|e| f(&e.record.host));
-        let alias_target = || {
-            entries.iter().find_map(|e| match &e.record.host {
-                Host::Name(n) if !e.record.mail => Some(n.clone()),
-                _ => None,
-            })
-        };
-        // A name is an alias (CNAME) when it lists only names: no addresses, never the apex.
-        // An alias holds no other data (RFC 1034 3.6.2), except that SRV and PTR queries read
-        // name hosts as SRV targets and PTR names, as SkyDNS does.
-        let alias = if apex || has(|h| matches!(h, Host::V4(_) | Host::V6(_))) {
-            None
-        } else {
-            alias_target()
-        };
+        let alias = alias_of(entries, apex);
         if let Some(t) = &alias
-            && !matches!(
-                qtype,
-                RecordType::CNAME | RecordType::SRV | RecordType::PTR | RecordType::ANY
-            )
+            && !reads_alias_data(qtype)
         {
             return Step::Alias(t.clone());
         }
-        let records = match qtype {
+        match qtype {
+            RecordType::CNAME => self.cname(owner, entries, alias),
+            RecordType::ANY => minimal_any(owner),
+            _ => {
+                let records = self.records_of_type(owner, qtype, entries, apex, zone);
+                settle(records, alias, qtype)
+            }
+        }
+    }
+
+    /// A CNAME query: the alias, or NODATA for a name that is none.
+    fn cname(&self, owner: &Name, entries: &[&Entry], alias: Option<Name>) -> Step {
+        alias.map_or(Step::NoData, |t| {
+            let ttl = self.min_ttl(entries);
+            Step::Records(vec![Record::from_rdata(
+                owner.clone(),
+                ttl,
+                RData::CNAME(CNAME(t)),
+            )])
+        })
+    }
+
+    /// The records of type `qtype` the entries make (none for types we do not hold); NS adds
+    /// its glue to the additional section.
+    fn records_of_type(
+        &mut self,
+        owner: &Name,
+        qtype: RecordType,
+        entries: &[&Entry],
+        apex: bool,
+        zone: &Zone,
+    ) -> Vec<Record> {
+        match qtype {
             RecordType::A => self.addresses(owner, entries, true),
             RecordType::AAAA => self.addresses(owner, entries, false),
-            RecordType::CNAME => {
-                return alias.map_or(Step::NoData, |t| {
-                    let ttl = self.min_ttl(entries);
-                    Step::Records(vec![Record::from_rdata(
-                        owner.clone(),
-                        ttl,
-                        RData::CNAME(CNAME(t)),
-                    )])
-                });
-            }
             RecordType::TXT => self.txt(owner, entries),
             RecordType::MX => self.targets(owner, entries, Kind::Mx),
             RecordType::SRV => self.targets(owner, entries, Kind::Srv),
-            RecordType::PTR => entries
-                .iter()
-                .filter_map(|e| match &e.record.host {
-                    Host::Name(n) if !e.record.mail => Some(Record::from_rdata(
-                        owner.clone(),
-                        self.records.ttl(e, self.now),
-                        RData::PTR(PTR(n.clone())),
-                    )),
-                    _ => None,
-                })
-                .collect(),
+            RecordType::PTR => self.ptr(owner, entries),
             RecordType::NS if apex => {
                 let (ns, glue) = self.ns(owner, zone);
                 self.out.additionals.extend(glue);
@@ -393,23 +390,23 @@ impl<'a> Resolver<'a> {
                 soa.name = owner.clone();
                 vec![soa]
             }
-            RecordType::ANY => {
-                // RFC 8482: a minimal answer instead of everything we hold.
-                return Step::Records(vec![Record::from_rdata(
-                    owner.clone(),
-                    SOA_MINIMUM,
-                    RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
-                )]);
-            }
             _ => Vec::new(),
-        };
-        if !records.is_empty() {
-            return Step::Records(uniform_rrset(records));
         }
-        match alias {
-            Some(t) if qtype != RecordType::PTR => Step::Alias(t),
-            _ => Step::NoData,
-        }
+    }
+
+    /// PTR: the name hosts (not mail) of the entries.
+    fn ptr(&self, owner: &Name, entries: &[&Entry]) -> Vec<Record> {
+        entries
+            .iter()
+            .filter_map(|e| match &e.record.host {
+                Host::Name(n) if !e.record.mail => Some(Record::from_rdata(
+                    owner.clone(),
+                    self.records.ttl(e, self.now),
+                    RData::PTR(PTR(n.clone())),
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     fn min_ttl(&self, entries: &[&Entry]) -> u32 {
@@ -571,6 +568,52 @@ impl<'a> Resolver<'a> {
                 SOA_MINIMUM,
             )),
         )
+    }
+}
+
+/// The alias (CNAME target) of a name: a name that lists only names (no addresses), never the
+/// apex. An alias holds no other data (RFC 1034 3.6.2), except that SRV and PTR queries read
+/// name hosts as SRV targets and PTR names, as SkyDNS does.
+fn alias_of(entries: &[&Entry], apex: bool) -> Option<Name> {
+    let has_address = entries
+        .iter()
+        .any(|e| matches!(e.record.host, Host::V4(_) | Host::V6(_)));
+    if apex || has_address {
+        return None;
+    }
+    entries.iter().find_map(|e| match &e.record.host {
+        Host::Name(n) if !e.record.mail => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// Query types answered from an alias's own data rather than by following it: CNAME and ANY,
+/// and SRV and PTR (name hosts are their targets and names).
+fn reads_alias_data(qtype: RecordType) -> bool {
+    matches!(
+        qtype,
+        RecordType::CNAME | RecordType::SRV | RecordType::PTR | RecordType::ANY
+    )
+}
+
+/// RFC 8482: a minimal answer to ANY instead of everything we hold.
+fn minimal_any(owner: &Name) -> Step {
+    Step::Records(vec![Record::from_rdata(
+        owner.clone(),
+        SOA_MINIMUM,
+        RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
+    )])
+}
+
+/// Records found are one RRset; none is NODATA, or for an alias (except PTR, whose data it
+/// is) the alias to follow.
+fn settle(records: Vec<Record>, alias: Option<Name>, qtype: RecordType) -> Step {
+    if !records.is_empty() {
+        return Step::Records(uniform_rrset(records));
+    }
+    match alias {
+        Some(t) if qtype != RecordType::PTR => Step::Alias(t),
+        _ => Step::NoData,
     }
 }
 
