@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use fedplane_controller::config::{Cli, Settings, Source};
-use fedplane_controller::http::{self, ControllerProbes};
+use fedplane_controller::probes::{self, ControllerProbes};
 use fedplane_controller::reconcile::{Reconciler, Status};
 use fedplane_controller::snapshot;
 use fedplane_controller::source::Cluster;
@@ -80,7 +80,7 @@ async fn run(settings: Settings, kubeconfig: Option<Kubeconfig>) -> anyhow::Resu
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    http::describe_metrics();
+    probes::describe_metrics();
 
     let cancel = CancellationToken::new();
     let changed = Arc::new(Notify::new());

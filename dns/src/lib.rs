@@ -6,16 +6,16 @@
 //! - [`index`]: the immutable record snapshot;
 //! - [`answer`]: query bytes + snapshot → response bytes (no I/O);
 //! - [`sync`]: etcd load + watch → snapshots;
-//! - [`server`]: UDP and TCP listeners; [`http`]: metrics and health;
+//! - [`server`]: UDP and TCP listeners; [`probes`]: readiness and metric help texts;
 //! - [`config`]: command line and YAML.
 
 pub mod answer;
 pub mod apply;
 pub mod config;
 pub mod fast;
-pub mod http;
 pub mod index;
 pub mod key;
+pub mod probes;
 pub mod record;
 pub mod server;
 pub mod soa;

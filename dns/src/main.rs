@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use fedplane_dns::answer::AnswerOptions;
 use fedplane_dns::config::{Cli, PASSWORD_ENV, Settings};
-use fedplane_dns::http::{self, DnsProbes};
 use fedplane_dns::index::Zones;
+use fedplane_dns::probes::{self, DnsProbes};
 use fedplane_dns::server::{self, Responder};
 use fedplane_dns::sync::{EtcdSync, Shared};
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -39,7 +39,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    http::describe_metrics();
+    probes::describe_metrics();
 
     let zones = Arc::new(Zones::new(&settings.etcd.prefix, &settings.zones));
     let shared = Arc::new(Shared::new(zones.clone()));
