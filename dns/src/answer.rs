@@ -252,6 +252,15 @@ struct Resolver<'a> {
     out: Sections,
 }
 
+/// The name being answered: the owner name as asked (its case is echoed), its entries, and
+/// its zone.
+struct Node<'n> {
+    owner: &'n Name,
+    entries: &'n [&'n Entry],
+    apex: bool,
+    zone: &'n Zone,
+}
+
 /// What one name holds for one query type.
 enum Step {
     Records(Vec<Record>),
@@ -273,7 +282,13 @@ impl<'a> Resolver<'a> {
                 self.out.authorities.push(self.soa(zi, &zone));
                 return ResponseCode::NXDomain;
             }
-            match self.step(&owner, qtype, &entries, apex, &zone) {
+            let node = Node {
+                owner: &owner,
+                entries: &entries,
+                apex,
+                zone: &zone,
+            };
+            match self.step(&node, qtype) {
                 Step::Records(records) => {
                     self.answer_rotated(records);
                     return ResponseCode::NoError;
@@ -325,53 +340,45 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// What `owner` holds for `qtype`: an alias to follow, the answer records, or NODATA.
-    fn step(
-        &mut self,
-        owner: &Name,
-        qtype: RecordType,
-        entries: &[&Entry],
-        apex: bool,
-        zone: &Zone,
-    ) -> Step {
-        let alias = alias_of(entries, apex);
+    /// What the name holds for `qtype`: an alias to follow, the answer records, or NODATA.
+    fn step(&mut self, node: &Node<'_>, qtype: RecordType) -> Step {
+        let alias = alias_of(node.entries, node.apex);
         if let Some(t) = &alias
             && !reads_alias_data(qtype)
         {
             return Step::Alias(t.clone());
         }
         match qtype {
-            RecordType::CNAME => self.cname(owner, entries, alias),
-            RecordType::ANY => minimal_any(owner),
+            RecordType::CNAME => self.cname(node, alias),
+            RecordType::ANY => minimal_any(node.owner),
             _ => {
-                let records = self.records_of_type(owner, qtype, entries, apex, zone);
+                let records = self.records_of_type(node, qtype);
                 settle(records, alias, qtype)
             }
         }
     }
 
     /// A CNAME query: the alias, or NODATA for a name that is none.
-    fn cname(&self, owner: &Name, entries: &[&Entry], alias: Option<Name>) -> Step {
+    fn cname(&self, node: &Node<'_>, alias: Option<Name>) -> Step {
         alias.map_or(Step::NoData, |t| {
-            let ttl = self.min_ttl(entries);
+            let ttl = self.min_ttl(node.entries);
             Step::Records(vec![Record::from_rdata(
-                owner.clone(),
+                node.owner.clone(),
                 ttl,
                 RData::CNAME(CNAME(t)),
             )])
         })
     }
 
-    /// The records of type `qtype` the entries make (none for types we do not hold); NS adds
-    /// its glue to the additional section.
-    fn records_of_type(
-        &mut self,
-        owner: &Name,
-        qtype: RecordType,
-        entries: &[&Entry],
-        apex: bool,
-        zone: &Zone,
-    ) -> Vec<Record> {
+    /// The records of type `qtype` the name's entries make (none for types we do not hold);
+    /// NS adds its glue to the additional section.
+    fn records_of_type(&mut self, node: &Node<'_>, qtype: RecordType) -> Vec<Record> {
+        let Node {
+            owner,
+            entries,
+            apex,
+            zone,
+        } = *node;
         match qtype {
             RecordType::A => self.addresses(owner, entries, true),
             RecordType::AAAA => self.addresses(owner, entries, false),

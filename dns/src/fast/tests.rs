@@ -73,6 +73,18 @@ fn snapshot(recs: &[(String, (String, bool))]) -> Served {
     }
 }
 
+/// The fast path's answer to `q`, written into `out`.
+fn fast(s: &Served, q: &[u8], rotation: usize, out: &mut [u8]) -> Option<usize> {
+    respond_fast(
+        &s.records,
+        &s.table,
+        q,
+        AnswerOptions::default(),
+        rotation,
+        out,
+    )
+}
+
 fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = 777;
@@ -146,7 +158,7 @@ proptest! {
             .collect();
         let q = query(&name, if aaaa { RecordType::AAAA } else { RecordType::A }, edns);
         let mut out = [0u8; MAX_FAST_RESPONSE];
-        if let Some(n) = respond_fast(&s.records, &s.table, &q, AnswerOptions::default(), rotation, &mut out) {
+        if let Some(n) = fast(&s, &q, rotation, &mut out) {
             let Outcome::Reply { bytes, .. } =
                 respond(&s.records, &q, Transport::Udp, AnswerOptions::default(), Instant::now(), rotation)
             else { panic!("general path dropped a query the fast path answered") };
@@ -197,15 +209,7 @@ fn compiled_answers_echo_case_rotate_and_carry_edns() {
     ]);
     let q = query("Hw.Example.COM.", RecordType::A, Some((4096, true)));
     let mut out = [0u8; MAX_FAST_RESPONSE];
-    let n = respond_fast(
-        &s.records,
-        &s.table,
-        &q,
-        AnswerOptions::default(),
-        1,
-        &mut out,
-    )
-    .expect("compiled");
+    let n = fast(&s, &q, 1, &mut out).expect("compiled");
     let m = Message::from_vec(&out[..n]).expect("parses");
     assert_eq!(m.queries[0].name().to_ascii(), "Hw.Example.COM.");
     assert_eq!(m.answers[0].data.to_string(), "10.0.0.2", "rotated by one");
@@ -229,15 +233,7 @@ fn nodata_serial_follows_later_changes_without_recompiling() {
     );
     let q = query("hw.example.com.", RecordType::AAAA, None);
     let mut out = [0u8; MAX_FAST_RESPONSE];
-    let n = respond_fast(
-        &s.records,
-        &s.table,
-        &q,
-        AnswerOptions::default(),
-        0,
-        &mut out,
-    )
-    .expect("compiled");
+    let n = fast(&s, &q, 0, &mut out).expect("compiled");
     let m = Message::from_vec(&out[..n]).expect("parses");
     let hickory_proto::rr::RData::SOA(soa) = &m.authorities[0].data else {
         panic!("no SOA")
@@ -266,15 +262,7 @@ fn what_is_not_compiled_falls_back() {
         ("alias.example.com.", RecordType::TXT),
     ] {
         assert!(
-            respond_fast(
-                &s.records,
-                &s.table,
-                &query(name, t, None),
-                AnswerOptions::default(),
-                0,
-                &mut out
-            )
-            .is_none(),
+            fast(&s, &query(name, t, None), 0, &mut out).is_none(),
             "{name} {t}"
         );
     }
@@ -296,15 +284,7 @@ fn an_ns_change_reaches_the_soa_of_compiled_nodata_answers() {
     s.table.recompile(&s.records, &[key]);
     let q = query("hw.example.com.", RecordType::AAAA, None);
     let mut out = [0u8; MAX_FAST_RESPONSE];
-    let n = respond_fast(
-        &s.records,
-        &s.table,
-        &q,
-        AnswerOptions::default(),
-        0,
-        &mut out,
-    )
-    .expect("compiled");
+    let n = fast(&s, &q, 0, &mut out).expect("compiled");
     let Outcome::Reply { bytes, .. } = respond(
         &s.records,
         &q,
