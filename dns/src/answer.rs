@@ -1,5 +1,6 @@
 //! Turning one query into one response (the general path, and the reference): a pure function
-//! of the records, the query bytes, the transport and the clock. No sockets here, so every rule is unit- and property-tested.
+//! of the records, the query bytes, the transport and the clock. No sockets here, so every rule
+//! is unit- and property-tested.
 //!
 //! The rules follow what resolvers expect of an authoritative server: AA on in-zone answers,
 //! REFUSED outside the served zones, NXDOMAIN vs NODATA with the SOA in the authority section,

@@ -1,7 +1,7 @@
 //! A zone's SOA and default NS, shared by both answer paths: the SOA timers, MNAME and RNAME.
 //!
-//! The general path ([`crate::answer`]) writes the SOA as a record, the fast path
-//! ([`crate::fast`]) precompiles it into wire format; both take its fields from here.
+//! The general path (`answer`) writes the SOA as a record, the fast path (`fast`) precompiles
+//! it into wire format; both take its fields from here.
 
 use hickory_proto::rr::Name;
 

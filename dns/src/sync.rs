@@ -1,11 +1,13 @@
-//! Keeping the served records current with etcd.
+//! Keeping the served records current with etcd: the etcd session, backoff and publishing.
 //!
 //! Start: a paged range read of the prefix pinned to one revision, then one watch from that
-//! revision + 1. Each watch response is applied to a private copy of the records (and the fast
-//! path's table) which is then published atomically as one [`Served`]; queries never wait for
-//! etcd. When the watch breaks, stalls, or etcd is down, the last [`Served`] keeps answering while we reconnect with backoff (to any configured
-//! endpoint) and resume from the last revision seen. A compacted start revision, or an etcd
-//! whose history does not continue ours, means events were lost: reload everything.
+//! revision + 1. Each watch response is applied ([`crate::apply`]) to a private copy of the
+//! records, the fast path's table is recompiled for the changed keys
+//! ([`crate::fast::Table::recompile`]), and both are published atomically as one [`Served`];
+//! queries never wait for etcd. When the watch breaks, stalls, or etcd is down, the last
+//! [`Served`] keeps answering while we reconnect with backoff (to any configured endpoint) and
+//! resume from the last revision seen. A compacted start revision, or an etcd whose history
+//! does not continue ours, means events were lost: reload everything.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
