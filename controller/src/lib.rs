@@ -12,14 +12,15 @@
 //!
 //! Edges: [`snapshot`] (YAML files), [`source`] (live clusters through kube watchers),
 //! [`store`] (etcd: owned keys and fenced transactions), [`election`] (one writer among
-//! replicas), [`reconcile`] (the loop), [`config`] and [`http`].
+//! replicas), [`reconcile`] (the loop), [`config`] and [`probes`] (readiness and metric help
+//! texts).
 
 pub mod config;
 pub mod election;
 #[cfg(test)]
 mod fixtures;
-pub mod http;
 pub mod plan;
+pub mod probes;
 pub mod reach;
 pub mod reconcile;
 pub mod selector;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use fedplane_controller::config::{Cli, Settings, Source};
-use fedplane_controller::http::{self, ControllerProbes};
+use fedplane_controller::probes::{self, ControllerProbes};
 use fedplane_controller::reconcile::{Reconciler, Status};
 use fedplane_controller::snapshot;
 use fedplane_controller::source::Cluster;
+use fedplane_ops::Runtime;
 use fedplane_ops::etcd::PASSWORD_ENV;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -21,8 +21,7 @@ use tracing::info;
 
 fn main() {
     let exit = |e: &dyn std::fmt::Display| -> ! {
-        eprintln!("fedplane-controller: {e:#}");
-        std::process::exit(2);
+        fedplane_ops::exit_usage("fedplane-controller", &format_args!("{e:#}"))
     };
     let mut cli = Cli::parse();
     let kubeconfig = if cli.all_contexts || !cli.contexts.is_empty() {
@@ -41,8 +40,7 @@ fn main() {
     )
     .unwrap_or_else(|e| exit(&e));
     fedplane_ops::init_tracing(&settings.log_format);
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let result = Runtime::MultiThread
         .build()
         .context("cannot start the tokio runtime")
         .and_then(|rt| rt.block_on(run(settings, kubeconfig)));
@@ -77,10 +75,8 @@ fn add_every_context(cli: &mut Cli, kc: &Kubeconfig) {
 }
 
 async fn run(settings: Settings, kubeconfig: Option<Kubeconfig>) -> anyhow::Result<()> {
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
+    let metrics = fedplane_ops::install_metrics(probes::describe_metrics)
         .context("cannot install the metrics recorder")?;
-    http::describe_metrics();
 
     let cancel = CancellationToken::new();
     let changed = Arc::new(Notify::new());

@@ -9,9 +9,9 @@
 //!   and a key that turned out to be someone else's is left alone from then on.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use fedplane_ops::etcd::{Paging, REQUEST_TIMEOUT, RequestError, read_prefix};
 use futures::StreamExt;
 use tracing::{debug, warn};
 
@@ -23,10 +23,6 @@ pub const MAX_OPS: usize = 100;
 const PIPELINE: usize = 8;
 /// Keys per page when reading the prefix.
 const PAGE: i64 = 2_000;
-/// Largest response accepted (a page of large foreign values).
-const MAX_MESSAGE: usize = 64 << 20;
-/// Bound on one etcd request, so a hung connection is noticed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why etcd could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -91,14 +87,23 @@ impl std::fmt::Debug for Store {
     }
 }
 
+impl StoreError {
+    fn request(what: &'static str, e: RequestError) -> Self {
+        match e {
+            RequestError::Timeout => Self::Timeout(what),
+            RequestError::Etcd(source) => Self::Etcd { what, source },
+        }
+    }
+}
+
+/// One etcd request, bounded by [`REQUEST_TIMEOUT`]; `what` names it in the error.
 async fn bounded<T>(
     what: &'static str,
     f: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, f)
+    fedplane_ops::etcd::bounded(f)
         .await
-        .map_err(|_| StoreError::Timeout(what))?
-        .map_err(|source| StoreError::Etcd { what, source })
+        .map_err(|e| StoreError::request(what, e))
 }
 
 impl Store {
@@ -122,29 +127,15 @@ impl Store {
     /// Reads every key under the prefix and keeps ours. Returns how many keys were read in
     /// all (ours and others').
     pub async fn load(&mut self) -> Result<usize, StoreError> {
-        let end = format!("{}0", self.prefix); // '0' follows '/'
-        let mut start = format!("{}/", self.prefix).into_bytes();
-        let mut kv = self
-            .client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE);
+        let paging = Paging {
+            page: PAGE,
+            sort_by_key: true,
+        };
         let mut owned = BTreeMap::new();
-        let mut revision = 0;
         let mut read = 0;
-        loop {
-            let mut opts = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(PAGE)
-                .with_sort(SortTarget::Key, SortOrder::Ascend);
-            if revision > 0 {
-                opts = opts.with_revision(revision);
-            }
-            let resp = bounded("range", kv.get(start.clone(), Some(opts))).await?;
-            if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
-            }
-            read += resp.kvs().len();
-            for kv in resp.kvs() {
+        read_prefix(&self.client, &self.prefix, paging, |_, kvs| {
+            read += kvs.len();
+            for kv in kvs {
                 if owner_of(kv.value()).as_deref() == Some(self.owner.as_str()) {
                     owned.insert(
                         String::from_utf8_lossy(kv.key()).into_owned(),
@@ -155,14 +146,9 @@ impl Store {
                     );
                 }
             }
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    start = last.key().to_vec();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+        })
+        .await
+        .map_err(|e| StoreError::request("range", e))?;
         self.owned = owned;
         self.foreign.clear();
         Ok(read)

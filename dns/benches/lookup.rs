@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fedplane_dns::answer::{AnswerOptions, Transport, respond};
-use fedplane_dns::fast::{MAX_FAST_RESPONSE, compile_all, respond_fast};
-use fedplane_dns::index::{Snapshot, Zones};
+use fedplane_dns::fast::{MAX_FAST_RESPONSE, Table, respond_fast};
+use fedplane_dns::index::{Records, Zones};
 use fedplane_dns::record::Record;
 use hickory_proto::rr::Name;
 
@@ -21,12 +21,12 @@ const CLUSTERS: [(&str, &str, &str, u8); 3] = [
     ("chn", "asia", "cn", 2),
 ];
 
-fn snapshot() -> Snapshot {
+fn snapshot() -> (Records, Table) {
     let zones = Arc::new(Zones::new(
         "/skydns",
         &[Name::from_ascii("example.com.").expect("zone")],
     ));
-    let mut s = Snapshot::new(zones, 1);
+    let mut s = Records::new(zones, 1);
     for i in 0..2000u32 {
         for (cluster, region, zone, octet) in CLUSTERS {
             let value = format!(
@@ -48,8 +48,8 @@ fn snapshot() -> Snapshot {
         }
     }
     s.mark_loaded();
-    compile_all(&mut s);
-    s
+    let table = Table::compile(&s);
+    (s, table)
 }
 
 fn query(name: &str) -> Vec<u8> {
@@ -65,7 +65,7 @@ fn query(name: &str) -> Vec<u8> {
 }
 
 fn lookup(c: &mut Criterion) {
-    let snap = snapshot();
+    let (records, table) = snapshot();
     let opts = AnswerOptions::default();
     let hit = query("svc1234.ns14.federation.svc.example.com");
     let miss = query("nope.ns14.federation.svc.example.com");
@@ -75,7 +75,8 @@ fn lookup(c: &mut Criterion) {
         b.iter(|| {
             rotation += 1;
             black_box(respond_fast(
-                &snap,
+                &records,
+                &table,
                 black_box(&hit),
                 opts,
                 rotation,
@@ -86,7 +87,7 @@ fn lookup(c: &mut Criterion) {
     c.bench_function("general path: same query", |b| {
         b.iter(|| {
             black_box(respond(
-                &snap,
+                &records,
                 black_box(&hit),
                 Transport::Udp,
                 opts,
@@ -98,7 +99,7 @@ fn lookup(c: &mut Criterion) {
     c.bench_function("general path: NXDOMAIN", |b| {
         b.iter(|| {
             black_box(respond(
-                &snap,
+                &records,
                 black_box(&miss),
                 Transport::Udp,
                 opts,

@@ -1,5 +1,6 @@
-//! Turning one query into one response: a pure function of the snapshot, the query bytes, the
-//! transport and the clock. No sockets here, so every rule is unit- and property-tested.
+//! Turning one query into one response (the general path, and the reference): a pure function
+//! of the records, the query bytes, the transport and the clock. No sockets here, so every rule
+//! is unit- and property-tested.
 //!
 //! The rules follow what resolvers expect of an authoritative server: AA on in-zone answers,
 //! REFUSED outside the served zones, NXDOMAIN vs NODATA with the SOA in the authority section,
@@ -13,9 +14,10 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::index::{Entry, Snapshot, Zone};
-use crate::key::{key_to_name, name_to_key, strip_labels};
+use crate::index::{Entry, Records, Zone};
+use crate::key::{name_to_key, strip_labels};
 use crate::record::Host;
+use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, default_ns, soa_names};
 
 /// Largest UDP payload we advertise and send by default (DNS flag day 2020: avoids IP
 /// fragmentation on every common path).
@@ -25,12 +27,6 @@ const PLAIN_UDP_PAYLOAD: u16 = 512;
 /// How many CNAMEs we follow inside our zones before we hand the rest to the resolver
 /// (CoreDNS stops at 8 as well).
 pub const MAX_CNAME_CHAIN: usize = 8;
-/// SOA timers. The minimum doubles as the negative-caching TTL (RFC 2308) and as the SOA
-/// record's own TTL: 30 s, the federation record TTL, so a name that appears is seen quickly.
-pub(crate) const SOA_REFRESH: i32 = 7200;
-pub(crate) const SOA_RETRY: i32 = 1800;
-pub(crate) const SOA_EXPIRE: i32 = 86400;
-pub(crate) const SOA_MINIMUM: u32 = 30;
 /// TXT character-strings hold at most 255 bytes.
 const TXT_CHUNK: usize = 255;
 
@@ -109,7 +105,7 @@ impl Default for AnswerOptions {
 /// Answers one received message. `rotation` picks the order of multi-record answers (callers
 /// pass a counter so that consecutive answers rotate).
 pub fn respond(
-    snap: &Snapshot,
+    records: &Records,
     request: &[u8],
     transport: Transport,
     opts: AnswerOptions,
@@ -168,16 +164,16 @@ pub fn respond(
             _ => {}
         }
         let lname = query.name().to_lowercase();
-        let Some((zi, zone)) = snap.zones().find(&lname) else {
+        let Some((zi, zone)) = records.zones().find(&lname) else {
             break 'rcode ResponseCode::Refused;
         };
-        if !snap.is_loaded() {
+        if !records.is_loaded() {
             // Not loaded from etcd yet: we know nothing, so we must not deny anything.
             break 'rcode ResponseCode::ServFail;
         }
         resp.metadata.authoritative = true;
         let mut r = Resolver {
-            snap,
+            records,
             now,
             rotation,
             out: Sections::default(),
@@ -251,10 +247,19 @@ struct Sections {
 }
 
 struct Resolver<'a> {
-    snap: &'a Snapshot,
+    records: &'a Records,
     now: Instant,
     rotation: usize,
     out: Sections,
+}
+
+/// The name being answered: the owner name as asked (its case is echoed), its entries, and
+/// its zone.
+struct Node<'n> {
+    owner: &'n Name,
+    entries: &'n [&'n Entry],
+    apex: bool,
+    zone: &'n Zone,
 }
 
 /// What one name holds for one query type.
@@ -278,13 +283,15 @@ impl<'a> Resolver<'a> {
                 self.out.authorities.push(self.soa(zi, &zone));
                 return ResponseCode::NXDomain;
             }
-            match self.step(&owner, qtype, &entries, apex, &zone) {
-                Step::Records(mut records) => {
-                    if records.len() > 1 {
-                        let n = self.rotation % records.len();
-                        records.rotate_left(n);
-                    }
-                    self.out.answers.extend(records);
+            let node = Node {
+                owner: &owner,
+                entries: &entries,
+                apex,
+                zone: &zone,
+            };
+            match self.step(&node, qtype) {
+                Step::Records(records) => {
+                    self.answer_rotated(records);
                     return ResponseCode::NoError;
                 }
                 Step::NoData => {
@@ -292,11 +299,7 @@ impl<'a> Resolver<'a> {
                     return ResponseCode::NoError;
                 }
                 Step::Alias(target) => {
-                    let ttl = entries
-                        .iter()
-                        .map(|e| self.snap.ttl(e, self.now))
-                        .min()
-                        .unwrap_or(SOA_MINIMUM);
+                    let ttl = self.min_ttl(&entries);
                     self.out.answers.push(Record::from_rdata(
                         owner.clone(),
                         ttl,
@@ -308,7 +311,7 @@ impl<'a> Resolver<'a> {
                         return ResponseCode::NoError;
                     }
                     // Out of our zones: the resolver follows the CNAME itself.
-                    let Some((nzi, nzone)) = self.snap.zones().find(&ltarget) else {
+                    let Some((nzi, nzone)) = self.records.zones().find(&ltarget) else {
                         return ResponseCode::NoError;
                     };
                     (zi, zone) = (nzi, nzone.clone());
@@ -318,109 +321,106 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Adds the answer RRset, rotated so that consecutive answers take turns.
+    fn answer_rotated(&mut self, mut records: Vec<Record>) {
+        if records.len() > 1 {
+            let n = self.rotation % records.len();
+            records.rotate_left(n);
+        }
+        self.out.answers.extend(records);
+    }
+
     /// The records of a name: its key and subtree, or for a zone apex only `<zone>/dns/apex`
     /// (never the whole zone).
     fn entries_of(&self, lname: &Name, zone: &Zone) -> Vec<&'a Entry> {
         if *lname == zone.name {
-            self.snap.node(&format!("{}/dns/apex", zone.key))
+            self.records.node(&format!("{}/dns/apex", zone.key))
         } else {
-            self.snap
-                .node(&name_to_key(self.snap.zones().prefix(), lname))
+            self.records
+                .node(&name_to_key(self.records.zones().prefix(), lname))
         }
     }
 
-    fn step(
-        &mut self,
-        owner: &Name,
-        qtype: RecordType,
-        entries: &[&Entry],
-        apex: bool,
-        zone: &Zone,
-    ) -> Step {
-        let has = |f: fn(&Host) -> bool| entries.iter().any(|e| f(&e.record.host));
-        let alias_target = || {
-            entries.iter().find_map(|e| match &e.record.host {
-                Host::Name(n) if !e.record.mail => Some(n.clone()),
-                _ => None,
-            })
-        };
-        // A name is an alias (CNAME) when it lists only names: no addresses, never the apex.
-        // An alias holds no other data (RFC 1034 3.6.2), except that SRV and PTR queries read
-        // name hosts as SRV targets and PTR names, as SkyDNS does.
-        let alias = if apex || has(|h| matches!(h, Host::V4(_) | Host::V6(_))) {
-            None
-        } else {
-            alias_target()
-        };
+    /// What the name holds for `qtype`: an alias to follow, the answer records, or NODATA.
+    fn step(&mut self, node: &Node<'_>, qtype: RecordType) -> Step {
+        let alias = alias_of(node.entries, node.apex);
         if let Some(t) = &alias
-            && !matches!(
-                qtype,
-                RecordType::CNAME | RecordType::SRV | RecordType::PTR | RecordType::ANY
-            )
+            && !reads_alias_data(qtype)
         {
             return Step::Alias(t.clone());
         }
-        let records = match qtype {
+        match qtype {
+            RecordType::CNAME => self.cname(node, alias),
+            RecordType::ANY => minimal_any(node.owner),
+            _ => {
+                let records = self.records_of_type(node, qtype);
+                settle(records, alias, qtype)
+            }
+        }
+    }
+
+    /// A CNAME query: the alias, or NODATA for a name that is none.
+    fn cname(&self, node: &Node<'_>, alias: Option<Name>) -> Step {
+        alias.map_or(Step::NoData, |t| {
+            let ttl = self.min_ttl(node.entries);
+            Step::Records(vec![Record::from_rdata(
+                node.owner.clone(),
+                ttl,
+                RData::CNAME(CNAME(t)),
+            )])
+        })
+    }
+
+    /// The records of type `qtype` the name's entries make (none for types we do not hold);
+    /// NS adds its glue to the additional section.
+    fn records_of_type(&mut self, node: &Node<'_>, qtype: RecordType) -> Vec<Record> {
+        let Node {
+            owner,
+            entries,
+            apex,
+            zone,
+        } = *node;
+        match qtype {
             RecordType::A => self.addresses(owner, entries, true),
             RecordType::AAAA => self.addresses(owner, entries, false),
-            RecordType::CNAME => {
-                return alias.map_or(Step::NoData, |t| {
-                    let ttl = self.min_ttl(entries);
-                    Step::Records(vec![Record::from_rdata(
-                        owner.clone(),
-                        ttl,
-                        RData::CNAME(CNAME(t)),
-                    )])
-                });
-            }
             RecordType::TXT => self.txt(owner, entries),
             RecordType::MX => self.targets(owner, entries, Kind::Mx),
             RecordType::SRV => self.targets(owner, entries, Kind::Srv),
-            RecordType::PTR => entries
-                .iter()
-                .filter_map(|e| match &e.record.host {
-                    Host::Name(n) if !e.record.mail => Some(Record::from_rdata(
-                        owner.clone(),
-                        self.snap.ttl(e, self.now),
-                        RData::PTR(PTR(n.clone())),
-                    )),
-                    _ => None,
-                })
-                .collect(),
+            RecordType::PTR => self.ptr(owner, entries),
             RecordType::NS if apex => {
                 let (ns, glue) = self.ns(owner, zone);
                 self.out.additionals.extend(glue);
                 ns
             }
             RecordType::SOA if apex => {
-                let zi = self.snap.zones().find(&zone.name).map_or(0, |(i, _)| i);
+                let zi = self.records.zones().find(&zone.name).map_or(0, |(i, _)| i);
                 let mut soa = self.soa(zi, zone);
                 soa.name = owner.clone();
                 vec![soa]
             }
-            RecordType::ANY => {
-                // RFC 8482: a minimal answer instead of everything we hold.
-                return Step::Records(vec![Record::from_rdata(
-                    owner.clone(),
-                    SOA_MINIMUM,
-                    RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
-                )]);
-            }
             _ => Vec::new(),
-        };
-        if !records.is_empty() {
-            return Step::Records(uniform_rrset(records));
         }
-        match alias {
-            Some(t) if qtype != RecordType::PTR => Step::Alias(t),
-            _ => Step::NoData,
-        }
+    }
+
+    /// PTR: the name hosts (not mail) of the entries.
+    fn ptr(&self, owner: &Name, entries: &[&Entry]) -> Vec<Record> {
+        entries
+            .iter()
+            .filter_map(|e| match &e.record.host {
+                Host::Name(n) if !e.record.mail => Some(Record::from_rdata(
+                    owner.clone(),
+                    self.records.ttl(e, self.now),
+                    RData::PTR(PTR(n.clone())),
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     fn min_ttl(&self, entries: &[&Entry]) -> u32 {
         entries
             .iter()
-            .map(|e| self.snap.ttl(e, self.now))
+            .map(|e| self.records.ttl(e, self.now))
             .min()
             .unwrap_or(SOA_MINIMUM)
     }
@@ -436,7 +436,7 @@ impl<'a> Resolver<'a> {
                 };
                 Some(Record::from_rdata(
                     owner.clone(),
-                    self.snap.ttl(e, self.now),
+                    self.records.ttl(e, self.now),
                     rdata,
                 ))
             })
@@ -451,7 +451,7 @@ impl<'a> Resolver<'a> {
                 let chunks: Vec<&[u8]> = e.record.text.as_bytes().chunks(TXT_CHUNK).collect();
                 Record::from_rdata(
                     owner.clone(),
-                    self.snap.ttl(e, self.now),
+                    self.records.ttl(e, self.now),
                     RData::TXT(TXT::from_bytes(chunks)),
                 )
             })
@@ -482,7 +482,7 @@ impl<'a> Resolver<'a> {
         let mut out = Vec::with_capacity(chosen.len());
         for e in chosen {
             let r = &e.record;
-            let ttl = self.snap.ttl(e, self.now);
+            let ttl = self.records.ttl(e, self.now);
             let (target, address) = match &r.host {
                 Host::Name(n) => (strip_labels(n, r.target_strip), None),
                 Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),
@@ -517,13 +517,13 @@ impl<'a> Resolver<'a> {
     }
 
     fn made_up_target(&self, e: &Entry) -> Name {
-        made_up_target(self.snap, e)
+        e.target_name(self.records.zones().prefix())
     }
 
     /// A and AAAA of an in-zone target, for the additional section.
     fn in_zone_addresses(&self, target: &Name) -> Vec<Record> {
         let lt = target.to_lowercase();
-        let Some((_, zone)) = self.snap.zones().find(&lt) else {
+        let Some((_, zone)) = self.records.zones().find(&lt) else {
             return Vec::new();
         };
         let entries = self.entries_of(&lt, zone);
@@ -535,10 +535,10 @@ impl<'a> Resolver<'a> {
     /// NS records at the apex from `ns.dns.<zone>`, with glue; `ns.dns.<zone>` itself when
     /// etcd holds none.
     fn ns(&self, owner: &Name, zone: &Zone) -> (Vec<Record>, Vec<Record>) {
-        let entries = self.snap.node(&format!("{}/dns/ns", zone.key));
+        let entries = self.records.node(&format!("{}/dns/ns", zone.key));
         let (mut ns, mut glue) = (Vec::new(), Vec::new());
         for e in &entries {
-            let ttl = self.snap.ttl(e, self.now);
+            let ttl = self.records.ttl(e, self.now);
             let (name, addr) = match &e.record.host {
                 Host::Name(n) => (n.clone(), None),
                 Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),
@@ -562,14 +562,14 @@ impl<'a> Resolver<'a> {
     }
 
     fn soa(&self, zi: usize, zone: &Zone) -> Record {
-        let (mname, rname) = soa_names(self.snap, zone);
+        let (mname, rname) = soa_names(self.records, zone);
         Record::from_rdata(
             zone.name.clone(),
             SOA_MINIMUM,
             RData::SOA(SOA::new(
                 mname,
                 rname,
-                self.snap.serial(zi),
+                self.records.serial(zi),
                 SOA_REFRESH,
                 SOA_RETRY,
                 SOA_EXPIRE,
@@ -579,40 +579,56 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// The alias (CNAME target) of a name: a name that lists only names (no addresses), never the
+/// apex. An alias holds no other data (RFC 1034 3.6.2), except that SRV and PTR queries read
+/// name hosts as SRV targets and PTR names, as SkyDNS does.
+fn alias_of(entries: &[&Entry], apex: bool) -> Option<Name> {
+    let has_address = entries
+        .iter()
+        .any(|e| matches!(e.record.host, Host::V4(_) | Host::V6(_)));
+    if apex || has_address {
+        return None;
+    }
+    entries.iter().find_map(|e| match &e.record.host {
+        Host::Name(n) if !e.record.mail => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// Query types answered from an alias's own data rather than by following it: CNAME and ANY,
+/// and SRV and PTR (name hosts are their targets and names).
+fn reads_alias_data(qtype: RecordType) -> bool {
+    matches!(
+        qtype,
+        RecordType::CNAME | RecordType::SRV | RecordType::PTR | RecordType::ANY
+    )
+}
+
+/// RFC 8482: a minimal answer to ANY instead of everything we hold.
+fn minimal_any(owner: &Name) -> Step {
+    Step::Records(vec![Record::from_rdata(
+        owner.clone(),
+        SOA_MINIMUM,
+        RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
+    )])
+}
+
+/// Records found are one RRset; none is NODATA, or for an alias (except PTR, whose data it
+/// is) the alias to follow.
+fn settle(records: Vec<Record>, alias: Option<Name>, qtype: RecordType) -> Step {
+    if !records.is_empty() {
+        return Step::Records(uniform_rrset(records));
+    }
+    match alias {
+        Some(t) if qtype != RecordType::PTR => Step::Alias(t),
+        _ => Step::NoData,
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Srv,
     Mx,
-}
-
-/// A target name made from a record's key (SkyDNS `msg.Domain`), minus `targetstrip` labels.
-fn made_up_target(snap: &Snapshot, e: &Entry) -> Name {
-    key_to_name(snap.zones().prefix(), &e.key)
-        .map(|n| strip_labels(&n, e.record.target_strip))
-        .unwrap_or_else(Name::root)
-}
-
-/// The SOA's MNAME (the first NS, else `ns.dns.<zone>`) and RNAME (`hostmaster.<zone>`).
-pub(crate) fn soa_names(snap: &Snapshot, zone: &Zone) -> (Name, Name) {
-    let mname = snap
-        .node(&format!("{}/dns/ns", zone.key))
-        .iter()
-        .find_map(|e| match &e.record.host {
-            Host::Name(n) => Some(n.clone()),
-            Host::V4(_) | Host::V6(_) => Some(made_up_target(snap, e)),
-            Host::None => None,
-        })
-        .unwrap_or_else(|| default_ns(zone));
-    let rname = Name::from_ascii("hostmaster")
-        .and_then(|h| h.append_name(&zone.name))
-        .unwrap_or_else(|_| zone.name.clone());
-    (mname, rname)
-}
-
-fn default_ns(zone: &Zone) -> Name {
-    Name::from_ascii("ns.dns")
-        .and_then(|n| n.append_name(&zone.name))
-        .unwrap_or_else(|_| zone.name.clone())
 }
 
 /// One RRset: no duplicate data, one TTL (the lowest, RFC 2181 §5.2).

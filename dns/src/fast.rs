@@ -1,4 +1,5 @@
-//! The UDP fast path: A and AAAA answers compiled ahead of time, per name, into wire format.
+//! The UDP fast path: A and AAAA answers compiled ahead of time, per name, into wire format
+//! ([`Table`]), and answering from them ([`respond_fast`]).
 //!
 //! A compiled answer is the answer section after the question, with owner names written as
 //! pointers to the question at offset 12; a name without addresses of the asked family answers
@@ -11,7 +12,8 @@
 //! ExternalDNS and fedplane-controller write them), when it answers with addresses or NODATA.
 //! Everything else takes the general path ([`crate::answer::respond`]), which stays the
 //! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, truncation, unusual
-//! queries. Updates recompile only the names a changed key can affect.
+//! queries. The table is built from the records once after a load ([`Table::compile`]) and
+//! changed only by [`Table::recompile`], which redoes just the names changed keys can affect.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,10 +21,11 @@ use std::time::Instant;
 
 use hickory_proto::rr::Name;
 
-use crate::answer::{self, AnswerOptions};
-use crate::index::{Entry, Snapshot};
+use crate::answer::AnswerOptions;
+use crate::index::{Entry, Records};
 use crate::key::{key_to_name, name_to_key};
 use crate::record::Host;
+use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
 
 /// Names with more records than this are not compiled: their answers change with every update
 /// below them, and big answers are rare and often truncated anyway.
@@ -32,6 +35,23 @@ pub const MAX_FAST_RESPONSE: usize = 4096;
 /// A SOA tail ends with serial, refresh, retry, expire and minimum: the serial is 20 bytes from
 /// the end.
 const SERIAL_FROM_END: usize = 20;
+
+/// The compiled answers, published with the records they were compiled from.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// Compiled answers by lowercase wire name: an entry for every name the compiler
+    /// considers, `None` where it takes the general path.
+    compiled: CompiledMap,
+    /// Per zone, the SOA record of compiled NODATA answers.
+    zone_soas: Arc<[ZoneSoa]>,
+}
+
+type CompiledMap = imbl::GenericHashMap<
+    Arc<[u8]>,
+    Option<Arc<Compiled>>,
+    rustc_hash::FxBuildHasher,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 /// The compiled answers of one name: its A and AAAA records, `None` for NODATA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,23 +108,24 @@ fn push_name(out: &mut Vec<u8>, name: &Name) {
 }
 
 /// The SOA tails of every zone, in zone order.
-pub fn zone_soas(snap: &Snapshot) -> Vec<ZoneSoa> {
-    snap.zones()
+fn zone_soas(records: &Records) -> Arc<[ZoneSoa]> {
+    records
+        .zones()
         .iter()
         .map(|zone| {
-            let (mname, rname) = answer::soa_names(snap, zone);
+            let (mname, rname) = soa_names(records, zone);
             let mut rdata = Vec::new();
             push_name(&mut rdata, &mname);
             push_name(&mut rdata, &rname);
             rdata.extend_from_slice(&[0; 4]); // serial, patched per query
-            for v in [answer::SOA_REFRESH, answer::SOA_RETRY, answer::SOA_EXPIRE] {
+            for v in [SOA_REFRESH, SOA_RETRY, SOA_EXPIRE] {
                 rdata.extend_from_slice(&v.to_be_bytes());
             }
-            rdata.extend_from_slice(&answer::SOA_MINIMUM.to_be_bytes());
+            rdata.extend_from_slice(&SOA_MINIMUM.to_be_bytes());
             let mut tail = Vec::with_capacity(rdata.len() + 10);
             tail.extend_from_slice(&6u16.to_be_bytes());
             tail.extend_from_slice(&1u16.to_be_bytes());
-            tail.extend_from_slice(&answer::SOA_MINIMUM.to_be_bytes());
+            tail.extend_from_slice(&SOA_MINIMUM.to_be_bytes());
             tail.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
             tail.extend_from_slice(&rdata);
             ZoneSoa {
@@ -116,17 +137,17 @@ pub fn zone_soas(snap: &Snapshot) -> Vec<ZoneSoa> {
 }
 
 /// Compiles the answers of `lname` (lowercase), or `None` when it must take the general path.
-pub fn compile(snap: &Snapshot, lname: &Name) -> Option<Compiled> {
-    let (zi, zone) = snap.zones().find(lname)?;
+pub fn compile(records: &Records, lname: &Name) -> Option<Compiled> {
+    let (zi, zone) = records.zones().find(lname)?;
     if *lname == zone.name {
         return None;
     }
-    compile_key(snap, &name_to_key(snap.zones().prefix(), lname), zi)
+    compile_key(records, &name_to_key(records.zones().prefix(), lname), zi)
 }
 
 /// Compiles the name whose (lowercase) key is `key`, in zone `zi`.
-fn compile_key(snap: &Snapshot, key: &str, zi: usize) -> Option<Compiled> {
-    let entries = snap.node_up_to(key, MAX_COMPILED_RECORDS + 1);
+fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
+    let entries = records.node_up_to(key, MAX_COMPILED_RECORDS + 1);
     if entries.is_empty()
         || entries.len() > MAX_COMPILED_RECORDS
         || entries.iter().any(|e| e.lease != 0)
@@ -144,14 +165,14 @@ fn compile_key(snap: &Snapshot, key: &str, zi: usize) -> Option<Compiled> {
     }
     let now = Instant::now();
     Some(Compiled {
-        a: addresses(snap, &entries, true, now),
-        aaaa: addresses(snap, &entries, false, now),
+        a: addresses(records, &entries, true, now),
+        aaaa: addresses(records, &entries, false, now),
         zone: u16::try_from(zi).ok()?,
     })
 }
 
 /// The A (or AAAA) records of a name, deduplicated, all with the lowest TTL (one RRset).
-fn addresses(snap: &Snapshot, entries: &[&Entry], v4: bool, now: Instant) -> Option<Addresses> {
+fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> Option<Addresses> {
     let mut octets: Vec<[u8; 16]> = Vec::new();
     let mut ttl = u32::MAX;
     for e in entries {
@@ -162,7 +183,7 @@ fn addresses(snap: &Snapshot, entries: &[&Entry], v4: bool, now: Instant) -> Opt
         };
         if !octets.contains(&ip) {
             octets.push(ip);
-            ttl = ttl.min(snap.ttl(e, now));
+            ttl = ttl.min(records.ttl(e, now));
         }
     }
     if octets.is_empty() {
@@ -186,107 +207,127 @@ fn addresses(snap: &Snapshot, entries: &[&Entry], v4: bool, now: Instant) -> Opt
 }
 
 /// Whether a name is one we compile: a key sits at it, or one level below it (its leaves).
-fn is_candidate(snap: &Snapshot, n: &Name) -> bool {
-    snap.has_key_or_child(&name_to_key(snap.zones().prefix(), n))
+fn is_candidate(records: &Records, n: &Name) -> bool {
+    records.has_key_or_child(&name_to_key(records.zones().prefix(), n))
 }
 
-/// Compiles every eligible name of the snapshot (after a load), straight from the keys.
-pub fn compile_all(snap: &mut Snapshot) {
-    let soas = zone_soas(snap);
-    snap.set_zone_soas(soas);
-    let prefix = snap.zones().prefix().to_owned();
-    let mut candidates: HashSet<&str> = HashSet::new();
-    for e in snap.entries() {
-        // Upper-case keys are never answered (names are looked up lowercase): not candidates.
-        if e.key.bytes().any(|b| b.is_ascii_uppercase()) {
-            continue;
-        }
-        candidates.insert(&e.key);
-        if let Some((parent, _)) = e.key.rsplit_once('/') {
-            candidates.insert(parent);
-        }
-    }
-    let mut compiled = Vec::with_capacity(candidates.len());
-    for key in candidates {
-        let Some(zi) = snap.zones().find_key(key) else {
-            continue;
-        };
-        if snap.zones().iter().nth(zi).is_some_and(|z| z.key == key) {
-            continue; // the apex
-        }
-        if let Some(wire) = wire_from_key(&prefix, key) {
-            compiled.push((wire, compile_key(snap, key, zi)));
-        }
-    }
-    snap.clear_compiled();
-    for (wire, c) in compiled {
-        snap.set_compiled(wire.into(), c);
-    }
-}
-
-/// Recompiles what changes of `keys` can affect, by the same rule as [`compile_all`]: a key's
-/// name and its parent may start or stop being candidates (checked); higher ancestors keep their
-/// status (a key two or more levels down is neither theirs nor their child's) and are recompiled
-/// if they are candidates, since a name answers its whole subtree. A change of a zone's NS
-/// records changes its SOA's MNAME: the SOA tails are rebuilt.
-pub fn recompile_keys(snap: &mut Snapshot, keys: &[String]) {
-    let prefix = snap.zones().prefix().to_owned();
-    if keys.iter().any(|k| {
-        snap.zones()
-            .iter()
-            .any(|z| k.starts_with(&format!("{}/dns/ns", z.key)))
-    }) {
-        let soas = zone_soas(snap);
-        snap.set_zone_soas(soas);
-    }
-    // Pass 1: each key's name and parent, whose candidacy may change: checked exactly.
-    // Pass 2: higher ancestors, recompiled if they are candidates (their status cannot change).
-    let mut done: HashSet<Name> = HashSet::new();
-    for exact in [true, false] {
-        for key in keys {
-            let Some(name) = key_to_name(&prefix, key) else {
+impl Table {
+    /// Compiles every eligible name of `records` (after a load), straight from the keys.
+    pub fn compile(records: &Records) -> Self {
+        let prefix = records.zones().prefix();
+        let mut candidates: HashSet<&str> = HashSet::new();
+        for e in records.entries() {
+            // Upper-case keys are never answered (names are looked up lowercase): not
+            // candidates.
+            if e.key.bytes().any(|b| b.is_ascii_uppercase()) {
                 continue;
-            };
-            let mut n = name.to_lowercase();
-            let mut depth = 0;
-            while let Some((_, zone)) = snap.zones().find(&n) {
-                if n == zone.name {
-                    break;
-                }
-                if (depth < 2) == exact && done.insert(n.clone()) {
-                    let wire: Arc<[u8]> = wire_name(&n).into();
-                    let candidate = if exact {
-                        is_candidate(snap, &n)
-                    } else {
-                        snap.is_compile_candidate(&wire)
-                    };
-                    if candidate {
-                        let c = compile(snap, &n);
-                        snap.set_compiled(wire, c);
-                    } else {
-                        snap.remove_compiled(&wire);
-                    }
-                }
-                if exact && depth == 1 {
-                    break;
-                }
-                n = n.base_name();
-                depth += 1;
+            }
+            candidates.insert(&e.key);
+            if let Some((parent, _)) = e.key.rsplit_once('/') {
+                candidates.insert(parent);
             }
         }
+        let mut compiled = CompiledMap::default();
+        for key in candidates {
+            let Some(zi) = records.zones().find_key(key) else {
+                continue;
+            };
+            if records.zones().iter().nth(zi).is_some_and(|z| z.key == key) {
+                continue; // the apex
+            }
+            if let Some(wire) = wire_from_key(prefix, key) {
+                compiled.insert(wire.into(), compile_key(records, key, zi).map(Arc::new));
+            }
+        }
+        Self {
+            compiled,
+            zone_soas: zone_soas(records),
+        }
+    }
+
+    /// Recompiles what changes of `keys` (already applied to `records`) can affect, by the same
+    /// rule as [`Table::compile`]: a key's name and its parent may start or stop being
+    /// candidates (checked); higher ancestors keep their status (a key two or more levels down
+    /// is neither theirs nor their child's) and are recompiled if they are candidates, since a
+    /// name answers its whole subtree. A change of a zone's NS records changes its SOA's MNAME:
+    /// the SOA tails are rebuilt.
+    pub fn recompile(&mut self, records: &Records, keys: &[String]) {
+        let prefix = records.zones().prefix();
+        if keys.iter().any(|k| {
+            records
+                .zones()
+                .iter()
+                .any(|z| k.starts_with(&format!("{}/dns/ns", z.key)))
+        }) {
+            self.zone_soas = zone_soas(records);
+        }
+        // Pass 1: each key's name and parent, whose candidacy may change: checked exactly.
+        // Pass 2: higher ancestors, recompiled if they are candidates (their status cannot
+        // change).
+        let mut done: HashSet<Name> = HashSet::new();
+        for exact in [true, false] {
+            for key in keys {
+                let Some(name) = key_to_name(prefix, key) else {
+                    continue;
+                };
+                let mut n = name.to_lowercase();
+                let mut depth = 0;
+                while let Some((_, zone)) = records.zones().find(&n) {
+                    if n == zone.name {
+                        break;
+                    }
+                    if (depth < 2) == exact && done.insert(n.clone()) {
+                        let wire: Arc<[u8]> = wire_name(&n).into();
+                        let candidate = if exact {
+                            is_candidate(records, &n)
+                        } else {
+                            self.compiled.contains_key(&wire)
+                        };
+                        if candidate {
+                            let c = compile(records, &n).map(Arc::new);
+                            self.compiled.insert(wire, c);
+                        } else {
+                            self.compiled.remove(&wire);
+                        }
+                    }
+                    if exact && depth == 1 {
+                        break;
+                    }
+                    n = n.base_name();
+                    depth += 1;
+                }
+            }
+        }
+    }
+
+    /// How many names the compiler considers (compiled, or taking the general path).
+    pub fn len(&self) -> usize {
+        self.compiled.len()
+    }
+
+    /// True when no name is considered.
+    pub fn is_empty(&self) -> bool {
+        self.compiled.is_empty()
+    }
+
+    /// The compiled answers of a lowercase wire name.
+    pub fn get(&self, wire: &[u8]) -> Option<&Compiled> {
+        self.compiled.get(wire).and_then(|c| c.as_deref())
     }
 }
 
 /// Answers a UDP query from the compiled answers into `out`, or returns `None` for the general
-/// path. Same answers as [`crate::answer::respond`] (a property test holds them together).
+/// path. Same answers as [`crate::answer::respond`] over `records` (a property test holds
+/// them together); `table` must be compiled from `records`.
 pub fn respond_fast(
-    snap: &Snapshot,
+    records: &Records,
+    table: &Table,
     req: &[u8],
     opts: AnswerOptions,
     rotation: usize,
     out: &mut [u8],
 ) -> Option<usize> {
-    if !snap.is_loaded() || req.len() < 17 || req[2] & 0xF8 != 0 {
+    if !records.is_loaded() || req.len() < 17 || req[2] & 0xF8 != 0 {
         return None; // not loaded, short, a response, or an opcode other than QUERY
     }
     let count = |i: usize| u16::from_be_bytes([req[i], req[i + 1]]);
@@ -329,7 +370,7 @@ pub fn respond_fast(
     } else {
         None
     };
-    let compiled = snap.compiled(&key[..qlen])?;
+    let compiled = table.get(&key[..qlen])?;
     let addrs = if qtype == 1 {
         &compiled.a
     } else {
@@ -337,7 +378,7 @@ pub fn respond_fast(
     };
     let soa = match addrs {
         Some(_) => None,
-        None => Some(snap.zone_soa(usize::from(compiled.zone))?),
+        None => Some(table.zone_soas.get(usize::from(compiled.zone))?),
     };
     let body_len =
         addrs.as_ref().map_or(0, |a| a.records.len()) + soa.map_or(0, |s| 2 + s.tail.len());
@@ -373,7 +414,7 @@ pub fn respond_fast(
         at += s.tail.len();
         let serial = at - SERIAL_FROM_END;
         out[serial..serial + 4]
-            .copy_from_slice(&snap.serial(usize::from(compiled.zone)).to_be_bytes());
+            .copy_from_slice(&records.serial(usize::from(compiled.zone)).to_be_bytes());
     }
     if let Some((_, dnssec_ok)) = edns {
         let opt = &mut out[at..total];

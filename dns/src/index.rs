@@ -1,7 +1,7 @@
-//! The record index: an immutable snapshot of every record under the prefix, shared by all
-//! query workers and replaced atomically by the etcd sync.
+//! The record index: every record under the prefix at one etcd revision ([`Records`]), with
+//! the served zones, their serials and the lease deadlines.
 //!
-//! The map is persistent (`imbl::OrdMap`): cloning a snapshot is O(1) and an update touches
+//! The map is persistent (`imbl::OrdMap`): cloning the records is O(1) and an update touches
 //! O(log n) nodes, so the sync task applies a watch batch to a copy and publishes it without
 //! blocking readers, and without copying the zone.
 
@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 use imbl::{HashMap, OrdMap};
 
-use crate::fast::{Compiled, ZoneSoa};
-use crate::key::name_to_key;
+use crate::key::{key_to_name, name_to_key, strip_labels};
 use crate::record::Record;
 
 /// Lowest TTL answered for a record bound to an etcd lease (CoreDNS uses the same floor), so a
@@ -35,6 +34,16 @@ pub struct Entry {
     pub record: Record,
     /// The etcd lease the key is attached to, 0 for none.
     pub lease: i64,
+}
+
+impl Entry {
+    /// A target name made from the record's key (SkyDNS `msg.Domain`), minus `targetstrip`
+    /// labels: what SRV, MX and NS answers name when the record holds an address.
+    pub fn target_name(&self, prefix: &str) -> Name {
+        key_to_name(prefix, &self.key)
+            .map(|n| strip_labels(&n, self.record.target_strip))
+            .unwrap_or_else(Name::root)
+    }
 }
 
 /// A zone this server is authoritative for.
@@ -102,31 +111,19 @@ impl Zones {
     }
 }
 
-/// An immutable view of the records at one etcd revision.
+/// The records at one etcd revision.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct Records {
     zones: Arc<Zones>,
     records: OrdMap<Arc<str>, Arc<Entry>>,
     leases: HashMap<i64, Instant>,
     zone_revisions: Vec<i64>,
     revision: i64,
     loaded: bool,
-    /// Compiled answers by lowercase wire name ([`crate::fast`]): an entry for every name the
-    /// compiler considers, `None` where it takes the general path.
-    compiled: CompiledMap,
-    /// Per zone, the SOA record of compiled NODATA answers.
-    zone_soas: Arc<[ZoneSoa]>,
 }
 
-type CompiledMap = imbl::GenericHashMap<
-    Arc<[u8]>,
-    Option<Arc<Compiled>>,
-    rustc_hash::FxBuildHasher,
-    imbl::shared_ptr::DefaultSharedPtr,
->;
-
-impl Snapshot {
-    /// An empty snapshot at revision `revision`; every zone's serial starts there.
+impl Records {
+    /// No records, at revision `revision`; every zone's serial starts there.
     pub fn new(zones: Arc<Zones>, revision: i64) -> Self {
         let n = zones.zones.len();
         Self {
@@ -136,58 +133,16 @@ impl Snapshot {
             zone_revisions: vec![revision; n],
             revision,
             loaded: false,
-            compiled: CompiledMap::default(),
-            zone_soas: Arc::new([]),
         }
     }
 
-    /// Whether this snapshot holds a complete load of etcd (before that, the server answers
+    /// Whether these records are a complete load of etcd (before that, the server answers
     /// SERVFAIL rather than deny names it has not read yet).
     pub fn is_loaded(&self) -> bool {
         self.loaded
     }
 
-    /// The compiled answers of a lowercase wire name.
-    pub fn compiled(&self, wire: &[u8]) -> Option<&Compiled> {
-        self.compiled.get(wire).and_then(|c| c.as_deref())
-    }
-
-    /// Whether the compiler considers this name (compiled or not).
-    pub fn is_compile_candidate(&self, wire: &[u8]) -> bool {
-        self.compiled.contains_key(wire)
-    }
-
-    /// Records a name the compiler considers, with its compiled answers if it has them.
-    pub fn set_compiled(&mut self, wire: Arc<[u8]>, compiled: Option<Compiled>) {
-        self.compiled.insert(wire, compiled.map(Arc::new));
-    }
-
-    /// Forgets a name the compiler no longer considers.
-    pub fn remove_compiled(&mut self, wire: &[u8]) {
-        self.compiled.remove(wire);
-    }
-
-    /// The SOA record of zone `zone` for compiled NODATA answers.
-    pub fn zone_soa(&self, zone: usize) -> Option<&ZoneSoa> {
-        self.zone_soas.get(zone)
-    }
-
-    /// Replaces the SOA records of compiled NODATA answers.
-    pub fn set_zone_soas(&mut self, soas: Vec<ZoneSoa>) {
-        self.zone_soas = soas.into();
-    }
-
-    /// Drops every compiled answer.
-    pub fn clear_compiled(&mut self) {
-        self.compiled = CompiledMap::default();
-    }
-
-    /// How many names the compiler considers (compiled, or taking the general path).
-    pub fn compiled_len(&self) -> usize {
-        self.compiled.len()
-    }
-
-    /// Marks the snapshot as a complete load.
+    /// Marks the records as a complete load.
     pub fn mark_loaded(&mut self) {
         self.loaded = true;
     }
@@ -197,12 +152,12 @@ impl Snapshot {
         &self.zones
     }
 
-    /// The etcd revision this snapshot reflects.
+    /// The etcd revision these records reflect.
     pub fn revision(&self) -> i64 {
         self.revision
     }
 
-    /// Marks the snapshot as current up to `revision` (a watch batch or progress notification).
+    /// Marks the records as current up to `revision` (a watch batch or progress notification).
     pub fn set_revision(&mut self, revision: i64) {
         self.revision = self.revision.max(revision);
     }
@@ -294,7 +249,7 @@ impl Snapshot {
         self.node_up_to(key, MAX_NODE_RECORDS)
     }
 
-    /// [`Snapshot::node`], reading at most `limit` records.
+    /// [`Records::node`], reading at most `limit` records.
     pub fn node_up_to(&self, key: &str, limit: usize) -> Vec<&Entry> {
         let mut out: Vec<&Entry> = Vec::new();
         if let Some(e) = self.records.get(key) {
@@ -348,7 +303,7 @@ impl Snapshot {
     }
 }
 
-impl Snapshot {
+impl Records {
     /// Every record strictly below `key`, in key order: the range `[key/, key0)` (`'0'` follows
     /// `'/'` in ASCII, so `key-b` and `keyb` stay out).
     fn below(&self, key: &str) -> impl Iterator<Item = (&str, &Entry)> {

@@ -1,20 +1,26 @@
 //! fedplane-dns: authoritative DNS for the federation zone, answering from SkyDNS records in
-//! etcd out of an in-memory snapshot that an etcd watch keeps current.
+//! etcd, held in memory and kept current by an etcd watch.
 //!
 //! Layers, low to high (see ARCHITECTURE.md):
 //! - [`record`], [`key`]: the SkyDNS value and key formats;
-//! - [`index`]: the immutable record snapshot;
-//! - [`answer`]: query bytes + snapshot → response bytes (no I/O);
-//! - [`sync`]: etcd load + watch → snapshots;
-//! - [`server`]: UDP and TCP listeners; [`http`]: metrics and health;
+//! - [`index`]: the records at one etcd revision ([`index::Records`]), zones, serials, leases;
+//! - [`soa`]: a zone's SOA and default NS, for both answer paths;
+//! - [`answer`]: query bytes + records → response (the general path and the reference; no
+//!   I/O);
+//! - [`fast`]: A/AAAA answers compiled into wire format ([`fast::Table`]) and the UDP fast path;
+//! - [`apply`]: a load page or a watch batch → puts and deletes on the records (no I/O);
+//! - [`sync`]: the etcd session (load, watch, backoff) → published [`sync::Served`];
+//! - [`server`]: UDP and TCP listeners; [`probes`]: readiness and metric help texts;
 //! - [`config`]: command line and YAML.
 
 pub mod answer;
+pub mod apply;
 pub mod config;
 pub mod fast;
-pub mod http;
 pub mod index;
 pub mod key;
+pub mod probes;
 pub mod record;
 pub mod server;
+pub mod soa;
 pub mod sync;

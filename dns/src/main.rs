@@ -8,11 +8,11 @@ use anyhow::Context;
 use clap::Parser;
 use fedplane_dns::answer::AnswerOptions;
 use fedplane_dns::config::{Cli, PASSWORD_ENV, Settings};
-use fedplane_dns::http::{self, DnsProbes};
 use fedplane_dns::index::Zones;
+use fedplane_dns::probes::{self, DnsProbes};
 use fedplane_dns::server::{self, Responder};
 use fedplane_dns::sync::{EtcdSync, Shared};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use fedplane_ops::Runtime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,26 +20,18 @@ use tracing::{info, warn};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = match Settings::resolve(cli, std::env::var(PASSWORD_ENV).ok()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fedplane-dns: {e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = Settings::resolve(cli, std::env::var(PASSWORD_ENV).ok())
+        .unwrap_or_else(|e| fedplane_ops::exit_usage("fedplane-dns", &e));
     fedplane_ops::init_tracing(&settings.log_format);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    Runtime::MultiThread
         .build()
         .context("cannot start the tokio runtime")?
         .block_on(run(settings))
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
+    let metrics = fedplane_ops::install_metrics(probes::describe_metrics)
         .context("cannot install the metrics recorder")?;
-    http::describe_metrics();
 
     let zones = Arc::new(Zones::new(&settings.etcd.prefix, &settings.zones));
     let shared = Arc::new(Shared::new(zones.clone()));

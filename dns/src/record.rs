@@ -82,7 +82,7 @@ pub struct Record {
     pub ttl: u32,
     /// Labels to strip from the left of a made-up SRV/MX target name.
     pub target_strip: u8,
-    /// Records of one group are answered together (see [`crate::index`]).
+    /// Records of one group are answered together (see `index::group_filter`).
     pub group: Box<str>,
 }
 

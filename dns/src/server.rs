@@ -1,11 +1,16 @@
-//! DNS over UDP and TCP: sockets in, [`crate::answer::respond`] in the middle, sockets out.
+//! DNS over UDP and TCP: sockets in, answers from the served records in the middle, sockets
+//! out.
 //!
 //! UDP: per listen address, `workers` receive loops, each on its own SO_REUSEPORT socket so the
-//! kernel spreads datagrams over them. TCP: length-prefixed messages, several queries per
-//! connection answered in order (pipelining), an idle timeout, and a bound on connections.
-//! On shutdown (`cancel`, after the lameduck) UDP loops stop within `UDP_POLL`, TCP listeners
-//! close at once, and TCP connections finish the query they are reading or answering, then
-//! close with a FIN rather than a reset.
+//! kernel spreads datagrams over them. A loop receives up to 32 datagrams with one `recvmmsg`,
+//! loads the published [`crate::sync::Served`] once for the whole batch (one atomic load, no
+//! lock), answers each from the fast path's compiled table ([`crate::fast::respond_fast`], no
+//! allocation) or else the general path ([`crate::answer::respond`]), and sends the batch with
+//! one `sendmmsg`. TCP (the general path, one load per query): length-prefixed messages,
+//! several queries per connection answered in order (pipelining), an idle timeout, and a bound
+//! on connections. On shutdown (`cancel`, after the lameduck) UDP loops stop within
+//! `UDP_POLL`, TCP listeners close at once, and TCP connections finish the query they are
+//! reading or answering, then close with a FIN rather than a reset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use tracing::{debug, warn};
 
 use crate::answer::{AnswerOptions, Outcome, Transport, respond};
 use crate::fast;
+use crate::index::Records;
 use crate::sync::Shared;
 
 /// Open TCP connections at most; further ones wait in the kernel's accept queue. DNS over TCP
@@ -68,7 +74,7 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// A responder over the shared snapshot.
+    /// A responder over the served records.
     pub fn new(shared: Arc<Shared>, opts: AnswerOptions, tcp_idle_timeout: Duration) -> Self {
         Self {
             shared,
@@ -78,11 +84,21 @@ impl Responder {
         }
     }
 
+    /// The general path's answer from the records being served now.
     fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let snap = self.shared.snapshot.load();
+        self.answer_from(&self.shared.served.load().records, request, transport)
+    }
+
+    /// The general path's answer from `records`, counted in the metrics.
+    fn answer_from(
+        &self,
+        records: &Records,
+        request: &[u8],
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         match respond(
-            &snap,
+            records,
             request,
             transport,
             self.opts,
@@ -244,7 +260,7 @@ fn serve_udp(socket: std::net::UdpSocket, responder: &Responder, cancel: &Cancel
                     continue;
                 }
             };
-            let snap = responder.shared.snapshot.load();
+            let served = responder.shared.served.load();
             for msg in received {
                 let (Some(peer), Some(data)) = (msg.address, msg.iovs().next()) else {
                     continue;
@@ -256,12 +272,19 @@ fn serve_udp(socket: std::net::UdpSocket, responder: &Responder, cancel: &Cancel
                 let query = &data[..msg.bytes.min(data.len())];
                 rotation = rotation.wrapping_add(1);
                 let out = &mut outs[replies];
-                let n = match fast::respond_fast(&snap, query, responder.opts, rotation, out) {
+                let n = match fast::respond_fast(
+                    &served.records,
+                    &served.fast,
+                    query,
+                    responder.opts,
+                    rotation,
+                    out,
+                ) {
                     Some(n) => {
                         fast_answers.increment(1);
                         n
                     }
-                    None => match responder.answer(query, Transport::Udp) {
+                    None => match responder.answer_from(&served.records, query, Transport::Udp) {
                         Some(resp) if resp.len() <= out.len() => {
                             out[..resp.len()].copy_from_slice(&resp);
                             resp.len()

@@ -1,35 +1,34 @@
-//! Keeping the snapshot current with etcd.
+//! Keeping the served records current with etcd: the etcd session, backoff and publishing.
 //!
 //! Start: a paged range read of the prefix pinned to one revision, then one watch from that
-//! revision + 1. Each watch response is applied to a private copy of the snapshot which is then
-//! published atomically; queries never wait for etcd. When the watch breaks, stalls, or etcd is
-//! down, the last snapshot keeps answering while we reconnect with backoff (to any configured
-//! endpoint) and resume from the last revision seen. A compacted start revision, or an etcd
-//! whose history does not continue ours, means events were lost: reload everything.
+//! revision + 1. Each watch response is applied ([`crate::apply`]) to a private copy of the
+//! records, the fast path's table is recompiled for the changed keys
+//! ([`crate::fast::Table::recompile`]), and both are published atomically as one [`Served`];
+//! queries never wait for etcd. When the watch breaks, stalls, or etcd is down, the last
+//! [`Served`] keeps answering while we reconnect with backoff (to any configured endpoint) and
+//! resume from the last revision seen. A compacted start revision, or an etcd whose history
+//! does not continue ours, means events were lost: reload everything.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions, WatchResponse};
+use etcd_client::{Client, EventType, KeyValue, WatchOptions, WatchResponse};
+use fedplane_ops::etcd::{MAX_MESSAGE, Paging, RequestError, bounded, prefix_range, read_prefix};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::apply::{self, Change, InvalidKeys, Kv, Load, Rejected};
 use crate::config::EtcdSettings;
 use crate::fast;
-use crate::index::{Snapshot, Zones};
-use crate::record::Record;
+use crate::index::{Records, Zones};
 
 /// Keys per range request during the initial load. etcd 3.4 walks the whole rest of the range
 /// on every page (the limit is applied after), so a load costs about pages × keys: few, big
 /// pages load 900k keys in seconds. 50,000 SkyDNS values are under 10 MiB, well within
 /// [`MAX_MESSAGE`].
 pub const LOAD_PAGE_SIZE: i64 = 50_000;
-/// Largest gRPC message we accept: a page of large values, or a big watch batch, must not make
-/// the load fail forever on tonic's 4 MiB default.
-const MAX_MESSAGE: usize = 64 << 20;
 /// How often lease deadlines are re-read, so TTLs follow keep-alives.
 const LEASE_REFRESH: Duration = Duration::from_secs(10);
 /// How often we ask etcd to confirm the watch is current (a progress request). No answer by the
@@ -39,8 +38,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Bound on a single unary etcd request (a range page, a lease lookup).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong talking to etcd. None of these stop the server.
 #[derive(Debug, thiserror::Error)]
@@ -88,26 +85,47 @@ pub enum SyncState {
     Disconnected = 2,
 }
 
+/// What the query path reads, published as one value: the records at one revision and the fast
+/// path's answers compiled from them.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The records.
+    pub records: Records,
+    /// The fast path's compiled answers of `records`.
+    pub fast: fast::Table,
+}
+
+impl Served {
+    /// No records and nothing compiled.
+    fn empty(zones: Arc<Zones>, revision: i64) -> Self {
+        Self {
+            records: Records::new(zones, revision),
+            fast: fast::Table::default(),
+        }
+    }
+}
+
 /// What the sync task publishes and everyone else reads.
 #[derive(Debug)]
 pub struct Shared {
-    /// The current snapshot. Readers `load()` it; only the sync task stores.
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The records and compiled answers being served. Readers `load()` it (one atomic load, no
+    /// lock); only the sync task stores.
+    pub served: ArcSwap<Served>,
     /// Set once the first complete load is published.
     pub ready: AtomicBool,
     state: AtomicU64,
     started: Instant,
     last_sync_ms: AtomicU64,
-    /// The snapshot replaced by the last publish, kept until the next one so that it is freed
+    /// The value replaced by the last publish, kept until the next one so that it is freed
     /// here, on the sync task, and not on a UDP worker whose guard happened to hold it last.
-    retired: Mutex<Option<Arc<Snapshot>>>,
+    retired: Mutex<Option<Arc<Served>>>,
 }
 
 impl Shared {
-    /// An unloaded, empty snapshot for `zones`.
+    /// Unloaded, empty records for `zones`.
     pub fn new(zones: Arc<Zones>) -> Self {
         Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(zones, 0)),
+            served: ArcSwap::from_pointee(Served::empty(zones, 0)),
             ready: AtomicBool::new(false),
             state: AtomicU64::new(SyncState::Loading as u64),
             started: Instant::now(),
@@ -130,7 +148,8 @@ impl Shared {
         metrics::gauge!("fedplane_dns_sync_state").set(f64::from(s as u8));
     }
 
-    /// Time since the snapshot was last confirmed to match etcd (`None` before the first load).
+    /// Time since the served records were last confirmed to match etcd (`None` before the
+    /// first load).
     pub fn snapshot_age(&self) -> Option<Duration> {
         if !self.ready.load(Ordering::Relaxed) {
             return None;
@@ -139,10 +158,10 @@ impl Shared {
         Some(self.started.elapsed().saturating_sub(last))
     }
 
-    /// Publishes `snap`; `synced` says it is known to match etcd now (a load, or a watch
+    /// Publishes `served`; `synced` says it is known to match etcd now (a load, or a watch
     /// message), which resets the snapshot age.
-    fn publish(&self, snap: &Snapshot, synced: bool) {
-        let old = self.snapshot.swap(Arc::new(snap.clone()));
+    fn publish(&self, served: &Served, synced: bool) {
+        let old = self.served.swap(Arc::new(served.clone()));
         let older = self
             .retired
             .lock()
@@ -155,9 +174,9 @@ impl Shared {
         }
         #[allow(clippy::cast_precision_loss)]
         {
-            metrics::gauge!("fedplane_dns_snapshot_revision").set(snap.revision() as f64);
-            metrics::gauge!("fedplane_dns_records").set(snap.len() as f64);
-            metrics::gauge!("fedplane_dns_compiled_names").set(snap.compiled_len() as f64);
+            metrics::gauge!("fedplane_dns_snapshot_revision").set(served.records.revision() as f64);
+            metrics::gauge!("fedplane_dns_records").set(served.records.len() as f64);
+            metrics::gauge!("fedplane_dns_compiled_names").set(served.fast.len() as f64);
         }
     }
 }
@@ -168,9 +187,9 @@ pub struct EtcdSync {
     settings: EtcdSettings,
     shared: Arc<Shared>,
     zones: Arc<Zones>,
-    /// Keys whose current value is invalid, with the revision we logged it at, so each bad
-    /// value is logged once however often we reload.
-    invalid: HashMap<String, i64>,
+    /// Keys whose current value is invalid, so each bad value is logged once however often we
+    /// reload.
+    invalid: InvalidKeys,
     /// The etcd cluster our snapshot came from.
     cluster_id: u64,
     /// Connection attempts so far; picks the endpoint of the next one.
@@ -184,7 +203,7 @@ impl EtcdSync {
             settings,
             shared,
             zones,
-            invalid: HashMap::new(),
+            invalid: InvalidKeys::default(),
             cluster_id: 0,
             attempt: 0,
         }
@@ -198,6 +217,13 @@ impl EtcdSync {
         SyncError::Etcd {
             endpoints: self.endpoints(),
             source,
+        }
+    }
+
+    fn request_err(&self, e: RequestError) -> SyncError {
+        match e {
+            RequestError::Timeout => SyncError::Timeout(self.endpoints()),
+            RequestError::Etcd(source) => self.etcd_err(source),
         }
     }
 
@@ -215,7 +241,7 @@ impl EtcdSync {
                 r = self.session(&mut need_load, &mut backoff) => r,
             };
             let Err(e) = result else { return };
-            let revision = self.shared.snapshot.load().revision();
+            let revision = self.shared.served.load().records.revision();
             let reload = match e {
                 SyncError::Compacted { .. } => Some("compacted"),
                 SyncError::Diverged(_) => Some("diverged"),
@@ -258,44 +284,48 @@ impl EtcdSync {
         backoff: &mut Duration,
     ) -> Result<(), SyncError> {
         let mut client = self.connect().await?;
-        let mut working: Snapshot = if *need_load {
-            let mut snap = self.load(&mut client).await?;
-            let leases = snap.leases_in_use();
-            self.refresh_leases(&mut client, &mut snap, &leases).await;
+        let mut working: Served = if *need_load {
+            let mut records = self.load(&mut client).await?;
+            let leases = records.leases_in_use();
+            self.refresh_leases(&mut client, &mut records, &leases)
+                .await;
             info!(
-                revision = snap.revision(),
-                records = snap.len(),
+                revision = records.revision(),
+                records = records.len(),
                 invalid = self.invalid.len(),
                 "loaded records from etcd"
             );
             // Ready as soon as everything is read: the general path answers every name
             // correctly while the fast path's answers are compiled.
-            self.shared.publish(&snap, true);
+            let mut served = Served {
+                records,
+                fast: fast::Table::default(),
+            };
+            self.shared.publish(&served, true);
             self.shared.ready.store(true, Ordering::Relaxed);
             // Only now: a load that failed half way is redone, never resumed.
             *need_load = false;
             let started = Instant::now();
-            let snap = tokio::task::spawn_blocking(move || {
-                fast::compile_all(&mut snap);
-                snap
-            })
-            .await
-            .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
-            info!(names = snap.compiled_len(), took = ?started.elapsed(), "compiled the fast path's answers");
-            self.shared.publish(&snap, true);
-            snap
+            let records = served.records.clone();
+            served.fast = tokio::task::spawn_blocking(move || fast::Table::compile(&records))
+                .await
+                .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
+            info!(names = served.fast.len(), took = ?started.elapsed(), "compiled the fast path's answers");
+            self.shared.publish(&served, true);
+            served
         } else {
-            (**self.shared.snapshot.load()).clone()
+            (**self.shared.served.load()).clone()
         };
-        let from = working.revision() + 1;
+        let from = working.records.revision() + 1;
+        let (start, end) = prefix_range(&self.settings.prefix);
         let mut stream = client
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
             .watch(
-                self.prefix_start(),
+                start,
                 Some(
                     WatchOptions::new()
-                        .with_range(self.prefix_end())
+                        .with_range(end)
                         .with_start_revision(from)
                         .with_progress_notify(),
                 ),
@@ -332,8 +362,8 @@ impl EtcdSync {
                     awaiting_progress = true;
                 }
                 _ = lease_tick.tick() => {
-                    let leases = working.leases_in_use();
-                    self.refresh_leases(&mut client, &mut working, &leases).await;
+                    let leases = working.records.leases_in_use();
+                    self.refresh_leases(&mut client, &mut working.records, &leases).await;
                     self.shared.publish(&working, false);
                 }
             }
@@ -366,7 +396,7 @@ impl EtcdSync {
     async fn on_watch_response(
         &mut self,
         client: &mut Client,
-        working: &mut Snapshot,
+        working: &mut Served,
         resp: &WatchResponse,
         from: i64,
     ) -> Result<(), SyncError> {
@@ -388,53 +418,36 @@ impl EtcdSync {
             if !resp.created()
                 && let Some(h) = resp.header()
             {
-                working.set_revision(h.revision());
+                working.records.set_revision(h.revision());
             }
             self.shared.publish(working, true);
             return Ok(());
         }
-        let mut new_leases = Vec::new();
-        let mut changed = Vec::with_capacity(resp.events().len());
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            if let Ok(key) = kv.key_str() {
-                changed.push(key.to_owned());
-            }
-            match ev.event_type() {
-                EventType::Put => {
-                    if kv.lease() != 0 && !working.lease_known(kv.lease()) {
-                        new_leases.push(kv.lease());
-                    }
-                    self.apply_put(working, kv);
-                }
-                EventType::Delete => {
-                    if let Ok(key) = kv.key_str() {
-                        if self.invalid.remove(key).is_some() {
-                            self.invalid_gauge();
-                        }
-                        working.delete(key, kv.mod_revision());
-                    }
-                    working.set_revision(kv.mod_revision());
-                }
-            }
+        let changes = resp.events().iter().filter_map(|ev| {
+            let kv = ev.kv()?;
+            Some(match ev.event_type() {
+                EventType::Put => Change::Put(kv_of(kv)),
+                EventType::Delete => Change::Delete {
+                    key: kv.key(),
+                    revision: kv.mod_revision(),
+                },
+            })
+        });
+        let applied = apply::apply(&mut working.records, &mut self.invalid, changes);
+        report(&applied.rejected);
+        if applied.unreadable_keys > 0 {
+            metrics::counter!("fedplane_dns_invalid_records_total")
+                .increment(applied.unreadable_keys as u64);
         }
-        if !new_leases.is_empty() {
-            new_leases.sort_unstable();
-            new_leases.dedup();
-            self.refresh_leases(client, working, &new_leases).await;
+        self.invalid_gauge();
+        if !applied.new_leases.is_empty() {
+            self.refresh_leases(client, &mut working.records, &applied.new_leases)
+                .await;
         }
         // Only the names these keys can affect are recompiled, not the zone.
-        fast::recompile_keys(working, &changed);
+        working.fast.recompile(&working.records, &applied.changed);
         self.shared.publish(working, true);
         Ok(())
-    }
-
-    fn prefix_start(&self) -> String {
-        format!("{}/", self.settings.prefix)
-    }
-
-    fn prefix_end(&self) -> String {
-        format!("{}0", self.settings.prefix)
     }
 
     async fn connect(&self) -> Result<Client, SyncError> {
@@ -443,99 +456,33 @@ impl EtcdSync {
         // balancer that keeps picking it.
         let n = self.settings.endpoints.len().max(1);
         let endpoint = &self.settings.endpoints[self.attempt % n];
-        bounded(&self.endpoints(), Client::connect([endpoint], Some(opts)))
-            .await?
-            .map_err(|e| self.etcd_err(e))
+        bounded(Client::connect([endpoint], Some(opts)))
+            .await
+            .map_err(|e| self.request_err(e))
     }
 
     /// Reads every key under the prefix at one revision, page by page.
-    async fn load(&mut self, client: &mut Client) -> Result<Snapshot, SyncError> {
-        let end = self.prefix_end();
-        let mut start = self.prefix_start().into_bytes();
-        let mut revision = 0i64;
-        let mut snap: Option<Snapshot> = None;
-        let mut invalid: HashMap<String, i64> = HashMap::new();
-        let mut kv_client = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    async fn load(&mut self, client: &mut Client) -> Result<Records, SyncError> {
         let started = Instant::now();
-        let mut pages = 0usize;
-        loop {
-            pages += 1;
-            let mut opts = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LOAD_PAGE_SIZE);
-            if revision > 0 {
-                opts = opts.with_revision(revision);
-            }
-            let resp = bounded(&self.endpoints(), kv_client.get(start.clone(), Some(opts)))
-                .await?
-                .map_err(|e| self.etcd_err(e))?;
-            if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
-                self.cluster_id = resp.header().map_or(0, |h| h.cluster_id());
-            }
-            let s = snap.get_or_insert_with(|| Snapshot::new(self.zones.clone(), revision));
-            for kv in resp.kvs() {
-                if let Ok(key) = kv.key_str()
-                    && let Err(rev) = self.ingest(s, key, kv)
-                {
-                    invalid.insert(key.to_owned(), rev);
-                }
-            }
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    start = last.key().to_vec();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+        let paging = Paging {
+            page: LOAD_PAGE_SIZE,
+            sort_by_key: false,
+        };
+        let mut load: Option<Load> = None;
+        let read = read_prefix(client, &self.settings.prefix, paging, |revision, kvs| {
+            let l = load.get_or_insert_with(|| Load::new(self.zones.clone(), revision));
+            report(&l.page(&self.invalid, kvs.iter().map(kv_of)));
+        })
+        .await
+        .map_err(|e| self.request_err(e))?;
+        self.cluster_id = read.cluster_id;
+        let load = load.unwrap_or_else(|| Load::new(self.zones.clone(), read.revision));
+        let (records, invalid) = load.finish(read.revision);
         self.invalid = invalid;
         self.invalid_gauge();
-        let mut snap = snap.unwrap_or_else(|| Snapshot::new(self.zones.clone(), revision));
-        snap.set_revision(revision);
-        snap.mark_loaded();
-        info!(keys = snap.len(), pages, took = ?started.elapsed(), "read the records");
-        Ok(snap)
-    }
-
-    fn apply_put(&mut self, working: &mut Snapshot, kv: &KeyValue) {
-        working.set_revision(kv.mod_revision());
-        let Ok(key) = kv.key_str() else {
-            metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
-            return;
-        };
-        match self.ingest(working, key, kv) {
-            Err(rev) => {
-                self.invalid.insert(key.to_owned(), rev);
-            }
-            Ok(()) => {
-                self.invalid.remove(key);
-            }
-        }
-        self.invalid_gauge();
-    }
-
-    /// Puts one key into `snap` (keys outside the served zones are skipped). Returns
-    /// `Err(revision)` when the value is invalid: it is then left out, and logged and counted
-    /// unless this exact value was logged before.
-    fn ingest(&self, snap: &mut Snapshot, key: &str, kv: &KeyValue) -> Result<(), i64> {
-        if self.zones.find_key(key).is_none() {
-            return Ok(());
-        }
-        match Record::parse(kv.value()) {
-            Ok(record) => {
-                snap.put(key, record, kv.lease(), kv.mod_revision());
-                Ok(())
-            }
-            Err(e) => {
-                if self.invalid.get(key) != Some(&kv.mod_revision()) {
-                    warn!(key, revision = kv.mod_revision(), error = %e, "ignoring invalid record value");
-                    metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
-                }
-                snap.delete(key, kv.mod_revision());
-                Err(kv.mod_revision())
-            }
-        }
+        let pages = read.pages;
+        info!(keys = records.len(), pages, took = ?started.elapsed(), "read the records");
+        Ok(records)
     }
 
     fn invalid_gauge(&self) {
@@ -545,24 +492,20 @@ impl EtcdSync {
 
     /// Reads the remaining time of `leases`. Failures are logged, not fatal: a record whose
     /// lease time is unknown answers with a TTL of at most the 30 s floor.
-    async fn refresh_leases(&self, client: &mut Client, snap: &mut Snapshot, leases: &[i64]) {
+    async fn refresh_leases(&self, client: &mut Client, records: &mut Records, leases: &[i64]) {
         let mut failed = 0usize;
         let mut last_error = None;
         for &id in leases {
-            match bounded(&self.endpoints(), client.lease_time_to_live(id, None)).await {
-                Ok(Ok(resp)) => {
-                    snap.set_lease_deadline(
+            match bounded(client.lease_time_to_live(id, None)).await {
+                Ok(resp) => {
+                    records.set_lease_deadline(
                         id,
-                        Snapshot::lease_deadline(Instant::now(), resp.ttl()),
+                        Records::lease_deadline(Instant::now(), resp.ttl()),
                     );
-                }
-                Ok(Err(e)) => {
-                    failed += 1;
-                    last_error = Some(self.etcd_err(e).to_string());
                 }
                 Err(e) => {
                     failed += 1;
-                    last_error = Some(e.to_string());
+                    last_error = Some(self.request_err(e).to_string());
                 }
             }
         }
@@ -572,16 +515,25 @@ impl EtcdSync {
                 error, "cannot read etcd lease times; their records answer with TTL at most 30 s"
             );
         }
-        let in_use = snap.leases_in_use();
-        snap.retain_leases(&in_use);
+        let in_use = records.leases_in_use();
+        records.retain_leases(&in_use);
     }
 }
 
-async fn bounded<T>(
-    endpoints: &str,
-    f: impl std::future::Future<Output = T>,
-) -> Result<T, SyncError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, f)
-        .await
-        .map_err(|_| SyncError::Timeout(endpoints.to_owned()))
+/// An etcd key value as [`apply`] reads it.
+fn kv_of(kv: &KeyValue) -> Kv<'_> {
+    Kv {
+        key: kv.key(),
+        value: kv.value(),
+        lease: kv.lease(),
+        revision: kv.mod_revision(),
+    }
+}
+
+/// Logs and counts invalid values (each value once, however often it is read).
+fn report(rejected: &[Rejected]) {
+    for r in rejected {
+        warn!(key = r.key.as_str(), revision = r.revision, error = %r.error, "ignoring invalid record value");
+        metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
+    }
 }

@@ -1,14 +1,116 @@
 //! How fedplane binaries reach etcd: the same flags (and config-file section) everywhere, TLS
-//! and password authentication, and the connect options.
+//! and password authentication, the connect options, and the requests every binary makes
+//! alike (bounded in time, paged prefix reads, the message size limit).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, SortOrder, SortTarget,
+    TlsOptions,
+};
 use serde::Deserialize;
 
 /// Environment variable that carries the etcd password (never a flag: argv is world-readable).
 pub const PASSWORD_ENV: &str = "FEDPLANE_ETCD_PASSWORD";
+/// Largest gRPC message we accept: a page of large values, or a big watch batch, must not make
+/// a read fail forever on tonic's 4 MiB default.
+pub const MAX_MESSAGE: usize = 64 << 20;
+/// Bound on one unary etcd request (a range page, a transaction, a lease lookup), so a hung
+/// connection is noticed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why one etcd request failed; each binary wraps it in its own error, with its context.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("timed out after {REQUEST_TIMEOUT:?}")]
+    Timeout,
+    /// etcd, or the connection to it, answered with an error.
+    #[error(transparent)]
+    Etcd(#[from] etcd_client::Error),
+}
+
+/// Runs one etcd request, bounded by [`REQUEST_TIMEOUT`].
+pub async fn bounded<T>(
+    request: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, RequestError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .map_err(|_| RequestError::Timeout)?
+        .map_err(RequestError::Etcd)
+}
+
+/// The key range of everything under `prefix` (normalised, no trailing `/`): from `prefix/` up
+/// to, not including, `prefix0` (`'0'` follows `'/'` in ASCII, so `prefix-b` stays out).
+pub fn prefix_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}/"), format!("{prefix}0"))
+}
+
+/// How [`read_prefix`] pages.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// Keys per range request.
+    pub page: i64,
+    /// Ask etcd to sort by key, ascending (else its own order, which is by key too).
+    pub sort_by_key: bool,
+}
+
+/// What a [`read_prefix`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixRead {
+    /// The revision every page was read at.
+    pub revision: i64,
+    /// The etcd cluster that answered.
+    pub cluster_id: u64,
+    /// Range requests made.
+    pub pages: usize,
+}
+
+/// Reads every key under `prefix` at one revision (the first page's), page by page, each
+/// request bounded by [`REQUEST_TIMEOUT`] and accepting up to [`MAX_MESSAGE`]. `each` gets the
+/// revision and every page's keys, in key order.
+pub async fn read_prefix(
+    client: &Client,
+    prefix: &str,
+    paging: Paging,
+    mut each: impl FnMut(i64, &[KeyValue]),
+) -> Result<PrefixRead, RequestError> {
+    let (start, end) = prefix_range(prefix);
+    let mut start = start.into_bytes();
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+    let mut read = PrefixRead {
+        revision: 0,
+        cluster_id: 0,
+        pages: 0,
+    };
+    loop {
+        read.pages += 1;
+        let mut opts = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(paging.page);
+        if paging.sort_by_key {
+            opts = opts.with_sort(SortTarget::Key, SortOrder::Ascend);
+        }
+        if read.revision > 0 {
+            opts = opts.with_revision(read.revision);
+        }
+        let resp = bounded(kv.get(start.clone(), Some(opts))).await?;
+        if read.revision == 0 {
+            read.revision = resp.header().map_or(0, |h| h.revision());
+            read.cluster_id = resp.header().map_or(0, |h| h.cluster_id());
+        }
+        each(read.revision, resp.kvs());
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    Ok(read)
+}
 
 /// The etcd flags, also the `etcd:` section of a config file (same names without `etcd-`).
 /// Unknown fields in the file are errors, so a typo is not silently ignored.

@@ -1,8 +1,8 @@
 //! What every fedplane binary serves and sets up the same way: `/metrics` (Prometheus),
 //! `/healthz` (the process runs), `/readyz` (the binary's own readiness, failing while
-//! draining), logging to stderr, durations on the command line, and the etcd connection
-//! settings ([`etcd`]); with the `kube` feature, the Kubernetes watch both watching binaries
-//! share (`kube`).
+//! draining), the start (usage errors, logging to stderr, the runtime, the metrics recorder),
+//! durations on the command line, and etcd ([`etcd`]: flags, connect options, requests); with
+//! the `kube` feature, the Kubernetes watch both watching binaries share (`kube`).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 pub mod etcd;
@@ -137,6 +137,42 @@ pub fn init_tracing(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// Ends the program on settings that cannot work, as every fedplane binary does: `<program>:
+/// <error>` on stderr and exit status 2 (a usage error, as clap's own).
+pub fn exit_usage(program: &str, error: &dyn std::fmt::Display) -> ! {
+    eprintln!("{program}: {error}");
+    std::process::exit(2);
+}
+
+/// The tokio runtime a binary runs on; either way I/O and timers are enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// Worker threads, one per core.
+    MultiThread,
+    /// The calling thread only.
+    CurrentThread,
+}
+
+impl Runtime {
+    /// Builds the runtime.
+    pub fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Self::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+            Self::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        }
+        .enable_all()
+        .build()
+    }
+}
+
+/// Installs the Prometheus recorder that `/metrics` renders, then registers the binary's
+/// metric help texts (`describe`).
+pub fn install_metrics(describe: fn()) -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    describe();
+    Ok(handle)
 }
 
 /// Parses `100ms`, `1.5s`, `2m` or a bare number of seconds.

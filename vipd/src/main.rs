@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 
 use anyhow::Context;
 use clap::Parser;
+use fedplane_ops::Runtime;
 use fedplane_vipd::assigner::GroupSink;
 use fedplane_vipd::config::{Cli, Settings};
 use fedplane_vipd::daemon::run_group;
@@ -14,7 +15,6 @@ use fedplane_vipd::kubernetes::{self, KubeStatus};
 use fedplane_vipd::netlink::{self, Netlink};
 use fedplane_vipd::probes::{VipdProbes, describe_metrics};
 use fedplane_vipd::services::GroupId;
-use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -22,26 +22,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 fn main() -> anyhow::Result<()> {
-    let settings = match Settings::resolve(Cli::parse()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fedplane-vipd: {e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = Settings::resolve(Cli::parse())
+        .unwrap_or_else(|e| fedplane_ops::exit_usage("fedplane-vipd", &e));
     fedplane_ops::init_tracing(&settings.log_format);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+    Runtime::CurrentThread
         .build()
         .context("cannot start the tokio runtime")?
         .block_on(run(settings))
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
+    let metrics = fedplane_ops::install_metrics(describe_metrics)
         .context("cannot install the metrics recorder")?;
-    describe_metrics();
     let nl = Netlink::connect().context("cannot open netlink")?;
     let links = netlink::watch_links().context("cannot follow link changes")?;
     let cancel = CancellationToken::new();

@@ -11,7 +11,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use proptest::prelude::*;
 
 use super::*;
-use crate::index::{Snapshot, Zones};
+use crate::index::{Records, Zones};
 use crate::record::Record as SkyRecord;
 
 fn zone() -> Arc<Zones> {
@@ -39,7 +39,7 @@ proptest! {
     fn every_stored_name_answers_exactly_its_records(
         recs in prop::collection::vec((owner(), any::<u32>(), any::<bool>()), 1..40)
     ) {
-        let mut s = Snapshot::new(zone(), 1);
+        let mut s = Records::new(zone(), 1);
         let mut stored: Vec<(Vec<String>, Ipv4Addr)> = Vec::new();
         for (i, (labels, ip, leaf)) in recs.iter().enumerate() {
             let ip = Ipv4Addr::from(*ip);
@@ -134,8 +134,8 @@ proptest! {
     }
 }
 
-fn big_snapshot() -> Snapshot {
-    let mut s = Snapshot::new(zone(), 1);
+fn big_snapshot() -> Records {
+    let mut s = Records::new(zone(), 1);
     for i in 0u32..200 {
         let v = format!(
             r#"{{"host":"{}","port":80,"text":"{}"}}"#,

@@ -4,19 +4,19 @@ use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::*;
-use crate::index::{Snapshot, Zones};
+use crate::index::{Records, Zones};
 use crate::record::Record as SkyRecord;
 
 fn name(s: &str) -> Name {
     Name::from_ascii(s).expect("valid name")
 }
 
-fn snapshot(records: &[(&str, &str)]) -> Snapshot {
+fn snapshot(records: &[(&str, &str)]) -> Records {
     let zones = Arc::new(Zones::new(
         "/skydns",
         &[name("example.com."), name("0.0.10.in-addr.arpa.")],
     ));
-    let mut s = Snapshot::new(zones, 100);
+    let mut s = Records::new(zones, 100);
     for (i, (k, v)) in records.iter().enumerate() {
         let rev = 101 + i64::try_from(i).expect("small");
         s.put(
@@ -44,7 +44,7 @@ fn query_bytes(qname: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
 }
 
 fn ask_with(
-    s: &Snapshot,
+    s: &Records,
     qname: &str,
     qtype: RecordType,
     edns: Option<u16>,
@@ -66,7 +66,7 @@ fn ask_with(
     }
 }
 
-fn ask(s: &Snapshot, qname: &str, qtype: RecordType) -> Message {
+fn ask(s: &Records, qname: &str, qtype: RecordType) -> Message {
     ask_with(s, qname, qtype, Some(1232), Transport::Udp).0
 }
 
@@ -362,7 +362,7 @@ fn big_answers_are_truncated_over_udp_and_whole_over_tcp() {
 }
 
 /// Answers raw bytes over UDP.
-fn udp(s: &Snapshot, bytes: &[u8]) -> Outcome {
+fn udp(s: &Records, bytes: &[u8]) -> Outcome {
     respond(
         s,
         bytes,
@@ -373,7 +373,7 @@ fn udp(s: &Snapshot, bytes: &[u8]) -> Outcome {
     )
 }
 
-fn rcode_of(s: &Snapshot, m: &Message) -> ResponseCode {
+fn rcode_of(s: &Records, m: &Message) -> ResponseCode {
     match udp(s, &m.to_vec().expect("encode")) {
         Outcome::Reply { rcode, .. } => rcode,
         Outcome::Drop(r) => panic!("dropped: {r:?}"),
@@ -424,7 +424,7 @@ fn protocol_errors() {
 #[test]
 fn before_the_first_load_everything_in_zone_is_servfail_not_nxdomain() {
     let zones = Arc::new(Zones::new("/skydns", &[name("example.com.")]));
-    let s = Snapshot::new(zones, 0);
+    let s = Records::new(zones, 0);
     let m = ask(&s, "anything.example.com.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::answer::{Outcome, Transport, respond};
-use crate::index::Zones;
+use crate::index::{Records, Zones};
 use crate::record::Record;
 
 fn zones() -> Arc<Zones> {
@@ -48,8 +48,15 @@ fn key() -> impl Strategy<Value = String> {
         .prop_map(|labels| format!("/skydns/com/example/{}", labels.join("/")))
 }
 
-fn snapshot(recs: &[(String, (String, bool))]) -> Snapshot {
-    let mut s = Snapshot::new(zones(), 10);
+/// Records and the table compiled from them, as the sync task publishes them.
+#[derive(Clone)]
+struct Served {
+    records: Records,
+    table: Table,
+}
+
+fn snapshot(recs: &[(String, (String, bool))]) -> Served {
+    let mut s = Records::new(zones(), 10);
     for (i, (k, (v, leased))) in recs.iter().enumerate() {
         let lease = if *leased { 7 } else { 0 };
         s.put(
@@ -60,8 +67,22 @@ fn snapshot(recs: &[(String, (String, bool))]) -> Snapshot {
         );
     }
     s.mark_loaded();
-    compile_all(&mut s);
-    s
+    Served {
+        table: Table::compile(&s),
+        records: s,
+    }
+}
+
+/// The fast path's answer to `q`, written into `out`.
+fn fast(s: &Served, q: &[u8], rotation: usize, out: &mut [u8]) -> Option<usize> {
+    respond_fast(
+        &s.records,
+        &s.table,
+        q,
+        AnswerOptions::default(),
+        rotation,
+        out,
+    )
 }
 
 fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
@@ -137,9 +158,9 @@ proptest! {
             .collect();
         let q = query(&name, if aaaa { RecordType::AAAA } else { RecordType::A }, edns);
         let mut out = [0u8; MAX_FAST_RESPONSE];
-        if let Some(n) = respond_fast(&s, &q, AnswerOptions::default(), rotation, &mut out) {
+        if let Some(n) = fast(&s, &q, rotation, &mut out) {
             let Outcome::Reply { bytes, .. } =
-                respond(&s, &q, Transport::Udp, AnswerOptions::default(), Instant::now(), rotation)
+                respond(&s.records, &q, Transport::Udp, AnswerOptions::default(), Instant::now(), rotation)
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }
@@ -155,21 +176,20 @@ proptest! {
         for (i, (k, v)) in changes.iter().enumerate() {
             let rev = 100 + i64::try_from(i).expect("small");
             match v {
-                Some((v, leased)) => s.put(k, Record::parse(v.as_bytes()).expect("valid"), if *leased { 7 } else { 0 }, rev),
-                None => { s.delete(k, rev); }
+                Some((v, leased)) => s.records.put(k, Record::parse(v.as_bytes()).expect("valid"), if *leased { 7 } else { 0 }, rev),
+                None => { s.records.delete(k, rev); }
             }
             changed.push(k.clone());
         }
-        let mut full = s.clone();
-        recompile_keys(&mut s, &changed);
-        compile_all(&mut full);
-        prop_assert_eq!(s.compiled_len(), full.compiled_len());
+        s.table.recompile(&s.records, &changed);
+        let full = Table::compile(&s.records);
+        prop_assert_eq!(s.table.len(), full.len());
         let keys: Vec<&String> = recs.iter().map(|(k, _)| k).chain(changes.iter().map(|(k, _)| k)).collect();
         for k in keys {
             let n = crate::key::key_to_name("/skydns", k).expect("name").to_lowercase();
             for name in [n.clone(), n.base_name()] {
                 let w = wire_name(&name);
-                prop_assert_eq!(s.compiled(&w), full.compiled(&w), "{}", name);
+                prop_assert_eq!(s.table.get(&w), full.get(&w), "{}", name);
             }
         }
     }
@@ -189,7 +209,7 @@ fn compiled_answers_echo_case_rotate_and_carry_edns() {
     ]);
     let q = query("Hw.Example.COM.", RecordType::A, Some((4096, true)));
     let mut out = [0u8; MAX_FAST_RESPONSE];
-    let n = respond_fast(&s, &q, AnswerOptions::default(), 1, &mut out).expect("compiled");
+    let n = fast(&s, &q, 1, &mut out).expect("compiled");
     let m = Message::from_vec(&out[..n]).expect("parses");
     assert_eq!(m.queries[0].name().to_ascii(), "Hw.Example.COM.");
     assert_eq!(m.answers[0].data.to_string(), "10.0.0.2", "rotated by one");
@@ -205,7 +225,7 @@ fn nodata_serial_follows_later_changes_without_recompiling() {
         "/skydns/com/example/hw/a".into(),
         (r#"{"host":"10.0.0.1"}"#.into(), false),
     )]);
-    s.put(
+    s.records.put(
         "/skydns/com/example/other",
         Record::parse(br#"{"host":"10.0.0.9"}"#).expect("valid"),
         0,
@@ -213,7 +233,7 @@ fn nodata_serial_follows_later_changes_without_recompiling() {
     );
     let q = query("hw.example.com.", RecordType::AAAA, None);
     let mut out = [0u8; MAX_FAST_RESPONSE];
-    let n = respond_fast(&s, &q, AnswerOptions::default(), 0, &mut out).expect("compiled");
+    let n = fast(&s, &q, 0, &mut out).expect("compiled");
     let m = Message::from_vec(&out[..n]).expect("parses");
     let hickory_proto::rr::RData::SOA(soa) = &m.authorities[0].data else {
         panic!("no SOA")
@@ -242,14 +262,7 @@ fn what_is_not_compiled_falls_back() {
         ("alias.example.com.", RecordType::TXT),
     ] {
         assert!(
-            respond_fast(
-                &s,
-                &query(name, t, None),
-                AnswerOptions::default(),
-                0,
-                &mut out
-            )
-            .is_none(),
+            fast(&s, &query(name, t, None), 0, &mut out).is_none(),
             "{name} {t}"
         );
     }
@@ -262,18 +275,18 @@ fn an_ns_change_reaches_the_soa_of_compiled_nodata_answers() {
         (r#"{"host":"10.0.0.1"}"#.into(), false),
     )]);
     let key = "/skydns/com/example/dns/ns/ns1".to_owned();
-    s.put(
+    s.records.put(
         &key,
         Record::parse(br#"{"host":"10.0.0.53"}"#).expect("valid"),
         0,
         600,
     );
-    recompile_keys(&mut s, &[key]);
+    s.table.recompile(&s.records, &[key]);
     let q = query("hw.example.com.", RecordType::AAAA, None);
     let mut out = [0u8; MAX_FAST_RESPONSE];
-    let n = respond_fast(&s, &q, AnswerOptions::default(), 0, &mut out).expect("compiled");
+    let n = fast(&s, &q, 0, &mut out).expect("compiled");
     let Outcome::Reply { bytes, .. } = respond(
-        &s,
+        &s.records,
         &q,
         Transport::Udp,
         AnswerOptions::default(),

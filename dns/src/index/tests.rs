@@ -17,7 +17,7 @@ fn rec(json: &str) -> Record {
 
 #[test]
 fn node_returns_own_value_and_subtree_but_not_siblings_sharing_a_prefix() {
-    let mut s = Snapshot::new(zones(), 1);
+    let mut s = Records::new(zones(), 1);
     s.put("/skydns/com/example/a", rec(r#"{"host":"10.0.0.1"}"#), 0, 2);
     s.put(
         "/skydns/com/example/a/x",
@@ -49,7 +49,7 @@ fn node_returns_own_value_and_subtree_but_not_siblings_sharing_a_prefix() {
 
 #[test]
 fn zone_serial_follows_the_revision_of_the_last_change_in_that_zone() {
-    let mut s = Snapshot::new(zones(), 10);
+    let mut s = Records::new(zones(), 10);
     assert_eq!(s.serial(0), 10);
     s.put(
         "/skydns/com/example/a",
@@ -75,7 +75,7 @@ fn zone_serial_follows_the_revision_of_the_last_change_in_that_zone() {
 
 #[test]
 fn lease_bounds_ttl_with_a_floor() {
-    let mut s = Snapshot::new(zones(), 1);
+    let mut s = Records::new(zones(), 1);
     let now = Instant::now();
     s.put(
         "/skydns/com/example/a",
@@ -105,7 +105,7 @@ fn lease_bounds_ttl_with_a_floor() {
 
 #[test]
 fn groups_narrow_the_subtree_like_skydns() {
-    let mut s = Snapshot::new(zones(), 1);
+    let mut s = Records::new(zones(), 1);
     s.put(
         "/skydns/com/example/dom/a",
         rec(r#"{"host":"127.0.0.1","group":"g1"}"#),

@@ -1,4 +1,5 @@
-//! What fedplane-controller reports on its HTTP endpoints (served by `fedplane_ops::Http`).
+//! What fedplane-controller reports on its HTTP endpoints (served by `fedplane_ops::Http`):
+//! readiness, and the help text of every metric.
 
 use std::sync::Arc;
 

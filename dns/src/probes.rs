@@ -1,5 +1,6 @@
-//! What fedplane-dns reports on its HTTP endpoints (served by `fedplane_ops::Http`): ready once
-//! the records are loaded from etcd; the snapshot age computed when `/metrics` is read.
+//! What fedplane-dns reports on its HTTP endpoints (served by `fedplane_ops::Http`): readiness
+//! (ready once the records are loaded from etcd), the snapshot age computed when `/metrics` is
+//! read, and the help text of every metric.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
