@@ -112,7 +112,11 @@ where
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     tasks.spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        // Ticks missed while healthy (or during a slow probe) are not made up for in a burst.
         let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The probe runs beside the stream and the cancel, never instead of them.
+        let mut probing: Option<std::pin::Pin<Box<dyn Future<Output = bool> + Send>>> = None;
         let mut failing = false;
         loop {
             tokio::select! {
@@ -128,6 +132,7 @@ where
                             Event::Apply(_) | Event::Delete(_) => Signal::Changed,
                         };
                         if std::mem::take(&mut failing) {
+                            probing = None;
                             observer.signal(&kind, Signal::Recovered);
                         }
                         observer.signal(&kind, signal);
@@ -137,6 +142,7 @@ where
                     }
                     Some(Err(e)) => {
                         if !std::mem::replace(&mut failing, true) {
+                            probe.reset_immediately();
                             observer.signal(&kind, Signal::Failed(&e));
                         }
                     }
@@ -144,9 +150,13 @@ where
                 },
                 // A watch that resumes after an error emits no event, so while failing a
                 // cheap list tells when the API server answers again.
-                _ = probe.tick(), if failing => {
-                    if api.list_metadata(&probe_list).await.is_ok() {
-                        failing = false;
+                _ = probe.tick(), if failing && probing.is_none() => {
+                    let (api, params) = (api.clone(), probe_list.clone());
+                    probing = Some(Box::pin(async move { api.list_metadata(&params).await.is_ok() }));
+                }
+                Some(ok) = async { Some(probing.as_mut()?.await) }, if probing.is_some() => {
+                    probing = None;
+                    if ok && std::mem::take(&mut failing) {
                         observer.signal(&kind, Signal::Recovered);
                     }
                 }

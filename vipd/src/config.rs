@@ -19,7 +19,7 @@ use crate::services::DEFAULT_CLASS;
 mod group;
 mod kubernetes;
 
-use group::{GroupEntry, from_entry};
+use group::{GroupFile, from_entry};
 pub use group::{GroupSettings, auto_priority};
 use kubernetes::kube_settings;
 pub use kubernetes::{KubeSettings, ObjectName};
@@ -148,7 +148,7 @@ struct File {
     #[serde(default)]
     http: Option<SocketAddr>,
     #[serde(default)]
-    groups: Vec<GroupEntry>,
+    groups: Vec<GroupFile>,
     #[serde(default)]
     pools: Vec<PoolSpec>,
 }
@@ -242,7 +242,7 @@ fn group_from_flags(cli: &Cli, node: &str) -> Result<GroupSettings, ConfigError>
     }
     // A file group that sets nothing but its VRID and addresses, so every other setting falls
     // back to the flags.
-    let g = GroupEntry {
+    let g = GroupFile {
         interface: None,
         vrid,
         priority: None,

@@ -15,9 +15,11 @@ use crate::ipam::Family;
 use crate::packet::{Checksum, MAX_INTERVAL_CS, Version};
 
 /// A group's priority: a number, or `auto` (from the node name and VRID).
+// serde's messages name these types ("untagged enum PriorityFile"): the names stay so
+// what `--config` prints on a mistake stays (GroupFile keeps its name with it).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(untagged)]
-pub(super) enum PriorityEntry {
+pub(super) enum PriorityFile {
     Number(u8),
     Word(AutoWord),
 }
@@ -31,11 +33,11 @@ pub(super) enum AutoWord {
 /// One group as the YAML file spells it (an entry of its `groups:`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct GroupEntry {
+pub(super) struct GroupFile {
     pub(super) interface: Option<String>,
     pub(super) vrid: u8,
     #[serde(default)]
-    pub(super) priority: Option<PriorityEntry>,
+    pub(super) priority: Option<PriorityFile>,
     #[serde(default)]
     pub(super) advert_interval: Option<String>,
     #[serde(default)]
@@ -95,7 +97,7 @@ pub fn auto_priority(node: &str, vrid: u8) -> u8 {
 
 /// Validates one group; what it leaves unset comes from the flags.
 pub(super) fn from_entry(
-    g: GroupEntry,
+    g: GroupFile,
     cli: &Cli,
     node: &str,
 ) -> Result<GroupSettings, ConfigError> {
@@ -151,7 +153,7 @@ struct Draft {
 
 impl Draft {
     /// The group's settings, else the flags'; the interface and addresses parsed.
-    fn merge(g: GroupEntry, cli: &Cli, node: &str) -> Result<Self, ConfigError> {
+    fn merge(g: GroupFile, cli: &Cli, node: &str) -> Result<Self, ConfigError> {
         let dur = |s: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
             s.map_or(Ok(default), |s| parse_duration(&s).map_err(invalid))
         };
@@ -174,8 +176,8 @@ impl Draft {
             .collect::<Result<Vec<_>, _>>()?;
         let priority = match g.priority {
             None => cli.priority,
-            Some(PriorityEntry::Number(p)) => p,
-            Some(PriorityEntry::Word(AutoWord::Auto)) => auto_priority(node, g.vrid),
+            Some(PriorityFile::Number(p)) => p,
+            Some(PriorityFile::Word(AutoWord::Auto)) => auto_priority(node, g.vrid),
         };
         Ok(Self {
             interface,
