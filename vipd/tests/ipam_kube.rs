@@ -344,19 +344,23 @@ fn two_replicas_racing_assign_each_address_once() {
     assert_eq!(ips.len(), 40, "an address assigned twice: {all:?}");
     // Older Services first, in name order for equal timestamps: s00 gets the lowest.
     assert_eq!(all["s00"], ["10.8.0.1"]);
-    // One writer: every assignment Event comes from the Lease holder.
+    // One writer: every assignment Event comes from the Lease holder. An Event is posted
+    // after its status write, so the last one may still be on its way.
     let holder = lease_holder(&fake).expect("a Lease holder");
-    let writers: Vec<String> = fake
-        .events()
-        .iter()
-        .filter(|e| e["reason"] == "AddressAssigned")
-        .map(|e| {
-            e["reportingInstance"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let writers: Vec<String> = wait_until(WAIT, "40 AddressAssigned Events", || {
+        let writers: Vec<String> = fake
+            .events()
+            .iter()
+            .filter(|e| e["reason"] == "AddressAssigned")
+            .map(|e| {
+                e["reportingInstance"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        (writers.len() >= 40).then_some(writers)
+    });
     assert_eq!(writers.len(), 40);
     assert!(writers.iter().all(|w| *w == holder), "{writers:?}");
     drop((a, b));
