@@ -24,6 +24,7 @@
 //! - [`assigner`]: one pass: addresses to the groups; as leader, status writes and Events.
 //! - [`kubernetes`]: the client, and the task wiring the watches, the Lease loop and passes.
 //! - [`probes`]: readiness and metric help texts for `fedplane-ops`.
+//! - [`speakers`]: the channels between the groups and Kubernetes mode about who may speak.
 
 pub mod announce;
 pub mod assigner;
@@ -40,3 +41,4 @@ pub mod packet;
 pub mod probes;
 pub mod receive;
 pub mod services;
+pub mod speakers;
