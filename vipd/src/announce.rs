@@ -29,6 +29,47 @@ pub fn garp(mac: Mac, vip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// An ARP probe for `vip` from `mac` (RFC 5227 2.1.1: sender address 0.0.0.0, so no one
+/// learns from it; a host that has `vip` answers).
+pub fn arp_probe(mac: Mac, vip: Ipv4Addr) -> Vec<u8> {
+    let mut f = garp(mac, vip);
+    f[28..32].copy_from_slice(&[0; 4]);
+    f[32..38].copy_from_slice(&[0; 6]);
+    f
+}
+
+/// The address and MAC an ARP packet (without its Ethernet header) claims: its sender's, when
+/// it is an Ethernet/IPv4 request or reply with a sender address.
+pub fn arp_claim(arp: &[u8]) -> Option<(Ipv4Addr, Mac)> {
+    if arp.len() < 28 || arp[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
+        return None;
+    }
+    let mac: Mac = arp[8..14].try_into().ok()?;
+    let ip = Ipv4Addr::new(arp[14], arp[15], arp[16], arp[17]);
+    (!ip.is_unspecified()).then_some((ip, mac))
+}
+
+/// The address and MAC an ICMPv6 message claims: a Neighbor Advertisement's target and its
+/// target link-layer address option (one without the option claims nothing we can compare).
+pub fn na_claim(icmp: &[u8]) -> Option<(Ipv6Addr, Mac)> {
+    if icmp.len() < 24 || icmp[0] != 136 || icmp[1] != 0 {
+        return None;
+    }
+    let target = Ipv6Addr::from(<[u8; 16]>::try_from(&icmp[8..24]).ok()?);
+    let mut opts = &icmp[24..];
+    while opts.len() >= 8 {
+        let len = usize::from(opts[1]) * 8;
+        if len == 0 || len > opts.len() {
+            return None;
+        }
+        if opts[0] == 2 && len == 8 {
+            return Some((target, opts[2..8].try_into().ok()?));
+        }
+        opts = &opts[len..];
+    }
+    None
+}
+
 /// An unsolicited Neighbor Advertisement for `vip` (RFC 4861 7.2.6; RFC 5798: S=0, O=1, R=0 as
 /// we are not a router) from `vip` to all-nodes, with the target link-layer address option.
 pub fn unsolicited_na(mac: Mac, vip: Ipv6Addr) -> Vec<u8> {
@@ -77,6 +118,34 @@ mod tests {
         assert_eq!(&f[22..28], &MAC);
         assert_eq!(&f[28..32], &[192, 0, 2, 100]);
         assert_eq!(&f[38..42], &[192, 0, 2, 100]);
+    }
+
+    #[test]
+    fn a_probe_claims_nothing_and_a_garp_claims_its_address() {
+        let vip = Ipv4Addr::new(192, 0, 2, 100);
+        let probe = arp_probe(MAC, vip);
+        assert_eq!(&probe[38..42], &vip.octets(), "target");
+        assert_eq!(arp_claim(&probe[14..]), None, "sender 0.0.0.0");
+        assert_eq!(arp_claim(&garp(MAC, vip)[14..]), Some((vip, MAC)));
+        assert_eq!(arp_claim(&garp(MAC, vip)[14..30]), None, "truncated");
+    }
+
+    #[test]
+    fn an_na_claims_its_target_with_the_link_layer_option() {
+        let vip: Ipv6Addr = "2001:db8::100".parse().expect("addr");
+        let f = unsolicited_na(MAC, vip);
+        assert_eq!(na_claim(&f[54..]), Some((vip, MAC)));
+        assert_eq!(na_claim(&f[54..78]), None, "no option");
+        let mut zero_len = f[54..].to_vec();
+        zero_len[25] = 0;
+        assert_eq!(
+            na_claim(&zero_len),
+            None,
+            "an option of length 0 ends the walk"
+        );
+        let mut ns = f[54..].to_vec();
+        ns[0] = 135;
+        assert_eq!(na_claim(&ns), None, "a solicitation claims nothing");
     }
 
     #[test]

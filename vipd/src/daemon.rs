@@ -3,9 +3,9 @@
 //! which datagrams it hears, the runner counts the others. Its virtual addresses on the
 //! interface are kept in `daemon/addresses.rs`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -13,11 +13,13 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::announce::Mac;
 use crate::config::GroupSettings;
 use crate::fsm::{Action, Router, State};
-use crate::net::{self, Announcer, VrrpSocket};
+use crate::net::{self, Announcer, ConflictWatch, VrrpSocket};
 use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError};
 use crate::packet::{self, Advert, Datagram, DropReason};
+use crate::probes::Health;
 use crate::receive::{self, Expected};
 
 mod addresses;
@@ -53,77 +55,136 @@ pub enum GroupError {
 #[derive(Debug)]
 struct Runner {
     cfg: GroupSettings,
-    link: Link,
     fsm: Router,
-    socket: VrrpSocket,
-    announcer: Announcer,
     netlink: Netlink,
+    /// The interface and its sockets; `None` while no interface of that name exists.
+    bound: Option<Bound>,
+    /// A usable source address was found on the interface.
+    has_primary: bool,
+    /// The group takes part in VRRP: interface present and up, source address usable (the
+    /// state machine is in fault otherwise).
+    usable: bool,
     /// Virtual addresses present on the interface with our mark.
     held: BTreeSet<IpNet>,
     labels: [(&'static str, String); 3],
     /// What a peer's advert must match.
     expected: Expected,
+    /// Readiness.
+    health: Arc<Health>,
+    /// The group's name in logs and readiness (`51 on eth0 (ipv4)`).
+    name: String,
+    /// When each virtual address last had a conflict reported (reports are rate-limited).
+    conflicts: BTreeMap<IpAddr, Instant>,
 }
 
-/// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
-/// once the group is up (for /readyz). With `vips`, the group's addresses follow that channel
-/// (Kubernetes mode) instead of staying those of `cfg`, and the group starts only once the
-/// channel holds a first set: a node that cannot see the Services yet must not take over a
-/// group (preempting with no addresses).
+/// The interface a group runs on, as last seen, and the sockets bound to it.
+#[derive(Debug)]
+struct Bound {
+    link: Link,
+    socket: VrrpSocket,
+    announcer: Announcer,
+    conflicts: ConflictWatch,
+}
+
+/// What a group runs with besides its settings.
+#[derive(Debug, Clone)]
+pub struct GroupContext {
+    /// Netlink requests.
+    pub netlink: Netlink,
+    /// Link and address changes.
+    pub links: broadcast::Sender<LinkEvent>,
+    /// Stops the group (it resigns and removes its addresses).
+    pub cancel: CancellationToken,
+    /// Where the group reports its standing, for /readyz.
+    pub health: Arc<Health>,
+    /// Changes when the group should log its state (SIGUSR1).
+    pub dump: watch::Receiver<u64>,
+}
+
+/// The group's name in logs and readiness: `51 on eth0 (ipv4)`.
+pub fn group_name(cfg: &GroupSettings) -> String {
+    format!(
+        "{} on {} ({})",
+        cfg.fsm.vrid,
+        cfg.interface,
+        if cfg.v6 { "ipv6" } else { "ipv4" }
+    )
+}
+
+/// Runs group `cfg` until `ctx.cancel`, then resigns and removes its addresses. The group's
+/// addresses follow `vips` (Kubernetes mode, or a reload of the config file); the group starts
+/// only once the channel holds a first set: a node that cannot see the Services yet must not
+/// take over a group (preempting with no addresses).
+///
+/// The interface is followed by name: a group whose interface does not exist (yet), is down,
+/// or has no usable source address (IPv6: no link-local address, or one still tentative) is in
+/// fault, and /readyz says why, until that changes; an interface deleted and created again is
+/// bound again.
 pub async fn run_group(
     mut cfg: GroupSettings,
-    netlink: Netlink,
-    links: broadcast::Sender<LinkEvent>,
-    cancel: CancellationToken,
-    started: Arc<AtomicUsize>,
+    ctx: GroupContext,
     mut vips: Option<watch::Receiver<Option<Vec<IpNet>>>>,
 ) -> Result<(), GroupError> {
+    let name = group_name(&cfg);
+    ctx.health
+        .set(&name, Err("waiting for its addresses".into()));
     if let Some(rx) = &mut vips {
         let first = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
+            () = ctx.cancel.cancelled() => {
+                ctx.health.remove(&name);
+                return Ok(());
+            }
             v = rx.wait_for(Option::is_some) => v.ok().and_then(|v| v.clone()),
         };
         cfg.vips = first.unwrap_or_default();
     }
-    let mut link_events = links.subscribe();
-    let mut r = Runner::open(cfg, netlink).await?;
-    r.clean_stale().await;
+    let mut link_events = ctx.links.subscribe();
+    let mut dump = ctx.dump.clone();
+    let mut r = Runner::new(cfg, ctx.netlink.clone(), ctx.health.clone(), name);
+    r.bind().await?;
     let now = Instant::now();
     let actions = r.fsm.start(now);
     r.apply(actions).await;
-    if !r.link.up {
+    if !r.usable {
         let actions = r.fsm.on_link(false, now);
         r.apply(actions).await;
     }
-    started.fetch_add(1, Ordering::Relaxed);
+    r.report();
     info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, primary = %r.fsm.primary(),
         priority = r.cfg.fsm.priority, version = r.cfg.version.number(),
         vips = ?r.cfg.vips, "group started");
     loop {
         let deadline = r.fsm.next_deadline();
+        let (socket, conflicts) = match r.bound.as_mut() {
+            Some(b) => (Some(&mut b.socket), Some(&mut b.conflicts)),
+            None => (None, None),
+        };
         tokio::select! {
-            () = cancel.cancelled() => break,
+            () = ctx.cancel.cancelled() => break,
             Some(new) = next_vips(&mut vips) => r.set_vips(new).await,
             () = sleep_until(deadline.map(|d| d.checked_sub(TIMER_SLACK).unwrap_or(d))) => {
                 let now = deadline.map_or_else(Instant::now, |d| Instant::now().max(d));
                 let actions = r.fsm.on_timer(now);
                 r.apply(actions).await;
             }
-            got = r.socket.recv() => match got {
+            got = recv_advert(socket) => match got {
                 Ok(Ok(d)) => r.on_datagram(&d).await,
                 Ok(Err(drop)) => r.dropped(&drop),
                 Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "VRRP receive failed"),
             },
+            Ok(()) = dump.changed() => r.dump(),
+            claim = recv_claim(conflicts) => match claim {
+                Ok((ip, mac)) => r.on_claim(ip, mac),
+                Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "ARP/NA receive failed"),
+            },
             ev = link_events.recv() => match ev {
-                Ok(LinkEvent::Link { index, up }) if index == r.link.index => r.set_link(up).await,
-                Ok(LinkEvent::Addresses { index }) if index == r.link.index => {
+                Ok(LinkEvent::Link(link)) => r.on_link_event(link).await?,
+                Ok(LinkEvent::Gone { index }) if r.bound_to(index) => r.unbind("was deleted").await,
+                Ok(LinkEvent::Addresses { index }) if r.bound_to(index) => {
                     r.resync_addresses().await;
                 }
                 Ok(LinkEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Ok(l) = r.netlink.link(&r.cfg.interface).await {
-                        r.set_link(l.up).await;
-                    }
-                    r.resync_addresses().await;
+                    r.refresh().await?;
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Closed) => {
@@ -132,11 +193,16 @@ pub async fn run_group(
                 }
             },
         }
+        if let Some(b) = &r.bound {
+            metrics::counter!("fedplane_vipd_socket_drops_total", &r.labels)
+                .absolute(u64::from(b.socket.drops()));
+        }
     }
     let actions = r.fsm.shutdown();
     r.apply(actions).await;
     // Whatever the state machine did, nothing of ours stays on the interface.
     r.remove_all().await;
+    ctx.health.remove(&r.name);
     info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, "group stopped");
     Ok(())
 }
@@ -145,6 +211,9 @@ pub async fn run_group(
 /// to 1 ms late. Waking 1 ms early and treating the wake-up as the deadline makes VRRP timers fire
 /// on time on average (within ±1 ms, which no peer can tell apart).
 const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A conflict on one virtual address is logged at most this often (each is counted).
+const CONFLICT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The next address set of a dynamic group; pending for a static one.
 async fn next_vips(rx: &mut Option<watch::Receiver<Option<Vec<IpNet>>>>) -> Option<Vec<IpNet>> {
@@ -158,6 +227,24 @@ async fn next_vips(rx: &mut Option<watch::Receiver<Option<Vec<IpNet>>>>) -> Opti
     Some(r.borrow_and_update().clone().unwrap_or_default())
 }
 
+/// The next datagram on the group's socket; pending while it has none.
+async fn recv_advert(
+    socket: Option<&mut VrrpSocket>,
+) -> std::io::Result<Result<Datagram, DropReason>> {
+    match socket {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next address claim heard on the interface; pending while unbound.
+async fn recv_claim(watch: Option<&mut ConflictWatch>) -> std::io::Result<(IpAddr, Mac)> {
+    match watch {
+        Some(w) => w.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -166,28 +253,28 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Sets `promote_secondaries` on an interface we add IPv4 addresses to, as keepalived does:
+/// with the kernel default (0), removing an address that is its subnet's primary deletes every
+/// secondary address of the subnet with it, an operator's or the node's own included. It stays
+/// on when we stop (systemd-networkd turns it on for every interface anyway).
+fn promote_secondaries(interface: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/promote_secondaries");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => match std::fs::write(&path, "1") {
+            Ok(()) => {
+                info!(%interface, "promote_secondaries set, so removing a virtual address never removes other addresses of its subnet")
+            }
+            Err(e) => {
+                warn!(%interface, error = %e, "cannot set promote_secondaries: removing a virtual address that is its subnet's primary would remove the subnet's other addresses")
+            }
+        },
+        Err(e) => warn!(%interface, error = %e, "cannot read promote_secondaries"),
+    }
+}
+
 impl Runner {
-    async fn open(cfg: GroupSettings, netlink: Netlink) -> Result<Self, GroupError> {
-        let (vrid, interface) = (cfg.fsm.vrid, cfg.interface.clone());
-        let nl_err = |source| GroupError::Netlink {
-            vrid,
-            interface: interface.clone(),
-            source,
-        };
-        let sock_err = |what, source| GroupError::Socket {
-            vrid,
-            interface: interface.clone(),
-            what,
-            source,
-        };
-        let link = netlink.link(&cfg.interface).await.map_err(nl_err)?;
-        let primary = netlink
-            .primary(&link, cfg.v6, &cfg.vips)
-            .await
-            .map_err(nl_err)?;
-        let socket = VrrpSocket::open(&link.name, link.index, cfg.v6, cfg.unicast_peers.is_empty())
-            .map_err(|e| sock_err("VRRP", e))?;
-        let announcer = Announcer::open(link.index, link.mac).map_err(|e| sock_err("packet", e))?;
+    fn new(cfg: GroupSettings, netlink: Netlink, health: Arc<Health>, name: String) -> Self {
         let family = if cfg.v6 { "ipv6" } else { "ipv4" };
         let labels = [
             ("vrid", cfg.fsm.vrid.to_string()),
@@ -199,7 +286,14 @@ impl Runner {
             l.push(("reason", reason.to_owned()));
             metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).absolute(0);
         }
-        let fsm = Router::new(cfg.fsm.clone(), primary, Instant::now());
+        metrics::counter!("fedplane_vipd_socket_drops_total", &labels).absolute(0);
+        metrics::counter!("fedplane_vipd_address_conflicts_total", &labels).absolute(0);
+        let unspecified = if cfg.v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        let fsm = Router::new(cfg.fsm.clone(), unspecified, Instant::now());
         let expected = Expected {
             vrid: cfg.fsm.vrid,
             version: cfg.version,
@@ -208,27 +302,209 @@ impl Runner {
             addresses: cfg.vips.iter().map(IpNet::addr).collect(),
             dynamic: cfg.dynamic,
         };
-        Ok(Self {
+        Self {
             cfg,
             expected,
-            link,
             fsm,
-            socket,
-            announcer,
             netlink,
+            bound: None,
+            has_primary: false,
+            usable: false,
             held: BTreeSet::new(),
             labels,
-        })
+            health,
+            name,
+            conflicts: BTreeMap::new(),
+        }
     }
 
-    async fn set_link(&mut self, up: bool) {
-        if up == self.link.up {
+    fn bound_to(&self, index: u32) -> bool {
+        self.bound.as_ref().is_some_and(|b| b.link.index == index)
+    }
+
+    /// Finds the interface by name and binds to it; without one the group waits in fault.
+    /// Only a socket that cannot be opened (no CAP_NET_RAW) is an error.
+    async fn bind(&mut self) -> Result<(), GroupError> {
+        match self.netlink.link(&self.cfg.interface).await {
+            Ok(link) => self.bind_to(link).await?,
+            Err(NetlinkError::NoInterface(_)) => {
+                warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
+                    "no such interface (yet): the group is in fault until it appears");
+            }
+            Err(e) => warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
+                error = %e, "cannot look up the interface; the group is in fault"),
+        }
+        self.update_usable().await;
+        Ok(())
+    }
+
+    async fn bind_to(&mut self, link: Link) -> Result<(), GroupError> {
+        let (vrid, interface) = (self.cfg.fsm.vrid, self.cfg.interface.clone());
+        let sock_err = |what, source| GroupError::Socket {
+            vrid,
+            interface: interface.clone(),
+            what,
+            source,
+        };
+        let socket = VrrpSocket::open(
+            &link.name,
+            link.index,
+            self.cfg.v6,
+            self.cfg.unicast_peers.is_empty(),
+        )
+        .map_err(|e| sock_err("VRRP", e))?;
+        let announcer = Announcer::open(link.index, link.mac).map_err(|e| sock_err("packet", e))?;
+        let conflicts = ConflictWatch::open(&link.name, link.index, self.cfg.v6)
+            .map_err(|e| sock_err("ARP/ICMPv6", e))?;
+        if !self.cfg.v6 {
+            promote_secondaries(&link.name);
+        }
+        self.bound = Some(Bound {
+            link,
+            socket,
+            announcer,
+            conflicts,
+        });
+        self.resync_addresses().await;
+        Ok(())
+    }
+
+    /// The interface is gone (deleted, or renamed away): fault until one of that name appears.
+    async fn unbind(&mut self, why: &str) {
+        if self.bound.take().is_none() {
             return;
         }
-        self.link.up = up;
-        info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, up, "link changed");
-        let actions = self.fsm.on_link(up, Instant::now());
-        self.apply(actions).await;
+        warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
+            "interface {why}: the group is in fault until it is back");
+        self.interface_changed("gone");
+        // The kernel removed its addresses with it.
+        self.held.clear();
+        self.has_primary = false;
+        self.update_usable().await;
+    }
+
+    fn interface_changed(&self, kind: &str) {
+        let mut l = self.labels.to_vec();
+        l.push(("kind", kind.to_owned()));
+        metrics::counter!("fedplane_vipd_interface_changes_total", &l).increment(1);
+    }
+
+    /// An interface appeared or changed: ours by name (bind again if it is a new one with the
+    /// same name; follow its MAC and carrier), or the one we were bound to renamed away.
+    async fn on_link_event(&mut self, link: Link) -> Result<(), GroupError> {
+        if link.name != self.cfg.interface {
+            if self.bound_to(link.index) {
+                self.unbind("was renamed").await;
+            }
+            return Ok(());
+        }
+        let Some(b) = self.bound.as_mut().filter(|b| b.link.index == link.index) else {
+            info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, index = link.index,
+                "interface appeared; binding to it");
+            self.interface_changed("appeared");
+            self.held.clear();
+            self.bind_to(link).await?;
+            self.update_usable().await;
+            return Ok(());
+        };
+        let mac_changed = b.link.mac != link.mac;
+        let came_up = link.up && !b.link.up;
+        if mac_changed {
+            b.announcer.set_mac(link.mac);
+        }
+        b.link = link;
+        if mac_changed {
+            info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, "MAC address changed");
+            self.interface_changed("mac");
+            if self.fsm.state() == State::Master {
+                // Hosts still map our addresses to the old MAC: point them at the new one.
+                self.announce();
+            }
+        }
+        if came_up {
+            // Addresses may have changed while it was down (IPv6: tentative again).
+            self.resync_addresses().await;
+        }
+        self.update_usable().await;
+        Ok(())
+    }
+
+    /// Events were lost: look the interface up again and re-read its addresses.
+    async fn refresh(&mut self) -> Result<(), GroupError> {
+        match self.netlink.link(&self.cfg.interface).await {
+            Ok(link) => self.on_link_event(link).await?,
+            Err(NetlinkError::NoInterface(_)) => self.unbind("is gone").await,
+            Err(e) => warn!(vrid = self.cfg.fsm.vrid, error = %e, "cannot look up the interface"),
+        }
+        self.resync_addresses().await;
+        Ok(())
+    }
+
+    /// Enters or leaves fault as the interface, its carrier and the source address allow.
+    async fn update_usable(&mut self) {
+        let usable = self.bound.as_ref().is_some_and(|b| b.link.up) && self.has_primary;
+        if usable != self.usable {
+            self.usable = usable;
+            info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, usable, "link changed");
+            let actions = self.fsm.on_link(usable, Instant::now());
+            self.apply(actions).await;
+        }
+        self.report();
+    }
+
+    /// Logs the group's state (SIGUSR1).
+    fn dump(&self) {
+        let link = self.bound.as_ref().map(|b| &b.link);
+        info!(group = %self.name, state = self.fsm.state().name(), priority = self.cfg.fsm.priority,
+            primary = %self.fsm.primary(), usable = self.usable,
+            interface_index = ?link.map(|l| l.index),
+            mac = ?link.map(|l| l.mac.map(|b| format!("{b:02x}")).join(":")),
+            addresses = self.cfg.vips.len(), held = ?self.held,
+            next_timer_in = ?self.fsm.next_deadline().map(|t| t.saturating_duration_since(Instant::now())),
+            socket_drops = self.bound.as_ref().map_or(0, |b| b.socket.drops()),
+            "group state");
+    }
+
+    /// Tells /readyz whether the group takes part, or why not.
+    fn report(&self) {
+        let i = &self.cfg.interface;
+        let standing = match &self.bound {
+            _ if self.usable => Ok(()),
+            None => Err(format!("interface {i} does not exist")),
+            Some(b) if !b.link.up => Err(format!("interface {i} is down (no carrier)")),
+            Some(_) if self.cfg.v6 => Err(format!(
+                "interface {i} has no usable IPv6 link-local address (none, or duplicate address detection still running)"
+            )),
+            Some(_) => Err(format!(
+                "interface {i} has no IPv4 address to send adverts from"
+            )),
+        };
+        self.health.set(&self.name, standing);
+    }
+
+    /// Someone claims address `ip` with `mac`: a split brain if we hold it as master and the
+    /// MAC is not ours. Counted, and logged at most every 10 s per address.
+    fn on_claim(&mut self, ip: IpAddr, mac: Mac) {
+        let Some(b) = &self.bound else { return };
+        if mac == b.link.mac
+            || self.fsm.state() != State::Master
+            || !self.held.iter().any(|v| v.addr() == ip)
+        {
+            return;
+        }
+        metrics::counter!("fedplane_vipd_address_conflicts_total", &self.labels).increment(1);
+        let now = Instant::now();
+        if self
+            .conflicts
+            .get(&ip)
+            .is_some_and(|t| now.duration_since(*t) < CONFLICT_REPORT_EVERY)
+        {
+            return;
+        }
+        self.conflicts.insert(ip, now);
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, vip = %ip, %mac,
+            "another host claims a virtual address we hold as master (split brain?)");
     }
 
     fn dropped(&self, drop: &DropReason) {
@@ -255,7 +531,10 @@ impl Runner {
         for a in actions {
             match a {
                 Action::Advertise(priority) => self.advertise(priority),
-                Action::AddAddresses => self.add_all().await,
+                Action::AddAddresses => {
+                    self.add_all().await;
+                    self.probe();
+                }
                 Action::RemoveAddresses => self.remove_all().await,
                 Action::Announce => self.announce(),
                 Action::Transition(from, to) => self.transition(from, to),
@@ -280,7 +559,7 @@ impl Runner {
         for &dst in targets {
             let src = self.fsm.primary();
             let wire = packet::encode(&advert, src, dst, self.cfg.checksum);
-            match self.socket.send(&wire, src, dst) {
+            match self.send(&wire, src, dst) {
                 Ok(()) => {
                     metrics::counter!("fedplane_vipd_adverts_sent_total", &self.labels)
                         .increment(1);
@@ -290,9 +569,31 @@ impl Runner {
         }
     }
 
+    /// Sends one advert on the group's socket (none while the interface is gone).
+    fn send(&self, wire: &[u8], src: IpAddr, dst: IpAddr) -> std::io::Result<()> {
+        match &self.bound {
+            Some(b) => b.socket.send(wire, src, dst),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the interface is gone",
+            )),
+        }
+    }
+
+    /// Asks whether anyone else has our addresses (an answer is a conflict, see `on_claim`).
+    fn probe(&self) {
+        let Some(b) = &self.bound else { return };
+        for vip in &self.held {
+            if let Err(e) = b.announcer.probe(vip.addr()) {
+                debug!(vip = %vip.addr(), error = %e, "ARP probe not sent");
+            }
+        }
+    }
+
     fn announce(&self) {
+        let Some(b) = &self.bound else { return };
         for vip in &self.cfg.vips {
-            match self.announcer.announce(vip.addr()) {
+            match b.announcer.announce(vip.addr()) {
                 Ok(()) => {
                     metrics::counter!("fedplane_vipd_announcements_sent_total", &self.labels)
                         .increment(1);

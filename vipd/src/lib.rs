@@ -24,6 +24,7 @@
 //! - [`assigner`]: one pass: addresses to the groups; as leader, status writes and Events.
 //! - [`kubernetes`]: the client, and the task wiring the watches, the Lease loop and passes.
 //! - [`probes`]: readiness and metric help texts for `fedplane-ops`.
+//! - [`supervisor`]: the groups as a whole: start, reload (SIGHUP), state dump (SIGUSR1).
 //! - [`speakers`]: the channels between the groups and Kubernetes mode about who may speak.
 
 pub mod announce;
@@ -42,3 +43,4 @@ pub mod probes;
 pub mod receive;
 pub mod services;
 pub mod speakers;
+pub mod supervisor;

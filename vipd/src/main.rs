@@ -1,23 +1,23 @@
 //! The `fedplane-vipd` binary: settings, logging, metrics, one task per VRRP group and the HTTP
-//! endpoints until SIGTERM, then every master resigns and removes its addresses.
+//! endpoints until SIGTERM, then every master resigns and removes its addresses. SIGHUP reloads
+//! the groups from the config file; SIGUSR1 logs every group's state.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use anyhow::Context;
 use clap::Parser;
 use fedplane_ops::Runtime;
 use fedplane_vipd::assigner::GroupSink;
 use fedplane_vipd::config::{Cli, Settings};
-use fedplane_vipd::daemon::run_group;
+use fedplane_vipd::daemon::GroupContext;
 use fedplane_vipd::ipam::Family;
 use fedplane_vipd::kubernetes::{self, KubeStatus};
 use fedplane_vipd::netlink::{self, Netlink};
-use fedplane_vipd::probes::{VipdProbes, describe_metrics};
+use fedplane_vipd::probes::{Health, VipdProbes, describe_metrics};
 use fedplane_vipd::services::GroupId;
+use fedplane_vipd::supervisor::Groups;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -37,19 +37,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let nl = Netlink::connect().context("cannot open netlink")?;
     let links = netlink::watch_links().context("cannot follow link changes")?;
     let cancel = CancellationToken::new();
-    let started = Arc::new(AtomicUsize::new(0));
+    let health = Arc::new(Health::default());
     let kube_status = settings
         .kube
         .as_ref()
         .map(|_| Arc::new(KubeStatus::default()));
     let probes = VipdProbes {
-        started: started.clone(),
-        groups: settings.groups.len(),
+        health: health.clone(),
         kube: kube_status.clone(),
     };
     // Before anything can report ready or act, so a SIGTERM is never the default (fatal) one.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
     let http = fedplane_ops::Http::start(settings.http, metrics, probes)
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
@@ -62,36 +63,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let mut groups = JoinSet::new();
+    let mut groups = Groups::new(GroupContext {
+        netlink: nl.clone(),
+        links: links.clone(),
+        cancel: cancel.clone(),
+        health,
+        dump: watch::channel(0).1,
+    });
     let mut senders = Vec::new();
+    // What a killed run left: every address marked as ours on the managed interfaces goes
+    // before the groups start (in Kubernetes mode the addresses are not even known yet).
+    groups.remove_left_over(&settings.groups).await;
     if let Some(kube) = &settings.kube {
-        // Groups' addresses come from the Services: what a killed run left is not known by
-        // address, so every address marked as ours goes before the groups start.
-        let mut interfaces: Vec<&str> = settings
-            .groups
-            .iter()
-            .map(|g| g.interface.as_str())
-            .collect();
-        interfaces.sort_unstable();
-        interfaces.dedup();
-        for i in interfaces {
-            match nl.remove_ours(i).await {
-                Ok(gone) if !gone.is_empty() => info!(
-                    interface = i,
-                    ?gone,
-                    "removed virtual addresses left by an earlier run"
-                ),
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(interface = i, error = %e, "cannot clean up addresses of an earlier run")
-                }
-            }
-        }
         info!(node = %kube.node_name, lease = %kube.lease,
             class = %kube.class, "Kubernetes mode");
     }
     for g in settings.groups.clone() {
-        let vips = settings.kube.as_ref().map(|_| {
+        if settings.kube.is_some() {
             let (tx, rx) = watch::channel(None);
             let family = if g.v6 { Family::V6 } else { Family::V4 };
             senders.push(GroupSink {
@@ -101,16 +89,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 },
                 addresses: tx,
             });
-            rx
-        });
-        groups.spawn(run_group(
-            g,
-            nl.clone(),
-            links.clone(),
-            cancel.clone(),
-            started.clone(),
-            vips,
-        ));
+            groups.start_following(g, rx);
+        } else {
+            groups.start(g);
+        }
     }
     let mut kube_task = None;
     if let (Some(kube), Some(status), Some(client)) = (settings.kube.clone(), kube_status, client) {
@@ -125,22 +107,25 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     info!(groups = settings.groups.len(), http = %settings.http, "fedplane-vipd started");
 
     let mut failed = None;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: resigning"),
-        _ = int.recv() => info!("SIGINT: resigning"),
-        Some(res) = groups.join_next() => {
-            // A group that cannot start (no interface, no permission) stops the daemon: the
-            // others must not run half-configured.
-            match res {
-                Ok(Err(e)) => {
-                    error!(error = %e, "group failed; stopping");
-                    failed = Some(anyhow::Error::from(e));
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: resigning"); break }
+            _ = int.recv() => { info!("SIGINT: resigning"); break }
+            _ = hup.recv() => {
+                if settings.kube.is_some() {
+                    warn!("SIGHUP: in Kubernetes mode the groups follow the Services; restart to change the groups");
+                } else {
+                    info!("SIGHUP: reloading the configuration");
+                    groups.reload(&settings).await;
                 }
-                Err(e) => {
-                    error!(error = %e, "group task died; stopping");
-                    failed = Some(anyhow::anyhow!("a group task died: {e}"));
-                }
-                Ok(Ok(())) => {}
+            }
+            _ = usr1.recv() => groups.dump(),
+            Some(e) = groups.failed() => {
+                // A group that cannot run (no permission to open its sockets) stops the
+                // daemon: the others must not run half-configured.
+                error!(error = %e, "group failed; stopping");
+                failed = Some(anyhow::Error::from(e));
+                break;
             }
         }
     }
@@ -150,11 +135,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         // Releases the Lease, so a standby takes over within its retry period.
         let _ = t.await;
     }
-    while let Some(res) = groups.join_next().await {
-        if let Ok(Err(e)) = res {
-            error!(error = %e, "group failed");
-        }
-    }
+    groups.stopped().await;
     http.stop().await;
     info!("fedplane-vipd stopped");
     match failed {

@@ -24,7 +24,16 @@ pub struct VrrpSocket {
     fd: UdpSocket,
     v6: bool,
     ifindex: u32,
+    /// Room for the largest datagram (an IPv4 advert of 255 addresses is 1,048 bytes with
+    /// headers; anyone may send 64 KiB).
+    buf: Vec<u8>,
+    /// Datagrams the kernel dropped for want of buffer space since the socket opened
+    /// (`SO_RXQ_OVFL`, as of the last datagram read).
+    drops: u32,
 }
+
+/// The receive buffer asked for: room for thousands of adverts while the group is busy.
+const RECEIVE_BUFFER: usize = 1 << 20;
 
 fn nix_err(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -38,6 +47,11 @@ impl VrrpSocket {
         let s = Socket::new(domain, Type::RAW, Some(Protocol::from(i32::from(PROTO))))?;
         s.bind_device(Some(ifname.as_bytes()))?;
         s.set_nonblocking(true)?;
+        // Beyond net.core.rmem_max when we may (CAP_NET_ADMIN), else as much as it allows.
+        if setsockopt(&s, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+            s.set_recv_buffer_size(RECEIVE_BUFFER)?;
+        }
+        setsockopt(&s, sockopt::RxqOvfl, &1).map_err(nix_err)?;
         if v6 {
             s.set_multicast_hops_v6(u32::from(TTL))?;
             s.set_unicast_hops_v6(u32::from(TTL))?;
@@ -60,7 +74,14 @@ impl VrrpSocket {
             fd: UdpSocket::from_std(std::net::UdpSocket::from(s))?,
             v6,
             ifindex,
+            buf: vec![0; usize::from(u16::MAX)],
+            drops: 0,
         })
+    }
+
+    /// Datagrams the kernel dropped because the receive buffer was full, since it opened.
+    pub fn drops(&self) -> u32 {
+        self.drops
     }
 
     /// Sends `msg` from `src` (set per packet, so the VIPs never become the source) to `dst`.
@@ -115,52 +136,59 @@ impl VrrpSocket {
 
     /// The next datagram. IPv4 datagrams that do not even parse as IPv4 VRRP come back as
     /// `Err(DropReason)` inside `Ok`, so the caller can count them.
-    pub async fn recv(&self) -> io::Result<Result<Datagram, DropReason>> {
-        let mut buf = [0u8; 2048];
-        self.fd
-            .async_io(Interest::READABLE, || self.recv_now(&mut buf))
+    pub async fn recv(&mut self) -> io::Result<Result<Datagram, DropReason>> {
+        let Self {
+            fd, v6, buf, drops, ..
+        } = self;
+        fd.async_io(Interest::READABLE, || recv_now(fd, *v6, buf, drops))
             .await
     }
+}
 
-    fn recv_now(&self, buf: &mut [u8]) -> io::Result<Result<Datagram, DropReason>> {
-        let fd = self.fd.as_raw_fd();
-        let mut iov = [io::IoSliceMut::new(buf)];
-        let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
-        let (len, src, hop, dst) = {
-            let m = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                .map_err(nix_err)?;
-            let mut hop = None;
-            let mut dst = None;
-            for c in m.cmsgs().map_err(nix_err)? {
-                match c {
-                    ControlMessageOwned::Ipv6HopLimit(h) => hop = u8::try_from(h).ok(),
-                    ControlMessageOwned::Ipv6PacketInfo(i) => {
-                        dst = Some(IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)));
-                    }
-                    _ => {}
+fn recv_now(
+    fd: &UdpSocket,
+    v6: bool,
+    buf: &mut [u8],
+    drops: &mut u32,
+) -> io::Result<Result<Datagram, DropReason>> {
+    let fd = fd.as_raw_fd();
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int, u32);
+    let (len, src, hop, dst) = {
+        let m = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .map_err(nix_err)?;
+        let mut hop = None;
+        let mut dst = None;
+        for c in m.cmsgs().map_err(nix_err)? {
+            match c {
+                ControlMessageOwned::Ipv6HopLimit(h) => hop = u8::try_from(h).ok(),
+                ControlMessageOwned::Ipv6PacketInfo(i) => {
+                    dst = Some(IpAddr::V6(Ipv6Addr::from(i.ipi6_addr.s6_addr)));
                 }
+                ControlMessageOwned::RxqOvfl(n) => *drops = n,
+                _ => {}
             }
-            let src = m
-                .address
-                .and_then(|a| a.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())));
-            (m.bytes, src, hop, dst)
-        };
-        let data = &buf[..len];
-        if !self.v6 {
-            return Ok(packet::split_ipv4(data).map(|(h, payload)| Datagram {
-                src: IpAddr::V4(h.src),
-                dst: IpAddr::V4(h.dst),
-                ttl: h.ttl,
-                payload: payload.to_vec(),
-            }));
         }
-        Ok(Ok(Datagram {
-            src: src.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            dst: dst.unwrap_or(IpAddr::V6(GROUP_V6)),
-            ttl: hop.unwrap_or(0),
-            payload: data.to_vec(),
-        }))
+        let src = m
+            .address
+            .and_then(|a| a.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())));
+        (m.bytes, src, hop, dst)
+    };
+    let data = &buf[..len];
+    if !v6 {
+        return Ok(packet::split_ipv4(data).map(|(h, payload)| Datagram {
+            src: IpAddr::V4(h.src),
+            dst: IpAddr::V4(h.dst),
+            ttl: h.ttl,
+            payload: payload.to_vec(),
+        }));
     }
+    Ok(Ok(Datagram {
+        src: src.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        dst: dst.unwrap_or(IpAddr::V6(GROUP_V6)),
+        ttl: hop.unwrap_or(0),
+        payload: data.to_vec(),
+    }))
 }
 
 /// Sends gratuitous ARP / unsolicited NA frames on one interface. The packet socket is opened
@@ -184,16 +212,89 @@ impl Announcer {
         })
     }
 
+    /// The interface's MAC address changed: announce the new one from now on.
+    pub fn set_mac(&mut self, mac: Mac) {
+        self.mac = mac;
+    }
+
     /// Announces `vip` once: gratuitous ARP for IPv4, unsolicited NA for IPv6.
     pub fn announce(&self, vip: IpAddr) -> io::Result<()> {
         let (frame, ethertype) = match vip {
             IpAddr::V4(a) => (announce::garp(self.mac, a), ETH_P_ARP),
             IpAddr::V6(a) => (announce::unsolicited_na(self.mac, a), ETH_P_IPV6),
         };
+        self.send(&frame, ethertype)
+    }
+
+    /// Asks whether anyone else has `vip`: an ARP probe (RFC 5227; IPv4 only, IPv6 relies on
+    /// the unsolicited NAs another holder sends). An answer shows up in [`ConflictWatch`].
+    pub fn probe(&self, vip: IpAddr) -> io::Result<()> {
+        match vip {
+            IpAddr::V4(a) => self.send(&announce::arp_probe(self.mac, a), ETH_P_ARP),
+            IpAddr::V6(_) => Ok(()),
+        }
+    }
+
+    fn send(&self, frame: &[u8], ethertype: u16) -> io::Result<()> {
         let mut dst = [0u8; 6];
         dst.copy_from_slice(&frame[..6]);
         let addr = link_addr(self.ifindex, ethertype, dst)?;
-        self.socket.send_to(&frame, &addr).map(|_| ())
+        self.socket.send_to(frame, &addr).map(|_| ())
+    }
+}
+
+/// Hears who claims addresses on one interface: every ARP packet (IPv4; a packet socket) or
+/// every ICMPv6 message (IPv6; a raw socket, of which only Neighbor Advertisements count), so
+/// the daemon sees another MAC claiming a virtual address it holds.
+#[derive(Debug)]
+pub struct ConflictWatch {
+    fd: UdpSocket,
+    v6: bool,
+    buf: Vec<u8>,
+}
+
+impl ConflictWatch {
+    /// Opens the watch on interface `ifname`/`ifindex`.
+    pub fn open(ifname: &str, ifindex: u32, v6: bool) -> io::Result<Self> {
+        let s = if v6 {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+            s.bind_device(Some(ifname.as_bytes()))?;
+            s
+        } else {
+            let s = Socket::new(
+                Domain::PACKET,
+                Type::DGRAM,
+                Some(Protocol::from(i32::from(ETH_P_ARP.to_be()))),
+            )?;
+            s.bind(&link_addr(ifindex, ETH_P_ARP, [0; 6])?)?;
+            s
+        };
+        s.set_nonblocking(true)?;
+        Ok(Self {
+            fd: UdpSocket::from_std(std::net::UdpSocket::from(s))?,
+            v6,
+            buf: vec![0; 2048],
+        })
+    }
+
+    /// The next claim heard: an address and the MAC claiming it. Other packets are skipped.
+    pub async fn recv(&mut self) -> io::Result<(IpAddr, Mac)> {
+        loop {
+            let Self { fd, v6, buf } = self;
+            let n = fd
+                .async_io(Interest::READABLE, || {
+                    nix::sys::socket::recv(fd.as_raw_fd(), buf, MsgFlags::empty()).map_err(nix_err)
+                })
+                .await?;
+            let claim = if *v6 {
+                announce::na_claim(&buf[..n]).map(|(a, m)| (IpAddr::V6(a), m))
+            } else {
+                announce::arp_claim(&buf[..n]).map(|(a, m)| (IpAddr::V4(a), m))
+            };
+            if let Some(c) = claim {
+                return Ok(c);
+            }
+        }
     }
 }
 

@@ -32,9 +32,6 @@ pub enum NetlinkError {
     /// No interface of that name.
     #[error("no interface named {0}")]
     NoInterface(String),
-    /// The interface has no usable address of the family to send adverts from.
-    #[error("interface {0} has no {1} address to send VRRP adverts from")]
-    NoPrimary(String, &'static str),
     /// A request failed.
     #[error("netlink: {0}")]
     Request(#[from] rtnetlink::Error),
@@ -64,6 +61,9 @@ pub struct Address {
     pub secondary: bool,
     /// Link-local scope.
     pub link_local: bool,
+    /// Not usable as a source: duplicate address detection is still running (tentative) or
+    /// found the address in use (dadfailed).
+    pub tentative: bool,
 }
 
 /// A netlink request handle.
@@ -109,17 +109,6 @@ impl Netlink {
             .try_collect()
             .await?;
         Ok(msgs.iter().filter_map(address_of).collect())
-    }
-
-    /// The primary address of `link` (see [`primary_of`]).
-    pub async fn primary(
-        &self,
-        link: &Link,
-        v6: bool,
-        vips: &[IpNet],
-    ) -> Result<IpAddr, NetlinkError> {
-        let addrs = self.addresses(link.index).await?;
-        primary_of(&addrs, v6, vips).ok_or_else(|| no_primary(link, v6))
     }
 
     /// Adds `net` to interface `index`, marked as ours (IPv6 without duplicate address
@@ -190,37 +179,39 @@ impl Netlink {
 
 /// The address adverts are sent from, among an interface's `addrs`: for IPv4 a primary address
 /// (a secondary one will do when a VIP got promoted) that is neither ours nor one of `vips`; for
-/// IPv6 the link-local address (RFC 5798 5.1.2.2).
-pub fn primary_of(addrs: &[Address], v6: bool, vips: &[IpNet]) -> Option<IpAddr> {
+/// IPv6 the link-local address (RFC 5798 5.1.2.2). A tentative address (duplicate address
+/// detection still running, or failed) is not usable: the kernel refuses to send from it.
+///
+/// The address `owner` (priority 255) may have nothing but its virtual addresses configured
+/// (the VIP is the interface's own address, RFC 5798 1.4): it then sends from one of them, as
+/// long as it is not one we added.
+pub fn primary_of(addrs: &[Address], v6: bool, vips: &[IpNet], owner: bool) -> Option<IpAddr> {
+    let usable = |a: &&Address| {
+        a.net.addr().is_ipv6() == v6 && !a.ours && !a.tentative && (!v6 || a.link_local)
+    };
+    let is_vip = |a: &Address| vips.iter().any(|v| v.addr() == a.net.addr());
     addrs
         .iter()
-        .filter(|a| {
-            a.net.addr().is_ipv6() == v6
-                && !a.ours
-                && !vips.iter().any(|v| v.addr() == a.net.addr())
-                && (!v6 || a.link_local)
-        })
+        .filter(usable)
+        .filter(|a| !is_vip(a))
         .min_by_key(|a| a.secondary)
+        .or_else(|| {
+            owner
+                .then(|| addrs.iter().filter(usable).min_by_key(|a| a.secondary))
+                .flatten()
+        })
         .map(|a| a.net.addr())
 }
 
-/// The error for a `link` without a primary address.
-pub fn no_primary(link: &Link, v6: bool) -> NetlinkError {
-    NetlinkError::NoPrimary(
-        link.name.clone(),
-        if v6 { "IPv6 link-local" } else { "IPv4" },
-    )
-}
-
 /// A change the groups must react to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// Interface `index` went up or down.
-    Link {
+    /// An interface appeared or changed (up/down, MAC, name).
+    Link(Link),
+    /// Interface `index` was deleted.
+    Gone {
         /// Interface index.
         index: u32,
-        /// Up with carrier.
-        up: bool,
     },
     /// An address was added to or removed from interface `index`.
     Addresses {
@@ -246,13 +237,12 @@ pub fn watch_links() -> Result<broadcast::Sender<LinkEvent>, NetlinkError> {
         use rtnetlink::packet_core::NetlinkPayload;
         while let Some((msg, _)) = messages.next().await {
             let ev = match msg.payload {
-                NetlinkPayload::InnerMessage(
-                    RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
-                ) => {
-                    let l = link_of(&link);
-                    LinkEvent::Link {
-                        index: l.index,
-                        up: l.up,
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    LinkEvent::Link(link_of(&link))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    LinkEvent::Gone {
+                        index: link.header.index,
                     }
                 }
                 NetlinkPayload::InnerMessage(
@@ -292,8 +282,14 @@ fn link_of(msg: &LinkMessage) -> Link {
 fn address_of(msg: &AddressMessage) -> Option<Address> {
     let mut addr = None;
     let mut ours = false;
+    let unusable = AddressFlags::Tentative | AddressFlags::Dadfailed;
+    let mut tentative = msg
+        .header
+        .flags
+        .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
     for attr in &msg.attributes {
         match attr {
+            AddressAttribute::Flags(f) => tentative |= f.intersects(unusable),
             // IPv4 reports its own address as Local (Address is the peer on point-to-point).
             AddressAttribute::Local(a) => addr = Some(*a),
             AddressAttribute::Address(a) if addr.is_none() => addr = Some(*a),
@@ -307,5 +303,6 @@ fn address_of(msg: &AddressMessage) -> Option<Address> {
         ours,
         secondary: msg.header.flags.contains(AddressHeaderFlags::Secondary),
         link_local: msg.header.scope == AddressScope::Link,
+        tentative,
     })
 }

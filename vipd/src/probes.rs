@@ -1,26 +1,56 @@
 //! What fedplane-vipd reports on its HTTP endpoints (served by `fedplane_ops::Http`): the
-//! readiness probe (every group started; in Kubernetes mode, the Services listed) and the help
-//! text of every metric it exports.
+//! readiness probe (every group running and able to take part, not in fault; in Kubernetes
+//! mode, the Services listed) and the help text of every metric it exports.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// Readiness from the groups started so far.
+/// Each group's standing, by its name (`"51 on eth0 (ipv4)"`): `Ok` while it takes part in
+/// VRRP, else why not (not started yet, interface missing or down, no usable source address).
+#[derive(Debug, Default)]
+pub struct Health {
+    groups: Mutex<BTreeMap<String, Result<(), String>>>,
+}
+
+impl Health {
+    /// Records group `name`'s standing.
+    pub fn set(&self, name: &str, standing: Result<(), String>) {
+        self.lock().insert(name.to_owned(), standing);
+    }
+
+    /// Forgets group `name` (stopped, or removed by a reload).
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Every group's problem, if any.
+    pub fn problems(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter_map(|(name, s)| s.as_ref().err().map(|e| format!("group {name}: {e}")))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Result<(), String>>> {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Readiness from the groups' standing.
 #[derive(Debug, Clone)]
 pub struct VipdProbes {
-    /// Groups started so far.
-    pub started: Arc<AtomicUsize>,
-    /// Groups configured.
-    pub groups: usize,
+    /// The groups' standing.
+    pub health: Arc<Health>,
     /// Kubernetes mode: ready once the Services are listed.
     pub kube: Option<Arc<crate::kubernetes::KubeStatus>>,
 }
 
 impl fedplane_ops::Probes for VipdProbes {
     fn ready(&self) -> Result<(), String> {
-        let started = self.started.load(Ordering::Relaxed);
-        if started < self.groups {
-            Err(format!("{started} of {} groups started", self.groups))
+        let problems = self.health.problems();
+        if !problems.is_empty() {
+            Err(problems.join("; "))
         } else if self
             .kube
             .as_ref()
@@ -76,6 +106,18 @@ pub fn describe_metrics() {
     describe_counter!(
         "fedplane_vipd_status_writes_total",
         "Service status writes by the Lease holder, by result"
+    );
+    describe_counter!(
+        "fedplane_vipd_socket_drops_total",
+        "VRRP packets the kernel dropped because the group's socket buffer was full"
+    );
+    describe_counter!(
+        "fedplane_vipd_address_conflicts_total",
+        "ARP/NA from another MAC address for a virtual address this node holds (split brain)"
+    );
+    describe_counter!(
+        "fedplane_vipd_interface_changes_total",
+        "A group's interface appeared, was recreated, was deleted or changed its MAC, by kind"
     );
     describe_counter!(
         "fedplane_vipd_notices_total",

@@ -339,15 +339,26 @@ fn bad_settings_are_refused_with_a_reason() {
         .expect("run fedplane-vipd");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("whole seconds"));
+    // A missing interface is a fault to wait out (it may appear later), not a reason to exit:
+    // /readyz says why.
     let (_lan, hosts, _client) = lan(1);
-    let mut v = vipd(&hosts[0], 100, &[VIP_CIDR], &["--interface", "nosuch0"]);
-    let status = v.wait_exit(Duration::from_secs(5));
-    assert!(!status.success());
-    assert!(
-        v.output().contains("no interface named nosuch0"),
-        "{}",
-        v.output()
+    let v = vipd(&hosts[0], 100, &[VIP_CIDR], &["--interface", "nosuch0"]);
+    wait_until(SETTLE, "/readyz to name the missing interface", || {
+        let out = hosts[0].try_run(&[
+            "curl",
+            "-s",
+            &format!("http://127.0.0.1:{HTTP_PORT}/readyz"),
+        ]);
+        out.ok()
+            .filter(|o| o.contains("interface nosuch0 does not exist"))
+            .map(|_| ())
+    });
+    assert_eq!(
+        metric(&hosts[0], "fedplane_vipd_state", "vrid"),
+        3.0,
+        "fault"
     );
+    assert!(v.output().contains("no such interface"), "{}", v.output());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! A group's virtual addresses on its interface: added and removed by netlink as the state
-//! machine says, what an earlier run left removed, a changed address set (Kubernetes mode)
-//! followed at once, and addresses removed behind our back put back.
+//! machine says, a changed address set (Kubernetes mode, or a reload) followed at once,
+//! addresses removed behind our back put back, and the source address of our adverts followed.
 
 use std::collections::BTreeSet;
 
@@ -8,25 +8,13 @@ use ipnet::IpNet;
 use tracing::{info, warn};
 
 use super::Runner;
-use crate::fsm::State;
-use crate::netlink::{no_primary, primary_of};
+use crate::fsm::{OWNER, State};
+use crate::netlink::primary_of;
 
 impl Runner {
-    /// Removes our virtual addresses left on the interface by an earlier run that was killed.
-    pub(super) async fn clean_stale(&mut self) {
-        match self.netlink.addresses(self.link.index).await {
-            Ok(addrs) => {
-                for a in addrs
-                    .iter()
-                    .filter(|a| a.ours && self.cfg.vips.contains(&a.net))
-                {
-                    info!(vip = %a.net, interface = %self.cfg.interface, "removing a virtual address left by an earlier run");
-                    self.held.insert(a.net);
-                }
-                self.remove_all().await;
-            }
-            Err(e) => warn!(error = %e, "cannot list addresses to clean up"),
-        }
+    /// The interface's index, while bound.
+    fn index(&self) -> Option<u32> {
+        self.bound.as_ref().map(|b| b.link.index)
     }
 
     /// The group's addresses changed (Kubernetes mode): as master, drop the old ones and add
@@ -48,7 +36,8 @@ impl Runner {
             .filter(|v| self.held.contains(v))
             .collect();
         for vip in removed {
-            match self.netlink.remove(self.link.index, vip).await {
+            let Some(index) = self.index() else { break };
+            match self.netlink.remove(index, vip).await {
                 Ok(_) => {
                     self.held.remove(&vip);
                 }
@@ -60,9 +49,11 @@ impl Runner {
         }
         if self.fsm.state() == State::Master {
             self.add_all().await;
-            for vip in &added {
-                if let Err(e) = self.announcer.announce(vip.addr()) {
-                    warn!(vip = %vip.addr(), error = %e, "gratuitous ARP/NA not sent");
+            if let Some(b) = &self.bound {
+                for vip in &added {
+                    if let Err(e) = b.announcer.announce(vip.addr()) {
+                        warn!(vip = %vip.addr(), error = %e, "gratuitous ARP/NA not sent");
+                    }
                 }
             }
         }
@@ -70,9 +61,11 @@ impl Runner {
     }
 
     /// The interface's addresses changed: follow a new primary address (adverts must come from
-    /// an address we have), and as master put back a virtual address someone removed.
+    /// an address we have; without a usable one the group is in fault), and as master put back
+    /// a virtual address someone removed.
     pub(super) async fn resync_addresses(&mut self) {
-        let present = match self.netlink.addresses(self.link.index).await {
+        let Some(index) = self.index() else { return };
+        let present = match self.netlink.addresses(index).await {
             Ok(p) => p,
             Err(e) => {
                 warn!(vrid = self.cfg.fsm.vrid, error = %e, "cannot list addresses");
@@ -80,16 +73,23 @@ impl Runner {
             }
         };
         let old = self.fsm.primary();
-        match primary_of(&present, self.cfg.v6, &self.cfg.vips) {
+        let owner = self.cfg.fsm.priority == OWNER;
+        let found = primary_of(&present, self.cfg.v6, &self.cfg.vips, owner);
+        match found {
             Some(p) if p != old => {
                 info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, %old, new = %p, "primary address changed");
                 self.fsm.set_primary(p);
             }
             Some(_) => {}
-            None => {
-                let e = no_primary(&self.link, self.cfg.v6);
-                warn!(vrid = self.cfg.fsm.vrid, error = %e, "keeping the old primary address");
+            None if self.has_primary => {
+                warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, v6 = self.cfg.v6,
+                    "no usable address to send adverts from (IPv6: none, or still tentative); fault until there is one");
             }
+            None => {}
+        }
+        if found.is_some() != self.has_primary {
+            self.has_primary = found.is_some();
+            self.update_usable().await;
         }
         if self.fsm.state() != State::Master {
             return;
@@ -108,11 +108,12 @@ impl Runner {
     }
 
     pub(super) async fn add_all(&mut self) {
+        let Some(index) = self.index() else { return };
         for &vip in &self.cfg.vips {
             if self.held.contains(&vip) {
                 continue;
             }
-            match self.netlink.add(self.link.index, vip).await {
+            match self.netlink.add(index, vip).await {
                 Ok(true) => {
                     self.held.insert(vip);
                 }
@@ -120,7 +121,7 @@ impl Runner {
                     // Already there: ours from before, or an operator's address we leave alone.
                     let ours = self
                         .netlink
-                        .addresses(self.link.index)
+                        .addresses(index)
                         .await
                         .is_ok_and(|v| v.iter().any(|a| a.net == vip && a.ours));
                     if ours {
@@ -138,8 +139,12 @@ impl Runner {
     }
 
     pub(super) async fn remove_all(&mut self) {
+        let Some(index) = self.index() else {
+            self.held.clear();
+            return;
+        };
         for vip in std::mem::take(&mut self.held) {
-            if let Err(e) = self.netlink.remove(self.link.index, vip).await {
+            if let Err(e) = self.netlink.remove(index, vip).await {
                 warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
             }
         }
