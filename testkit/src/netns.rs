@@ -271,16 +271,6 @@ impl Lan {
             ],
         );
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&[
-            "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns",
-            &self.ns,
-        ]);
-        ip(&["-n", &self.ns, "link", "set", &port, "master", "br0", "up"]);
-        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-        ip(&["-n", &ns, "addr", "add", ipv4_cidr, "dev", "eth0"]);
-        if let Some(v6) = ipv6_cidr {
-            ip(&["-n", &ns, "addr", "add", v6, "dev", "eth0", "nodad"]);
-        }
         let host = Host {
             mac: String::new(),
             ns,
@@ -289,14 +279,41 @@ impl Lan {
             ipv4,
             ipv6,
         };
-        wait_until(SETUP_TIMEOUT, "eth0 of a new host to come up", || {
-            let link = ip(&["-n", &host.ns, "-o", "link", "show", "eth0"]);
-            let forwarding = ip(&["-n", &self.ns, "-d", "-o", "link", "show", &host.port])
+        self.plug(&host, ipv4_cidr, ipv6_cidr);
+        let mac = host.link_mac();
+        Host { mac, ..host }
+    }
+
+    /// Creates the host's `eth0` (a veth pair with its lan port in `br0`) with its addresses,
+    /// and waits until it has carrier and its port forwards.
+    fn plug(&self, host: &Host, ipv4_cidr: &str, ipv6_cidr: Option<&str>) {
+        let (ns, port) = (&host.ns, &host.port);
+        ip(&[
+            "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns",
+            &self.ns,
+        ]);
+        ip(&["-n", &self.ns, "link", "set", port, "master", "br0", "up"]);
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", ns, "addr", "add", ipv4_cidr, "dev", "eth0"]);
+        if let Some(v6) = ipv6_cidr {
+            ip(&["-n", ns, "addr", "add", v6, "dev", "eth0", "nodad"]);
+        }
+        wait_until(SETUP_TIMEOUT, "eth0 of a host to come up", || {
+            let link = ip(&["-n", ns, "-o", "link", "show", "eth0"]);
+            let forwarding = ip(&["-n", &self.ns, "-d", "-o", "link", "show", port])
                 .contains("bridge_slave state forwarding");
             (link.contains("LOWER_UP") && forwarding).then_some(())
         });
-        let mac = host.link_mac();
-        Host { mac, ..host }
+    }
+
+    /// Deletes the host's `eth0` (its addresses go with it) and creates it again, plugged in,
+    /// with `ipv4_cidr` and `ipv6_cidr`: an interface recreated under the same name, with a new
+    /// index and a new MAC address (returned).
+    pub fn replug(&self, host: &Host, ipv4_cidr: &str, ipv6_cidr: Option<&str>) -> String {
+        // Deleted already, or deleted now.
+        let _ = host.try_run(&["ip", "link", "del", "eth0"]);
+        self.plug(host, ipv4_cidr, ipv6_cidr);
+        host.link_mac()
     }
 
     /// Plugs (`up`) or unplugs the host's cable: sets the lan-side end of its veth up or down.

@@ -306,3 +306,74 @@ fn address_of(msg: &AddressMessage) -> Option<Address> {
         tentative,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(net: &str, ours: bool, secondary: bool, tentative: bool) -> Address {
+        let net: IpNet = net.parse().expect("net");
+        Address {
+            link_local: matches!(net.addr(), IpAddr::V6(a) if a.is_unicast_link_local()),
+            net,
+            ours,
+            secondary,
+            tentative,
+        }
+    }
+
+    fn vips(v: &[&str]) -> Vec<IpNet> {
+        v.iter().map(|v| v.parse().expect("vip")).collect()
+    }
+
+    #[test]
+    fn the_source_is_a_primary_address_that_is_neither_ours_nor_a_vip() {
+        let addrs = [
+            addr("192.0.2.100/24", true, true, false),
+            addr("192.0.2.7/24", false, true, false),
+            addr("192.0.2.11/24", false, false, false),
+        ];
+        let v = vips(&["192.0.2.100/24"]);
+        assert_eq!(
+            primary_of(&addrs, false, &v, false),
+            Some("192.0.2.11".parse().expect("ip"))
+        );
+        assert_eq!(
+            primary_of(&addrs[..2], false, &v, false),
+            Some("192.0.2.7".parse().expect("ip")),
+            "a secondary will do"
+        );
+        assert_eq!(primary_of(&addrs[..1], false, &v, false), None);
+    }
+
+    #[test]
+    fn a_tentative_link_local_address_is_no_source() {
+        let addrs = [
+            addr("fe80::1/64", false, false, true),
+            addr("fd00::11/64", false, false, false),
+        ];
+        assert_eq!(primary_of(&addrs, true, &[], false), None);
+        let ready = [addr("fe80::1/64", false, false, false)];
+        assert_eq!(
+            primary_of(&ready, true, &[], false),
+            Some("fe80::1".parse().expect("ip"))
+        );
+    }
+
+    #[test]
+    fn the_owner_may_send_from_its_own_virtual_address() {
+        let addrs = [addr("192.0.2.11/24", false, false, false)];
+        let v = vips(&["192.0.2.11/24"]);
+        assert_eq!(primary_of(&addrs, false, &v, false), None);
+        assert_eq!(
+            primary_of(&addrs, false, &v, true),
+            Some("192.0.2.11".parse().expect("ip"))
+        );
+        let added = [addr("192.0.2.11/24", true, false, false)];
+        assert_eq!(
+            primary_of(&added, false, &v, true),
+            None,
+            "not one we added"
+        );
+    }
+}
