@@ -38,6 +38,48 @@ pub fn arp_probe(mac: Mac, vip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// A duplicate address detection probe for `vip` from `mac` (RFC 4862 5.4.2: a Neighbor
+/// Solicitation from the unspecified address to `vip`'s solicited-node group, no source
+/// link-layer option); a host that has `vip` answers with a Neighbor Advertisement to all
+/// nodes.
+pub fn dad_probe(mac: Mac, vip: Ipv6Addr) -> Vec<u8> {
+    let o = vip.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    );
+    let mut icmp = Vec::with_capacity(24);
+    icmp.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]); // type NS, code 0, checksum, reserved
+    icmp.extend_from_slice(&o);
+    let len = u32::try_from(icmp.len()).unwrap_or(0);
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(&Ipv6Addr::UNSPECIFIED.octets());
+    pseudo.extend_from_slice(&group.octets());
+    pseudo.extend_from_slice(&len.to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    let sum = internet_checksum(&[&pseudo, &icmp]);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+
+    let g = group.octets();
+    let mut f = Vec::with_capacity(14 + 40 + icmp.len());
+    f.extend_from_slice(&[0x33, 0x33, g[12], g[13], g[14], g[15]]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&u16::try_from(icmp.len()).unwrap_or(0).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&Ipv6Addr::UNSPECIFIED.octets());
+    f.extend_from_slice(&g);
+    f.extend_from_slice(&icmp);
+    f
+}
+
 /// The address and MAC an ARP packet (without its Ethernet header) claims: its sender's, when
 /// it is an Ethernet/IPv4 request or reply with a sender address.
 pub fn arp_claim(arp: &[u8]) -> Option<(Ipv4Addr, Mac)> {
@@ -128,6 +170,25 @@ mod tests {
         assert_eq!(arp_claim(&probe[14..]), None, "sender 0.0.0.0");
         assert_eq!(arp_claim(&garp(MAC, vip)[14..]), Some((vip, MAC)));
         assert_eq!(arp_claim(&garp(MAC, vip)[14..30]), None, "truncated");
+    }
+
+    #[test]
+    fn a_dad_probe_goes_to_the_solicited_node_group_and_verifies() {
+        let vip: Ipv6Addr = "2001:db8::12:3456".parse().expect("addr");
+        let f = dad_probe(MAC, vip);
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0xff, 0x12, 0x34, 0x56]);
+        assert_eq!(&f[22..38], &[0; 16], "from the unspecified address");
+        let group: Ipv6Addr = "ff02::1:ff12:3456".parse().expect("group");
+        assert_eq!(&f[38..54], &group.octets());
+        let icmp = &f[54..];
+        assert_eq!(icmp[0], 135);
+        assert_eq!(&icmp[8..24], &vip.octets());
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&f[22..54]);
+        pseudo.extend_from_slice(&24u32.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        assert_eq!(internet_checksum(&[&pseudo, icmp]), 0);
+        assert_eq!(na_claim(icmp), None, "a probe claims nothing");
     }
 
     #[test]

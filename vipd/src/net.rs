@@ -226,12 +226,12 @@ impl Announcer {
         self.send(&frame, ethertype)
     }
 
-    /// Asks whether anyone else has `vip`: an ARP probe (RFC 5227; IPv4 only, IPv6 relies on
-    /// the unsolicited NAs another holder sends). An answer shows up in [`ConflictWatch`].
+    /// Asks whether anyone else has `vip`: an ARP probe (RFC 5227) or a duplicate address
+    /// detection probe (RFC 4862). An answer shows up in [`ConflictWatch`].
     pub fn probe(&self, vip: IpAddr) -> io::Result<()> {
         match vip {
             IpAddr::V4(a) => self.send(&announce::arp_probe(self.mac, a), ETH_P_ARP),
-            IpAddr::V6(_) => Ok(()),
+            IpAddr::V6(a) => self.send(&announce::dad_probe(self.mac, a), ETH_P_IPV6),
         }
     }
 

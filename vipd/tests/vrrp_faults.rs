@@ -411,3 +411,21 @@ fn another_host_claiming_a_held_address_is_counted_and_logged() {
     );
     assert!(va.output().contains(&intruder.mac), "{}", va.output());
 }
+
+#[test]
+fn the_probe_on_takeover_finds_a_host_that_already_has_the_address() {
+    for (vip, cidr) in [(VIP, VIP_CIDR), ("fd00::100", "fd00::100/64")] {
+        let (_lan, hosts, intruder) = lan(1);
+        let a = &hosts[0];
+        let mut add = vec!["ip", "addr", "add", cidr, "dev", "eth0"];
+        if cidr.contains(':') {
+            add.push("nodad");
+        }
+        intruder.run(&add);
+        let va = vipd(a, 150, &[cidr], &[]);
+        wait_until(SETTLE, &format!("the conflict on {vip} counted"), || {
+            (metric(a, "fedplane_vipd_address_conflicts_total", "vrid") >= 1.0).then_some(())
+        });
+        assert!(va.output().contains(&intruder.mac), "{}", va.output());
+    }
+}
