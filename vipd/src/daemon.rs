@@ -63,6 +63,8 @@ struct Runner {
     labels: [(&'static str, String); 3],
     /// What a peer's advert must match.
     expected: Expected,
+    /// When each foreign speaker was last warned about (at most once per minute each).
+    foreign_warned: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
 }
 
 /// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
@@ -200,13 +202,20 @@ impl Runner {
             metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).absolute(0);
         }
         let fsm = Router::new(cfg.fsm.clone(), primary, Instant::now());
+        let (listed, excess) = packet::listed_of(cfg.vips.iter().map(IpNet::addr));
+        if excess > 0 {
+            warn!(vrid, interface = %cfg.interface, listed = listed.len(), excess,
+                "more virtual addresses than an advert lists: all are held, the adverts list the first ones");
+        }
         let expected = Expected {
             vrid: cfg.fsm.vrid,
             version: cfg.version,
             interval: cfg.fsm.advert_interval,
             unicast_peers: cfg.unicast_peers.clone(),
-            addresses: cfg.vips.iter().map(IpNet::addr).collect(),
+            addresses: listed.into_iter().collect(),
             dynamic: cfg.dynamic,
+            speakers: (!cfg.peers.is_empty()).then(|| cfg.peers.iter().copied().collect()),
+            auth: cfg.auth,
         };
         Ok(Self {
             cfg,
@@ -218,6 +227,7 @@ impl Runner {
             netlink,
             held: BTreeSet::new(),
             labels,
+            foreign_warned: std::sync::Mutex::default(),
         })
     }
 
@@ -236,6 +246,24 @@ impl Runner {
         l.push(("reason", drop.label().to_owned()));
         metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).increment(1);
         debug!(vrid = self.cfg.fsm.vrid, reason = %drop, "advert dropped");
+        if let DropReason::Foreign(source) = drop {
+            /// A foreign speaker is warned about at most this often.
+            const FOREIGN_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+            let mut l = self.labels.to_vec();
+            l.push(("source", source.to_string()));
+            metrics::counter!("fedplane_vipd_foreign_adverts_total", &l).increment(1);
+            let now = Instant::now();
+            let mut warned = self
+                .foreign_warned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            warned.retain(|_, t| now.duration_since(*t) < FOREIGN_WARN_EVERY);
+            if !warned.contains_key(source) {
+                warned.insert(*source, now);
+                warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, %source,
+                    "advert from a speaker that is not allowed in this group refused (warned once a minute per source)");
+            }
+        }
     }
 
     async fn on_datagram(&mut self, d: &Datagram) {
@@ -269,7 +297,8 @@ impl Runner {
             vrid: self.cfg.fsm.vrid,
             priority,
             interval: self.cfg.fsm.advert_interval,
-            addrs: self.cfg.vips.iter().map(IpNet::addr).collect(),
+            addrs: packet::listed_of(self.cfg.vips.iter().map(IpNet::addr)).0,
+            auth: self.cfg.auth.map_or(packet::Auth::None, packet::Auth::Pass),
         };
         let group = [net::group_of(self.cfg.v6)];
         let targets = if self.cfg.unicast_peers.is_empty() {

@@ -102,8 +102,11 @@ pub struct Heard {
     pub src: IpAddr,
     /// The sender's priority.
     pub priority: u8,
-    /// The sender's advert interval.
+    /// The sender's advert interval, bounded by [`crate::receive::max_learnt_interval`].
     pub interval: Duration,
+    /// The interval the advert carried when it was above that bound (and `interval` is the
+    /// bound): to count and log.
+    pub clamped: Option<Duration>,
 }
 
 /// The state machine of one VRRP group: one virtual router, as this node runs it.

@@ -24,6 +24,7 @@ fn heard(last: u8, priority: u8) -> Heard {
         src: ip(last),
         priority,
         interval: 100 * MS,
+        clamped: None,
     }
 }
 
@@ -355,6 +356,7 @@ impl Link {
                     src: ip(u8::try_from(from + 1).expect("few")),
                     priority,
                     interval: 100 * MS,
+                    clamped: None,
                 };
                 for to in 0..self.groups.len() {
                     if to != from {
