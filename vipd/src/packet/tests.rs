@@ -285,3 +285,30 @@ proptest! {
         prop_assert!(decode(&wire, v4(SRC), v4(DST), 255).is_err());
     }
 }
+
+#[test]
+fn every_drop_reason_label_is_listed_once() {
+    let any: IpAddr = v4(SRC);
+    let reasons = [
+        DropReason::TooShort(0),
+        DropReason::NotVrrp,
+        DropReason::Ttl(0),
+        DropReason::Version(0),
+        DropReason::Type(0),
+        DropReason::Checksum,
+        DropReason::Vrid(0),
+        DropReason::Addresses,
+        DropReason::Interval(Duration::ZERO),
+        DropReason::Foreign(any),
+        DropReason::Auth,
+        DropReason::Own,
+    ];
+    assert_eq!(reasons.len(), DropReason::LABELS.len());
+    for r in &reasons {
+        assert!(DropReason::LABELS.contains(&r.label()), "{r:?}");
+    }
+    let distinct: std::collections::BTreeSet<_> = DropReason::LABELS.iter().collect();
+    assert_eq!(distinct.len(), DropReason::LABELS.len());
+    assert_eq!(DropReason::Foreign(any).label(), "foreign_speaker");
+    assert_eq!(DropReason::Auth.label(), "authentication");
+}
