@@ -90,10 +90,11 @@ pub struct Cli {
     /// IPv4 address of its interface; for IPv6, its link-local address).
     #[arg(long = "unicast-peer")]
     pub unicast_peers: Vec<IpAddr>,
-    /// Hear adverts only from this source (plus our own); repeat for each peer. For a
-    /// multicast group: everyone else is refused as a foreign speaker, counted in
-    /// fedplane_vipd_foreign_adverts_total and never obeyed. (A unicast group's
-    /// --unicast-peer list is its allowlist already.)
+    /// Hear adverts only from this source (plus our own); repeat for each peer, listing each
+    /// peer's primary address (the first IPv4 address of its interface; for IPv6, its
+    /// link-local address). For a multicast group: everyone else is refused as a foreign
+    /// speaker, counted in fedplane_vipd_foreign_adverts_total and never obeyed. (A unicast
+    /// group's --unicast-peer list is its allowlist already.)
     #[arg(long = "peer")]
     pub peers: Vec<IpAddr>,
     /// VRRP v2 only: authenticate adverts with the password in this file (keepalived's

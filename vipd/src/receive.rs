@@ -8,7 +8,8 @@
 //!    [`Expected::speakers`] (the `peers:` setting, or in Kubernetes mode the nodes running
 //!    fedplane-vipd) only those; anyone else is [`DropReason::Foreign`], whatever its priority
 //!    (so a foreign advert, priority 0 or 255 included, never moves a master). Our own primary
-//!    address is rule 1, never foreign;
+//!    address is rule 1, never foreign. The source address is not authenticated: this stops
+//!    misconfigured and careless speakers, not one that spoofs an allowed address;
 //! 4. another version ([`DropReason::Version`]);
 //! 5. v2 authentication: type and password must equal ours ([`DropReason::Auth`]);
 //! 6. the address list: a static group hears only adverts listing exactly the addresses it
