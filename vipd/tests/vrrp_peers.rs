@@ -1,6 +1,7 @@
 //! fedplane-vipd against its peers, as root, in network namespaces joined by a bridge: more
 //! addresses than one advert lists, split brain healed with the clients moved to the winner in
-//! both arrival orders, foreign speakers refused, and keepalived's v2 `auth_type PASS`.
+//! both arrival orders, foreign speakers refused, forged owner and slow adverts bounded, and
+//! keepalived (v2 `auth_type PASS`; v3 at 1 s beside our 100 ms).
 
 mod common;
 
@@ -312,4 +313,122 @@ fn keepalived_with_auth_pass_interoperates_and_a_wrong_password_is_refused() {
         metric(f, "fedplane_vipd_adverts_received_total", "vrid"),
         0.0
     );
+}
+
+/// One forged advert with the largest interval (40.95 s) and a higher priority makes the master
+/// step down, but the interval it learns is bounded (1 s for our 100 ms): it takes over again
+/// after 3 × 1 s + skew, not after two minutes.
+#[test]
+fn a_forged_slow_advert_silences_a_group_for_the_bounded_interval_only() {
+    let (_lan, hosts, attacker) = lan(1);
+    let a = &hosts[0];
+    let _va = vipd(a, 150, &[VIP_CIDR], &[]);
+    wait_holder(&[a], a, vip(), SETTLE);
+    let script = r#"
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+body = bytes([0x31, 51, 200, 1, 0x0f, 0xff, 0, 0, 192, 0, 2, 100])
+pseudo = socket.inet_aton("192.0.2.50") + socket.inet_aton("224.0.0.18") + struct.pack("!BBH", 0, 112, len(body))
+pkt = body[:6] + struct.pack("!H", csum(pseudo + body)) + body[8:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+s.sendto(pkt, ("224.0.0.18", 0))
+"#;
+    attacker.run(&["python3", "-c", script]);
+    let forged = Instant::now();
+    wait_until(SETTLE, "the master to step down", || {
+        (metric(a, "fedplane_vipd_transitions_total", "to=\"backup\"") == 2.0).then_some(())
+    });
+    wait_holder(&[a], a, vip(), Duration::from_secs(6));
+    let took = forged.elapsed();
+    let bound = master_down(150, Duration::from_secs(1)) + Duration::from_millis(500);
+    assert!(
+        took <= bound,
+        "master again after {took:?}, bound {bound:?}"
+    );
+}
+
+/// keepalived v3 at its default 1 s beside fedplane at 100 ms: the bound on the learnt interval
+/// (10 × ours, at least 1 s) leaves it alone, so fedplane stays backup once it heard it.
+#[test]
+fn a_keepalived_master_at_1s_beside_us_at_100ms_keeps_us_backup() {
+    let (_lan, hosts, _client) = lan(2);
+    let (k, f) = (&hosts[0], &hosts[1]);
+    let settle = Duration::from_secs(4) + SETTLE;
+    let ka = Keepalived::start(
+        k,
+        &KeepalivedOptions {
+            version: 3,
+            vrid: 51,
+            priority: 200,
+            advert_int: 1.0,
+            vips: vec![VIP_CIDR.to_owned()],
+            ..KeepalivedOptions::default()
+        },
+    );
+    wait_holder(&[k, f], k, vip(), settle);
+    let _fv = vipd(f, 100, &[VIP_CIDR], &[]);
+    // Until it hears keepalived's first advert it follows its own 100 ms (Master_Down 361 ms),
+    // so it may take over for a moment at start (keepalived as backup does the same); from
+    // then on it has learnt 1 s and stays backup.
+    wait_backup(f, settle);
+    std::thread::sleep(Duration::from_millis(1500));
+    let masters = metric(f, "fedplane_vipd_transitions_total", "to=\"master\"");
+    assert_one_holder(&[k, f], vip(), Duration::from_secs(4));
+    assert_eq!(
+        metric(f, "fedplane_vipd_transitions_total", "to=\"master\""),
+        masters
+    );
+    assert!(metric(f, "fedplane_vipd_adverts_received_total", "vrid") >= 3.0);
+    assert!(ka.holds(vip()));
+}
+
+/// Forged owner adverts (priority 255) with an empty or another address list do not move a
+/// master: an owner's advert counts only when it lists our addresses (keepalived's rule).
+#[test]
+fn a_forged_owner_advert_with_another_address_list_is_refused() {
+    let (_lan, hosts, attacker) = lan(1);
+    let a = &hosts[0];
+    let _va = vipd(a, 150, &[VIP_CIDR], &[]);
+    wait_holder(&[a], a, vip(), SETTLE);
+    let script = r#"
+import socket, struct, time
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def advert(addrs):
+    body = bytes([0x31, 51, 255, len(addrs), 0, 10, 0, 0]) + b"".join(addrs)
+    pseudo = socket.inet_aton("192.0.2.50") + socket.inet_aton("224.0.0.18") + struct.pack("!BBH", 0, 112, len(body))
+    return body[:6] + struct.pack("!H", csum(pseudo + body)) + body[8:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+for _ in range(10):
+    s.sendto(advert(()), ("224.0.0.18", 0))
+    s.sendto(advert((bytes([192, 0, 2, 99]),)), ("224.0.0.18", 0))
+    time.sleep(0.05)
+"#;
+    attacker.run(&["python3", "-c", script]);
+    wait_until(SETTLE, "the forged owner adverts counted", || {
+        let n = metric(
+            a,
+            "fedplane_vipd_adverts_dropped_total",
+            "reason=\"address_list\"",
+        );
+        (n >= 20.0).then_some(())
+    });
+    assert_eq!(metric(a, "fedplane_vipd_state", "vrid"), 2.0);
+    assert_eq!(
+        metric(a, "fedplane_vipd_transitions_total", "to=\"backup\""),
+        1.0,
+        "only the start's transition to backup"
+    );
+    assert!(a.has_address(vip()));
 }
