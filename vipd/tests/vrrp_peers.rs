@@ -147,9 +147,9 @@ fn split_brain_heal_moves_the_client_when_the_winner_hears_the_loser_first() {
     split_brain_heal(true);
 }
 
-/// Sends 20 v3 adverts for VRID 51 listing the VIP, priority `priority`, from the client
-/// (192.0.2.50) to `dst` over 1 s: each would make a master of lower priority step down.
-fn forge(client: &Host, dst: &str, priority: u8) {
+/// Sends `count` v3 adverts for VRID 51 listing the VIP, priority `priority`, from the client
+/// (192.0.2.50) to `dst`, `gap_ms` apart.
+fn forge(client: &Host, dst: &str, priority: u8, count: u32, gap_ms: u32) {
     let script = format!(
         r#"
 import socket, struct, time
@@ -166,9 +166,9 @@ s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
 s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
-for _ in range(20):
+for _ in range({count}):
     s.sendto(pkt, ("{dst}", 0))
-    time.sleep(0.05)
+    time.sleep({gap_ms} / 1000)
 "#
     );
     client.run(&["python3", "-c", &script]);
@@ -183,7 +183,8 @@ fn foreign_refused(extra: &[&str], dst: &str) {
     let va = vipd(a, 150, &[VIP_CIDR], extra);
     wait_holder(&[a], a, vip(), SETTLE);
     for priority in [254, 0] {
-        forge(&attacker, dst, priority);
+        // 20 over 1 s: each would make a master of lower priority step down.
+        forge(&attacker, dst, priority, 20, 50);
     }
     wait_until(SETTLE, "the forged adverts counted as foreign", || {
         let n = metric(
@@ -431,4 +432,31 @@ for _ in range(10):
         "only the start's transition to backup"
     );
     assert!(a.has_address(vip()));
+}
+
+/// A flood of lower-priority adverts (200 in about 1 s) gets one re-advert and re-announcement
+/// per advert interval (100 ms), not one per packet.
+#[test]
+fn a_flood_of_lower_priority_adverts_is_answered_once_per_interval() {
+    let (_lan, hosts, attacker) = lan(1);
+    let a = &hosts[0];
+    let _va = vipd(a, 150, &[VIP_CIDR], &[]);
+    wait_holder(&[a], a, vip(), SETTLE);
+    // Past the announcement bursts of becoming master (5, 1 s apart).
+    std::thread::sleep(Duration::from_secs(5));
+    let before = metric(a, "fedplane_vipd_announcements_sent_total", "vrid");
+    let started = Instant::now();
+    forge(&attacker, "224.0.0.18", 100, 200, 5);
+    let took = started.elapsed();
+    wait_until(SETTLE, "the flood to be heard", || {
+        (metric(a, "fedplane_vipd_adverts_received_total", "vrid") >= 200.0).then_some(())
+    });
+    let announced = metric(a, "fedplane_vipd_announcements_sent_total", "vrid") - before;
+    // One per started interval of the flood, plus one for slack at either end.
+    let bound = (took.as_millis() / 100 + 2) as f64;
+    assert!(
+        (1.0..=bound).contains(&announced),
+        "{announced} announcements for 200 adverts over {took:?}"
+    );
+    assert_eq!(metric(a, "fedplane_vipd_state", "vrid"), 2.0);
 }
