@@ -63,8 +63,9 @@ struct Runner {
     labels: [(&'static str, String); 3],
     /// What a peer's advert must match.
     expected: Expected,
-    /// When each foreign speaker was last warned about (at most once per minute each).
-    foreign_warned: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
+    /// When each foreign speaker was last warned about (at most once per minute each; `None`:
+    /// the sources beyond the first 64, together).
+    foreign_warned: std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, Instant>>,
 }
 
 /// Runs group `cfg` until `cancel`, then resigns and removes its addresses. `started` is bumped
@@ -249,17 +250,27 @@ impl Runner {
         if let DropReason::Foreign(source) = drop {
             /// A foreign speaker is warned about at most this often.
             const FOREIGN_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-            let mut l = self.labels.to_vec();
-            l.push(("source", source.to_string()));
-            metrics::counter!("fedplane_vipd_foreign_adverts_total", &l).increment(1);
+            /// Sources named in the metric; later ones are `source="other"`, so spoofed
+            /// sources cannot grow the metric (and this map) without bound.
+            const FOREIGN_SOURCES: usize = 64;
             let now = Instant::now();
             let mut warned = self
                 .foreign_warned
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            warned.retain(|_, t| now.duration_since(*t) < FOREIGN_WARN_EVERY);
-            if !warned.contains_key(source) {
-                warned.insert(*source, now);
+            let named = warned.len() < FOREIGN_SOURCES || warned.contains_key(&Some(*source));
+            let key = named.then_some(*source);
+            let mut l = self.labels.to_vec();
+            l.push((
+                "source",
+                key.map_or_else(|| "other".to_owned(), |s| s.to_string()),
+            ));
+            metrics::counter!("fedplane_vipd_foreign_adverts_total", &l).increment(1);
+            if warned
+                .get(&key)
+                .is_none_or(|t| now.duration_since(*t) >= FOREIGN_WARN_EVERY)
+            {
+                warned.insert(key, now);
                 warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, %source,
                     "advert from a speaker that is not allowed in this group refused (warned once a minute per source)");
             }
