@@ -44,6 +44,9 @@ pub struct KeepalivedOptions {
     pub garp_master_delay: u32,
     /// `vrrp_garp_master_repeat`: gratuitous ARPs per burst (keepalived's default is 5).
     pub garp_master_repeat: u32,
+    /// VRRP v2 password (`authentication { auth_type PASS auth_pass ... }`); keepalived
+    /// uses at most 8 bytes of it.
+    pub auth_pass: Option<String>,
     /// Extra lines copied into the `vrrp_instance` block as they are (e.g. `"accept"`).
     pub extra: Vec<String>,
 }
@@ -62,6 +65,7 @@ impl Default for KeepalivedOptions {
             unicast_peers: Vec::new(),
             garp_master_delay: 1,
             garp_master_repeat: 3,
+            auth_pass: None,
             extra: Vec::new(),
         }
     }
@@ -133,6 +137,20 @@ impl KeepalivedOptions {
         line(&format!("    advert_int {}", self.advert_int));
         if self.nopreempt {
             line("    nopreempt");
+        }
+        if let Some(pass) = &self.auth_pass {
+            assert!(
+                self.version == 2,
+                "keepalived authenticates VRRP v2 only (v3 ignores authentication)"
+            );
+            assert!(
+                !pass.is_empty() && !pass.contains(char::is_whitespace),
+                "auth_pass must be one non-empty word"
+            );
+            line("    authentication {");
+            line("        auth_type PASS");
+            line(&format!("        auth_pass {pass}"));
+            line("    }");
         }
         if !self.unicast_peers.is_empty() {
             line("    unicast_peer {");

@@ -328,6 +328,24 @@ impl Lan {
             if up { "up" } else { "down" },
         ]);
     }
+
+    /// Isolates (`on`) the host's bridge port or lifts that: isolated ports reach only the
+    /// ports that are not isolated (`bridge link set dev pN isolated on`), so isolating two
+    /// hosts splits them from each other while a third, non-isolated host still reaches both.
+    pub fn set_isolated(&self, host: &Host, on: bool) {
+        ip(&[
+            "-n",
+            &self.ns,
+            "link",
+            "set",
+            "dev",
+            &host.port,
+            "type",
+            "bridge_slave",
+            "isolated",
+            if on { "on" } else { "off" },
+        ]);
+    }
 }
 
 impl Drop for Lan {

@@ -90,6 +90,19 @@ pub struct Cli {
     /// IPv4 address of its interface; for IPv6, its link-local address).
     #[arg(long = "unicast-peer")]
     pub unicast_peers: Vec<IpAddr>,
+    /// Hear adverts only from this source (plus our own); repeat for each peer, listing each
+    /// peer's primary address (the first IPv4 address of its interface; for IPv6, its
+    /// link-local address). For a multicast group: everyone else is refused as a foreign
+    /// speaker, counted in fedplane_vipd_foreign_adverts_total and never obeyed. (A unicast
+    /// group's --unicast-peer list is its allowlist already.)
+    #[arg(long = "peer")]
+    pub peers: Vec<IpAddr>,
+    /// VRRP v2 only: authenticate adverts with the password in this file (keepalived's
+    /// `authentication { auth_type PASS auth_pass ... }`): 1–8 bytes, one trailing newline
+    /// ignored. Adverts with another password or none are refused. The password travels in
+    /// clear: it keeps misconfigured groups apart, it does not stop an attacker on the link.
+    #[arg(long)]
+    pub auth_pass_file: Option<PathBuf>,
     /// Send IPv4 v3 checksums over the VRRP message only, as RFC 9568 says, instead of
     /// keepalived's default form with the pseudo-header. Both forms are always accepted.
     #[arg(long)]
@@ -209,9 +222,14 @@ struct Described {
 
 /// The groups, HTTP address and pools of the `--config` file at `path`.
 fn from_config_file(path: &PathBuf, cli: &Cli, node: &str) -> Result<Described, ConfigError> {
-    if cli.vrid.is_some() || !cli.vips.is_empty() || !cli.unicast_peers.is_empty() {
+    if cli.vrid.is_some()
+        || !cli.vips.is_empty()
+        || !cli.unicast_peers.is_empty()
+        || !cli.peers.is_empty()
+        || cli.auth_pass_file.is_some()
+    {
         return Err(invalid(
-            "--vrid, --vip and --unicast-peer describe one group; with --config, describe groups in the file",
+            "--vrid, --vip, --unicast-peer, --peer and --auth-pass-file describe one group; with --config, describe groups in the file",
         ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
@@ -253,6 +271,9 @@ fn group_from_flags(cli: &Cli, node: &str) -> Result<GroupSettings, ConfigError>
         preempt_delay: None,
         vrrp_version: None,
         unicast_peers: cli.unicast_peers.clone(),
+        peers: cli.peers.clone(),
+        auth_pass: None,
+        auth_pass_file: cli.auth_pass_file.clone(),
         rfc9568_checksum: None,
         garp_count: None,
         garp_interval: None,

@@ -21,6 +21,7 @@ use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError};
 use crate::packet::{self, Advert, Datagram, DropReason};
 use crate::probes::Health;
 use crate::receive::{self, Expected};
+use crate::speakers::{Allowed, Foreign, GroupEnds};
 
 mod addresses;
 
@@ -75,6 +76,13 @@ struct Runner {
     name: String,
     /// When each virtual address last had a conflict reported (reports are rate-limited).
     conflicts: BTreeMap<IpAddr, Instant>,
+    /// When each foreign speaker was last warned about (at most once per minute each; `None`:
+    /// the sources beyond the first 64, together).
+    foreign_warned: BTreeMap<Option<IpAddr>, Instant>,
+    /// When a clamped interval was last warned about.
+    clamp_warned: Option<Instant>,
+    /// Kubernetes mode: who may speak, our source for the others, refusals to report.
+    speakers: Option<GroupEnds>,
 }
 
 /// The interface a group runs on, as last seen, and the sockets bound to it.
@@ -99,6 +107,8 @@ pub struct GroupContext {
     pub health: Arc<Health>,
     /// Changes when the group should log its state (SIGUSR1).
     pub dump: watch::Receiver<u64>,
+    /// Kubernetes mode: who may speak, and where to publish our source and report refusals.
+    pub speakers: Option<GroupEnds>,
 }
 
 /// The group's name in logs and readiness: `51 on eth0 (ipv4)`.
@@ -140,7 +150,18 @@ pub async fn run_group(
     }
     let mut link_events = ctx.links.subscribe();
     let mut dump = ctx.dump.clone();
-    let mut r = Runner::new(cfg, ctx.netlink.clone(), ctx.health.clone(), name);
+    let mut allowed = ctx.speakers.as_ref().map(|s| s.allowed.clone());
+    let mut r = Runner::new(
+        cfg,
+        ctx.netlink.clone(),
+        ctx.health.clone(),
+        name,
+        ctx.speakers.clone(),
+    );
+    if let Some(rx) = &mut allowed {
+        let now = rx.borrow_and_update().clone();
+        r.set_speakers(&now);
+    }
     r.bind().await?;
     let now = Instant::now();
     let actions = r.fsm.start(now);
@@ -173,6 +194,7 @@ pub async fn run_group(
                 Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "VRRP receive failed"),
             },
             Ok(()) = dump.changed() => r.dump(),
+            Some(now) = next_allowed(&mut allowed) => r.set_speakers(&now),
             claim = recv_claim(conflicts) => match claim {
                 Ok((ip, mac)) => r.on_claim(ip, mac),
                 Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "ARP/NA receive failed"),
@@ -202,6 +224,7 @@ pub async fn run_group(
     r.apply(actions).await;
     // Whatever the state machine did, nothing of ours stays on the interface.
     r.remove_all().await;
+    r.publish_source(None);
     ctx.health.remove(&r.name);
     info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, "group stopped");
     Ok(())
@@ -225,6 +248,16 @@ async fn next_vips(rx: &mut Option<watch::Receiver<Option<Vec<IpNet>>>>) -> Opti
         return None;
     }
     Some(r.borrow_and_update().clone().unwrap_or_default())
+}
+
+/// The next allowlist of speakers (Kubernetes mode); pending without one.
+async fn next_allowed(rx: &mut Option<watch::Receiver<Allowed>>) -> Option<Allowed> {
+    let r = rx.as_mut()?;
+    if r.changed().await.is_err() {
+        *rx = None;
+        return None;
+    }
+    Some(r.borrow_and_update().clone())
 }
 
 /// The next datagram on the group's socket; pending while it has none.
@@ -274,7 +307,13 @@ fn promote_secondaries(interface: &str) {
 }
 
 impl Runner {
-    fn new(cfg: GroupSettings, netlink: Netlink, health: Arc<Health>, name: String) -> Self {
+    fn new(
+        cfg: GroupSettings,
+        netlink: Netlink,
+        health: Arc<Health>,
+        name: String,
+        speakers: Option<GroupEnds>,
+    ) -> Self {
         let family = if cfg.v6 { "ipv6" } else { "ipv4" };
         let labels = [
             ("vrid", cfg.fsm.vrid.to_string()),
@@ -294,13 +333,20 @@ impl Runner {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         };
         let fsm = Router::new(cfg.fsm.clone(), unspecified, Instant::now());
+        let (listed, excess) = packet::listed_of(cfg.vips.iter().map(IpNet::addr));
+        if excess > 0 {
+            warn!(vrid = cfg.fsm.vrid, interface = %cfg.interface, listed = listed.len(), excess,
+                "more virtual addresses than an advert lists: all are held, the adverts list the first ones");
+        }
         let expected = Expected {
             vrid: cfg.fsm.vrid,
             version: cfg.version,
             interval: cfg.fsm.advert_interval,
             unicast_peers: cfg.unicast_peers.clone(),
-            addresses: cfg.vips.iter().map(IpNet::addr).collect(),
+            addresses: listed.into_iter().collect(),
             dynamic: cfg.dynamic,
+            speakers: (!cfg.peers.is_empty()).then(|| cfg.peers.iter().copied().collect()),
+            auth: cfg.auth,
         };
         Self {
             cfg,
@@ -315,6 +361,9 @@ impl Runner {
             health,
             name,
             conflicts: BTreeMap::new(),
+            foreign_warned: BTreeMap::new(),
+            clamp_warned: None,
+            speakers,
         }
     }
 
@@ -452,6 +501,27 @@ impl Runner {
         self.report();
     }
 
+    /// A master advertised an interval longer than a backup learns: counted, and warned about
+    /// at most once a minute.
+    fn clamped(
+        &mut self,
+        src: IpAddr,
+        advertised: std::time::Duration,
+        learnt: std::time::Duration,
+    ) {
+        metrics::counter!("fedplane_vipd_interval_clamped_total", &self.labels).increment(1);
+        let now = Instant::now();
+        if self
+            .clamp_warned
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(60))
+        {
+            return;
+        }
+        self.clamp_warned = Some(now);
+        warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, %src, ?advertised, ?learnt,
+            "a master advertises a longer interval than a backup learns; following the bound (a forged advert, or intervals more than 10 times apart)");
+    }
+
     /// Logs the group's state (SIGUSR1).
     fn dump(&self) {
         let link = self.bound.as_ref().map(|b| &b.link);
@@ -507,17 +577,83 @@ impl Runner {
             "another host claims a virtual address we hold as master (split brain?)");
     }
 
-    fn dropped(&self, drop: &DropReason) {
+    fn dropped(&mut self, drop: &DropReason) {
         let mut l = self.labels.to_vec();
         l.push(("reason", drop.label().to_owned()));
         metrics::counter!("fedplane_vipd_adverts_dropped_total", &l).increment(1);
         debug!(vrid = self.cfg.fsm.vrid, reason = %drop, "advert dropped");
+        if let DropReason::Foreign(source) = drop {
+            self.foreign(*source);
+        }
+    }
+
+    /// An advert from a speaker the group does not allow: counted by source (the first 64
+    /// sources named, later ones as `source="other"`, so spoofed sources cannot grow the metric
+    /// or this map without bound), warned about at most once a minute per source, and in
+    /// Kubernetes mode reported for a Warning Event at the same pace.
+    fn foreign(&mut self, source: IpAddr) {
+        /// A foreign speaker is warned about at most this often.
+        const FOREIGN_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+        /// Sources named in the metric.
+        const FOREIGN_SOURCES: usize = 64;
+        let now = Instant::now();
+        let named = self.foreign_warned.len() < FOREIGN_SOURCES
+            || self.foreign_warned.contains_key(&Some(source));
+        let key = named.then_some(source);
+        let mut l = self.labels.to_vec();
+        l.push((
+            "source",
+            key.map_or_else(|| "other".to_owned(), |s| s.to_string()),
+        ));
+        metrics::counter!("fedplane_vipd_foreign_adverts_total", &l).increment(1);
+        if self
+            .foreign_warned
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < FOREIGN_WARN_EVERY)
+        {
+            return;
+        }
+        self.foreign_warned.insert(key, now);
+        warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, %source,
+            "advert from a speaker that is not allowed in this group refused (warned once a minute per source)");
+        if let Some(s) = &self.speakers {
+            // Never blocks the group: a full queue loses the report, not the count.
+            let _ = s.foreign.try_send(Foreign {
+                vrid: self.cfg.fsm.vrid,
+                interface: self.cfg.interface.clone(),
+                source,
+            });
+        }
+    }
+
+    /// Kubernetes mode learnt who may speak: the nodes running fedplane-vipd, plus the group's
+    /// own `peers` (speakers outside the cluster, such as a keepalived). Until the cluster is
+    /// listed, the group's `peers` alone (none: anyone).
+    fn set_speakers(&mut self, allowed: &Allowed) {
+        let peers = self.cfg.peers.iter().copied();
+        self.expected.speakers = match allowed {
+            Some(nodes) => Some(nodes.iter().copied().chain(peers).collect()),
+            None => (!self.cfg.peers.is_empty()).then(|| peers.collect()),
+        };
+    }
+
+    /// Tells the other nodes (Kubernetes mode) which address this group sends from.
+    fn publish_source(&self, source: Option<IpAddr>) {
+        let Some(s) = &self.speakers else { return };
+        let key = (self.cfg.interface.clone(), self.cfg.fsm.vrid, self.cfg.v6);
+        s.own.send_if_modified(|m| match source {
+            Some(a) => m.insert(key, a) != Some(a),
+            None => m.remove(&key).is_some(),
+        });
     }
 
     async fn on_datagram(&mut self, d: &Datagram) {
         match receive::accept(&self.expected, self.fsm.primary(), d) {
             Ok(heard) => {
                 tracing::trace!(vrid = self.cfg.fsm.vrid, src = %heard.src, priority = heard.priority, "advert");
+                if let Some(advertised) = heard.clamped {
+                    self.clamped(heard.src, advertised, heard.interval);
+                }
                 metrics::counter!("fedplane_vipd_adverts_received_total", &self.labels)
                     .increment(1);
                 let actions = self.fsm.on_advert(heard, Instant::now());
@@ -548,7 +684,8 @@ impl Runner {
             vrid: self.cfg.fsm.vrid,
             priority,
             interval: self.cfg.fsm.advert_interval,
-            addrs: self.cfg.vips.iter().map(IpNet::addr).collect(),
+            addrs: packet::listed_of(self.cfg.vips.iter().map(IpNet::addr)).0,
+            auth: self.cfg.auth.map_or(packet::Auth::None, packet::Auth::Pass),
         };
         let group = [net::group_of(self.cfg.v6)];
         let targets = if self.cfg.unicast_peers.is_empty() {

@@ -2,6 +2,21 @@
 //! free of I/O: each input is an event and the current time, each output a list of [`Action`]s
 //! for the daemon to carry out, and [`Router::next_deadline`] says when to call
 //! [`Router::on_timer`] next.
+//!
+//! Split brain heals with both arrival orders, as keepalived does with
+//! `vrrp_higher_prio_send_advert` and `garp_lower_prio_repeat`:
+//! - a master that hears a lower-priority advert (the other side of a split still thinks it is
+//!   master) advertises at once (RFC 9568) and announces its addresses again, since hosts may
+//!   have followed the other's announcements;
+//! - a master that hears a higher-priority advert sends one advert of its own (lower) priority
+//!   before it becomes backup, so that the winner hears a lower-priority advert and announces
+//!   again even when the winner's advert arrived first. Without it the loser steps down
+//!   silently and clients that followed it stay on a MAC that no longer answers.
+//!
+//! That reaction (advert and announcement) happens at most once per advert interval: a flood
+//! of forged lower-priority adverts yields one extra advert and one announcement of each
+//! address per interval, not one per packet. The regular adverts and the announcement bursts
+//! on becoming master are not limited by it.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -87,8 +102,11 @@ pub struct Heard {
     pub src: IpAddr,
     /// The sender's priority.
     pub priority: u8,
-    /// The sender's advert interval.
+    /// The sender's advert interval, bounded by [`crate::receive::max_learnt_interval`].
     pub interval: Duration,
+    /// The interval the advert carried when it was above that bound (and `interval` is the
+    /// bound): to count and log.
+    pub clamped: Option<Duration>,
 }
 
 /// The state machine of one VRRP group: one virtual router, as this node runs it.
@@ -104,6 +122,8 @@ pub struct Router {
     advert_at: Option<Instant>,
     garp_left: u32,
     garp_at: Option<Instant>,
+    /// When we last reacted to a lower-priority master (advert + announcement).
+    reacted_at: Option<Instant>,
 }
 
 impl Router {
@@ -120,6 +140,7 @@ impl Router {
             advert_at: None,
             garp_left: 0,
             garp_at: None,
+            reacted_at: None,
         }
     }
 
@@ -222,15 +243,24 @@ impl Router {
                 } else if heard.priority > self.cfg.priority
                     || (heard.priority == self.cfg.priority && ip_gt(heard.src, self.primary))
                 {
+                    // Tell the winner we were master too (keepalived's
+                    // vrrp_higher_prio_send_advert): it hears a lower priority and announces
+                    // again, moving the clients that followed us.
+                    out.push(Action::Advertise(self.cfg.priority));
                     out.push(Action::RemoveAddresses);
                     self.become_backup(now, heard.interval, &mut out);
-                } else {
+                } else if self
+                    .reacted_at
+                    .is_none_or(|t| now >= t + self.cfg.advert_interval)
+                {
                     // A lower-priority router thinks it is master: tell it at once (RFC 9568),
                     // and announce again, since hosts may have followed its announcements.
+                    self.reacted_at = Some(now);
                     out.push(Action::Advertise(self.cfg.priority));
                     out.push(Action::Announce);
                     self.advert_at = Some(now + self.cfg.advert_interval);
                 }
+                // Else we reacted less than an interval ago: the next advert is due soon.
             }
         }
         out
@@ -285,6 +315,7 @@ impl Router {
         self.advert_at = None;
         self.garp_at = None;
         self.garp_left = 0;
+        self.reacted_at = None;
         if to != self.state {
             out.push(Action::Transition(self.state, to));
             self.state = to;

@@ -69,6 +69,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         cancel: cancel.clone(),
         health,
         dump: watch::channel(0).1,
+        speakers: None,
     });
     let mut senders = Vec::new();
     // What a killed run left: every address marked as ours on the managed interfaces goes

@@ -5,6 +5,25 @@
 //! says IPv4 v3 covers the message only, while keepalived (2.2.x) includes the pseudo-header for
 //! IPv4 unless `v3_checksum_as_v2`. Both IPv4 v3 forms are accepted; [`Checksum`] picks the one
 //! sent.
+//!
+//! # Addresses beyond one advert
+//!
+//! An advert lists at most [`MAX_LISTED_V4`] IPv4 addresses (the 8-bit count) or
+//! [`MAX_LISTED_V6`] IPv6 addresses (so that the IPv6 packet stays within the 1280-byte minimum
+//! MTU: (1280 − 40 − 8) / 16 = 77). As keepalived does with its "eVIPs", a group with more
+//! addresses still holds and announces all of them as master, but its adverts list only the
+//! first ones in sorted order ([`listed`]); receivers compare a peer's list with that same
+//! subset of their own addresses, so both ends agree however many addresses a group has.
+//!
+//! # Authentication (v2)
+//!
+//! v2 adverts carry keepalived's `auth_type PASS` ([`Auth::Pass`], type 1): up to 8 bytes of
+//! password in the authentication data, NUL-padded. It only keeps apart groups that were
+//! configured apart (the password travels in clear). IP Authentication Header (type 2) is not
+//! implemented: keepalived deprecates it, RFC 3768 removed it, it is rarely deployed, and it
+//! needs kernel-independent HMAC handling of mutable IP fields for little protection against a
+//! host on the segment that can read every advert anyway; an AH advert is refused as an
+//! authentication mismatch.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -23,6 +42,87 @@ pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// Largest v3 advert interval: 12 bits of centiseconds.
 pub const MAX_INTERVAL_CS: u16 = 0x0fff;
+
+/// Most addresses an IPv4 advert lists: the count field is 8 bits.
+pub const MAX_LISTED_V4: usize = 255;
+/// Most addresses an IPv6 advert lists: 40 (IPv6) + 8 (VRRP) + 77 × 16 = 1280 bytes, the IPv6
+/// minimum MTU.
+pub const MAX_LISTED_V6: usize = 77;
+
+/// The addresses an advert lists, of a `sorted` (ascending, one family) address list: the
+/// first [`MAX_LISTED_V4`] / [`MAX_LISTED_V6`], and how many are left out. Sender and receiver
+/// both use it, so they compare the same subset.
+pub fn listed(sorted: &[IpAddr]) -> (&[IpAddr], usize) {
+    let max = match sorted.first() {
+        Some(IpAddr::V6(_)) => MAX_LISTED_V6,
+        _ => MAX_LISTED_V4,
+    };
+    let n = sorted.len().min(max);
+    (&sorted[..n], sorted.len() - n)
+}
+
+/// [`listed`] for addresses in any order, possibly repeated: sorts and deduplicates first.
+/// Returns the listed addresses and how many are left out.
+pub fn listed_of(addrs: impl IntoIterator<Item = IpAddr>) -> (Vec<IpAddr>, usize) {
+    let sorted: Vec<IpAddr> = addrs
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (l, excess) = listed(&sorted);
+    (l.to_vec(), excess)
+}
+
+/// A v2 password (`auth_type PASS`): 1–8 bytes, NUL-padded to 8 on the wire. Its `Debug`
+/// does not print it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Password([u8; 8]);
+
+impl Password {
+    /// The password `p`, if it is 1–8 bytes without NUL (a NUL would be read as padding).
+    pub fn new(p: &[u8]) -> Option<Self> {
+        if p.is_empty() || p.len() > 8 || p.contains(&0) {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        b[..p.len()].copy_from_slice(p);
+        Some(Self(b))
+    }
+
+    /// The 8 bytes of authentication data.
+    pub fn bytes(&self) -> [u8; 8] {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// The authentication of a v2 advert (v3 has none: always [`Auth::None`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// Type 0: none.
+    #[default]
+    None,
+    /// Type 1: a password in clear (keepalived's `auth_type PASS`).
+    Pass(Password),
+    /// Any other type (2 is IP Authentication Header), with its type number: never accepted.
+    Other(u8),
+}
+
+impl Auth {
+    /// The auth type field.
+    pub fn number(&self) -> u8 {
+        match self {
+            Self::None => 0,
+            Self::Pass(_) => 1,
+            Self::Other(t) => *t,
+        }
+    }
+}
 
 /// Protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,6 +166,8 @@ pub struct Advert {
     pub interval: Duration,
     /// The virtual addresses, all of the packet's family.
     pub addrs: Vec<IpAddr>,
+    /// v2 authentication (ignored when sending v3; v3 decodes as [`Auth::None`]).
+    pub auth: Auth,
 }
 
 /// A VRRP datagram as received.
@@ -117,8 +219,8 @@ pub fn split_ipv4(datagram: &[u8]) -> Result<(Ipv4Header, &[u8]), DropReason> {
 
 /// Encodes `advert` as sent from `src` to `dst` (the checksum depends on both for v3).
 ///
-/// v2 carries the interval in whole seconds (rounded up, at least 1) and 8 zero bytes of
-/// authentication data (type 0).
+/// v2 carries the interval in whole seconds (rounded up, at least 1) and the authentication
+/// type and 8 bytes of data of `advert.auth` (zero for none).
 pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, form: Checksum) -> Vec<u8> {
     let alen = if src.is_ipv4() { 4 } else { 16 };
     let count = u8::try_from(advert.addrs.len()).unwrap_or(u8::MAX);
@@ -134,7 +236,7 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, form: Checksum) -> Vec<
         }
         Version::V2 => {
             let secs = advert.interval.as_millis().div_ceil(1000).clamp(1, 255);
-            out.push(0); // auth type: none
+            out.push(advert.auth.number());
             out.push(u8::try_from(secs).unwrap_or(u8::MAX));
         }
     }
@@ -146,7 +248,10 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, form: Checksum) -> Vec<
         }
     }
     if advert.version == Version::V2 {
-        out.extend_from_slice(&[0; 8]);
+        match advert.auth {
+            Auth::Pass(p) => out.extend_from_slice(&p.bytes()),
+            Auth::None | Auth::Other(_) => out.extend_from_slice(&[0; 8]),
+        }
     }
     let sum = checksum_for(advert.version, &out, src, dst, form);
     out[6..8].copy_from_slice(&sum.to_be_bytes());
@@ -230,6 +335,16 @@ pub fn decode(
             }
         })
         .collect();
+    let auth = match (version, msg[4]) {
+        (Version::V3, _) | (Version::V2, 0) => Auth::None,
+        (Version::V2, 1) => {
+            let data = &msg[8 + count * alen..need];
+            let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+            // An all-NUL password is no password: Other(1) is never accepted.
+            Password::new(&data[..end]).map_or(Auth::Other(1), Auth::Pass)
+        }
+        (Version::V2, t) => Auth::Other(t),
+    };
     Ok((
         Advert {
             version,
@@ -237,6 +352,7 @@ pub fn decode(
             priority: msg[2],
             interval,
             addrs,
+            auth,
         },
         form,
     ))

@@ -108,6 +108,14 @@ pub fn describe_metrics() {
         "Service status writes by the Lease holder, by result"
     );
     describe_counter!(
+        "fedplane_vipd_foreign_adverts_total",
+        "Adverts refused because their source may not speak in the group, by source (the first 64 sources; later ones as source=\"other\")"
+    );
+    describe_counter!(
+        "fedplane_vipd_interval_clamped_total",
+        "Adverts whose interval was longer than a backup learns (10 x ours, at least 1 s): learnt as that bound"
+    );
+    describe_counter!(
         "fedplane_vipd_socket_drops_total",
         "VRRP packets the kernel dropped because the group's socket buffer was full"
     );

@@ -1,7 +1,19 @@
 //! One VRRP group as the YAML file (or the flags) describe it → a checked [`GroupSettings`]:
 //! what the group leaves unset comes from the flags, then each rule is checked in turn.
+//!
+//! Speakers: `peers:` (`--peer`) makes a multicast group hear only those sources; a unicast
+//! group hears only its `unicast_peers` already, so `peers` is refused beside them. Peers are
+//! of the group's family (IPv6: link-local, the source of IPv6 adverts), and none is one of
+//! its virtual addresses.
+//!
+//! Authentication: `auth_pass:` or `auth_pass_file:` (`--auth-pass-file`) set a v2 group's
+//! keepalived `auth_type PASS` password: 1–8 bytes without NUL; a file's single trailing
+//! newline is not part of it. A longer password is refused rather than cut: keepalived cuts
+//! its own at 8 bytes, so the operator writes the 8 that count on both sides and sees what is
+//! compared. v3 has no authentication field: a password on a v3 group is refused.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -12,7 +24,7 @@ use fedplane_ops::parse_duration;
 use super::{Cli, ConfigError, invalid};
 use crate::fsm::RouterConfig;
 use crate::ipam::Family;
-use crate::packet::{Checksum, MAX_INTERVAL_CS, Version};
+use crate::packet::{Checksum, MAX_INTERVAL_CS, Password, Version};
 
 /// A group's priority: a number, or `auto` (from the node name and VRID).
 // serde's messages name these types ("untagged enum PriorityFile"): the names stay so
@@ -53,6 +65,15 @@ pub(super) struct GroupFile {
     pub(super) vrrp_version: Option<u8>,
     #[serde(default)]
     pub(super) unicast_peers: Vec<IpAddr>,
+    /// Sources a multicast group hears (empty: anyone).
+    #[serde(default)]
+    pub(super) peers: Vec<IpAddr>,
+    /// v2 `auth_type PASS` password.
+    #[serde(default)]
+    pub(super) auth_pass: Option<String>,
+    /// A file holding that password.
+    #[serde(default)]
+    pub(super) auth_pass_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) rfc9568_checksum: Option<bool>,
     #[serde(default)]
@@ -76,6 +97,10 @@ pub struct GroupSettings {
     pub v6: bool,
     /// Unicast peers (empty: multicast).
     pub unicast_peers: Vec<IpAddr>,
+    /// Sources whose adverts are heard (empty: anyone; see also `unicast_peers`).
+    pub peers: Vec<IpAddr>,
+    /// v2 password (`auth_type PASS`) sent and required; `None`: no authentication.
+    pub auth: Option<Password>,
     /// Checksum form of IPv4 v3 adverts we send.
     pub checksum: Checksum,
     /// The addresses follow the Services (Kubernetes mode): adverts listing other addresses
@@ -106,6 +131,7 @@ pub(super) fn from_entry(
     let v6 = d.family()?;
     d.check_addresses(v6)?;
     let version = d.version(v6)?;
+    let auth = d.auth(version)?;
     if d.garp_count == 0 {
         return Err(d.ctx("garp count must be at least 1".into()));
     }
@@ -124,6 +150,8 @@ pub(super) fn from_entry(
         vips: d.vips,
         v6,
         unicast_peers: d.unicast_peers,
+        peers: d.peers,
+        auth,
         checksum: if d.rfc9568_checksum {
             Checksum::MessageOnly
         } else {
@@ -145,6 +173,9 @@ struct Draft {
     preempt_delay: Duration,
     version: u8,
     unicast_peers: Vec<IpAddr>,
+    peers: Vec<IpAddr>,
+    auth_pass: Option<String>,
+    auth_pass_file: Option<PathBuf>,
     rfc9568_checksum: bool,
     garp_count: u32,
     garp_interval: Duration,
@@ -190,6 +221,9 @@ impl Draft {
             preempt_delay: dur(g.preempt_delay, cli.preempt_delay)?,
             version: g.vrrp_version.unwrap_or(cli.vrrp_version),
             unicast_peers: g.unicast_peers,
+            peers: g.peers,
+            auth_pass: g.auth_pass,
+            auth_pass_file: g.auth_pass_file,
             rfc9568_checksum: g.rfc9568_checksum.unwrap_or(cli.rfc9568_checksum),
             garp_count: g.garp_count.unwrap_or(cli.garp_count),
             garp_interval: dur(g.garp_interval, cli.garp_interval)?,
@@ -243,22 +277,64 @@ impl Draft {
         if self.vips.iter().any(|v| v.addr().is_ipv6() != v6) {
             return Err(self.ctx("mixes IPv4 and IPv6 addresses; use one group per family".into()));
         }
-        let peers = &self.unicast_peers;
-        if peers.iter().any(|p| p.is_ipv6() != v6) {
-            return Err(self.ctx("unicast peers must be of the virtual addresses' family".into()));
-        }
-        if peers
-            .iter()
-            .any(|p| matches!(p, IpAddr::V6(a) if !a.is_unicast_link_local()))
-        {
+        if !self.peers.is_empty() && !self.unicast_peers.is_empty() {
             return Err(self.ctx(
-                "IPv6 unicast peers must be link-local addresses (fe80::/10): IPv6 adverts come from those".into(),
+                "peers and unicast peers together: a unicast group hears only its unicast peers already".into(),
             ));
         }
-        if let Some(v) = self.vips.iter().find(|v| peers.contains(&v.addr())) {
-            return Err(self.ctx(format!("{} is both a virtual address and a peer", v.addr())));
+        for (what, peers) in [
+            ("unicast peers", &self.unicast_peers),
+            ("peers", &self.peers),
+        ] {
+            if peers.iter().any(|p| p.is_ipv6() != v6) {
+                return Err(self.ctx(format!("{what} must be of the virtual addresses' family")));
+            }
+            if peers
+                .iter()
+                .any(|p| matches!(p, IpAddr::V6(a) if !a.is_unicast_link_local()))
+            {
+                return Err(self.ctx(format!(
+                    "IPv6 {what} must be link-local addresses (fe80::/10): IPv6 adverts come from those"
+                )));
+            }
+            if let Some(v) = self.vips.iter().find(|v| peers.contains(&v.addr())) {
+                return Err(self.ctx(format!("{} is both a virtual address and a peer", v.addr())));
+            }
         }
         Ok(())
+    }
+
+    /// The v2 password, from `auth_pass` or `auth_pass_file`.
+    fn auth(&self, version: Version) -> Result<Option<Password>, ConfigError> {
+        let secret = match (&self.auth_pass, &self.auth_pass_file) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(self.ctx("auth_pass and auth_pass_file: set one".into()));
+            }
+            (Some(p), None) => p.clone().into_bytes(),
+            (None, Some(path)) => {
+                let mut b = std::fs::read(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+                if b.ends_with(b"\n") {
+                    b.pop();
+                    if b.ends_with(b"\r") {
+                        b.pop();
+                    }
+                }
+                b
+            }
+        };
+        if version != Version::V2 {
+            return Err(self.ctx(
+                "authentication is VRRP v2 only (v3 has no authentication field); set vrrp_version 2"
+                    .into(),
+            ));
+        }
+        Password::new(&secret).map(Some).ok_or_else(|| {
+            self.ctx(format!(
+                "the password must be 1–8 bytes without NUL (it has {}; keepalived would cut it to 8, so write the 8 that count)",
+                secret.len()
+            ))
+        })
     }
 
     /// The protocol version, with the advert interval it allows.

@@ -282,3 +282,134 @@ fn kubernetes_settings_are_checked() {
     .expect_err("bad family");
     assert!(e.to_string().contains("use ipv4 or ipv6"), "{e}");
 }
+
+#[test]
+fn peers_limit_a_multicast_groups_speakers() {
+    let base = [
+        "--interface",
+        "eth0",
+        "--vrid",
+        "51",
+        "--vip",
+        "192.0.2.100/24",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        resolve(&a)
+    };
+    let s = with(&["--peer", "192.0.2.11", "--peer", "192.0.2.12"]).expect("valid");
+    assert_eq!(s.groups[0].peers.len(), 2);
+    assert!(with(&[]).expect("valid").groups[0].peers.is_empty());
+    let err = |extra: &[&str]| with(extra).expect_err("invalid").to_string();
+    assert!(err(&["--peer", "192.0.2.11", "--unicast-peer", "192.0.2.12"]).contains("unicast"));
+    assert!(err(&["--peer", "fe80::1"]).contains("family"));
+    assert!(err(&["--peer", "192.0.2.100"]).contains("both a virtual address and a peer"));
+    let s = resolve_yaml(
+        "groups:\n  - vrid: 51\n    vips: ['2001:db8::100/64']\n    peers: ['fe80::11', 'fe80::12']\n",
+        &["--interface", "eth0"],
+    )
+    .expect("valid");
+    assert_eq!(s.groups[0].peers.len(), 2);
+    let e = resolve_yaml(
+        "groups:\n  - vrid: 51\n    vips: ['2001:db8::100/64']\n    peers: ['2001:db8::11']\n",
+        &["--interface", "eth0"],
+    )
+    .expect_err("global IPv6 peer");
+    assert!(e.to_string().contains("link-local"), "{e}");
+    let e = resolve_yaml(
+        "groups:\n  - vrid: 51\n    vips: [192.0.2.100/24]\n",
+        &["--interface", "eth0", "--peer", "192.0.2.11"],
+    )
+    .expect_err("one-group flag with --config");
+    assert!(e.to_string().contains("--peer"), "{e}");
+}
+
+#[test]
+fn a_v2_password_comes_from_the_setting_or_a_file_and_is_checked() {
+    use crate::packet::Password;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, content: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).expect("write");
+        p.to_str().expect("utf-8").to_owned()
+    };
+    let v2 = [
+        "--interface",
+        "eth0",
+        "--vrid",
+        "51",
+        "--vip",
+        "192.0.2.100/24",
+        "--vrrp-version",
+        "2",
+        "--advert-interval",
+        "1s",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = v2.to_vec();
+        a.extend_from_slice(extra);
+        resolve(&a)
+    };
+    let good = file("good", b"s3cret\n");
+    let s = with(&["--auth-pass-file", &good]).expect("valid");
+    assert_eq!(s.groups[0].auth, Password::new(b"s3cret"));
+    assert!(
+        !format!("{:?}", s.groups[0]).contains("s3cret"),
+        "never printed"
+    );
+    let eight = file("eight", b"12345678\r\n");
+    assert_eq!(
+        with(&["--auth-pass-file", &eight]).expect("valid").groups[0].auth,
+        Password::new(b"12345678")
+    );
+    assert_eq!(with(&[]).expect("valid").groups[0].auth, None);
+    let err = |extra: &[&str]| with(extra).expect_err("invalid").to_string();
+    let long = file("long", b"123456789\n");
+    let e = err(&["--auth-pass-file", &long]);
+    assert!(e.contains("1–8 bytes") && !e.contains("123456789"), "{e}");
+    let empty = file("empty", b"\n");
+    assert!(err(&["--auth-pass-file", &empty]).contains("1–8 bytes"));
+    let missing = dir.path().join("missing");
+    assert!(err(&["--auth-pass-file", missing.to_str().expect("utf-8")]).contains("cannot read"));
+    // v3 has no authentication.
+    let e = resolve(&[
+        "--interface",
+        "eth0",
+        "--vrid",
+        "51",
+        "--vip",
+        "192.0.2.100/24",
+        "--auth-pass-file",
+        &good,
+    ])
+    .expect_err("v3")
+    .to_string();
+    assert!(e.contains("v2 only"), "{e}");
+    // In the file: auth_pass or auth_pass_file, not both.
+    let yaml = |auth: &str| {
+        format!(
+            "groups:\n  - vrid: 51\n    vrrp_version: 2\n    advert_interval: 1s\n    vips: [192.0.2.100/24]\n{auth}"
+        )
+    };
+    let s = resolve_yaml(&yaml("    auth_pass: pw\n"), &["--interface", "eth0"]).expect("valid");
+    assert_eq!(s.groups[0].auth, Password::new(b"pw"));
+    let s = resolve_yaml(
+        &yaml(&format!("    auth_pass_file: {good}\n")),
+        &["--interface", "eth0"],
+    )
+    .expect("valid");
+    assert_eq!(s.groups[0].auth, Password::new(b"s3cret"));
+    let e = resolve_yaml(
+        &yaml(&format!("    auth_pass: pw\n    auth_pass_file: {good}\n")),
+        &["--interface", "eth0"],
+    )
+    .expect_err("both");
+    assert!(e.to_string().contains("set one"), "{e}");
+    let e = resolve_yaml(
+        &yaml("    auth_pass: waytoolong\n"),
+        &["--interface", "eth0"],
+    )
+    .expect_err("long");
+    assert!(e.to_string().contains("1–8 bytes"), "{e}");
+}

@@ -30,7 +30,10 @@ impl Runner {
         info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, ?added, ?removed,
             "virtual addresses changed");
         self.cfg.vips = vips;
-        self.expected.addresses = self.cfg.vips.iter().map(IpNet::addr).collect();
+        self.expected.addresses = crate::packet::listed_of(self.cfg.vips.iter().map(IpNet::addr))
+            .0
+            .into_iter()
+            .collect();
         let removed: Vec<IpNet> = removed
             .into_iter()
             .filter(|v| self.held.contains(v))
@@ -87,6 +90,7 @@ impl Runner {
             }
             None => {}
         }
+        self.publish_source(found);
         if found.is_some() != self.has_primary {
             self.has_primary = found.is_some();
             self.update_usable().await;

@@ -24,6 +24,7 @@ fn heard(last: u8, priority: u8) -> Heard {
         src: ip(last),
         priority,
         interval: 100 * MS,
+        clamped: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn master_yields_to_higher_priority_and_to_a_greater_address_at_equal_priority()
     assert_eq!(
         out,
         vec![
+            Action::Advertise(100),
             Action::RemoveAddresses,
             Action::Transition(State::Master, State::Backup)
         ]
@@ -208,6 +210,83 @@ fn master_answers_a_resignation_or_a_lower_master_with_an_advert() {
     assert_eq!(
         g.on_advert(heard(2, 100), t0 + MS),
         vec![Action::Advertise(255), Action::Announce]
+    );
+}
+
+/// Two masters after a split: `winner` (priority 150, 192.0.2.1) and `loser` (100, .2).
+fn split_brain(t0: Instant) -> (Router, Router) {
+    let mut winner = Router::new(cfg(150), ip(1), t0);
+    let mut loser = Router::new(cfg(100), ip(2), t0);
+    for g in [&mut winner, &mut loser] {
+        g.start(t0);
+        let down = g.next_deadline().expect("down timer");
+        g.on_timer(down);
+        assert_eq!(g.state(), State::Master);
+    }
+    (winner, loser)
+}
+
+#[test]
+fn split_brain_heals_with_a_reannouncement_when_the_loser_hears_the_winner_first() {
+    let t0 = Instant::now();
+    let (mut winner, mut loser) = split_brain(t0);
+    let now = t0 + 2000 * MS;
+    // The loser steps down, but first tells the winner it was master too...
+    assert_eq!(
+        loser.on_advert(heard(1, 150), now),
+        vec![
+            Action::Advertise(100),
+            Action::RemoveAddresses,
+            Action::Transition(State::Master, State::Backup)
+        ]
+    );
+    // ...so the winner hears a lower priority and announces again.
+    assert_eq!(
+        winner.on_advert(heard(2, 100), now + MS),
+        vec![Action::Advertise(150), Action::Announce]
+    );
+    assert_eq!(winner.state(), State::Master);
+}
+
+#[test]
+fn split_brain_heals_with_a_reannouncement_when_the_winner_hears_the_loser_first() {
+    let t0 = Instant::now();
+    let (mut winner, mut loser) = split_brain(t0);
+    let now = t0 + 2000 * MS;
+    assert_eq!(
+        winner.on_advert(heard(2, 100), now),
+        vec![Action::Advertise(150), Action::Announce]
+    );
+    let out = loser.on_advert(heard(1, 150), now + MS);
+    assert_eq!(out[0], Action::Advertise(100));
+    assert_eq!(loser.state(), State::Backup);
+    // The loser's parting advert comes within the interval: no second announcement.
+    assert!(winner.on_advert(heard(2, 100), now + 2 * MS).is_empty());
+}
+
+#[test]
+fn a_flood_of_lower_priority_adverts_gets_one_reaction_per_interval() {
+    let t0 = Instant::now();
+    let mut g = Router::new(cfg(OWNER), ip(1), t0);
+    g.start(t0);
+    let mut reactions = Vec::new();
+    // 400 forged adverts over 400 ms (one per ms), at interval 100 ms.
+    for i in 0..400u32 {
+        let now = t0 + 10 * MS + i * MS;
+        let out = g.on_advert(heard(2, 100), now);
+        if out.contains(&Action::Announce) {
+            assert_eq!(out, vec![Action::Advertise(255), Action::Announce]);
+            reactions.push(now);
+        }
+    }
+    assert_eq!(reactions.len(), 4, "{reactions:?}");
+    for w in reactions.windows(2) {
+        assert_eq!(w[1] - w[0], 100 * MS);
+    }
+    // A resignation is still answered at once (it is no reaction to a rival master).
+    assert_eq!(
+        g.on_advert(heard(2, RESIGN), t0 + 420 * MS),
+        vec![Action::Advertise(255)]
     );
 }
 
@@ -277,6 +356,7 @@ impl Link {
                     src: ip(u8::try_from(from + 1).expect("few")),
                     priority,
                     interval: 100 * MS,
+                    clamped: None,
                 };
                 for to in 0..self.groups.len() {
                     if to != from {

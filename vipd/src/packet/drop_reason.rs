@@ -34,9 +34,13 @@ pub enum DropReason {
     /// An interval of zero, or (v2) one different from ours, which RFC 3768 requires.
     #[error("advert interval {0:?} is zero or (v2) not ours")]
     Interval(Duration),
-    /// Unicast mode, and the sender is not a configured peer.
-    #[error("sender {0} is not a configured peer")]
-    NotPeer(IpAddr),
+    /// The sender may not speak in this group: not one of the unicast peers, the configured
+    /// `peers`, or (Kubernetes mode) the nodes running fedplane-vipd.
+    #[error("sender {0} is not an allowed speaker")]
+    Foreign(IpAddr),
+    /// v2 authentication type or password other than ours.
+    #[error("authentication type or password differs from ours")]
+    Auth,
     /// Our own advert looped back.
     #[error("our own advert")]
     Own,
@@ -55,13 +59,14 @@ impl DropReason {
             Self::Vrid(_) => "other_vrid",
             Self::Addresses => "address_list",
             Self::Interval(_) => "interval",
-            Self::NotPeer(_) => "not_peer",
+            Self::Foreign(_) => "foreign_speaker",
+            Self::Auth => "authentication",
             Self::Own => "own",
         }
     }
 
     /// Every label, so metrics can be described and zero-initialised.
-    pub const LABELS: [&'static str; 11] = [
+    pub const LABELS: [&'static str; 12] = [
         "too_short",
         "not_vrrp",
         "ttl",
@@ -71,7 +76,8 @@ impl DropReason {
         "other_vrid",
         "address_list",
         "interval",
-        "not_peer",
+        "foreign_speaker",
+        "authentication",
         "own",
     ];
 }

@@ -16,6 +16,7 @@ fn advert(version: Version, addrs: &[&str]) -> Advert {
             Duration::from_secs(1)
         },
         addrs: addrs.iter().map(|a| v4(a)).collect(),
+        auth: Auth::None,
     }
 }
 
@@ -74,6 +75,7 @@ fn v3_ipv6_uses_the_pseudo_header() {
         priority: 100,
         interval: Duration::from_millis(50),
         addrs: vec!["2001:db8::100".parse().expect("addr")],
+        auth: Auth::None,
     };
     let wire = encode(&a, src, dst, Checksum::MessageOnly);
     assert_eq!(wire.len(), 8 + 16);
@@ -159,6 +161,89 @@ fn ipv4_datagrams_split_into_header_and_payload() {
 }
 
 #[test]
+fn a_v2_password_travels_nul_padded_in_the_auth_data() {
+    let pass = Password::new(b"secret").expect("6 bytes");
+    let mut a = advert(Version::V2, &["192.0.2.100"]);
+    a.auth = Auth::Pass(pass);
+    let wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
+    assert_eq!(wire[4], 1, "auth type PASS");
+    assert_eq!(&wire[12..20], b"secret\0\0");
+    let (back, _) = decode(&wire, v4(SRC), v4(DST), 255).expect("decodes");
+    assert_eq!(back.auth, Auth::Pass(pass));
+    // keepalived's 8-byte password fills the field.
+    let eight = Password::new(b"12345678").expect("8 bytes");
+    a.auth = Auth::Pass(eight);
+    let wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
+    let (back, _) = decode(&wire, v4(SRC), v4(DST), 255).expect("decodes");
+    assert_eq!(back.auth, Auth::Pass(eight));
+    // Type 2 (AH) and an empty password are other kinds, never a password.
+    a.auth = Auth::Other(2);
+    let wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
+    let (back, _) = decode(&wire, v4(SRC), v4(DST), 255).expect("decodes");
+    assert_eq!(back.auth, Auth::Other(2));
+    let mut empty = wire.clone();
+    empty[4] = 1;
+    empty[6..8].copy_from_slice(&[0, 0]);
+    let sum = internet_checksum(&[&empty]);
+    empty[6..8].copy_from_slice(&sum.to_be_bytes());
+    let (back, _) = decode(&empty, v4(SRC), v4(DST), 255).expect("decodes");
+    assert_eq!(back.auth, Auth::Other(1));
+    // v3 has no authentication: whatever the struct says, none is sent.
+    a.version = Version::V3;
+    a.auth = Auth::Pass(pass);
+    let wire = encode(&a, v4(SRC), v4(DST), Checksum::PseudoHeader);
+    assert_eq!(wire.len(), 8 + 4);
+    let (back, _) = decode(&wire, v4(SRC), v4(DST), 255).expect("decodes");
+    assert_eq!(back.auth, Auth::None);
+}
+
+#[test]
+fn passwords_are_1_to_8_bytes_without_nul_and_not_printed() {
+    assert!(Password::new(b"").is_none());
+    assert!(Password::new(b"123456789").is_none());
+    assert!(Password::new(b"a\0b").is_none());
+    let p = Password::new(b"hunter2").expect("7 bytes");
+    assert_eq!(p.bytes(), *b"hunter2\0");
+    assert!(!format!("{p:?}").contains("hunter2"));
+}
+
+#[test]
+fn an_advert_lists_the_first_255_ipv4_or_77_ipv6_addresses_in_order() {
+    let four: Vec<IpAddr> = (0..300u32)
+        .map(|i| IpAddr::from(Ipv4Addr::from(0x0a00_0000 + i)))
+        .collect();
+    let (l, excess) = listed(&four);
+    assert_eq!((l.len(), excess), (MAX_LISTED_V4, 45));
+    assert_eq!(l, &four[..255]);
+    let six: Vec<IpAddr> = (0..150u128)
+        .map(|i| IpAddr::from(Ipv6Addr::from(0x2001_0db8_u128 << 96 | i)))
+        .collect();
+    let (l, excess) = listed(&six);
+    assert_eq!((l.len(), excess), (MAX_LISTED_V6, 73));
+    // The IPv6 packet fits the IPv6 minimum MTU.
+    let a = Advert {
+        version: Version::V3,
+        vrid: 1,
+        priority: 100,
+        interval: Duration::from_secs(1),
+        addrs: l.to_vec(),
+        auth: Auth::None,
+    };
+    let src: IpAddr = "fe80::1".parse().expect("addr");
+    assert_eq!(
+        40 + encode(&a, src, IpAddr::V6(GROUP_V6), Checksum::PseudoHeader).len(),
+        1280
+    );
+    // Within the limits everything is listed.
+    assert_eq!(listed(&four[..10]), (&four[..10], 0));
+    assert_eq!(listed(&[]), (&[][..], 0));
+    // Any order and repeats: sorted and deduplicated first, so both ends agree.
+    let mut shuffled: Vec<IpAddr> = four.iter().rev().copied().collect();
+    shuffled.push(four[0]);
+    assert_eq!(listed_of(shuffled), (four[..255].to_vec(), 45));
+}
+
+#[test]
 fn interval_field_is_clamped_to_12_bits() {
     assert_eq!(interval_cs(Duration::from_millis(1)), 1);
     assert_eq!(interval_cs(Duration::from_secs(1)), 100);
@@ -184,6 +269,7 @@ proptest! {
             version: Version::V3, vrid, priority,
             interval: Duration::from_millis(u64::from(cs) * 10),
             addrs: addrs.into_iter().map(IpAddr::from).collect(),
+            auth: Auth::None,
         };
         let form = if message_only { Checksum::MessageOnly } else { Checksum::PseudoHeader };
         let wire = encode(&a, v4(SRC), v4(DST), form);
@@ -198,4 +284,31 @@ proptest! {
         wire[bit / 8] ^= 1 << (bit % 8);
         prop_assert!(decode(&wire, v4(SRC), v4(DST), 255).is_err());
     }
+}
+
+#[test]
+fn every_drop_reason_label_is_listed_once() {
+    let any: IpAddr = v4(SRC);
+    let reasons = [
+        DropReason::TooShort(0),
+        DropReason::NotVrrp,
+        DropReason::Ttl(0),
+        DropReason::Version(0),
+        DropReason::Type(0),
+        DropReason::Checksum,
+        DropReason::Vrid(0),
+        DropReason::Addresses,
+        DropReason::Interval(Duration::ZERO),
+        DropReason::Foreign(any),
+        DropReason::Auth,
+        DropReason::Own,
+    ];
+    assert_eq!(reasons.len(), DropReason::LABELS.len());
+    for r in &reasons {
+        assert!(DropReason::LABELS.contains(&r.label()), "{r:?}");
+    }
+    let distinct: std::collections::BTreeSet<_> = DropReason::LABELS.iter().collect();
+    assert_eq!(distinct.len(), DropReason::LABELS.len());
+    assert_eq!(DropReason::Foreign(any).label(), "foreign_speaker");
+    assert_eq!(DropReason::Auth.label(), "authentication");
 }

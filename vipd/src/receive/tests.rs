@@ -3,7 +3,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::*;
-use crate::packet::{Advert, Checksum, encode, split_ipv4};
+use crate::fsm::{OWNER, RESIGN};
+use crate::packet::{Advert, Auth, Checksum, Password, encode, split_ipv4};
 
 const PRIMARY: &str = "10.0.0.1";
 const PEER: &str = "10.0.0.2";
@@ -22,6 +23,8 @@ fn expected(version: Version) -> Expected {
         unicast_peers: Vec::new(),
         addresses: BTreeSet::from([ip(VIP)]),
         dynamic: false,
+        speakers: None,
+        auth: None,
     }
 }
 
@@ -32,6 +35,7 @@ fn advert(version: Version) -> Advert {
         priority: 100,
         interval: Duration::from_secs(1),
         addrs: vec![ip(VIP)],
+        auth: Auth::None,
     }
 }
 
@@ -58,6 +62,7 @@ fn a_peers_advert_of_our_group_is_heard() {
                 src: ip(PEER),
                 priority: 100,
                 interval: Duration::from_secs(1),
+                clamped: None,
             })
         );
     }
@@ -76,9 +81,141 @@ fn in_unicast_mode_only_configured_peers_are_heard() {
         ..expected(Version::V3)
     };
     let d = datagram(&advert(Version::V3), PEER);
-    assert_eq!(check(&e, &d), Err(DropReason::NotPeer(ip(PEER))));
+    assert_eq!(check(&e, &d), Err(DropReason::Foreign(ip(PEER))));
     let d = datagram(&advert(Version::V3), "10.0.0.3");
     assert!(check(&e, &d).is_ok());
+}
+
+#[test]
+fn only_allowed_speakers_are_heard_whatever_their_priority() {
+    let e = Expected {
+        speakers: Some(BTreeSet::from([ip("10.0.0.3")])),
+        ..expected(Version::V3)
+    };
+    for priority in [RESIGN, 100, 254, OWNER] {
+        let a = Advert {
+            priority,
+            ..advert(Version::V3)
+        };
+        assert_eq!(
+            check(&e, &datagram(&a, PEER)),
+            Err(DropReason::Foreign(ip(PEER)))
+        );
+        assert!(check(&e, &datagram(&a, "10.0.0.3")).is_ok());
+    }
+    // Our own address is never foreign, and another group's speakers are another group's.
+    let own = datagram(&advert(Version::V3), PRIMARY);
+    assert_eq!(check(&e, &own), Err(DropReason::Own));
+    let other = Advert {
+        vrid: 52,
+        ..advert(Version::V3)
+    };
+    assert_eq!(
+        check(&e, &datagram(&other, PEER)),
+        Err(DropReason::Vrid(52))
+    );
+    // A unicast group with speakers hears only sources on both lists.
+    let both = Expected {
+        unicast_peers: vec![ip(PEER), ip("10.0.0.3")],
+        speakers: Some(BTreeSet::from([ip("10.0.0.3")])),
+        ..expected(Version::V3)
+    };
+    assert_eq!(
+        check(&both, &datagram(&advert(Version::V3), PEER)),
+        Err(DropReason::Foreign(ip(PEER)))
+    );
+    // No list: anyone.
+    assert!(
+        check(
+            &expected(Version::V3),
+            &datagram(&advert(Version::V3), PEER)
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn v2_authentication_must_match_ours() {
+    let pass = Password::new(b"secret").expect("password");
+    let other = Password::new(b"guess").expect("password");
+    let with = Expected {
+        auth: Some(pass),
+        ..expected(Version::V2)
+    };
+    let signed = |auth| Advert {
+        auth,
+        ..advert(Version::V2)
+    };
+    assert!(check(&with, &datagram(&signed(Auth::Pass(pass)), PEER)).is_ok());
+    for auth in [Auth::Pass(other), Auth::None, Auth::Other(2)] {
+        assert_eq!(
+            check(&with, &datagram(&signed(auth), PEER)),
+            Err(DropReason::Auth),
+            "{auth:?}"
+        );
+    }
+    let without = expected(Version::V2);
+    assert!(check(&without, &datagram(&signed(Auth::None), PEER)).is_ok());
+    assert_eq!(
+        check(&without, &datagram(&signed(Auth::Pass(pass)), PEER)),
+        Err(DropReason::Auth)
+    );
+}
+
+#[test]
+fn more_addresses_than_an_advert_lists_are_compared_by_the_listed_subset() {
+    let addrs: Vec<IpAddr> = (0..300u32)
+        .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_1000 + i)))
+        .collect();
+    // The sender lists what `listed` keeps; the receiver expects the same, in any order.
+    let (sent, excess) = crate::packet::listed_of(addrs.iter().copied());
+    assert_eq!(excess, 45);
+    let e = Expected {
+        addresses: crate::packet::listed_of(addrs.iter().rev().copied())
+            .0
+            .into_iter()
+            .collect(),
+        ..expected(Version::V3)
+    };
+    let a = Advert {
+        addrs: sent,
+        ..advert(Version::V3)
+    };
+    assert!(check(&e, &datagram(&a, PEER)).is_ok());
+}
+
+#[test]
+fn the_learnt_interval_is_bounded() {
+    assert_eq!(
+        max_learnt_interval(Duration::from_millis(100)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        max_learnt_interval(Duration::from_secs(2)),
+        Duration::from_secs(20)
+    );
+    let e = Expected {
+        interval: Duration::from_millis(100),
+        ..expected(Version::V3)
+    };
+    // A forged 40.95 s advert is learnt as 1 s, and reported.
+    let slow = Advert {
+        interval: Duration::from_millis(40_950),
+        ..advert(Version::V3)
+    };
+    let heard = check(&e, &datagram(&slow, PEER)).expect("heard");
+    assert_eq!(heard.interval, Duration::from_secs(1));
+    assert_eq!(heard.clamped, Some(Duration::from_millis(40_950)));
+    // keepalived's default 1 s beside our 100 ms is learnt as it is.
+    let keepalived = Advert {
+        interval: Duration::from_secs(1),
+        ..advert(Version::V3)
+    };
+    let heard = check(&e, &datagram(&keepalived, PEER)).expect("heard");
+    assert_eq!(
+        (heard.interval, heard.clamped),
+        (Duration::from_secs(1), None)
+    );
 }
 
 #[test]
@@ -106,7 +243,7 @@ fn another_version_is_dropped() {
 }
 
 #[test]
-fn another_address_list_is_dropped_unless_from_an_owner_or_in_a_dynamic_group() {
+fn another_address_list_is_dropped_even_from_an_owner_unless_in_a_dynamic_group() {
     let a = Advert {
         addrs: vec![ip("10.0.0.101")],
         ..advert(Version::V3)
@@ -116,9 +253,22 @@ fn another_address_list_is_dropped_unless_from_an_owner_or_in_a_dynamic_group() 
         check(&expected(Version::V3), &d),
         Err(DropReason::Addresses)
     );
+    // keepalived's rule, not RFC 5798's: an owner's advert counts only when it lists our
+    // addresses, so a forged owner advert (even with an empty list) moves no master.
+    for addrs in [vec![ip("10.0.0.101")], Vec::new()] {
+        let owner = Advert {
+            priority: OWNER,
+            addrs,
+            ..a.clone()
+        };
+        assert_eq!(
+            check(&expected(Version::V3), &datagram(&owner, PEER)),
+            Err(DropReason::Addresses)
+        );
+    }
     let owner = Advert {
         priority: OWNER,
-        ..a.clone()
+        ..advert(Version::V3)
     };
     assert!(check(&expected(Version::V3), &datagram(&owner, PEER)).is_ok());
     let dynamic = Expected {
@@ -201,12 +351,13 @@ fn tested_by(reason: &DropReason) -> &'static str {
         DropReason::Version(_) => "another_version_is_dropped",
         DropReason::Vrid(_) => "another_vrid_is_dropped",
         DropReason::Addresses => {
-            "another_address_list_is_dropped_unless_from_an_owner_or_in_a_dynamic_group"
+            "another_address_list_is_dropped_even_from_an_owner_unless_in_a_dynamic_group"
         }
         DropReason::Interval(_) => {
             "a_v2_interval_other_than_ours_is_dropped_but_a_v3_one_is_learnt"
         }
-        DropReason::NotPeer(_) => "in_unicast_mode_only_configured_peers_are_heard",
+        DropReason::Foreign(_) => "only_allowed_speakers_are_heard_whatever_their_priority",
+        DropReason::Auth => "v2_authentication_must_match_ours",
         DropReason::Own => "our_own_advert_looped_back_is_dropped",
     }
 }
