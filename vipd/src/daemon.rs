@@ -76,6 +76,12 @@ struct Runner {
     name: String,
     /// When each virtual address last had a conflict reported (reports are rate-limited).
     conflicts: BTreeMap<IpAddr, Instant>,
+    /// When we last became master (claims are not conflicts for [`TAKEOVER_GRACE`]).
+    master_since: Option<Instant>,
+    /// When to probe our addresses (the end of the grace after becoming master).
+    probe_at: Option<Instant>,
+    /// Why the interface's sockets could not be opened, while that lasts (fault).
+    bind_error: Option<String>,
     /// When each foreign speaker was last warned about (at most once per minute each; `None`:
     /// the sources beyond the first 64, together).
     foreign_warned: BTreeMap<Option<IpAddr>, Instant>,
@@ -164,18 +170,25 @@ pub async fn run_group(
     }
     r.bind().await?;
     let now = Instant::now();
-    let actions = r.fsm.start(now);
+    let actions = if r.usable {
+        r.fsm.start(now)
+    } else {
+        r.fsm.on_link(false, now)
+    };
     r.apply(actions).await;
-    if !r.usable {
-        let actions = r.fsm.on_link(false, now);
-        r.apply(actions).await;
-    }
     r.report();
     info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, primary = %r.fsm.primary(),
         priority = r.cfg.fsm.priority, version = r.cfg.version.number(),
         vips = ?r.cfg.vips, "group started");
+    // IPv6 multicast memberships can vanish under an open socket: checked every second.
+    let mut membership = tokio::time::interval(MEMBERSHIP_CHECK);
+    membership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let check_membership = r.cfg.v6 && r.cfg.unicast_peers.is_empty();
     loop {
-        let deadline = r.fsm.next_deadline();
+        let deadline = [r.fsm.next_deadline(), r.probe_at]
+            .into_iter()
+            .flatten()
+            .min();
         let (socket, conflicts) = match r.bound.as_mut() {
             Some(b) => (Some(&mut b.socket), Some(&mut b.conflicts)),
             None => (None, None),
@@ -185,6 +198,10 @@ pub async fn run_group(
             Some(new) = next_vips(&mut vips) => r.set_vips(new).await,
             () = sleep_until(deadline.map(|d| d.checked_sub(TIMER_SLACK).unwrap_or(d))) => {
                 let now = deadline.map_or_else(Instant::now, |d| Instant::now().max(d));
+                if r.probe_at.is_some_and(|t| t <= now) {
+                    r.probe_at = None;
+                    r.probe();
+                }
                 let actions = r.fsm.on_timer(now);
                 r.apply(actions).await;
             }
@@ -194,6 +211,7 @@ pub async fn run_group(
                 Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "VRRP receive failed"),
             },
             Ok(()) = dump.changed() => r.dump(),
+            _ = membership.tick(), if check_membership => r.check_membership(),
             Some(now) = next_allowed(&mut allowed) => r.set_speakers(&now),
             claim = recv_claim(conflicts) => match claim {
                 Ok((ip, mac)) => r.on_claim(ip, mac),
@@ -234,6 +252,14 @@ pub async fn run_group(
 /// to 1 ms late. Waking 1 ms early and treating the wake-up as the deadline makes VRRP timers fire
 /// on time on average (within ±1 ms, which no peer can tell apart).
 const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// After becoming master, claims of our addresses are not conflicts for this long: a master we
+/// took over from (preemption) still has them for a moment and answers ARP and neighbour
+/// solicitations until it hears us. Then each address is probed.
+const TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often an IPv6 multicast group checks that its interface is still in ff02::12.
+const MEMBERSHIP_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A conflict on one virtual address is logged at most this often (each is counted).
 const CONFLICT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -361,6 +387,9 @@ impl Runner {
             health,
             name,
             conflicts: BTreeMap::new(),
+            master_since: None,
+            probe_at: None,
+            bind_error: None,
             foreign_warned: BTreeMap::new(),
             clamp_warned: None,
             speakers,
@@ -387,7 +416,28 @@ impl Runner {
         Ok(())
     }
 
+    /// Binds to `link`. Sockets that cannot be opened for want of permission stop the group;
+    /// any other failure (the interface vanished meanwhile, has no IPv6, ...) leaves it in
+    /// fault, to try again on the interface's next change.
     async fn bind_to(&mut self, link: Link) -> Result<(), GroupError> {
+        match self.open_sockets(link).await {
+            Ok(()) => {
+                self.bind_error = None;
+                Ok(())
+            }
+            Err(GroupError::Socket { what, source, .. })
+                if source.kind() != std::io::ErrorKind::PermissionDenied =>
+            {
+                warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, error = %source,
+                    "cannot open the {what} socket on the interface; fault until it changes");
+                self.bind_error = Some(format!("cannot open the {what} socket: {source}"));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn open_sockets(&mut self, link: Link) -> Result<(), GroupError> {
         let (vrid, interface) = (self.cfg.fsm.vrid, self.cfg.interface.clone());
         let sock_err = |what, source| GroupError::Socket {
             vrid,
@@ -420,14 +470,16 @@ impl Runner {
 
     /// The interface is gone (deleted, or renamed away): fault until one of that name appears.
     async fn unbind(&mut self, why: &str) {
-        if self.bound.take().is_none() {
+        if self.bound.is_none() {
             return;
         }
+        // A deleted interface took our addresses with it; a renamed one still has them, and
+        // they must not stay where no group follows them.
+        self.remove_all().await;
+        self.bound = None;
         warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
             "interface {why}: the group is in fault until it is back");
         self.interface_changed("gone");
-        // The kernel removed its addresses with it.
-        self.held.clear();
         self.has_primary = false;
         self.update_usable().await;
     }
@@ -491,7 +543,10 @@ impl Runner {
 
     /// Enters or leaves fault as the interface, its carrier and the source address allow.
     async fn update_usable(&mut self) {
-        let usable = self.bound.as_ref().is_some_and(|b| b.link.up) && self.has_primary;
+        let mut usable = self.bound.as_ref().is_some_and(|b| b.link.up) && self.has_primary;
+        if usable && !self.usable && !self.reopen_socket() {
+            usable = false;
+        }
         if usable != self.usable {
             self.usable = usable;
             info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, usable, "link changed");
@@ -535,17 +590,67 @@ impl Runner {
             "group state");
     }
 
+    /// Opens the VRRP socket again on leaving fault: what happened meanwhile (an MTU below
+    /// 1280 destroys the interface's IPv6 state, multicast memberships included) may have left
+    /// the old one deaf. False if it cannot be opened (the group stays in fault).
+    fn reopen_socket(&mut self) -> bool {
+        let Some(b) = &mut self.bound else {
+            return false;
+        };
+        let multicast = self.cfg.unicast_peers.is_empty();
+        if multicast {
+            b.socket.leave();
+        }
+        match VrrpSocket::open(&b.link.name, b.link.index, self.cfg.v6, multicast) {
+            Ok(s) => {
+                b.socket = s;
+                self.bind_error = None;
+                true
+            }
+            Err(e) => {
+                warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, error = %e,
+                    "cannot open the VRRP socket again; fault until the interface changes");
+                self.bind_error = Some(format!("cannot open the VRRP socket: {e}"));
+                false
+            }
+        }
+    }
+
+    /// An IPv6 multicast group's interface must be in ff02::12: the kernel drops memberships
+    /// when it destroys the interface's IPv6 state (an MTU below 1280 and back), and the open
+    /// socket would hear nothing, making this node a second master. Joined again (a new socket)
+    /// when missing.
+    fn check_membership(&mut self) {
+        let Some(b) = &self.bound else { return };
+        if !self.usable {
+            return;
+        }
+        let Ok(text) = std::fs::read_to_string("/proc/net/igmp6") else {
+            return;
+        };
+        if net::in_v6_group(&text, b.link.index) {
+            return;
+        }
+        warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
+            "the interface left the VRRP multicast group ff02::12 (its IPv6 state was reset); joining again");
+        self.interface_changed("rejoined");
+        if !self.reopen_socket() {
+            self.report();
+        }
+    }
+
     /// Tells /readyz whether the group takes part, or why not.
     fn report(&self) {
         let i = &self.cfg.interface;
-        let standing = match &self.bound {
+        let standing = match (&self.bound, &self.bind_error) {
             _ if self.usable => Ok(()),
-            None => Err(format!("interface {i} does not exist")),
-            Some(b) if !b.link.up => Err(format!("interface {i} is down (no carrier)")),
-            Some(_) if self.cfg.v6 => Err(format!(
+            (_, Some(e)) => Err(format!("interface {i}: {e}")),
+            (None, None) => Err(format!("interface {i} does not exist")),
+            (Some(b), None) if !b.link.up => Err(format!("interface {i} is down (no carrier)")),
+            (Some(_), None) if self.cfg.v6 => Err(format!(
                 "interface {i} has no usable IPv6 link-local address (none, or duplicate address detection still running)"
             )),
-            Some(_) => Err(format!(
+            (Some(_), None) => Err(format!(
                 "interface {i} has no IPv4 address to send adverts from"
             )),
         };
@@ -556,8 +661,12 @@ impl Runner {
     /// MAC is not ours. Counted, and logged at most every 10 s per address.
     fn on_claim(&mut self, ip: IpAddr, mac: Mac) {
         let Some(b) = &self.bound else { return };
+        let settled = self
+            .master_since
+            .is_some_and(|t| t.elapsed() >= TAKEOVER_GRACE);
         if mac == b.link.mac
             || self.fsm.state() != State::Master
+            || !settled
             || !self.held.iter().any(|v| v.addr() == ip)
         {
             return;
@@ -667,10 +776,7 @@ impl Runner {
         for a in actions {
             match a {
                 Action::Advertise(priority) => self.advertise(priority),
-                Action::AddAddresses => {
-                    self.add_all().await;
-                    self.probe();
-                }
+                Action::AddAddresses => self.add_all().await,
                 Action::RemoveAddresses => self.remove_all().await,
                 Action::Announce => self.announce(),
                 Action::Transition(from, to) => self.transition(from, to),
@@ -740,7 +846,15 @@ impl Runner {
         }
     }
 
-    fn transition(&self, from: State, to: State) {
+    fn transition(&mut self, from: State, to: State) {
+        if to == State::Master {
+            let now = Instant::now();
+            self.master_since = Some(now);
+            self.probe_at = Some(now + TAKEOVER_GRACE);
+        } else {
+            self.master_since = None;
+            self.probe_at = None;
+        }
         info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
             from = from.name(), to = to.name(), "state changed");
         metrics::gauge!("fedplane_vipd_state", &self.labels).set(to.gauge());

@@ -205,10 +205,12 @@ impl Router {
         out
     }
 
-    /// The interface went down (give up everything) or came back up (start again).
+    /// The interface went down (give up everything) or came back up (start again). Down
+    /// before the start: fault at once, never through master (an owner would be master for an
+    /// instant otherwise).
     pub fn on_link(&mut self, up: bool, now: Instant) -> Vec<Action> {
         match (up, self.state) {
-            (false, State::Fault | State::Initialize) => Vec::new(),
+            (false, State::Fault) => Vec::new(),
             (false, state) => {
                 let mut out = Vec::new();
                 if state == State::Master {

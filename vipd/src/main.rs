@@ -34,6 +34,15 @@ fn main() -> anyhow::Result<()> {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = fedplane_ops::install_metrics(describe_metrics)
         .context("cannot install the metrics recorder")?;
+    // Only a vipd with groups touches the interfaces (replicas that only assign may share one).
+    let _claim = if settings.groups.is_empty() {
+        None
+    } else {
+        Some(
+            fedplane_vipd::supervisor::claim_namespace()
+                .context("one fedplane-vipd with VRRP groups per host (network namespace)")?,
+        )
+    };
     let nl = Netlink::connect().context("cannot open netlink")?;
     let links = netlink::watch_links().context("cannot follow link changes")?;
     let cancel = CancellationToken::new();

@@ -20,6 +20,25 @@ use tracing::{error, info, warn};
 use crate::config::{Cli, GroupSettings, Settings};
 use crate::daemon::{GroupContext, GroupError, group_name, run_group};
 
+/// Claims this network namespace for this process: an abstract Unix socket
+/// `@fedplane-vipd`, which lives as long as the process and is per network namespace (so
+/// hostNetwork pods of one node share it). A second fedplane-vipd would remove the first one's
+/// addresses at its start; it is refused instead. Keep the returned socket open.
+pub fn claim_namespace() -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"fedplane-vipd")?;
+    std::os::unix::net::UnixListener::bind_addr(&addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                e.kind(),
+                "another fedplane-vipd runs in this network namespace (it holds @fedplane-vipd)",
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// Why a group stopped the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupFailure {

@@ -512,3 +512,19 @@ proptest! {
         let _ = now;
     }
 }
+
+#[test]
+fn a_group_down_before_its_start_enters_fault_and_starts_when_up() {
+    let t0 = Instant::now();
+    let mut owner = Router::new(cfg(OWNER), ip(1), t0);
+    assert_eq!(
+        owner.on_link(false, t0),
+        vec![Action::Transition(State::Initialize, State::Fault)],
+        "never through master"
+    );
+    let up = owner.on_link(true, t0);
+    assert!(
+        up.contains(&Action::Transition(State::Fault, State::Master)),
+        "{up:?}"
+    );
+}
