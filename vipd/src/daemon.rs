@@ -80,6 +80,8 @@ struct Runner {
     master_since: Option<Instant>,
     /// When to probe our addresses (the end of the grace after becoming master).
     probe_at: Option<Instant>,
+    /// When to re-read the interface's addresses (address events, coalesced).
+    resync_at: Option<Instant>,
     /// Why the interface's sockets could not be opened, while that lasts (fault).
     bind_error: Option<String>,
     /// When each foreign speaker was last warned about (at most once per minute each; `None`:
@@ -185,7 +187,7 @@ pub async fn run_group(
     membership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let check_membership = r.cfg.v6 && r.cfg.unicast_peers.is_empty();
     loop {
-        let deadline = [r.fsm.next_deadline(), r.probe_at]
+        let deadline = [r.fsm.next_deadline(), r.probe_at, r.resync_at]
             .into_iter()
             .flatten()
             .min();
@@ -202,8 +204,18 @@ pub async fn run_group(
                     r.probe_at = None;
                     r.probe();
                 }
-                let actions = r.fsm.on_timer(now);
-                r.apply(actions).await;
+                if r.resync_at.is_some_and(|t| t <= now) {
+                    r.resync_at = None;
+                    r.resync_addresses().await;
+                }
+                if r.fsm.next_deadline().is_some_and(|t| t <= now) {
+                    // What arrived while the group was busy (adding 1,000 addresses) is heard
+                    // before a timer decides: a queued advert from the master resets the down
+                    // timer.
+                    r.drain().await;
+                    let actions = r.fsm.on_timer(now);
+                    r.apply(actions).await;
+                }
             }
             got = recv_advert(socket) => match got {
                 Ok(Ok(d)) => r.on_datagram(&d).await,
@@ -221,7 +233,9 @@ pub async fn run_group(
                 Ok(LinkEvent::Link(link)) => r.on_link_event(link).await?,
                 Ok(LinkEvent::Gone { index }) if r.bound_to(index) => r.unbind("was deleted").await,
                 Ok(LinkEvent::Addresses { index }) if r.bound_to(index) => {
-                    r.resync_addresses().await;
+                    // Coalesced: adding 1,000 addresses makes 1,000 events, each of which would
+                    // list every address again.
+                    r.resync_at.get_or_insert_with(|| Instant::now() + RESYNC_DELAY);
                 }
                 Ok(LinkEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     r.refresh().await?;
@@ -257,6 +271,12 @@ const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
 /// took over from (preemption) still has them for a moment and answers ARP and neighbour
 /// solicitations until it hears us. Then each address is probed.
 const TAKEOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Address events are followed this long after the first of a burst, all at once.
+const RESYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Datagrams read at most before a due timer is handled.
+const DRAIN_MAX: usize = 256;
 
 /// How often an IPv6 multicast group checks that its interface is still in ff02::12.
 const MEMBERSHIP_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -309,26 +329,6 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Sets `promote_secondaries` on an interface we add IPv4 addresses to, as keepalived does:
-/// with the kernel default (0), removing an address that is its subnet's primary deletes every
-/// secondary address of the subnet with it, an operator's or the node's own included. It stays
-/// on when we stop (systemd-networkd turns it on for every interface anyway).
-fn promote_secondaries(interface: &str) {
-    let path = format!("/proc/sys/net/ipv4/conf/{interface}/promote_secondaries");
-    match std::fs::read_to_string(&path) {
-        Ok(v) if v.trim() == "1" => {}
-        Ok(_) => match std::fs::write(&path, "1") {
-            Ok(()) => {
-                info!(%interface, "promote_secondaries set, so removing a virtual address never removes other addresses of its subnet")
-            }
-            Err(e) => {
-                warn!(%interface, error = %e, "cannot set promote_secondaries: removing a virtual address that is its subnet's primary would remove the subnet's other addresses")
-            }
-        },
-        Err(e) => warn!(%interface, error = %e, "cannot read promote_secondaries"),
     }
 }
 
@@ -389,6 +389,7 @@ impl Runner {
             conflicts: BTreeMap::new(),
             master_since: None,
             probe_at: None,
+            resync_at: None,
             bind_error: None,
             foreign_warned: BTreeMap::new(),
             clamp_warned: None,
@@ -456,7 +457,7 @@ impl Runner {
         let conflicts = ConflictWatch::open(&link.name, link.index, self.cfg.v6)
             .map_err(|e| sock_err("ARP/ICMPv6", e))?;
         if !self.cfg.v6 {
-            promote_secondaries(&link.name);
+            crate::netlink::promote_secondaries(&link.name);
         }
         self.bound = Some(Bound {
             link,
@@ -754,6 +755,23 @@ impl Runner {
             Some(a) => m.insert(key, a) != Some(a),
             None => m.remove(&key).is_some(),
         });
+    }
+
+    /// Reads and handles the datagrams already queued (at most [`DRAIN_MAX`]).
+    async fn drain(&mut self) {
+        for _ in 0..DRAIN_MAX {
+            let Some(got) = self.bound.as_mut().and_then(|b| b.socket.try_recv()) else {
+                return;
+            };
+            match got {
+                Ok(Ok(d)) => self.on_datagram(&d).await,
+                Ok(Err(drop)) => self.dropped(&drop),
+                Err(e) => {
+                    warn!(vrid = self.cfg.fsm.vrid, error = %e, "VRRP receive failed");
+                    return;
+                }
+            }
+        }
     }
 
     async fn on_datagram(&mut self, d: &Datagram) {

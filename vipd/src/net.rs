@@ -79,6 +79,17 @@ impl VrrpSocket {
         })
     }
 
+    /// A datagram already queued, without waiting; `None` when there is none.
+    pub fn try_recv(&mut self) -> Option<io::Result<Result<Datagram, DropReason>>> {
+        let Self {
+            fd, v6, buf, drops, ..
+        } = self;
+        match fd.try_io(Interest::READABLE, || recv_now(fd, *v6, buf, drops)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            other => Some(other),
+        }
+    }
+
     /// Leaves the VRRP group (before a new socket joins it: closing a socket leaves its groups
     /// by interface index, which would undo the new socket's membership when the interface's
     /// IPv6 state was recreated meanwhile). Errors are ignored: the membership may be gone.

@@ -17,6 +17,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, MulticastGroup};
 use tokio::sync::broadcast;
+use tracing::{info, warn};
 
 use crate::announce::Mac;
 
@@ -139,6 +140,7 @@ impl Netlink {
     /// was killed); returns them.
     pub async fn remove_ours(&self, name: &str) -> Result<Vec<IpNet>, NetlinkError> {
         let link = self.link(name).await?;
+        promote_secondaries(name);
         let mut removed = Vec::new();
         for a in self
             .addresses(link.index)
@@ -189,7 +191,8 @@ pub fn primary_of(addrs: &[Address], v6: bool, vips: &[IpNet], owner: bool) -> O
     let usable = |a: &&Address| {
         a.net.addr().is_ipv6() == v6 && !a.ours && !a.tentative && (!v6 || a.link_local)
     };
-    let is_vip = |a: &Address| vips.iter().any(|v| v.addr() == a.net.addr());
+    let vips: std::collections::HashSet<IpAddr> = vips.iter().map(IpNet::addr).collect();
+    let is_vip = |a: &Address| vips.contains(&a.net.addr());
     addrs
         .iter()
         .filter(usable)
@@ -201,6 +204,27 @@ pub fn primary_of(addrs: &[Address], v6: bool, vips: &[IpNet], owner: bool) -> O
                 .flatten()
         })
         .map(|a| a.net.addr())
+}
+
+/// Sets `promote_secondaries` on an interface we add IPv4 addresses to, as keepalived does:
+/// with the kernel default (0), removing an address that is its subnet's primary deletes every
+/// secondary address of the subnet with it, an operator's or the node's own included. Set when
+/// a group binds and again before every removal (something may have reset it meanwhile); it
+/// stays on when we stop (systemd-networkd turns it on for every interface anyway).
+pub fn promote_secondaries(interface: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/promote_secondaries");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => match std::fs::write(&path, "1") {
+            Ok(()) => {
+                info!(%interface, "promote_secondaries set, so removing a virtual address never removes other addresses of its subnet")
+            }
+            Err(e) => {
+                warn!(%interface, error = %e, "cannot set promote_secondaries: removing a virtual address that is its subnet's primary would remove the subnet's other addresses")
+            }
+        },
+        Err(e) => warn!(%interface, error = %e, "cannot read promote_secondaries"),
+    }
 }
 
 /// A change the groups must react to.

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeSet;
 
+use futures::StreamExt;
 use ipnet::IpNet;
 use tracing::{info, warn};
 
 use super::Runner;
 use crate::fsm::{OWNER, State};
-use crate::netlink::primary_of;
+use crate::netlink::{primary_of, promote_secondaries};
 
 impl Runner {
     /// The interface's index, while bound.
@@ -38,6 +39,9 @@ impl Runner {
             .into_iter()
             .filter(|v| self.held.contains(v))
             .collect();
+        if !self.cfg.v6 && !removed.is_empty() {
+            promote_secondaries(&self.cfg.interface);
+        }
         for vip in removed {
             let Some(index) = self.index() else { break };
             match self.netlink.remove(index, vip).await {
@@ -98,36 +102,49 @@ impl Runner {
         if self.fsm.state() != State::Master {
             return;
         }
-        let missing = self
-            .cfg
-            .vips
-            .iter()
-            .any(|v| !present.iter().any(|a| a.net == *v));
+        let present_nets: std::collections::HashSet<IpNet> =
+            present.iter().map(|a| a.net).collect();
+        let missing = self.cfg.vips.iter().any(|v| !present_nets.contains(v));
         if missing {
             warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, "a virtual address was removed behind our back; adding it again");
-            self.held.retain(|v| present.iter().any(|a| a.net == *v));
+            self.held.retain(|v| present_nets.contains(v));
             self.add_all().await;
             self.announce();
         }
     }
 
+    /// Adds every address not held yet, many netlink requests in flight at once (1,000
+    /// addresses one after the other would keep the group from advertising for too long).
     pub(super) async fn add_all(&mut self) {
         let Some(index) = self.index() else { return };
-        for &vip in &self.cfg.vips {
-            if self.held.contains(&vip) {
-                continue;
-            }
-            match self.netlink.add(index, vip).await {
+        let todo: Vec<IpNet> = self
+            .cfg
+            .vips
+            .iter()
+            .filter(|v| !self.held.contains(v))
+            .copied()
+            .collect();
+        let nl = &self.netlink;
+        let results: Vec<(IpNet, Result<bool, crate::netlink::NetlinkError>)> =
+            futures::stream::iter(todo)
+                .map(|vip| async move { (vip, nl.add(index, vip).await) })
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+        let mut present = None;
+        for (vip, res) in results {
+            match res {
                 Ok(true) => {
                     self.held.insert(vip);
                 }
                 Ok(false) => {
                     // Already there: ours from before, or an operator's address we leave alone.
-                    let ours = self
-                        .netlink
-                        .addresses(index)
-                        .await
-                        .is_ok_and(|v| v.iter().any(|a| a.net == vip && a.ours));
+                    if present.is_none() {
+                        present = Some(self.netlink.addresses(index).await.unwrap_or_default());
+                    }
+                    let ours = present
+                        .as_ref()
+                        .is_some_and(|p| p.iter().any(|a| a.net == vip && a.ours));
                     if ours {
                         self.held.insert(vip);
                     } else {
@@ -135,23 +152,36 @@ impl Runner {
                     }
                 }
                 Err(e) => {
-                    warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot add virtual address")
+                    warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot add virtual address");
                 }
             }
         }
         metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(self.held.len() as f64);
     }
 
+    /// Removes every address we hold, many requests in flight at once.
     pub(super) async fn remove_all(&mut self) {
         let Some(index) = self.index() else {
             self.held.clear();
             return;
         };
-        for vip in std::mem::take(&mut self.held) {
-            if let Err(e) = self.netlink.remove(index, vip).await {
-                warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
-            }
+        if !self.cfg.v6 && !self.held.is_empty() {
+            promote_secondaries(&self.cfg.interface);
+        }
+        let nl = &self.netlink;
+        let failed: Vec<(IpNet, crate::netlink::NetlinkError)> =
+            futures::stream::iter(std::mem::take(&mut self.held))
+                .map(|vip| async move { (vip, nl.remove(index, vip).await) })
+                .buffer_unordered(IN_FLIGHT)
+                .filter_map(|(vip, r)| async move { r.err().map(|e| (vip, e)) })
+                .collect()
+                .await;
+        for (vip, e) in failed {
+            warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
         }
         metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(0.0);
     }
 }
+
+/// Netlink requests in flight at once when adding or removing a group's addresses.
+const IN_FLIGHT: usize = 64;
