@@ -80,6 +80,9 @@ struct Runner {
     master_since: Option<Instant>,
     /// When to probe our addresses (the end of the grace after becoming master).
     probe_at: Option<Instant>,
+    /// An address of the group's family whose duplicate address detection failed (another
+    /// host has it), for the fault reason.
+    dad_failed: Option<IpAddr>,
     /// When to re-read the interface's addresses (address events, coalesced).
     resync_at: Option<Instant>,
     /// Why the interface's sockets could not be opened, while that lasts (fault).
@@ -390,6 +393,7 @@ impl Runner {
             master_since: None,
             probe_at: None,
             resync_at: None,
+            dad_failed: None,
             bind_error: None,
             foreign_warned: BTreeMap::new(),
             clamp_warned: None,
@@ -648,6 +652,10 @@ impl Runner {
             (_, Some(e)) => Err(format!("interface {i}: {e}")),
             (None, None) => Err(format!("interface {i} does not exist")),
             (Some(b), None) if !b.link.up => Err(format!("interface {i} is down (no carrier)")),
+            (Some(_), None) if self.dad_failed.is_some() => Err(format!(
+                "interface {i}: duplicate address detection failed for {} (another host has it): no address to send adverts from",
+                self.dad_failed.map(|a| a.to_string()).unwrap_or_default()
+            )),
             (Some(_), None) if self.cfg.v6 => Err(format!(
                 "interface {i} has no usable IPv6 link-local address (none, or duplicate address detection still running)"
             )),

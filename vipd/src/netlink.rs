@@ -65,6 +65,9 @@ pub struct Address {
     /// Not usable as a source: duplicate address detection is still running (tentative) or
     /// found the address in use (dadfailed).
     pub tentative: bool,
+    /// Duplicate address detection found the address in use by another host (it stays
+    /// unusable until the operator acts).
+    pub dad_failed: bool,
 }
 
 /// A netlink request handle.
@@ -311,9 +314,13 @@ fn address_of(msg: &AddressMessage) -> Option<Address> {
         .header
         .flags
         .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
+    let mut dad_failed = msg.header.flags.contains(AddressHeaderFlags::Dadfailed);
     for attr in &msg.attributes {
         match attr {
-            AddressAttribute::Flags(f) => tentative |= f.intersects(unusable),
+            AddressAttribute::Flags(f) => {
+                tentative |= f.intersects(unusable);
+                dad_failed |= f.contains(AddressFlags::Dadfailed);
+            }
             // IPv4 reports its own address as Local (Address is the peer on point-to-point).
             AddressAttribute::Local(a) => addr = Some(*a),
             AddressAttribute::Address(a) if addr.is_none() => addr = Some(*a),
@@ -328,6 +335,7 @@ fn address_of(msg: &AddressMessage) -> Option<Address> {
         secondary: msg.header.flags.contains(AddressHeaderFlags::Secondary),
         link_local: msg.header.scope == AddressScope::Link,
         tentative,
+        dad_failed,
     })
 }
 
@@ -343,6 +351,7 @@ mod tests {
             ours,
             secondary,
             tentative,
+            dad_failed: false,
         }
     }
 

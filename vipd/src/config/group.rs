@@ -161,6 +161,18 @@ pub(super) fn from_entry(
     })
 }
 
+/// Whether `net` can be held on an interface and answered for: a unicast address with a
+/// prefix. (Link-local IPv6 addresses can: RFC 5798 lists one first in IPv6 groups.)
+fn assignable(net: &IpNet) -> bool {
+    let a = net.addr();
+    let broadcast = matches!(a, IpAddr::V4(v4) if v4.is_broadcast());
+    net.prefix_len() > 0
+        && !a.is_unspecified()
+        && !a.is_multicast()
+        && !a.is_loopback()
+        && !broadcast
+}
+
 /// A group with the flags' defaults filled in, not yet checked.
 struct Draft {
     interface: String,
@@ -276,6 +288,11 @@ impl Draft {
         }
         if self.vips.iter().any(|v| v.addr().is_ipv6() != v6) {
             return Err(self.ctx("mixes IPv4 and IPv6 addresses; use one group per family".into()));
+        }
+        if let Some(v) = self.vips.iter().find(|v| !assignable(v)) {
+            return Err(self.ctx(format!(
+                "{v} cannot be a virtual address (unspecified, multicast, loopback, broadcast or a /0 prefix)"
+            )));
         }
         if !self.peers.is_empty() && !self.unicast_peers.is_empty() {
             return Err(self.ctx(

@@ -413,3 +413,32 @@ fn a_v2_password_comes_from_the_setting_or_a_file_and_is_checked() {
     .expect_err("long");
     assert!(e.to_string().contains("1–8 bytes"), "{e}");
 }
+
+#[test]
+fn addresses_that_cannot_be_virtual_are_refused() {
+    for v in [
+        "0.0.0.0/0",
+        "192.0.2.1/0",
+        "224.0.0.18/24",
+        "127.0.0.2/8",
+        "255.255.255.255/32",
+        "ff02::12/64",
+        "::1/128",
+        "::/0",
+    ] {
+        let e = resolve(&["--interface", "eth0", "--vrid", "51", "--vip", v]).expect_err(v);
+        assert!(
+            e.to_string().contains("cannot be a virtual address"),
+            "{v}: {e}"
+        );
+    }
+    resolve(&[
+        "--interface",
+        "eth0",
+        "--vrid",
+        "51",
+        "--vip",
+        "fe80::100/64",
+    ])
+    .expect("a link-local IPv6 address can");
+}

@@ -95,6 +95,14 @@ impl Runner {
             None => {}
         }
         self.publish_source(found);
+        let dad_failed = present
+            .iter()
+            .find(|a| a.dad_failed && a.net.addr().is_ipv6() == self.cfg.v6)
+            .map(|a| a.net.addr());
+        if dad_failed != self.dad_failed {
+            self.dad_failed = dad_failed;
+            self.report();
+        }
         if found.is_some() != self.has_primary {
             self.has_primary = found.is_some();
             self.update_usable().await;
