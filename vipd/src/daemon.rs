@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::announce::Mac;
 use crate::config::GroupSettings;
-use crate::fsm::{Action, Router, State};
+use crate::fsm::{Action, Router, RouterConfig, State};
 use crate::net::{self, Announcer, ConflictWatch, VrrpSocket};
 use crate::netlink::{Link, LinkEvent, Netlink, NetlinkError};
 use crate::packet::{self, Advert, Datagram, DropReason};
@@ -76,9 +76,8 @@ struct Runner {
     name: String,
     /// When each virtual address last had a conflict reported (reports are rate-limited).
     conflicts: BTreeMap<IpAddr, Instant>,
-    /// When we last became master (claims are not conflicts for [`TAKEOVER_GRACE`]).
-    master_since: Option<Instant>,
-    /// When to probe our addresses (the end of the grace after becoming master).
+    /// When to probe our addresses: the end of the [`TAKEOVER_GRACE`] after becoming master,
+    /// during which claims of our addresses are not conflicts.
     probe_at: Option<Instant>,
     /// An address of the group's family whose duplicate address detection failed (another
     /// host has it), for the fault reason.
@@ -133,7 +132,8 @@ pub fn group_name(cfg: &GroupSettings) -> String {
 }
 
 /// Runs group `cfg` until `ctx.cancel`, then resigns and removes its addresses. The group's
-/// addresses follow `vips` (Kubernetes mode, or a reload of the config file); the group starts
+/// addresses follow `vips` (Kubernetes mode, or a reload of the config file), its state machine's
+/// settings `router` (a reload), both without a state change; the group starts
 /// only once the channel holds a first set: a node that cannot see the Services yet must not
 /// take over a group (preempting with no addresses).
 ///
@@ -145,6 +145,7 @@ pub async fn run_group(
     mut cfg: GroupSettings,
     ctx: GroupContext,
     mut vips: Option<watch::Receiver<Option<Vec<IpNet>>>>,
+    mut router: Option<watch::Receiver<RouterConfig>>,
 ) -> Result<(), GroupError> {
     let name = group_name(&cfg);
     ctx.health
@@ -200,7 +201,8 @@ pub async fn run_group(
         };
         tokio::select! {
             () = ctx.cancel.cancelled() => break,
-            Some(new) = next_vips(&mut vips) => r.set_vips(new).await,
+            Some(new) = next_value(&mut vips) => r.set_vips(new.unwrap_or_default()).await,
+            Some(new) = next_value(&mut router) => r.reconfigure(new).await,
             () = sleep_until(deadline.map(|d| d.checked_sub(TIMER_SLACK).unwrap_or(d))) => {
                 let now = deadline.map_or_else(Instant::now, |d| Instant::now().max(d));
                 if r.probe_at.is_some_and(|t| t <= now) {
@@ -227,7 +229,7 @@ pub async fn run_group(
             },
             Ok(()) = dump.changed() => r.dump(),
             _ = membership.tick(), if check_membership => r.check_membership(),
-            Some(now) = next_allowed(&mut allowed) => r.set_speakers(&now),
+            Some(now) = next_value(&mut allowed) => r.set_speakers(&now),
             claim = recv_claim(conflicts) => match claim {
                 Ok((ip, mac)) => r.on_claim(ip, mac),
                 Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "ARP/NA receive failed"),
@@ -287,20 +289,9 @@ const MEMBERSHIP_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// A conflict on one virtual address is logged at most this often (each is counted).
 const CONFLICT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The next address set of a dynamic group; pending for a static one.
-async fn next_vips(rx: &mut Option<watch::Receiver<Option<Vec<IpNet>>>>) -> Option<Vec<IpNet>> {
-    let Some(r) = rx else {
-        return std::future::pending().await;
-    };
-    if r.changed().await.is_err() {
-        *rx = None;
-        return None;
-    }
-    Some(r.borrow_and_update().clone().unwrap_or_default())
-}
-
-/// The next allowlist of speakers (Kubernetes mode); pending without one.
-async fn next_allowed(rx: &mut Option<watch::Receiver<Allowed>>) -> Option<Allowed> {
+/// The next value of an input of the group (its addresses, settings, allowed speakers);
+/// `None` at once without one, or once its sender is gone.
+async fn next_value<T: Clone>(rx: &mut Option<watch::Receiver<T>>) -> Option<T> {
     let r = rx.as_mut()?;
     if r.changed().await.is_err() {
         *rx = None;
@@ -390,7 +381,6 @@ impl Runner {
             health,
             name,
             conflicts: BTreeMap::new(),
-            master_since: None,
             probe_at: None,
             resync_at: None,
             dad_failed: None,
@@ -582,6 +572,19 @@ impl Runner {
             "a master advertises a longer interval than a backup learns; following the bound (a forged advert, or intervals more than 10 times apart)");
     }
 
+    /// New state machine settings (a reload): priority, timers, preemption, in place.
+    async fn reconfigure(&mut self, new: RouterConfig) {
+        if new == self.cfg.fsm {
+            return;
+        }
+        info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface, priority = new.priority,
+            advert_interval = ?new.advert_interval, "settings changed in place");
+        self.cfg.fsm = new.clone();
+        self.expected.interval = new.advert_interval;
+        let actions = self.fsm.reconfigure(new, Instant::now());
+        self.apply(actions).await;
+    }
+
     /// Logs the group's state (SIGUSR1).
     fn dump(&self) {
         let link = self.bound.as_ref().map(|b| &b.link);
@@ -670,9 +673,8 @@ impl Runner {
     /// MAC is not ours. Counted, and logged at most every 10 s per address.
     fn on_claim(&mut self, ip: IpAddr, mac: Mac) {
         let Some(b) = &self.bound else { return };
-        let settled = self
-            .master_since
-            .is_some_and(|t| t.elapsed() >= TAKEOVER_GRACE);
+        // Within the grace after a takeover (until the probes go), claims are not conflicts.
+        let settled = self.probe_at.is_none();
         if mac == b.link.mac
             || self.fsm.state() != State::Master
             || !settled
@@ -873,14 +875,7 @@ impl Runner {
     }
 
     fn transition(&mut self, from: State, to: State) {
-        if to == State::Master {
-            let now = Instant::now();
-            self.master_since = Some(now);
-            self.probe_at = Some(now + TAKEOVER_GRACE);
-        } else {
-            self.master_since = None;
-            self.probe_at = None;
-        }
+        self.probe_at = (to == State::Master).then(|| Instant::now() + TAKEOVER_GRACE);
         info!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
             from = from.name(), to = to.name(), "state changed");
         metrics::gauge!("fedplane_vipd_state", &self.labels).set(to.gauge());

@@ -159,6 +159,26 @@ impl Router {
         self.primary
     }
 
+    /// New settings of the same group (a reload), taken in place: no state change. A master
+    /// sends its next advert at the new interval at the latest, and a lowered priority is
+    /// advertised at once so a higher backup may preempt; a backup's timers follow the next
+    /// advert it hears.
+    pub fn reconfigure(&mut self, cfg: RouterConfig, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let lowered = cfg.priority < self.cfg.priority;
+        self.cfg = cfg;
+        if self.state == State::Master {
+            let next = now + self.cfg.advert_interval;
+            if lowered {
+                out.push(Action::Advertise(self.cfg.priority));
+                self.advert_at = Some(next);
+            } else {
+                self.advert_at = Some(self.advert_at.map_or(next, |t| t.min(next)));
+            }
+        }
+        out
+    }
+
     /// Our primary address (changes only with the interface's addresses).
     pub fn set_primary(&mut self, primary: IpAddr) {
         self.primary = primary;

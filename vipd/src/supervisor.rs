@@ -4,8 +4,9 @@
 //! A reload re-reads the flags' config file and compares group by group (a group is its VRID,
 //! interface and family): a new group starts, a removed one resigns and removes its addresses,
 //! one whose addresses alone changed takes the new set in place (as master it adds and
-//! announces the new ones, no state change), and one with any other change is stopped and
-//! started again (the new one starts once the old one has resigned). A config that does not
+//! announces the new ones, no state change), so does one whose priority, timers or preemption
+//! changed (a lowered priority is advertised at once), and one with any other change is stopped
+//! and started again (the new one starts once the old one has resigned). A config that does not
 //! check leaves everything running as it was. Kubernetes mode, the HTTP address and the log
 //! format are not reloaded.
 
@@ -19,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Cli, GroupSettings, Settings};
 use crate::daemon::{GroupContext, GroupError, group_name, run_group};
+use crate::fsm::RouterConfig;
 
 /// Claims this network namespace for this process: an abstract Unix socket
 /// `@fedplane-vipd`, which lives as long as the process and is per network namespace (so
@@ -68,6 +70,8 @@ struct Running {
     /// A static group's addresses (a reload changes them in place); `None` when they follow
     /// the Services.
     vips: Option<watch::Sender<Option<Vec<IpNet>>>>,
+    /// Its state machine's settings (a reload changes them in place).
+    router: watch::Sender<RouterConfig>,
 }
 
 impl Groups {
@@ -131,11 +135,12 @@ impl Groups {
         let mut ctx = self.ctx.clone();
         ctx.cancel = cancel.clone();
         let (g, finished) = (cfg.clone(), done.clone());
+        let (router, router_rx) = watch::channel(cfg.fsm.clone());
         self.tasks.spawn(async move {
             if let Some(previous) = after {
                 previous.cancelled().await;
             }
-            let res = run_group(g, ctx, Some(rx)).await;
+            let res = run_group(g, ctx, Some(rx), Some(router_rx)).await;
             finished.cancel();
             res
         });
@@ -146,6 +151,7 @@ impl Groups {
                 cancel,
                 done,
                 vips: tx,
+                router,
             },
         );
     }
@@ -191,11 +197,22 @@ impl Groups {
                     self.start(cfg);
                 }
                 Some(r) if r.cfg == cfg => {}
-                Some(r) if r.vips.is_some() && same_but_addresses(&r.cfg, &cfg) => {
-                    info!(group = %name, vips = ?cfg.vips, "reload: addresses changed");
+                Some(r) if r.vips.is_some() && same_in_place(&r.cfg, &cfg) => {
+                    info!(group = %name, vips = ?cfg.vips, priority = cfg.fsm.priority,
+                        "reload: addresses or state machine settings changed, in place");
                     if let Some(tx) = &r.vips {
-                        tx.send_replace(Some(cfg.vips.clone()));
+                        tx.send_if_modified(|v| {
+                            let new = Some(cfg.vips.clone());
+                            let changed = *v != new;
+                            *v = new;
+                            changed
+                        });
                     }
+                    r.router.send_if_modified(|f| {
+                        let changed = *f != cfg.fsm;
+                        f.clone_from(&cfg.fsm);
+                        changed
+                    });
                     r.cfg = cfg;
                 }
                 Some(_) => {
@@ -245,9 +262,12 @@ impl Groups {
     }
 }
 
-/// Whether `a` and `b` differ in their addresses at most.
-fn same_but_addresses(a: &GroupSettings, b: &GroupSettings) -> bool {
+/// Whether `a` and `b` differ in what a running group takes in place at most: its addresses
+/// and its state machine's settings (priority, timers, preemption). The rest (version,
+/// checksum, peers, password) restarts it.
+fn same_in_place(a: &GroupSettings, b: &GroupSettings) -> bool {
     let mut b = b.clone();
     b.vips.clone_from(&a.vips);
+    b.fsm.clone_from(&a.fsm);
     *a == b
 }

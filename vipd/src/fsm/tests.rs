@@ -528,3 +528,27 @@ fn a_group_down_before_its_start_enters_fault_and_starts_when_up() {
         "{up:?}"
     );
 }
+
+#[test]
+fn a_reconfigured_master_stays_master_and_advertises_a_lowered_priority_at_once() {
+    let t0 = Instant::now();
+    let mut r = Router::new(cfg(150), ip(1), t0);
+    r.start(t0);
+    let t1 = t0 + r.master_down() + Duration::from_millis(1);
+    r.on_timer(t1);
+    assert_eq!(r.state(), State::Master);
+    let raised = r.reconfigure(cfg(200), t1);
+    assert!(raised.is_empty(), "{raised:?}");
+    let lowered = r.reconfigure(cfg(90), t1);
+    assert_eq!(lowered, vec![Action::Advertise(90)]);
+    assert_eq!(r.state(), State::Master);
+    let slower = RouterConfig {
+        advert_interval: Duration::from_secs(1),
+        ..cfg(90)
+    };
+    r.reconfigure(slower, t1);
+    assert!(
+        r.next_deadline()
+            .is_some_and(|d| d <= t1 + Duration::from_secs(1))
+    );
+}
