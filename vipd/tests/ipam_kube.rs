@@ -140,7 +140,9 @@ fn lease_holder(fake: &FakeKubeApi) -> Option<String> {
         Some("fedplane-system"),
         "fedplane-vipd",
     )?;
-    l["spec"]["holderIdentity"].as_str().map(str::to_owned)
+    // `<node>_<random>`: the node's part.
+    let id = l["spec"]["holderIdentity"].as_str()?;
+    Some(id.rsplit_once('_').map_or(id, |(node, _)| node).to_owned())
 }
 
 fn wait_holder(fake: &FakeKubeApi, want: &str) {
