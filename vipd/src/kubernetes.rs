@@ -1,6 +1,8 @@
 //! Kubernetes mode, wired: the client, then one task that watches Services and the pool and
 //! legacy ConfigMaps (with [`fedplane_ops::kube`]), keeps the Lease ([`crate::leader`]) and runs
-//! a pass of the [`crate::assigner`] on every change, retrying failed writes with backoff.
+//! a pass of the [`crate::assigner`] on every change, retrying failed writes with backoff; and
+//! beside it [`speak`]: the fedplane-vipd Pods → the VRRP allowlist, our sources on our Pod,
+//! refused speakers → Events (the rules in [`crate::peers`]).
 //!
 //! # Its own thread
 //!
@@ -36,6 +38,9 @@ use crate::daemon::sleep_until;
 use crate::leader::{keep_lease, process_identity};
 use crate::lease::Elector;
 use crate::speakers::KubeEnds;
+
+mod allowlist;
+pub use allowlist::{SpeakerSettings, speak};
 
 /// Why Kubernetes mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +165,6 @@ pub async fn run(
     status: Arc<KubeStatus>,
     cancel: CancellationToken,
 ) {
-    // Held until the end: the groups hear "no allowlist" rather than a closed channel.
-    let _speakers = speakers;
     let changed = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     let wake = Wake(changed.clone());
@@ -196,6 +199,14 @@ pub async fn run(
         i32::try_from(settings.lease_duration.as_secs()).unwrap_or(i32::MAX),
         Elector::new(me, settings.lease_duration),
         lead_tx,
+        cancel.clone(),
+    ));
+
+    tasks.spawn(speak(
+        client.clone(),
+        SpeakerSettings::from_env(&settings.lease.namespace, &settings.node_name),
+        speakers,
+        groups.len(),
         cancel.clone(),
     ));
 
