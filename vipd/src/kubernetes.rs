@@ -15,7 +15,8 @@
 //! or yielded: on its own thread its length delays only Kubernetes work (the Lease is renewed
 //! by a task of the same runtime, so a pass longer than the renew deadline costs the Lease,
 //! which is why a pass stops writing once the deadline is past). The kernel shares the 2 cores
-//! between the two threads; `benches/vipd-jitter` measures the adverts' gaps during such a pass.
+//! between the two threads; `cargo bench -p fedplane-vipd --bench jitter` measures the adverts'
+//! gaps during such passes (benches/README.md).
 
 use std::path::Path;
 use std::sync::Arc;
