@@ -133,7 +133,8 @@ fn main() {
     .iter()
     .map(ToString::to_string)
     .collect();
-    let daemon = node.spawn(&vipd, &vipd_args, &[("RUST_LOG", "warn")]);
+    let log = std::env::var("JITTER_RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let daemon = node.spawn(&vipd, &vipd_args, &[("RUST_LOG", &log)]);
     // Master: its adverts are heard.
     wait_until(Duration::from_secs(20), "adverts from the node", || {
         capture.output().contains(" 10.0.0.1").then_some(())
@@ -148,7 +149,16 @@ fn main() {
     let applied = now_ns();
     let mut touched = 0_usize;
     while now_ns() < load_start + u128::from(seconds) * 1_000_000_000 {
-        let mut s = service(touched % services);
+        // The object as stored (the fake's apply replaces the status too: keep it).
+        let i = touched % services;
+        let mut s = fake
+            .get(
+                "v1",
+                "Service",
+                Some(&format!("ns{}", i % 100)),
+                &format!("svc{i}"),
+            )
+            .unwrap_or_else(|| service(i));
         s["metadata"]["labels"] = json!({"touch": touched.to_string()});
         fake.apply(s);
         touched += 1;
@@ -194,6 +204,9 @@ fn main() {
     ] {
         let (n, p50, p99, max) = gaps(&phase(from, to));
         println!("| {name} | {n} | {p50:.1} | {p99:.1} | {max:.1} | {interval_ms} |");
+    }
+    if std::env::var_os("JITTER_LOG").is_some() {
+        println!("fedplane-vipd's log:\n{}", daemon.output());
     }
     drop(daemon);
     drop(capture);
