@@ -22,7 +22,9 @@
 //! - [`lease`]: the Lease election rules (client-go's), free of I/O.
 //! - [`leader`]: the Lease loop: reads and writes the Lease as [`lease`] decides.
 //! - [`assigner`]: one pass: addresses to the groups; as leader, status writes and Events.
-//! - [`kubernetes`]: the client, and the task wiring the watches, the Lease loop and passes.
+//! - [`kubernetes`]: the client, and the task wiring the watches, the Lease loop and passes,
+//!   on its own thread and runtime (a long pass never delays the groups' adverts); the
+//!   speaker Pods → the VRRP allowlist, refused speakers → Events.
 //! - [`probes`]: readiness and metric help texts for `fedplane-ops`.
 //! - [`speakers`]: the channels between the groups and Kubernetes mode about who may speak.
 //! - [`peers`]: who may speak in Kubernetes mode (the fedplane-vipd Pods), the Pod annotation
