@@ -15,7 +15,7 @@
 //!   cluster-scoped collections, objects, `/status`), `GET /version`, `/api`, `/apis` and the
 //!   per-group-version discovery documents. The kinds served are the table in `kinds.rs`
 //!   (Service, Node, ConfigMap, Namespace, Event, Endpoints, EndpointSlice,
-//!   events.k8s.io Event, Lease); anything else is a 404 `Status`.
+//!   events.k8s.io Event, Lease, Pod); anything else is a 404 `Status`.
 //! - One global resourceVersion (etcd's revision) bumped by every write; `uid`,
 //!   `creationTimestamp` and `generation` kept by the server; an update that changes nothing
 //!   writes nothing (no new resourceVersion, no watch event), as in the real server.
@@ -64,6 +64,8 @@
 //!   for every kind.
 //! - The core/v1 and events.k8s.io/v1 Events are stored separately (the real server stores one
 //!   resource and converts between the two).
+//! - [`FakeKubeApi::lose_watch_events`] makes watches miss an object's changes, which a real
+//!   server does not do on purpose (it models a client whose cache missed events).
 //! - A watch without `timeoutSeconds` lasts 30 minutes; without [`Options::bookmark_every`],
 //!   bookmarks are sent only when the test calls [`FakeKubeApi::bookmark`].
 
@@ -298,6 +300,47 @@ impl FakeKubeApi {
         if !reachable {
             lock(&self.shared.store).cut_watches();
         }
+    }
+
+    /// From now on until [`hear_watch_events`](Self::hear_watch_events), no watch hears of
+    /// changes to this object: live events are dropped and a watch resuming from an older
+    /// revision skips them, as if lost on their way (a client's watch cache that missed them).
+    /// Lists, and watches started without a resourceVersion, show the object as it is. The
+    /// object need not exist yet.
+    pub fn lose_watch_events(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) {
+        let key = self.key(api_version, kind, namespace, name);
+        lock(&self.shared.store).mute(key, false);
+    }
+
+    /// As [`lose_watch_events`](Self::lose_watch_events), only for clients' writes to the
+    /// object's `/status` (the writer does not hear of its own status write).
+    pub fn lose_status_write_events(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) {
+        let key = self.key(api_version, kind, namespace, name);
+        lock(&self.shared.store).mute(key, true);
+    }
+
+    /// Watches hear of this object's changes again (those lost stay lost).
+    pub fn hear_watch_events(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) {
+        let key = self.key(api_version, kind, namespace, name);
+        lock(&self.shared.store).unmute(&key);
     }
 
     /// Forgets the history, as etcd compaction does: a watch, a continued list or an exact

@@ -2,6 +2,11 @@
 //! addresses in the Services' status over this node's VRRP groups and, as the Lease holder,
 //! writes the addresses [`ipam::assign`] plans to the Services' status and tells each Service's
 //! owner, with Events, what was assigned or refused.
+//!
+//! As the Lease holder it plans from [`Fresh`] (see [`crate::services`]): on each takeover it
+//! first lists the Services with a quorum read (no resourceVersion); if that list fails, the
+//! pass writes nothing and is tried again. Each status it writes is planned from until the
+//! watch shows it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -11,7 +16,7 @@ use std::time::Instant;
 use fedplane_ops::kube::Watched;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -20,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::KubeSettings;
 use crate::ipam::{self, Kind, Notice, Pools, Quarantine, Svc};
-use crate::services::{self, GroupId, key_of, svc_of};
+use crate::services::{self, Fresh, GroupId, key_of, svc_of};
 
 /// One of this node's VRRP groups, as the assigner feeds it: which group, and the sender of
 /// its addresses (`None` until the Services are listed).
@@ -46,6 +51,10 @@ pub(crate) struct Assigner {
     last_good: Option<Pools>,
     legacy_ignored: Vec<String>,
     homeless: BTreeSet<IpAddr>,
+    /// The cache's corrections while we lead.
+    fresh: Fresh,
+    /// Whether the quorum list of this term as leader is in.
+    relisted: bool,
 }
 
 impl Assigner {
@@ -69,7 +78,14 @@ impl Assigner {
             last_good: None,
             legacy_ignored: Vec::new(),
             homeless: BTreeSet::new(),
+            fresh: Fresh::default(),
+            relisted: false,
         }
+    }
+
+    /// The Lease was gained or lost: the next pass as leader lists the Services again.
+    pub(crate) fn lease_changed(&mut self) {
+        self.relisted = false;
     }
 
     /// When the next quarantined address is free again (a pass is due then).
@@ -85,8 +101,21 @@ impl Assigner {
         legacy_cm: Option<&Watched<ConfigMap>>,
         leading: Option<Instant>,
     ) -> bool {
+        let cache = services.state();
+        let mut relist_failed = false;
+        if leading.is_none() {
+            self.fresh.forget();
+            self.relisted = false;
+        } else if !self.relisted {
+            relist_failed = !self.relist(&cache).await;
+        }
         let now = Instant::now();
-        let objects = services.state();
+        let objects = self.fresh.view(&cache);
+        metrics::gauge!("fedplane_vipd_cache_corrections").set(self.fresh.len() as f64);
+        let cache_versions: HashMap<String, Option<String>> = cache
+            .iter()
+            .map(|s| (key_of(s), s.metadata.resource_version.clone()))
+            .collect();
         let svcs: Vec<Svc> = objects
             .iter()
             .map(|s| svc_of(s, &self.settings.class))
@@ -102,6 +131,10 @@ impl Assigner {
             metrics::gauge!("fedplane_vipd_leader").set(0.0);
             return false;
         };
+        if relist_failed {
+            // Not planned from a stale cache: nothing written until the list succeeds.
+            return true;
+        }
         metrics::gauge!("fedplane_vipd_leader").set(1.0);
         let plan = ipam::assign(&pools, &svcs, &legacy, &self.quarantine, now);
         let by_key: HashMap<String, &Arc<Service>> =
@@ -119,7 +152,8 @@ impl Assigner {
                 return true;
             }
             let obj = by_key[&s.key];
-            failed |= !self.write(obj, s, want).await;
+            let cache_version = cache_versions.get(&s.key).cloned().flatten();
+            failed |= !self.write(obj, s, want, cache_version).await;
         }
         self.tell(&plan.notices, &by_key).await;
         failed
@@ -217,8 +251,44 @@ impl Assigner {
         map
     }
 
-    /// Writes `want` to the Service's status; false if that failed.
-    async fn write(&mut self, obj: &Service, s: &Svc, want: &[IpAddr]) -> bool {
+    /// The quorum list of a takeover: corrects the cache in [`Fresh`]. False if it failed.
+    async fn relist(&mut self, cache: &[Arc<Service>]) -> bool {
+        // No resourceVersion: a quorum read (from etcd, not the API server's watch cache).
+        match Api::<Service>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => {
+                let n = list.items.len();
+                let wrong = self.fresh.listed(cache, list.items);
+                metrics::counter!("fedplane_vipd_quorum_lists_total", "result" => "ok")
+                    .increment(1);
+                info!(
+                    services = n,
+                    cache_wrong = wrong,
+                    "took the Lease: planning from a quorum list of the Services"
+                );
+                self.relisted = true;
+                true
+            }
+            Err(e) => {
+                metrics::counter!("fedplane_vipd_quorum_lists_total", "result" => "error")
+                    .increment(1);
+                warn!(error = %e, "took the Lease, but cannot list the Services; writing nothing until it can");
+                false
+            }
+        }
+    }
+
+    /// Writes `want` to the Service's status; false if that failed. What was written is
+    /// planned from until the cache, which had the Service at `cache_version`, moves.
+    async fn write(
+        &mut self,
+        obj: &Service,
+        s: &Svc,
+        want: &[IpAddr],
+        cache_version: Option<String>,
+    ) -> bool {
         let mut patch = services::status_patch(want);
         // Only over the version we planned from: a Service changed meanwhile is planned again.
         patch["metadata"] = serde_json::json!({"resourceVersion": obj.resource_version()});
@@ -233,7 +303,8 @@ impl Assigner {
             .collect::<Vec<_>>()
             .join(", ");
         match res {
-            Ok(_) => {
+            Ok(written) => {
+                self.fresh.wrote(cache_version, written);
                 metrics::counter!("fedplane_vipd_status_writes_total", "result" => "ok")
                     .increment(1);
                 let (reason, note) = if want.is_empty() {

@@ -1,6 +1,22 @@
 //! Kubernetes mode, wired: the client, then one task that watches Services and the pool and
 //! legacy ConfigMaps (with [`fedplane_ops::kube`]), keeps the Lease ([`crate::leader`]) and runs
-//! a pass of the [`crate::assigner`] on every change, retrying failed writes with backoff.
+//! a pass of the [`crate::assigner`] on every change, retrying failed writes with backoff; and
+//! beside it [`speak`]: the fedplane-vipd Pods → the VRRP allowlist, our sources on our Pod,
+//! refused speakers → Events (the rules in [`crate::peers`]).
+//!
+//! # Its own thread
+//!
+//! The daemon's VRRP groups run on one current-thread tokio runtime. A pass over 10,000
+//! Services (decoding, planning over an exhausted pool, one status write each) would hold that
+//! thread for as long as it takes and delay adverts past the backups' down timers. So Kubernetes
+//! mode runs on its own OS thread with its own current-thread runtime ([`KubeThread`]): the
+//! client, the watches, the Lease loop and the passes all live there, and the only links to
+//! the groups are channels (the groups' addresses, [`crate::speakers`]). The pass is not split
+//! or yielded: on its own thread its length delays only Kubernetes work (the Lease is renewed
+//! by a task of the same runtime, so a pass longer than the renew deadline costs the Lease,
+//! which is why a pass stops writing once the deadline is past). The kernel shares the 2 cores
+//! between the two threads; `cargo bench -p fedplane-vipd --bench jitter` measures the adverts'
+//! gaps during such passes (benches/README.md).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +28,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -20,8 +36,12 @@ use tracing::{info, warn};
 use crate::assigner::{Assigner, GroupSink};
 use crate::config::{KubeSettings, ObjectName};
 use crate::daemon::sleep_until;
-use crate::leader::keep_lease;
+use crate::leader::{keep_lease, process_identity};
 use crate::lease::Elector;
+use crate::speakers::KubeEnds;
+
+mod allowlist;
+pub use allowlist::{SpeakerSettings, speak};
 
 /// Why Kubernetes mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +52,9 @@ pub enum KubeError {
     /// The client could not be built.
     #[error("Kubernetes client: {0}")]
     Client(#[from] kube::Error),
+    /// Kubernetes mode's thread or runtime could not start.
+    #[error("Kubernetes mode's thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// A failed status write is tried again after this long, doubling up to [`RETRY_MAX`].
@@ -62,11 +85,84 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     Ok(Client::try_from(config)?)
 }
 
-/// Runs Kubernetes mode until `cancel`, feeding this node's VRRP `groups` their addresses.
+/// Kubernetes mode on its own OS thread and current-thread runtime (see the module docs):
+/// [`start`](Self::start) builds the client there, [`run`](Self::run) hands it the groups,
+/// [`join`](Self::join) waits until it has stopped (after `cancel`, the Lease released).
+#[derive(Debug)]
+pub struct KubeThread {
+    groups: oneshot::Sender<Vec<GroupSink>>,
+    done: oneshot::Receiver<()>,
+}
+
+impl KubeThread {
+    /// Starts the thread and builds the client on it; fails as [`client`] does. Nothing is
+    /// watched until [`run`](Self::run).
+    pub async fn start(
+        settings: KubeSettings,
+        ends: KubeEnds,
+        status: Arc<KubeStatus>,
+        cancel: CancellationToken,
+    ) -> Result<Self, KubeError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (groups_tx, groups_rx) = oneshot::channel::<Vec<GroupSink>>();
+        let (done_tx, done_rx) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("vipd-kube".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let client = match client(settings.kubeconfig.as_deref()).await {
+                        Ok(c) => {
+                            let _ = ready_tx.send(Ok(()));
+                            c
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    // The daemon gave up before starting us: nothing to do.
+                    let Ok(groups) = groups_rx.await else { return };
+                    run(settings, client, groups, ends, status, cancel).await;
+                });
+                let _ = done_tx.send(());
+            })?;
+        ready_rx
+            .await
+            .map_err(|_| KubeError::Config("Kubernetes mode's thread stopped".into()))??;
+        Ok(Self {
+            groups: groups_tx,
+            done: done_rx,
+        })
+    }
+
+    /// Starts Kubernetes mode, feeding this node's VRRP `groups` their addresses.
+    pub fn run(self, groups: Vec<GroupSink>) -> KubeJoin {
+        let _ = self.groups.send(groups);
+        KubeJoin(self.done)
+    }
+}
+
+/// Waits for Kubernetes mode's thread to stop.
+#[derive(Debug)]
+pub struct KubeJoin(oneshot::Receiver<()>);
+
+impl KubeJoin {
+    /// Returns once the thread's work is over (after the cancel: the Lease released).
+    pub async fn join(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Runs Kubernetes mode until `cancel`, feeding this node's VRRP `groups` their addresses and
+/// `speakers` who may advertise.
 pub async fn run(
     settings: KubeSettings,
     client: Client,
     groups: Vec<GroupSink>,
+    speakers: KubeEnds,
     status: Arc<KubeStatus>,
     cancel: CancellationToken,
 ) {
@@ -96,12 +192,22 @@ pub async fn run(
 
     let (lead_tx, mut lead_rx) = watch::channel(None);
     let lease = settings.lease.clone();
+    let me = process_identity(&settings.node_name);
+    info!(lease = %lease, identity = %me, "Lease holder identity");
     tasks.spawn(keep_lease(
         Api::<Lease>::namespaced(client.clone(), &lease.namespace),
         lease.name,
         i32::try_from(settings.lease_duration.as_secs()).unwrap_or(i32::MAX),
-        Elector::new(settings.node_name.clone(), settings.lease_duration),
+        Elector::new(me, settings.lease_duration),
         lead_tx,
+        cancel.clone(),
+    ));
+
+    tasks.spawn(speak(
+        client.clone(),
+        SpeakerSettings::from_env(&settings.lease.namespace, &settings.node_name),
+        speakers,
+        groups.len(),
         cancel.clone(),
     ));
 
@@ -113,7 +219,9 @@ pub async fn run(
         tokio::select! {
             () = cancel.cancelled() => break,
             () = changed.notified() => {}
-            res = lead_rx.changed() => if res.is_err() { break },
+            // Every change is a gain or a loss: a takeover lists again, even if a loss and
+            // a gain came between two passes.
+            res = lead_rx.changed() => if res.is_err() { break } else { a.lease_changed() },
             () = sleep_until(wake) => {}
         }
         let ready = services.listed()

@@ -12,7 +12,23 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::lease::{Elector, Seen, Step};
+use crate::lease::{self, Clamped, Elector, Seen, Step};
+
+/// This process's Lease holder identity: `<node>_<random>` ([`lease::identity`]), the random
+/// part read from `/dev/urandom` (the process id and the clock if that cannot be read).
+pub fn process_identity(node: &str) -> String {
+    use std::io::Read;
+    let mut random = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random));
+    if let Err(e) = read {
+        warn!(error = %e, "cannot read /dev/urandom: the Lease identity uses the pid and clock");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        random = ((u64::from(std::process::id()) << 32) | u64::from(nanos)).to_be_bytes();
+    }
+    lease::identity(node, random)
+}
 
 fn micro_now() -> MicroTime {
     MicroTime(Timestamp::now())
@@ -28,6 +44,8 @@ pub async fn keep_lease(
     cancel: CancellationToken,
 ) {
     let mut failing = false;
+    let own = Duration::from_secs(secs.unsigned_abs().into());
+    let mut clamped: Option<Clamped> = None;
     loop {
         let started = Instant::now();
         let mut next = started + elector.retry_period();
@@ -39,13 +57,23 @@ pub async fn keep_lease(
             }
             Ok(lease) => {
                 failing = false;
-                let seen = lease.as_ref().map(|l| Seen {
-                    holder: l
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.holder_identity.clone())
-                        .unwrap_or_default(),
-                    version: l.resource_version().unwrap_or_default(),
+                let seen = lease.as_ref().map(|l| {
+                    let spec = l.spec.clone().unwrap_or_default();
+                    let holder = spec.holder_identity.unwrap_or_default();
+                    let (duration, why) = lease::lease_duration(spec.lease_duration_seconds, own);
+                    // Only another holder's duration matters (ours is our own flag).
+                    if !holder.is_empty() && holder != elector.me() && why != clamped {
+                        if let Some(why) = why {
+                            warn!(lease = %name, %holder, written = ?why, used = ?duration,
+                                "the Lease's leaseDurationSeconds is unusable: clamped");
+                        }
+                        clamped = why;
+                    }
+                    Seen {
+                        holder,
+                        version: l.resource_version().unwrap_or_default(),
+                        duration,
+                    }
                 });
                 // A standby looks again every retry period (not only at the expiry it
                 // expects), so a released Lease is taken within one period.

@@ -5,7 +5,7 @@
 //! datagrams a group hears), [`fsm`] (the RFC 5798 state machine, driven by events and the
 //! time), [`announce`] (gratuitous ARP and unsolicited NA frames), [`ipam`] (address
 //! assignment), [`services`] (Kubernetes objects as assignment sees them, addresses → groups)
-//! and [`lease`] (the election rules). Sockets and netlink stay in [`net`], [`netlink`] and
+//! [`lease`] (the election rules) and [`peers`] (who may speak in Kubernetes mode). Sockets and netlink stay in [`net`], [`netlink`] and
 //! [`daemon`]; the Kubernetes API in [`kubernetes`], [`leader`] and [`assigner`].
 //!
 //! From low to high level:
@@ -22,10 +22,14 @@
 //! - [`lease`]: the Lease election rules (client-go's), free of I/O.
 //! - [`leader`]: the Lease loop: reads and writes the Lease as [`lease`] decides.
 //! - [`assigner`]: one pass: addresses to the groups; as leader, status writes and Events.
-//! - [`kubernetes`]: the client, and the task wiring the watches, the Lease loop and passes.
+//! - [`kubernetes`]: the client, and the task wiring the watches, the Lease loop and passes,
+//!   on its own thread and runtime (a long pass never delays the groups' adverts); the
+//!   speaker Pods → the VRRP allowlist, refused speakers → Events.
 //! - [`probes`]: readiness and metric help texts for `fedplane-ops`.
 //! - [`supervisor`]: the groups as a whole: start, reload (SIGHUP), state dump (SIGUSR1).
 //! - [`speakers`]: the channels between the groups and Kubernetes mode about who may speak.
+//! - [`peers`]: who may speak in Kubernetes mode (the fedplane-vipd Pods), the Pod annotation
+//!   with our own sources, and the rate limit of refused-speaker Events; free of I/O.
 
 pub mod announce;
 pub mod assigner;
@@ -39,6 +43,7 @@ pub mod lease;
 pub mod net;
 pub mod netlink;
 pub mod packet;
+pub mod peers;
 pub mod probes;
 pub mod receive;
 pub mod services;

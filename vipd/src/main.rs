@@ -11,10 +11,11 @@ use fedplane_vipd::assigner::GroupSink;
 use fedplane_vipd::config::{Cli, Settings};
 use fedplane_vipd::daemon::GroupContext;
 use fedplane_vipd::ipam::Family;
-use fedplane_vipd::kubernetes::{self, KubeStatus};
+use fedplane_vipd::kubernetes::{KubeStatus, KubeThread};
 use fedplane_vipd::netlink::{self, Netlink};
 use fedplane_vipd::probes::{Health, VipdProbes, describe_metrics};
 use fedplane_vipd::services::GroupId;
+use fedplane_vipd::speakers;
 use fedplane_vipd::supervisor::Groups;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -64,13 +65,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
 
-    let client = match &settings.kube {
-        Some(k) => Some(
-            kubernetes::client(k.kubeconfig.as_deref())
+    // Who may advertise: Kubernetes mode's ends, and the groups' ends (cloned per group).
+    let (kube_ends, group_speakers) = speakers::channels();
+    // Kubernetes mode runs on its own thread and runtime, so a long assignment pass never
+    // delays this runtime's adverts; its client is built there, before the groups start.
+    let kube_thread = match (&settings.kube, &kube_status) {
+        (Some(k), Some(status)) => Some(
+            KubeThread::start(k.clone(), kube_ends, status.clone(), cancel.clone())
                 .await
                 .context("cannot set up the Kubernetes client")?,
         ),
-        None => None,
+        _ => None,
     };
     let mut groups = Groups::new(GroupContext {
         netlink: nl.clone(),
@@ -78,7 +83,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         cancel: cancel.clone(),
         health,
         dump: watch::channel(0).1,
-        speakers: None,
+        speakers: settings.kube.as_ref().map(|_| group_speakers),
     });
     let mut senders = Vec::new();
     // What a killed run left: every address marked as ours on the managed interfaces goes
@@ -104,16 +109,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             groups.start(g);
         }
     }
-    let mut kube_task = None;
-    if let (Some(kube), Some(status), Some(client)) = (settings.kube.clone(), kube_status, client) {
-        kube_task = Some(tokio::spawn(kubernetes::run(
-            kube,
-            client,
-            senders,
-            status,
-            cancel.clone(),
-        )));
-    }
+    let kube_task = kube_thread.map(|t| t.run(senders));
     info!(groups = settings.groups.len(), http = %settings.http, "fedplane-vipd started");
 
     let mut failed = None;
@@ -143,7 +139,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     cancel.cancel();
     if let Some(t) = kube_task {
         // Releases the Lease, so a standby takes over within its retry period.
-        let _ = t.await;
+        t.join().await;
     }
     groups.stopped().await;
     http.stop().await;

@@ -131,4 +131,20 @@ pub fn describe_metrics() {
         "fedplane_vipd_notices_total",
         "Addresses refused or not assignable (each published as a Warning Event), by reason"
     );
+    describe_counter!(
+        "fedplane_vipd_quorum_lists_total",
+        "Quorum lists of the Services on taking the Lease, by result"
+    );
+    describe_gauge!(
+        "fedplane_vipd_cache_corrections",
+        "Services the watch cache shows otherwise than the last quorum list or our own writes"
+    );
+    describe_gauge!(
+        "fedplane_vipd_allowed_speakers",
+        "Sources in the Kubernetes-mode VRRP allowlist; -1: no allowlist (every source heard)"
+    );
+    describe_counter!(
+        "fedplane_vipd_foreign_speakers_reported_total",
+        "Refused VRRP speakers handed to Kubernetes mode, by result: event (a Warning Event), suppressed (reported within 10 min), error"
+    );
 }

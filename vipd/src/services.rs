@@ -1,10 +1,28 @@
 //! Kubernetes objects as assignment and announcing see them, free of I/O: a Service → [`Svc`],
 //! the legacy kube-keepalived-vip ConfigMap → a map of kept addresses, addresses → VRRP
-//! groups ([`spread`] by the rendezvous hash [`pick_group`]), and the status patch that
-//! publishes the addresses.
+//! groups ([`spread`] by the rendezvous hash [`pick_group`]), the status patch that
+//! publishes the addresses, and [`Fresh`]: what the Lease holder plans from.
+//!
+//! # Planning from fresh data
+//!
+//! The watch cache can lag: an event lost or late, or the status the leader wrote a moment ago
+//! not yet seen. Planning from it can give an address twice (a Service whose address the cache
+//! does not show looks like a free address). So the Lease holder plans from [`Fresh`]:
+//! - on each takeover it lists the Services without a resourceVersion (a quorum read, served
+//!   from etcd, never from the API server's cache) and that list corrects the cache for every
+//!   Service it shows differently ([`Fresh::listed`]);
+//! - each status it writes corrects the cache for that Service with the server's answer
+//!   ([`Fresh::wrote`]): write-through;
+//! - a correction holds until the cache's version of that Service moves (the watch has caught
+//!   up with it, or with something newer) ([`Fresh::view`]). resourceVersions are compared
+//!   only for equality: they are opaque.
+//!
+//! On losing the Lease the corrections are forgotten ([`Fresh::forget`]): a standby only
+//! announces, and the next takeover lists again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
@@ -210,6 +228,114 @@ pub fn pick_group(ip: IpAddr, vrids: &[u8]) -> Option<u8> {
         h ^ (h >> 33)
     };
     vrids.iter().copied().max_by_key(|v| (hash(*v), *v))
+}
+
+/// One correction of the watch cache.
+#[derive(Debug, Clone)]
+struct Fix {
+    /// The Service's resourceVersion in the cache when the correction was made (`None`: the
+    /// cache did not have it).
+    cache_version: Option<String>,
+    /// The Service as it is (`None`: deleted).
+    object: Option<Arc<Service>>,
+}
+
+/// The watch cache as the Lease holder plans from it, corrected by a quorum list taken at
+/// takeover and by its own writes (see the module docs).
+#[derive(Debug, Default)]
+pub struct Fresh {
+    fixes: HashMap<String, Fix>,
+}
+
+fn cache_versions(cache: &[Arc<Service>]) -> HashMap<String, Option<String>> {
+    cache
+        .iter()
+        .map(|s| (key_of(s), s.metadata.resource_version.clone()))
+        .collect()
+}
+
+impl Fresh {
+    /// A quorum list, `listed`, taken while the cache held `cache`: it replaces every
+    /// correction and corrects each Service the cache has differently, missing or extra.
+    /// Returns how many Services the cache had wrong.
+    pub fn listed(&mut self, cache: &[Arc<Service>], listed: Vec<Service>) -> usize {
+        self.fixes.clear();
+        let mut cached = cache_versions(cache);
+        let mut seen = HashSet::new();
+        for s in listed {
+            let key = key_of(&s);
+            let cache_version = cached.remove(&key).flatten();
+            seen.insert(key.clone());
+            if cache_version != s.metadata.resource_version {
+                let object = Some(Arc::new(s));
+                self.fixes.insert(
+                    key,
+                    Fix {
+                        cache_version,
+                        object,
+                    },
+                );
+            }
+        }
+        // In the cache, not in the list: deleted.
+        for (key, cache_version) in cached {
+            if !seen.contains(&key) {
+                self.fixes.insert(
+                    key,
+                    Fix {
+                        cache_version,
+                        object: None,
+                    },
+                );
+            }
+        }
+        self.fixes.len()
+    }
+
+    /// We wrote `written` (the server's answer) while the cache had the Service at
+    /// `cache_version`: plan from it until the cache moves.
+    pub fn wrote(&mut self, cache_version: Option<String>, written: Service) {
+        self.fixes.insert(
+            key_of(&written),
+            Fix {
+                cache_version,
+                object: Some(Arc::new(written)),
+            },
+        );
+    }
+
+    /// The Services to plan from: `cache` with the corrections still due. A correction whose
+    /// Service the cache now has at another version is dropped (the watch caught up).
+    pub fn view(&mut self, cache: &[Arc<Service>]) -> Vec<Arc<Service>> {
+        if self.fixes.is_empty() {
+            return cache.to_vec();
+        }
+        let cached = cache_versions(cache);
+        self.fixes
+            .retain(|key, fix| cached.get(key).cloned().flatten() == fix.cache_version);
+        let mut out: Vec<Arc<Service>> = cache
+            .iter()
+            .filter(|s| !self.fixes.contains_key(&key_of(s)))
+            .cloned()
+            .collect();
+        out.extend(self.fixes.values().filter_map(|f| f.object.clone()));
+        out
+    }
+
+    /// The Lease is lost: no more corrections.
+    pub fn forget(&mut self) {
+        self.fixes.clear();
+    }
+
+    /// How many Services the cache has wrong, as last known.
+    pub fn len(&self) -> usize {
+        self.fixes.len()
+    }
+
+    /// Whether the cache is right, as last known.
+    pub fn is_empty(&self) -> bool {
+        self.fixes.is_empty()
+    }
 }
 
 #[cfg(test)]

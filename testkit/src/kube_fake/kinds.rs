@@ -79,7 +79,7 @@ const fn res(
 }
 
 /// Every resource the fake knows; an index into this table identifies a resource.
-pub(crate) static RESOURCES: [Resource; 9] = [
+pub(crate) static RESOURCES: [Resource; 10] = [
     Resource {
         reset_status_on_create: true,
         ..res("", "v1", "Service", "services", true, true)
@@ -105,6 +105,10 @@ pub(crate) static RESOURCES: [Resource; 9] = [
     ),
     res("events.k8s.io", "v1", "Event", "events", true, false),
     res("coordination.k8s.io", "v1", "Lease", "leases", true, false),
+    Resource {
+        fields: &["spec.nodeName", "status.phase"],
+        ..res("", "v1", "Pod", "pods", true, true)
+    },
 ];
 
 /// The resource for an object's `apiVersion` and `kind`.

@@ -268,7 +268,8 @@ pub(crate) fn replace(
         // Like the real server, an update that changes nothing writes nothing.
         return Ok(stored);
     }
-    Ok(store.commit(key, Some(new)))
+    let status_write = part == Part::Status && caller == Caller::Client;
+    Ok(store.commit_as(key, Some(new), status_write))
 }
 
 fn set_status(obj: &mut Value, status: Option<&Value>) {

@@ -5,8 +5,8 @@
 //! while the lock is held, so a watch sees changes in revision order with no gap between the
 //! history it replays and the live events that follow.
 
-use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
@@ -114,6 +114,11 @@ pub(crate) struct Store {
     watchers: Vec<Watcher>,
     uid_salt: u64,
     uids: u64,
+    /// Objects whose changes no watch hears (a test's lost events), and which changes: with
+    /// `true`, only clients' writes to `/status`. Lists still show them.
+    muted: BTreeMap<Key, bool>,
+    /// The revisions of the changes lost that way (a resumed watch skips them too).
+    lost: BTreeSet<u64>,
 }
 
 impl Store {
@@ -126,6 +131,8 @@ impl Store {
             watchers: Vec::new(),
             uid_salt: RandomState::new().build_hasher().finish(),
             uids: 0,
+            muted: BTreeMap::new(),
+            lost: BTreeSet::new(),
         }
     }
 
@@ -169,6 +176,11 @@ impl Store {
     /// change and sends it to every matching watch. Returns the stored object (the tombstone
     /// for a deletion).
     pub fn commit(&mut self, key: Key, new: Option<Value>) -> Obj {
+        self.commit_as(key, new, false)
+    }
+
+    /// [`commit`](Self::commit), saying whether the change is a client's write to `/status`.
+    pub fn commit_as(&mut self, key: Key, new: Option<Value>, status_write: bool) -> Obj {
         self.rv += 1;
         let rv = self.rv;
         let stamp = |mut v: Value| {
@@ -200,10 +212,18 @@ impl Store {
             obj: obj.clone(),
             deleted,
         };
-        self.watchers.retain(|w| match event_for(&w.spec, &change) {
-            Some((kind, o)) => w.tx.send(line(kind, o)).is_ok(),
-            None => !w.tx.is_closed(),
-        });
+        let muted = self
+            .muted
+            .get(&change.key)
+            .is_some_and(|only_status| !only_status || status_write);
+        if muted {
+            self.lost.insert(rv);
+        }
+        self.watchers
+            .retain(|w| match event_for(&w.spec, &change).filter(|_| !muted) {
+                Some((kind, o)) => w.tx.send(line(kind, o)).is_ok(),
+                None => !w.tx.is_closed(),
+            });
         self.history.push(change);
         obj
     }
@@ -220,6 +240,18 @@ impl Store {
             (s >> 48) & 0xfff,
             self.uids
         )
+    }
+
+    /// From now on no watch hears of changes to the object at `key` (only of clients' writes
+    /// to its `/status` with `only_status`), neither live nor when a watch resumes from an
+    /// older revision: events lost on their way. Lists show them.
+    pub fn mute(&mut self, key: Key, only_status: bool) {
+        self.muted.insert(key, only_status);
+    }
+
+    /// Changes to the object at `key` are heard again (those lost stay lost).
+    pub fn unmute(&mut self, key: &Key) {
+        self.muted.remove(key);
     }
 
     /// Forgets the history: reading or watching from an older revision now fails with 410.
@@ -272,7 +304,8 @@ impl Store {
             }
             WatchFrom::After(rv) if rv < self.compacted => return Err(self.compacted),
             WatchFrom::After(rv) => {
-                for c in self.history.iter().filter(|c| c.rv > rv) {
+                let heard = |c: &&Change| c.rv > rv && !self.lost.contains(&c.rv);
+                for c in self.history.iter().filter(heard) {
                     if let Some((kind, obj)) = event_for(&spec, c) {
                         send(line(kind, obj));
                     }

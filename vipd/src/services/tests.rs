@@ -120,3 +120,81 @@ fn the_group_is_picked_alike_on_every_node_and_spreads() {
     assert_eq!(pick_group(a, &[7]), Some(7));
     assert_eq!(pick_group(a, &[]), None);
 }
+
+fn versioned(name: &str, version: &str, ip: Option<&str>) -> Service {
+    let status = ip.map_or(String::new(), |ip| {
+        format!("\nstatus: {{loadBalancer: {{ingress: [{{ip: '{ip}'}}]}}}}")
+    });
+    service(&format!(
+        "metadata: {{namespace: default, name: {name}, resourceVersion: '{version}'}}\n\
+         spec: {{type: LoadBalancer}}{status}"
+    ))
+}
+
+fn names_and_ips(view: &[Arc<Service>]) -> Vec<(String, Vec<IpAddr>)> {
+    let mut v: Vec<_> = view
+        .iter()
+        .map(|s| {
+            let svc = svc_of(s, DEFAULT_CLASS);
+            (svc.key, svc.current)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_quorum_list_corrects_the_cache_until_the_watch_catches_up() {
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    let cache = vec![
+        Arc::new(versioned("same", "1", None)),
+        Arc::new(versioned("stale", "2", None)),
+        Arc::new(versioned("gone", "3", None)),
+    ];
+    let listed = vec![
+        versioned("same", "1", None),
+        versioned("stale", "7", Some("10.0.0.2")),
+        versioned("missed", "8", Some("10.0.0.3")),
+    ];
+    let mut fresh = Fresh::default();
+    assert_eq!(fresh.listed(&cache, listed), 3, "stale, gone and missed");
+    let want = vec![
+        ("default/missed".to_owned(), vec![ip("10.0.0.3")]),
+        ("default/same".to_owned(), vec![]),
+        ("default/stale".to_owned(), vec![ip("10.0.0.2")]),
+    ];
+    assert_eq!(names_and_ips(&fresh.view(&cache)), want);
+    // The watch delivers "stale" at its new version and the deletion of "gone": those
+    // corrections go; "missed" is still missing from the cache, so its correction holds.
+    let caught_up = vec![
+        Arc::new(versioned("same", "1", None)),
+        Arc::new(versioned("stale", "7", Some("10.0.0.2"))),
+    ];
+    assert_eq!(names_and_ips(&fresh.view(&caught_up)), want);
+    assert_eq!(fresh.len(), 1);
+    fresh.forget();
+    assert!(fresh.is_empty());
+    assert_eq!(fresh.view(&caught_up).len(), 2);
+}
+
+#[test]
+fn our_own_writes_are_planned_from_until_the_cache_shows_them() {
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    let cache = vec![Arc::new(versioned("web", "4", None))];
+    let mut fresh = Fresh::default();
+    fresh.wrote(Some("4".into()), versioned("web", "5", Some("10.0.0.2")));
+    let view = fresh.view(&cache);
+    assert_eq!(
+        names_and_ips(&view),
+        [("default/web".to_owned(), vec![ip("10.0.0.2")])]
+    );
+    // The next write's precondition is the version we wrote, not the cache's.
+    assert_eq!(view[0].metadata.resource_version.as_deref(), Some("5"));
+    // Someone else changed it meanwhile (the cache moves past 4): the cache is believed.
+    let moved = vec![Arc::new(versioned("web", "6", None))];
+    assert_eq!(
+        names_and_ips(&fresh.view(&moved)),
+        [("default/web".to_owned(), vec![])]
+    );
+    assert!(fresh.is_empty());
+}

@@ -221,7 +221,7 @@ The checks the schema cannot make, each failing with what to set. Rendered by va
 {{- end }}
 {{- if $v.roles.member }}
 {{- include "fedplane.validateProgram" (dict "key" "dns" "values" $v.dns "program" "fedplane-dns" "args" (include "fedplane.dns.args" .) "repeatable" (list "--zone" "--listen") "env" (include "fedplane.settingsEnv" . | fromYaml)) }}
-{{- include "fedplane.validateProgram" (dict "key" "vipd" "values" $v.vipd "program" "fedplane-vipd" "args" (include "fedplane.vipd.args" .) "repeatable" (list) "env" (dict "NODE_NAME" "to the node's name")) }}
+{{- include "fedplane.validateProgram" (dict "key" "vipd" "values" $v.vipd "program" "fedplane-vipd" "args" (include "fedplane.vipd.args" .) "repeatable" (list) "env" (dict "NODE_NAME" "to the node's name" "POD_NAME" "to the pod's name" "POD_NAMESPACE" "to the pod's namespace")) }}
 {{- with $v.dns.service.clusterIP }}
 {{- if eq . "None" }}
 {{- fail "fedplane: dns.service.clusterIP is None, a headless Service, but CoreDNS forwards the zone to one address, the Service's ClusterIP: leave it empty for Kubernetes to choose one, or pin an unused address of the service range" }}

@@ -1,0 +1,234 @@
+//! Who may speak VRRP in Kubernetes mode, decided free of I/O: the allowed sources from the
+//! fedplane-vipd Pods, the annotation with which each vipd publishes its own sources, and the
+//! rate limit of the Events reporting refused speakers. The watch, the annotation write and
+//! the Events are in [`crate::kubernetes`]; the channels to the groups in [`crate::speakers`].
+//!
+//! # Where the allowlist comes from
+//!
+//! The legitimate speakers are the nodes running fedplane-vipd, so the source is the
+//! fedplane-vipd DaemonSet's own Pods, not the Nodes (a node without vipd is no speaker):
+//! - the Pods of the namespace `$POD_NAMESPACE` (else the Lease's namespace) whose labels match
+//!   the selector `$FEDPLANE_VIPD_SPEAKER_SELECTOR` (default [`DEFAULT_SELECTOR`], deploy's
+//!   labels; `key=value` terms joined by commas), not finished (phase `Succeeded`/`Failed`);
+//! - each such Pod's `status.podIPs`/`podIP` and `status.hostIPs`/`hostIP` (host network:
+//!   the node's addresses, the IPv4 sources of its adverts);
+//! - and the addresses in its annotation [`SOURCES_ANNOTATION`]: IPv6 adverts come from
+//!   link-local addresses, which no object carries, so each vipd writes there the source of
+//!   each of its groups ([`crate::speakers::KubeEnds::own`]) on its own Pod, `$POD_NAME`.
+//!   (These are environment variables set from the downward API, not flags: the flags belong
+//!   to `config.rs`.)
+//!
+//! # Failing open, on purpose
+//!
+//! Refusing a legitimate peer's adverts is worse than hearing a forged one: both nodes become
+//! master. So no allowlist is published (`None`: every source heard, as without Kubernetes)
+//! while any speaker Pod has not published its sources yet (a vipd still starting, one whose
+//! groups have no source yet, or an older vipd during a rolling upgrade); the log says which
+//! Pods are missing. A vipd annotates its Pod only once every one of its groups has a source
+//! (at once when it runs none). Without `$POD_NAME` this vipd cannot publish its own sources,
+//! so it publishes no allowlist either (its groups hear everyone) and says so at start; the
+//! other nodes then see its Pod without the annotation and fail open too. Its own sources are
+//! always allowed (its Pod's annotation may lag its groups).
+//!
+//! # Reporting refused speakers
+//!
+//! Each refusal a group reports becomes a Warning Event, reason [`FOREIGN_REASON`], naming the
+//! source, VRID, interface and node, on this vipd's Pod (on its Node without `$POD_NAME`), at
+//! most once per source per [`REPORT_EVERY`], and for at most [`MAX_REPORTED`] sources per
+//! period ([`Reports`]): a flood of forged adverts must not become a flood of Events. Counted in `fedplane_vipd_foreign_speakers_reported_total`
+//! (`result`: `event`, `suppressed`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// The annotation on a fedplane-vipd Pod listing the sources its groups send from,
+/// comma-separated.
+pub const SOURCES_ANNOTATION: &str = "vipd.fedplane.io/vrrp-sources";
+/// The speaker Pods' labels when `$FEDPLANE_VIPD_SPEAKER_SELECTOR` is not set: deploy's.
+pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name=fedplane-vipd";
+/// The Event reason for a refused speaker.
+pub const FOREIGN_REASON: &str = "ForeignVRRPSpeaker";
+/// A refused source is reported at most once this often.
+pub const REPORT_EVERY: Duration = Duration::from_secs(600);
+/// At most this many sources are reported per [`REPORT_EVERY`]: forged adverts from ever new
+/// sources are suppressed beyond it (still counted and logged by the groups).
+pub const MAX_REPORTED: usize = 256;
+
+/// Why a setting is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeersError {
+    /// The label selector is not `key=value[,key=value...]`.
+    #[error("speaker selector {0:?}: use key=value terms joined by commas")]
+    Selector(String),
+}
+
+/// An equality label selector: every `key=value` must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector(BTreeMap<String, String>);
+
+impl Selector {
+    /// Parses `key=value[,key=value...]` (`==` is accepted for `=`).
+    pub fn parse(text: &str) -> Result<Self, PeersError> {
+        let mut terms = BTreeMap::new();
+        for term in text.split(',').map(str::trim) {
+            let (k, v) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .ok_or_else(|| PeersError::Selector(text.to_owned()))?;
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || k.contains(['!', '=']) || v.contains(['!', '=']) {
+                return Err(PeersError::Selector(text.to_owned()));
+            }
+            terms.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(Self(terms))
+    }
+
+    /// Whether `labels` match.
+    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.0
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    }
+}
+
+/// Parses an annotation's addresses; `None` if any part is not an address.
+pub fn parse_sources(text: &str) -> Option<BTreeSet<IpAddr>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The annotation's value for these sources: sorted, comma-separated.
+pub fn sources_value(sources: &BTreeSet<IpAddr>) -> String {
+    sources
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The allowlist decided from the Pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The allowed sources, or `None`: no allowlist (every source heard).
+    pub allowed: Option<BTreeSet<IpAddr>>,
+    /// The speaker Pods (`namespace/name`) that have not published their sources.
+    pub missing: Vec<String>,
+    /// The speaker Pods whose annotation is not a list of addresses.
+    pub malformed: Vec<String>,
+}
+
+/// The allowlist from the speaker Pods, given our own sources (always allowed). With
+/// `publishing` false (we cannot annotate our Pod), there is none.
+pub fn decide(
+    pods: &[&Pod],
+    selector: &Selector,
+    own: &BTreeSet<IpAddr>,
+    publishing: bool,
+) -> Decision {
+    let mut allowed = own.clone();
+    let mut missing = Vec::new();
+    let mut malformed = Vec::new();
+    for pod in pods {
+        if !selector.matches(pod.metadata.labels.as_ref()) {
+            continue;
+        }
+        let status = pod.status.clone().unwrap_or_default();
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        let ips = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|p| p.ip.clone())
+            .chain(status.host_ips.iter().flatten().map(|h| h.ip.clone()))
+            .chain(status.pod_ip.clone())
+            .chain(status.host_ip.clone());
+        allowed.extend(ips.filter_map(|ip| ip.parse::<IpAddr>().ok()));
+        let annotation = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCES_ANNOTATION));
+        match annotation.map(|a| parse_sources(a)) {
+            None => missing.push(name),
+            Some(None) => malformed.push(name),
+            Some(Some(sources)) => allowed.extend(sources),
+        }
+    }
+    let complete = publishing && missing.is_empty() && malformed.is_empty();
+    Decision {
+        allowed: complete.then_some(allowed),
+        missing,
+        malformed,
+    }
+}
+
+/// What this vipd should write in its own Pod's annotation, if anything: our groups' sources
+/// once each of the `groups` has one (`None`: not yet, or the Pod already says so).
+pub fn annotation_due(
+    current: Option<&str>,
+    own: &BTreeSet<IpAddr>,
+    sources_published: usize,
+    groups: usize,
+) -> Option<String> {
+    if sources_published < groups {
+        return None;
+    }
+    let value = sources_value(own);
+    (current != Some(value.as_str())).then_some(value)
+}
+
+/// The rate limit of refused-speaker Events: one per source per [`REPORT_EVERY`].
+#[derive(Debug, Default)]
+pub struct Reports {
+    last: HashMap<IpAddr, Instant>,
+}
+
+impl Reports {
+    /// Whether a refusal of `source` at `now` is reported (then remembered) or suppressed.
+    pub fn report(&mut self, source: IpAddr, now: Instant) -> bool {
+        // Forget sources quiet for a whole period, so forged sources cannot grow the map
+        // beyond what one period brings.
+        self.last
+            .retain(|_, at| now.saturating_duration_since(*at) < REPORT_EVERY);
+        if self.last.contains_key(&source) || self.last.len() >= MAX_REPORTED {
+            return false;
+        }
+        self.last.insert(source, now);
+        true
+    }
+
+    /// How many sources are remembered.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Whether no source is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+}
+
+/// The Event note for a refused speaker.
+pub fn foreign_note(source: IpAddr, vrid: u8, interface: &str, node: &str) -> String {
+    format!(
+        "VRRP advert from {source} refused on node {node}, interface {interface}, VRID {vrid}: \
+         not a fedplane-vipd speaker"
+    )
+}
+
+#[cfg(test)]
+mod tests;
