@@ -260,8 +260,13 @@ impl Router {
             }
             State::Master => {
                 if heard.priority == RESIGN {
-                    out.push(Action::Advertise(self.cfg.priority));
-                    self.advert_at = Some(now + self.cfg.advert_interval);
+                    // Answered at once, but at most once per interval: a flood of forged
+                    // resignations must not become a flood of adverts.
+                    if self.may_react(now) {
+                        self.reacted_at = Some(now);
+                        out.push(Action::Advertise(self.cfg.priority));
+                        self.advert_at = Some(now + self.cfg.advert_interval);
+                    }
                 } else if heard.priority > self.cfg.priority
                     || (heard.priority == self.cfg.priority && ip_gt(heard.src, self.primary))
                 {
@@ -271,10 +276,7 @@ impl Router {
                     out.push(Action::Advertise(self.cfg.priority));
                     out.push(Action::RemoveAddresses);
                     self.become_backup(now, heard.interval, &mut out);
-                } else if self
-                    .reacted_at
-                    .is_none_or(|t| now >= t + self.cfg.advert_interval)
-                {
+                } else if self.may_react(now) {
                     // A lower-priority router thinks it is master: tell it at once (RFC 9568),
                     // and announce again, since hosts may have followed its announcements.
                     self.reacted_at = Some(now);
@@ -309,6 +311,12 @@ impl Router {
             _ => {}
         }
         out
+    }
+
+    /// Whether an advert heard may make us answer out of turn: at most once per interval.
+    fn may_react(&self, now: Instant) -> bool {
+        self.reacted_at
+            .is_none_or(|t| now >= t + self.cfg.advert_interval)
     }
 
     fn may_preempt(&self, now: Instant) -> bool {

@@ -59,6 +59,9 @@ pub struct Groups {
     dump: watch::Sender<u64>,
     tasks: JoinSet<Result<(), GroupError>>,
     running: BTreeMap<String, Running>,
+    /// Groups removed by a reload, until they have stopped: one added back under the same name
+    /// starts once the old one has resigned.
+    stopping: BTreeMap<String, CancellationToken>,
 }
 
 #[derive(Debug)]
@@ -84,6 +87,7 @@ impl Groups {
             dump,
             tasks: JoinSet::new(),
             running: BTreeMap::new(),
+            stopping: BTreeMap::new(),
         }
     }
 
@@ -111,7 +115,9 @@ impl Groups {
     /// Starts a group with the addresses of its settings.
     pub fn start(&mut self, cfg: GroupSettings) {
         let (tx, rx) = watch::channel(Some(cfg.vips.clone()));
-        self.spawn(cfg, rx, Some(tx), None);
+        self.stopping.retain(|_, done| !done.is_cancelled());
+        let after = self.stopping.remove(&group_name(&cfg));
+        self.spawn(cfg, rx, Some(tx), after);
     }
 
     /// Starts a group whose addresses follow `vips` (Kubernetes mode).
@@ -187,6 +193,7 @@ impl Groups {
             if let Some(r) = self.running.remove(&name) {
                 info!(group = %name, "reload: group removed; resigning");
                 r.cancel.cancel();
+                self.stopping.insert(name, r.done);
             }
         }
         let mut restarts = 0;

@@ -20,6 +20,18 @@ const WAIT: Duration = Duration::from_secs(20);
 const FAILOVER_TARGET: Duration = Duration::from_millis(1000);
 
 fn vipd(node: &Host, name: &str, priority: u8, kubeconfig: &Path, dir: &Path) -> Daemon {
+    vipd_with(node, name, priority, kubeconfig, dir, &[])
+}
+
+/// [`vipd`] with environment variables (`POD_NAME`, for the allowlist of speakers).
+fn vipd_with(
+    node: &Host,
+    name: &str,
+    priority: u8,
+    kubeconfig: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Daemon {
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
@@ -47,7 +59,7 @@ fn vipd(node: &Host, name: &str, priority: u8, kubeconfig: &Path, dir: &Path) ->
     .iter()
     .map(ToString::to_string)
     .collect();
-    node.spawn(Path::new(env!("CARGO_BIN_EXE_fedplane-vipd")), &args, &[])
+    node.spawn(Path::new(env!("CARGO_BIN_EXE_fedplane-vipd")), &args, env)
 }
 
 /// A web server on port 8080 of `node` answering `/name` with the node's name.
@@ -142,5 +154,116 @@ fn a_service_gets_an_address_a_node_holds_it_and_it_fails_over() {
     });
     assert_eq!(got, "node2");
     vipd1.wait_exit(WAIT);
+    drop(lan);
+}
+
+/// The Pod of fedplane-vipd on `node` (hostNetwork: the node's address), as the DaemonSet
+/// makes it; vipd annotates it with its VRRP sources.
+fn vipd_pod(name: &str, ip: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": "kube-system", "name": format!("vipd-{name}"),
+                     "labels": {"app.kubernetes.io/name": "fedplane-vipd"}},
+        "spec": {"hostNetwork": true, "nodeName": name},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                   "hostIP": ip, "hostIPs": [{"ip": ip}]}})
+}
+
+/// The value of the first sample of `name` whose line contains `label`, from the vipd in `node`.
+fn metric(node: &Host, name: &str, label: &str) -> f64 {
+    node.try_run(&["curl", "-sf", "http://127.0.0.1:9102/metrics"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_forged_advert_from_a_host_that_is_no_vipd_node_is_refused_and_reported() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut lan = Lan::new();
+    let api = lan.add_host("10.0.0.250/24", None);
+    let node1 = lan.add_host("10.0.0.1/24", None);
+    let node2 = lan.add_host("10.0.0.2/24", None);
+    let attacker = lan.add_host("10.0.0.66/24", None);
+    let fake = FakeKubeApi::start_with(Options {
+        netns: Some((api.ns.clone(), "10.0.0.250".parse().expect("ip"))),
+        ..Options::default()
+    });
+    fake.apply(vipd_pod("node1", "10.0.0.1"));
+    fake.apply(vipd_pod("node2", "10.0.0.2"));
+    let kubeconfig = write_kubeconfig(dir.path(), &[("member", &fake)]);
+    let env1 = [("POD_NAME", "vipd-node1")];
+    let env2 = [("POD_NAME", "vipd-node2")];
+    let _vipd1 = vipd_with(&node1, "node1", 150, &kubeconfig, dir.path(), &env1);
+    let _vipd2 = vipd_with(&node2, "node2", 100, &kubeconfig, dir.path(), &env2);
+    fake.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "echoheaders"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 8080}]},
+    }));
+    let ip: IpAddr = "10.0.0.65".parse().expect("ip");
+    wait_until(WAIT, "node1 to hold the address", || {
+        (node1.has_address(ip) && !node2.has_address(ip)).then_some(())
+    });
+    // Both nodes published their sources: the allowlist is on.
+    wait_until(WAIT, "both Pods annotated with their VRRP sources", || {
+        let annotated = |n: &str| {
+            fake.get("v1", "Pod", Some("kube-system"), n)
+                .is_some_and(|p| {
+                    p["metadata"]["annotations"]
+                        .as_object()
+                        .is_some_and(|a| !a.is_empty())
+                })
+        };
+        (annotated("vipd-node1") && annotated("vipd-node2")).then_some(())
+    });
+    // The attacker sends priority-254 adverts listing the address, 20 over a second.
+    let script = r#"
+import socket, struct, time
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+body = bytes([0x31, 61, 254, 1, 0, 10, 0, 0, 10, 0, 0, 65])
+pseudo = socket.inet_aton("10.0.0.66") + socket.inet_aton("224.0.0.18") + struct.pack("!BBH", 0, 112, len(body))
+pkt = body[:6] + struct.pack("!H", csum(pseudo + body)) + body[8:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+for _ in range(20):
+    s.sendto(pkt, ("224.0.0.18", 0))
+    time.sleep(0.05)
+"#;
+    attacker.run(&["python3", "-c", script]);
+    wait_until(
+        WAIT,
+        "the forged adverts refused as foreign on node1",
+        || {
+            (metric(
+                &node1,
+                "fedplane_vipd_foreign_adverts_total",
+                "source=\"10.0.0.66\"",
+            ) >= 20.0)
+                .then_some(())
+        },
+    );
+    assert!(
+        node1.has_address(ip) && !node2.has_address(ip),
+        "a master stepped down"
+    );
+    assert_eq!(metric(&node1, "fedplane_vipd_state", "vrid"), 2.0);
+    wait_until(
+        WAIT,
+        "a ForeignVRRPSpeaker Warning Event naming the attacker",
+        || {
+            fake.events().into_iter().find(|e| {
+                e["reason"] == "ForeignVRRPSpeaker"
+                    && e["type"] == "Warning"
+                    && e["note"].as_str().is_some_and(|m| m.contains("10.0.0.66"))
+            })
+        },
+    );
     drop(lan);
 }

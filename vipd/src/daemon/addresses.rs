@@ -171,6 +171,7 @@ impl Runner {
     pub(super) async fn remove_all(&mut self) {
         let Some(index) = self.index() else {
             self.held.clear();
+            metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(0.0);
             return;
         };
         if !self.cfg.v6 && !self.held.is_empty() {
@@ -185,9 +186,11 @@ impl Runner {
                 .collect()
                 .await;
         for (vip, e) in failed {
+            // Still ours on the interface: tried again with the next removal.
             warn!(%vip, interface = %self.cfg.interface, error = %e, "cannot remove virtual address");
+            self.held.insert(vip);
         }
-        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(0.0);
+        metrics::gauge!("fedplane_vipd_addresses_held", &self.labels).set(self.held.len() as f64);
     }
 }
 

@@ -207,8 +207,11 @@ fn master_answers_a_resignation_or_a_lower_master_with_an_advert() {
         g.on_advert(heard(2, RESIGN), t0 + MS),
         vec![Action::Advertise(255)]
     );
+    // One answer out of turn per interval, whichever advert asked for it.
+    assert_eq!(g.on_advert(heard(2, RESIGN), t0 + 2 * MS), vec![]);
+    let later = t0 + MS + g.config().advert_interval;
     assert_eq!(
-        g.on_advert(heard(2, 100), t0 + MS),
+        g.on_advert(heard(2, 100), later),
         vec![Action::Advertise(255), Action::Announce]
     );
 }
