@@ -10,31 +10,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fedplane_testkit::netns::Host;
 use fedplane_testkit::wait_until;
-
-fn readyz(host: &Host) -> String {
-    host.try_run(&[
-        "curl",
-        "-s",
-        "-w",
-        " %{http_code}",
-        &format!("http://127.0.0.1:{HTTP_PORT}/readyz"),
-    ])
-    .unwrap_or_default()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
-}
-
-fn wait_state(host: &Host, label: &str, state: f64) {
-    wait_until(
-        SETTLE,
-        &format!("{} {label} in state {state}", host.ns),
-        || (metric(host, "fedplane_vipd_state", label) == state).then_some(()),
-    );
-}
 
 #[test]
 fn a_deleted_and_recreated_interface_is_followed_by_name() {
@@ -106,23 +82,6 @@ fn dual_stack_config(dir: &tempfile::TempDir, priority: u8) -> String {
     )
     .expect("write config");
     path.display().to_string()
-}
-
-fn vipd_config(host: &Host, config: &str) -> fedplane_testkit::Daemon {
-    host.spawn(
-        binary(),
-        &[
-            "--interface".into(),
-            "eth0".into(),
-            "--advert-interval".into(),
-            "100ms".into(),
-            "--config".into(),
-            config.to_owned(),
-            "--http".into(),
-            format!("127.0.0.1:{HTTP_PORT}"),
-        ],
-        &[],
-    )
 }
 
 #[test]

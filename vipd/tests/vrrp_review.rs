@@ -20,34 +20,11 @@ use common::*;
 use fedplane_testkit::netns::Host;
 use fedplane_testkit::wait_until;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
-}
-
-fn readyz(host: &Host) -> String {
-    host.try_run(&[
-        "curl",
-        "-s",
-        "-w",
-        " %{http_code}",
-        &format!("http://127.0.0.1:{HTTP_PORT}/readyz"),
-    ])
-    .unwrap_or_default()
-}
-
 /// Whether `ip` is on any interface of `host` (not only eth0).
 fn anywhere(host: &Host, ip: IpAddr) -> bool {
     host.run(&["ip", "-o", "addr", "show"])
         .split_whitespace()
         .any(|w| w.split_once('/').map_or(w, |(a, _)| a) == ip.to_string())
-}
-
-fn wait_state(host: &Host, label: &str, state: f64) {
-    wait_until(
-        SETTLE,
-        &format!("{} {label} in state {state}", host.ns),
-        || (metric(host, "fedplane_vipd_state", label) == state).then_some(()),
-    );
 }
 
 /// DEFECT 1 (critical: two hosts answer for the VIP). Linux ≥ 6.x renames an interface that is
@@ -329,20 +306,7 @@ fn held_a_sighup_storm_changing_priority_ends_with_one_master() {
         .expect("write")
     };
     write(150);
-    let mut va = a.spawn(
-        binary(),
-        &[
-            "--interface".into(),
-            "eth0".into(),
-            "--advert-interval".into(),
-            "100ms".into(),
-            "--config".into(),
-            path.display().to_string(),
-            "--http".into(),
-            format!("127.0.0.1:{HTTP_PORT}"),
-        ],
-        &[],
-    );
+    let mut va = vipd_config(a, &path.display().to_string());
     wait_holder(&[a, b], a, vip(), SETTLE);
     let mut vb = vipd(b, 100, &[VIP_CIDR], &[]);
     wait_backup(b, SETTLE);
@@ -373,20 +337,7 @@ fn held_a_reload_to_a_missing_interface_waits_in_fault() {
         format!("groups:\n  - vrid: 51\n    priority: 150\n    vips: [{VIP_CIDR}]\n"),
     )
     .expect("write");
-    let va = a.spawn(
-        binary(),
-        &[
-            "--interface".into(),
-            "eth0".into(),
-            "--advert-interval".into(),
-            "100ms".into(),
-            "--config".into(),
-            path.display().to_string(),
-            "--http".into(),
-            format!("127.0.0.1:{HTTP_PORT}"),
-        ],
-        &[],
-    );
+    let va = vipd_config(a, &path.display().to_string());
     wait_holder(&[a, b], a, vip(), SETTLE);
     let _vb = vipd(b, 100, &[VIP_CIDR], &[]);
     wait_backup(b, SETTLE);
@@ -640,20 +591,7 @@ fn reload_a_group_removed_and_added_back_reports_its_state() {
     let one = "groups:\n  - vrid: 51\n    priority: 150\n    vips: [192.0.2.100/24]\n";
     let two = format!("{one}  - vrid: 52\n    priority: 150\n    vips: [192.0.2.102/24]\n");
     std::fs::write(&path, &two).expect("write");
-    let va = a.spawn(
-        binary(),
-        &[
-            "--interface".into(),
-            "eth0".into(),
-            "--advert-interval".into(),
-            "100ms".into(),
-            "--config".into(),
-            path.display().to_string(),
-            "--http".into(),
-            format!("127.0.0.1:{HTTP_PORT}"),
-        ],
-        &[],
-    );
+    let va = vipd_config(a, &path.display().to_string());
     wait_until(SETTLE, "both held", || {
         (a.has_address(vip()) && a.has_address(ip("192.0.2.102"))).then_some(())
     });
@@ -667,7 +605,12 @@ fn reload_a_group_removed_and_added_back_reports_its_state() {
         wait_until(SETTLE, "52 held again", || {
             a.has_address(ip("192.0.2.102")).then_some(())
         });
-        std::thread::sleep(Duration::from_millis(300));
+        // The re-added group starts once the removed one has resigned, as a backup: master
+        // after Master_Down.
+        let deadline = Instant::now() + SETTLE;
+        while metric(a, "fedplane_vipd_state", "vrid=\"52\"") != 2.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let state = metric(a, "fedplane_vipd_state", "vrid=\"52\"");
         let ready = readyz(a);
         if state != 2.0 || !metrics(a).contains("vrid=\"52\"") {
@@ -947,20 +890,7 @@ fn design_a_reload_changing_only_a_timer_does_not_fail_over() {
         .expect("write")
     };
     write("1s");
-    let va = a.spawn(
-        binary(),
-        &[
-            "--interface".into(),
-            "eth0".into(),
-            "--advert-interval".into(),
-            "100ms".into(),
-            "--config".into(),
-            path.display().to_string(),
-            "--http".into(),
-            format!("127.0.0.1:{HTTP_PORT}"),
-        ],
-        &[],
-    );
+    let va = vipd_config(a, &path.display().to_string());
     wait_holder(&[a, b], a, vip(), SETTLE);
     let vb = vipd(b, 100, &[VIP_CIDR], &[]);
     wait_backup(b, SETTLE);

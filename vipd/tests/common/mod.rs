@@ -151,3 +151,47 @@ pub fn wait_announced(
     })
     .0
 }
+
+/// An address.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+/// The body and status code of the vipd's `/readyz` in `host` ("… 503").
+pub fn readyz(host: &Host) -> String {
+    host.try_run(&[
+        "curl",
+        "-s",
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{HTTP_PORT}/readyz"),
+    ])
+    .unwrap_or_default()
+}
+
+/// Waits until the vipd in `host` reports `state` for the group matching `label`.
+pub fn wait_state(host: &Host, label: &str, state: f64) {
+    wait_until(
+        SETTLE,
+        &format!("{} {label} in state {state}", host.ns),
+        || (metric(host, "fedplane_vipd_state", label) == state).then_some(()),
+    );
+}
+
+/// fedplane-vipd on `host` with the groups of the config file `config` (eth0, 100 ms adverts).
+pub fn vipd_config(host: &Host, config: &str) -> Daemon {
+    host.spawn(
+        binary(),
+        &[
+            "--interface".into(),
+            "eth0".into(),
+            "--advert-interval".into(),
+            "100ms".into(),
+            "--config".into(),
+            config.to_owned(),
+            "--http".into(),
+            format!("127.0.0.1:{HTTP_PORT}"),
+        ],
+        &[],
+    )
+}
