@@ -31,7 +31,7 @@ use kube::{Api, Client};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::assigner::{Assigner, GroupSink};
 use crate::config::{KubeSettings, ObjectName};
@@ -57,6 +57,9 @@ pub enum KubeError {
     Thread(#[from] std::io::Error),
 }
 
+/// The longest a response may stay silent: a watch's `timeoutSeconds` and some slack.
+const READ_TIMEOUT: Duration = Duration::from_secs(fedplane_ops::kube::WATCH_TIMEOUT as u64 + 15);
+
 /// A failed status write is tried again after this long, doubling up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -70,7 +73,7 @@ pub struct KubeStatus {
 
 /// Builds a client from `--kubeconfig`, or in-cluster settings, $KUBECONFIG, ~/.kube/config.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
@@ -82,6 +85,9 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
             .await
             .map_err(|e| KubeError::Config(e.to_string()))?,
     };
+    // No request waits forever on a server that accepts and never answers: a watch gets an
+    // event or ends within its timeoutSeconds, so a read silent for longer is a dead server.
+    config.read_timeout = Some(READ_TIMEOUT);
     Ok(Client::try_from(config)?)
 }
 
@@ -154,6 +160,12 @@ impl KubeJoin {
     pub async fn join(self) {
         let _ = self.0.await;
     }
+
+    /// Returns when the thread ends (or panics) before being asked to: the daemon cannot go
+    /// on without it. Not to be awaited again once it returned.
+    pub async fn ended(&mut self) {
+        let _ = (&mut self.0).await;
+    }
 }
 
 /// Runs Kubernetes mode until `cancel`, feeding this node's VRRP `groups` their addresses and
@@ -215,9 +227,21 @@ pub async fn run(
     let mut retry_at: Option<Instant> = None;
     let mut backoff = RETRY;
     loop {
-        let wake = [a.next_expiry(), retry_at].into_iter().flatten().min();
+        // The lead deadline too: a pass after it sees we no longer lead (so the next takeover
+        // lists again) even when the Lease loop, stuck, published nothing.
+        let lead_until = lead_rx.borrow().filter(|t| *t > Instant::now());
+        let wake = [a.next_expiry(), retry_at, lead_until]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             () = cancel.cancelled() => break,
+            Some(res) = tasks.join_next() => {
+                // A watch, the Lease loop or the speakers' task ended on its own (a panic):
+                // Kubernetes mode cannot go on half-working.
+                error!(error = ?res.err(), "a task of Kubernetes mode ended; stopping it");
+                break;
+            }
             () = changed.notified() => {}
             // Every change is a gain or a loss: a takeover lists again, even if a loss and
             // a gain came between two passes.

@@ -30,6 +30,14 @@ pub fn process_identity(node: &str) -> String {
     lease::identity(node, random)
 }
 
+/// The error of a request that did not answer in time.
+fn timed_out() -> kube::Error {
+    kube::Error::Service(Box::new(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the API server did not answer in time",
+    )))
+}
+
 fn micro_now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
@@ -49,7 +57,13 @@ pub async fn keep_lease(
     loop {
         let started = Instant::now();
         let mut next = started + elector.retry_period();
-        match api.get_opt(&name).await {
+        // Every request is bounded by the retry period: a server that accepts and never answers
+        // must not freeze the loop (we stop leading at the renew deadline anyway).
+        let bound = elector.retry_period().max(Duration::from_secs(1));
+        let read = tokio::time::timeout(bound, api.get_opt(&name))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        match read {
             Err(e) => {
                 if !std::mem::replace(&mut failing, true) {
                     warn!(lease = %name, error = %e, "cannot read the Lease");
@@ -94,7 +108,14 @@ pub async fn keep_lease(
                                 ..LeaseSpec::default()
                             }),
                         };
-                        Some(api.create(&PostParams::default(), &l).await.map(drop))
+                        let post = PostParams::default();
+                        let create = api.create(&post, &l);
+                        Some(
+                            tokio::time::timeout(bound, create)
+                                .await
+                                .unwrap_or_else(|_| Err(timed_out()))
+                                .map(drop),
+                        )
                     }
                     Step::Write => {
                         let mut l = lease.unwrap_or_default();
@@ -102,13 +123,17 @@ pub async fn keep_lease(
                         if spec.holder_identity.as_deref() != Some(elector.me()) {
                             spec.holder_identity = Some(elector.me().to_owned());
                             spec.acquire_time = Some(micro_now());
-                            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                            spec.lease_transitions =
+                                Some(spec.lease_transitions.unwrap_or(0).saturating_add(1).max(0));
                         }
                         spec.renew_time = Some(micro_now());
                         spec.lease_duration_seconds = Some(secs);
+                        let post = PostParams::default();
+                        let replace = api.replace(&name, &post, &l);
                         Some(
-                            api.replace(&name, &PostParams::default(), &l)
+                            tokio::time::timeout(bound, replace)
                                 .await
+                                .unwrap_or_else(|_| Err(timed_out()))
                                 .map(drop),
                         )
                     }

@@ -22,6 +22,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// How long Kubernetes mode may take to stop (release the Lease) on SIGTERM.
+const KUBE_STOP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When Kubernetes mode ends on its own; pending without it.
+async fn kube_ended(task: &mut Option<fedplane_vipd::kubernetes::KubeJoin>) {
+    match task {
+        Some(t) => t.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let settings = Settings::resolve(Cli::parse())
         .unwrap_or_else(|e| fedplane_ops::exit_usage("fedplane-vipd", &e));
@@ -71,7 +82,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // delays this runtime's adverts; its client is built there, before the groups start.
     let kube_thread = match (&settings.kube, &kube_status) {
         (Some(k), Some(status)) => Some(
-            KubeThread::start(k.clone(), kube_ends, status.clone(), cancel.clone())
+            // Its own token: Kubernetes mode stopping on its own must not stop the groups
+            // behind the daemon's back (the daemon stops, below).
+            KubeThread::start(k.clone(), kube_ends, status.clone(), cancel.child_token())
                 .await
                 .context("cannot set up the Kubernetes client")?,
         ),
@@ -109,7 +122,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             groups.start(g);
         }
     }
-    let kube_task = kube_thread.map(|t| t.run(senders));
+    let mut kube_task = kube_thread.map(|t| t.run(senders));
     info!(groups = settings.groups.len(), http = %settings.http, "fedplane-vipd started");
 
     let mut failed = None;
@@ -126,6 +139,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 }
             }
             _ = usr1.recv() => groups.dump(),
+            () = kube_ended(&mut kube_task) => {
+                error!("Kubernetes mode stopped on its own; stopping");
+                failed = Some(anyhow::anyhow!("Kubernetes mode stopped on its own"));
+                kube_task = None;
+                break;
+            }
             Some(e) = groups.failed() => {
                 // A group that cannot run (no permission to open its sockets) stops the
                 // daemon: the others must not run half-configured.
@@ -138,8 +157,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     http.drain();
     cancel.cancel();
     if let Some(t) = kube_task {
-        // Releases the Lease, so a standby takes over within its retry period.
-        t.join().await;
+        // Releases the Lease, so a standby takes over within its retry period; bounded, so a
+        // server that never answers cannot hold the exit.
+        if tokio::time::timeout(KUBE_STOP, t.join()).await.is_err() {
+            warn!("Kubernetes mode did not stop in time; exiting without it");
+        }
     }
     groups.stopped().await;
     http.stop().await;

@@ -122,27 +122,52 @@ pub struct Decision {
     pub missing: Vec<String>,
     /// The speaker Pods whose annotation is not a list of addresses.
     pub malformed: Vec<String>,
+    /// Our own Pod is not among the speakers the selector picks (a wrong selector): an
+    /// allowlist would refuse every peer.
+    pub unselected: bool,
 }
 
-/// The allowlist from the speaker Pods, given our own sources (always allowed). With
-/// `publishing` false (we cannot annotate our Pod), there is none.
+/// The allowlist from the speaker Pods, given our own sources (always allowed). Without
+/// `own_pod` (the name of our Pod: we cannot annotate it), there is none; nor while the
+/// selector does not pick our own Pod (a wrong selector would refuse every peer).
 pub fn decide(
     pods: &[&Pod],
     selector: &Selector,
     own: &BTreeSet<IpAddr>,
-    publishing: bool,
+    own_pod: Option<&str>,
 ) -> Decision {
+    let mut own_selected = false;
+    // The speakers are our own Pod's siblings: Pods with the same controller (the DaemonSet)
+    // as ours, when ours has one; a Pod that merely copies the label is not one.
+    let controller = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone())
+    };
+    let own_controller = own_pod.and_then(|name| {
+        pods.iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .and_then(|p| controller(p))
+    });
     let mut allowed = own.clone();
     let mut missing = Vec::new();
     let mut malformed = Vec::new();
     for pod in pods {
-        if !selector.matches(pod.metadata.labels.as_ref()) {
+        if !selector.matches(pod.metadata.labels.as_ref())
+            || own_controller
+                .as_ref()
+                .is_some_and(|c| controller(pod).as_ref() != Some(c))
+        {
             continue;
         }
         let status = pod.status.clone().unwrap_or_default();
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             continue;
         }
+        own_selected |= own_pod.is_some() && pod.metadata.name.as_deref() == own_pod;
         let name = format!(
             "{}/{}",
             pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -168,11 +193,13 @@ pub fn decide(
             Some(Some(sources)) => allowed.extend(sources),
         }
     }
-    let complete = publishing && missing.is_empty() && malformed.is_empty();
+    let unselected = own_pod.is_some() && !own_selected;
+    let complete = own_selected && missing.is_empty() && malformed.is_empty();
     Decision {
         allowed: complete.then_some(allowed),
         missing,
         malformed,
+        unselected,
     }
 }
 
@@ -209,6 +236,12 @@ impl Reports {
         }
         self.last.insert(source, now);
         true
+    }
+
+    /// The report of `source` could not be made (the Event was not created): the next
+    /// refusal reports it again.
+    pub fn failed(&mut self, source: IpAddr) {
+        self.last.remove(&source);
     }
 
     /// How many sources are remembered.

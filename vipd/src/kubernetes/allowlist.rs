@@ -126,11 +126,12 @@ pub async fn speak(
         let state = pods.store.state();
         let refs: Vec<&Pod> = state.iter().map(AsRef::as_ref).collect();
         let decision = match &settings.selector {
-            Some(sel) => peers::decide(&refs, sel, &own, settings.pod_name.is_some()),
+            Some(sel) => peers::decide(&refs, sel, &own, settings.pod_name.as_deref()),
             None => Decision {
                 allowed: None,
                 missing: Vec::new(),
                 malformed: Vec::new(),
+                unselected: false,
             },
         };
         if last.as_ref() != Some(&decision) {
@@ -193,6 +194,11 @@ fn log_decision(d: &Decision, last: Option<&Decision>) {
             debug!(allowed = ?a, "VRRP allowlist");
         }
         None => {
+            if d.unselected && last.is_none_or(|l| !l.unselected) {
+                error!(
+                    "no VRRP allowlist: the speaker selector does not pick this vipd's own Pod (check $FEDPLANE_VIPD_SPEAKER_SELECTOR and the DaemonSet's labels); every source is heard"
+                );
+            }
             if !d.missing.is_empty() || !d.malformed.is_empty() {
                 warn!(missing = ?d.missing, malformed = ?d.malformed,
                     "no VRRP allowlist: these fedplane-vipd Pods have not published their sources (annotation {}); every source is heard",
@@ -276,6 +282,7 @@ async fn report(
             metrics::counter!("fedplane_vipd_foreign_speakers_reported_total", "result" => "error")
                 .increment(1);
             warn!(error = %e, "cannot record the foreign speaker Event");
+            reports.failed(f.source);
         }
     }
 }

@@ -29,7 +29,12 @@ fn the_allowlist_is_the_speaker_pods_addresses_and_annotations_and_our_own() {
     let done = pod("metadata: {namespace: fedplane-system, name: vipd-old, \
         labels: {app.kubernetes.io/name: fedplane-vipd}}\n\
         status: {phase: Failed, podIP: 192.0.2.98}");
-    let d = decide(&[&a, &b, &other, &done], &sel, &ips(&["fe80::1"]), true);
+    let d = decide(
+        &[&a, &b, &other, &done],
+        &sel,
+        &ips(&["fe80::1"]),
+        Some("vipd-a"),
+    );
     assert_eq!(
         d.allowed,
         Some(ips(&[
@@ -49,18 +54,18 @@ fn no_allowlist_while_a_speaker_has_not_published_or_we_cannot() {
     let a = pod(SPEAKER);
     let new = pod("metadata: {namespace: fedplane-system, name: vipd-new, \
         labels: {app.kubernetes.io/name: fedplane-vipd}}\nstatus: {podIP: 192.0.2.13}");
-    let d = decide(&[&a, &new], &sel, &BTreeSet::new(), true);
+    let d = decide(&[&a, &new], &sel, &BTreeSet::new(), Some("vipd-a"));
     assert_eq!(d.allowed, None);
     assert_eq!(d.missing, ["fedplane-system/vipd-new"]);
     let bad = pod("metadata: {namespace: ns, name: bad, \
         labels: {app.kubernetes.io/name: fedplane-vipd}, \
         annotations: {vipd.fedplane.io/vrrp-sources: 'fe80::1,nonsense'}}");
-    let d = decide(&[&a, &bad], &sel, &BTreeSet::new(), true);
+    let d = decide(&[&a, &bad], &sel, &BTreeSet::new(), Some("vipd-a"));
     assert_eq!((d.allowed, d.malformed), (None, vec!["ns/bad".to_owned()]));
     // Without our own Pod's name we cannot publish: none either.
-    assert_eq!(decide(&[&a], &sel, &BTreeSet::new(), false).allowed, None);
+    assert_eq!(decide(&[&a], &sel, &BTreeSet::new(), None).allowed, None);
     assert!(
-        decide(&[&a], &sel, &BTreeSet::new(), true)
+        decide(&[&a], &sel, &BTreeSet::new(), Some("vipd-a"))
             .allowed
             .is_some()
     );
@@ -138,4 +143,17 @@ fn each_source_is_reported_at_most_once_per_period_and_few_sources_at_all() {
         foreign_note(x, 51, "eth0", "n1")
             .contains("192.0.2.66 refused on node n1, interface eth0, VRID 51")
     );
+}
+
+#[test]
+fn a_selector_that_does_not_pick_our_own_pod_gives_no_allowlist() {
+    let sel = Selector::parse(DEFAULT_SELECTOR).expect("selector");
+    let a = pod(SPEAKER);
+    let d = decide(&[&a], &sel, &BTreeSet::new(), Some("vipd-z"));
+    assert_eq!(d.allowed, None, "a wrong selector would refuse every peer");
+    assert!(d.unselected);
+    let wrong = Selector::parse("app=fedplane-vipd").expect("selector");
+    let d = decide(&[&a], &wrong, &BTreeSet::new(), Some("vipd-a"));
+    assert_eq!(d.allowed, None);
+    assert!(d.unselected);
 }
