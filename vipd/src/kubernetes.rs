@@ -20,7 +20,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fedplane_ops::kube::{self as watch_kube, Observer, Signal};
@@ -64,12 +64,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(fedplane_ops::kube::WATCH_TIM
 const RETRY: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// What /readyz and /metrics need from Kubernetes mode.
-#[derive(Debug, Default)]
-pub struct KubeStatus {
-    /// Services listed at least once.
-    pub synced: AtomicBool,
-}
+pub use crate::probes::KubeStatus;
 
 /// Builds a client from `--kubeconfig`, or in-cluster settings, $KUBECONFIG, ~/.kube/config.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
@@ -93,7 +88,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
 
 /// Kubernetes mode on its own OS thread and current-thread runtime (see the module docs):
 /// [`start`](Self::start) builds the client there, [`run`](Self::run) hands it the groups,
-/// [`join`](Self::join) waits until it has stopped (after `cancel`, the Lease released).
+/// [`KubeJoin::join`] waits until it has stopped (after `cancel`, the Lease released).
 #[derive(Debug)]
 pub struct KubeThread {
     groups: oneshot::Sender<Vec<GroupSink>>,

@@ -4,9 +4,10 @@
 //! The protocol and decision logic is free of I/O: [`packet`] (wire format), [`receive`] (which
 //! datagrams a group hears), [`fsm`] (the RFC 5798 state machine, driven by events and the
 //! time), [`announce`] (gratuitous ARP and unsolicited NA frames), [`ipam`] (address
-//! assignment), [`services`] (Kubernetes objects as assignment sees them, addresses → groups)
-//! [`lease`] (the election rules) and [`peers`] (who may speak in Kubernetes mode). Sockets and netlink stay in [`net`], [`netlink`] and
-//! [`daemon`]; the Kubernetes API in [`kubernetes`], [`leader`] and [`assigner`].
+//! assignment), [`services`] (Kubernetes objects as assignment sees them, addresses → groups),
+//! [`lease`] (the election rules) and [`peers`] (who may speak in Kubernetes mode). Sockets
+//! and netlink stay in [`net`], [`netlink`], [`daemon`] and [`supervisor`]; the Kubernetes API
+//! in [`kubernetes`], [`leader`] and [`assigner`].
 //!
 //! From low to high level:
 //! - [`packet`]: VRRP adverts ↔ bytes; [`packet::DropReason`] names every refusal.
@@ -14,9 +15,11 @@
 //! - [`fsm`]: one group's state machine ([`fsm::Router`]): `(event, now) → [Action]`.
 //! - [`announce`]: gratuitous ARP and unsolicited NA frames.
 //! - [`config`]: flags and YAML → checked settings (a group's in `config/group.rs`).
-//! - [`net`]: the raw VRRP socket and the announcement socket.
-//! - [`netlink`]: links, primary addresses, adding and removing virtual addresses.
-//! - [`daemon`]: runs one group: the state machine's actions with sockets and netlink.
+//! - [`net`]: the raw VRRP socket, the announcement socket, the ARP/NA conflict watch.
+//! - [`netlink`]: links (followed by name), source addresses, adding and removing virtual
+//!   addresses, `promote_secondaries`.
+//! - [`daemon`]: runs one group: the state machine's actions with sockets and netlink, its
+//!   interface followed through faults.
 //! - [`ipam`]: pools, quarantine and `assign` → the addresses each Service should have.
 //! - [`services`]: a Service → what `ipam` sees; the legacy ConfigMap; addresses → groups.
 //! - [`lease`]: the Lease election rules (client-go's), free of I/O.

@@ -37,13 +37,20 @@ impl Health {
     }
 }
 
+/// What /readyz and /metrics need from Kubernetes mode.
+#[derive(Debug, Default)]
+pub struct KubeStatus {
+    /// Services listed at least once.
+    pub synced: std::sync::atomic::AtomicBool,
+}
+
 /// Readiness from the groups' standing.
 #[derive(Debug, Clone)]
 pub struct VipdProbes {
     /// The groups' standing.
     pub health: Arc<Health>,
     /// Kubernetes mode: ready once the Services are listed.
-    pub kube: Option<Arc<crate::kubernetes::KubeStatus>>,
+    pub kube: Option<Arc<KubeStatus>>,
 }
 
 impl fedplane_ops::Probes for VipdProbes {
