@@ -102,6 +102,8 @@ struct Bound {
     socket: VrrpSocket,
     announcer: Announcer,
     conflicts: ConflictWatch,
+    /// The VRRP socket lived through a fault (to be opened again when the fault ends).
+    stale: bool,
 }
 
 /// What a group runs with besides its settings.
@@ -186,10 +188,6 @@ pub async fn run_group(
     info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, primary = %r.fsm.primary(),
         priority = r.cfg.fsm.priority, version = r.cfg.version.number(),
         vips = ?r.cfg.vips, "group started");
-    // IPv6 multicast memberships can vanish under an open socket: checked every second.
-    let mut membership = tokio::time::interval(MEMBERSHIP_CHECK);
-    membership.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let check_membership = r.cfg.v6 && r.cfg.unicast_peers.is_empty();
     loop {
         let deadline = [r.fsm.next_deadline(), r.probe_at, r.resync_at]
             .into_iter()
@@ -228,7 +226,6 @@ pub async fn run_group(
                 Err(e) => warn!(vrid = r.cfg.fsm.vrid, error = %e, "VRRP receive failed"),
             },
             Ok(()) = dump.changed() => r.dump(),
-            _ = membership.tick(), if check_membership => r.check_membership(),
             Some(now) = next_value(&mut allowed) => r.set_speakers(&now),
             claim = recv_claim(conflicts) => match claim {
                 Ok((ip, mac)) => r.on_claim(ip, mac),
@@ -282,9 +279,6 @@ const RESYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Datagrams read at most before a due timer is handled.
 const DRAIN_MAX: usize = 256;
-
-/// How often an IPv6 multicast group checks that its interface is still in ff02::12.
-const MEMBERSHIP_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A conflict on one virtual address is logged at most this often (each is counted).
 const CONFLICT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -458,6 +452,7 @@ impl Runner {
             socket,
             announcer,
             conflicts,
+            stale: false,
         });
         self.resync_addresses().await;
         Ok(())
@@ -539,8 +534,12 @@ impl Runner {
     /// Enters or leaves fault as the interface, its carrier and the source address allow.
     async fn update_usable(&mut self) {
         let mut usable = self.bound.as_ref().is_some_and(|b| b.link.up) && self.has_primary;
-        if usable && !self.usable && !self.reopen_socket() {
+        let stale = self.bound.as_ref().is_some_and(|b| b.stale);
+        if usable && !self.usable && stale && !self.reopen_socket() {
             usable = false;
+        }
+        if let Some(b) = self.bound.as_mut().filter(|_| !usable) {
+            b.stale = true;
         }
         if usable != self.usable {
             self.usable = usable;
@@ -598,9 +597,10 @@ impl Runner {
             "group state");
     }
 
-    /// Opens the VRRP socket again on leaving fault: what happened meanwhile (an MTU below
-    /// 1280 destroys the interface's IPv6 state, multicast memberships included) may have left
-    /// the old one deaf. False if it cannot be opened (the group stays in fault).
+    /// Opens the VRRP socket again on leaving fault, when it lived through the fault: what
+    /// happened meanwhile (an MTU below 1280 destroys the interface's IPv6 state, multicast
+    /// memberships included) may have left it deaf. False if it cannot be opened (the group
+    /// stays in fault).
     fn reopen_socket(&mut self) -> bool {
         let Some(b) = &mut self.bound else {
             return false;
@@ -612,6 +612,7 @@ impl Runner {
         match VrrpSocket::open(&b.link.name, b.link.index, self.cfg.v6, multicast) {
             Ok(s) => {
                 b.socket = s;
+                b.stale = false;
                 self.bind_error = None;
                 true
             }
@@ -621,29 +622,6 @@ impl Runner {
                 self.bind_error = Some(format!("cannot open the VRRP socket: {e}"));
                 false
             }
-        }
-    }
-
-    /// An IPv6 multicast group's interface must be in ff02::12: the kernel drops memberships
-    /// when it destroys the interface's IPv6 state (an MTU below 1280 and back), and the open
-    /// socket would hear nothing, making this node a second master. Joined again (a new socket)
-    /// when missing.
-    fn check_membership(&mut self) {
-        let Some(b) = &self.bound else { return };
-        if !self.usable {
-            return;
-        }
-        let Ok(text) = std::fs::read_to_string("/proc/net/igmp6") else {
-            return;
-        };
-        if net::in_v6_group(&text, b.link.index) {
-            return;
-        }
-        warn!(vrid = self.cfg.fsm.vrid, interface = %self.cfg.interface,
-            "the interface left the VRRP multicast group ff02::12 (its IPv6 state was reset); joining again");
-        self.interface_changed("rejoined");
-        if !self.reopen_socket() {
-            self.report();
         }
     }
 

@@ -351,22 +351,6 @@ fn link_addr(ifindex: u32, ethertype: u16, dst: Mac) -> io::Result<SockAddr> {
     Ok(addr)
 }
 
-/// Whether `/proc/net/igmp6` (its text in `igmp6`) lists interface `ifindex` as a member of
-/// the IPv6 VRRP group ff02::12. The kernel drops the memberships of an interface whose IPv6
-/// state it destroys (an MTU below 1280 and back), while the socket stays open and deaf.
-pub fn in_v6_group(igmp6: &str, ifindex: u32) -> bool {
-    let group = GROUP_V6
-        .octets()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
-    igmp6.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        f.next().and_then(|i| i.parse::<u32>().ok()) == Some(ifindex)
-            && f.nth(1).is_some_and(|a| a.eq_ignore_ascii_case(&group))
-    })
-}
-
 /// The destination adverts go to: the VRRP group, or each unicast peer.
 pub fn group_of(v6: bool) -> IpAddr {
     if v6 {
@@ -380,17 +364,6 @@ pub fn group_of(v6: bool) -> IpAddr {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
-
-    #[test]
-    fn membership_of_the_ipv6_group_is_read_from_igmp6() {
-        let text = "1    lo              ff020000000000000000000000000001     1 0000000C 0\n\
-                    2    eth0            ff020000000000000000000000000012     1 00000004 0\n\
-                    2    eth0            ff020000000000000000000000000001     1 0000000C 0\n";
-        assert!(in_v6_group(text, 2));
-        assert!(!in_v6_group(text, 1));
-        assert!(!in_v6_group(text, 3));
-        assert!(!in_v6_group("", 2));
-    }
 
     #[test]
     fn group_addresses() {
