@@ -336,8 +336,8 @@ impl<'a> Resolver<'a> {
         if *lname == zone.name {
             self.records.node(&format!("{}/dns/apex", zone.key))
         } else {
-            self.records
-                .node(&name_to_key(self.records.zones().prefix(), lname))
+            name_to_key(self.records.zones().prefix(), lname)
+                .map_or_else(Vec::new, |key| self.records.node(&key))
         }
     }
 

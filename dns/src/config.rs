@@ -178,6 +178,11 @@ impl Settings {
                     })?
                     .to_lowercase();
                 n.set_fqdn(true);
+                if crate::key::name_to_key("", &n).is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "zone {z:?} has a label no etcd key can hold (/ . \\ spaces, non-ASCII)"
+                    )));
+                }
                 Ok(n)
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;

@@ -23,7 +23,7 @@ use hickory_proto::rr::Name;
 
 use crate::answer::AnswerOptions;
 use crate::index::{Entry, Records};
-use crate::key::{key_to_name, name_to_key};
+use crate::key::{key_to_name, key_wire, name_to_key};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
 
@@ -87,16 +87,10 @@ pub fn wire_name(name: &Name) -> Vec<u8> {
     out
 }
 
-/// Lowercase wire form of the name a key stands for, without building a `Name`.
+/// Lowercase wire form of the name a key stands for ([`key_wire`], the mapping every path
+/// uses), without building a `Name`; `None` for a key that names nothing.
 fn wire_from_key(prefix: &str, key: &str) -> Option<Vec<u8>> {
-    let rest = key.strip_prefix(prefix)?;
-    let mut out = Vec::with_capacity(rest.len() + 2);
-    for label in rest.split('/').filter(|l| !l.is_empty()).rev() {
-        out.push(u8::try_from(label.len()).ok().filter(|&l| l <= 63)?);
-        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-    }
-    out.push(0);
-    (out.len() <= 255).then_some(out)
+    key_wire(prefix, key.as_bytes()).ok()
 }
 
 fn push_name(out: &mut Vec<u8>, name: &Name) {
@@ -142,7 +136,7 @@ pub fn compile(records: &Records, lname: &Name) -> Option<Compiled> {
     if *lname == zone.name {
         return None;
     }
-    compile_key(records, &name_to_key(records.zones().prefix(), lname), zi)
+    compile_key(records, &name_to_key(records.zones().prefix(), lname)?, zi)
 }
 
 /// Compiles the name whose (lowercase) key is `key`, in zone `zi`.
@@ -208,7 +202,7 @@ fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> O
 
 /// Whether a name is one we compile: a key sits at it, or one level below it (its leaves).
 fn is_candidate(records: &Records, n: &Name) -> bool {
-    records.has_key_or_child(&name_to_key(records.zones().prefix(), n))
+    name_to_key(records.zones().prefix(), n).is_some_and(|k| records.has_key_or_child(&k))
 }
 
 impl Table {
