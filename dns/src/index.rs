@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::Name;
 use imbl::{HashMap, OrdMap};
 
-use crate::key::{key_to_name, name_to_key, strip_labels};
+use crate::key::{check_key, key_to_name, name_to_key, strip_labels};
 use crate::record::Record;
 
 /// Lowest TTL answered for a record bound to an etcd lease (CoreDNS uses the same floor), so a
@@ -38,7 +38,9 @@ pub struct Entry {
 
 impl Entry {
     /// A target name made from the record's key (SkyDNS `msg.Domain`), minus `targetstrip`
-    /// labels: what SRV, MX and NS answers name when the record holds an address.
+    /// labels: what SRV, MX and NS answers name when the record holds an address. Never the
+    /// root ("no service", RFC 2782): [`Records::put`] stores only keys that name something,
+    /// and stripping never takes every label.
     pub fn target_name(&self, prefix: &str) -> Name {
         key_to_name(prefix, &self.key)
             .map(|n| strip_labels(&n, self.record.target_strip))
@@ -70,10 +72,10 @@ impl Zones {
             .map(|n| {
                 let mut name = n.to_lowercase();
                 name.set_fqdn(true);
-                Zone {
-                    key: name_to_key(prefix, &name),
-                    name,
-                }
+                // The configuration only takes zones that have a key; any other would get one
+                // with an empty label, which no stored key is under.
+                let key = name_to_key(prefix, &name).unwrap_or_else(|| format!("{prefix}//"));
+                Zone { key, name }
             })
             .collect();
         zones.sort_by_key(|z| std::cmp::Reverse(z.name.num_labels()));
@@ -103,10 +105,11 @@ impl Zones {
     }
 
     /// The zone a key belongs to, if any.
-    pub fn find_key(&self, key: &str) -> Option<usize> {
+    pub fn find_key<K: AsRef<[u8]> + ?Sized>(&self, key: &K) -> Option<usize> {
+        let key = key.as_ref();
         self.zones.iter().position(|z| {
-            key.strip_prefix(z.key.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            key.strip_prefix(z.key.as_bytes())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
         })
     }
 }
@@ -177,8 +180,12 @@ impl Records {
         self.records.values().map(|e| &**e)
     }
 
-    /// Adds or replaces the record at `key`, changed at etcd revision `revision`.
+    /// Adds or replaces the record at `key`, changed at etcd revision `revision`. A key that
+    /// names nothing ([`check_key`]; the caller reports it) is not stored.
     pub fn put(&mut self, key: &str, record: Record, lease: i64, revision: i64) {
+        if check_key(self.zones.prefix(), key.as_bytes()).is_err() {
+            return;
+        }
         let key: Arc<str> = key.into();
         self.touch(&key, revision);
         self.records
@@ -249,15 +256,19 @@ impl Records {
         self.node_up_to(key, MAX_NODE_RECORDS)
     }
 
-    /// [`Records::node`], reading at most `limit` records.
+    /// The first `limit` records of [`Records::node`]. The group is picked from the same
+    /// [`MAX_NODE_RECORDS`] keys whatever the limit (the cut comes after the filter), so a
+    /// shorter read is always a prefix of the longer one.
     pub fn node_up_to(&self, key: &str, limit: usize) -> Vec<&Entry> {
         let mut out: Vec<&Entry> = Vec::new();
         if let Some(e) = self.records.get(key) {
             out.push(e);
         }
-        let room = limit.saturating_sub(out.len());
+        let room = MAX_NODE_RECORDS.saturating_sub(out.len());
         out.extend(self.below(key).take(room).map(|(_, e)| e));
-        group_filter(out)
+        let mut out = group_filter(out);
+        out.truncate(limit);
+        out
     }
 
     /// Whether a key sits at `key` or directly below it (one more label). Reads at most

@@ -162,3 +162,79 @@ fn zones_match_most_specific_first_and_keys_map_to_zones() {
     assert_eq!(z.find_key("/skydns/com/example/subx"), Some(1));
     assert_eq!(z.find_key("/skydns/com/examplex"), None);
 }
+
+/// The group is picked from the whole name before the cut to a limit: the fast path reads 65
+/// records (to tell "more than 64"), the general path up to 4096, and both must see the same
+/// first 65.
+#[test]
+fn a_short_read_is_a_prefix_of_the_long_one_when_groups_lie_past_the_cut() {
+    let mut s = Records::new(zones(), 1);
+    // In key order: `big/a` (group a), 64 records below it (group c), then `big/b` (group b)
+    // at `big/a`'s depth. a and b disagree at the shortest depth: no grouping, all 66 answer.
+    s.put(
+        "/skydns/com/example/big/a",
+        rec(r#"{"host":"10.0.0.1","group":"a"}"#),
+        0,
+        2,
+    );
+    for i in 0..64 {
+        s.put(
+            &format!("/skydns/com/example/big/a/{i:08x}"),
+            rec(&format!(r#"{{"host":"10.0.1.{i}","group":"c"}}"#)),
+            0,
+            2,
+        );
+    }
+    s.put(
+        "/skydns/com/example/big/b",
+        rec(r#"{"host":"10.0.0.2","group":"b"}"#),
+        0,
+        2,
+    );
+    let key = "/skydns/com/example/big";
+    let all: Vec<&str> = s.node(key).iter().map(|e| &*e.key).collect();
+    assert_eq!(all.len(), 66, "disagreeing groups: no grouping");
+    let first: Vec<&str> = s.node_up_to(key, 65).iter().map(|e| &*e.key).collect();
+    assert_eq!(first, all[..65]);
+
+    // The other way round: the first 65 records in one group, a shorter key of another past
+    // them picks its group.
+    let mut s = Records::new(zones(), 1);
+    for i in 0..65 {
+        s.put(
+            &format!("/skydns/com/example/big/a/{i:08x}"),
+            rec(&format!(r#"{{"host":"10.0.1.{i}","group":"a"}}"#)),
+            0,
+            2,
+        );
+    }
+    s.put(
+        "/skydns/com/example/big/b",
+        rec(r#"{"host":"10.0.0.2","group":"b"}"#),
+        0,
+        2,
+    );
+    let all: Vec<&str> = s.node(key).iter().map(|e| &*e.key).collect();
+    assert_eq!(all, ["/skydns/com/example/big/b"]);
+    assert_eq!(
+        s.node_up_to(key, 65)
+            .iter()
+            .map(|e| &*e.key)
+            .collect::<Vec<_>>(),
+        all
+    );
+}
+
+#[test]
+fn keys_that_name_nothing_are_not_stored() {
+    let mut s = Records::new(zones(), 1);
+    for key in [
+        "/skydns/com/example//x",
+        "/skydns/com/example/X",
+        "/skydns/com/example/x/",
+    ] {
+        s.put(key, rec(r#"{"host":"10.0.0.1"}"#), 0, 2);
+    }
+    assert!(s.is_empty());
+    assert_eq!(s.revision(), 1);
+}
