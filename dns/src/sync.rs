@@ -435,10 +435,6 @@ impl EtcdSync {
         });
         let applied = apply::apply(&mut working.records, &mut self.invalid, changes);
         report(&applied.rejected);
-        if applied.unreadable_keys > 0 {
-            metrics::counter!("fedplane_dns_invalid_records_total")
-                .increment(applied.unreadable_keys as u64);
-        }
         self.invalid_gauge();
         if !applied.new_leases.is_empty() {
             self.refresh_leases(client, &mut working.records, &applied.new_leases)

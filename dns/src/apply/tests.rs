@@ -65,7 +65,6 @@ fn a_valid_put_is_stored_and_moves_the_revision_and_its_zone_serial() {
     let applied = apply(&mut r, &mut invalid, [put(A, OK, 0, 11)]);
     assert_eq!(applied.changed, [A]);
     assert!(applied.rejected.is_empty() && applied.new_leases.is_empty());
-    assert_eq!(applied.unreadable_keys, 0);
     assert_eq!(hosts(&r, A), ["V4(10.0.0.1)"]);
     assert_eq!(r.revision(), 11);
     assert_eq!(serial(&r, "example.com."), 11);
@@ -150,7 +149,7 @@ fn unknown_leases_of_puts_are_listed_once_and_in_order() {
 }
 
 #[test]
-fn keys_outside_the_zones_and_unreadable_keys_are_not_stored() {
+fn keys_outside_the_zones_are_skipped_unreported() {
     let (mut r, mut invalid) = (records(), InvalidKeys::default());
     let outside = "/skydns/org/example/x";
     let applied = apply(
@@ -159,15 +158,18 @@ fn keys_outside_the_zones_and_unreadable_keys_are_not_stored() {
         [
             put(outside, BAD, 0, 11),
             Change::Put(Kv {
-                key: b"/skydns/com/example/\xff",
+                key: b"/skydns/org/example/\xff",
                 value: OK,
                 lease: 0,
                 revision: 12,
             }),
         ],
     );
-    assert_eq!(applied.changed, [outside], "unreadable keys are not named");
-    assert_eq!(applied.unreadable_keys, 1);
+    assert_eq!(
+        applied.changed,
+        [outside],
+        "keys that are not UTF-8 are not named"
+    );
     assert!(
         applied.rejected.is_empty(),
         "values outside the zones are not read"
@@ -175,6 +177,132 @@ fn keys_outside_the_zones_and_unreadable_keys_are_not_stored() {
     assert!(r.is_empty() && invalid.is_empty());
     assert_eq!(r.revision(), 12);
     assert_eq!(serial(&r, "example.com."), 10);
+}
+
+/// Keys in a served zone that no query can reach, as a load and a watch batch see them.
+fn unreachable_keys() -> Vec<(Vec<u8>, &'static str)> {
+    vec![
+        (b"/skydns/com/example//x".to_vec(), "empty_label"),
+        (b"/skydns/com/example/x/".to_vec(), "empty_label"),
+        (b"/skydns/com/example/Www".to_vec(), "upper_case"),
+        (b"/skydns/com/Example/www".to_vec(), "upper_case"),
+        ("/skydns/com/example/café".as_bytes().to_vec(), "not_ascii"),
+        (b"/skydns/com/example/\xff".to_vec(), "not_utf8"),
+        (b"/skydns/com/example/a.b".to_vec(), "unusable_byte"),
+        (
+            format!("/skydns/com/example/svc/{}", "a".repeat(64)).into_bytes(),
+            "label_too_long",
+        ),
+    ]
+}
+
+#[test]
+fn keys_no_query_can_reach_are_left_out_and_reported_once_by_a_watch() {
+    let (mut r, mut invalid) = (records(), InvalidKeys::default());
+    let keys = unreachable_keys();
+    let batch = |rev: i64| {
+        keys.iter().map(move |(k, _)| {
+            Change::Put(Kv {
+                key: k,
+                value: OK,
+                lease: 0,
+                revision: rev,
+            })
+        })
+    };
+    let applied = apply(&mut r, &mut invalid, batch(11));
+    let reasons: Vec<&str> = applied.rejected.iter().map(Rejected::reason).collect();
+    let want: Vec<&str> = keys.iter().map(|(_, why)| *why).collect();
+    assert_eq!(reasons, want);
+    assert_eq!(applied.rejected[5].key, r"/skydns/com/example/\xff");
+    assert!(
+        applied.rejected[2]
+            .error
+            .to_string()
+            .contains("upper-case letters"),
+        "{}",
+        applied.rejected[2].error
+    );
+    assert!(r.is_empty(), "none is stored");
+    assert_eq!(serial(&r, "example.com."), 10, "nothing answered changed");
+    assert_eq!(invalid.len(), keys.len());
+    // Read again at the same revision: not reported again; at a new one: reported.
+    assert!(apply(&mut r, &mut invalid, batch(11)).rejected.is_empty());
+    assert_eq!(
+        apply(&mut r, &mut invalid, batch(12)).rejected.len(),
+        keys.len()
+    );
+    // Deleted, they are forgotten (not UTF-8 either).
+    let deletes = keys.iter().map(|(k, _)| Change::Delete {
+        key: k,
+        revision: 13,
+    });
+    apply(&mut r, &mut invalid, deletes);
+    assert!(invalid.is_empty());
+}
+
+#[test]
+fn a_load_leaves_out_and_reports_the_same_keys_as_a_watch() {
+    let keys = unreachable_keys();
+    let mut load = Load::new(zones(), 20);
+    let kvs = keys.iter().map(|(k, _)| Kv {
+        key: k,
+        value: OK,
+        lease: 0,
+        revision: 19,
+    });
+    let rejected = load.page(&InvalidKeys::default(), kvs.clone());
+    let reasons: Vec<&str> = rejected.iter().map(Rejected::reason).collect();
+    let want: Vec<&str> = keys.iter().map(|(_, why)| *why).collect();
+    assert_eq!(reasons, want);
+    let (r, invalid) = load.finish(20);
+    assert!(r.is_empty());
+    assert_eq!(invalid.len(), keys.len());
+    // A reload reading them again does not report them again.
+    let mut again = Load::new(zones(), 30);
+    assert!(again.page(&invalid, kvs).is_empty());
+}
+
+#[test]
+fn a_key_with_a_label_over_63_bytes_never_makes_a_root_target() {
+    use crate::answer::{AnswerOptions, Outcome, Transport, respond};
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::RecordType;
+
+    let (mut r, mut invalid) = (records(), InvalidKeys::default());
+    let long = format!("/skydns/com/example/svc/{}", "a".repeat(64));
+    let srv = br#"{"host":"10.0.0.1","port":80}"#;
+    let applied = apply(
+        &mut r,
+        &mut invalid,
+        [
+            put(&long, srv, 0, 11),
+            put("/skydns/com/example/svc/ok", srv, 0, 12),
+        ],
+    );
+    assert_eq!(applied.rejected.len(), 1);
+    assert_eq!(applied.rejected[0].reason(), "label_too_long");
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii("svc.example.com.").expect("name"),
+        RecordType::SRV,
+    ));
+    let q = q.to_vec().expect("encode");
+    let Outcome::Reply { bytes, .. } = respond(
+        &r,
+        &q,
+        Transport::Tcp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) else {
+        panic!("answered")
+    };
+    let m = Message::from_vec(&bytes).expect("parses");
+    let targets: Vec<String> = m.answers.iter().map(|a| a.data.to_string()).collect();
+    assert_eq!(targets, ["10 100 80 ok.svc.example.com."]);
+    let extra: Vec<String> = m.additionals.iter().map(|a| a.name.to_string()).collect();
+    assert_eq!(extra, ["ok.svc.example.com."]);
 }
 
 #[test]
@@ -210,16 +338,6 @@ fn a_load_reports_only_values_not_reported_before_and_ends_loaded() {
     };
     let rejected = first.page(&reported, [kv(A, BAD, 29), kv(SUB, OK, 28)]);
     assert_eq!(rejected.len(), 1);
-    let rejected = first.page(
-        &reported,
-        [Kv {
-            key: b"/skydns/com/example/\xff",
-            value: BAD,
-            lease: 0,
-            revision: 27,
-        }],
-    );
-    assert!(rejected.is_empty(), "unreadable keys are skipped");
     assert_eq!(first.len(), 1);
     let (r, invalid) = first.finish(30);
     assert!(r.is_loaded());
