@@ -180,8 +180,8 @@ fn in_zone(zones: &Zones, key: &[u8]) -> bool {
 }
 
 /// Applies one watch batch to `records` and `invalid`, in order: a put stores the value (or
-/// leaves an invalid one out), a delete removes the key; both move the revision, and the serial
-/// of the zone they touch.
+/// leaves out an invalid one, or a key that names nothing), a delete removes the key; both move
+/// the revision, and the serial of the zone they touch.
 pub fn apply<'a>(
     records: &mut Records,
     invalid: &mut InvalidKeys,

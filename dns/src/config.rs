@@ -322,4 +322,11 @@ mod tests {
             .expect_err("no pw");
         assert!(err.to_string().contains(PASSWORD_ENV), "{err}");
     }
+
+    #[test]
+    fn a_zone_no_etcd_key_can_spell_is_refused() {
+        // (hickory already refuses `/`, spaces and non-ASCII in a name.)
+        let err = Settings::resolve(cli(&["--zone", r"a\.b.example."]), None).expect_err("refused");
+        assert!(err.to_string().contains("no etcd key"), "{err}");
+    }
 }
