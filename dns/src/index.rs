@@ -260,12 +260,18 @@ impl Records {
     /// [`MAX_NODE_RECORDS`] keys whatever the limit (the cut comes after the filter), so a
     /// shorter read is always a prefix of the longer one.
     pub fn node_up_to(&self, key: &str, limit: usize) -> Vec<&Entry> {
-        let mut out: Vec<&Entry> = Vec::new();
-        if let Some(e) = self.records.get(key) {
-            out.push(e);
+        let own = self.records.get(key).map(|e| &**e);
+        let mut all = own
+            .into_iter()
+            .chain(self.below(key).map(|(_, e)| e))
+            .take(MAX_NODE_RECORDS);
+        let mut out: Vec<&Entry> = all.by_ref().take(limit).collect();
+        if out.iter().all(|e| e.record.group.is_empty()) {
+            // Records without a group stay whatever group is picked: these are the first
+            // `limit` of the filtered records too, and the rest need not be read.
+            return out;
         }
-        let room = MAX_NODE_RECORDS.saturating_sub(out.len());
-        out.extend(self.below(key).take(room).map(|(_, e)| e));
+        out.extend(all);
         let mut out = group_filter(out);
         out.truncate(limit);
         out

@@ -216,13 +216,33 @@ fn a_short_read_is_a_prefix_of_the_long_one_when_groups_lie_past_the_cut() {
     );
     let all: Vec<&str> = s.node(key).iter().map(|e| &*e.key).collect();
     assert_eq!(all, ["/skydns/com/example/big/b"]);
-    assert_eq!(
+    let first = |s: &Records| -> Vec<String> {
         s.node_up_to(key, 65)
             .iter()
-            .map(|e| &*e.key)
-            .collect::<Vec<_>>(),
-        all
+            .map(|e| e.key.to_string())
+            .collect()
+    };
+    assert_eq!(first(&s), all);
+
+    // The first 65 without a group: they stay whatever group the rest picks.
+    let mut s = Records::new(zones(), 1);
+    for i in 0..65 {
+        s.put(
+            &format!("/skydns/com/example/big/a/{i:08x}"),
+            rec(&format!(r#"{{"host":"10.0.1.{i}"}}"#)),
+            0,
+            2,
+        );
+    }
+    s.put(
+        "/skydns/com/example/big/b",
+        rec(r#"{"host":"10.0.0.2","group":"b"}"#),
+        0,
+        2,
     );
+    let all: Vec<String> = s.node(key).iter().map(|e| e.key.to_string()).collect();
+    assert_eq!(all.len(), 66);
+    assert_eq!(first(&s), all[..65]);
 }
 
 #[test]
