@@ -82,6 +82,13 @@ pub struct Cli {
     /// Log format: text or json [default: text]
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Directory for the last snapshot of the records (created if missing; one per instance).
+    /// It is rewritten atomically at most every 30 s while records change; when etcd cannot be
+    /// loaded within 3 s of start, the saved records are served (ready, with
+    /// fedplane_dns_serving_from_disk 1 and their age in fedplane_dns_state_age_seconds) until
+    /// etcd answers [default: none, nothing saved]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// YAML file with the same settings (see dns/fedplane-dns.example.yaml); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -111,6 +118,8 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     /// Log format.
     pub log_format: Option<String>,
+    /// Directory for the snapshot of the records on disk.
+    pub state_dir: Option<PathBuf>,
     /// etcd connection.
     #[serde(default)]
     pub etcd: EtcdFlags,
@@ -137,6 +146,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// `json` or `text`.
     pub log_format: String,
+    /// Where the snapshot of the records is kept on disk, if anywhere.
+    pub state_dir: Option<PathBuf>,
     /// etcd.
     pub etcd: EtcdSettings,
 }
@@ -251,6 +262,7 @@ impl Settings {
                 .log_format
                 .or(file.log_format)
                 .unwrap_or_else(|| "text".into()),
+            state_dir: cli.state_dir.or(file.state_dir),
             etcd,
         })
     }
@@ -306,6 +318,21 @@ mod tests {
         assert_eq!(s.etcd.prefix, "/other");
         assert_eq!(s.tcp_idle_timeout, Duration::from_secs(10));
         assert_eq!(s.lameduck, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn state_dir_comes_from_the_flag_or_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.yaml");
+        let path = p.to_str().expect("utf8");
+        let s = Settings::resolve(cli(&["--zone", "a."]), None).expect("valid");
+        assert_eq!(s.state_dir, None, "nothing saved by default");
+        std::fs::write(&p, "zones: [example.com.]\nstate_dir: /var/lib/x\n").expect("write");
+        let s = Settings::resolve(cli(&["--config", path]), None).expect("valid");
+        assert_eq!(s.state_dir, Some(PathBuf::from("/var/lib/x")));
+        let s =
+            Settings::resolve(cli(&["--config", path, "--state-dir", "/y"]), None).expect("valid");
+        assert_eq!(s.state_dir, Some(PathBuf::from("/y")), "the flag wins");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   I/O);
 //! - [`fast`]: A/AAAA answers compiled into wire format ([`fast::Table`]) and the UDP fast path;
 //! - [`apply`]: a load page or a watch batch → puts and deletes on the records (no I/O);
-//! - [`sync`]: the etcd session (load, watch, backoff) → published [`sync::Served`];
+//! - [`sync`]: the etcd session (load, watch, backoff) → published [`sync::Served`]; with
+//!   [`leases`] (lease deadlines, read off the watch loop) and [`state`] (the snapshot on disk);
 //! - [`server`]: UDP and TCP listeners; [`probes`]: readiness and metric help texts;
 //! - [`config`]: command line and YAML.
 
@@ -19,8 +20,10 @@ pub mod config;
 pub mod fast;
 pub mod index;
 pub mod key;
+pub mod leases;
 pub mod probes;
 pub mod record;
 pub mod server;
 pub mod soa;
+pub mod state;
 pub mod sync;

@@ -62,7 +62,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let http = fedplane_ops::Http::start(settings.http, metrics, DnsProbes(shared.clone()))
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", settings.http))?;
-    tasks.spawn(EtcdSync::new(settings.etcd.clone(), zones, shared).run(cancel.clone()));
+    if let Some(dir) = &settings.state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    tasks.spawn(
+        EtcdSync::new(settings.etcd.clone(), zones, shared)
+            .with_state_dir(settings.state_dir.clone())
+            .run(cancel.clone()),
+    );
 
     info!(
         zones = ?settings.zones.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -1,11 +1,12 @@
 //! What fedplane-dns reports on its HTTP endpoints (served by `fedplane_ops::Http`): readiness
-//! (ready once the records are loaded from etcd), the snapshot age computed when `/metrics` is
-//! read, and the help text of every metric.
+//! (ready once complete records are served: loaded from etcd, or the snapshot saved on disk
+//! while etcd cannot be reached at start, since it answers; the metrics say how stale it is),
+//! the snapshot ages computed when `/metrics` is read, and the help text of every metric.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::sync::Shared;
+use crate::sync::{Shared, Source};
 
 /// Readiness and on-demand gauges from the sync state.
 #[derive(Debug, Clone)]
@@ -16,7 +17,7 @@ impl fedplane_ops::Probes for DnsProbes {
         if self.0.ready.load(Ordering::Relaxed) {
             Ok(())
         } else {
-            Err("records not loaded from etcd yet".into())
+            Err("records not loaded from etcd (nor from the state on disk) yet".into())
         }
     }
 
@@ -24,6 +25,11 @@ impl fedplane_ops::Probes for DnsProbes {
         if let Some(age) = self.0.snapshot_age() {
             metrics::gauge!("fedplane_dns_snapshot_age_seconds").set(age.as_secs_f64());
         }
+        let disk_age = match self.0.source() {
+            Source::Disk => self.0.disk_age().as_secs_f64(),
+            Source::Nothing | Source::Etcd => 0.0,
+        };
+        metrics::gauge!("fedplane_dns_state_age_seconds").set(disk_age);
     }
 }
 
@@ -79,5 +85,29 @@ pub fn describe_metrics() {
     describe_gauge!(
         "fedplane_dns_draining",
         "1 from SIGTERM on: /readyz fails, DNS answers until the lameduck ends"
+    );
+    describe_counter!(
+        "fedplane_dns_lease_lookup_failures_total",
+        "etcd lease TTL lookups that failed or timed out (their records answer with TTL at most 30 s)"
+    );
+    describe_gauge!(
+        "fedplane_dns_serving_from_disk",
+        "1 while the records served are the snapshot saved in --state-dir (etcd not loaded yet)"
+    );
+    describe_gauge!(
+        "fedplane_dns_state_age_seconds",
+        "Seconds since the snapshot served from --state-dir was saved; 0 when serving from etcd"
+    );
+    describe_gauge!(
+        "fedplane_dns_state_saved_revision",
+        "etcd revision of the last snapshot saved in --state-dir"
+    );
+    describe_counter!(
+        "fedplane_dns_state_saves_total",
+        "Writes of the snapshot to --state-dir, by result (ok, error)"
+    );
+    describe_counter!(
+        "fedplane_dns_state_load_errors_total",
+        "Snapshots in --state-dir that could not be used (damaged, other version, zones or prefix)"
     );
 }

@@ -8,10 +8,23 @@
 //! [`Served`] keeps answering while we reconnect with backoff (to any configured endpoint) and
 //! resume from the last revision seen. A compacted start revision, or an etcd whose history
 //! does not continue ours, means events were lost: reload everything.
+//!
+//! Nothing on the watch loop waits on anything but the watch: lease deadlines are read by a
+//! lease task of the session ([`crate::leases`]) and applied here between watch responses, and
+//! the state on disk ([`crate::state`]) is written by a saver task from O(1) clones of the
+//! records. A watch that says nothing for [`PROGRESS_EVERY`] (we ask etcd to confirm progress
+//! every [`PROGRESS_ASK`] while it is quiet) is stalled: reconnect, to the next endpoint.
+//!
+//! With a state directory, when etcd has not given us a first load within
+//! [`DISK_FALLBACK_AFTER`], the snapshot saved on disk is served (ready, with
+//! `fedplane_dns_serving_from_disk` 1 and its age in `fedplane_dns_state_age_seconds`) until the
+//! first load from etcd replaces it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use etcd_client::{Client, EventType, KeyValue, WatchOptions, WatchResponse};
@@ -23,18 +36,27 @@ use crate::apply::{self, Change, InvalidKeys, Kv, Load, Rejected};
 use crate::config::EtcdSettings;
 use crate::fast;
 use crate::index::{Records, Zones};
+use crate::leases::{self, LEASE_REFRESH, LeaseTask, Report, Request};
+use crate::state::{self, SaveHandle, Saver};
 
 /// Keys per range request during the initial load. etcd 3.4 walks the whole rest of the range
 /// on every page (the limit is applied after), so a load costs about pages × keys: few, big
 /// pages load 900k keys in seconds. 50,000 SkyDNS values are under 10 MiB, well within
 /// [`MAX_MESSAGE`].
 pub const LOAD_PAGE_SIZE: i64 = 50_000;
-/// How often lease deadlines are re-read, so TTLs follow keep-alives.
-const LEASE_REFRESH: Duration = Duration::from_secs(10);
-/// How often we ask etcd to confirm the watch is current (a progress request). No answer by the
-/// next tick means the watch is stalled (a partitioned member can keep a stream open and send
-/// nothing): reconnect.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// A watch that says nothing for this long is stalled (a partitioned or hung member can keep a
+/// stream open and send nothing): reconnect. A change made after the member we follow failed
+/// is answered within about this long.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// While the watch is quiet, how often we ask etcd to confirm it is current (a progress
+/// request), so a healthy idle watch is never quiet for [`PROGRESS_EVERY`].
+pub const PROGRESS_ASK: Duration = Duration::from_secs(1);
+/// At the first load, how long readiness waits for the lease deadlines (so first answers have
+/// the right TTLs); past it, leased records answer with the 30 s floor until they come.
+const FIRST_LEASES_WAIT: Duration = Duration::from_secs(2);
+/// With a state directory: how long etcd has to give us a first load before the snapshot on
+/// disk is served.
+pub const DISK_FALLBACK_AFTER: Duration = Duration::from_secs(3);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -105,17 +127,33 @@ impl Served {
     }
 }
 
+/// Where the served records come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Source {
+    /// Nothing loaded yet (SERVFAIL).
+    Nothing = 0,
+    /// The snapshot saved on disk, until etcd is loaded.
+    Disk = 1,
+    /// etcd.
+    Etcd = 2,
+}
+
 /// What the sync task publishes and everyone else reads.
 #[derive(Debug)]
 pub struct Shared {
     /// The records and compiled answers being served. Readers `load()` it (one atomic load, no
     /// lock); only the sync task stores.
     pub served: ArcSwap<Served>,
-    /// Set once the first complete load is published.
+    /// Set once complete records are published: the first load from etcd, or the snapshot
+    /// on disk (it answers; its age is in the metrics).
     pub ready: AtomicBool,
     state: AtomicU64,
+    source: AtomicU8,
     started: Instant,
     last_sync_ms: AtomicU64,
+    /// When the disk snapshot being served was saved (ms since the Unix epoch).
+    disk_saved_ms: AtomicU64,
     /// The value replaced by the last publish, kept until the next one so that it is freed
     /// here, on the sync task, and not on a UDP worker whose guard happened to hold it last.
     retired: Mutex<Option<Arc<Served>>>,
@@ -128,8 +166,10 @@ impl Shared {
             served: ArcSwap::from_pointee(Served::empty(zones, 0)),
             ready: AtomicBool::new(false),
             state: AtomicU64::new(SyncState::Loading as u64),
+            source: AtomicU8::new(Source::Nothing as u8),
             started: Instant::now(),
             last_sync_ms: AtomicU64::new(0),
+            disk_saved_ms: AtomicU64::new(0),
             retired: Mutex::new(None),
         }
     }
@@ -148,30 +188,87 @@ impl Shared {
         metrics::gauge!("fedplane_dns_sync_state").set(f64::from(s as u8));
     }
 
-    /// Time since the served records were last confirmed to match etcd (`None` before the
-    /// first load).
-    pub fn snapshot_age(&self) -> Option<Duration> {
-        if !self.ready.load(Ordering::Relaxed) {
-            return None;
+    /// Where the served records come from.
+    pub fn source(&self) -> Source {
+        match self.source.load(Ordering::Relaxed) {
+            1 => Source::Disk,
+            2 => Source::Etcd,
+            _ => Source::Nothing,
         }
-        let last = Duration::from_millis(self.last_sync_ms.load(Ordering::Relaxed));
-        Some(self.started.elapsed().saturating_sub(last))
     }
 
-    /// Publishes `served`; `synced` says it is known to match etcd now (a load, or a watch
-    /// message), which resets the snapshot age.
-    fn publish(&self, served: &Served, synced: bool) {
-        let old = self.served.swap(Arc::new(served.clone()));
-        let older = self
+    /// Time since the served records were last confirmed to match etcd (`None` before
+    /// anything is served); for the disk snapshot, the time since it was saved.
+    pub fn snapshot_age(&self) -> Option<Duration> {
+        match self.source() {
+            Source::Nothing => None,
+            Source::Disk => Some(self.disk_age()),
+            Source::Etcd => {
+                let last = Duration::from_millis(self.last_sync_ms.load(Ordering::Relaxed));
+                Some(self.started.elapsed().saturating_sub(last))
+            }
+        }
+    }
+
+    /// While the disk snapshot is served, the time since it was saved.
+    pub fn disk_age(&self) -> Duration {
+        let saved = UNIX_EPOCH + Duration::from_millis(self.disk_saved_ms.load(Ordering::Relaxed));
+        SystemTime::now().duration_since(saved).unwrap_or_default()
+    }
+
+    /// Stores `served` as the one answering, under the `retired` lock so that publishers do not
+    /// interleave; `from` says where it came from. The disk snapshot is published only while
+    /// nothing is: it never replaces records from etcd.
+    fn swap_in(&self, served: &Served, from: Source) -> bool {
+        let mut retired = self
             .retired
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .replace(old);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if from == Source::Disk && self.source() != Source::Nothing {
+            return false;
+        }
+        let old = self.served.swap(Arc::new(served.clone()));
+        let older = retired.replace(old);
+        if self.source() != from {
+            self.source.store(from as u8, Ordering::Relaxed);
+            metrics::gauge!("fedplane_dns_serving_from_disk").set(if from == Source::Disk {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        drop(retired);
         drop(older);
+        true
+    }
+
+    /// Publishes the snapshot read from disk, saved at `saved_at`, unless records from etcd
+    /// are served already; it is complete, so it makes the server ready.
+    fn publish_disk(&self, served: &Served, saved_at: SystemTime) -> bool {
+        let ms = saved_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.disk_saved_ms.store(ms, Ordering::Relaxed);
+        if !self.swap_in(served, Source::Disk) {
+            return false;
+        }
+        self.ready.store(true, Ordering::Relaxed);
+        Self::publish_gauges(served);
+        true
+    }
+
+    /// Publishes `served` from etcd; `synced` says it is known to match etcd now (a load, or a
+    /// watch message), which resets the snapshot age.
+    fn publish(&self, served: &Served, synced: bool) {
+        self.swap_in(served, Source::Etcd);
         if synced {
             let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.last_sync_ms.store(ms, Ordering::Relaxed);
         }
+        Self::publish_gauges(served);
+    }
+
+    fn publish_gauges(served: &Served) {
         #[allow(clippy::cast_precision_loss)]
         {
             metrics::gauge!("fedplane_dns_snapshot_revision").set(served.records.revision() as f64);
@@ -194,6 +291,10 @@ pub struct EtcdSync {
     cluster_id: u64,
     /// Connection attempts so far; picks the endpoint of the next one.
     attempt: usize,
+    /// Where the records are saved and read back from (`--state-dir`).
+    state_dir: Option<PathBuf>,
+    /// Hands the records to the saver after each change.
+    saver: SaveHandle,
 }
 
 impl EtcdSync {
@@ -206,7 +307,17 @@ impl EtcdSync {
             invalid: InvalidKeys::default(),
             cluster_id: 0,
             attempt: 0,
+            state_dir: None,
+            saver: SaveHandle::disabled(),
         }
+    }
+
+    /// Saves the records in `dir` and serves them from there when etcd is not loaded in time
+    /// at start ([`crate::state`]).
+    #[must_use]
+    pub fn with_state_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.state_dir = dir;
+        self
     }
 
     fn endpoints(&self) -> String {
@@ -228,8 +339,35 @@ impl EtcdSync {
     }
 
     /// Runs until `cancel` fires. Never returns an error: failures are logged, counted, and
-    /// retried while the last snapshot keeps answering.
+    /// retried while the last snapshot keeps answering. With a state directory, also saves the
+    /// records there and serves the saved ones if etcd is not loaded in time.
     pub async fn run(mut self, cancel: CancellationToken) {
+        let saver = self.state_dir.clone().map(|dir| {
+            let (saver, handle) = Saver::new(dir);
+            self.saver = handle;
+            saver
+        });
+        let fallback = self
+            .state_dir
+            .clone()
+            .map(|dir| disk_fallback(dir, self.zones.clone(), self.shared.clone()));
+        let saving = async {
+            if let Some(s) = saver {
+                s.run(cancel.clone()).await;
+            }
+        };
+        let falling_back = async {
+            if let Some(f) = fallback {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = f => {}
+                }
+            }
+        };
+        tokio::join!(self.sync(&cancel), saving, falling_back);
+    }
+
+    async fn sync(&mut self, cancel: &CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         let mut need_load = true;
         loop {
@@ -277,22 +415,34 @@ impl EtcdSync {
         }
     }
 
-    /// One connection: load if needed, then watch until something breaks.
+    /// One connection: load if needed, then watch until something breaks. Lease deadlines
+    /// come from the session's lease task and are applied between watch responses.
     async fn session(
         &mut self,
         need_load: &mut bool,
         backoff: &mut Duration,
     ) -> Result<(), SyncError> {
         let mut client = self.connect().await?;
+        let mut leases = LeaseBook::new(leases::spawn(client.lease_client()));
         let mut working: Served = if *need_load {
             let mut records = self.load(&mut client).await?;
-            let leases = records.leases_in_use();
-            self.refresh_leases(&mut client, &mut records, &leases)
-                .await;
+            leases.refresh(&records);
+            if self.shared.source() != Source::Etcd {
+                // The first load: nothing from etcd is served yet, so wait a moment for the
+                // deadlines (bounded), and the first answers have the right TTLs.
+                let until = tokio::time::Instant::now() + FIRST_LEASES_WAIT;
+                while leases.refreshing.is_some() {
+                    match tokio::time::timeout_at(until, leases.task.reports.recv()).await {
+                        Ok(Some(report)) => leases.apply(&mut records, report),
+                        _ => break,
+                    }
+                }
+            }
             info!(
                 revision = records.revision(),
                 records = records.len(),
                 invalid = self.invalid.len(),
+                from_disk = self.shared.source() == Source::Disk,
                 "loaded records from etcd"
             );
             // Ready as soon as everything is read: the general path answers every name
@@ -303,6 +453,7 @@ impl EtcdSync {
             };
             self.shared.publish(&served, true);
             self.shared.ready.store(true, Ordering::Relaxed);
+            self.saver.offer(&served.records, self.cluster_id);
             // Only now: a load that failed half way is redone, never resumed.
             *need_load = false;
             let started = Instant::now();
@@ -318,30 +469,37 @@ impl EtcdSync {
         };
         let from = working.records.revision() + 1;
         let (start, end) = prefix_range(&self.settings.prefix);
-        let mut stream = client
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-            .watch(
-                start,
-                Some(
-                    WatchOptions::new()
-                        .with_range(end)
-                        .with_start_revision(from)
-                        .with_progress_notify(),
+        // Bounded like a stall: a hung member can accept the connection and never answer.
+        let mut stream = tokio::time::timeout(
+            PROGRESS_EVERY,
+            client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE)
+                .watch(
+                    start,
+                    Some(
+                        WatchOptions::new()
+                            .with_range(end)
+                            .with_start_revision(from)
+                            .with_progress_notify(),
+                    ),
                 ),
-            )
-            .await
-            .map_err(|e| self.etcd_err(e))?;
+        )
+        .await
+        .map_err(|_| SyncError::Stalled(PROGRESS_EVERY))?
+        .map_err(|e| self.etcd_err(e))?;
         debug!(from, "watching etcd");
         let mut lease_tick = tokio::time::interval(LEASE_REFRESH);
         lease_tick.tick().await;
-        let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
-        progress_tick.tick().await;
-        let mut awaiting_progress = false;
+        // Anything etcd sends shows the watch is alive; `check` fires when it has been quiet
+        // for PROGRESS_ASK (ask for progress) and at PROGRESS_EVERY (stalled).
+        let mut last_heard = tokio::time::Instant::now();
+        let check = tokio::time::sleep_until(last_heard + PROGRESS_ASK);
+        tokio::pin!(check);
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    awaiting_progress = false;
+                    last_heard = tokio::time::Instant::now();
                     let resp = match msg {
                         Ok(Some(r)) => r,
                         Ok(None) => return Err(SyncError::WatchEnded("stream closed by etcd".into())),
@@ -352,19 +510,36 @@ impl EtcdSync {
                         self.shared.set_state(SyncState::Watching);
                         *backoff = BACKOFF_MIN;
                     }
-                    self.on_watch_response(&mut client, &mut working, &resp, from).await?;
+                    self.on_watch_response(&mut leases, &mut working, &resp, from)?;
                 }
-                _ = progress_tick.tick() => {
-                    if awaiting_progress {
+                () = &mut check => {
+                    let now = tokio::time::Instant::now();
+                    let quiet = now - last_heard;
+                    if quiet >= PROGRESS_EVERY {
                         return Err(SyncError::Stalled(PROGRESS_EVERY));
                     }
-                    stream.request_progress().await.map_err(|e| self.etcd_err(e))?;
-                    awaiting_progress = true;
+                    if quiet >= PROGRESS_ASK {
+                        stream.request_progress().await.map_err(|e| self.etcd_err(e))?;
+                    }
+                    let next = (now.max(last_heard) + PROGRESS_ASK).min(last_heard + PROGRESS_EVERY);
+                    check.as_mut().reset(next);
+                }
+                report = leases.task.reports.recv() => {
+                    let Some(report) = report else {
+                        return Err(SyncError::WatchEnded("the lease task ended".into()));
+                    };
+                    leases.apply(&mut working.records, report);
+                    // Apply whatever else is there, then publish once.
+                    while let Ok(report) = leases.task.reports.try_recv() {
+                        leases.apply(&mut working.records, report);
+                    }
+                    self.shared.publish(&working, false);
                 }
                 _ = lease_tick.tick() => {
-                    let leases = working.records.leases_in_use();
-                    self.refresh_leases(&mut client, &mut working.records, &leases).await;
-                    self.shared.publish(&working, false);
+                    // One refresh at a time: a slow one is not piled up on.
+                    if leases.refreshing.is_none() {
+                        leases.refresh(&working.records);
+                    }
                 }
             }
         }
@@ -393,9 +568,9 @@ impl EtcdSync {
         Ok(())
     }
 
-    async fn on_watch_response(
+    fn on_watch_response(
         &mut self,
-        client: &mut Client,
+        leases: &mut LeaseBook,
         working: &mut Served,
         resp: &WatchResponse,
         from: i64,
@@ -426,7 +601,10 @@ impl EtcdSync {
         let changes = resp.events().iter().filter_map(|ev| {
             let kv = ev.kv()?;
             Some(match ev.event_type() {
-                EventType::Put => Change::Put(kv_of(kv)),
+                EventType::Put => {
+                    leases.put(kv.lease(), kv.mod_revision());
+                    Change::Put(kv_of(kv))
+                }
                 EventType::Delete => Change::Delete {
                     key: kv.key(),
                     revision: kv.mod_revision(),
@@ -437,12 +615,16 @@ impl EtcdSync {
         report(&applied.rejected);
         self.invalid_gauge();
         if !applied.new_leases.is_empty() {
-            self.refresh_leases(client, &mut working.records, &applied.new_leases)
-                .await;
+            // Read by the lease task; meanwhile these records answer with the 30 s floor.
+            let _ = leases
+                .task
+                .requests
+                .send(Request::Lookup(applied.new_leases));
         }
         // Only the names these keys can affect are recompiled, not the zone.
         working.fast.recompile(&working.records, &applied.changed);
         self.shared.publish(working, true);
+        self.saver.offer(&working.records, self.cluster_id);
         Ok(())
     }
 
@@ -485,34 +667,93 @@ impl EtcdSync {
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("fedplane_dns_invalid_records").set(self.invalid.len() as f64);
     }
+}
 
-    /// Reads the remaining time of `leases`. Failures are logged, not fatal: a record whose
-    /// lease time is unknown answers with a TTL of at most the 30 s floor.
-    async fn refresh_leases(&self, client: &mut Client, records: &mut Records, leases: &[i64]) {
-        let mut failed = 0usize;
-        let mut last_error = None;
-        for &id in leases {
-            match bounded(client.lease_time_to_live(id, None)).await {
-                Ok(resp) => {
-                    records.set_lease_deadline(
-                        id,
-                        Records::lease_deadline(Instant::now(), resp.ttl()),
-                    );
-                }
-                Err(e) => {
-                    failed += 1;
-                    last_error = Some(self.request_err(e).to_string());
+/// The session's lease task and what the writer keeps to use its reports.
+#[derive(Debug)]
+struct LeaseBook {
+    task: LeaseTask,
+    /// The revision of the refresh under way, if one is.
+    refreshing: Option<i64>,
+    /// While a refresh is under way: the revision of the last put with each lease, so a lease
+    /// put after the refreshed records is not forgotten when the refresh ends.
+    last_put: HashMap<i64, i64>,
+}
+
+impl LeaseBook {
+    fn new(task: LeaseTask) -> Self {
+        Self {
+            task,
+            refreshing: None,
+            last_put: HashMap::new(),
+        }
+    }
+
+    /// Asks for the deadlines of every lease `records` use (an O(1) clone is sent).
+    fn refresh(&mut self, records: &Records) {
+        let revision = records.revision();
+        let sent = self.task.requests.send(Request::Refresh {
+            revision,
+            records: records.clone(),
+        });
+        if sent.is_ok() {
+            self.refreshing = Some(revision);
+            self.last_put.clear();
+        }
+    }
+
+    /// Notes a put carrying `lease` at `revision`.
+    fn put(&mut self, lease: i64, revision: i64) {
+        if lease != 0 && self.refreshing.is_some() {
+            self.last_put.insert(lease, revision);
+        }
+    }
+
+    /// Applies a report of the lease task to `records`.
+    fn apply(&mut self, records: &mut Records, report: Report) {
+        match report {
+            Report::Deadlines(deadlines) => {
+                for (id, deadline) in deadlines {
+                    records.set_lease_deadline(id, deadline);
                 }
             }
+            Report::Refreshed { revision, in_use } => {
+                let keep = leases::leases_to_keep(revision, in_use, &self.last_put);
+                records.retain_leases(&keep);
+                self.refreshing = None;
+                self.last_put.clear();
+            }
         }
-        if let Some(error) = last_error {
-            warn!(
-                failed,
-                error, "cannot read etcd lease times; their records answer with TTL at most 30 s"
-            );
-        }
-        let in_use = records.leases_in_use();
-        records.retain_leases(&in_use);
+    }
+}
+
+/// After [`DISK_FALLBACK_AFTER`], if nothing is served yet, serves the snapshot saved in `dir`.
+async fn disk_fallback(dir: PathBuf, zones: Arc<Zones>, shared: Arc<Shared>) {
+    tokio::time::sleep(DISK_FALLBACK_AFTER).await;
+    if shared.source() != Source::Nothing {
+        return;
+    }
+    let Some(loaded) = state::load_logged(dir, zones).await else {
+        return;
+    };
+    if shared.source() != Source::Nothing {
+        return;
+    }
+    let records = loaded.records.clone();
+    let fast = tokio::task::spawn_blocking(move || fast::Table::compile(&records))
+        .await
+        .unwrap_or_default();
+    let served = Served {
+        records: loaded.records,
+        fast,
+    };
+    if shared.publish_disk(&served, loaded.saved_at) {
+        warn!(
+            revision = served.records.revision(),
+            records = served.records.len(),
+            age = ?shared.disk_age(),
+            "etcd not loaded within {DISK_FALLBACK_AFTER:?}: serving the state saved on disk until it is"
+        );
     }
 }
 

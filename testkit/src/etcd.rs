@@ -1,4 +1,5 @@
-//! A real etcd server for one test.
+//! A real etcd server for one test ([`Etcd`]), or a cluster of several members
+//! ([`EtcdCluster`]) whose members can be killed or frozen one at a time.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,6 +16,11 @@ pub struct Etcd {
     peer_port: u16,
     child: Option<Child>,
     tls: bool,
+    /// This member's name and the `--initial-cluster` list (one member: itself).
+    name: String,
+    initial_cluster: String,
+    /// Uniquely names the cluster, so members of parallel tests never join each other.
+    token: String,
 }
 
 impl Etcd {
@@ -32,18 +38,37 @@ impl Etcd {
     fn start_with(tls: bool) -> Self {
         require_program("etcd", "etcd-server");
         require_program("etcdctl", "etcd-client");
-        let mut e = Self {
-            dir: tempfile::tempdir().expect("temp dir for etcd"),
-            client_port: free_port(),
-            peer_port: free_port(),
-            child: None,
-            tls,
-        };
+        let mut e = Self::unstarted("test", tls);
+        e.initial_cluster = format!("test={}", e.peer_url());
         if tls {
             e.make_certificates();
         }
         e.spawn();
         e
+    }
+
+    fn unstarted(name: &str, tls: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let token = format!(
+            "fedplane-test-{}",
+            dir.path()
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        );
+        Self {
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+            tls,
+            name: name.to_owned(),
+            initial_cluster: String::new(),
+            token,
+        }
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// Path of a TLS file: `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`.
@@ -134,8 +159,17 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
+        self.spawn_unchecked();
+        wait_until(Duration::from_secs(20), "etcd to answer", || {
+            self.try_ctl(&["endpoint", "health"]).ok()
+        });
+    }
+
+    /// Starts the process without waiting for it to answer (a cluster member answers only once
+    /// a quorum of members runs).
+    fn spawn_unchecked(&mut self) {
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -149,7 +183,7 @@ impl Etcd {
                 .arg("--client-cert-auth");
         }
         let child = cmd
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!(
                 "--data-dir={}",
                 self.dir.path().join("data").display()
@@ -158,15 +192,13 @@ impl Etcd {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg(format!("--initial-cluster-token={}", self.token))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
-        wait_until(Duration::from_secs(20), "etcd to answer", || {
-            self.try_ctl(&["endpoint", "health"]).ok()
-        });
     }
 
     /// The client URL.
@@ -207,6 +239,11 @@ impl Etcd {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The process ID (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Freezes (`STOP`) or thaws (`CONT`) etcd: connections stay open, nothing is answered, as
@@ -315,6 +352,63 @@ impl Drop for Etcd {
                 eprintln!("{l}");
             }
         }
+    }
+}
+
+/// An etcd cluster of several members on loopback, each with its own ports and data dir;
+/// every member is killed on drop. Members can be killed or frozen one at a time, as a crashed
+/// or partitioned member would be.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until every one answers.
+    pub fn start(n: usize) -> Self {
+        require_program("etcd", "etcd-server");
+        require_program("etcdctl", "etcd-client");
+        let mut members: Vec<Etcd> = (0..n)
+            .map(|i| Etcd::unstarted(&format!("m{i}"), false))
+            .collect();
+        let token = members[0].token.clone();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster.clone_from(&initial);
+            m.token.clone_from(&token);
+            m.spawn_unchecked();
+        }
+        for m in &members {
+            wait_until(
+                Duration::from_secs(30),
+                "etcd cluster member to answer",
+                || m.try_ctl(&["endpoint", "health"]).ok(),
+            );
+        }
+        Self { members }
+    }
+
+    /// Member `i`.
+    pub fn member(&self, i: usize) -> &Etcd {
+        &self.members[i]
+    }
+
+    /// Kills member `i` (as a crash would); the others keep the quorum.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].stop();
+    }
+
+    /// Every member's client URL, comma separated, in member order.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(Etcd::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -1,7 +1,8 @@
 //! Test harnesses for fedplane, one per real component, shared by every test:
 //!
 //! - [`Etcd`]: a real etcd server (Debian `etcd-server`) on free loopback ports with a temporary
-//!   data dir, driven with the real `etcdctl`;
+//!   data dir, driven with the real `etcdctl`, and [`EtcdCluster`], several such members
+//!   forming one cluster;
 //! - [`Daemon`]: one of our binaries as a child process, whose output is printed if the test fails;
 //! - [`dig`]: the real `dig` client, its output parsed;
 //! - [`netns`]: layer-2 segments of network namespaces ([`netns::Lan`], [`netns::Host`]) and a
@@ -25,7 +26,7 @@ pub mod netns;
 
 pub use daemon::{Daemon, http_get};
 pub use dig::{Dig, DigRecord, dig};
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdCluster};
 
 use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};

@@ -1,0 +1,521 @@
+//! The state on disk (`--state-dir`): the last snapshot of the records loaded from etcd, so a
+//! restart while etcd is unreachable answers from it instead of SERVFAIL.
+//!
+//! Saving ([`Saver`]) costs little and never holds up the watch: the sync task hands over an
+//! O(1) clone of its records after each change; the saver keeps only the latest (coalescing)
+//! and writes at most once per [`SAVE_EVERY`] (the first right away), on a blocking thread, to
+//! a temporary file that is fsynced and then renamed over [`STATE_FILE`] (and the directory
+//! fsynced), so the file is always a whole snapshot, the old or the new. A last pending
+//! snapshot is written at shutdown.
+//!
+//! The file, format version [`FORMAT_VERSION`]: one JSON object (format name, version, the etcd
+//! revision and cluster ID, the prefix and zones it was taken for, when it was saved, and every
+//! record as key, lease ID and SkyDNS value re-encoded from the parsed record), then a line
+//! `fnv1a64 <hex>` with a checksum of the JSON, so a truncated or damaged file is detected.
+//!
+//! Loading ([`load`]): a file of another version, or saved for another prefix or other zones,
+//! or damaged, is an error the caller logs; it is then ignored. Loaded records are marked
+//! complete and every zone's SOA serial is the snapshot's revision (a later load from etcd is at
+//! or past it, so serials never go back). Lease deadlines are not saved: a leased record from
+//! disk answers as one whose lease is not known yet, with a TTL of at most 30 s
+//! ([`crate::index::LEASE_TTL_FLOOR`]).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::apply::{InvalidKeys, Kv, Load};
+use crate::index::{Records, Zones};
+use crate::record::{Host, Record};
+
+/// The snapshot's file name in the state directory.
+pub const STATE_FILE: &str = "fedplane-dns.state";
+/// The format written, and the only one read.
+pub const FORMAT_VERSION: u32 = 1;
+/// Shortest time between two writes of the file.
+pub const SAVE_EVERY: Duration = Duration::from_secs(30);
+const FORMAT_NAME: &str = "fedplane-dns-state";
+const CHECKSUM_PREFIX: &str = "fnv1a64 ";
+
+/// Why the state file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading failed (other than the file not being there).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Writing, syncing or renaming failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a whole state file (truncated, damaged, or something else).
+    #[error("{path} is damaged or not a fedplane-dns state file: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file has another format version.
+    #[error("{path} has format version {found}; this fedplane-dns reads version {FORMAT_VERSION}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// The file was saved for another prefix or other zones.
+    #[error(
+        "{path} was saved for prefix {saved_prefix} and zones {saved_zones:?}, not prefix {prefix} and zones {zones:?}"
+    )]
+    OtherZones {
+        /// The file.
+        path: PathBuf,
+        /// Its prefix.
+        saved_prefix: String,
+        /// Its zones.
+        saved_zones: Vec<String>,
+        /// Our prefix.
+        prefix: String,
+        /// Our zones.
+        zones: Vec<String>,
+    },
+}
+
+/// A snapshot read from disk.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The records, complete, at the saved revision.
+    pub records: Records,
+    /// The etcd cluster they came from.
+    pub cluster_id: u64,
+    /// When they were saved.
+    pub saved_at: SystemTime,
+    /// Saved values that no longer parse (none unless the record format changed).
+    pub skipped: usize,
+}
+
+/// The zones as saved: apex names, fully qualified, sorted.
+fn zone_names(zones: &Zones) -> Vec<String> {
+    let mut names: Vec<String> = zones.iter().map(|z| z.name.to_ascii()).collect();
+    names.sort();
+    names
+}
+
+/// A record as SkyDNS JSON that [`Record::parse`] reads back as the same record.
+struct SkyDns<'a>(&'a Record);
+
+impl Serialize for SkyDns<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        match &r.host {
+            Host::None => {}
+            Host::V4(a) => m.serialize_entry("host", &a.to_string())?,
+            Host::V6(a) => m.serialize_entry("host", &a.to_string())?,
+            Host::Name(n) => m.serialize_entry("host", &n.to_ascii())?,
+        }
+        match r.port {
+            None => m.serialize_entry("port", &-1)?,
+            Some(0) => {}
+            Some(p) => m.serialize_entry("port", &p)?,
+        }
+        if r.priority != 0 {
+            m.serialize_entry("priority", &r.priority)?;
+        }
+        if r.weight != 0 {
+            m.serialize_entry("weight", &r.weight)?;
+        }
+        if !r.text.is_empty() {
+            m.serialize_entry("text", &r.text)?;
+        }
+        if r.mail {
+            m.serialize_entry("mail", &true)?;
+        }
+        if r.ttl != 0 {
+            m.serialize_entry("ttl", &r.ttl)?;
+        }
+        if r.target_strip != 0 {
+            m.serialize_entry("targetstrip", &r.target_strip)?;
+        }
+        if !r.group.is_empty() {
+            m.serialize_entry("group", &r.group)?;
+        }
+        m.end()
+    }
+}
+
+/// Every record of `records`, streamed as a JSON array.
+struct Entries<'a>(&'a Records);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.entries().map(|e| SavedEntry {
+            key: &e.key,
+            lease: e.lease,
+            value: SkyDns(&e.record),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct SavedEntry<'a> {
+    key: &'a str,
+    lease: i64,
+    value: SkyDns<'a>,
+}
+
+#[derive(Serialize)]
+struct SavedFile<'a> {
+    format: &'static str,
+    version: u32,
+    revision: i64,
+    cluster_id: u64,
+    prefix: &'a str,
+    zones: Vec<String>,
+    saved_unix_ms: u64,
+    records: Entries<'a>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+}
+
+#[derive(Deserialize)]
+struct ReadFile {
+    revision: i64,
+    cluster_id: u64,
+    prefix: String,
+    zones: Vec<String>,
+    saved_unix_ms: u64,
+    records: Vec<ReadEntry>,
+}
+
+#[derive(Deserialize)]
+struct ReadEntry {
+    key: String,
+    lease: i64,
+    value: serde_json::Value,
+}
+
+/// 64-bit FNV-1a: finds truncation and damage (not tampering).
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// A writer that checksums what goes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Fnv,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the snapshot of `records` to `w`.
+fn encode(
+    w: impl Write,
+    records: &Records,
+    cluster_id: u64,
+    saved_at: SystemTime,
+) -> std::io::Result<()> {
+    let mut h = Hashing {
+        inner: w,
+        hash: Fnv::new(),
+    };
+    let file = SavedFile {
+        format: FORMAT_NAME,
+        version: FORMAT_VERSION,
+        revision: records.revision(),
+        cluster_id,
+        prefix: records.zones().prefix(),
+        zones: zone_names(records.zones()),
+        saved_unix_ms: saved_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        records: Entries(records),
+    };
+    serde_json::to_writer(&mut h, &file)?;
+    h.write_all(b"\n")?;
+    let sum = h.hash.0;
+    writeln!(h.inner, "{CHECKSUM_PREFIX}{sum:016x}")?;
+    h.inner.flush()
+}
+
+/// Reads a snapshot from the bytes of a state file, for `zones`.
+fn decode(path: &Path, bytes: &[u8], zones: &Arc<Zones>) -> Result<Loaded, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = bytes
+        .strip_suffix(b"\n")
+        .ok_or_else(|| corrupt("it does not end with a newline (truncated?)".into()))?;
+    let split = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .ok_or_else(|| corrupt("no checksum line (truncated?)".into()))?;
+    let (body, trailer) = (&text[..=split], &text[split + 1..]);
+    let want = std::str::from_utf8(trailer)
+        .ok()
+        .and_then(|t| t.strip_prefix(CHECKSUM_PREFIX))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .ok_or_else(|| corrupt("no checksum line (truncated?)".into()))?;
+    let mut hash = Fnv::new();
+    hash.update(body);
+    if hash.0 != want {
+        return Err(corrupt(format!(
+            "checksum {:016x} does not match {want:016x}",
+            hash.0
+        )));
+    }
+    let header: Header = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+    if header.format != FORMAT_NAME {
+        return Err(corrupt(format!("format {:?}", header.format)));
+    }
+    if header.version != FORMAT_VERSION {
+        return Err(StateError::Version {
+            path: path.to_owned(),
+            found: header.version,
+        });
+    }
+    let file: ReadFile = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+    let ours = zone_names(zones);
+    if file.prefix != zones.prefix() || file.zones != ours {
+        return Err(StateError::OtherZones {
+            path: path.to_owned(),
+            saved_prefix: file.prefix,
+            saved_zones: file.zones,
+            prefix: zones.prefix().to_owned(),
+            zones: ours,
+        });
+    }
+    let mut load = Load::new(zones.clone(), file.revision);
+    let values: Vec<Vec<u8>> = file
+        .records
+        .iter()
+        .map(|e| serde_json::to_vec(&e.value).unwrap_or_default())
+        .collect();
+    let rejected = load.page(
+        &InvalidKeys::default(),
+        file.records.iter().zip(&values).map(|(e, v)| Kv {
+            key: e.key.as_bytes(),
+            value: v,
+            lease: e.lease,
+            revision: file.revision,
+        }),
+    );
+    let (records, _) = load.finish(file.revision);
+    Ok(Loaded {
+        records,
+        cluster_id: file.cluster_id,
+        saved_at: UNIX_EPOCH + Duration::from_millis(file.saved_unix_ms),
+        skipped: rejected.len(),
+    })
+}
+
+/// Writes the snapshot of `records` to `dir`/[`STATE_FILE`] atomically: a temporary file,
+/// fsynced, renamed over the old one, then the directory fsynced.
+pub fn save(dir: &Path, records: &Records, cluster_id: u64) -> Result<(), StateError> {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let write_err = |source| StateError::Write {
+        path: path.clone(),
+        source,
+    };
+    let file = File::create(&tmp).map_err(write_err)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    encode(&mut w, records, cluster_id, SystemTime::now()).map_err(write_err)?;
+    let file = w.into_inner().map_err(|e| write_err(e.into_error()))?;
+    file.sync_all().map_err(write_err)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(write_err)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err)?;
+    Ok(())
+}
+
+/// Reads the snapshot in `dir` for `zones`; `Ok(None)` when there is none.
+pub fn load(dir: &Path, zones: &Arc<Zones>) -> Result<Option<Loaded>, StateError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    decode(&path, &bytes, zones).map(Some)
+}
+
+/// A snapshot waiting to be saved.
+#[derive(Debug, Clone)]
+struct Pending {
+    records: Records,
+    cluster_id: u64,
+}
+
+/// Hands snapshots to the saver; cheap to call after every change.
+#[derive(Debug, Clone)]
+pub struct SaveHandle(Option<watch::Sender<Option<Pending>>>);
+
+impl SaveHandle {
+    /// A handle that saves nothing (no state directory).
+    pub fn disabled() -> Self {
+        Self(None)
+    }
+
+    /// Offers the records loaded from etcd `cluster_id` (an O(1) clone) for saving; a newer
+    /// offer replaces one not written yet.
+    pub fn offer(&self, records: &Records, cluster_id: u64) {
+        if let Some(tx) = &self.0 {
+            tx.send_replace(Some(Pending {
+                records: records.clone(),
+                cluster_id,
+            }));
+        }
+    }
+}
+
+/// Writes the offered snapshots to the state directory, at most once per [`SAVE_EVERY`].
+#[derive(Debug)]
+pub struct Saver {
+    dir: PathBuf,
+    rx: watch::Receiver<Option<Pending>>,
+    every: Duration,
+}
+
+impl Saver {
+    /// A saver into `dir` and the handle that feeds it.
+    pub fn new(dir: PathBuf) -> (Self, SaveHandle) {
+        Self::every(dir, SAVE_EVERY)
+    }
+
+    fn every(dir: PathBuf, every: Duration) -> (Self, SaveHandle) {
+        let (tx, rx) = watch::channel(None);
+        (Self { dir, rx, every }, SaveHandle(Some(tx)))
+    }
+
+    /// Saves offered snapshots until `cancel` fires, then the last one not saved yet.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut last: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                r = self.rx.changed() => if r.is_err() { break },
+            }
+            if let Some(at) = last {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep_until((at + self.every).into()) => {}
+                }
+            }
+            last = Some(Instant::now());
+            self.save_latest().await;
+        }
+        if self.rx.has_changed().unwrap_or(false) {
+            self.save_latest().await;
+        }
+    }
+
+    async fn save_latest(&mut self) {
+        let Some(p) = self.rx.borrow_and_update().clone() else {
+            return;
+        };
+        let dir = self.dir.clone();
+        let started = Instant::now();
+        let revision = p.records.revision();
+        let records = p.records.len();
+        let saved = tokio::task::spawn_blocking(move || save(&dir, &p.records, p.cluster_id)).await;
+        match saved {
+            Ok(Ok(())) => {
+                metrics::counter!("fedplane_dns_state_saves_total", "result" => "ok").increment(1);
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("fedplane_dns_state_saved_revision").set(revision as f64);
+                tracing::debug!(revision, records, took = ?started.elapsed(), "saved the state");
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("fedplane_dns_state_saves_total", "result" => "error")
+                    .increment(1);
+                warn!(error = %e, "cannot save the state; the last saved one stays");
+            }
+            Err(e) => {
+                metrics::counter!("fedplane_dns_state_saves_total", "result" => "error")
+                    .increment(1);
+                warn!(error = %e, "the state save task failed");
+            }
+        }
+    }
+}
+
+/// Reads the snapshot in `dir` on a blocking thread and logs the outcome; `None` when there is
+/// none or it cannot be used (then the error is logged and counted).
+pub async fn load_logged(dir: PathBuf, zones: Arc<Zones>) -> Option<Loaded> {
+    let shown = dir.join(STATE_FILE);
+    let loaded = tokio::task::spawn_blocking(move || load(&dir, &zones)).await;
+    match loaded {
+        Ok(Ok(Some(l))) => {
+            let age = SystemTime::now()
+                .duration_since(l.saved_at)
+                .unwrap_or_default();
+            info!(file = %shown.display(), revision = l.records.revision(), records = l.records.len(),
+                  age = ?age, skipped = l.skipped, "read the saved state");
+            Some(l)
+        }
+        Ok(Ok(None)) => {
+            info!(file = %shown.display(), "no saved state");
+            None
+        }
+        Ok(Err(e)) => {
+            metrics::counter!("fedplane_dns_state_load_errors_total").increment(1);
+            warn!(error = %e, "cannot use the saved state; ignoring it");
+            None
+        }
+        Err(e) => {
+            metrics::counter!("fedplane_dns_state_load_errors_total").increment(1);
+            warn!(error = %e, "cannot use the saved state: the read task failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
