@@ -132,7 +132,7 @@ impl Lookups {
 
     /// The next lease to look up, if one waits and fewer than [`LOOKUP_CONCURRENCY`] are in
     /// flight.
-    pub fn next(&mut self) -> Option<i64> {
+    pub fn start_next(&mut self) -> Option<i64> {
         if self.in_flight.len() >= LOOKUP_CONCURRENCY {
             return None;
         }
@@ -212,7 +212,7 @@ async fn run(
     let mut calls: JoinSet<(i64, Option<Instant>, Option<String>)> = JoinSet::new();
     let mut last_warning: Option<Instant> = None;
     loop {
-        while let Some(id) = book.next() {
+        while let Some(id) = book.start_next() {
             let mut c = client.clone();
             calls.spawn(async move {
                 match tokio::time::timeout(LOOKUP_TIMEOUT, c.time_to_live(id, None)).await {
@@ -286,18 +286,18 @@ mod tests {
         let mut b = Lookups::default();
         b.request(0..100);
         b.request(0..100);
-        let started: Vec<i64> = std::iter::from_fn(|| b.next()).collect();
+        let started: Vec<i64> = std::iter::from_fn(|| b.start_next()).collect();
         assert_eq!(started.len(), LOOKUP_CONCURRENCY);
         // asking again for leases in flight does not start them twice
         b.request(0..10);
-        assert!(b.next().is_none());
+        assert!(b.start_next().is_none());
         let now = Instant::now();
         assert!(
             b.done(0, Some(now)).is_empty(),
             "batched while more is under way"
         );
         assert_eq!(
-            b.next(),
+            b.start_next(),
             Some(i64::try_from(LOOKUP_CONCURRENCY).expect("fits"))
         );
         let mut seen = BTreeSet::new();
@@ -307,7 +307,7 @@ mod tests {
         while let Some(id) = in_flight.pop() {
             assert!(seen.insert(id), "lease {id} looked up twice");
             reported.extend(deadlines(&b.done(id, Some(now))));
-            in_flight.extend(std::iter::from_fn(|| b.next()));
+            in_flight.extend(std::iter::from_fn(|| b.start_next()));
         }
         reported.sort_unstable();
         assert_eq!(
@@ -321,7 +321,7 @@ mod tests {
     fn a_refresh_ends_when_each_of_its_leases_is_done_even_failed() {
         let mut b = Lookups::default();
         assert!(b.refresh(7, vec![1, 2, 3]).is_none());
-        let ids: Vec<i64> = std::iter::from_fn(|| b.next()).collect();
+        let ids: Vec<i64> = std::iter::from_fn(|| b.start_next()).collect();
         assert_eq!(ids, [1, 2, 3]);
         let now = Instant::now();
         assert!(b.done(2, None).is_empty());
@@ -351,9 +351,9 @@ mod tests {
             })
         );
         b.request([5]);
-        assert_eq!(b.next(), Some(5));
+        assert_eq!(b.start_next(), Some(5));
         assert!(b.refresh(4, vec![5]).is_none());
-        assert_eq!(b.next(), None, "5 is in flight already");
+        assert_eq!(b.start_next(), None, "5 is in flight already");
         let now = Instant::now();
         assert_eq!(
             b.done(5, Some(now)),

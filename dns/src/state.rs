@@ -10,7 +10,8 @@
 //!
 //! The file, format version [`FORMAT_VERSION`]: one JSON object (format name, version, the etcd
 //! revision and cluster ID, the prefix and zones it was taken for, when it was saved, and every
-//! record as key, lease ID and SkyDNS value re-encoded from the parsed record), then a line
+//! record as key, lease ID and SkyDNS value: JSON text re-encoded from the parsed record, which
+//! reads back as the same record), then a line
 //! `fnv1a64 <hex>` with a checksum of the JSON, so a truncated or damaged file is detected.
 //!
 //! Loading ([`load`]): a file of another version, or saved for another prefix or other zones,
@@ -166,19 +167,27 @@ struct Entries<'a>(&'a Records);
 
 impl Serialize for Entries<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.entries().map(|e| SavedEntry {
-            key: &e.key,
-            lease: e.lease,
-            value: SkyDns(&e.record),
-        }))
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for e in self.0.entries() {
+            let value = serde_json::to_string(&SkyDns(&e.record)).map_err(S::Error::custom)?;
+            seq.serialize_element(&SavedEntry {
+                key: &e.key,
+                lease: e.lease,
+                value: &value,
+            })?;
+        }
+        seq.end()
     }
 }
 
+/// One record: its key, lease ID, and its value as the JSON text etcd would hold (a string, so
+/// reading it back costs one string, not a JSON tree).
 #[derive(Serialize)]
 struct SavedEntry<'a> {
     key: &'a str,
     lease: i64,
-    value: SkyDns<'a>,
+    value: &'a str,
 }
 
 #[derive(Serialize)]
@@ -213,7 +222,7 @@ struct ReadFile {
 struct ReadEntry {
     key: String,
     lease: i64,
-    value: serde_json::Value,
+    value: String,
 }
 
 /// 64-bit FNV-1a: finds truncation and damage (not tampering).
@@ -330,16 +339,11 @@ fn decode(path: &Path, bytes: &[u8], zones: &Arc<Zones>) -> Result<Loaded, State
         });
     }
     let mut load = Load::new(zones.clone(), file.revision);
-    let values: Vec<Vec<u8>> = file
-        .records
-        .iter()
-        .map(|e| serde_json::to_vec(&e.value).unwrap_or_default())
-        .collect();
     let rejected = load.page(
         &InvalidKeys::default(),
-        file.records.iter().zip(&values).map(|(e, v)| Kv {
+        file.records.iter().map(|e| Kv {
             key: e.key.as_bytes(),
-            value: v,
+            value: e.value.as_bytes(),
             lease: e.lease,
             revision: file.revision,
         }),
@@ -444,7 +448,11 @@ impl Saver {
             }
             if let Some(at) = last {
                 tokio::select! {
-                    () = cancel.cancelled() => break,
+                    // `changed()` marked the offer seen: it is still to be written.
+                    () = cancel.cancelled() => {
+                        self.save_latest().await;
+                        return;
+                    }
                     () = tokio::time::sleep_until((at + self.every).into()) => {}
                 }
             }

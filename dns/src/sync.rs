@@ -521,7 +521,7 @@ impl EtcdSync {
                     if quiet >= PROGRESS_ASK {
                         stream.request_progress().await.map_err(|e| self.etcd_err(e))?;
                     }
-                    let next = (now.max(last_heard) + PROGRESS_ASK).min(last_heard + PROGRESS_EVERY);
+                    let next = (now + PROGRESS_ASK).min(last_heard + PROGRESS_EVERY);
                     check.as_mut().reset(next);
                 }
                 report = leases.task.reports.recv() => {
