@@ -46,7 +46,7 @@ const VALUES: &[(&str, &str, i64)] = &[
         0,
     ),
     (
-        "/skydns/com/example/odd//key/é",
+        "/skydns/com/example/under_score/x-y",
         r#"{"host":"10.0.0.3"}"#,
         0,
     ),
