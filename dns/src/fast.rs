@@ -22,6 +22,7 @@ use std::time::Instant;
 use hickory_proto::rr::Name;
 
 use crate::answer::AnswerOptions;
+use crate::answer::wire::MAX_TTL;
 use crate::index::{Entry, Records};
 use crate::key::{key_to_name, key_wire, name_to_key};
 use crate::record::Host;
@@ -53,12 +54,28 @@ type CompiledMap = imbl::GenericHashMap<
     imbl::shared_ptr::DefaultSharedPtr,
 >;
 
-/// The compiled answers of one name: its A and AAAA records, `None` for NODATA.
+/// The compiled answers of one name, for A and for AAAA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
-    a: Option<Addresses>,
-    aaaa: Option<Addresses>,
+    a: Answer,
+    aaaa: Answer,
     zone: u16,
+}
+
+/// The compiled answer for one address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// No address of the family: NODATA with the zone's SOA.
+    NoData,
+    /// The address records, rotated per query.
+    Records(Addresses),
+    /// A name with more than [`MAX_COMPILED_RECORDS`] records: only how many bytes its answer
+    /// section takes, so that a query it cannot fit gets TC-only here at once (what the
+    /// general path answers it); one it fits takes the general path.
+    TooMany {
+        /// Bytes of the answer section.
+        bytes: usize,
+    },
 }
 
 /// Address records of equal length (rotated per query).
@@ -139,35 +156,36 @@ pub fn compile(records: &Records, lname: &Name) -> Option<Compiled> {
     compile_key(records, &name_to_key(records.zones().prefix(), lname)?, zi)
 }
 
-/// Compiles the name whose (lowercase) key is `key`, in zone `zi`.
+/// Compiles the name whose (lowercase) key is `key`, in zone `zi`, from the records the
+/// general path answers it with.
 fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
-    let entries = records.node_up_to(key, MAX_COMPILED_RECORDS + 1);
-    if entries.is_empty()
-        || entries.len() > MAX_COMPILED_RECORDS
-        || entries.iter().any(|e| e.lease != 0)
-    {
-        return None;
-    }
+    let entries = records.node(key);
     let has_address = entries
         .iter()
         .any(|e| matches!(e.record.host, Host::V4(_) | Host::V6(_)));
     let has_alias = entries
         .iter()
         .any(|e| matches!(e.record.host, Host::Name(_)) && !e.record.mail);
-    if has_alias && !has_address {
-        return None; // a CNAME: its answer depends on other names
+    if entries.is_empty() || (has_alias && !has_address) {
+        return None; // nothing here, or a CNAME: its answer depends on other names
+    }
+    let many = entries.len() > MAX_COMPILED_RECORDS;
+    if !many && entries.iter().any(|e| e.lease != 0) {
+        return None; // TTLs follow the lease: computed per query
     }
     let now = Instant::now();
     Some(Compiled {
-        a: addresses(records, &entries, true, now),
-        aaaa: addresses(records, &entries, false, now),
+        a: answer(records, &entries, true, many, now),
+        aaaa: answer(records, &entries, false, many, now),
         zone: u16::try_from(zi).ok()?,
     })
 }
 
-/// The A (or AAAA) records of a name, deduplicated, all with the lowest TTL (one RRset).
-fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> Option<Addresses> {
+/// The A (or AAAA) answer of a name: its records deduplicated, all with the lowest TTL (one
+/// RRset), or only their size when there are `many`.
+fn answer(records: &Records, entries: &[&Entry], v4: bool, many: bool, now: Instant) -> Answer {
     let mut octets: Vec<[u8; 16]> = Vec::new();
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
     let mut ttl = u32::MAX;
     for e in entries {
         let ip: [u8; 16] = match (&e.record.host, v4) {
@@ -175,16 +193,33 @@ fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> O
             (Host::V6(ip), false) => ip.octets(),
             _ => continue,
         };
-        if !octets.contains(&ip) {
+        let new = if many {
+            seen.insert(ip)
+        } else {
+            !octets.contains(&ip)
+        };
+        if new {
             octets.push(ip);
             ttl = ttl.min(records.ttl(e, now));
         }
     }
-    if octets.is_empty() {
-        return None;
-    }
     let (rtype, len): (u16, u16) = if v4 { (1, 4) } else { (28, 16) };
-    let mut records = Vec::with_capacity(octets.len() * (12 + usize::from(len)));
+    let record_len = 12 + usize::from(len);
+    if octets.is_empty() {
+        return Answer::NoData;
+    }
+    let Ok(count) = u16::try_from(octets.len()) else {
+        return Answer::TooMany {
+            bytes: octets.len() * record_len,
+        };
+    };
+    if many {
+        return Answer::TooMany {
+            bytes: octets.len() * record_len,
+        };
+    }
+    let ttl = ttl.min(MAX_TTL);
+    let mut records = Vec::with_capacity(octets.len() * record_len);
     for o in &octets {
         let ip = if v4 { &o[12..] } else { &o[..] };
         records.extend_from_slice(&[0xC0, 0x0C]);
@@ -194,8 +229,8 @@ fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> O
         records.extend_from_slice(&len.to_be_bytes());
         records.extend_from_slice(ip);
     }
-    Some(Addresses {
-        count: u16::try_from(octets.len()).ok()?,
+    Answer::Records(Addresses {
+        count,
         records: records.into(),
     })
 }
@@ -365,28 +400,41 @@ pub fn respond_fast(
         None
     };
     let compiled = table.get(&key[..qlen])?;
-    let addrs = if qtype == 1 {
+    let answer = if qtype == 1 {
         &compiled.a
     } else {
         &compiled.aaaa
     };
-    let soa = match addrs {
-        Some(_) => None,
-        None => Some(table.zone_soas.get(usize::from(compiled.zone))?),
+    let soa = match answer {
+        Answer::NoData => Some(table.zone_soas.get(usize::from(compiled.zone))?),
+        _ => None,
     };
-    let body_len =
-        addrs.as_ref().map_or(0, |a| a.records.len()) + soa.map_or(0, |s| 2 + s.tail.len());
+    let body_len = match answer {
+        Answer::NoData => soa.map_or(0, |s| 2 + s.tail.len()),
+        Answer::Records(a) => a.records.len(),
+        Answer::TooMany { bytes } => *bytes,
+    };
     let ours = opts.max_udp_payload.max(512);
     let limit = edns.map_or(512, |(size, _)| size.clamp(512, ours));
-    let total = qend + body_len + if edns.is_some() { 11 } else { 0 };
-    if total > usize::from(limit) || total > out.len() {
+    let opt_len = if edns.is_some() { 11 } else { 0 };
+    let total = qend + body_len + opt_len;
+    // An answer the client cannot take: TC with the question and OPT alone, as the general
+    // path (and NSD, and Knot) answer it.
+    let truncated = total > usize::from(limit);
+    let (addrs, soa, total) = match answer {
+        _ if truncated => (None, None, qend + opt_len),
+        Answer::TooMany { .. } => return None, // fits: the general path builds it
+        Answer::Records(a) => (Some(a), None, total),
+        Answer::NoData => (None, soa, total),
+    };
+    if total > out.len() {
         return None;
     }
     out[..2].copy_from_slice(&req[..2]);
-    out[2] = 0x80 | 0x04 | (req[2] & 0x01); // QR, AA, RD
+    out[2] = 0x80 | 0x04 | if truncated { 0x02 } else { 0 } | (req[2] & 0x01); // QR, AA, TC, RD
     out[3] = req[3] & 0x10; // CD; RCODE NOERROR
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
-    out[6..8].copy_from_slice(&addrs.as_ref().map_or(0, |a| a.count).to_be_bytes());
+    out[6..8].copy_from_slice(&addrs.map_or(0, |a| a.count).to_be_bytes());
     out[8..10].copy_from_slice(&u16::from(soa.is_some()).to_be_bytes());
     out[10..12].copy_from_slice(&u16::from(edns.is_some()).to_be_bytes());
     out[12..qend].copy_from_slice(&req[12..qend]);

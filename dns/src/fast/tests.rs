@@ -40,7 +40,47 @@ fn value() -> impl Strategy<Value = (String, bool)> {
         )),
         Just((r#"{"text":"t"}"#.to_owned(), false)),
         Just((r#"{"host":"10.9.9.9"}"#.to_owned(), true)), // on a lease
+        Just((r#"{"host":"10.9.9.8","ttl":4294967295}"#.to_owned(), false)),
+        // SkyDNS groups: the shortest keys with a group pick it
+        (any::<u8>(), prop::sample::select(vec!["g1", "g2"]))
+            .prop_map(|(i, g)| (format!(r#"{{"host":"10.0.2.{i}","group":"{g}"}}"#), false)),
     ]
+}
+
+/// Many leaves under one name (more than MAX_COMPILED_RECORDS, sometimes more than fit a
+/// datagram), with no group, one group, two groups taking turns, or two groups taking turns
+/// below a record of the name itself that picks one of them.
+fn bulk() -> impl Strategy<Value = Vec<(String, (String, bool))>> {
+    (key(), 1usize..160, 0u8..4, any::<bool>()).prop_map(|(key, n, groups, leased)| {
+        let own = (groups == 3).then(|| {
+            (
+                key.clone(),
+                (r#"{"host":"10.0.3.1","group":"g1"}"#.to_owned(), false),
+            )
+        });
+        (0..n)
+            .map(|i| {
+                let group = match groups {
+                    0 => String::new(),
+                    1 => r#","group":"g1""#.to_owned(),
+                    _ => format!(r#","group":"g{}""#, i % 2 + 1),
+                };
+                let host = if i % 5 == 4 {
+                    format!("fd00::{i:x}")
+                } else {
+                    format!("10.1.{}.{}", i / 256, i % 256)
+                };
+                (
+                    format!("{key}/{i:08x}"),
+                    (
+                        format!(r#"{{"host":"{host}"{group}}}"#),
+                        leased && i % 3 == 0,
+                    ),
+                )
+            })
+            .chain(own)
+            .collect()
+    })
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -99,7 +139,9 @@ fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
     m.to_vec().expect("encode")
 }
 
-/// A message reduced to what a resolver sees, names lowercased.
+/// A message reduced to what a resolver sees, names lowercased (in RDATA too: the general path
+/// compresses a name in RDATA into the question, whose case the client chose, as NSD and Knot
+/// do; the fast path writes the SOA's names whole).
 fn seen(bytes: &[u8]) -> String {
     let m = Message::from_vec(bytes).expect("parses");
     let sec = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
@@ -110,7 +152,7 @@ fn seen(bytes: &[u8]) -> String {
                     r.name.to_lowercase(),
                     r.ttl,
                     r.record_type(),
-                    r.data
+                    r.data.to_string().to_lowercase()
                 )
             })
             .collect()
@@ -142,12 +184,21 @@ proptest! {
     #[test]
     fn fast_answers_equal_the_general_path(
         recs in prop::collection::vec((key(), value()), 1..25),
+        big in prop::option::of(bulk()),
+        ask_big in any::<bool>(),
         qkey in key(),
         upper in any::<u32>(),
         aaaa in any::<bool>(),
         edns in prop::option::of((0u16..5000, any::<bool>())),
         rotation in 0usize..7,
     ) {
+        // the many leaves' name, asked half the time
+        let big_key = big.as_ref().and_then(|b| Some(b.first()?.0.rsplit_once('/')?.0.to_owned()));
+        let qkey = match big_key {
+            Some(k) if ask_big => k,
+            _ => qkey,
+        };
+        let recs: Vec<_> = recs.into_iter().chain(big.into_iter().flatten()).collect();
         let s = snapshot(&recs);
         let labels: Vec<&str> = qkey.trim_start_matches("/skydns/com/example/").split('/').rev().collect();
         // random letter case, echoed back
@@ -169,8 +220,10 @@ proptest! {
     #[test]
     fn recompiling_changed_keys_equals_compiling_everything(
         recs in prop::collection::vec((key(), value()), 1..20),
+        big in prop::option::of(bulk()),
         changes in prop::collection::vec((key(), prop::option::of(value())), 1..10),
     ) {
+        let recs: Vec<_> = recs.into_iter().chain(big.into_iter().flatten()).collect();
         let mut s = snapshot(&recs);
         let mut changed = Vec::new();
         for (i, (k, v)) in changes.iter().enumerate() {
@@ -297,4 +350,102 @@ fn an_ns_change_reaches_the_soa_of_compiled_nodata_answers() {
     };
     assert_eq!(seen(&out[..n]), seen(&bytes));
     assert!(seen(&bytes).contains("ns1.ns.dns.example.com."));
+}
+
+fn general(s: &Served, q: &[u8], rotation: usize) -> Vec<u8> {
+    match respond(
+        &s.records,
+        q,
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        rotation,
+    ) {
+        Outcome::Reply { bytes, .. } => bytes,
+        Outcome::Drop(r) => panic!("general path dropped: {r:?}"),
+    }
+}
+
+#[test]
+fn a_name_too_big_for_udp_is_answered_tc_only_by_the_fast_path() {
+    // 20,000 keys under bulk (the name collects MAX_NODE_RECORDS of them), some on leases:
+    // the answer can never fit a datagram, so the fast path sends TC at once, as NSD and Knot
+    // do, without reading or encoding the records.
+    let recs: Vec<(String, (String, bool))> = (0..20_000u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/bulk/{i:08x}"),
+                (
+                    format!(
+                        r#"{{"host":"{}"}}"#,
+                        std::net::Ipv4Addr::from(0x0a00_0000 + i)
+                    ),
+                    i % 7 == 0,
+                ),
+            )
+        })
+        .collect();
+    let s = snapshot(&recs);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for edns in [None, Some((1232, false)), Some((4096, true))] {
+        let q = query("BULK.example.com.", RecordType::A, edns);
+        let n = fast(&s, &q, 3, &mut out).expect("the fast path answers a big name");
+        assert_eq!(&out[..n], &general(&s, &q, 3)[..], "{edns:?}");
+        let m = Message::from_vec(&out[..n]).expect("parses");
+        assert!(m.metadata.truncation && m.metadata.authoritative && m.answers.is_empty());
+        assert_eq!(
+            n,
+            q.len(),
+            "header, question and OPT: the size of the query"
+        );
+        // no addresses of the other family: NODATA, from the fast path as well
+        let q = query("bulk.example.com.", RecordType::AAAA, edns);
+        let n = fast(&s, &q, 0, &mut out).expect("NODATA of a big name");
+        assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
+    }
+}
+
+#[test]
+fn an_answer_that_does_not_fit_the_client_is_tc_only_from_the_fast_path() {
+    // 40 addresses: 640 bytes of answer, more than 512 without EDNS, less than 1232 with it
+    let recs: Vec<(String, (String, bool))> = (0..40u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/forty/{i:08x}"),
+                (format!(r#"{{"host":"10.0.1.{i}"}}"#), false),
+            )
+        })
+        .collect();
+    let s = snapshot(&recs);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let q = query("forty.example.com.", RecordType::A, None);
+    let n = fast(&s, &q, 0, &mut out).expect("answered");
+    assert_eq!(&out[..n], &general(&s, &q, 0)[..]);
+    assert!(
+        Message::from_vec(&out[..n])
+            .expect("parses")
+            .metadata
+            .truncation
+    );
+    let q = query("forty.example.com.", RecordType::A, Some((1232, false)));
+    let n = fast(&s, &q, 5, &mut out).expect("answered");
+    assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 5)));
+    assert_eq!(
+        Message::from_vec(&out[..n]).expect("parses").answers.len(),
+        40
+    );
+}
+
+#[test]
+fn ttls_above_2_31_are_capped_in_compiled_answers() {
+    let s = snapshot(&[(
+        "/skydns/com/example/big-ttl".into(),
+        (r#"{"host":"10.0.0.1","ttl":4294967295}"#.into(), false),
+    )]);
+    let q = query("big-ttl.example.com.", RecordType::A, None);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = fast(&s, &q, 0, &mut out).expect("compiled");
+    let m = Message::from_vec(&out[..n]).expect("parses");
+    assert_eq!(m.answers[0].ttl, 0x7FFF_FFFF);
+    assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
 }
