@@ -5,9 +5,19 @@
 //! The rules follow what resolvers expect of an authoritative server: AA on in-zone answers,
 //! REFUSED outside the served zones, NXDOMAIN vs NODATA with the SOA in the authority section,
 //! in-zone CNAME chains with a loop limit, minimal ANY (RFC 8482), EDNS0 with the payload size
-//! honoured, TC when a UDP answer does not fit.
+//! honoured, TC when a UDP answer does not fit. Where NSD and Knot are compared on the wire
+//! (`dns/tests/nsd_knot.rs`) we send what they send: TC-only (header, question, OPT) for an
+//! answer that cannot fit, over TCP too; FORMERR with the header alone for an OPT whose options
+//! do not tile its RDATA ([`edns`]); for QCLASS ANY the IN data without AA, answer section only
+//! (NSD).
+//!
+//! Cost is bounded by the message, not by the data: an RRset is collected only while it can
+//! still fit (each record counted at its smallest encoded size), so a name holding 4,096
+//! records answers TC-only after reading the records that fill the room; the message is then
+//! encoded once, by [`wire`], which compresses every name and caps TTLs at 2^31 − 1
+//! (RFC 2181 §8). Nothing here logs: outcomes are returned and counted by the caller.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 use std::time::Instant;
 
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
@@ -265,7 +275,7 @@ impl Response<'_> {
         for q in self.queries {
             w.question(q);
         }
-        let question_end = w.len();
+        let question_end = w.position();
         let opt_len = self.edns.map_or(0, |_| wire::OPT_LEN);
         let mut truncated = self.truncated;
         if !truncated {
@@ -275,15 +285,15 @@ impl Response<'_> {
             for r in &self.out.authorities {
                 w.record(Section::Authority, r);
             }
-            if w.len() + opt_len > limit {
+            if w.position() + opt_len > limit {
                 truncated = true;
                 w.truncate(question_end, [0; 3]);
             } else if !self.out.additionals_dropped {
-                let (before, counts) = (w.len(), w.counts());
+                let (before, counts) = (w.position(), w.counts());
                 for r in &self.out.additionals {
                     w.record(Section::Additional, r);
                 }
-                if w.len() + opt_len > limit {
+                if w.position() + opt_len > limit {
                     w.truncate(before, counts);
                 }
             }
@@ -337,6 +347,10 @@ struct Sections {
     answers: Vec<Record>,
     authorities: Vec<Record>,
     additionals: Vec<Record>,
+    /// What the additional records take at least ([`wire::min_len`]).
+    additional_bytes: usize,
+    /// The additional records so far, to add each once.
+    additional_seen: HashSet<(Name, RData)>,
     /// The additional records found could not fit: none are sent (and no more looked up).
     additionals_dropped: bool,
 }
@@ -383,7 +397,7 @@ impl<'o> Collect<'o> {
         Self {
             owner,
             records: Vec::new(),
-            seen: HashSet::new(),
+            seen: HashSet::default(),
             bytes: 0,
             room,
         }
@@ -483,7 +497,18 @@ impl<'a> Resolver<'a> {
     /// none are sent and no more are looked up.
     fn add_extra(&mut self, records: Result<Vec<Record>, TooBig>) {
         match records {
-            Ok(records) if !self.out.additionals_dropped => self.out.additionals.extend(records),
+            Ok(records) if !self.out.additionals_dropped => {
+                for r in records {
+                    if self
+                        .out
+                        .additional_seen
+                        .insert((r.name.to_lowercase(), r.data.clone()))
+                    {
+                        self.out.additional_bytes += wire::min_len(&r.name, &r.data);
+                        self.out.additionals.push(r);
+                    }
+                }
+            }
             _ => {
                 self.out.additionals_dropped = true;
                 self.out.additionals = Vec::new();
@@ -493,13 +518,8 @@ impl<'a> Resolver<'a> {
 
     /// Room left for additional records while `answer_bytes` of answer are being collected.
     fn extra_room(&self, answer_bytes: usize) -> usize {
-        let taken: usize = self
-            .out
-            .additionals
-            .iter()
-            .map(|r| wire::min_len(&r.name, &r.data))
-            .sum();
-        self.room.saturating_sub(answer_bytes + taken)
+        self.room
+            .saturating_sub(answer_bytes + self.out.additional_bytes)
     }
 
     /// The records of a name: its key and subtree, or for a zone apex only `<zone>/dns/apex`
@@ -610,6 +630,22 @@ impl<'a> Resolver<'a> {
         v4: bool,
         room: usize,
     ) -> Result<Vec<Record>, TooBig> {
+        // Many entries: count the distinct addresses first (each record takes the same room),
+        // and give up without building any record when they cannot fit.
+        let per = wire::min_len(owner, &RData::A(A::new(0, 0, 0, 0))) + if v4 { 0 } else { 12 };
+        if entries.len().saturating_mul(per) > room {
+            let mut seen: HashSet<[u8; 16]> = HashSet::default();
+            for e in entries {
+                let ip = match (&e.record.host, v4) {
+                    (Host::V4(ip), true) => ip.to_ipv6_mapped().octets(),
+                    (Host::V6(ip), false) => ip.octets(),
+                    _ => continue,
+                };
+                if seen.insert(ip) && seen.len() * per > room {
+                    return Err(TooBig);
+                }
+            }
+        }
         let mut set = Collect::new(owner, room);
         for e in entries {
             let rdata = match (&e.record.host, v4) {
@@ -661,7 +697,7 @@ impl<'a> Resolver<'a> {
             }
         }
         let mut set = Collect::new(owner, self.room);
-        let mut looked_up: HashSet<Name> = HashSet::new();
+        let mut looked_up: HashSet<Name> = HashSet::default();
         for e in chosen {
             let r = &e.record;
             let ttl = self.records.ttl(e, self.now);
@@ -698,7 +734,6 @@ impl<'a> Resolver<'a> {
             };
             self.add_extra(extra);
         }
-        dedup_records(&mut self.out.additionals);
         Ok(set.records)
     }
 
@@ -830,7 +865,8 @@ fn uniform_rrset(mut records: Vec<Record>) -> Vec<Record> {
 }
 
 fn dedup_records(records: &mut Vec<Record>) {
-    let mut seen: HashSet<(Name, RData)> = HashSet::with_capacity(records.len());
+    let mut seen: HashSet<(Name, RData)> =
+        HashSet::with_capacity_and_hasher(records.len(), rustc_hash::FxBuildHasher);
     records.retain(|r| seen.insert((r.name.to_lowercase(), r.data.clone())));
 }
 

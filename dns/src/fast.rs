@@ -9,10 +9,14 @@
 //! one hash lookup.
 //!
 //! Compiled: every name that holds a key or whose child holds one (leaf-style records as
-//! ExternalDNS and fedplane-controller write them), when it answers with addresses or NODATA.
-//! Everything else takes the general path ([`crate::answer::respond`]), which stays the
-//! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, truncation, unusual
-//! queries. The table is built from the records once after a load ([`Table::compile`]) and
+//! ExternalDNS and fedplane-controller write them), when it answers with addresses or NODATA,
+//! from the records the general path reads for it (`Records::node`, groups applied). An answer
+//! the client's payload cannot take is answered TC-only here (header, question, OPT, as the
+//! general path, NSD and Knot answer it). A name with more than [`MAX_COMPILED_RECORDS`]
+//! records keeps only its answer's size: queries it cannot fit (a parent of thousands of keys
+//! over UDP) get TC-only at once, the rest take the general path. Everything else takes the
+//! general path ([`crate::answer::respond`]), which stays the reference: NXDOMAIN, CNAMEs,
+//! lease-bound TTLs, the apex, other types, unusual queries. The table is built from the records once after a load ([`Table::compile`]) and
 //! changed only by [`Table::recompile`], which redoes just the names changed keys can affect.
 
 use std::collections::HashSet;
@@ -28,8 +32,9 @@ use crate::key::{key_to_name, key_wire, name_to_key};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
 
-/// Names with more records than this are not compiled: their answers change with every update
-/// below them, and big answers are rare and often truncated anyway.
+/// Names with more records than this are not compiled into records (their answers change with
+/// every update below them, and rarely fit a datagram): only their answer's size is kept, so
+/// that the fast path sends TC-only when it cannot fit.
 pub const MAX_COMPILED_RECORDS: usize = 64;
 /// Size of the buffer [`respond_fast`] writes into: the largest UDP answer we ever send.
 pub const MAX_FAST_RESPONSE: usize = 4096;

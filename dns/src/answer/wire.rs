@@ -6,8 +6,8 @@
 //!
 //! Names are matched without regard to case (DNS names are case-insensitive); the owner of an
 //! answer to the question is a pointer to the question, so the client sees its own spelling,
-//! as the fast path writes it. SRV targets are written whole (RFC 2782), like NSD and Knot do,
-//! but later names may point into them.
+//! as the fast path writes it, and as NSD and Knot do. SRV targets are written whole
+//! (RFC 2782), but later names may point into them.
 
 use std::collections::HashMap;
 
@@ -57,8 +57,8 @@ impl Writer {
         }
     }
 
-    /// Bytes written so far.
-    pub fn len(&self) -> usize {
+    /// Bytes written so far: where the next byte goes.
+    pub fn position(&self) -> usize {
         self.buf.len()
     }
 
