@@ -9,8 +9,10 @@
 //! one hash lookup.
 //!
 //! Compiled: every name that holds a key or whose child holds one (leaf-style records as
-//! ExternalDNS and fedplane-controller write them), when it answers with addresses or NODATA,
-//! from the records the general path reads for it (`Records::node`, groups applied). An answer
+//! ExternalDNS and fedplane-controller write them), or that holds more than
+//! [`MAX_COMPILED_RECORDS`] records, when it answers with addresses or NODATA,
+//! from the records the general path reads for it (`Records::node`, groups applied; the first
+//! 65 of them unless there are more). An answer
 //! the client's payload cannot take is answered TC-only here (header, question, OPT, as the
 //! general path, NSD and Knot answer it). A name with more than [`MAX_COMPILED_RECORDS`]
 //! records keeps only its answer's size: queries it cannot fit (a parent of thousands of keys
@@ -164,7 +166,11 @@ pub fn compile(records: &Records, lname: &Name) -> Option<Compiled> {
 /// Compiles the name whose (lowercase) key is `key`, in zone `zi`, from the records the
 /// general path answers it with.
 fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
-    let entries = records.node(key);
+    // The first records, a prefix of the general path's; all of them only for a big name.
+    let mut entries = records.node_up_to(key, MAX_COMPILED_RECORDS + 1);
+    if entries.len() > MAX_COMPILED_RECORDS {
+        entries = records.node(key);
+    }
     let has_address = entries
         .iter()
         .any(|e| matches!(e.record.host, Host::V4(_) | Host::V6(_)));
@@ -240,9 +246,17 @@ fn answer(records: &Records, entries: &[&Entry], v4: bool, many: bool, now: Inst
     })
 }
 
-/// Whether a name is one we compile: a key sits at it, or one level below it (its leaves).
+/// Whether a name is one we compile: a key sits at it, or one level below it (its leaves), or
+/// it holds more than [`MAX_COMPILED_RECORDS`] records (a parent such as `svc.<zone>`, whose
+/// answer no datagram can carry).
 fn is_candidate(records: &Records, n: &Name) -> bool {
-    name_to_key(records.zones().prefix(), n).is_some_and(|k| records.has_key_or_child(&k))
+    name_to_key(records.zones().prefix(), n)
+        .is_some_and(|k| records.has_key_or_child(&k) || is_big(records, &k))
+}
+
+/// Whether the name of `key` holds more than [`MAX_COMPILED_RECORDS`] records.
+fn is_big(records: &Records, key: &str) -> bool {
+    records.node_up_to(key, MAX_COMPILED_RECORDS + 1).len() > MAX_COMPILED_RECORDS
 }
 
 impl Table {
@@ -259,6 +273,25 @@ impl Table {
             candidates.insert(&e.key);
             if let Some((parent, _)) = e.key.rsplit_once('/') {
                 candidates.insert(parent);
+            }
+        }
+        // Higher ancestors holding many records: their answers are too big for a datagram,
+        // and the fast path says so at once. Counting keys below each first (more keys than
+        // records a name answers with, groups aside) leaves few to read.
+        let mut below: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for e in records.entries() {
+            let mut k: &str = &e.key;
+            while let Some((parent, _)) = k.rsplit_once('/') {
+                if parent.len() <= prefix.len() {
+                    break;
+                }
+                *below.entry(parent).or_default() += 1;
+                k = parent;
+            }
+        }
+        for (key, n) in below {
+            if n + 1 > MAX_COMPILED_RECORDS && !candidates.contains(key) && is_big(records, key) {
+                candidates.insert(key);
             }
         }
         let mut compiled = CompiledMap::default();
@@ -280,11 +313,10 @@ impl Table {
     }
 
     /// Recompiles what changes of `keys` (already applied to `records`) can affect, by the same
-    /// rule as [`Table::compile`]: a key's name and its parent may start or stop being
-    /// candidates (checked); higher ancestors keep their status (a key two or more levels down
-    /// is neither theirs nor their child's) and are recompiled if they are candidates, since a
-    /// name answers its whole subtree. A change of a zone's NS records changes its SOA's MNAME:
-    /// the SOA tails are rebuilt.
+    /// rule as [`Table::compile`]: every name from a key's up to its zone's apex is checked
+    /// and recompiled (a name answers its whole subtree, and may start or stop being a
+    /// candidate). A change of a zone's NS records changes its SOA's MNAME: the SOA tails are
+    /// rebuilt.
     pub fn recompile(&mut self, records: &Records, keys: &[String]) {
         let prefix = records.zones().prefix();
         if keys.iter().any(|k| {
@@ -295,41 +327,27 @@ impl Table {
         }) {
             self.zone_soas = zone_soas(records);
         }
-        // Pass 1: each key's name and parent, whose candidacy may change: checked exactly.
-        // Pass 2: higher ancestors, recompiled if they are candidates (their status cannot
-        // change).
+        // Every name up to the apex: its candidacy may change (a key's name and parent by the
+        // key itself, any ancestor by how many records it holds), and a name answers its
+        // whole subtree.
         let mut done: HashSet<Name> = HashSet::new();
-        for exact in [true, false] {
-            for key in keys {
-                let Some(name) = key_to_name(prefix, key) else {
-                    continue;
-                };
-                let mut n = name.to_lowercase();
-                let mut depth = 0;
-                while let Some((_, zone)) = records.zones().find(&n) {
-                    if n == zone.name {
-                        break;
-                    }
-                    if (depth < 2) == exact && done.insert(n.clone()) {
-                        let wire: Arc<[u8]> = wire_name(&n).into();
-                        let candidate = if exact {
-                            is_candidate(records, &n)
-                        } else {
-                            self.compiled.contains_key(&wire)
-                        };
-                        if candidate {
-                            let c = compile(records, &n).map(Arc::new);
-                            self.compiled.insert(wire, c);
-                        } else {
-                            self.compiled.remove(&wire);
-                        }
-                    }
-                    if exact && depth == 1 {
-                        break;
-                    }
-                    n = n.base_name();
-                    depth += 1;
+        for key in keys {
+            let Some(name) = key_to_name(prefix, key) else {
+                continue;
+            };
+            let mut n = name.to_lowercase();
+            while let Some((_, zone)) = records.zones().find(&n) {
+                if n == zone.name || !done.insert(n.clone()) {
+                    break; // the apex, or this name and its ancestors are done
                 }
+                let wire: Arc<[u8]> = wire_name(&n).into();
+                if is_candidate(records, &n) {
+                    let c = compile(records, &n).map(Arc::new);
+                    self.compiled.insert(wire, c);
+                } else {
+                    self.compiled.remove(&wire);
+                }
+                n = n.base_name();
             }
         }
     }

@@ -779,28 +779,3 @@ fn qclass_any_answers_the_in_data_without_aa_as_nsd_does() {
     let m = ask_any("a.example.org.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
-
-#[test]
-fn groups_are_filtered_before_the_record_limit() {
-    // The name's own key picks group "a"; 4,100 keys of group "b" below it sort before the one
-    // other key of group "a". SkyDNS answers the two "a" records: the limit on how many records
-    // are read applies after the group filter (index.rs).
-    let mut recs: Vec<(String, String)> = vec![(
-        "/skydns/com/example/g".into(),
-        r#"{"host":"10.0.0.1","group":"a"}"#.into(),
-    )];
-    recs.extend((0..4100u32).map(|i| {
-        (
-            format!("/skydns/com/example/g/b{i:08x}"),
-            format!(r#"{{"host":"{}","group":"b"}}"#, ip(i + 16)),
-        )
-    }));
-    recs.push((
-        "/skydns/com/example/g/z".into(),
-        r#"{"host":"10.0.0.2","group":"a"}"#.into(),
-    ));
-    let refs: Vec<(&str, &str)> = recs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let s = snapshot(&refs);
-    let (m, _) = ask_with(&s, "g.example.com.", RecordType::A, None, Transport::Tcp);
-    assert_eq!(answers(&m), ["10.0.0.1", "10.0.0.2"]);
-}

@@ -240,9 +240,12 @@ proptest! {
         let keys: Vec<&String> = recs.iter().map(|(k, _)| k).chain(changes.iter().map(|(k, _)| k)).collect();
         for k in keys {
             let n = crate::key::key_to_name("/skydns", k).expect("name").to_lowercase();
-            for name in [n.clone(), n.base_name()] {
+            // the name and every ancestor below the apex
+            let mut name = n;
+            while name.num_labels() > 2 {
                 let w = wire_name(&name);
                 prop_assert_eq!(s.table.get(&w), full.get(&w), "{}", name);
+                name = name.base_name();
             }
         }
     }
@@ -448,4 +451,51 @@ fn ttls_above_2_31_are_capped_in_compiled_answers() {
     let m = Message::from_vec(&out[..n]).expect("parses");
     assert_eq!(m.answers[0].ttl, 0x7FFF_FFFF);
     assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
+}
+
+#[test]
+fn a_parent_of_many_names_is_answered_tc_only_and_follows_changes() {
+    // svc.example.com holds no key and no leaf of its own: 80 services two levels down
+    let mut recs: Vec<(String, (String, bool))> = (0..80u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/svc/ns{}/s{i}/a", i % 4),
+                (format!(r#"{{"host":"10.4.0.{i}"}}"#), false),
+            )
+        })
+        .collect();
+    recs.push((
+        "/skydns/com/example/svc/ns0/s0/b".into(),
+        (r#"{"host":"10.4.1.1"}"#.into(), true),
+    ));
+    let mut s = snapshot(&recs);
+    let q = query("svc.example.com.", RecordType::A, Some((1232, false)));
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = fast(&s, &q, 0, &mut out).expect("a big parent is in the table");
+    assert_eq!(&out[..n], &general(&s, &q, 0)[..]);
+    assert!(
+        Message::from_vec(&out[..n])
+            .expect("parses")
+            .metadata
+            .truncation
+    );
+    // deleting most of them: small enough for the general path, then gone from the table
+    let mut changed = Vec::new();
+    for (i, (k, _)) in recs.iter().enumerate().take(40) {
+        s.records.delete(k, 100 + i64::try_from(i).expect("small"));
+        changed.push(k.clone());
+    }
+    s.table.recompile(&s.records, &changed);
+    assert!(
+        fast(&s, &q, 0, &mut out).is_none(),
+        "41 records fit: general path"
+    );
+    let full = Table::compile(&s.records);
+    assert_eq!(s.table.len(), full.len());
+    assert_eq!(
+        s.table.get(&wire_name(
+            &Name::from_ascii("svc.example.com.").expect("name")
+        )),
+        None
+    );
 }
