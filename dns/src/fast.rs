@@ -278,7 +278,7 @@ impl Table {
         // Higher ancestors holding many records: their answers are too big for a datagram,
         // and the fast path says so at once. Counting keys below each first (more keys than
         // records a name answers with, groups aside) leaves few to read.
-        let mut below: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut below: rustc_hash::FxHashMap<&str, usize> = rustc_hash::FxHashMap::default();
         for e in records.entries() {
             let mut k: &str = &e.key;
             while let Some((parent, _)) = k.rsplit_once('/') {
