@@ -779,3 +779,57 @@ fn qclass_any_answers_the_in_data_without_aa_as_nsd_does() {
     let m = ask_any("a.example.org.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
+
+#[test]
+fn names_in_rdata_are_compressed_except_srv_targets() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/svc/a",
+            r#"{"host":"target.example.com","port":80}"#,
+        ),
+        (
+            "/skydns/com/example/mx/a",
+            r#"{"host":"mail.example.com","mail":true}"#,
+        ),
+    ]);
+    let whole_target = b"\x06target\x07example\x03com\x00";
+    let (m, _) = ask_with(
+        &s,
+        "svc.example.com.",
+        RecordType::SRV,
+        None,
+        Transport::Tcp,
+    );
+    let bytes = match respond(
+        &s,
+        &query_bytes("svc.example.com.", RecordType::SRV, None),
+        Transport::Tcp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) {
+        Outcome::Reply { bytes, .. } => bytes,
+        Outcome::Drop(r) => panic!("dropped: {r:?}"),
+    };
+    assert_eq!(m.answers.len(), 1);
+    assert!(
+        bytes.windows(whole_target.len()).any(|w| w == whole_target),
+        "SRV target written whole (RFC 2782)"
+    );
+    // MX exchange: its label, then a pointer to example.com in the question
+    let bytes = match respond(
+        &s,
+        &query_bytes("mx.example.com.", RecordType::MX, None),
+        Transport::Tcp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) {
+        Outcome::Reply { bytes, .. } => bytes,
+        Outcome::Drop(r) => panic!("dropped: {r:?}"),
+    };
+    let compressed = b"\x04mail\xc0\x0f";
+    assert!(bytes.windows(compressed.len()).any(|w| w == compressed));
+    let m = Message::from_vec(&bytes).expect("parses");
+    assert_eq!(m.answers[0].data.to_string(), "10 mail.example.com.");
+}
