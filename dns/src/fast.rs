@@ -10,16 +10,17 @@
 //!
 //! Compiled: every name that holds a key or whose child holds one (leaf-style records as
 //! ExternalDNS and fedplane-controller write them), or that holds more than
-//! [`MAX_COMPILED_RECORDS`] records, when it answers with addresses or NODATA,
-//! from the records the general path reads for it (`Records::node`, groups applied; the first
-//! 65 of them unless there are more). An answer
-//! the client's payload cannot take is answered TC-only here (header, question, OPT, as the
-//! general path, NSD and Knot answer it). A name with more than [`MAX_COMPILED_RECORDS`]
-//! records keeps only its answer's size: queries it cannot fit (a parent of thousands of keys
-//! over UDP) get TC-only at once, the rest take the general path. Everything else takes the
-//! general path ([`crate::answer::respond`]), which stays the reference: NXDOMAIN, CNAMEs,
-//! lease-bound TTLs, the apex, other types, unusual queries. The table is built from the records once after a load ([`Table::compile`]) and
-//! changed only by [`Table::recompile`], which redoes just the names changed keys can affect.
+//! [`MAX_COMPILED_RECORDS`] records (a parent such as `svc.<zone>`), when it answers with
+//! addresses or NODATA, from the records the general path reads for it (`Records::node`,
+//! groups applied; its first 65 unless there are more). An answer the client's payload cannot
+//! take is answered TC-only here (header, question, OPT: what the general path, NSD and Knot
+//! send). A name with more than [`MAX_COMPILED_RECORDS`] records keeps only its answer's size:
+//! queries it cannot fit get TC-only at once, the others take the general path.
+//!
+//! Everything else takes the general path ([`crate::answer::respond`]), which stays the
+//! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, unusual queries. The
+//! table is built from the records once after a load ([`Table::compile`]) and changed only by
+//! [`Table::recompile`], which redoes just the names changed keys can affect.
 
 use std::collections::HashSet;
 use std::sync::Arc;
