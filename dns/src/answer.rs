@@ -8,8 +8,8 @@
 //! honoured, TC when a UDP answer does not fit. Where NSD and Knot are compared on the wire
 //! (`dns/tests/nsd_knot.rs`) we send what they send: TC-only (header, question, OPT) for an
 //! answer that cannot fit, over TCP too; FORMERR with the header alone for an OPT whose options
-//! do not tile its RDATA (`answer/edns.rs`); for QCLASS ANY the IN data without AA, answer section only
-//! (NSD).
+//! do not tile its RDATA (`answer/edns.rs`); for QCLASS ANY the IN data without AA, answer
+//! section only (NSD).
 //!
 //! Cost is bounded by the message, not by the data: an RRset is collected only while it can
 //! still fit (each record counted at its smallest encoded size), so a name holding 4,096
