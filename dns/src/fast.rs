@@ -31,7 +31,7 @@ use hickory_proto::rr::Name;
 use crate::answer::AnswerOptions;
 use crate::answer::wire::MAX_TTL;
 use crate::index::{Entry, Records};
-use crate::key::{key_to_name, key_wire, name_to_key};
+use crate::key::{key_to_name, key_wire, name_to_key, strip_labels};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
 
@@ -41,6 +41,8 @@ use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
 pub const MAX_COMPILED_RECORDS: usize = 64;
 /// Size of the buffer [`respond_fast`] writes into: the largest UDP answer we ever send.
 pub const MAX_FAST_RESPONSE: usize = 4096;
+/// TXT character-strings hold at most 255 bytes (as the general path splits them).
+const TXT_CHUNK: usize = 255;
 /// A SOA tail ends with serial, refresh, retry, expire and minimum: the serial is 20 bytes from
 /// the end.
 const SERIAL_FROM_END: usize = 20;
@@ -68,6 +70,19 @@ pub struct Compiled {
     a: Answer,
     aaaa: Answer,
     zone: u16,
+    /// For a name with more than [`MAX_COMPILED_RECORDS`] records: the least bytes its SRV,
+    /// MX and TXT answer sections take, so that queries they cannot fit get TC-only here.
+    others: Option<Box<Others>>,
+}
+
+/// Lower bounds of the SRV, MX and TXT answer sections of a name, counted as the general path
+/// counts them while it collects (each distinct record at its smallest encoded size): an
+/// answer whose bound exceeds the room is TC-only there too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Others {
+    srv: usize,
+    mx: usize,
+    txt: usize,
 }
 
 /// The compiled answer for one address family.
@@ -190,7 +205,50 @@ fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
         a: answer(records, &entries, true, many, now),
         aaaa: answer(records, &entries, false, many, now),
         zone: u16::try_from(zi).ok()?,
+        others: many.then(|| Box::new(others(records, &entries))),
     })
+}
+
+/// The least bytes the SRV, MX and TXT answers of a name (no alias) take: its records told
+/// apart by no more than what sets their data apart in the general path (SRV: priority, port
+/// and target, not the weight, which the general path recomputes), each at its smallest
+/// size: a pointer to the question for the owner, RDATA names as pointers except SRV targets
+/// (written whole).
+fn others(records: &Records, entries: &[&Entry]) -> Others {
+    let prefix = records.zones().prefix();
+    let whole = |n: &Name| n.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let pointer = |n: &Name| if n.is_root() { 1 } else { 2 };
+    let (mut srv, mut mx, mut txt) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let mut sizes = Others {
+        srv: 0,
+        mx: 0,
+        txt: 0,
+    };
+    for e in entries {
+        let r = &e.record;
+        let target = || match &r.host {
+            Host::Name(n) => strip_labels(n, r.target_strip),
+            _ => e.target_name(prefix),
+        };
+        if r.host != Host::None && r.port.is_some() {
+            let t = target().to_lowercase();
+            let len = 12 + 6 + whole(&t);
+            if srv.insert((r.priority_or_default(), r.port, t)) {
+                sizes.srv += len;
+            }
+        }
+        if r.host != Host::None && r.mail {
+            let t = target().to_lowercase();
+            let len = 12 + 2 + pointer(&t);
+            if mx.insert((r.priority_or_default(), t)) {
+                sizes.mx += len;
+            }
+        }
+        if !r.text.is_empty() && txt.insert(&r.text) {
+            sizes.txt += 12 + r.text.len() + r.text.len().div_ceil(TXT_CHUNK);
+        }
+    }
+    sizes
 }
 
 /// The A (or AAAA) answer of a name: its records deduplicated, all with the lowest TTL (one
@@ -408,8 +466,8 @@ pub fn respond_fast(
     let qtype = u16::from_be_bytes([*req.get(pos)?, *req.get(pos + 1)?]);
     let qclass = u16::from_be_bytes([*req.get(pos + 2)?, *req.get(pos + 3)?]);
     let qend = pos + 4;
-    if qclass != 1 || !(qtype == 1 || qtype == 28) {
-        return None;
+    if qclass != 1 || !matches!(qtype, 1 | 28 | 33 | 15 | 16) {
+        return None; // not IN, or not A, AAAA, SRV, MX, TXT
     }
     let edns = if count(10) == 1 {
         let opt = req.get(qend..qend + 11)?;
@@ -424,10 +482,22 @@ pub fn respond_fast(
         None
     };
     let compiled = table.get(&key[..qlen])?;
-    let answer = if qtype == 1 {
-        &compiled.a
-    } else {
-        &compiled.aaaa
+    let least;
+    let answer = match qtype {
+        1 => &compiled.a,
+        28 => &compiled.aaaa,
+        _ => {
+            // SRV, MX, TXT: TC-only for a name with many records when they cannot fit
+            let o = compiled.others.as_deref()?;
+            least = Answer::TooMany {
+                bytes: match qtype {
+                    33 => o.srv,
+                    15 => o.mx,
+                    _ => o.txt,
+                },
+            };
+            &least
+        }
     };
     let soa = match answer {
         Answer::NoData => Some(table.zone_soas.get(usize::from(compiled.zone))?),

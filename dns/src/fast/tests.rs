@@ -70,10 +70,17 @@ fn bulk() -> impl Strategy<Value = Vec<(String, (String, bool))>> {
                 } else {
                     format!("10.1.{}.{}", i / 256, i % 256)
                 };
+                // some mail hosts, some texts, a few ports: SRV, MX and TXT answers too
+                let extra = match i % 6 {
+                    0 => r#","mail":true"#.to_owned(),
+                    1 => format!(r#","text":"t{}""#, i % 40),
+                    2 => format!(r#","port":{}"#, i % 3),
+                    _ => String::new(),
+                };
                 (
                     format!("{key}/{i:08x}"),
                     (
-                        format!(r#"{{"host":"{host}"{group}}}"#),
+                        format!(r#"{{"host":"{host}"{group}{extra}}}"#),
                         leased && i % 3 == 0,
                     ),
                 )
@@ -188,8 +195,9 @@ proptest! {
         ask_big in any::<bool>(),
         qkey in key(),
         upper in any::<u32>(),
-        aaaa in any::<bool>(),
-        edns in prop::option::of((0u16..5000, any::<bool>())),
+        qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::MX, RecordType::TXT]),
+        edns in prop::option::of((prop_oneof![500u16..1600, 0u16..=u16::MAX], any::<bool>())),
+        ours in prop::sample::select(vec![512u16, 1232, 4096, 8192, 65535]),
         rotation in 0usize..7,
     ) {
         // the many leaves' name, asked half the time
@@ -207,11 +215,14 @@ proptest! {
             .enumerate()
             .map(|(i, c)| if upper >> (i % 32) & 1 == 1 { c.to_ascii_uppercase() } else { c })
             .collect();
-        let q = query(&name, if aaaa { RecordType::AAAA } else { RecordType::A }, edns);
+        let q = query(&name, qtype, edns);
         let mut out = [0u8; MAX_FAST_RESPONSE];
-        if let Some(n) = fast(&s, &q, rotation, &mut out) {
+        // our payload: the default, or larger (--max-udp-payload), so that big answers come
+        // near the limit
+        let opts = AnswerOptions { max_udp_payload: ours };
+        if let Some(n) = respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out) {
             let Outcome::Reply { bytes, .. } =
-                respond(&s.records, &q, Transport::Udp, AnswerOptions::default(), Instant::now(), rotation)
+                respond(&s.records, &q, Transport::Udp, opts, Instant::now(), rotation)
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }
@@ -401,6 +412,20 @@ fn a_name_too_big_for_udp_is_answered_tc_only_by_the_fast_path() {
             q.len(),
             "header, question and OPT: the size of the query"
         );
+        // SRV (every record has a port): TC-only from the fast path as well; no MX or TXT
+        // records: the general path
+        let q = query("bulk.example.com.", RecordType::SRV, edns);
+        let n = fast(&s, &q, 1, &mut out).expect("SRV of a big name");
+        assert_eq!(&out[..n], &general(&s, &q, 1)[..]);
+        assert!(
+            Message::from_vec(&out[..n])
+                .expect("parses")
+                .metadata
+                .truncation
+        );
+        for t in [RecordType::MX, RecordType::TXT] {
+            assert!(fast(&s, &query("bulk.example.com.", t, edns), 0, &mut out).is_none());
+        }
         // no addresses of the other family: NODATA, from the fast path as well
         let q = query("bulk.example.com.", RecordType::AAAA, edns);
         let n = fast(&s, &q, 0, &mut out).expect("NODATA of a big name");
@@ -498,4 +523,57 @@ fn a_parent_of_many_names_is_answered_tc_only_and_follows_changes() {
         )),
         None
     );
+}
+
+#[test]
+fn srv_and_txt_of_a_big_name_are_tc_only_exactly_when_the_general_path_truncates() {
+    // 70 records with ports and texts of varied lengths: SRV and TXT answers take exactly the
+    // bytes the general path counts (owner pointers, SRV targets whole), so the fast path's TC
+    // must start at the very payload size where the general path's does.
+    let recs: Vec<(String, (String, bool))> = (0..70u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/m/{i:08x}"),
+                (
+                    format!(
+                        r#"{{"host":"10.5.0.{i}","port":{},"text":"{i}{}"}}"#,
+                        i % 4,
+                        "x".repeat(usize::try_from(i % 13).expect("small"))
+                    ),
+                    false,
+                ),
+            )
+        })
+        .collect();
+    let s = snapshot(&recs);
+    let opts = AnswerOptions {
+        max_udp_payload: 65535,
+    };
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for qtype in [RecordType::SRV, RecordType::TXT] {
+        let mut flips = 0;
+        let mut was_tc = true;
+        for size in 512..4096u16 {
+            let q = query("m.example.com.", qtype, Some((size, false)));
+            let Outcome::Reply {
+                bytes, truncated, ..
+            } = respond(&s.records, &q, Transport::Udp, opts, Instant::now(), 0)
+            else {
+                panic!("dropped")
+            };
+            let fast = respond_fast(&s.records, &s.table, &q, opts, 0, &mut out);
+            assert_eq!(fast.is_some(), truncated, "{qtype} at {size}");
+            if let Some(n) = fast {
+                assert_eq!(&out[..n], &bytes[..]);
+            }
+            if truncated != was_tc {
+                flips += 1;
+                was_tc = truncated;
+            }
+        }
+        assert_eq!(
+            flips, 1,
+            "{qtype}: TC up to one size, whole answers after it"
+        );
+    }
 }
