@@ -14,8 +14,9 @@
 //! addresses or NODATA, from the records the general path reads for it (`Records::node`,
 //! groups applied; its first 65 unless there are more). An answer the client's payload cannot
 //! take is answered TC-only here (header, question, OPT: what the general path, NSD and Knot
-//! send). A name with more than [`MAX_COMPILED_RECORDS`] records keeps only its answer's size:
-//! queries it cannot fit get TC-only at once, the others take the general path.
+//! send). A name with more than [`MAX_COMPILED_RECORDS`] records keeps only the size of its A
+//! and AAAA answers and the least size of its SRV, MX and TXT answers: queries they cannot fit
+//! get TC-only at once, the others take the general path.
 //!
 //! Everything else takes the general path ([`crate::answer::respond`]), which stays the
 //! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, unusual queries. The
