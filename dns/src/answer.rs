@@ -5,12 +5,22 @@
 //! The rules follow what resolvers expect of an authoritative server: AA on in-zone answers,
 //! REFUSED outside the served zones, NXDOMAIN vs NODATA with the SOA in the authority section,
 //! in-zone CNAME chains with a loop limit, minimal ANY (RFC 8482), EDNS0 with the payload size
-//! honoured, TC when a UDP answer does not fit.
+//! honoured, TC when a UDP answer does not fit. Where NSD and Knot are compared on the wire
+//! (`dns/tests/nsd_knot.rs`) we send what they send: TC-only (header, question, OPT) for an
+//! answer that cannot fit, over TCP too; FORMERR with the header alone for an OPT whose options
+//! do not tile its RDATA (`answer/edns.rs`); for QCLASS ANY the IN data without AA, answer
+//! section only (NSD).
+//!
+//! Cost is bounded by the message, not by the data: an RRset is collected only while it can
+//! still fit (each record counted at its smallest encoded size), so a name holding 4,096
+//! records answers TC-only after reading the records that fill the room; the message is then
+//! encoded once, by [`wire`], which compresses every name and caps TTLs at 2^31 − 1
+//! (RFC 2181 §8). Nothing here logs: outcomes are returned and counted by the caller.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 use std::time::Instant;
 
-use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
@@ -18,6 +28,10 @@ use crate::index::{Entry, Records, Zone};
 use crate::key::{name_to_key, strip_labels};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, default_ns, soa_names};
+use wire::{Section, Writer};
+
+mod edns;
+pub mod wire;
 
 /// Largest UDP payload we advertise and send by default (DNS flag day 2020: avoids IP
 /// fragmentation on every common path).
@@ -118,31 +132,45 @@ pub fn respond(
     if request[2] & 0x80 != 0 {
         return Outcome::Drop(DropReason::NotQuery);
     }
+    let cleaned: Vec<u8>;
+    let request = match edns::scan(request) {
+        edns::Scan::Malformed => return formerr_from_header(request),
+        edns::Scan::Options { rdlen_at, end } => {
+            // We use no option: hickory does not see them, so an option it cannot read (a
+            // subnet of an unknown family, say) neither fails the query nor logs a line.
+            cleaned = [&request[..rdlen_at], &[0, 0], &request[end..]].concat();
+            &cleaned
+        }
+        edns::Scan::Plain => request,
+    };
     let req = match Message::from_vec(request) {
         Ok(m) => m,
         Err(_) => return formerr_from_header(request),
     };
-    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
-    resp.metadata.recursion_desired = req.metadata.recursion_desired;
-    resp.metadata.checking_disabled = req.metadata.checking_disabled;
-    resp.add_queries(req.queries.iter().cloned());
-    if let Some(req_edns) = &req.edns {
-        let mut edns = Edns::new();
-        edns.set_max_payload(opts.max_udp_payload.max(PLAIN_UDP_PAYLOAD));
-        edns.set_dnssec_ok(req_edns.flags().dnssec_ok);
-        resp.set_edns(edns);
-    }
-    let limit = match transport {
+    let ours = opts.max_udp_payload.max(PLAIN_UDP_PAYLOAD);
+    let edns = req.edns.as_ref().map(|e| Opt {
+        dnssec_ok: e.flags().dnssec_ok,
+    });
+    let limit = usize::from(match transport {
         Transport::Tcp => u16::MAX,
         Transport::Udp => req.edns.as_ref().map_or(PLAIN_UDP_PAYLOAD, |e| {
-            e.max_payload().clamp(
-                PLAIN_UDP_PAYLOAD,
-                opts.max_udp_payload.max(PLAIN_UDP_PAYLOAD),
-            )
+            e.max_payload().clamp(PLAIN_UDP_PAYLOAD, ours)
         }),
+    });
+    let mut resp = Response {
+        id: req.metadata.id,
+        op_code: req.metadata.op_code,
+        recursion_desired: req.metadata.recursion_desired,
+        checking_disabled: req.metadata.checking_disabled,
+        authoritative: false,
+        rcode: ResponseCode::NoError,
+        queries: &req.queries,
+        edns,
+        payload: ours,
+        out: Sections::default(),
+        truncated: false,
     };
-
-    resp.metadata.response_code = 'rcode: {
+    resp.rcode = 'rcode: {
         if req.metadata.op_code != OpCode::Query {
             break 'rcode ResponseCode::NotImp;
         }
@@ -155,7 +183,10 @@ pub fn respond(
         if !req.answers.is_empty() || !req.authorities.is_empty() {
             break 'rcode ResponseCode::FormErr;
         }
-        if query.query_class() != DNSClass::IN {
+        // QCLASS ANY: the IN data, not authoritative (no server holds every class), answer
+        // section only, as NSD answers it.
+        let any_class = query.query_class() == DNSClass::ANY;
+        if query.query_class() != DNSClass::IN && !any_class {
             break 'rcode ResponseCode::Refused;
         }
         match query.query_type() {
@@ -171,62 +202,134 @@ pub fn respond(
             // Not loaded from etcd yet: we know nothing, so we must not deny anything.
             break 'rcode ResponseCode::ServFail;
         }
-        resp.metadata.authoritative = true;
+        resp.authoritative = !any_class;
+        let fixed = 12 + wire_len(query.name()) + 4 + edns.map_or(0, |_| wire::OPT_LEN);
         let mut r = Resolver {
             records,
             now,
             rotation,
             out: Sections::default(),
+            room: limit.saturating_sub(fixed),
         };
-        let rcode = r.resolve(query, zi, zone);
-        resp.insert_answers(r.out.answers);
-        resp.insert_authorities(r.out.authorities);
-        resp.insert_additionals(r.out.additionals);
+        let rcode = match r.resolve(query, zi, zone) {
+            Ok(rcode) => rcode,
+            Err(TooBig) => {
+                resp.truncated = true;
+                ResponseCode::NoError
+            }
+        };
+        resp.out = r.out;
+        if any_class {
+            resp.out.authorities.clear();
+            resp.out.additionals.clear();
+        }
         rcode
     };
-    encode(resp, limit)
+    resp.encode(limit)
 }
 
-/// Encodes within `limit`. Additional records are optional (RFC 2181 §9): when the whole
-/// message does not fit they are left out without TC. Only when the answer itself does not fit
-/// is TC set, with the question and OPT alone; the client then retries over TCP.
-fn encode(mut resp: Message, limit: u16) -> Outcome {
-    let rcode = resp.metadata.response_code;
-    let fits = |m: &Message| {
-        m.to_vec().ok().filter(|b| {
-            // hickory sets TC itself when it ran out of room (past 65535 bytes)
-            b.len() <= usize::from(limit) && b.get(2).is_some_and(|f| f & 0x02 == 0)
-        })
-    };
-    if let Some(bytes) = fits(&resp) {
-        return Outcome::Reply {
+/// The answer section (with the authority section) cannot fit: the reply is TC-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TooBig;
+
+/// The query's EDNS, as echoed in our OPT.
+#[derive(Debug, Clone, Copy)]
+struct Opt {
+    dnssec_ok: bool,
+}
+
+/// A response before encoding.
+struct Response<'q> {
+    id: u16,
+    op_code: OpCode,
+    recursion_desired: bool,
+    checking_disabled: bool,
+    authoritative: bool,
+    rcode: ResponseCode,
+    queries: &'q [Query],
+    edns: Option<Opt>,
+    /// The payload size we advertise.
+    payload: u16,
+    out: Sections,
+    /// The answer was found too big before it was built.
+    truncated: bool,
+}
+
+impl Response<'_> {
+    /// Encodes within `limit`. Additional records are optional (RFC 2181 §9): when they do not
+    /// fit they are left out without TC. Only when the answer itself does not fit is TC set,
+    /// with the question and OPT alone (what NSD and Knot send); the client then retries over
+    /// TCP.
+    fn encode(self, limit: usize) -> Outcome {
+        let rcode = u16::from(self.rcode);
+        let flags = 0x8000
+            | (u16::from(u8::from(self.op_code)) << 11)
+            | (u16::from(self.authoritative) << 10)
+            | (u16::from(self.recursion_desired) << 8)
+            | (u16::from(self.checking_disabled) << 4)
+            | (rcode & 0xF);
+        let mut header = [0u8; 12];
+        header[..2].copy_from_slice(&self.id.to_be_bytes());
+        header[2..4].copy_from_slice(&flags.to_be_bytes());
+        let mut w = Writer::new(header, limit.min(4096));
+        for q in self.queries {
+            w.question(q);
+        }
+        let question_end = w.position();
+        let opt_len = self.edns.map_or(0, |_| wire::OPT_LEN);
+        let mut truncated = self.truncated;
+        if !truncated {
+            for r in &self.out.answers {
+                w.record(Section::Answer, r);
+            }
+            for r in &self.out.authorities {
+                w.record(Section::Authority, r);
+            }
+            if w.position() + opt_len > limit {
+                truncated = true;
+                w.truncate(question_end, [0; 3]);
+            } else if !self.out.additionals_dropped {
+                let (before, counts) = (w.position(), w.counts());
+                for r in &self.out.additionals {
+                    w.record(Section::Additional, r);
+                }
+                if w.position() + opt_len > limit {
+                    w.truncate(before, counts);
+                }
+            }
+        }
+        if truncated {
+            w.set_flags(TC_FLAG, true);
+        }
+        if let Some(e) = self.edns {
+            w.opt(
+                self.payload,
+                u8::try_from(rcode >> 4).unwrap_or(0),
+                e.dnssec_ok,
+            );
+        }
+        let bytes = w.finish();
+        if bytes.len() > limit {
+            return Outcome::Drop(DropReason::Encode);
+        }
+        Outcome::Reply {
             bytes,
-            rcode,
-            truncated: false,
-        };
-    }
-    if !resp.additionals.is_empty() {
-        resp.additionals.clear();
-        if let Some(bytes) = fits(&resp) {
-            return Outcome::Reply {
-                bytes,
-                rcode,
-                truncated: false,
-            };
+            rcode: self.rcode,
+            truncated,
         }
     }
-    match resp.truncate().to_vec() {
-        Ok(bytes) if bytes.len() <= usize::from(limit) => Outcome::Reply {
-            bytes,
-            rcode,
-            truncated: true,
-        },
-        _ => Outcome::Drop(DropReason::Encode),
-    }
+}
+
+/// The TC bit in the header's flags.
+const TC_FLAG: u16 = 0x0200;
+
+/// Bytes of a name written whole.
+fn wire_len(name: &Name) -> usize {
+    name.iter().map(|l| l.len() + 1).sum::<usize>() + 1
 }
 
 /// The header parsed but the rest did not: FORMERR with the ID, opcode and RD echoed and no
-/// sections (we cannot trust any of them).
+/// sections (we cannot trust any of them), as NSD answers.
 fn formerr_from_header(request: &[u8]) -> Outcome {
     let mut bytes = vec![0u8; 12];
     bytes[..2].copy_from_slice(&request[..2]);
@@ -244,6 +347,12 @@ struct Sections {
     answers: Vec<Record>,
     authorities: Vec<Record>,
     additionals: Vec<Record>,
+    /// What the additional records take at least ([`wire::min_len`]).
+    additional_bytes: usize,
+    /// The additional records so far, to add each once.
+    additional_seen: HashSet<(Name, RData)>,
+    /// The additional records found could not fit: none are sent (and no more looked up).
+    additionals_dropped: bool,
 }
 
 struct Resolver<'a> {
@@ -251,6 +360,9 @@ struct Resolver<'a> {
     now: Instant,
     rotation: usize,
     out: Sections,
+    /// What the answer and authority sections may still take, counted with
+    /// [`wire::min_len`]: past it the answer cannot fit and collecting stops.
+    room: usize,
 }
 
 /// The name being answered: the owner name as asked (its case is echoed), its entries, and
@@ -269,8 +381,45 @@ enum Step {
     Alias(Name),
 }
 
+/// One RRset being collected: no duplicate data, and no more than `room` bytes (at least) on
+/// the wire, so an answer that cannot fit is given up on after the records that fill the room,
+/// not after all 4,096 a name may hold.
+struct Collect<'o> {
+    owner: &'o Name,
+    records: Vec<Record>,
+    seen: HashSet<RData>,
+    bytes: usize,
+    room: usize,
+}
+
+impl<'o> Collect<'o> {
+    fn new(owner: &'o Name, room: usize) -> Self {
+        Self {
+            owner,
+            records: Vec::new(),
+            seen: HashSet::default(),
+            bytes: 0,
+            room,
+        }
+    }
+
+    fn push(&mut self, ttl: u32, rdata: RData) -> Result<(), TooBig> {
+        if self.seen.contains(&rdata) {
+            return Ok(());
+        }
+        self.bytes += wire::min_len(self.owner, &rdata);
+        if self.bytes > self.room {
+            return Err(TooBig);
+        }
+        self.seen.insert(rdata.clone());
+        self.records
+            .push(Record::from_rdata(self.owner.clone(), ttl, rdata));
+        Ok(())
+    }
+}
+
 impl<'a> Resolver<'a> {
-    fn resolve(&mut self, query: &Query, zi: usize, zone: &Zone) -> ResponseCode {
+    fn resolve(&mut self, query: &Query, zi: usize, zone: &Zone) -> Result<ResponseCode, TooBig> {
         let qtype = query.query_type();
         let mut owner = query.name().clone();
         let (mut zi, mut zone) = (zi, zone.clone());
@@ -280,8 +429,10 @@ impl<'a> Resolver<'a> {
             let apex = lname == zone.name;
             let entries = self.entries_of(&lname, &zone);
             if entries.is_empty() && !apex {
-                self.out.authorities.push(self.soa(zi, &zone));
-                return ResponseCode::NXDomain;
+                let soa = self.soa(zi, &zone);
+                self.charge(&soa)?;
+                self.out.authorities.push(soa);
+                return Ok(ResponseCode::NXDomain);
             }
             let node = Node {
                 owner: &owner,
@@ -289,30 +440,31 @@ impl<'a> Resolver<'a> {
                 apex,
                 zone: &zone,
             };
-            match self.step(&node, qtype) {
+            match self.step(&node, qtype)? {
                 Step::Records(records) => {
-                    self.answer_rotated(records);
-                    return ResponseCode::NoError;
+                    self.answer_rotated(records)?;
+                    return Ok(ResponseCode::NoError);
                 }
                 Step::NoData => {
-                    self.out.authorities.push(self.soa(zi, &zone));
-                    return ResponseCode::NoError;
+                    let soa = self.soa(zi, &zone);
+                    self.charge(&soa)?;
+                    self.out.authorities.push(soa);
+                    return Ok(ResponseCode::NoError);
                 }
                 Step::Alias(target) => {
                     let ttl = self.min_ttl(&entries);
-                    self.out.answers.push(Record::from_rdata(
-                        owner.clone(),
-                        ttl,
-                        RData::CNAME(CNAME(target.clone())),
-                    ));
+                    let cname =
+                        Record::from_rdata(owner.clone(), ttl, RData::CNAME(CNAME(target.clone())));
+                    self.charge(&cname)?;
+                    self.out.answers.push(cname);
                     visited.push(lname);
                     let ltarget = target.to_lowercase();
                     if visited.len() >= MAX_CNAME_CHAIN || visited.contains(&ltarget) {
-                        return ResponseCode::NoError;
+                        return Ok(ResponseCode::NoError);
                     }
                     // Out of our zones: the resolver follows the CNAME itself.
                     let Some((nzi, nzone)) = self.records.zones().find(&ltarget) else {
-                        return ResponseCode::NoError;
+                        return Ok(ResponseCode::NoError);
                     };
                     (zi, zone) = (nzi, nzone.clone());
                     owner = target;
@@ -321,13 +473,53 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Takes room for a record of the answer or authority section.
+    fn charge(&mut self, r: &Record) -> Result<(), TooBig> {
+        let n = wire::min_len(&r.name, &r.data);
+        self.room = self.room.checked_sub(n).ok_or(TooBig)?;
+        Ok(())
+    }
+
     /// Adds the answer RRset, rotated so that consecutive answers take turns.
-    fn answer_rotated(&mut self, mut records: Vec<Record>) {
+    fn answer_rotated(&mut self, mut records: Vec<Record>) -> Result<(), TooBig> {
+        for r in &records {
+            self.charge(r)?;
+        }
         if records.len() > 1 {
             let n = self.rotation % records.len();
             records.rotate_left(n);
         }
         self.out.answers.extend(records);
+        Ok(())
+    }
+
+    /// Adds additional records, unless they (with what the answer takes) cannot fit: then
+    /// none are sent and no more are looked up.
+    fn add_extra(&mut self, records: Result<Vec<Record>, TooBig>) {
+        match records {
+            Ok(records) if !self.out.additionals_dropped => {
+                for r in records {
+                    if self
+                        .out
+                        .additional_seen
+                        .insert((r.name.to_lowercase(), r.data.clone()))
+                    {
+                        self.out.additional_bytes += wire::min_len(&r.name, &r.data);
+                        self.out.additionals.push(r);
+                    }
+                }
+            }
+            _ => {
+                self.out.additionals_dropped = true;
+                self.out.additionals = Vec::new();
+            }
+        }
+    }
+
+    /// Room left for additional records while `answer_bytes` of answer are being collected.
+    fn extra_room(&self, answer_bytes: usize) -> usize {
+        self.room
+            .saturating_sub(answer_bytes + self.out.additional_bytes)
     }
 
     /// The records of a name: its key and subtree, or for a zone apex only `<zone>/dns/apex`
@@ -342,21 +534,21 @@ impl<'a> Resolver<'a> {
     }
 
     /// What the name holds for `qtype`: an alias to follow, the answer records, or NODATA.
-    fn step(&mut self, node: &Node<'_>, qtype: RecordType) -> Step {
+    fn step(&mut self, node: &Node<'_>, qtype: RecordType) -> Result<Step, TooBig> {
         let alias = alias_of(node.entries, node.apex);
         if let Some(t) = &alias
             && !reads_alias_data(qtype)
         {
-            return Step::Alias(t.clone());
+            return Ok(Step::Alias(t.clone()));
         }
-        match qtype {
+        Ok(match qtype {
             RecordType::CNAME => self.cname(node, alias),
             RecordType::ANY => minimal_any(node.owner),
             _ => {
-                let records = self.records_of_type(node, qtype);
+                let records = self.records_of_type(node, qtype)?;
                 settle(records, alias, qtype)
             }
-        }
+        })
     }
 
     /// A CNAME query: the alias, or NODATA for a name that is none.
@@ -373,7 +565,11 @@ impl<'a> Resolver<'a> {
 
     /// The records of type `qtype` the name's entries make (none for types we do not hold);
     /// NS adds its glue to the additional section.
-    fn records_of_type(&mut self, node: &Node<'_>, qtype: RecordType) -> Vec<Record> {
+    fn records_of_type(
+        &mut self,
+        node: &Node<'_>,
+        qtype: RecordType,
+    ) -> Result<Vec<Record>, TooBig> {
         let Node {
             owner,
             entries,
@@ -381,40 +577,41 @@ impl<'a> Resolver<'a> {
             zone,
         } = *node;
         match qtype {
-            RecordType::A => self.addresses(owner, entries, true),
-            RecordType::AAAA => self.addresses(owner, entries, false),
+            RecordType::A => self.addresses(owner, entries, true, self.room),
+            RecordType::AAAA => self.addresses(owner, entries, false, self.room),
             RecordType::TXT => self.txt(owner, entries),
             RecordType::MX => self.targets(owner, entries, Kind::Mx),
             RecordType::SRV => self.targets(owner, entries, Kind::Srv),
             RecordType::PTR => self.ptr(owner, entries),
             RecordType::NS if apex => {
                 let (ns, glue) = self.ns(owner, zone);
-                self.out.additionals.extend(glue);
-                ns
+                let bytes = ns.iter().map(|r| wire::min_len(&r.name, &r.data)).sum();
+                let glue_bytes: usize = glue.iter().map(|r| wire::min_len(&r.name, &r.data)).sum();
+                let fits = glue_bytes <= self.extra_room(bytes);
+                self.add_extra(if fits { Ok(glue) } else { Err(TooBig) });
+                Ok(ns)
             }
             RecordType::SOA if apex => {
                 let zi = self.records.zones().find(&zone.name).map_or(0, |(i, _)| i);
                 let mut soa = self.soa(zi, zone);
                 soa.name = owner.clone();
-                vec![soa]
+                Ok(vec![soa])
             }
-            _ => Vec::new(),
+            _ => Ok(Vec::new()),
         }
     }
 
     /// PTR: the name hosts (not mail) of the entries.
-    fn ptr(&self, owner: &Name, entries: &[&Entry]) -> Vec<Record> {
-        entries
-            .iter()
-            .filter_map(|e| match &e.record.host {
-                Host::Name(n) if !e.record.mail => Some(Record::from_rdata(
-                    owner.clone(),
-                    self.records.ttl(e, self.now),
-                    RData::PTR(PTR(n.clone())),
-                )),
-                _ => None,
-            })
-            .collect()
+    fn ptr(&self, owner: &Name, entries: &[&Entry]) -> Result<Vec<Record>, TooBig> {
+        let mut set = Collect::new(owner, self.room);
+        for e in entries {
+            if let Host::Name(n) = &e.record.host
+                && !e.record.mail
+            {
+                set.push(self.records.ttl(e, self.now), RData::PTR(PTR(n.clone())))?;
+            }
+        }
+        Ok(set.records)
     }
 
     fn min_ttl(&self, entries: &[&Entry]) -> u32 {
@@ -425,42 +622,62 @@ impl<'a> Resolver<'a> {
             .unwrap_or(SOA_MINIMUM)
     }
 
-    fn addresses(&self, owner: &Name, entries: &[&Entry], v4: bool) -> Vec<Record> {
-        entries
-            .iter()
-            .filter_map(|e| {
-                let rdata = match (&e.record.host, v4) {
-                    (Host::V4(ip), true) => RData::A(A(*ip)),
-                    (Host::V6(ip), false) => RData::AAAA(AAAA(*ip)),
-                    _ => return None,
+    /// The A (or AAAA) records of the entries, while they take at most `room` bytes.
+    fn addresses(
+        &self,
+        owner: &Name,
+        entries: &[&Entry],
+        v4: bool,
+        room: usize,
+    ) -> Result<Vec<Record>, TooBig> {
+        // Many entries: count the distinct addresses first (each record takes the same room),
+        // and give up without building any record when they cannot fit.
+        let per = wire::min_len(owner, &RData::A(A::new(0, 0, 0, 0))) + if v4 { 0 } else { 12 };
+        if entries.len().saturating_mul(per) > room {
+            let mut seen: HashSet<[u8; 16]> = HashSet::default();
+            for e in entries {
+                let ip = match (&e.record.host, v4) {
+                    (Host::V4(ip), true) => ip.to_ipv6_mapped().octets(),
+                    (Host::V6(ip), false) => ip.octets(),
+                    _ => continue,
                 };
-                Some(Record::from_rdata(
-                    owner.clone(),
-                    self.records.ttl(e, self.now),
-                    rdata,
-                ))
-            })
-            .collect()
+                if seen.insert(ip) && seen.len() * per > room {
+                    return Err(TooBig);
+                }
+            }
+        }
+        let mut set = Collect::new(owner, room);
+        for e in entries {
+            let rdata = match (&e.record.host, v4) {
+                (Host::V4(ip), true) => RData::A(A(*ip)),
+                (Host::V6(ip), false) => RData::AAAA(AAAA(*ip)),
+                _ => continue,
+            };
+            set.push(self.records.ttl(e, self.now), rdata)?;
+        }
+        Ok(set.records)
     }
 
-    fn txt(&self, owner: &Name, entries: &[&Entry]) -> Vec<Record> {
-        entries
-            .iter()
-            .filter(|e| !e.record.text.is_empty())
-            .map(|e| {
-                let chunks: Vec<&[u8]> = e.record.text.as_bytes().chunks(TXT_CHUNK).collect();
-                Record::from_rdata(
-                    owner.clone(),
-                    self.records.ttl(e, self.now),
-                    RData::TXT(TXT::from_bytes(chunks)),
-                )
-            })
-            .collect()
+    fn txt(&self, owner: &Name, entries: &[&Entry]) -> Result<Vec<Record>, TooBig> {
+        let mut set = Collect::new(owner, self.room);
+        for e in entries.iter().filter(|e| !e.record.text.is_empty()) {
+            let chunks: Vec<&[u8]> = e.record.text.as_bytes().chunks(TXT_CHUNK).collect();
+            set.push(
+                self.records.ttl(e, self.now),
+                RData::TXT(TXT::from_bytes(chunks)),
+            )?;
+        }
+        Ok(set.records)
     }
 
     /// SRV and MX: the target is `host` when it is a name, else a name made from the key (with
     /// `targetstrip`) whose address goes in the additional section.
-    fn targets(&mut self, owner: &Name, entries: &[&Entry], kind: Kind) -> Vec<Record> {
+    fn targets(
+        &mut self,
+        owner: &Name,
+        entries: &[&Entry],
+        kind: Kind,
+    ) -> Result<Vec<Record>, TooBig> {
         let chosen: Vec<&Entry> = entries
             .iter()
             .copied()
@@ -479,7 +696,8 @@ impl<'a> Resolver<'a> {
                 None => sums.push((p, w)),
             }
         }
-        let mut out = Vec::with_capacity(chosen.len());
+        let mut set = Collect::new(owner, self.room);
+        let mut looked_up: HashSet<Name> = HashSet::default();
         for e in chosen {
             let r = &e.record;
             let ttl = self.records.ttl(e, self.now);
@@ -489,47 +707,52 @@ impl<'a> Resolver<'a> {
                 Host::V6(ip) => (self.made_up_target(e), Some(RData::AAAA(AAAA(*ip)))),
                 Host::None => continue,
             };
-            match address {
-                Some(rdata) => {
-                    self.out
-                        .additionals
-                        .push(Record::from_rdata(target.clone(), ttl, rdata))
-                }
-                None => {
-                    let extra = self.in_zone_addresses(&target);
-                    self.out.additionals.extend(extra);
-                }
-            }
             let prio = r.priority_or_default();
             let rdata = match kind {
-                Kind::Mx => RData::MX(MX::new(prio, target)),
+                Kind::Mx => RData::MX(MX::new(prio, target.clone())),
                 Kind::Srv => {
                     let sum = sums.iter().find(|(q, _)| *q == prio).map_or(1, |(_, s)| *s);
                     let w = (100 * u32::from(r.weight_or_default())) / sum.max(1);
                     let w = u16::try_from(w.max(1)).unwrap_or(u16::MAX);
-                    RData::SRV(SRV::new(prio, w, r.port.unwrap_or(0), target))
+                    RData::SRV(SRV::new(prio, w, r.port.unwrap_or(0), target.clone()))
                 }
             };
-            out.push(Record::from_rdata(owner.clone(), ttl, rdata));
+            set.push(ttl, rdata)?;
+            if self.out.additionals_dropped {
+                continue;
+            }
+            let extra = match address {
+                Some(rdata) => {
+                    let glue = Record::from_rdata(target, ttl, rdata);
+                    let fits = wire::min_len(&glue.name, &glue.data) <= self.extra_room(set.bytes);
+                    if fits { Ok(vec![glue]) } else { Err(TooBig) }
+                }
+                None if looked_up.insert(target.to_lowercase()) => {
+                    self.in_zone_addresses(&target, self.extra_room(set.bytes))
+                }
+                None => Ok(Vec::new()),
+            };
+            self.add_extra(extra);
         }
-        dedup_records(&mut self.out.additionals);
-        out
+        Ok(set.records)
     }
 
     fn made_up_target(&self, e: &Entry) -> Name {
         e.target_name(self.records.zones().prefix())
     }
 
-    /// A and AAAA of an in-zone target, for the additional section.
-    fn in_zone_addresses(&self, target: &Name) -> Vec<Record> {
+    /// A and AAAA of an in-zone target, for the additional section, while they take at most
+    /// `room` bytes.
+    fn in_zone_addresses(&self, target: &Name, room: usize) -> Result<Vec<Record>, TooBig> {
         let lt = target.to_lowercase();
         let Some((_, zone)) = self.records.zones().find(&lt) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let entries = self.entries_of(&lt, zone);
-        let mut v = self.addresses(target, &entries, true);
-        v.extend(self.addresses(target, &entries, false));
-        v
+        let mut v = self.addresses(target, &entries, true, room)?;
+        let taken: usize = v.iter().map(|r| wire::min_len(&r.name, &r.data)).sum();
+        v.extend(self.addresses(target, &entries, false, room - taken)?);
+        Ok(v)
     }
 
     /// NS records at the apex from `ns.dns.<zone>`, with glue; `ns.dns.<zone>` itself when
@@ -631,9 +854,8 @@ enum Kind {
     Mx,
 }
 
-/// One RRset: no duplicate data, one TTL (the lowest, RFC 2181 §5.2).
+/// One RRset (collected without duplicates): one TTL, the lowest (RFC 2181 §5.2).
 fn uniform_rrset(mut records: Vec<Record>) -> Vec<Record> {
-    dedup_records(&mut records);
     if let Some(ttl) = records.iter().map(|r| r.ttl).min() {
         for r in &mut records {
             r.ttl = ttl;
@@ -643,7 +865,8 @@ fn uniform_rrset(mut records: Vec<Record>) -> Vec<Record> {
 }
 
 fn dedup_records(records: &mut Vec<Record>) {
-    let mut seen: HashSet<(Name, RData)> = HashSet::with_capacity(records.len());
+    let mut seen: HashSet<(Name, RData)> =
+        HashSet::with_capacity_and_hasher(records.len(), rustc_hash::FxBuildHasher);
     records.retain(|r| seen.insert((r.name.to_lowercase(), r.data.clone())));
 }
 

@@ -9,11 +9,19 @@
 //! one hash lookup.
 //!
 //! Compiled: every name that holds a key or whose child holds one (leaf-style records as
-//! ExternalDNS and fedplane-controller write them), when it answers with addresses or NODATA.
+//! ExternalDNS and fedplane-controller write them), or that holds more than
+//! [`MAX_COMPILED_RECORDS`] records (a parent such as `svc.<zone>`), when it answers with
+//! addresses or NODATA, from the records the general path reads for it (`Records::node`,
+//! groups applied; its first 65 unless there are more). An answer the client's payload cannot
+//! take is answered TC-only here (header, question, OPT: what the general path, NSD and Knot
+//! send). A name with more than [`MAX_COMPILED_RECORDS`] records keeps only the size of its A
+//! and AAAA answers and the least size of its SRV, MX and TXT answers: queries they cannot fit
+//! get TC-only at once, the others take the general path.
+//!
 //! Everything else takes the general path ([`crate::answer::respond`]), which stays the
-//! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, truncation, unusual
-//! queries. The table is built from the records once after a load ([`Table::compile`]) and
-//! changed only by [`Table::recompile`], which redoes just the names changed keys can affect.
+//! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, unusual queries. The
+//! table is built from the records once after a load ([`Table::compile`]) and changed only by
+//! [`Table::recompile`], which redoes just the names changed keys can affect.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,16 +30,20 @@ use std::time::Instant;
 use hickory_proto::rr::Name;
 
 use crate::answer::AnswerOptions;
+use crate::answer::wire::MAX_TTL;
 use crate::index::{Entry, Records};
-use crate::key::{key_to_name, key_wire, name_to_key};
+use crate::key::{key_to_name, key_wire, name_to_key, strip_labels};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
 
-/// Names with more records than this are not compiled: their answers change with every update
-/// below them, and big answers are rare and often truncated anyway.
+/// Names with more records than this are not compiled into records (their answers change with
+/// every update below them, and rarely fit a datagram): only their answer's size is kept, so
+/// that the fast path sends TC-only when it cannot fit.
 pub const MAX_COMPILED_RECORDS: usize = 64;
 /// Size of the buffer [`respond_fast`] writes into: the largest UDP answer we ever send.
 pub const MAX_FAST_RESPONSE: usize = 4096;
+/// TXT character-strings hold at most 255 bytes (as the general path splits them).
+const TXT_CHUNK: usize = 255;
 /// A SOA tail ends with serial, refresh, retry, expire and minimum: the serial is 20 bytes from
 /// the end.
 const SERIAL_FROM_END: usize = 20;
@@ -53,12 +65,41 @@ type CompiledMap = imbl::GenericHashMap<
     imbl::shared_ptr::DefaultSharedPtr,
 >;
 
-/// The compiled answers of one name: its A and AAAA records, `None` for NODATA.
+/// The compiled answers of one name, for A and for AAAA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
-    a: Option<Addresses>,
-    aaaa: Option<Addresses>,
+    a: Answer,
+    aaaa: Answer,
     zone: u16,
+    /// For a name with more than [`MAX_COMPILED_RECORDS`] records: the least bytes its SRV,
+    /// MX and TXT answer sections take, so that queries they cannot fit get TC-only here.
+    others: Option<Box<Others>>,
+}
+
+/// Lower bounds of the SRV, MX and TXT answer sections of a name, counted as the general path
+/// counts them while it collects (each distinct record at its smallest encoded size): an
+/// answer whose bound exceeds the room is TC-only there too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Others {
+    srv: usize,
+    mx: usize,
+    txt: usize,
+}
+
+/// The compiled answer for one address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// No address of the family: NODATA with the zone's SOA.
+    NoData,
+    /// The address records, rotated per query.
+    Records(Addresses),
+    /// A name with more than [`MAX_COMPILED_RECORDS`] records: only how many bytes its answer
+    /// section takes, so that a query it cannot fit gets TC-only here at once (what the
+    /// general path answers it); one it fits takes the general path.
+    TooMany {
+        /// Bytes of the answer section.
+        bytes: usize,
+    },
 }
 
 /// Address records of equal length (rotated per query).
@@ -139,14 +180,13 @@ pub fn compile(records: &Records, lname: &Name) -> Option<Compiled> {
     compile_key(records, &name_to_key(records.zones().prefix(), lname)?, zi)
 }
 
-/// Compiles the name whose (lowercase) key is `key`, in zone `zi`.
+/// Compiles the name whose (lowercase) key is `key`, in zone `zi`, from the records the
+/// general path answers it with.
 fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
-    let entries = records.node_up_to(key, MAX_COMPILED_RECORDS + 1);
-    if entries.is_empty()
-        || entries.len() > MAX_COMPILED_RECORDS
-        || entries.iter().any(|e| e.lease != 0)
-    {
-        return None;
+    // The first records, a prefix of the general path's; all of them only for a big name.
+    let mut entries = records.node_up_to(key, MAX_COMPILED_RECORDS + 1);
+    if entries.len() > MAX_COMPILED_RECORDS {
+        entries = records.node(key);
     }
     let has_address = entries
         .iter()
@@ -154,20 +194,69 @@ fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
     let has_alias = entries
         .iter()
         .any(|e| matches!(e.record.host, Host::Name(_)) && !e.record.mail);
-    if has_alias && !has_address {
-        return None; // a CNAME: its answer depends on other names
+    if entries.is_empty() || (has_alias && !has_address) {
+        return None; // nothing here, or a CNAME: its answer depends on other names
+    }
+    let many = entries.len() > MAX_COMPILED_RECORDS;
+    if !many && entries.iter().any(|e| e.lease != 0) {
+        return None; // TTLs follow the lease: computed per query
     }
     let now = Instant::now();
     Some(Compiled {
-        a: addresses(records, &entries, true, now),
-        aaaa: addresses(records, &entries, false, now),
+        a: answer(records, &entries, true, many, now),
+        aaaa: answer(records, &entries, false, many, now),
         zone: u16::try_from(zi).ok()?,
+        others: many.then(|| Box::new(others(records, &entries))),
     })
 }
 
-/// The A (or AAAA) records of a name, deduplicated, all with the lowest TTL (one RRset).
-fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> Option<Addresses> {
+/// The least bytes the SRV, MX and TXT answers of a name (no alias) take: its records told
+/// apart by no more than what sets their data apart in the general path (SRV: priority, port
+/// and target, not the weight, which the general path recomputes), each at its smallest
+/// size: a pointer to the question for the owner, RDATA names as pointers except SRV targets
+/// (written whole).
+fn others(records: &Records, entries: &[&Entry]) -> Others {
+    let prefix = records.zones().prefix();
+    let whole = |n: &Name| n.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    let pointer = |n: &Name| if n.is_root() { 1 } else { 2 };
+    let (mut srv, mut mx, mut txt) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let mut sizes = Others {
+        srv: 0,
+        mx: 0,
+        txt: 0,
+    };
+    for e in entries {
+        let r = &e.record;
+        let target = || match &r.host {
+            Host::Name(n) => strip_labels(n, r.target_strip),
+            _ => e.target_name(prefix),
+        };
+        if r.host != Host::None && r.port.is_some() {
+            let t = target().to_lowercase();
+            let len = 12 + 6 + whole(&t);
+            if srv.insert((r.priority_or_default(), r.port, t)) {
+                sizes.srv += len;
+            }
+        }
+        if r.host != Host::None && r.mail {
+            let t = target().to_lowercase();
+            let len = 12 + 2 + pointer(&t);
+            if mx.insert((r.priority_or_default(), t)) {
+                sizes.mx += len;
+            }
+        }
+        if !r.text.is_empty() && txt.insert(&r.text) {
+            sizes.txt += 12 + r.text.len() + r.text.len().div_ceil(TXT_CHUNK);
+        }
+    }
+    sizes
+}
+
+/// The A (or AAAA) answer of a name: its records deduplicated, all with the lowest TTL (one
+/// RRset), or only their size when there are `many`.
+fn answer(records: &Records, entries: &[&Entry], v4: bool, many: bool, now: Instant) -> Answer {
     let mut octets: Vec<[u8; 16]> = Vec::new();
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
     let mut ttl = u32::MAX;
     for e in entries {
         let ip: [u8; 16] = match (&e.record.host, v4) {
@@ -175,16 +264,33 @@ fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> O
             (Host::V6(ip), false) => ip.octets(),
             _ => continue,
         };
-        if !octets.contains(&ip) {
+        let new = if many {
+            seen.insert(ip)
+        } else {
+            !octets.contains(&ip)
+        };
+        if new {
             octets.push(ip);
             ttl = ttl.min(records.ttl(e, now));
         }
     }
-    if octets.is_empty() {
-        return None;
-    }
     let (rtype, len): (u16, u16) = if v4 { (1, 4) } else { (28, 16) };
-    let mut records = Vec::with_capacity(octets.len() * (12 + usize::from(len)));
+    let record_len = 12 + usize::from(len);
+    if octets.is_empty() {
+        return Answer::NoData;
+    }
+    let Ok(count) = u16::try_from(octets.len()) else {
+        return Answer::TooMany {
+            bytes: octets.len() * record_len,
+        };
+    };
+    if many {
+        return Answer::TooMany {
+            bytes: octets.len() * record_len,
+        };
+    }
+    let ttl = ttl.min(MAX_TTL);
+    let mut records = Vec::with_capacity(octets.len() * record_len);
     for o in &octets {
         let ip = if v4 { &o[12..] } else { &o[..] };
         records.extend_from_slice(&[0xC0, 0x0C]);
@@ -194,15 +300,23 @@ fn addresses(records: &Records, entries: &[&Entry], v4: bool, now: Instant) -> O
         records.extend_from_slice(&len.to_be_bytes());
         records.extend_from_slice(ip);
     }
-    Some(Addresses {
-        count: u16::try_from(octets.len()).ok()?,
+    Answer::Records(Addresses {
+        count,
         records: records.into(),
     })
 }
 
-/// Whether a name is one we compile: a key sits at it, or one level below it (its leaves).
+/// Whether a name is one we compile: a key sits at it, or one level below it (its leaves), or
+/// it holds more than [`MAX_COMPILED_RECORDS`] records (a parent such as `svc.<zone>`, whose
+/// answer no datagram can carry).
 fn is_candidate(records: &Records, n: &Name) -> bool {
-    name_to_key(records.zones().prefix(), n).is_some_and(|k| records.has_key_or_child(&k))
+    name_to_key(records.zones().prefix(), n)
+        .is_some_and(|k| records.has_key_or_child(&k) || is_big(records, &k))
+}
+
+/// Whether the name of `key` holds more than [`MAX_COMPILED_RECORDS`] records.
+fn is_big(records: &Records, key: &str) -> bool {
+    records.node_up_to(key, MAX_COMPILED_RECORDS + 1).len() > MAX_COMPILED_RECORDS
 }
 
 impl Table {
@@ -219,6 +333,25 @@ impl Table {
             candidates.insert(&e.key);
             if let Some((parent, _)) = e.key.rsplit_once('/') {
                 candidates.insert(parent);
+            }
+        }
+        // Higher ancestors holding many records: their answers are too big for a datagram,
+        // and the fast path says so at once. Counting keys below each first (more keys than
+        // records a name answers with, groups aside) leaves few to read.
+        let mut below: rustc_hash::FxHashMap<&str, usize> = rustc_hash::FxHashMap::default();
+        for e in records.entries() {
+            let mut k: &str = &e.key;
+            while let Some((parent, _)) = k.rsplit_once('/') {
+                if parent.len() <= prefix.len() {
+                    break;
+                }
+                *below.entry(parent).or_default() += 1;
+                k = parent;
+            }
+        }
+        for (key, n) in below {
+            if n + 1 > MAX_COMPILED_RECORDS && !candidates.contains(key) && is_big(records, key) {
+                candidates.insert(key);
             }
         }
         let mut compiled = CompiledMap::default();
@@ -240,11 +373,10 @@ impl Table {
     }
 
     /// Recompiles what changes of `keys` (already applied to `records`) can affect, by the same
-    /// rule as [`Table::compile`]: a key's name and its parent may start or stop being
-    /// candidates (checked); higher ancestors keep their status (a key two or more levels down
-    /// is neither theirs nor their child's) and are recompiled if they are candidates, since a
-    /// name answers its whole subtree. A change of a zone's NS records changes its SOA's MNAME:
-    /// the SOA tails are rebuilt.
+    /// rule as [`Table::compile`]: every name from a key's up to its zone's apex is checked
+    /// and recompiled (a name answers its whole subtree, and may start or stop being a
+    /// candidate). A change of a zone's NS records changes its SOA's MNAME: the SOA tails are
+    /// rebuilt.
     pub fn recompile(&mut self, records: &Records, keys: &[String]) {
         let prefix = records.zones().prefix();
         if keys.iter().any(|k| {
@@ -255,41 +387,27 @@ impl Table {
         }) {
             self.zone_soas = zone_soas(records);
         }
-        // Pass 1: each key's name and parent, whose candidacy may change: checked exactly.
-        // Pass 2: higher ancestors, recompiled if they are candidates (their status cannot
-        // change).
+        // Every name up to the apex: its candidacy may change (a key's name and parent by the
+        // key itself, any ancestor by how many records it holds), and a name answers its
+        // whole subtree.
         let mut done: HashSet<Name> = HashSet::new();
-        for exact in [true, false] {
-            for key in keys {
-                let Some(name) = key_to_name(prefix, key) else {
-                    continue;
-                };
-                let mut n = name.to_lowercase();
-                let mut depth = 0;
-                while let Some((_, zone)) = records.zones().find(&n) {
-                    if n == zone.name {
-                        break;
-                    }
-                    if (depth < 2) == exact && done.insert(n.clone()) {
-                        let wire: Arc<[u8]> = wire_name(&n).into();
-                        let candidate = if exact {
-                            is_candidate(records, &n)
-                        } else {
-                            self.compiled.contains_key(&wire)
-                        };
-                        if candidate {
-                            let c = compile(records, &n).map(Arc::new);
-                            self.compiled.insert(wire, c);
-                        } else {
-                            self.compiled.remove(&wire);
-                        }
-                    }
-                    if exact && depth == 1 {
-                        break;
-                    }
-                    n = n.base_name();
-                    depth += 1;
+        for key in keys {
+            let Some(name) = key_to_name(prefix, key) else {
+                continue;
+            };
+            let mut n = name.to_lowercase();
+            while let Some((_, zone)) = records.zones().find(&n) {
+                if n == zone.name || !done.insert(n.clone()) {
+                    break; // the apex, or this name and its ancestors are done
                 }
+                let wire: Arc<[u8]> = wire_name(&n).into();
+                if is_candidate(records, &n) {
+                    let c = compile(records, &n).map(Arc::new);
+                    self.compiled.insert(wire, c);
+                } else {
+                    self.compiled.remove(&wire);
+                }
+                n = n.base_name();
             }
         }
     }
@@ -349,8 +467,8 @@ pub fn respond_fast(
     let qtype = u16::from_be_bytes([*req.get(pos)?, *req.get(pos + 1)?]);
     let qclass = u16::from_be_bytes([*req.get(pos + 2)?, *req.get(pos + 3)?]);
     let qend = pos + 4;
-    if qclass != 1 || !(qtype == 1 || qtype == 28) {
-        return None;
+    if qclass != 1 || !matches!(qtype, 1 | 28 | 33 | 15 | 16) {
+        return None; // not IN, or not A, AAAA, SRV, MX, TXT
     }
     let edns = if count(10) == 1 {
         let opt = req.get(qend..qend + 11)?;
@@ -365,28 +483,53 @@ pub fn respond_fast(
         None
     };
     let compiled = table.get(&key[..qlen])?;
-    let addrs = if qtype == 1 {
-        &compiled.a
-    } else {
-        &compiled.aaaa
+    let least;
+    let answer = match qtype {
+        1 => &compiled.a,
+        28 => &compiled.aaaa,
+        _ => {
+            // SRV, MX, TXT: TC-only for a name with many records when they cannot fit
+            let o = compiled.others.as_deref()?;
+            least = Answer::TooMany {
+                bytes: match qtype {
+                    33 => o.srv,
+                    15 => o.mx,
+                    _ => o.txt,
+                },
+            };
+            &least
+        }
     };
-    let soa = match addrs {
-        Some(_) => None,
-        None => Some(table.zone_soas.get(usize::from(compiled.zone))?),
+    let soa = match answer {
+        Answer::NoData => Some(table.zone_soas.get(usize::from(compiled.zone))?),
+        _ => None,
     };
-    let body_len =
-        addrs.as_ref().map_or(0, |a| a.records.len()) + soa.map_or(0, |s| 2 + s.tail.len());
+    let body_len = match answer {
+        Answer::NoData => soa.map_or(0, |s| 2 + s.tail.len()),
+        Answer::Records(a) => a.records.len(),
+        Answer::TooMany { bytes } => *bytes,
+    };
     let ours = opts.max_udp_payload.max(512);
     let limit = edns.map_or(512, |(size, _)| size.clamp(512, ours));
-    let total = qend + body_len + if edns.is_some() { 11 } else { 0 };
-    if total > usize::from(limit) || total > out.len() {
+    let opt_len = if edns.is_some() { 11 } else { 0 };
+    let total = qend + body_len + opt_len;
+    // An answer the client cannot take: TC with the question and OPT alone, as the general
+    // path (and NSD, and Knot) answer it.
+    let truncated = total > usize::from(limit);
+    let (addrs, soa, total) = match answer {
+        _ if truncated => (None, None, qend + opt_len),
+        Answer::TooMany { .. } => return None, // fits: the general path builds it
+        Answer::Records(a) => (Some(a), None, total),
+        Answer::NoData => (None, soa, total),
+    };
+    if total > out.len() {
         return None;
     }
     out[..2].copy_from_slice(&req[..2]);
-    out[2] = 0x80 | 0x04 | (req[2] & 0x01); // QR, AA, RD
+    out[2] = 0x80 | 0x04 | if truncated { 0x02 } else { 0 } | (req[2] & 0x01); // QR, AA, TC, RD
     out[3] = req[3] & 0x10; // CD; RCODE NOERROR
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
-    out[6..8].copy_from_slice(&addrs.as_ref().map_or(0, |a| a.count).to_be_bytes());
+    out[6..8].copy_from_slice(&addrs.map_or(0, |a| a.count).to_be_bytes());
     out[8..10].copy_from_slice(&u16::from(soa.is_some()).to_be_bytes());
     out[10..12].copy_from_slice(&u16::from(edns.is_some()).to_be_bytes());
     out[12..qend].copy_from_slice(&req[12..qend]);

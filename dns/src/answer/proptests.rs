@@ -152,3 +152,121 @@ fn big_snapshot() -> Records {
     s.mark_loaded();
     s
 }
+
+/// Records under one name: `n` leaves (SRV-, MX- and TXT-capable, some IPv6, some repeated),
+/// with no group, or two groups taking turns below a record of the name that picks one.
+fn grouped_bulk(n: usize, groups: bool) -> Records {
+    let mut s = Records::new(zone(), 1);
+    let group = |i: usize| {
+        if groups {
+            format!(r#","group":"g{}""#, i % 2 + 1)
+        } else {
+            String::new()
+        }
+    };
+    if groups {
+        s.put(
+            "/skydns/com/example/many",
+            SkyRecord::parse(br#"{"host":"10.3.0.1","group":"g1","port":53}"#).expect("valid"),
+            0,
+            2,
+        );
+    }
+    for i in 0..n {
+        let host = match i % 7 {
+            6 => format!("fd00::{:x}", i % 50),
+            _ => Ipv4Addr::from(0x0a00_0000 + u32::try_from(i % 300).expect("small")).to_string(),
+        };
+        let v = format!(
+            r#"{{"host":"{host}","port":{},"mail":{},"text":"t{}"{}}}"#,
+            80 + i % 3,
+            i % 2 == 0,
+            i % 40,
+            group(i)
+        );
+        s.put(
+            &format!("/skydns/com/example/many/{i:08x}"),
+            SkyRecord::parse(v.as_bytes()).expect("valid"),
+            0,
+            2,
+        );
+    }
+    s.mark_loaded();
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Over UDP the answer is the TCP answer when that fits the client's payload, and TC-only
+    /// (header with AA and TC, the question as asked, the OPT when the query had one) when it
+    /// does not: collecting stops early, never too early. Names with groups and with more than
+    /// 64 records.
+    #[test]
+    fn udp_answers_are_the_tcp_answer_or_tc_only(
+        n in 1usize..700,
+        groups in any::<bool>(),
+        qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::MX, RecordType::TXT, RecordType::ANY]),
+        edns in prop::option::of(0u16..5000),
+        rotation in 0usize..5,
+    ) {
+        let s = grouped_bulk(n, groups);
+        let mut q = Message::query();
+        q.metadata.id = 99;
+        q.add_query(Query::query(Name::from_ascii("Many.example.com.").expect("name"), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            q.set_edns(e);
+        }
+        let q = q.to_vec().expect("enc");
+        let ask = |t| match respond(&s, &q, t, AnswerOptions::default(), Instant::now(), rotation) {
+            Outcome::Reply { bytes, truncated, .. } => (bytes, truncated),
+            Outcome::Drop(r) => panic!("dropped: {r:?}"),
+        };
+        let ((tcp, tcp_tc), (udp, udp_tc)) = (ask(Transport::Tcp), ask(Transport::Udp));
+        prop_assert!(!tcp_tc);
+        let limit = usize::from(edns.map_or(512, |e| e.clamp(512, 1232)));
+        let (tm, um) = (Message::from_vec(&tcp).expect("tcp"), Message::from_vec(&udp).expect("udp"));
+        prop_assert_eq!(um.metadata.truncation, udp_tc);
+        prop_assert!(udp.len() <= limit);
+        let opt = if edns.is_some() { 11 } else { 0 };
+        // TC exactly when the TCP answer, without its additional records, exceeds the limit
+        prop_assert_eq!(udp_tc, end_of_authority(&tcp) + opt > limit, "{} answers", tm.answers.len());
+        if udp_tc {
+            // TC-only: nothing but the question (as asked) and the OPT
+            prop_assert!(um.answers.is_empty() && um.authorities.is_empty() && um.additionals.is_empty());
+            prop_assert!(um.metadata.authoritative);
+            prop_assert_eq!(um.metadata.id, 99);
+            prop_assert_eq!(&udp[12..q.len() - opt], &q[12..q.len() - opt]);
+            prop_assert_eq!(udp.len(), q.len());
+            prop_assert_eq!(um.edns.is_some(), edns.is_some());
+        } else {
+            prop_assert_eq!(&um.answers, &tm.answers);
+            prop_assert_eq!(&um.authorities, &tm.authorities);
+            prop_assert!(um.additionals.is_empty() || um.additionals == tm.additionals);
+        }
+    }
+}
+
+/// Where a response's authority section ends: what must fit (with the OPT) for it not to be
+/// truncated.
+fn end_of_authority(m: &[u8]) -> usize {
+    let count = |i: usize| usize::from(u16::from_be_bytes([m[i], m[i + 1]]));
+    let skip_name = |mut at: usize| loop {
+        match m[at] {
+            0 => break at + 1,
+            l if l & 0xC0 == 0xC0 => break at + 2,
+            l => at += 1 + usize::from(l),
+        }
+    };
+    let mut at = 12;
+    for _ in 0..count(4) {
+        at = skip_name(at) + 4;
+    }
+    for _ in 0..count(6) + count(8) {
+        at = skip_name(at) + 8;
+        at += 2 + usize::from(u16::from_be_bytes([m[at], m[at + 1]]));
+    }
+    at
+}

@@ -566,3 +566,270 @@ fn a_huge_subtree_answers_at_most_what_fits_in_a_message() {
     assert!(len <= 65535);
     assert!(m.answers.len() <= crate::index::MAX_NODE_RECORDS);
 }
+
+/// `n` ExternalDNS-style leaves with distinct addresses under `key`.
+fn leaves(key: &str, n: u32, value: impl Fn(u32) -> String) -> Records {
+    let recs: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("{key}/{i:08x}"), value(i)))
+        .collect();
+    let refs: Vec<(&str, &str)> = recs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    snapshot(&refs)
+}
+
+fn ip(i: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(0x0a00_0000 + i)
+}
+
+/// The TC-only reply NSD and Knot send when an RRset cannot fit (compared on the wire in
+/// `dns/tests/nsd_knot.rs`): the header with AA and TC, the question, the OPT when the query had
+/// one, nothing else.
+fn assert_tc_only(bytes: &[u8], query: &[u8], edns: bool) {
+    let m = Message::from_vec(bytes).expect("parses");
+    assert!(m.metadata.truncation, "TC");
+    assert!(m.metadata.authoritative, "AA");
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.metadata.id, 4242);
+    assert!(m.answers.is_empty() && m.authorities.is_empty() && m.additionals.is_empty());
+    // the question as asked, byte for byte, right after the header
+    let qend = query.len() - if edns { 11 } else { 0 };
+    assert_eq!(&bytes[12..qend], &query[12..qend]);
+    assert_eq!(bytes.len(), qend + if edns { 11 } else { 0 });
+    assert_eq!(m.edns.map(|e| e.max_payload()), edns.then_some(1232));
+}
+
+#[test]
+fn an_answer_that_cannot_fit_is_tc_only_for_every_type_and_transport() {
+    // 20,000 keys under bulk: A, SRV, MX and TXT collect 4,096 records (MAX_NODE_RECORDS)
+    let s = leaves("/skydns/com/example/bulk", 20_000, |i| {
+        format!(
+            r#"{{"host":"{}","port":80,"mail":{},"text":"text {i}"}}"#,
+            ip(i),
+            i % 2 == 0,
+        )
+    });
+    for qtype in [
+        RecordType::A,
+        RecordType::SRV,
+        RecordType::MX,
+        RecordType::TXT,
+    ] {
+        for edns in [None, Some(1232), Some(4096)] {
+            let q = query_bytes("Bulk.example.com.", qtype, edns);
+            let Outcome::Reply {
+                bytes, truncated, ..
+            } = udp(&s, &q)
+            else {
+                panic!("dropped")
+            };
+            assert!(truncated, "{qtype} {edns:?}");
+            assert_tc_only(&bytes, &q, edns.is_some());
+        }
+    }
+    // over TCP too, as NSD does: 4,096 A records take 65,536 bytes, more than a message holds
+    let q = query_bytes("bulk.example.com.", RecordType::A, Some(1232));
+    let Outcome::Reply { bytes, .. } = respond(
+        &s,
+        &q,
+        Transport::Tcp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) else {
+        panic!("dropped")
+    };
+    assert_tc_only(&bytes, &q, true);
+}
+
+#[test]
+fn every_owner_name_is_compressed_so_4000_addresses_fit_over_tcp() {
+    // NSD and Knot: 12 + question + 16 per A record (+ 11 for the OPT); the sizes are compared
+    // with theirs in dns/tests/nsd_knot.rs
+    for n in [200u32, 4000] {
+        let s = leaves("/skydns/com/example/b", n, |i| {
+            format!(r#"{{"host":"{}"}}"#, ip(i))
+        });
+        let (m, len) = ask_with(&s, "b.example.com.", RecordType::A, None, Transport::Tcp);
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), usize::try_from(n).expect("small"));
+        assert_eq!(
+            len,
+            12 + 19 + 16 * usize::try_from(n).expect("small"),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn ttls_above_2_31_go_on_the_wire_as_2_31_minus_1() {
+    // RFC 2181 §8: a TTL with the top bit set is read as 0 by receivers
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/a",
+            r#"{"host":"10.0.0.1","ttl":4294967295}"#,
+        ),
+        (
+            "/skydns/com/example/b",
+            r#"{"host":"10.0.0.2","ttl":2147483648}"#,
+        ),
+        (
+            "/skydns/com/example/c",
+            r#"{"host":"10.0.0.3","ttl":2147483647}"#,
+        ),
+        ("/skydns/com/example/t", r#"{"text":"x","ttl":4294967295}"#),
+    ]);
+    for n in ["a", "b", "c", "t"] {
+        let qtype = if n == "t" {
+            RecordType::TXT
+        } else {
+            RecordType::A
+        };
+        let m = ask(&s, &format!("{n}.example.com."), qtype);
+        assert_eq!(m.answers[0].ttl, 0x7FFF_FFFF, "{n}");
+    }
+}
+
+/// A query for `a.example.com. A` with EDNS whose OPT RDATA is `options`.
+fn query_with_options(options: &[u8], qclass: u16) -> Vec<u8> {
+    let mut q = vec![0x10, 0x92, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    q.extend_from_slice(b"\x01a\x07example\x03com\x00\x00\x01");
+    q.extend_from_slice(&qclass.to_be_bytes());
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    q.extend_from_slice(&u16::try_from(options.len()).expect("small").to_be_bytes());
+    q.extend_from_slice(options);
+    q
+}
+
+#[test]
+fn a_malformed_edns_option_is_formerr_and_bad_option_contents_are_ignored() {
+    let s = snapshot(&[("/skydns/com/example/a", r#"{"host":"10.0.0.1"}"#)]);
+    // option framing broken: FORMERR, header only (NSD; Knot adds the question)
+    for options in [
+        &b"\x00\x0a\x00\x0aab"[..], // a cookie claiming 10 bytes, 2 there
+        &b"\x00\x0a\x00"[..],       // an option header cut short
+        &b"\x00\x0c\x00\x00\x00"[..],
+    ] {
+        let q = query_with_options(options, 1);
+        let Outcome::Reply { bytes, rcode, .. } = udp(&s, &q) else {
+            panic!("dropped")
+        };
+        assert_eq!(rcode, ResponseCode::FormErr, "{options:?}");
+        assert_eq!(bytes, [0x10, 0x92, 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    // well framed, odd contents (a 3-byte cookie, a subnet of family 7, an unknown option):
+    // NSD and Knot ignore them and answer
+    for options in [
+        &b"\x00\x0a\x00\x03abc"[..],
+        &b"\x00\x08\x00\x04\x00\x07\x00\x00"[..],
+        &b"\x00\x08\x00\x05\x00\x01\x21\x00\x0a"[..],
+        &b"\xfd\xe9\x00\x02ab"[..],
+    ] {
+        let q = query_with_options(options, 1);
+        let Outcome::Reply { bytes, rcode, .. } = udp(&s, &q) else {
+            panic!("dropped")
+        };
+        assert_eq!(rcode, ResponseCode::NoError, "{options:?}");
+        let m = Message::from_vec(&bytes).expect("parses");
+        assert_eq!(answers(&m), ["10.0.0.1"]);
+    }
+}
+
+#[test]
+fn qclass_any_answers_the_in_data_without_aa_as_nsd_does() {
+    let s = snapshot(&[
+        ("/skydns/com/example/a", r#"{"host":"10.0.0.1"}"#),
+        ("/skydns/com/example/alias", r#"{"host":"a.example.com"}"#),
+    ]);
+    let ask_any = |qname: &str, qtype| {
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.add_query(
+            Query::query(name(qname), qtype)
+                .set_query_class(DNSClass::ANY)
+                .clone(),
+        );
+        let Outcome::Reply { bytes, .. } = udp(&s, &m.to_vec().expect("encode")) else {
+            panic!("dropped")
+        };
+        Message::from_vec(&bytes).expect("parses")
+    };
+    let m = ask_any("a.example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        !m.metadata.authoritative,
+        "no server is authoritative for every class"
+    );
+    assert_eq!(
+        m.queries[0].query_class(),
+        DNSClass::ANY,
+        "the question is echoed"
+    );
+    assert_eq!(answers(&m), ["10.0.0.1"]);
+    assert_eq!(m.answers[0].dns_class, DNSClass::IN);
+    // a CNAME chain is followed as for IN
+    let m = ask_any("alias.example.com.", RecordType::A);
+    assert_eq!(m.answers.len(), 2);
+    // negative answers: the rcode, without the SOA (NSD)
+    let m = ask_any("missing.example.com.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(!m.metadata.authoritative && m.authorities.is_empty());
+    let m = ask_any("a.example.com.", RecordType::AAAA);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty() && m.authorities.is_empty());
+    // other classes stay refused, out-of-zone names too
+    let m = ask_any("a.example.org.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+}
+
+#[test]
+fn names_in_rdata_are_compressed_except_srv_targets() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/svc/a",
+            r#"{"host":"target.example.com","port":80}"#,
+        ),
+        (
+            "/skydns/com/example/mx/a",
+            r#"{"host":"mail.example.com","mail":true}"#,
+        ),
+    ]);
+    let whole_target = b"\x06target\x07example\x03com\x00";
+    let (m, _) = ask_with(
+        &s,
+        "svc.example.com.",
+        RecordType::SRV,
+        None,
+        Transport::Tcp,
+    );
+    let bytes = match respond(
+        &s,
+        &query_bytes("svc.example.com.", RecordType::SRV, None),
+        Transport::Tcp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) {
+        Outcome::Reply { bytes, .. } => bytes,
+        Outcome::Drop(r) => panic!("dropped: {r:?}"),
+    };
+    assert_eq!(m.answers.len(), 1);
+    assert!(
+        bytes.windows(whole_target.len()).any(|w| w == whole_target),
+        "SRV target written whole (RFC 2782)"
+    );
+    // MX exchange: its label, then a pointer to example.com in the question
+    let bytes = match respond(
+        &s,
+        &query_bytes("mx.example.com.", RecordType::MX, None),
+        Transport::Tcp,
+        AnswerOptions::default(),
+        Instant::now(),
+        0,
+    ) {
+        Outcome::Reply { bytes, .. } => bytes,
+        Outcome::Drop(r) => panic!("dropped: {r:?}"),
+    };
+    let compressed = b"\x04mail\xc0\x0f";
+    assert!(bytes.windows(compressed.len()).any(|w| w == compressed));
+    let m = Message::from_vec(&bytes).expect("parses");
+    assert_eq!(m.answers[0].data.to_string(), "10 mail.example.com.");
+}

@@ -40,7 +40,54 @@ fn value() -> impl Strategy<Value = (String, bool)> {
         )),
         Just((r#"{"text":"t"}"#.to_owned(), false)),
         Just((r#"{"host":"10.9.9.9"}"#.to_owned(), true)), // on a lease
+        Just((r#"{"host":"10.9.9.8","ttl":4294967295}"#.to_owned(), false)),
+        // SkyDNS groups: the shortest keys with a group pick it
+        (any::<u8>(), prop::sample::select(vec!["g1", "g2"]))
+            .prop_map(|(i, g)| (format!(r#"{{"host":"10.0.2.{i}","group":"{g}"}}"#), false)),
     ]
+}
+
+/// Many leaves under one name (more than MAX_COMPILED_RECORDS, sometimes more than fit a
+/// datagram), with no group, one group, two groups taking turns, or two groups taking turns
+/// below a record of the name itself that picks one of them.
+fn bulk() -> impl Strategy<Value = Vec<(String, (String, bool))>> {
+    (key(), 1usize..160, 0u8..4, any::<bool>()).prop_map(|(key, n, groups, leased)| {
+        let own = (groups == 3).then(|| {
+            (
+                key.clone(),
+                (r#"{"host":"10.0.3.1","group":"g1"}"#.to_owned(), false),
+            )
+        });
+        (0..n)
+            .map(|i| {
+                let group = match groups {
+                    0 => String::new(),
+                    1 => r#","group":"g1""#.to_owned(),
+                    _ => format!(r#","group":"g{}""#, i % 2 + 1),
+                };
+                let host = if i % 5 == 4 {
+                    format!("fd00::{i:x}")
+                } else {
+                    format!("10.1.{}.{}", i / 256, i % 256)
+                };
+                // some mail hosts, some texts, a few ports: SRV, MX and TXT answers too
+                let extra = match i % 6 {
+                    0 => r#","mail":true"#.to_owned(),
+                    1 => format!(r#","text":"t{}""#, i % 40),
+                    2 => format!(r#","port":{}"#, i % 3),
+                    _ => String::new(),
+                };
+                (
+                    format!("{key}/{i:08x}"),
+                    (
+                        format!(r#"{{"host":"{host}"{group}{extra}}}"#),
+                        leased && i % 3 == 0,
+                    ),
+                )
+            })
+            .chain(own)
+            .collect()
+    })
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -99,7 +146,9 @@ fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
     m.to_vec().expect("encode")
 }
 
-/// A message reduced to what a resolver sees, names lowercased.
+/// A message reduced to what a resolver sees, names lowercased (in RDATA too: the general path
+/// compresses a name in RDATA into the question, whose case the client chose, as NSD and Knot
+/// do; the fast path writes the SOA's names whole).
 fn seen(bytes: &[u8]) -> String {
     let m = Message::from_vec(bytes).expect("parses");
     let sec = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
@@ -110,7 +159,7 @@ fn seen(bytes: &[u8]) -> String {
                     r.name.to_lowercase(),
                     r.ttl,
                     r.record_type(),
-                    r.data
+                    r.data.to_string().to_lowercase()
                 )
             })
             .collect()
@@ -142,12 +191,22 @@ proptest! {
     #[test]
     fn fast_answers_equal_the_general_path(
         recs in prop::collection::vec((key(), value()), 1..25),
+        big in prop::option::of(bulk()),
+        ask_big in any::<bool>(),
         qkey in key(),
         upper in any::<u32>(),
-        aaaa in any::<bool>(),
-        edns in prop::option::of((0u16..5000, any::<bool>())),
+        qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::MX, RecordType::TXT]),
+        edns in prop::option::of((prop_oneof![500u16..1600, 0u16..=u16::MAX], any::<bool>())),
+        ours in prop::sample::select(vec![512u16, 1232, 4096, 8192, 65535]),
         rotation in 0usize..7,
     ) {
+        // the many leaves' name, asked half the time
+        let big_key = big.as_ref().and_then(|b| Some(b.first()?.0.rsplit_once('/')?.0.to_owned()));
+        let qkey = match big_key {
+            Some(k) if ask_big => k,
+            _ => qkey,
+        };
+        let recs: Vec<_> = recs.into_iter().chain(big.into_iter().flatten()).collect();
         let s = snapshot(&recs);
         let labels: Vec<&str> = qkey.trim_start_matches("/skydns/com/example/").split('/').rev().collect();
         // random letter case, echoed back
@@ -156,11 +215,14 @@ proptest! {
             .enumerate()
             .map(|(i, c)| if upper >> (i % 32) & 1 == 1 { c.to_ascii_uppercase() } else { c })
             .collect();
-        let q = query(&name, if aaaa { RecordType::AAAA } else { RecordType::A }, edns);
+        let q = query(&name, qtype, edns);
         let mut out = [0u8; MAX_FAST_RESPONSE];
-        if let Some(n) = fast(&s, &q, rotation, &mut out) {
+        // our payload: the default, or larger (--max-udp-payload), so that big answers come
+        // near the limit
+        let opts = AnswerOptions { max_udp_payload: ours };
+        if let Some(n) = respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out) {
             let Outcome::Reply { bytes, .. } =
-                respond(&s.records, &q, Transport::Udp, AnswerOptions::default(), Instant::now(), rotation)
+                respond(&s.records, &q, Transport::Udp, opts, Instant::now(), rotation)
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }
@@ -169,8 +231,10 @@ proptest! {
     #[test]
     fn recompiling_changed_keys_equals_compiling_everything(
         recs in prop::collection::vec((key(), value()), 1..20),
+        big in prop::option::of(bulk()),
         changes in prop::collection::vec((key(), prop::option::of(value())), 1..10),
     ) {
+        let recs: Vec<_> = recs.into_iter().chain(big.into_iter().flatten()).collect();
         let mut s = snapshot(&recs);
         let mut changed = Vec::new();
         for (i, (k, v)) in changes.iter().enumerate() {
@@ -187,9 +251,12 @@ proptest! {
         let keys: Vec<&String> = recs.iter().map(|(k, _)| k).chain(changes.iter().map(|(k, _)| k)).collect();
         for k in keys {
             let n = crate::key::key_to_name("/skydns", k).expect("name").to_lowercase();
-            for name in [n.clone(), n.base_name()] {
+            // the name and every ancestor below the apex
+            let mut name = n;
+            while name.num_labels() > 2 {
                 let w = wire_name(&name);
                 prop_assert_eq!(s.table.get(&w), full.get(&w), "{}", name);
+                name = name.base_name();
             }
         }
     }
@@ -297,4 +364,216 @@ fn an_ns_change_reaches_the_soa_of_compiled_nodata_answers() {
     };
     assert_eq!(seen(&out[..n]), seen(&bytes));
     assert!(seen(&bytes).contains("ns1.ns.dns.example.com."));
+}
+
+fn general(s: &Served, q: &[u8], rotation: usize) -> Vec<u8> {
+    match respond(
+        &s.records,
+        q,
+        Transport::Udp,
+        AnswerOptions::default(),
+        Instant::now(),
+        rotation,
+    ) {
+        Outcome::Reply { bytes, .. } => bytes,
+        Outcome::Drop(r) => panic!("general path dropped: {r:?}"),
+    }
+}
+
+#[test]
+fn a_name_too_big_for_udp_is_answered_tc_only_by_the_fast_path() {
+    // 20,000 keys under bulk (the name collects MAX_NODE_RECORDS of them), some on leases:
+    // the answer can never fit a datagram, so the fast path sends TC at once, as NSD and Knot
+    // do, without reading or encoding the records.
+    let recs: Vec<(String, (String, bool))> = (0..20_000u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/bulk/{i:08x}"),
+                (
+                    format!(
+                        r#"{{"host":"{}"}}"#,
+                        std::net::Ipv4Addr::from(0x0a00_0000 + i)
+                    ),
+                    i % 7 == 0,
+                ),
+            )
+        })
+        .collect();
+    let s = snapshot(&recs);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for edns in [None, Some((1232, false)), Some((4096, true))] {
+        let q = query("BULK.example.com.", RecordType::A, edns);
+        let n = fast(&s, &q, 3, &mut out).expect("the fast path answers a big name");
+        assert_eq!(&out[..n], &general(&s, &q, 3)[..], "{edns:?}");
+        let m = Message::from_vec(&out[..n]).expect("parses");
+        assert!(m.metadata.truncation && m.metadata.authoritative && m.answers.is_empty());
+        assert_eq!(
+            n,
+            q.len(),
+            "header, question and OPT: the size of the query"
+        );
+        // SRV (every record has a port): TC-only from the fast path as well; no MX or TXT
+        // records: the general path
+        let q = query("bulk.example.com.", RecordType::SRV, edns);
+        let n = fast(&s, &q, 1, &mut out).expect("SRV of a big name");
+        assert_eq!(&out[..n], &general(&s, &q, 1)[..]);
+        assert!(
+            Message::from_vec(&out[..n])
+                .expect("parses")
+                .metadata
+                .truncation
+        );
+        for t in [RecordType::MX, RecordType::TXT] {
+            assert!(fast(&s, &query("bulk.example.com.", t, edns), 0, &mut out).is_none());
+        }
+        // no addresses of the other family: NODATA, from the fast path as well
+        let q = query("bulk.example.com.", RecordType::AAAA, edns);
+        let n = fast(&s, &q, 0, &mut out).expect("NODATA of a big name");
+        assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
+    }
+}
+
+#[test]
+fn an_answer_that_does_not_fit_the_client_is_tc_only_from_the_fast_path() {
+    // 40 addresses: 640 bytes of answer, more than 512 without EDNS, less than 1232 with it
+    let recs: Vec<(String, (String, bool))> = (0..40u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/forty/{i:08x}"),
+                (format!(r#"{{"host":"10.0.1.{i}"}}"#), false),
+            )
+        })
+        .collect();
+    let s = snapshot(&recs);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let q = query("forty.example.com.", RecordType::A, None);
+    let n = fast(&s, &q, 0, &mut out).expect("answered");
+    assert_eq!(&out[..n], &general(&s, &q, 0)[..]);
+    assert!(
+        Message::from_vec(&out[..n])
+            .expect("parses")
+            .metadata
+            .truncation
+    );
+    let q = query("forty.example.com.", RecordType::A, Some((1232, false)));
+    let n = fast(&s, &q, 5, &mut out).expect("answered");
+    assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 5)));
+    assert_eq!(
+        Message::from_vec(&out[..n]).expect("parses").answers.len(),
+        40
+    );
+}
+
+#[test]
+fn ttls_above_2_31_are_capped_in_compiled_answers() {
+    let s = snapshot(&[(
+        "/skydns/com/example/big-ttl".into(),
+        (r#"{"host":"10.0.0.1","ttl":4294967295}"#.into(), false),
+    )]);
+    let q = query("big-ttl.example.com.", RecordType::A, None);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = fast(&s, &q, 0, &mut out).expect("compiled");
+    let m = Message::from_vec(&out[..n]).expect("parses");
+    assert_eq!(m.answers[0].ttl, 0x7FFF_FFFF);
+    assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
+}
+
+#[test]
+fn a_parent_of_many_names_is_answered_tc_only_and_follows_changes() {
+    // svc.example.com holds no key and no leaf of its own: 80 services two levels down
+    let mut recs: Vec<(String, (String, bool))> = (0..80u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/svc/ns{}/s{i}/a", i % 4),
+                (format!(r#"{{"host":"10.4.0.{i}"}}"#), false),
+            )
+        })
+        .collect();
+    recs.push((
+        "/skydns/com/example/svc/ns0/s0/b".into(),
+        (r#"{"host":"10.4.1.1"}"#.into(), true),
+    ));
+    let mut s = snapshot(&recs);
+    let q = query("svc.example.com.", RecordType::A, Some((1232, false)));
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = fast(&s, &q, 0, &mut out).expect("a big parent is in the table");
+    assert_eq!(&out[..n], &general(&s, &q, 0)[..]);
+    assert!(
+        Message::from_vec(&out[..n])
+            .expect("parses")
+            .metadata
+            .truncation
+    );
+    // deleting most of them: small enough for the general path, then gone from the table
+    let mut changed = Vec::new();
+    for (i, (k, _)) in recs.iter().enumerate().take(40) {
+        s.records.delete(k, 100 + i64::try_from(i).expect("small"));
+        changed.push(k.clone());
+    }
+    s.table.recompile(&s.records, &changed);
+    assert!(
+        fast(&s, &q, 0, &mut out).is_none(),
+        "41 records fit: general path"
+    );
+    let full = Table::compile(&s.records);
+    assert_eq!(s.table.len(), full.len());
+    assert_eq!(
+        s.table.get(&wire_name(
+            &Name::from_ascii("svc.example.com.").expect("name")
+        )),
+        None
+    );
+}
+
+#[test]
+fn srv_and_txt_of_a_big_name_are_tc_only_exactly_when_the_general_path_truncates() {
+    // 70 records with ports and texts of varied lengths: SRV and TXT answers take exactly the
+    // bytes the general path counts (owner pointers, SRV targets whole), so the fast path's TC
+    // must start at the very payload size where the general path's does.
+    let recs: Vec<(String, (String, bool))> = (0..70u32)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/m/{i:08x}"),
+                (
+                    format!(
+                        r#"{{"host":"10.5.0.{i}","port":{},"text":"{i}{}"}}"#,
+                        i % 4,
+                        "x".repeat(usize::try_from(i % 13).expect("small"))
+                    ),
+                    false,
+                ),
+            )
+        })
+        .collect();
+    let s = snapshot(&recs);
+    let opts = AnswerOptions {
+        max_udp_payload: 65535,
+    };
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for qtype in [RecordType::SRV, RecordType::TXT] {
+        let mut flips = 0;
+        let mut was_tc = true;
+        for size in 512..4096u16 {
+            let q = query("m.example.com.", qtype, Some((size, false)));
+            let Outcome::Reply {
+                bytes, truncated, ..
+            } = respond(&s.records, &q, Transport::Udp, opts, Instant::now(), 0)
+            else {
+                panic!("dropped")
+            };
+            let fast = respond_fast(&s.records, &s.table, &q, opts, 0, &mut out);
+            assert_eq!(fast.is_some(), truncated, "{qtype} at {size}");
+            if let Some(n) = fast {
+                assert_eq!(&out[..n], &bytes[..]);
+            }
+            if truncated != was_tc {
+                flips += 1;
+                was_tc = truncated;
+            }
+        }
+        assert_eq!(
+            flips, 1,
+            "{qtype}: TC up to one size, whole answers after it"
+        );
+    }
 }
