@@ -25,10 +25,21 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// client has not read yet; a client that got our FIN closes at once, so 1 s is plenty.
 const TCP_LINGER: Duration = Duration::from_secs(1);
 
-/// The connection table shared by every TCP listener; a connection's handle closes it.
-pub type Conns = Arc<Mutex<ConnTable<CancellationToken>>>;
+/// How long the accept loop waits for an evicted connection to close (it is idle, so it closes
+/// at once; this only bounds a stuck task).
+const EVICT_WAIT: Duration = Duration::from_secs(1);
 
-fn lock(conns: &Conns) -> std::sync::MutexGuard<'_, ConnTable<CancellationToken>> {
+/// How to close a connection from outside: cancel `close`, then await `closed`.
+#[derive(Debug, Clone, Default)]
+pub struct Evict {
+    close: CancellationToken,
+    closed: CancellationToken,
+}
+
+/// The connection table shared by every TCP listener.
+pub type Conns = Arc<Mutex<ConnTable<Evict>>>;
+
+fn lock(conns: &Conns) -> std::sync::MutexGuard<'_, ConnTable<Evict>> {
     conns
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -56,13 +67,16 @@ pub async fn serve_tcp(
                 }
             },
         };
-        let close = CancellationToken::new();
-        let admitted = lock(&conns).admit(peer.ip(), Instant::now(), close.clone());
+        let evict = Evict::default();
+        let admitted = lock(&conns).admit(peer.ip(), Instant::now(), evict.clone());
         let id = match admitted {
             Ok((id, victim)) => {
                 if let Some(victim) = victim {
                     evicted.increment(1);
-                    victim.cancel();
+                    victim.close.cancel();
+                    // Its descriptor is released before the next accept, so the connections
+                    // never hold more descriptors than the cap.
+                    let _ = tokio::time::timeout(EVICT_WAIT, victim.closed.cancelled()).await;
                 }
                 id
             }
@@ -76,10 +90,13 @@ pub async fn serve_tcp(
         let conn = Conn {
             id,
             conns: conns.clone(),
-            close,
+            close: evict.close,
         };
+        let closed = evict.closed;
         let (responder, cancel) = (responder.clone(), cancel.clone());
         tasks.spawn(async move {
+            // Dropped last, after the stream: tells an evicting accept loop it is closed.
+            let _closed = closed.drop_guard();
             let mut stream = stream;
             metrics::gauge!("fedplane_dns_tcp_connections").increment(1.0);
             match serve_conn(&mut stream, &responder, &conn, &cancel).await {
