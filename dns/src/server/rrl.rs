@@ -241,7 +241,7 @@ impl Table {
             return Action::Pass;
         }
         b.limited = b.limited.wrapping_add(1);
-        if self.slip != 0 && b.limited % self.slip == 0 {
+        if self.slip != 0 && b.limited.is_multiple_of(self.slip) {
             Action::Slip
         } else {
             Action::Drop
