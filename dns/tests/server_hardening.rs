@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -523,4 +524,71 @@ fn rrl_with_slip_1_sends_dig_to_tcp() {
         d.raw
     );
     assert_eq!(d.answers("A").len(), 3, "{}", d.raw);
+}
+
+/// NSD serving hello-world under the same RRL settings, for comparison.
+fn nsd_with_rrl(dir: &Path, port: u16, rate: u32, slip: u32) -> Daemon {
+    fedplane_testkit::require_program("nsd", "nsd");
+    let zone = "$ORIGIN example.com.\n$TTL 30\n\
+        @ IN SOA ns.dns.example.com. hostmaster.example.com. 1 7200 1800 86400 30\n\
+        @ IN NS ns.dns.example.com.\nns.dns IN A 10.0.0.53\n";
+    let hw: String = ["10.210.1.68", "10.210.2.65", "10.210.3.65"]
+        .iter()
+        .map(|ip| format!("hello-world.default.federation.svc IN A {ip}\n"))
+        .collect();
+    std::fs::write(dir.join("example.com.zone"), format!("{zone}{hw}")).expect("zone");
+    let d = dir.display();
+    let conf = format!(
+        "server:\n  ip-address: 127.0.0.1@{port}\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  \
+         database: \"\"\n  zonelistfile: \"{d}/zone.list\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
+         username: \"\"\n  server-count: 1\n  rrl-ratelimit: {rate}\n  rrl-slip: {slip}\n  \
+         rrl-ipv4-prefix-length: 24\nremote-control:\n  control-enable: no\n\
+         zone:\n  name: example.com\n  zonefile: example.com.zone\n"
+    );
+    std::fs::write(dir.join("nsd.conf"), conf).expect("conf");
+    let mut cmd = Command::new("nsd");
+    cmd.arg("-d").arg("-c").arg(dir.join("nsd.conf"));
+    let nsd = Daemon::spawn("nsd", cmd);
+    wait_until(WAIT, "NSD to answer", || {
+        (dig("127.0.0.1", port, &["example.com", "SOA"]).status == "NOERROR").then_some(())
+    });
+    nsd
+}
+
+/// RRL next to NSD's (`rrl-ratelimit 10`, `rrl-slip 2`): the same burst from one client gets
+/// about one second's rate answered in full (NSD lets up to twice the rate through in a
+/// client's first second) and about half of the limited responses truncated, the rest
+/// dropped.
+#[test]
+fn rrl_passes_slips_and_drops_like_nsd() {
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let dns = Dns::start(
+        &etcd,
+        &["--rrl-responses-per-second", "10", "--rrl-slip", "2"],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nsd_port = free_port();
+    let _nsd = nsd_with_rrl(dir.path(), nsd_port, 10, 2);
+    // NSD counted the readiness digs from this /24: one rate period later they are forgotten.
+    thread::sleep(Duration::from_millis(1100));
+    for (server, addr) in [
+        ("fedplane-dns", dns.addr()),
+        ("NSD", SocketAddr::from(([127, 0, 0, 1], nsd_port))),
+    ] {
+        let (full, tc) = burst(addr, 60);
+        let limited = 60 - full;
+        eprintln!(
+            "{server}: {full} answered, {tc} truncated, {} dropped",
+            limited - tc
+        );
+        assert!(
+            (10..=21).contains(&full),
+            "{server}: {full} answered in full"
+        );
+        assert!(
+            (limited / 4..=limited * 3 / 4).contains(&tc),
+            "{server}: {tc} truncated of {limited} limited"
+        );
+    }
 }
