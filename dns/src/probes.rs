@@ -80,4 +80,16 @@ pub fn describe_metrics() {
         "fedplane_dns_draining",
         "1 from SIGTERM on: /readyz fails, DNS answers until the lameduck ends"
     );
+    describe_counter!(
+        "fedplane_dns_rrl_total",
+        "UDP responses seen by response rate limiting, by action: pass, slip (sent truncated) or drop"
+    );
+    describe_counter!(
+        "fedplane_dns_tcp_evicted_total",
+        "Idle TCP connections closed to admit a new one at --tcp-max-connections"
+    );
+    describe_counter!(
+        "fedplane_dns_tcp_rejected_total",
+        "TCP connections closed at once, by reason: per_client (--tcp-max-connections-per-client) or full (every connection busy)"
+    );
 }
