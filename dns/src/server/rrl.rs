@@ -11,7 +11,10 @@
 //! The buckets live in a fixed-size table ([`TABLE_SIZE`] buckets, indexed by a keyed hash of
 //! the prefix, a colliding prefix takes the bucket over), so spoofed sources cannot make it
 //! grow. Unlike NSD, which keeps a bucket per prefix *and* kind of answer, a bucket here is per
-//! prefix only: every response to a prefix counts against the same rate.
+//! prefix only: every response to a prefix counts against the same rate. NSD also averages a
+//! prefix's rate over seconds, so it lets about twice the rate through in a client's first
+//! second and keeps limiting for a while after a flood ends; the token bucket here passes one
+//! second's worth at once and the rate after (a test runs both side by side).
 //!
 //! [`Table`] is the pure logic (the clock is passed in); [`Limiter`] shares it between the UDP
 //! workers in shards behind mutexes and checks the exempt list first.
