@@ -10,6 +10,7 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
+use crate::server::rrl::{Cidr, RrlConfig};
 
 use fedplane_ops::etcd::EtcdFlags;
 pub use fedplane_ops::etcd::{EtcdSettings, PASSWORD_ENV};
@@ -67,9 +68,49 @@ pub struct Cli {
     /// Largest UDP response we send and advertise in EDNS [default: 1232]
     #[arg(long, value_name = "BYTES")]
     pub max_udp_payload: Option<u16>,
-    /// Close a TCP connection idle this long, e.g. 10s or 500ms [default: 10s]
+    /// Close a TCP connection idle this long, e.g. 10s or 500ms; more than 0. Shortened to 1s
+    /// while the open connections are at three quarters of --tcp-max-connections or more
+    /// [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub tcp_idle_timeout: Option<Duration>,
+    /// Open DNS TCP connections at most, over all listen addresses; at the cap a new
+    /// connection closes the one idle longest. Never more than the open-file limit (raised at
+    /// start to the hard limit) leaves after 128 descriptors for HTTP, etcd and UDP
+    /// [default: 1024, or less under a low open-file limit]
+    #[arg(long, value_name = "N")]
+    pub tcp_max_connections: Option<usize>,
+    /// Open DNS TCP connections from one client address at most [default: a quarter of
+    /// --tcp-max-connections]
+    #[arg(long, value_name = "N")]
+    pub tcp_max_connections_per_client: Option<usize>,
+    /// Threads that answer UDP queries the compiled fast path cannot (other types, large
+    /// answers, NXDOMAIN), at a lower CPU priority than the receive loops; they take queries
+    /// from one queue of 1024, and a query that finds it full is dropped (counted as busy)
+    /// [default: half of --workers, at least 1]
+    #[arg(long, value_name = "N")]
+    pub udp_general_threads: Option<usize>,
+    /// Response rate limiting (RRL, as in NSD and Knot): UDP responses per second to one
+    /// client prefix (see --rrl-ipv4-prefix-length); 0 turns it off. Over the rate, every
+    /// --rrl-slip-th response goes out truncated (so real clients retry over TCP, which is
+    /// never limited) and the others are dropped. Off by default because fedplane-dns usually
+    /// answers a few CoreDNS forwarders that carry a whole cluster's queries, which RRL would
+    /// throttle: turn it on only where clients query directly, and exempt the forwarders
+    /// (--rrl-exempt) [default: 0]
+    #[arg(long, value_name = "N")]
+    pub rrl_responses_per_second: Option<u32>,
+    /// RRL: every Nth limited response is sent truncated (TC), the rest dropped; 0 drops them
+    /// all, 1 truncates them all (at most 100) [default: 2]
+    #[arg(long, value_name = "N")]
+    pub rrl_slip: Option<u32>,
+    /// RRL: IPv4 clients in one prefix of this length share a rate [default: 24]
+    #[arg(long, value_name = "BITS")]
+    pub rrl_ipv4_prefix_length: Option<u8>,
+    /// RRL: IPv6 clients in one prefix of this length share a rate [default: 56]
+    #[arg(long, value_name = "BITS")]
+    pub rrl_ipv6_prefix_length: Option<u8>,
+    /// RRL: sources never limited, an address or CIDR such as 10.0.0.0/8 (repeatable)
+    #[arg(long = "rrl-exempt", value_name = "CIDR")]
+    pub rrl_exempt: Vec<String>,
     /// On SIGTERM, how long /readyz fails while every DNS socket keeps answering, so load
     /// balancers and kube-proxy stop sending first; 0 closes at once. A second SIGTERM or
     /// SIGINT ends it early. Lameduck plus --shutdown-grace must stay below the pod's
@@ -112,6 +153,23 @@ pub struct FileConfig {
     pub max_udp_payload: Option<u16>,
     /// TCP idle timeout, e.g. `10s`.
     pub tcp_idle_timeout: Option<String>,
+    /// TCP connection cap.
+    pub tcp_max_connections: Option<usize>,
+    /// TCP connections per client address.
+    pub tcp_max_connections_per_client: Option<usize>,
+    /// UDP general-path threads.
+    pub udp_general_threads: Option<usize>,
+    /// RRL responses per second per prefix (0 off).
+    pub rrl_responses_per_second: Option<u32>,
+    /// RRL slip.
+    pub rrl_slip: Option<u32>,
+    /// RRL IPv4 prefix length.
+    pub rrl_ipv4_prefix_length: Option<u8>,
+    /// RRL IPv6 prefix length.
+    pub rrl_ipv6_prefix_length: Option<u8>,
+    /// RRL exempt CIDRs.
+    #[serde(default)]
+    pub rrl_exempt: Vec<String>,
     /// Lameduck, e.g. `5s`.
     pub lameduck: Option<String>,
     /// Shutdown grace, e.g. `5s`.
@@ -138,8 +196,16 @@ pub struct Settings {
     pub workers: usize,
     /// Largest UDP response.
     pub max_udp_payload: u16,
-    /// TCP idle timeout.
+    /// TCP idle timeout (not zero).
     pub tcp_idle_timeout: Duration,
+    /// TCP connection cap asked for (the server lowers it to fit the open-file limit).
+    pub tcp_max_connections: Option<usize>,
+    /// TCP connections per client address asked for (default: a quarter of the cap).
+    pub tcp_max_connections_per_client: Option<usize>,
+    /// UDP general-path threads.
+    pub udp_general_threads: usize,
+    /// Response rate limiting; `None` is off.
+    pub rrl: Option<RrlConfig>,
     /// How long DNS keeps answering after SIGTERM, while /readyz fails.
     pub lameduck: Duration,
     /// Shutdown grace.
@@ -235,6 +301,74 @@ impl Settings {
             )));
         }
 
+        let tcp_idle_timeout = duration(
+            cli.tcp_idle_timeout,
+            file.tcp_idle_timeout,
+            "tcp_idle_timeout",
+            10,
+        )?;
+        if tcp_idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "tcp-idle-timeout 0s would close every TCP connection before its first query; give e.g. 10s".into(),
+            ));
+        }
+        let positive = |v: Option<usize>, name: &str| match v {
+            Some(0) => Err(ConfigError::Invalid(format!("{name} must be at least 1"))),
+            v => Ok(v),
+        };
+        let tcp_max_connections = positive(
+            cli.tcp_max_connections.or(file.tcp_max_connections),
+            "tcp-max-connections",
+        )?;
+        let tcp_max_connections_per_client = positive(
+            cli.tcp_max_connections_per_client
+                .or(file.tcp_max_connections_per_client),
+            "tcp-max-connections-per-client",
+        )?;
+        let udp_general_threads = positive(
+            cli.udp_general_threads.or(file.udp_general_threads),
+            "udp-general-threads",
+        )?
+        .unwrap_or((workers / 2).max(1));
+        let rrl = match cli
+            .rrl_responses_per_second
+            .or(file.rrl_responses_per_second)
+            .unwrap_or(0)
+        {
+            0 => None,
+            rate => {
+                let slip = cli.rrl_slip.or(file.rrl_slip).unwrap_or(2);
+                if slip > 100 {
+                    return Err(ConfigError::Invalid(format!(
+                        "rrl-slip {slip} is over 100 (0 drops every limited response, 1 truncates each)"
+                    )));
+                }
+                let exempt = pick(cli.rrl_exempt, file.rrl_exempt)
+                    .iter()
+                    .map(|c| {
+                        c.parse::<Cidr>()
+                            .map_err(|e| ConfigError::Invalid(format!("rrl-exempt: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let rrl = RrlConfig {
+                    responses_per_second: rate,
+                    slip,
+                    ipv4_prefix: cli
+                        .rrl_ipv4_prefix_length
+                        .or(file.rrl_ipv4_prefix_length)
+                        .unwrap_or(24),
+                    ipv6_prefix: cli
+                        .rrl_ipv6_prefix_length
+                        .or(file.rrl_ipv6_prefix_length)
+                        .unwrap_or(56),
+                    exempt,
+                };
+                rrl.check()
+                    .map_err(|e| ConfigError::Invalid(format!("rrl: {e}")))?;
+                Some(rrl)
+            }
+        };
+
         let etcd = cli
             .etcd
             .or(file.etcd)
@@ -250,12 +384,11 @@ impl Settings {
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9153))),
             workers,
             max_udp_payload,
-            tcp_idle_timeout: duration(
-                cli.tcp_idle_timeout,
-                file.tcp_idle_timeout,
-                "tcp_idle_timeout",
-                10,
-            )?,
+            tcp_idle_timeout,
+            tcp_max_connections,
+            tcp_max_connections_per_client,
+            udp_general_threads,
+            rrl,
             lameduck: duration(cli.lameduck, file.lameduck, "lameduck", 5)?,
             shutdown_grace: duration(cli.shutdown_grace, file.shutdown_grace, "shutdown_grace", 5)?,
             log_format: cli
@@ -307,6 +440,69 @@ mod tests {
         std::fs::write(&p, "zones: [example.com.]\nlameduck: soon\n").expect("write");
         let err = Settings::resolve(cli(&["--config", path]), None).expect_err("invalid");
         assert!(err.to_string().contains("lameduck"), "{err}");
+    }
+
+    #[test]
+    fn zero_and_absurd_server_limits_are_clear_errors() {
+        for (args, needle) in [
+            (&["--tcp-idle-timeout", "0s"][..], "tcp-idle-timeout 0s"),
+            (&["--tcp-max-connections", "0"], "tcp-max-connections"),
+            (&["--tcp-max-connections-per-client", "0"], "per-client"),
+            (&["--udp-general-threads", "0"], "udp-general-threads"),
+            (
+                &["--rrl-responses-per-second", "5", "--rrl-slip", "101"],
+                "rrl-slip",
+            ),
+            (
+                &[
+                    "--rrl-responses-per-second",
+                    "5",
+                    "--rrl-exempt",
+                    "10.0.0.0/40",
+                ],
+                "rrl-exempt",
+            ),
+            (
+                &[
+                    "--rrl-responses-per-second",
+                    "5",
+                    "--rrl-ipv6-prefix-length",
+                    "129",
+                ],
+                "IPv6",
+            ),
+        ] {
+            let mut all = vec!["--zone", "example.com"];
+            all.extend_from_slice(args);
+            let err = Settings::resolve(cli(&all), None).expect_err("invalid");
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "zones: [example.com.]\ntcp_idle_timeout: 0ms\n").expect("write");
+        let err = Settings::resolve(cli(&["--config", p.to_str().expect("utf8")]), None)
+            .expect_err("invalid");
+        assert!(err.to_string().contains("tcp-idle-timeout"), "{err}");
+    }
+
+    #[test]
+    fn rrl_is_off_by_default_and_configured_from_flags_or_file() {
+        let s = Settings::resolve(cli(&["--zone", "example.com"]), None).expect("valid");
+        assert_eq!(s.rrl, None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "zones: [example.com.]\nrrl_responses_per_second: 20\nrrl_exempt: [10.0.0.0/8]\n",
+        )
+        .expect("write");
+        let path = p.to_str().expect("utf8");
+        let s =
+            Settings::resolve(cli(&["--config", path, "--rrl-slip", "3"]), None).expect("valid");
+        let rrl = s.rrl.expect("on");
+        assert_eq!((rrl.responses_per_second, rrl.slip), (20, 3));
+        assert_eq!((rrl.ipv4_prefix, rrl.ipv6_prefix), (24, 56));
+        assert_eq!(rrl.exempt, ["10.0.0.0/8".parse().expect("cidr")]);
     }
 
     #[test]

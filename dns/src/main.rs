@@ -48,13 +48,35 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         settings.tcp_idle_timeout,
     ));
-    let bound = server::spawn(
-        &settings.listen,
-        settings.workers,
-        responder,
-        &cancel,
-        &mut tasks,
-    )?;
+    // Before any socket: the TCP cap is derived from the open-file limit.
+    let nofile = server::raise_fd_limit();
+    let udp_sockets = settings.listen.len() * settings.workers;
+    let tcp_max_connections = server::tcp_cap(settings.tcp_max_connections, nofile, udp_sockets);
+    if settings
+        .tcp_max_connections
+        .is_some_and(|asked| asked > tcp_max_connections)
+    {
+        warn!(
+            asked = settings.tcp_max_connections,
+            chosen = tcp_max_connections,
+            nofile,
+            "--tcp-max-connections lowered to fit the open-file limit"
+        );
+    }
+    info!(
+        nofile,
+        tcp_max_connections, "open-file limit and TCP connection cap"
+    );
+    let limits = server::Limits {
+        workers: settings.workers,
+        general_threads: settings.udp_general_threads,
+        tcp_max_connections,
+        tcp_max_connections_per_client: settings
+            .tcp_max_connections_per_client
+            .unwrap_or((tcp_max_connections / 4).max(1)),
+        rrl: settings.rrl.clone(),
+    };
+    let bound = server::spawn(&settings.listen, &limits, responder, &cancel, &mut tasks)?;
     // Before anything can report ready, so a SIGTERM is never the default (fatal) one.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

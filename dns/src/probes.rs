@@ -110,4 +110,16 @@ pub fn describe_metrics() {
         "fedplane_dns_state_load_errors_total",
         "Snapshots in --state-dir that could not be used (damaged, other version, zones or prefix)"
     );
+    describe_counter!(
+        "fedplane_dns_rrl_total",
+        "UDP responses seen by response rate limiting, by action: pass, slip (sent truncated) or drop"
+    );
+    describe_counter!(
+        "fedplane_dns_tcp_evicted_total",
+        "Idle TCP connections closed to admit a new one at --tcp-max-connections"
+    );
+    describe_counter!(
+        "fedplane_dns_tcp_rejected_total",
+        "TCP connections closed at once, by reason: per_client (--tcp-max-connections-per-client) or full (every connection busy)"
+    );
 }

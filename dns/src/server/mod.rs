@@ -1,0 +1,308 @@
+//! DNS over UDP ([`udp`]) and TCP ([`tcp`]): sockets in, answers from the served records in
+//! the middle, sockets out; [`conns`] decides which TCP connections stay open under pressure
+//! and [`rrl`] limits UDP response rates (both pure logic).
+//!
+//! UDP: per listen address, `workers` receive loops, each on its own SO_REUSEPORT socket, that
+//! answer the fast path inline and hand everything else through a bounded queue to the
+//! general-path threads, which run at a lower priority. TCP (tokio, the general path):
+//! length-prefixed messages, pipelining, idle timeouts, a connection cap derived from the file
+//! descriptor limit ([`raise_fd_limit`], [`tcp_cap`]) and a per-client cap. On shutdown
+//! (`cancel`, after the lameduck) UDP loops and general threads stop within
+//! [`udp::UDP_POLL`], TCP listeners close at once, and TCP connections finish the query they
+//! are reading or answering, then close with a FIN rather than a reset.
+
+pub mod conns;
+pub mod rrl;
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::answer::{AnswerOptions, Outcome, Transport, respond};
+use crate::sync::Shared;
+use conns::ConnTable;
+use rrl::{Limiter, RrlConfig};
+
+/// Open TCP connections at most by default (fewer if the file descriptor limit is lower). DNS
+/// over TCP is the fallback path, so this is generous for one pod and still bounds memory.
+pub const DEFAULT_TCP_CONNECTIONS: usize = 1024;
+/// File descriptors kept out of the TCP cap: the HTTP endpoints, etcd, the UDP sockets and
+/// listeners, logs, epoll and the like.
+pub const RESERVED_FDS: u64 = 128;
+/// UDP socket receive buffer we ask for, to ride out bursts (the kernel caps it at rmem_max).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding failed (port in use, or port 53 without CAP_NET_BIND_SERVICE).
+    #[error(
+        "cannot bind {proto} {addr}: {source} (port below 1024 needs root or CAP_NET_BIND_SERVICE; try --listen 127.0.0.1:5300)"
+    )]
+    Bind {
+        /// `udp` or `tcp`.
+        proto: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Everything a listener needs to answer.
+#[derive(Debug)]
+pub struct Responder {
+    shared: Arc<Shared>,
+    opts: AnswerOptions,
+    tcp_idle_timeout: Duration,
+    rotation: AtomicUsize,
+}
+
+impl Responder {
+    /// A responder over the served records.
+    pub fn new(shared: Arc<Shared>, opts: AnswerOptions, tcp_idle_timeout: Duration) -> Self {
+        Self {
+            shared,
+            opts,
+            tcp_idle_timeout,
+            rotation: AtomicUsize::new(0),
+        }
+    }
+
+    /// The general path's answer from the records being served now, counted in the metrics.
+    fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let served = self.shared.served.load();
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        match respond(
+            &served.records,
+            request,
+            transport,
+            self.opts,
+            Instant::now(),
+            rotation,
+        ) {
+            Outcome::Reply {
+                bytes,
+                rcode,
+                truncated,
+            } => {
+                metrics::counter!("fedplane_dns_responses_total",
+                    "transport" => transport.as_str(), "rcode" => rcode_label(rcode))
+                .increment(1);
+                if truncated {
+                    metrics::counter!("fedplane_dns_truncated_total").increment(1);
+                }
+                Some(bytes)
+            }
+            Outcome::Drop(reason) => {
+                metrics::counter!("fedplane_dns_dropped_total",
+                    "transport" => transport.as_str(), "reason" => reason.as_str())
+                .increment(1);
+                None
+            }
+        }
+    }
+}
+
+fn rcode_label(rcode: hickory_proto::op::ResponseCode) -> &'static str {
+    use hickory_proto::op::ResponseCode as R;
+    match rcode {
+        R::NoError => "NOERROR",
+        R::FormErr => "FORMERR",
+        R::ServFail => "SERVFAIL",
+        R::NXDomain => "NXDOMAIN",
+        R::NotImp => "NOTIMP",
+        R::Refused => "REFUSED",
+        R::BADVERS => "BADVERS",
+        _ => "OTHER",
+    }
+}
+
+fn socket_for(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        // So that 0.0.0.0:53 and [::]:53 can both be bound.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// How the listeners share out the machine.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// UDP receive loops per listen address.
+    pub workers: usize,
+    /// General-path threads for UDP (over all addresses).
+    pub general_threads: usize,
+    /// Open TCP connections at most (over all addresses).
+    pub tcp_max_connections: usize,
+    /// Open TCP connections from one client address at most.
+    pub tcp_max_connections_per_client: usize,
+    /// UDP response rate limiting; `None` is off.
+    pub rrl: Option<RrlConfig>,
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs do at start (the
+/// soft limit is often 1,024 while the hard one is far higher). Returns the soft limit in
+/// force afterwards.
+pub fn raise_fd_limit() -> u64 {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                warn!(error = %e, soft, hard, "cannot raise the open-file limit to the hard limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    }
+}
+
+/// The TCP connection cap: `requested` (else [`DEFAULT_TCP_CONNECTIONS`]), but never more than
+/// the open-file limit `nofile` leaves after [`RESERVED_FDS`] and the `udp_sockets`, so that a
+/// connection flood cannot take the descriptors that /metrics, /readyz and etcd need. At
+/// least 1.
+pub fn tcp_cap(requested: Option<usize>, nofile: u64, udp_sockets: usize) -> usize {
+    let room = nofile
+        .saturating_sub(RESERVED_FDS)
+        .saturating_sub(udp_sockets as u64);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    requested
+        .unwrap_or(DEFAULT_TCP_CONNECTIONS)
+        .min(room)
+        .max(1)
+}
+
+/// Binds every listen address (UDP ×`limits.workers` and TCP) before anything is served, so a
+/// bad address fails the start with a clear error. Returns the bound local addresses (useful
+/// with port 0) and spawns the serving tasks into `tasks`: the UDP workers and general-path
+/// threads (blocking threads that stop within [`udp::UDP_POLL`] of `cancel`) and the TCP
+/// listeners.
+pub fn spawn(
+    listen: &[SocketAddr],
+    limits: &Limits,
+    responder: Arc<Responder>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<SocketAddr>, ServerError> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut bound = Vec::new();
+    for &addr in listen {
+        let bind_err = |proto, source| ServerError::Bind {
+            proto,
+            addr,
+            source,
+        };
+        // TCP first: with port 0 it picks the port and the UDP sockets reuse it.
+        let t = socket_for(addr, Type::STREAM, Protocol::TCP)
+            .and_then(|s| {
+                s.bind(&addr.into())?;
+                s.listen(1024)?;
+                Ok(s)
+            })
+            .map_err(|e| bind_err("tcp", e))?;
+        let local = t
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(addr);
+        for _ in 0..limits.workers {
+            let u = socket_for(local, Type::DGRAM, Protocol::UDP)
+                .and_then(|s| {
+                    let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
+                    s.bind(&local.into())?;
+                    Ok(s)
+                })
+                .map_err(|e| bind_err("udp", e))?;
+            u.set_nonblocking(false).map_err(|e| bind_err("udp", e))?;
+            udp.push(Arc::new(std::net::UdpSocket::from(u)));
+        }
+        tcp.push(TcpListener::from_std(t.into()).map_err(|e| bind_err("tcp", e))?);
+        bound.push(local);
+    }
+
+    let (general, queue) = udp::general_queue();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..limits.general_threads.max(1) {
+        let (queue, responder, cancel) = (queue.clone(), responder.clone(), cancel.clone());
+        // A thread of its own, not tokio's blocking pool: its lowered priority must not pass
+        // to other blocking work once it ends. The task ends when the thread does.
+        let (done, ended) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("dns-general-{i}"))
+            .spawn(move || {
+                udp::serve_general(&queue, &responder, &cancel);
+                drop(done);
+            });
+        match thread {
+            Ok(_) => {
+                tasks.spawn(async move {
+                    let _ = ended.await;
+                });
+            }
+            Err(e) => warn!(error = %e, "cannot start a general-path thread"),
+        }
+    }
+    let shared = Arc::new(udp::UdpShared {
+        responder: responder.clone(),
+        general,
+        rrl: limits.rrl.clone().map(|c| Arc::new(Limiter::new(c))),
+    });
+    for socket in udp {
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        tasks.spawn_blocking(move || udp::serve_udp(socket, &shared, &cancel));
+    }
+    let conns = Arc::new(Mutex::new(ConnTable::new(
+        limits.tcp_max_connections,
+        limits.tcp_max_connections_per_client,
+    )));
+    for listener in tcp {
+        tasks.spawn(tcp::serve_tcp(
+            listener,
+            responder.clone(),
+            conns.clone(),
+            cancel.clone(),
+        ));
+    }
+    info!(
+        workers = limits.workers,
+        general_threads = limits.general_threads.max(1),
+        tcp_max_connections = limits.tcp_max_connections,
+        tcp_max_connections_per_client = limits.tcp_max_connections_per_client,
+        rrl = ?limits.rrl.as_ref().map(|r| r.responses_per_second),
+        "DNS listeners started"
+    );
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tcp_cap_leaves_room_under_the_open_file_limit() {
+        assert_eq!(tcp_cap(None, 1_048_576, 4), DEFAULT_TCP_CONNECTIONS);
+        assert_eq!(tcp_cap(None, 1024, 4), 1024 - 128 - 4);
+        assert_eq!(tcp_cap(Some(50), 1024, 4), 50);
+        assert_eq!(tcp_cap(Some(5000), 1024, 4), 892, "clamped to the room");
+        assert_eq!(tcp_cap(None, 64, 4), 1, "at least one");
+    }
+}

@@ -1,0 +1,211 @@
+//! DNS over TCP (the general path, one load of the served records per query):
+//! length-prefixed messages, several queries per connection answered in order (pipelining),
+//! idle and write timeouts, and the connection table ([`super::conns`]): every connection is
+//! accepted at once and then admitted, evicting the connection idle longest at the cap, or
+//! closed (per-client cap, or every connection busy). On shutdown the listeners close at once
+//! and connections finish the query they are reading or answering, then close with a FIN.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::Responder;
+use super::conns::ConnTable;
+use crate::answer::Transport;
+
+/// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// After we close a TCP connection (FIN), how long we read and discard what the client still
+/// sends. Closing with unread input resets the connection, and a reset can destroy answers the
+/// client has not read yet; a client that got our FIN closes at once, so 1 s is plenty.
+const TCP_LINGER: Duration = Duration::from_secs(1);
+
+/// How long the accept loop waits for an evicted connection to close (it is idle, so it closes
+/// at once; this only bounds a stuck task).
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// How to close a connection from outside: cancel `close`, then await `closed`.
+#[derive(Debug, Clone, Default)]
+pub struct Evict {
+    close: CancellationToken,
+    closed: CancellationToken,
+}
+
+/// The connection table shared by every TCP listener.
+pub type Conns = Arc<Mutex<ConnTable<Evict>>>;
+
+fn lock(conns: &Conns) -> std::sync::MutexGuard<'_, ConnTable<Evict>> {
+    conns
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Accepts connections on `listener` until `cancel`, then waits for its connections to end.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    responder: Arc<Responder>,
+    conns: Conns,
+    cancel: CancellationToken,
+) {
+    let mut tasks = JoinSet::new();
+    let evicted = metrics::counter!("fedplane_dns_tcp_evicted_total");
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin on it.
+                    warn!(error = %e, "tcp accept failed; pausing accepts for {ACCEPT_ERROR_PAUSE:?}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let evict = Evict::default();
+        let admitted = lock(&conns).admit(peer.ip(), Instant::now(), evict.clone());
+        let id = match admitted {
+            Ok((id, victim)) => {
+                if let Some(victim) = victim {
+                    evicted.increment(1);
+                    victim.close.cancel();
+                    // Its descriptor is released before the next accept, so the connections
+                    // never hold more descriptors than the cap.
+                    let _ = tokio::time::timeout(EVICT_WAIT, victim.closed.cancelled()).await;
+                }
+                id
+            }
+            Err(reason) => {
+                metrics::counter!("fedplane_dns_tcp_rejected_total", "reason" => reason.as_str())
+                    .increment(1);
+                drop(stream); // closed at once: the client sees EOF and can try elsewhere
+                continue;
+            }
+        };
+        let conn = Conn {
+            id,
+            conns: conns.clone(),
+            close: evict.close,
+        };
+        let closed = evict.closed;
+        let (responder, cancel) = (responder.clone(), cancel.clone());
+        tasks.spawn(async move {
+            // Dropped last, after the stream: tells an evicting accept loop it is closed.
+            let _closed = closed.drop_guard();
+            let mut stream = stream;
+            metrics::gauge!("fedplane_dns_tcp_connections").increment(1.0);
+            match serve_conn(&mut stream, &responder, &conn, &cancel).await {
+                Ok(End::Evicted) => {
+                    // Idle, so nothing is unread: the FIN and the close cost no reset.
+                    let _ = stream.shutdown().await;
+                }
+                Ok(End::Clean) => close_gracefully(stream).await,
+                Err(e) => debug!(%peer, error = %e, "tcp connection closed with error"),
+            }
+            lock(&conn.conns).remove(conn.id);
+            metrics::gauge!("fedplane_dns_tcp_connections").decrement(1.0);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    // Stop accepting at once: a connection left in the kernel's accept queue would wait
+    // unanswered until the process exits, then be reset; with the socket closed it is refused.
+    drop(listener);
+    // Draining: connections answer the query they are reading or answering, then close
+    // (bounded by the caller's grace).
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One connection's place in the table.
+struct Conn {
+    id: u64,
+    conns: Conns,
+    /// Cancelled when the connection is evicted to make room.
+    close: CancellationToken,
+}
+
+/// How a connection ended without an I/O error.
+enum End {
+    /// The client closed, it idled, or the server is shutting down.
+    Clean,
+    /// Evicted while idle to make room for a new connection.
+    Evicted,
+}
+
+/// Answers the queries of one connection until the client closes it, it idles, it is
+/// evicted, or `cancel` fires. After `cancel` the query being read or answered is finished
+/// (its answer written whole), and no further one is started: a client that pipelines
+/// without pause must not hold the shutdown.
+async fn serve_conn(
+    stream: &mut TcpStream,
+    responder: &Responder,
+    conn: &Conn,
+    cancel: &CancellationToken,
+) -> std::io::Result<End> {
+    stream.set_nodelay(true)?;
+    let configured = responder.tcp_idle_timeout;
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        // Checked here, not only in the select below: that one prefers the read, so while
+        // input is buffered it would never see the cancellation.
+        if cancel.is_cancelled() {
+            return Ok(End::Clean);
+        }
+        if conn.close.is_cancelled() {
+            return Ok(End::Evicted);
+        }
+        let idle = lock(&conn.conns).idle(conn.id, Instant::now(), configured);
+        let len = tokio::select! {
+            // A query whose length has arrived is read whole and answered before a shutdown
+            // or an eviction closes the connection.
+            biased;
+            r = tokio::time::timeout(idle, stream.read_u16()) => match r {
+                Err(_) => return Ok(End::Clean), // idle
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(End::Clean),
+                Ok(r) => r?,
+            },
+            () = cancel.cancelled() => return Ok(End::Clean),
+            () = conn.close.cancelled() => return Ok(End::Evicted),
+        };
+        lock(&conn.conns).busy(conn.id);
+        buf.resize(usize::from(len), 0);
+        match tokio::time::timeout(configured, stream.read_exact(&mut buf)).await {
+            Err(_) => return Ok(End::Clean),
+            Ok(r) => {
+                r?;
+            }
+        }
+        let Some(resp) = responder.answer(&buf, Transport::Tcp) else {
+            // Not a query we answer: the stream cannot be trusted any more.
+            return Ok(End::Clean);
+        };
+        let Ok(rlen) = u16::try_from(resp.len()) else {
+            return Ok(End::Clean);
+        };
+        let mut out = Vec::with_capacity(resp.len() + 2);
+        out.extend_from_slice(&rlen.to_be_bytes());
+        out.extend_from_slice(&resp);
+        // A client that sends but never reads must not hold its connection slot forever.
+        match tokio::time::timeout(configured, stream.write_all(&out)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(End::Clean),
+        }
+    }
+}
+
+/// Closes a connection we end: FIN first, so the client reads every answer and then EOF, and
+/// what it still sends is read and discarded for at most [`TCP_LINGER`] (no reset).
+async fn close_gracefully(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 512];
+    let _ = tokio::time::timeout(TCP_LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
