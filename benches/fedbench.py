@@ -160,7 +160,8 @@ def load_records(etcd, records, prefix="/skydns"):
 def dig_ok(port, name):
     out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), name, "A", "+short", "+time=1",
                           "+tries=1"], capture_output=True, text=True).stdout
-    return bool(out.strip())
+    # A timeout is printed on stdout too (";; connection timed out; ..."), not an answer.
+    return bool(out.strip()) and not out.startswith(";;")
 
 
 def start_fedplane(work, etcd, workers, tag="fedplane", prefix="/skydns", binary=None):
@@ -181,7 +182,9 @@ def fedplane_ready(proc):
         return False
 
 
-def start_nsd(work, zonefile, workers):
+def start_nsd(work, zonefile, workers, server_options=""):
+    """NSD serving `zonefile`; `server_options` are more lines (indented) for its server:
+    clause, e.g. "  rrl-ratelimit: 0\n"."""
     d = tempfile.mkdtemp(dir=work, prefix="nsd")
     shutil.copy(zonefile, f"{d}/{ZONE}.zone")
     port = free_port()
@@ -199,7 +202,7 @@ def start_nsd(work, zonefile, workers):
   verbosity: 0
   hide-version: yes
   reuseport: yes
-remote-control:
+{server_options}remote-control:
   control-enable: no
 zone:
   name: {ZONE}

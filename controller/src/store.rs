@@ -2,11 +2,19 @@
 //! that change them.
 //!
 //! - [`Store::load`] reads every key under the prefix (paged) and keeps those that are ours.
-//! - [`Store::apply`] writes a diff in transactions of at most [`MAX_OPS`] operations, several
-//!   in flight. Each is conditional on the leader key (the fence) and on every key it touches:
-//!   a create needs the key absent, an update or delete needs the mod revision we last saw. So a
-//!   key someone else wrote in between is never overwritten: the batch is retried key by key,
-//!   and a key that turned out to be someone else's is left alone from then on.
+//! - [`Store::apply`] writes a diff in transactions, several in flight. Each is conditional on
+//!   the leader key (the fence) and on every key it touches: a create needs the key absent, an
+//!   update or delete needs the mod revision we last saw. So a key someone else wrote in
+//!   between is never overwritten.
+//! - The keys of one name (its address leaves and its CNAME) change in one transaction, so a
+//!   reader (fedplane-dns's watch) never sees a name with no records or with a CNAME beside
+//!   addresses: whole names are packed into transactions of at most [`TXN_KEYS`] keys (etcd's
+//!   `--max-txn-ops` counts the fence's compare too). A transaction whose compares fail is
+//!   retried one name per transaction; a name that fails alone is left as it was and its keys
+//!   re-read (the next sync writes it whole), and a key that turned out to be someone else's
+//!   is left alone from then on.
+//! - A name with more than [`TXN_KEYS`] changes (that many addresses) cannot change in one
+//!   transaction; it is written in steps that keep it answering (see [`steps`]).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -17,8 +25,12 @@ use tracing::{debug, warn};
 
 use crate::plan::{Change, Owned, owner_of};
 
-/// Operations per transaction; etcd refuses more than `--max-txn-ops` (128 by default).
-pub const MAX_OPS: usize = 100;
+/// The most compares, and the most operations, etcd takes in one transaction: its
+/// `--max-txn-ops`, 128 by default.
+pub const MAX_TXN_OPS: usize = 128;
+/// Keys per transaction: a key is one compare and one operation, and the fence one more
+/// compare.
+pub const TXN_KEYS: usize = MAX_TXN_OPS - 1;
 /// Transactions in flight at once: etcd batches their fsyncs.
 const PIPELINE: usize = 8;
 /// Keys per page when reading the prefix.
@@ -62,7 +74,8 @@ pub struct Applied {
     pub deletes: usize,
     /// Transactions sent.
     pub txns: usize,
-    /// Keys that changed under us (re-read; the next sync corrects them).
+    /// Keys that changed under us, at least one per name left unwritten because of them
+    /// (re-read; the next sync writes those names).
     pub conflicts: usize,
     /// Keys left alone because someone else owns them.
     pub foreign: usize,
@@ -165,18 +178,52 @@ impl Store {
     }
 
     /// Writes `changes` (from [`crate::plan::diff`] against [`Store::owned`]), fenced on
-    /// `fence` when given.
+    /// `fence` when given. The keys of one name change in one transaction (see the module
+    /// docs); a name whose keys changed under us is left as it was, re-read, and counted in
+    /// [`Applied::conflicts`], so the caller plans again and writes it whole.
     pub async fn apply(
         &mut self,
         changes: Vec<Change>,
         fence: Option<&Fence>,
     ) -> Result<Applied, StoreError> {
         let mut applied = Applied::default();
-        let batches = batches(changes);
+        let Split { batches, large } = split(changes);
+        let failed = self.send(batches, fence, &mut applied).await?;
+        if !failed.is_empty() {
+            if let Some(f) = fence {
+                self.check_fence(f).await?;
+            }
+            // Someone changed keys of these batches: one transaction per name finds which
+            // names, and writes the others whole.
+            let one_each = failed.into_iter().map(|name| vec![name]).collect();
+            let failed = self.send(one_each, fence, &mut applied).await?;
+            if !failed.is_empty() {
+                if let Some(f) = fence {
+                    self.check_fence(f).await?;
+                }
+                for name in failed {
+                    self.reread(&name, &mut applied).await?;
+                }
+            }
+        }
+        for steps in large {
+            self.apply_large(steps, fence, &mut applied).await?;
+        }
+        Ok(applied)
+    }
+
+    /// Sends `batches` (each a list of whole names), [`PIPELINE`] in flight, and records those
+    /// that succeeded. Returns the names of the batches whose compares failed.
+    async fn send(
+        &mut self,
+        batches: Vec<Vec<Vec<Change>>>,
+        fence: Option<&Fence>,
+        applied: &mut Applied,
+    ) -> Result<Vec<Vec<Change>>, StoreError> {
         let results: Vec<_> = futures::stream::iter(batches)
             .map(|batch| {
                 let mut client = self.client.clone();
-                let txn = transaction(&batch, fence);
+                let txn = transaction(batch.iter().flatten(), fence);
                 async move {
                     let r = bounded("txn", client.txn(txn)).await;
                     (batch, r)
@@ -186,45 +233,50 @@ impl Store {
             .collect()
             .await;
         let mut first_error = None;
-        let mut retry = Vec::new();
+        let mut failed = Vec::new();
         for (batch, result) in results {
             applied.txns += 1;
             match result {
                 Ok(resp) if resp.succeeded() => {
                     let rev = resp.header().map_or(0, |h| h.revision());
-                    self.record(&batch, rev, &mut applied);
+                    self.record(batch.iter().flatten(), rev, applied);
                 }
-                Ok(_) => retry.extend(batch),
+                Ok(_) => failed.extend(batch),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(failed),
         }
-        if !retry.is_empty() {
-            if let Some(f) = fence {
-                self.check_fence(f).await?;
-            }
-            // Someone changed keys of these batches: one transaction per key finds which.
-            for change in retry {
-                applied.txns += 1;
-                let batch = [change];
-                let resp = bounded("txn", self.client.txn(transaction(&batch, fence))).await?;
-                let [change] = batch;
-                if resp.succeeded() {
-                    let rev = resp.header().map_or(0, |h| h.revision());
-                    self.record(std::slice::from_ref(&change), rev, &mut applied);
-                } else {
-                    if let Some(f) = fence {
-                        self.check_fence(f).await?;
-                    }
-                    self.reread(change.key(), &mut applied).await?;
+    }
+
+    /// Writes a name too big for one transaction, step by step (see [`steps`]); a step that
+    /// fails stops the name where it is, which is a state a reader may see (never empty, never
+    /// a CNAME beside addresses).
+    async fn apply_large(
+        &mut self,
+        steps: Vec<Vec<Change>>,
+        fence: Option<&Fence>,
+        applied: &mut Applied,
+    ) -> Result<(), StoreError> {
+        for step in steps {
+            applied.txns += 1;
+            let resp = bounded("txn", self.client.txn(transaction(&step, fence))).await?;
+            if resp.succeeded() {
+                let rev = resp.header().map_or(0, |h| h.revision());
+                self.record(&step, rev, applied);
+            } else {
+                if let Some(f) = fence {
+                    self.check_fence(f).await?;
                 }
+                self.reread(&step, applied).await?;
+                break;
             }
         }
-        Ok(applied)
+        Ok(())
     }
 
     /// Takes `changes` as written without writing them (`--dry-run`), so each is printed once.
@@ -232,8 +284,13 @@ impl Store {
         self.record(&changes, 0, &mut Applied::default());
     }
 
-    fn record(&mut self, batch: &[Change], revision: i64, applied: &mut Applied) {
-        for c in batch {
+    fn record<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = &'a Change>,
+        revision: i64,
+        applied: &mut Applied,
+    ) {
+        for c in changes {
             match c {
                 Change::Create { key, value } | Change::Update { key, value, .. } => {
                     applied.puts += 1;
@@ -253,38 +310,54 @@ impl Store {
         }
     }
 
-    /// After a conflict on `key`: learn what it holds now.
-    async fn reread(&mut self, key: &str, applied: &mut Applied) -> Result<(), StoreError> {
-        applied.conflicts += 1;
-        let resp = bounded("get", self.client.get(key, None)).await?;
-        match resp.kvs().first() {
-            None => {
-                debug!(
-                    key,
-                    "key we wrote was deleted by someone else; it will be rewritten"
-                );
-                self.owned.remove(key);
+    /// After the transaction of `name` (its changes) failed: learn what its keys hold now.
+    /// Counts the keys found changed, and at least one per name.
+    async fn reread(&mut self, name: &[Change], applied: &mut Applied) -> Result<(), StoreError> {
+        let mut changed = 0;
+        for c in name {
+            let key = c.key();
+            let resp = bounded("get", self.client.get(key, None)).await?;
+            let kv = resp.kvs().first();
+            let as_seen = match c {
+                Change::Create { .. } => kv.is_none(),
+                Change::Update { mod_revision, .. } | Change::Delete { mod_revision, .. } => {
+                    kv.is_some_and(|kv| kv.mod_revision() == *mod_revision)
+                }
+            };
+            if as_seen {
+                continue;
             }
-            Some(kv) if owner_of(kv.value()).as_deref() == Some(self.owner.as_str()) => {
-                self.owned.insert(
-                    key.to_owned(),
-                    Owned {
-                        value: String::from_utf8_lossy(kv.value()).into_owned(),
-                        mod_revision: kv.mod_revision(),
-                    },
-                );
-            }
-            Some(_) => {
-                warn!(
-                    key,
-                    "key belongs to another writer (no {} marker of ours); left alone",
-                    crate::plan::OWNER_FIELD
-                );
-                applied.foreign += 1;
-                self.owned.remove(key);
-                self.foreign.insert(key.to_owned());
+            changed += 1;
+            match kv {
+                None => {
+                    debug!(
+                        key,
+                        "key we wrote was deleted by someone else; it will be rewritten"
+                    );
+                    self.owned.remove(key);
+                }
+                Some(kv) if owner_of(kv.value()).as_deref() == Some(self.owner.as_str()) => {
+                    self.owned.insert(
+                        key.to_owned(),
+                        Owned {
+                            value: String::from_utf8_lossy(kv.value()).into_owned(),
+                            mod_revision: kv.mod_revision(),
+                        },
+                    );
+                }
+                Some(_) => {
+                    warn!(
+                        key,
+                        "key belongs to another writer (no {} marker of ours); left alone",
+                        crate::plan::OWNER_FIELD
+                    );
+                    applied.foreign += 1;
+                    self.owned.remove(key);
+                    self.foreign.insert(key.to_owned());
+                }
             }
         }
+        applied.conflicts += changed.max(1);
         Ok(())
     }
 
@@ -299,37 +372,75 @@ impl Store {
     }
 }
 
-/// Splits changes (in key order) into transactions of about [`MAX_OPS`], never splitting the
-/// keys of one name: a name turns from CNAME to addresses (or back) in one transaction, so no
-/// reader sees both or neither.
-fn batches(changes: Vec<Change>) -> Vec<Vec<Change>> {
-    let mut out: Vec<Vec<Change>> = Vec::new();
-    let mut current: Vec<Change> = Vec::new();
+/// The transactions of one [`Store::apply`].
+#[derive(Debug, Default)]
+struct Split {
+    /// Whole names (each the changes of one name), packed into transactions of at most
+    /// [`TXN_KEYS`] keys, in name order.
+    batches: Vec<Vec<Vec<Change>>>,
+    /// Names with more than [`TXN_KEYS`] changes: each its [`steps`].
+    large: Vec<Vec<Vec<Change>>>,
+}
+
+/// Groups `changes` by name and packs whole names into transactions.
+fn split(changes: Vec<Change>) -> Split {
+    let mut names: BTreeMap<String, Vec<Change>> = BTreeMap::new();
     for c in changes {
-        let boundary = current
-            .last()
-            .is_none_or(|last| name_key(last.key()) != name_key(c.key()));
-        if current.len() >= MAX_OPS && boundary {
-            out.push(std::mem::take(&mut current));
+        names
+            .entry(name_key(c.key()).to_owned())
+            .or_default()
+            .push(c);
+    }
+    let mut out = Split::default();
+    let mut current: Vec<Vec<Change>> = Vec::new();
+    let mut keys = 0;
+    for name in names.into_values() {
+        if name.len() > TXN_KEYS {
+            out.large.push(steps(name));
+            continue;
         }
-        current.push(c);
+        if keys + name.len() > TXN_KEYS {
+            out.batches.push(std::mem::take(&mut current));
+            keys = 0;
+        }
+        keys += name.len();
+        current.push(name);
     }
     if !current.is_empty() {
-        out.push(current);
+        out.batches.push(current);
     }
     out
 }
 
-/// The key of the name a record key belongs to: `<name>/_cname` or `<name>/<cluster>/<address>`.
-fn name_key(key: &str) -> &str {
-    match key.strip_suffix(crate::plan::CNAME_LEAF) {
-        Some(name) => name.trim_end_matches('/'),
-        None => key.rsplitn(3, '/').nth(2).unwrap_or(key),
-    }
+/// The transactions of a name with more changes than one transaction holds, in an order that
+/// keeps it answering at every step: the old CNAME goes with the first addresses, new and
+/// changed addresses come before the deletes, and a new CNAME comes with the last deletes.
+/// Between steps the name may hold part of its old and new addresses.
+fn steps(mut name: Vec<Change>) -> Vec<Vec<Change>> {
+    name.sort_by_key(|c| match (is_cname(c.key()), c) {
+        (true, Change::Delete { .. }) => 0,
+        (false, Change::Create { .. } | Change::Update { .. }) => 1,
+        (false, Change::Delete { .. }) => 2,
+        (true, Change::Create { .. } | Change::Update { .. }) => 3,
+    });
+    name.chunks(TXN_KEYS).map(<[Change]>::to_vec).collect()
 }
 
-fn transaction(batch: &[Change], fence: Option<&Fence>) -> Txn {
-    let mut compares = Vec::with_capacity(batch.len() + 1);
+fn is_cname(key: &str) -> bool {
+    key.strip_suffix(crate::plan::CNAME_LEAF)
+        .is_some_and(|k| k.ends_with('/'))
+}
+
+/// The key of the name a record key belongs to: `<name>/_cname` or `<name>/<cluster>/<address>`.
+fn name_key(key: &str) -> &str {
+    if is_cname(key) {
+        return &key[..key.len() - crate::plan::CNAME_LEAF.len() - 1];
+    }
+    key.rsplitn(3, '/').nth(2).unwrap_or(key)
+}
+
+fn transaction<'a>(changes: impl IntoIterator<Item = &'a Change>, fence: Option<&Fence>) -> Txn {
+    let mut compares = Vec::new();
     if let Some(f) = fence {
         compares.push(Compare::create_revision(
             f.key.clone(),
@@ -337,8 +448,8 @@ fn transaction(batch: &[Change], fence: Option<&Fence>) -> Txn {
             f.revision,
         ));
     }
-    let mut ops = Vec::with_capacity(batch.len());
-    for c in batch {
+    let mut ops = Vec::new();
+    for c in changes {
         match c {
             Change::Create { key, value } => {
                 compares.push(Compare::version(key.as_str(), CompareOp::Equal, 0));
@@ -367,4 +478,117 @@ fn transaction(batch: &[Change], fence: Option<&Fence>) -> Txn {
         }
     }
     Txn::new().when(compares).and_then(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn create(key: &str) -> Change {
+        Change::Create {
+            key: key.into(),
+            value: "v".into(),
+        }
+    }
+
+    fn delete(key: &str) -> Change {
+        Change::Delete {
+            key: key.into(),
+            mod_revision: 1,
+        }
+    }
+
+    /// `n` names of `size` address keys each, in key order.
+    fn names(n: usize, size: usize) -> Vec<Change> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            for j in 0..size {
+                out.push(create(&format!("/skydns/com/example/n{i:03}/c/10-0-0-{j}")));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn name_key_of_an_address_and_of_a_cname() {
+        assert_eq!(
+            name_key("/skydns/com/example/svc/x/fcp/10-0-0-1"),
+            "/skydns/com/example/svc/x"
+        );
+        assert_eq!(
+            name_key("/skydns/com/example/svc/x/_cname"),
+            "/skydns/com/example/svc/x"
+        );
+        assert!(!is_cname("/skydns/com/example/svc/x_cname"));
+    }
+
+    #[test]
+    fn whole_names_are_packed_within_etcds_limit() {
+        // 33 keys a name: three fill 99 keys, a fourth would pass etcd's 128 with the fence.
+        for size in [1, 2, 3, 33, 64, TXN_KEYS] {
+            let split = split(names(50, size));
+            assert!(split.large.is_empty());
+            let mut seen = BTreeSet::new();
+            for batch in &split.batches {
+                let keys: usize = batch.iter().map(Vec::len).sum();
+                assert!(keys <= TXN_KEYS, "{keys} keys in one transaction");
+                assert!(keys + size > TXN_KEYS || batch == split.batches.last().expect("a batch"));
+                for name in batch {
+                    assert_eq!(name.len(), size, "a name split across transactions");
+                    assert!(seen.insert(name_key(name[0].key())));
+                }
+            }
+            assert_eq!(seen.len(), 50);
+        }
+    }
+
+    #[test]
+    fn a_name_is_grouped_even_when_its_keys_are_not_adjacent() {
+        let changes = vec![
+            create("/p/a/_cname"),
+            create("/p/a/b/_cname"),
+            create("/p/a/c1/10-0-0-1"),
+        ];
+        let split = split(changes);
+        assert_eq!(split.batches.len(), 1);
+        assert_eq!(split.batches[0].len(), 2);
+        assert!(split.batches[0].iter().any(|n| n.len() == 2));
+    }
+
+    #[test]
+    fn a_name_too_big_for_one_transaction_keeps_answering_at_every_step() {
+        let addr = |j: usize| format!("/p/big/c/10-0-{}-{}", j / 250, j % 250);
+        // CNAME → 300 addresses: the CNAME goes with the first addresses.
+        let mut to_a = vec![delete("/p/big/_cname")];
+        to_a.extend((0..300).map(|j| create(&addr(j))));
+        let s = split(to_a);
+        assert!(s.batches.is_empty());
+        let steps = &s.large[0];
+        assert_eq!(steps.len(), 3);
+        assert!(steps.iter().all(|s| s.len() <= TXN_KEYS));
+        assert_eq!(steps[0][0], delete("/p/big/_cname"));
+        assert!(
+            steps[0][1..]
+                .iter()
+                .all(|c| matches!(c, Change::Create { .. }))
+        );
+        // 300 addresses → CNAME: the CNAME comes with the last deletes.
+        let mut to_cname: Vec<Change> = (0..300).map(|j| delete(&addr(j))).collect();
+        to_cname.insert(0, create("/p/big/_cname"));
+        let steps = &split(to_cname).large[0];
+        let last = steps.last().expect("steps");
+        assert_eq!(last.last(), Some(&create("/p/big/_cname")));
+        assert!(last.len() > 1);
+        // Addresses replaced: puts before deletes, so the name is never empty.
+        let mut swap: Vec<Change> = (0..200).map(|j| delete(&addr(j))).collect();
+        swap.extend((200..400).map(|j| create(&addr(j))));
+        let order: Vec<bool> = split(swap).large[0]
+            .concat()
+            .iter()
+            .map(|c| matches!(c, Change::Delete { .. }))
+            .collect();
+        assert!(order.is_sorted());
+    }
 }
