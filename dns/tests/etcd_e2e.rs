@@ -1120,6 +1120,13 @@ fn resumes_the_watch_from_its_revision_without_reloading() {
     let mut etcd = Etcd::start();
     hello_world(&etcd);
     let dns = Dns::start(&etcd, &[], &[]);
+    // Ready means loaded; the watch starts after the load (and the compile): wait for it, or
+    // the freeze lands before there is a watch to break.
+    wait_until(
+        Duration::from_secs(30),
+        "the watch to be established",
+        || (dns.metric("fedplane_dns_sync_state") == 1.0).then_some(()),
+    );
     // Freeze the server and break its watch; write while it cannot see the change.
     dns.daemon.signal("STOP");
     etcd.restart();
