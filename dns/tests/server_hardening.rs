@@ -182,14 +182,18 @@ fn a_flood_of_big_subtree_queries_does_not_starve_ordinary_ones() {
         let (stop, sent) = (stop.clone(), sent.clone());
         thread::spawn(move || {
             let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            let q = query(7, "bulk.example.com", SRV);
-            // About 10,000 queries a second: many times what the general path can answer.
+            // QCLASS ANY: the fast path declines it (a big name's IN SRV is TC-only there at
+            // fast-path cost), so every one of these reads the 4,096-record subtree on the
+            // general path. Sent as fast as one thread can: more than the general path answers.
+            let mut q = query(7, "bulk.example.com", SRV);
+            let class = q.len() - 2;
+            q[class..].copy_from_slice(&255u16.to_be_bytes());
             while !stop.load(Ordering::Relaxed) {
-                for _ in 0..100 {
+                for _ in 0..1000 {
                     let _ = s.send_to(&q, server);
                 }
-                sent.fetch_add(100, Ordering::Relaxed);
-                thread::sleep(Duration::from_millis(10));
+                sent.fetch_add(1000, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(1));
             }
         })
     };
@@ -328,6 +332,41 @@ fn a_new_tcp_client_is_answered_when_live_connections_fill_the_cap() {
         "{left} flood connections left, {} evicted",
         dns.metric("fedplane_dns_tcp_evicted_total", "")
     );
+}
+
+/// Connections that send a length prefix and then nothing (slowloris) fill the cap: they stay
+/// evictable while their body is awaited, so a new client is still answered.
+#[test]
+fn connections_that_send_only_a_length_do_not_lock_out_new_clients() {
+    require_root("binding 127.0.0.2 and above");
+    let etcd = Etcd::start();
+    hello_world(&etcd);
+    let dns = Dns::start(&etcd, &["--tcp-max-connections", "64"]);
+    let server = dns.addr();
+    let stalled: Vec<TcpStream> = (0..64u8)
+        .map(|i| {
+            let mut s = connect_from([127, 0, 0, 1 + i % 8], server).expect("connect");
+            s.write_all(&[0xff, 0xff]).expect("length");
+            s
+        })
+        .collect();
+    wait_until(WAIT, "every stalled connection admitted", || {
+        (dns.metric("fedplane_dns_tcp_connections", "") >= 64.0).then_some(())
+    });
+    let start = Instant::now();
+    let mut newcomer = connect_from([127, 0, 0, 200], server).expect("connect");
+    let resp = tcp_exchange(&mut newcomer, &query(4242, HW_NAME, A)).expect("answered");
+    assert_eq!((id_of(&resp), answers_of(&resp)), (4242, 3));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        dns.metric("fedplane_dns_tcp_rejected_total", "reason=\"full\""),
+        0.0
+    );
+    drop(stalled);
 }
 
 /// One client address gets at most `--tcp-max-connections-per-client`; the next connection

@@ -33,6 +33,18 @@ impl Reject {
     }
 }
 
+/// The client an address counts for: an IPv4 address (also IPv4-mapped IPv6) itself, an IPv6
+/// address its /64 (one host usually holds a whole /64).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 #[derive(Debug)]
 struct Entry<H> {
     ip: IpAddr,
@@ -81,6 +93,7 @@ impl<H> ConnTable<H> {
         now: Instant,
         handle: H,
     ) -> Result<(u64, Option<H>), Reject> {
+        let ip = client_of(ip);
         if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_client {
             return Err(Reject::PerClient);
         }
@@ -183,6 +196,28 @@ mod tests {
         assert!(t.admit(ip(2), now, ()).is_ok());
         t.remove(first);
         assert!(t.admit(ip(1), now, ()).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_and_a_mapped_address_as_ipv4() {
+        let now = Instant::now();
+        let mut t = ConnTable::new(10, 2);
+        let v6 = |s: &str| IpAddr::V6(s.parse().expect("address"));
+        t.admit(v6("2001:db8::1"), now, ()).expect("room");
+        t.admit(v6("2001:db8::ffff:2"), now, ()).expect("room");
+        assert_eq!(
+            t.admit(v6("2001:db8::abcd:3"), now, ()),
+            Err(Reject::PerClient),
+            "the same /64"
+        );
+        assert!(t.admit(v6("2001:db8:0:1::1"), now, ()).is_ok(), "another /64");
+        t.admit(ip(9), now, ()).expect("room");
+        t.admit(v6("::ffff:192.0.2.9"), now, ()).expect("room");
+        assert_eq!(
+            t.admit(ip(9), now, ()),
+            Err(Reject::PerClient),
+            "the mapped address is the IPv4 client"
+        );
     }
 
     #[test]

@@ -104,7 +104,13 @@ pub async fn serve_tcp(
                     // Idle, so nothing is unread: the FIN and the close cost no reset.
                     let _ = stream.shutdown().await;
                 }
-                Ok(End::Clean) => close_gracefully(stream).await,
+                Ok(End::Clean) => {
+                    // Evicted while lingering: the slot is wanted now, stop reading.
+                    tokio::select! {
+                        () = close_gracefully(stream) => {}
+                        () = conn.close.cancelled() => {}
+                    }
+                }
                 Err(e) => debug!(%peer, error = %e, "tcp connection closed with error"),
             }
             lock(&conn.conns).remove(conn.id);
@@ -171,14 +177,22 @@ async fn serve_conn(
             () = cancel.cancelled() => return Ok(End::Clean),
             () = conn.close.cancelled() => return Ok(End::Evicted),
         };
-        lock(&conn.conns).busy(conn.id);
+        // The body is read under the same (pressure-shortened) timeout as the length, and the
+        // connection stays evictable meanwhile: a client that sends a length and then nothing
+        // must not hold its slot as busy.
         buf.resize(usize::from(len), 0);
-        match tokio::time::timeout(configured, stream.read_exact(&mut buf)).await {
-            Err(_) => return Ok(End::Clean),
-            Ok(r) => {
-                r?;
-            }
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(idle, stream.read_exact(&mut buf)) => match r {
+                Err(_) => return Ok(End::Clean),
+                Ok(r) => {
+                    r?;
+                }
+            },
+            () = cancel.cancelled() => return Ok(End::Clean),
+            () = conn.close.cancelled() => return Ok(End::Evicted),
         }
+        lock(&conn.conns).busy(conn.id);
         let Some(resp) = responder.answer(&buf, Transport::Tcp) else {
             // Not a query we answer: the stream cannot be trusted any more.
             return Ok(End::Clean);
