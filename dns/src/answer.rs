@@ -30,7 +30,7 @@ use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, default_ns, soa_names};
 use wire::{Section, Writer};
 
-mod edns;
+pub(crate) mod edns;
 pub mod wire;
 
 /// Largest UDP payload we advertise and send by default (DNS flag day 2020: avoids IP

@@ -476,6 +476,9 @@ pub fn respond_fast(
         if opt[0] != 0 || opt[1..3] != [0, 41] || opt[6] != 0 || qend + 11 + rdlen != req.len() {
             return None; // not an OPT, EDNS version > 0, or trailing bytes
         }
+        if rdlen > 0 && !crate::answer::edns::options_tile(&req[qend + 11..]) {
+            return None; // malformed options: the general path answers FORMERR
+        }
         Some((u16::from_be_bytes([opt[3], opt[4]]), opt[7] & 0x80))
     } else if qend != req.len() {
         return None;

@@ -85,8 +85,9 @@ fn scan_records(msg: &[u8]) -> Option<Scan> {
     })
 }
 
-/// Whether `rdata` is a run of whole options (code, length, that many bytes).
-fn options_tile(rdata: &[u8]) -> bool {
+/// Whether `rdata` is a run of whole options (code, length, that many bytes). The UDP fast path
+/// asks it too, so it never answers a query the general path calls FORMERR.
+pub fn options_tile(rdata: &[u8]) -> bool {
     let mut at = 0;
     while at < rdata.len() {
         let Some(len) = u16_at(rdata, at + 2) else {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use proptest::prelude::*;
 
@@ -576,4 +576,41 @@ fn srv_and_txt_of_a_big_name_are_tc_only_exactly_when_the_general_path_truncates
             "{qtype}: TC up to one size, whole answers after it"
         );
     }
+}
+
+/// The fast path walks the OPT's options as the general path does: options that do not tile
+/// the RDATA go to the general path (FORMERR there, as NSD and Knot), well-framed ones of any
+/// content are answered.
+#[test]
+fn malformed_edns_options_are_left_to_the_general_path() {
+    let s = snapshot(&[(
+        "/skydns/com/example/hw/a".into(),
+        (r#"{"host":"10.0.0.1"}"#.into(), false),
+    )]);
+    let with_options = |rdata: &[u8]| {
+        let mut q = query("hw.example.com.", RecordType::A, Some((1232, false)));
+        assert_eq!(q[q.len() - 2..], [0, 0], "an OPT without options last");
+        let at = q.len() - 2;
+        q[at..].copy_from_slice(&u16::try_from(rdata.len()).expect("short").to_be_bytes());
+        q.extend_from_slice(rdata);
+        q
+    };
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for bad in [&[0, 10, 0][..], &[0, 10, 0, 10, b'a', b'b'], &[0, 10, 0, 0, 0]] {
+        assert_eq!(fast(&s, &with_options(bad), 0, &mut out), None, "{bad:?}");
+        let general = respond(
+            &s.records,
+            &with_options(bad),
+            Transport::Udp,
+            AnswerOptions::default(),
+            Instant::now(),
+            0,
+        );
+        assert!(
+            matches!(general, Outcome::Reply { rcode: ResponseCode::FormErr, .. }),
+            "{bad:?}: {general:?}"
+        );
+    }
+    let cookie = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+    assert!(fast(&s, &with_options(&cookie), 0, &mut out).is_some());
 }
