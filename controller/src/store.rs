@@ -423,7 +423,18 @@ fn steps(mut name: Vec<Change>) -> Vec<Vec<Change>> {
         (false, Change::Delete { .. }) => 2,
         (true, Change::Create { .. } | Change::Update { .. }) => 3,
     });
-    name.chunks(TXN_KEYS).map(<[Change]>::to_vec).collect()
+    let mut steps: Vec<Vec<Change>> = name.chunks(TXN_KEYS).map(<[Change]>::to_vec).collect();
+    // A new CNAME alone in the last step would leave the name empty after the step before it
+    // (every address deleted): it takes that step's last delete along.
+    if let [.., before, last] = steps.as_mut_slice()
+        && last.len() == 1
+        && is_cname(last[0].key())
+        && before.last().is_some_and(|c| matches!(c, Change::Delete { .. }))
+        && let Some(moved) = before.pop()
+    {
+        last.insert(0, moved);
+    }
+    steps
 }
 
 fn is_cname(key: &str) -> bool {
@@ -581,6 +592,15 @@ mod tests {
         let last = steps.last().expect("steps");
         assert_eq!(last.last(), Some(&create("/p/big/_cname")));
         assert!(last.len() > 1);
+        // 254 addresses → CNAME: the CNAME would be alone in the last step; it takes a delete.
+        let mut to_cname: Vec<Change> = (0..254).map(|j| delete(&addr(j))).collect();
+        to_cname.push(create("/p/big/_cname"));
+        let steps = &split(to_cname).large[0];
+        assert!(steps.iter().all(|s| s.len() <= TXN_KEYS));
+        let last = steps.last().expect("steps");
+        assert_eq!(last.len(), 2, "{last:?}");
+        assert!(matches!(last[0], Change::Delete { .. }));
+        assert_eq!(steps.concat().len(), 255);
         // Addresses replaced: puts before deletes, so the name is never empty.
         let mut swap: Vec<Change> = (0..200).map(|j| delete(&addr(j))).collect();
         swap.extend((200..400).map(|j| create(&addr(j))));
