@@ -429,7 +429,9 @@ fn steps(mut name: Vec<Change>) -> Vec<Vec<Change>> {
     if let [.., before, last] = steps.as_mut_slice()
         && last.len() == 1
         && is_cname(last[0].key())
-        && before.last().is_some_and(|c| matches!(c, Change::Delete { .. }))
+        && before
+            .last()
+            .is_some_and(|c| matches!(c, Change::Delete { .. }))
         && let Some(moved) = before.pop()
     {
         last.insert(0, moved);

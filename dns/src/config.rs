@@ -307,10 +307,12 @@ impl Settings {
             "tcp_idle_timeout",
             10,
         )?;
-        if tcp_idle_timeout.is_zero() {
-            return Err(ConfigError::Invalid(
-                "tcp-idle-timeout 0s would close every TCP connection before its first query; give e.g. 10s".into(),
-            ));
+        // It also bounds reading a query's body and writing its answer: below 100 ms a
+        // client a little way off could never finish one.
+        if tcp_idle_timeout < std::time::Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(format!(
+                "tcp-idle-timeout {tcp_idle_timeout:?} would close TCP connections before a query or its answer can cross; give at least 100ms (e.g. 10s)"
+            )));
         }
         let positive = |v: Option<usize>, name: &str| match v {
             Some(0) => Err(ConfigError::Invalid(format!("{name} must be at least 1"))),
@@ -445,7 +447,8 @@ mod tests {
     #[test]
     fn zero_and_absurd_server_limits_are_clear_errors() {
         for (args, needle) in [
-            (&["--tcp-idle-timeout", "0s"][..], "tcp-idle-timeout 0s"),
+            (&["--tcp-idle-timeout", "0s"][..], "tcp-idle-timeout 0ns"),
+            (&["--tcp-idle-timeout", "1ms"], "at least 100ms"),
             (&["--tcp-max-connections", "0"], "tcp-max-connections"),
             (&["--tcp-max-connections-per-client", "0"], "per-client"),
             (&["--udp-general-threads", "0"], "udp-general-threads"),

@@ -445,14 +445,19 @@ impl EtcdSync {
                 from_disk = self.shared.source() == Source::Disk,
                 "loaded records from etcd"
             );
-            // Ready as soon as everything is read: the general path answers every name
-            // correctly while the fast path's answers are compiled.
+            // The first load is ready as soon as everything is read: the general path answers
+            // every name correctly while the fast path's answers are compiled. A reload (or
+            // the load that replaces the disk snapshot) keeps serving what it replaces, with
+            // its compiled answers, until the new ones are compiled: an empty table would send
+            // every UDP query to the general path meanwhile.
             let mut served = Served {
                 records,
                 fast: fast::Table::default(),
             };
-            self.shared.publish(&served, true);
-            self.shared.ready.store(true, Ordering::Relaxed);
+            if !self.shared.ready.load(Ordering::Relaxed) {
+                self.shared.publish(&served, true);
+                self.shared.ready.store(true, Ordering::Relaxed);
+            }
             self.saver.offer(&served.records, self.cluster_id);
             // Only now: a load that failed half way is redone, never resumed.
             *need_load = false;
@@ -463,6 +468,7 @@ impl EtcdSync {
                 .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
             info!(names = served.fast.len(), took = ?started.elapsed(), "compiled the fast path's answers");
             self.shared.publish(&served, true);
+            self.shared.ready.store(true, Ordering::Relaxed);
             served
         } else {
             (**self.shared.served.load()).clone()

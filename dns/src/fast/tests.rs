@@ -596,7 +596,11 @@ fn malformed_edns_options_are_left_to_the_general_path() {
         q
     };
     let mut out = [0u8; MAX_FAST_RESPONSE];
-    for bad in [&[0, 10, 0][..], &[0, 10, 0, 10, b'a', b'b'], &[0, 10, 0, 0, 0]] {
+    for bad in [
+        &[0, 10, 0][..],
+        &[0, 10, 0, 10, b'a', b'b'],
+        &[0, 10, 0, 0, 0],
+    ] {
         assert_eq!(fast(&s, &with_options(bad), 0, &mut out), None, "{bad:?}");
         let general = respond(
             &s.records,
@@ -607,7 +611,13 @@ fn malformed_edns_options_are_left_to_the_general_path() {
             0,
         );
         assert!(
-            matches!(general, Outcome::Reply { rcode: ResponseCode::FormErr, .. }),
+            matches!(
+                general,
+                Outcome::Reply {
+                    rcode: ResponseCode::FormErr,
+                    ..
+                }
+            ),
             "{bad:?}: {general:?}"
         );
     }

@@ -210,7 +210,10 @@ mod tests {
             Err(Reject::PerClient),
             "the same /64"
         );
-        assert!(t.admit(v6("2001:db8:0:1::1"), now, ()).is_ok(), "another /64");
+        assert!(
+            t.admit(v6("2001:db8:0:1::1"), now, ()).is_ok(),
+            "another /64"
+        );
         t.admit(ip(9), now, ()).expect("room");
         t.admit(v6("::ffff:192.0.2.9"), now, ()).expect("room");
         assert_eq!(
