@@ -179,7 +179,8 @@ async fn serve_conn(
         };
         // The body is read under the same (pressure-shortened) timeout as the length, and the
         // connection stays evictable meanwhile: a client that sends a length and then nothing
-        // must not hold its slot as busy.
+        // must not hold its slot as busy. A shutdown waits for it (bounded by that timeout
+        // and the shutdown grace).
         buf.resize(usize::from(len), 0);
         tokio::select! {
             biased;
@@ -189,7 +190,6 @@ async fn serve_conn(
                     r?;
                 }
             },
-            () = cancel.cancelled() => return Ok(End::Clean),
             () = conn.close.cancelled() => return Ok(End::Evicted),
         }
         lock(&conn.conns).busy(conn.id);
