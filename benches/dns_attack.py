@@ -294,8 +294,8 @@ class Attacker:
 
 
 class NewTcpClients:
-    """Twice a second, a new TCP connection sends one query and waits up to 2 s for its
-    answer; counts how many were answered."""
+    """Twice a second, a new TCP connection from 127.0.0.2 (another client than the flood)
+    sends one query and waits up to 2 s for its answer; counts how many were answered."""
 
     def __init__(self, port, name):
         self.port, self.msg = port, struct.pack(">H", len(query(name, qid=7))) + query(name, qid=7)
@@ -305,7 +305,9 @@ class NewTcpClients:
         self.t.start()
 
     def one(self):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        # From another address than the flood (127.0.0.1): the issue's "other clients".
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2,
+                                      source_address=("127.0.0.2", 0)) as s:
             s.settimeout(2)
             s.sendall(self.msg)
             head = s.recv(2)
