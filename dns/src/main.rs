@@ -74,6 +74,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tcp_max_connections_per_client: settings
             .tcp_max_connections_per_client
             .unwrap_or((tcp_max_connections / 4).max(1)),
+        tcp_held: server::tcp_held_cap(tcp_max_connections, nofile, udp_sockets),
         rrl: settings.rrl.clone(),
     };
     let bound = server::spawn(&settings.listen, &limits, responder, &cancel, &mut tasks)?;

@@ -120,6 +120,10 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "fedplane_dns_tcp_rejected_total",
-        "TCP connections closed at once, by reason: per_client (--tcp-max-connections-per-client) or full (every connection busy)"
+        "TCP connections refused, by reason: per_client (--tcp-max-connections-per-client) or full (every connection busy); held open unread for 2 s, then closed"
+    );
+    describe_gauge!(
+        "fedplane_dns_tcp_held_connections",
+        "Refused TCP connections held open, unread, until they are closed"
     );
 }

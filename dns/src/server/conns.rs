@@ -2,9 +2,10 @@
 //! cap, a cap per client address, a shorter idle timeout once the connections near the total
 //! cap, and at the cap the connection idle longest is closed to admit the new one. Pure logic:
 //! the caller passes the clock and a handle per connection (how to close it), and closes what
-//! [`ConnTable::admit`] evicts.
+//! [`ConnTable::admit`] evicts. A refused connection is not closed at once but held, unread,
+//! for [`REFUSED_HOLD`] ([`Held`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,68 @@ impl<H> ConnTable<H> {
     }
 }
 
+/// How long a refused connection is held open, unread, before it is closed.
+pub const REFUSED_HOLD: Duration = Duration::from_secs(2);
+
+/// Refused connections held open, unread, until [`REFUSED_HOLD`] has passed, then closed. A
+/// client whose connection is closed at once reconnects at once: a flood from one address
+/// over its cap turns into tens of thousands of handshakes and closes a second, which cost
+/// every other client far more than a held descriptor does (NSD gets the same effect from its
+/// full accept backlog). At most `cap` are held; beyond that the one held longest is closed to
+/// make room, so the descriptors stay bounded.
+#[derive(Debug)]
+pub struct Held<T> {
+    cap: usize,
+    queue: VecDeque<(Instant, T)>,
+}
+
+impl<T> Held<T> {
+    /// Holds at most `cap` (0: every refused connection is closed at once).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Holds `item`, refused at `now`. Returns what must be closed now: the item held longest
+    /// when full, or `item` itself when nothing may be held.
+    pub fn hold(&mut self, now: Instant, item: T) -> Option<T> {
+        if self.cap == 0 {
+            return Some(item);
+        }
+        let out = if self.queue.len() >= self.cap {
+            self.queue.pop_front().map(|(_, t)| t)
+        } else {
+            None
+        };
+        self.queue.push_back((now + REFUSED_HOLD, item));
+        out
+    }
+
+    /// When the next held item is due for closing.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.queue.front().map(|(at, _)| *at)
+    }
+
+    /// Removes and returns every item due at `now` (deadlines come in order: the hold is the
+    /// same for all).
+    pub fn release(&mut self, now: Instant) -> impl Iterator<Item = T> + '_ {
+        let due = self.queue.partition_point(|(at, _)| *at <= now);
+        self.queue.drain(..due).map(|(_, t)| t)
+    }
+
+    /// Items held.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +302,32 @@ mod tests {
             Duration::from_millis(200),
             "never longer than configured"
         );
+    }
+
+    #[test]
+    fn refused_connections_are_held_for_a_while_and_the_oldest_makes_room() {
+        let t0 = Instant::now();
+        let mut h = Held::new(2);
+        assert_eq!(h.hold(t0, 'a'), None);
+        assert_eq!(h.hold(t0 + Duration::from_millis(10), 'b'), None);
+        assert_eq!(h.next_release(), Some(t0 + REFUSED_HOLD));
+        assert_eq!(
+            h.hold(t0 + Duration::from_millis(20), 'c'),
+            Some('a'),
+            "full: the one held longest goes"
+        );
+        assert_eq!(
+            h.release(t0 + REFUSED_HOLD).count(),
+            0,
+            "b is due 10 ms later"
+        );
+        let due: Vec<char> = h
+            .release(t0 + REFUSED_HOLD + Duration::from_millis(15))
+            .collect();
+        assert_eq!(due, ['b']);
+        assert_eq!(h.len(), 1);
+        let mut none = Held::new(0);
+        assert_eq!(none.hold(t0, 'x'), Some('x'), "cap 0 holds nothing");
+        assert!(none.is_empty());
     }
 }

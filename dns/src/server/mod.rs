@@ -3,15 +3,17 @@
 //! and [`rrl`] limits UDP response rates (both pure logic).
 //!
 //! UDP: per listen address, `workers` receive loops, each on its own SO_REUSEPORT socket, that
-//! answer the fast path inline and hand everything else through a bounded queue to the
-//! general-path threads, which run at a lower priority. TCP (tokio, the general path):
-//! length-prefixed messages, pipelining, idle timeouts, a connection cap derived from the file
-//! descriptor limit ([`raise_fd_limit`], [`tcp_cap`]) and a per-client cap. On shutdown
-//! (`cancel`, after the lameduck) UDP loops and general threads stop within
+//! answer the fast path inline. Everything else, and every TCP query, goes through one queue
+//! with a bounded share per transport to the general-path threads ([`general`]), which run at
+//! a lower priority. TCP (tokio): length-prefixed messages, pipelining, idle timeouts, a
+//! connection cap derived from the file descriptor limit ([`raise_fd_limit`], [`tcp_cap`]), a
+//! per-client cap, and refused connections held for a while rather than closed at once. On
+//! shutdown (`cancel`, after the lameduck) UDP loops and general threads stop within
 //! [`udp::UDP_POLL`], TCP listeners close at once, and TCP connections finish the query they
 //! are reading or answering, then close with a FIN rather than a reset.
 
 pub mod conns;
+pub mod general;
 pub mod rrl;
 pub mod tcp;
 pub mod udp;
@@ -151,6 +153,8 @@ pub struct Limits {
     pub tcp_max_connections: usize,
     /// Open TCP connections from one client address at most.
     pub tcp_max_connections_per_client: usize,
+    /// Refused TCP connections held open at most (over all addresses).
+    pub tcp_held: usize,
     /// UDP response rate limiting; `None` is off.
     pub rrl: Option<RrlConfig>,
 }
@@ -188,6 +192,17 @@ pub fn tcp_cap(requested: Option<usize>, nofile: u64, udp_sockets: usize) -> usi
         .unwrap_or(DEFAULT_TCP_CONNECTIONS)
         .min(room)
         .max(1)
+}
+
+/// How many refused TCP connections may be held open ([`conns::Held`]): as many as the
+/// connections themselves, within what the open-file limit leaves beside them (0: refused
+/// connections are closed at once).
+pub fn tcp_held_cap(tcp_cap: usize, nofile: u64, udp_sockets: usize) -> usize {
+    let room = nofile
+        .saturating_sub(RESERVED_FDS)
+        .saturating_sub(udp_sockets as u64);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    room.saturating_sub(tcp_cap).min(tcp_cap)
 }
 
 /// Binds every listen address (UDP ×`limits.workers` and TCP) before anything is served, so a
@@ -239,8 +254,8 @@ pub fn spawn(
         bound.push(local);
     }
 
-    let (general, queue) = udp::general_queue();
-    let queue = Arc::new(Mutex::new(queue));
+    let (general, queue) = general::queue();
+    let queue = Arc::new(queue);
     for i in 0..limits.general_threads.max(1) {
         let (queue, responder, cancel) = (queue.clone(), responder.clone(), cancel.clone());
         // A thread of its own, not tokio's blocking pool: its lowered priority must not pass
@@ -249,7 +264,7 @@ pub fn spawn(
         let thread = std::thread::Builder::new()
             .name(format!("dns-general-{i}"))
             .spawn(move || {
-                udp::serve_general(&queue, &responder, &cancel);
+                general::serve_general(&queue, &responder, &cancel);
                 drop(done);
             });
         match thread {
@@ -263,7 +278,7 @@ pub fn spawn(
     }
     let shared = Arc::new(udp::UdpShared {
         responder: responder.clone(),
-        general,
+        general: general.clone(),
         rrl: limits.rrl.clone().map(|c| Arc::new(Limiter::new(c))),
     });
     for socket in udp {
@@ -274,11 +289,14 @@ pub fn spawn(
         limits.tcp_max_connections,
         limits.tcp_max_connections_per_client,
     )));
+    let held = limits.tcp_held / tcp.len().max(1);
     for listener in tcp {
         tasks.spawn(tcp::serve_tcp(
             listener,
             responder.clone(),
             conns.clone(),
+            general.clone(),
+            held,
             cancel.clone(),
         ));
     }
@@ -287,6 +305,7 @@ pub fn spawn(
         general_threads = limits.general_threads.max(1),
         tcp_max_connections = limits.tcp_max_connections,
         tcp_max_connections_per_client = limits.tcp_max_connections_per_client,
+        tcp_held = limits.tcp_held,
         rrl = ?limits.rrl.as_ref().map(|r| r.responses_per_second),
         "DNS listeners started"
     );
@@ -304,5 +323,16 @@ mod tests {
         assert_eq!(tcp_cap(Some(50), 1024, 4), 50);
         assert_eq!(tcp_cap(Some(5000), 1024, 4), 892, "clamped to the room");
         assert_eq!(tcp_cap(None, 64, 4), 1, "at least one");
+        assert_eq!(tcp_held_cap(1024, 1_048_576, 4), 1024);
+        assert_eq!(
+            tcp_held_cap(500, 1024, 4),
+            392,
+            "what the connections leave"
+        );
+        assert_eq!(
+            tcp_held_cap(892, 1024, 4),
+            0,
+            "nothing left: closed at once"
+        );
     }
 }

@@ -1,8 +1,9 @@
-//! DNS over TCP (the general path, one load of the served records per query):
+//! DNS over TCP (the general path, answered on the general threads, [`super::general`]):
 //! length-prefixed messages, several queries per connection answered in order (pipelining),
 //! idle and write timeouts, and the connection table ([`super::conns`]): every connection is
 //! accepted at once and then admitted, evicting the connection idle longest at the cap, or
-//! closed (per-client cap, or every connection busy). On shutdown the listeners close at once
+//! refused (per-client cap, or every connection busy): held open, unread, for a while, then
+//! closed ([`super::conns::Held`]). On shutdown the listeners close at once
 //! and connections finish the query they are reading or answering, then close with a FIN.
 
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Responder;
-use super::conns::ConnTable;
+use super::conns::{ConnTable, Held};
+use super::general::{General, Gone};
 use crate::answer::Transport;
 
 /// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
@@ -28,6 +30,14 @@ const TCP_LINGER: Duration = Duration::from_secs(1);
 /// How long the accept loop waits for an evicted connection to close (it is idle, so it closes
 /// at once; this only bounds a stuck task).
 const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Sleeps until `at`, forever if `None`.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// How to close a connection from outside: cancel `close`, then await `closed`.
 #[derive(Debug, Clone, Default)]
@@ -46,17 +56,29 @@ fn lock(conns: &Conns) -> std::sync::MutexGuard<'_, ConnTable<Evict>> {
 }
 
 /// Accepts connections on `listener` until `cancel`, then waits for its connections to end.
+/// Refused connections (per-client cap, or every connection busy) are held, unread, for
+/// [`super::conns::REFUSED_HOLD`], at most `held_cap` of them ([`Held`]).
 pub async fn serve_tcp(
     listener: TcpListener,
     responder: Arc<Responder>,
     conns: Conns,
+    general: General,
+    held_cap: usize,
     cancel: CancellationToken,
 ) {
     let mut tasks = JoinSet::new();
+    let mut held = Held::new(held_cap);
     let evicted = metrics::counter!("fedplane_dns_tcp_evicted_total");
+    let held_gauge = metrics::gauge!("fedplane_dns_tcp_held_connections");
     loop {
+        let next_release = held.next_release();
         let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
+            () = until(next_release) => {
+                held.release(Instant::now()).for_each(drop);
+                held_gauge.set(held.len() as f64);
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -68,7 +90,8 @@ pub async fn serve_tcp(
             },
         };
         let evict = Evict::default();
-        let admitted = lock(&conns).admit(peer.ip(), Instant::now(), evict.clone());
+        let now = Instant::now();
+        let admitted = lock(&conns).admit(peer.ip(), now, evict.clone());
         let id = match admitted {
             Ok((id, victim)) => {
                 if let Some(victim) = victim {
@@ -83,7 +106,9 @@ pub async fn serve_tcp(
             Err(reason) => {
                 metrics::counter!("fedplane_dns_tcp_rejected_total", "reason" => reason.as_str())
                     .increment(1);
-                drop(stream); // closed at once: the client sees EOF and can try elsewhere
+                // Held, not closed: a client told at once reconnects at once.
+                drop(held.hold(now, stream));
+                held_gauge.set(held.len() as f64);
                 continue;
             }
         };
@@ -93,13 +118,13 @@ pub async fn serve_tcp(
             close: evict.close,
         };
         let closed = evict.closed;
-        let (responder, cancel) = (responder.clone(), cancel.clone());
+        let (responder, general, cancel) = (responder.clone(), general.clone(), cancel.clone());
         tasks.spawn(async move {
             // Dropped last, after the stream: tells an evicting accept loop it is closed.
             let _closed = closed.drop_guard();
             let mut stream = stream;
             metrics::gauge!("fedplane_dns_tcp_connections").increment(1.0);
-            match serve_conn(&mut stream, &responder, &conn, &cancel).await {
+            match serve_conn(&mut stream, &responder, &general, &conn, &cancel).await {
                 Ok(End::Evicted) => {
                     // Idle, so nothing is unread: the FIN and the close cost no reset.
                     let _ = stream.shutdown().await;
@@ -120,7 +145,10 @@ pub async fn serve_tcp(
     }
     // Stop accepting at once: a connection left in the kernel's accept queue would wait
     // unanswered until the process exits, then be reset; with the socket closed it is refused.
+    // The held ones are closed with it.
     drop(listener);
+    drop(held);
+    held_gauge.set(0.0);
     // Draining: connections answer the query they are reading or answering, then close
     // (bounded by the caller's grace).
     while tasks.join_next().await.is_some() {}
@@ -149,6 +177,7 @@ enum End {
 async fn serve_conn(
     stream: &mut TcpStream,
     responder: &Responder,
+    general: &General,
     conn: &Conn,
     cancel: &CancellationToken,
 ) -> std::io::Result<End> {
@@ -193,7 +222,12 @@ async fn serve_conn(
             () = conn.close.cancelled() => return Ok(End::Evicted),
         }
         lock(&conn.conns).busy(conn.id);
-        let Some(resp) = responder.answer(&buf, Transport::Tcp) else {
+        // On a general thread, off the runtime; once those have stopped (shutdown), here.
+        let resp = match general.tcp(buf.clone()).await {
+            Ok(resp) => resp,
+            Err(Gone) => responder.answer(&buf, Transport::Tcp),
+        };
+        let Some(resp) = resp else {
             // Not a query we answer: the stream cannot be trusted any more.
             return Ok(End::Clean);
         };

@@ -6,21 +6,14 @@
 //! [`crate::sync::Served`] once for the batch, and for each datagram: drops it if it comes
 //! from port 0 (no reply can reach it); asks response rate limiting, when on, whether to
 //! answer, slip or drop; answers from the compiled table ([`fast::respond_fast`]); or else
-//! queues it for the general path. The batch's answers go out with one `sendmmsg`; a message
-//! the kernel refuses (it stops at the first) is counted and skipped and the rest are sent
+//! queues it for the general threads ([`super::general`]; its UDP share full → dropped and
+//! counted as `busy`). The batch's answers go out with one `sendmmsg`; a message the kernel
+//! refuses (it stops at the first) is counted and skipped and the rest are sent
 //! ([`send_all`]).
-//!
-//! The general path ([`crate::answer::respond`]) can cost a thousand times a fast answer (a
-//! name with a large subtree), so it never runs on a worker: queries wait in one bounded
-//! queue ([`GENERAL_QUEUE`]; full → dropped and counted as `busy`) for the general threads
-//! ([`serve_general`], `--udp-general-threads`), which run at a lower priority (nice
-//! [`GENERAL_NICE`]) so that under a flood of expensive queries the fast path keeps the CPU,
-//! and reply with `sendto` on the receiving socket.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -30,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Responder;
+use super::general::General;
 use super::rrl::{self, Action, Limiter};
-use crate::answer::Transport;
 use crate::fast;
 
 /// Datagrams received (and answered) per system call.
@@ -40,26 +33,6 @@ pub const UDP_BATCH: usize = 32;
 const UDP_MAX_QUERY: usize = 4096;
 /// How long a receive loop or general thread blocks before it checks for shutdown.
 pub const UDP_POLL: Duration = Duration::from_millis(200);
-/// Queries waiting for the general threads, at most; more are dropped (`busy`). About a
-/// second's work for one thread on ordinary general-path queries, and a bound on the wait.
-pub const GENERAL_QUEUE: usize = 1024;
-/// Nice value of the general threads (the workers keep the process's, usually 0): under
-/// contention the scheduler gives them about a tenth of a worker's share.
-pub const GENERAL_NICE: i32 = 10;
-
-/// One query for the general path.
-#[derive(Debug)]
-pub struct Job {
-    socket: Arc<UdpSocket>,
-    peer: SocketAddr,
-    query: Vec<u8>,
-}
-
-/// The queue to the general threads.
-pub fn general_queue() -> (SyncSender<Job>, Receiver<Job>) {
-    std::sync::mpsc::sync_channel(GENERAL_QUEUE)
-}
-
 fn to_std(peer: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = peer.as_sockaddr_in() {
         Some(SocketAddr::V4((*v4).into()))
@@ -114,7 +87,7 @@ pub struct UdpShared {
     /// Answers.
     pub responder: Arc<Responder>,
     /// The general threads' queue.
-    pub general: SyncSender<Job>,
+    pub general: General,
     /// Response rate limiting, when on.
     pub rrl: Option<Arc<Limiter>>,
 }
@@ -220,14 +193,7 @@ pub fn serve_udp(socket: Arc<UdpSocket>, shared: &UdpShared, cancel: &Cancellati
                         replies += 1;
                     }
                     None => {
-                        let job = Job {
-                            socket: socket.clone(),
-                            peer: peer_addr,
-                            query: query.to_vec(),
-                        };
-                        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                            shared.general.try_send(job)
-                        {
+                        if !shared.general.udp(&socket, peer_addr, query) {
                             busy.increment(1);
                         }
                     }
@@ -245,43 +211,6 @@ pub fn serve_udp(socket: Arc<UdpSocket>, shared: &UdpShared, cancel: &Cancellati
         let failed = send_batch(fd, &mut send_headers, &slices, &peers[..replies]);
         if failed > 0 {
             send_error.increment(failed as u64);
-        }
-    }
-}
-
-/// Lowers the calling thread's priority to nice [`GENERAL_NICE`] (on Linux the nice value is
-/// per thread). Raising a nice value needs no privilege.
-fn lower_priority() {
-    if let Err(e) = rustix::process::setpriority_process(None, GENERAL_NICE) {
-        warn!(error = %e, "cannot lower the priority of a general-path thread; it competes with the fast path");
-    }
-}
-
-/// One general-path thread: answers queued queries at a lower priority until `cancel`.
-pub fn serve_general(
-    queue: &Mutex<Receiver<Job>>,
-    responder: &Responder,
-    cancel: &CancellationToken,
-) {
-    lower_priority();
-    let send_error = metrics::counter!("fedplane_dns_dropped_total", "transport" => "udp", "reason" => "send_error");
-    while !cancel.is_cancelled() {
-        // Whoever holds the lock waits for the next job; the others wait for the lock.
-        let job = {
-            let rx = queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            rx.recv_timeout(UDP_POLL)
-        };
-        let job = match job {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if let Some(resp) = responder.answer(&job.query, Transport::Udp)
-            && job.socket.send_to(&resp, job.peer).is_err()
-        {
-            send_error.increment(1);
         }
     }
 }
