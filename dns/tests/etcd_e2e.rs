@@ -1,6 +1,6 @@
 //! fedplane-dns end to end: real etcd, the real binary, real dig.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -9,84 +9,22 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fedplane_testkit::{Daemon, Dig, Etcd, dig, free_port, http_get, wait_until};
+use fedplane_testkit::{Daemon, Etcd, dig, free_port, http_get, wait_until};
 
-const HW: &str = "/skydns/com/example/svc/federation/default/hello-world";
-const HW_NAME: &str = "hello-world.default.federation.svc.example.com";
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{
+    A, Dns, DnsOptions, HW, HW_NAME, IN, WAIT, answers_of, hello_world, id_of, is_answer,
+    is_hello_world_answer, message, read_tcp_message, tcp_frame,
+};
 
-/// A fedplane-dns process serving example.com. (and a reverse zone) from `etcd`.
-struct Dns {
-    daemon: Daemon,
-    port: u16,
-    http: String,
+/// fedplane-dns serving example.com. and a reverse zone from `etcd`, with two workers.
+fn serve(etcd: &Etcd) -> DnsOptions {
+    Dns::on(etcd).zone("0.0.10.in-addr.arpa.").workers(2)
 }
 
-impl Dns {
-    fn start(etcd: &Etcd, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_unready(etcd, extra, env).ready()
-    }
-
-    fn start_unready(etcd: &Etcd, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let http = format!("127.0.0.1:{}", free_port());
-        let mut args: Vec<String> = [
-            "--zone",
-            "example.com.",
-            "--zone",
-            "0.0.10.in-addr.arpa.",
-            "--workers",
-            "2",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        args.extend([
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--http".into(),
-            http.clone(),
-        ]);
-        if !extra.contains(&"--etcd-endpoints") {
-            args.extend(["--etcd-endpoints".into(), etcd.endpoint()]);
-        }
-        args.extend(extra.iter().map(ToString::to_string));
-        let daemon = Daemon::start(Path::new(env!("CARGO_BIN_EXE_fedplane-dns")), &args, env);
-        Self { daemon, port, http }
-    }
-
-    fn ready(self) -> Self {
-        wait_until(WAIT, "fedplane-dns /readyz", || {
-            http_get(&self.http, "/readyz").filter(|(c, _)| *c == 200)
-        });
-        self
-    }
-
-    fn q(&self, args: &[&str]) -> Dig {
-        dig("127.0.0.1", self.port, args)
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http_get(&self.http, "/metrics").expect("metrics answer");
-        body.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// Waits until `name TYPE` answers `want` (sorted data).
-    fn await_answer(&self, name: &str, rtype: &str, want: &[&str]) -> Dig {
-        wait_until(WAIT, &format!("{name} {rtype} to answer {want:?}"), || {
-            let d = self.q(&[name, rtype]);
-            (d.answers(rtype) == want).then_some(d)
-        })
-    }
-}
-
-fn hello_world(etcd: &Etcd) {
-    etcd.put(&format!("{HW}/fcp"), r#"{"host":"10.210.1.68","ttl":30}"#);
-    etcd.put(&format!("{HW}/usa"), r#"{"host":"10.210.3.65","ttl":30}"#);
-    etcd.put(&format!("{HW}/chn"), r#"{"host":"10.210.2.65","ttl":30}"#);
+/// A query for `name` A without RD.
+fn raw_query(id: u16, name: &str) -> Vec<u8> {
+    message(id, 0, name, A, IN, None)
 }
 
 #[test]
@@ -118,9 +56,9 @@ fn answers_every_record_type_from_etcd() {
     );
     etcd.put("/skydns/com/example/dns/ns/ns1", r#"{"host":"10.0.0.53"}"#);
     etcd.put("/skydns/com/example/dns/apex/a", r#"{"host":"10.0.0.1"}"#);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
 
-    let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
+    let d = dns.q(&[HW_NAME, "A"]);
     assert_eq!(d.status, "NOERROR", "{}", d.raw);
     assert!(d.flag("aa"), "{}", d.raw);
     assert_eq!(
@@ -183,7 +121,7 @@ fn soa_serial(dns: &Dns, zone: &str) -> i64 {
 fn soa_serial_is_the_etcd_revision_of_the_last_change_in_that_zone() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     let loaded = soa_serial(&dns, "example.com");
     etcd.put("/skydns/com/example/changed", r#"{"host":"10.0.0.1"}"#);
     let changed = etcd.revision();
@@ -219,7 +157,7 @@ fn reads_records_exactly_as_externaldns_writes_them() {
         "/skydns/com/example/nginx/5a6b7c8d",
         r#"{"host":"10.1.2.4","ttl":60,"targetstrip":1,"owner":"default"}"#,
     );
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     let d = dns.q(&["nginx.example.com", "A"]);
     assert_eq!(d.answers("A"), ["10.1.2.3", "10.1.2.4"]);
     assert!(d.answer.iter().all(|r| r.ttl == 60));
@@ -251,13 +189,13 @@ fn serde_like(fields: &[(&str, &str)]) -> String {
 fn nxdomain_nodata_and_refused() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     let d = dns.q(&["missing.example.com", "A"]);
     assert_eq!(d.status, "NXDOMAIN");
     assert!(d.flag("aa"));
     assert_eq!(d.authority[0].rtype, "SOA");
     assert_eq!(d.authority[0].ttl, 30, "negative TTL = SOA minimum");
-    let d = dns.q(&["hello-world.default.federation.svc.example.com", "MX"]);
+    let d = dns.q(&[HW_NAME, "MX"]);
     assert_eq!(
         (d.status.as_str(), d.answer.len()),
         ("NOERROR", 0),
@@ -286,8 +224,8 @@ fn truncates_over_udp_then_answers_whole_over_tcp() {
             &format!(r#"{{"host":"10.9.{}.{}"}}"#, i / 200, i % 200 + 1),
         );
     }
-    let dns = Dns::start(&etcd, &[], &[]);
-    let name = "hello-world.default.federation.svc.example.com";
+    let dns = serve(&etcd).start();
+    let name = HW_NAME;
     let d = dns.q(&[name, "A", "+ignore", "+bufsize=1232"]);
     assert!(d.flag("tc"), "{}", d.raw);
     assert_eq!(d.edns_udp, Some(1232));
@@ -303,7 +241,7 @@ fn truncates_over_udp_then_answers_whole_over_tcp() {
 #[test]
 fn a_put_in_etcd_is_answered_and_a_delete_withdrawn() {
     let etcd = Etcd::start();
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     assert_eq!(dns.q(&["new.example.com", "A"]).status, "NXDOMAIN");
     etcd.put("/skydns/com/example/new", r#"{"host":"10.0.0.7"}"#);
     dns.await_answer("new.example.com", "A", &["10.0.0.7"]);
@@ -319,12 +257,12 @@ fn a_put_in_etcd_is_answered_and_a_delete_withdrawn() {
 fn keeps_answering_while_etcd_is_down_and_catches_up_when_it_returns() {
     let mut etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     etcd.stop();
     wait_until(WAIT, "sync state disconnected", || {
-        (dns.metric("fedplane_dns_sync_state") == 2.0).then_some(())
+        (dns.metric("fedplane_dns_sync_state", "") == 2.0).then_some(())
     });
-    let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
+    let d = dns.q(&[HW_NAME, "A"]);
     assert_eq!(
         d.answers("A").len(),
         3,
@@ -335,7 +273,7 @@ fn keeps_answering_while_etcd_is_down_and_catches_up_when_it_returns() {
     etcd.restart();
     etcd.put("/skydns/com/example/after", r#"{"host":"10.0.0.9"}"#);
     dns.await_answer("after.example.com", "A", &["10.0.0.9"]);
-    assert_eq!(dns.metric("fedplane_dns_sync_state"), 1.0);
+    assert_eq!(dns.metric("fedplane_dns_sync_state", ""), 1.0);
 }
 
 #[test]
@@ -343,7 +281,7 @@ fn reloads_when_the_watch_revision_was_compacted() {
     let mut etcd = Etcd::start();
     hello_world(&etcd);
     etcd.put("/skydns/com/example/gone", r#"{"host":"10.0.0.1"}"#);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     // Freeze the server, break its watch, change data and compact history past its revision.
     dns.daemon.signal("STOP");
     etcd.restart();
@@ -353,7 +291,7 @@ fn reloads_when_the_watch_revision_was_compacted() {
     etcd.compact();
     dns.daemon.signal("CONT");
     wait_until(WAIT, "a reload after compaction", || {
-        (dns.metric("fedplane_dns_etcd_reloads_total") >= 1.0).then_some(())
+        (dns.metric("fedplane_dns_etcd_reloads_total", "") >= 1.0).then_some(())
     });
     dns.await_answer("fresh.example.com", "A", &["10.0.0.2"]);
     assert_eq!(dns.q(&["gone.example.com", "A"]).status, "NXDOMAIN");
@@ -373,13 +311,13 @@ fn invalid_values_are_skipped_counted_and_hide_nothing_else() {
         "/skydns/com/example/badport",
         r#"{"host":"10.0.0.1","port":99999}"#,
     );
-    let dns = Dns::start(&etcd, &[], &[]);
-    let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
+    let dns = serve(&etcd).start();
+    let d = dns.q(&[HW_NAME, "A"]);
     assert_eq!(d.answers("A").len(), 3, "{}", d.raw);
-    assert_eq!(dns.metric("fedplane_dns_invalid_records_total"), 2.0);
+    assert_eq!(dns.metric("fedplane_dns_invalid_records_total", ""), 2.0);
     etcd.put("/skydns/com/example/later", "[]");
     wait_until(WAIT, "the third invalid value to be counted", || {
-        (dns.metric("fedplane_dns_invalid_records_total") == 3.0).then_some(())
+        (dns.metric("fedplane_dns_invalid_records_total", "") == 3.0).then_some(())
     });
     let out = dns.daemon.output();
     assert_eq!(
@@ -394,7 +332,7 @@ fn invalid_values_are_skipped_counted_and_hide_nothing_else() {
 fn garbage_datagrams_are_dropped_and_counted_and_the_server_keeps_answering() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
@@ -403,34 +341,29 @@ fn garbage_datagrams_are_dropped_and_counted_and_the_server_keeps_answering() {
         &[0xffu8; 40][..],
         b"\x12\x34\x81\x00\x00\x01\x00\x00\x00\x00\x00\x00",
     ] {
-        sock.send_to(junk, ("127.0.0.1", dns.port)).expect("send");
+        sock.send_to(junk, dns.addr()).expect("send");
     }
     // a header with a broken body gets FORMERR with its ID
     sock.send_to(
         b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example",
-        ("127.0.0.1", dns.port),
+        dns.addr(),
     )
     .expect("send");
     let mut buf = [0u8; 512];
     let (n, _) = sock.recv_from(&mut buf).expect("FORMERR reply");
     assert_eq!((&buf[..2], buf[3] & 0x0f, n), (&b"\xab\xcd"[..], 1, 12));
     wait_until(WAIT, "drops to be counted", || {
-        (dns.metric("fedplane_dns_dropped_total") >= 2.0).then_some(())
+        (dns.metric("fedplane_dns_dropped_total", "") >= 2.0).then_some(())
     });
-    assert_eq!(
-        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
-            .answers("A")
-            .len(),
-        3
-    );
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A").len(), 3);
 }
 
 #[test]
 fn tcp_pipelines_queries_and_closes_idle_connections() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &["--tcp-idle-timeout", "300ms"], &[]);
-    let mut s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
+    let dns = serve(&etcd).args(&["--tcp-idle-timeout", "300ms"]).start();
+    let mut s = TcpStream::connect(dns.addr()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let batch: Vec<u8> = (1u16..=3)
@@ -441,12 +374,8 @@ fn tcp_pipelines_queries_and_closes_idle_connections() {
         let msg = read_tcp_message(&mut s)
             .expect("message")
             .expect("not closed");
-        assert_eq!(
-            u16::from_be_bytes([msg[0], msg[1]]),
-            id,
-            "answered in order"
-        );
-        assert_eq!(u16::from_be_bytes([msg[6], msg[7]]), 3, "three A records");
+        assert_eq!(id_of(&msg), id, "answered in order");
+        assert_eq!(answers_of(&msg), 3, "three A records");
     }
     // idle: the server closes the connection (read returns 0) within a bounded time
     assert!(
@@ -454,28 +383,6 @@ fn tcp_pipelines_queries_and_closes_idle_connections() {
             .expect("closed, not timed out")
             .is_none()
     );
-}
-
-fn raw_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::new();
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(u8::try_from(label.len()).expect("label"));
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// A DNS message with its TCP length prefix.
-fn tcp_frame(msg: &[u8]) -> Vec<u8> {
-    let mut framed = u16::try_from(msg.len())
-        .expect("message fits TCP")
-        .to_be_bytes()
-        .to_vec();
-    framed.extend_from_slice(msg);
-    framed
 }
 
 /// Reads the answer to hello-world query `id` from `s`, then a clean close (a FIN, not a reset).
@@ -491,33 +398,6 @@ fn answered_then_closed(s: &mut TcpStream, id: u16) {
     );
 }
 
-/// Reads one length-prefixed DNS message; `None` when the server closed the connection
-/// cleanly (FIN) before it. A reset, a timeout or a message cut short are errors.
-fn read_tcp_message(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 2];
-    if s.read(&mut len[..1])? == 0 {
-        return Ok(None);
-    }
-    s.read_exact(&mut len[1..])?;
-    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut msg)?;
-    Ok(Some(msg))
-}
-
-/// Whether `msg` is a response to query `id` with `rcode` and `answers` answer records.
-fn is_answer(msg: &[u8], id: u16, rcode: u8, answers: u16) -> bool {
-    msg.len() >= 12
-        && msg[..2] == id.to_be_bytes()
-        && msg[2] & 0x80 != 0
-        && msg[3] & 0x0f == rcode
-        && msg[6..8] == answers.to_be_bytes()
-}
-
-/// Whether `msg` is the NOERROR answer to query `id` for hello-world's three A records.
-fn is_hello_world_answer(msg: &[u8], id: u16) -> bool {
-    is_answer(msg, id, 0, 3)
-}
-
 #[test]
 fn lease_bound_records_answer_the_remaining_lease_with_a_floor() {
     let etcd = Etcd::start();
@@ -529,7 +409,7 @@ fn lease_bound_records_answer_the_remaining_lease_with_a_floor() {
         "/skydns/com/example/leased",
         r#"{"host":"10.0.0.5","ttl":300}"#,
     ]);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     let d = dns.await_answer("leased.example.com", "A", &["10.0.0.5"]);
     let ttl = d.answer[0].ttl;
     assert!(
@@ -544,24 +424,15 @@ fn not_ready_and_servfail_until_etcd_is_loaded() {
     let mut etcd = Etcd::start();
     hello_world(&etcd);
     etcd.stop();
-    let dns = Dns::start_unready(&etcd, &[], &[]);
+    let dns = serve(&etcd).start_unready();
     wait_until(WAIT, "/healthz", || {
         http_get(&dns.http, "/healthz").filter(|r| r.0 == 200)
     });
     assert_eq!(http_get(&dns.http, "/readyz").map(|r| r.0), Some(503));
-    assert_eq!(
-        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
-            .status,
-        "SERVFAIL"
-    );
+    assert_eq!(dns.q(&[HW_NAME, "A"]).status, "SERVFAIL");
     etcd.restart();
-    let dns = dns.ready();
-    assert_eq!(
-        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
-            .answers("A")
-            .len(),
-        3
-    );
+    dns.await_ready(WAIT);
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A").len(), 3);
 }
 
 /// How a query loop reaches the server.
@@ -607,11 +478,10 @@ enum End {
 /// a time (each waits up to 2 s for its answer), logging every query in `log`, until `stop` is
 /// set (the single connection ignores it and runs until the server closes it) or a query goes
 /// unanswered.
-fn query_loop(port: u16, via: Via, stop: &AtomicBool, log: &Mutex<Vec<Sent>>) -> End {
+fn query_loop(server: SocketAddr, via: Via, stop: &AtomicBool, log: &Mutex<Vec<Sent>>) -> End {
     // Pacing, not synchronisation: a few hundred queries a second per loop keep the machine
     // free for the tests running beside this one.
     const PACE: Duration = Duration::from_millis(5);
-    let server = SocketAddr::from(([127, 0, 0, 1], port));
     let timeout = Some(Duration::from_secs(2));
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
     udp.connect(server).expect("connect udp");
@@ -635,7 +505,7 @@ fn query_loop(port: u16, via: Via, stop: &AtomicBool, log: &Mutex<Vec<Sent>>) ->
                     let mut buf = [0u8; 1500];
                     let n = udp.recv(&mut buf)?;
                     // A late answer to an earlier query is skipped.
-                    if buf[..2] == id.to_be_bytes() {
+                    if id_of(&buf) == id {
                         break Ok(Some(buf[..n].to_vec()));
                     }
                 }
@@ -676,17 +546,17 @@ fn sigterm_fails_readyz_and_answers_every_query_until_the_lameduck_ends() {
     const MARGIN: Duration = Duration::from_millis(500);
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let mut dns = Dns::start(&etcd, &["--lameduck", "3s"], &[]);
+    let mut dns = serve(&etcd).args(&["--lameduck", "3s"]).start();
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Vec::new()));
     let begun = Instant::now();
     let loops: Vec<_> = VIAS
         .into_iter()
         .map(|via| {
-            let (port, stop, log) = (dns.port, stop.clone(), log.clone());
+            let (server, stop, log) = (dns.addr(), stop.clone(), log.clone());
             (
                 via,
-                thread::spawn(move || query_loop(port, via, &stop, &log)),
+                thread::spawn(move || query_loop(server, via, &stop, &log)),
             )
         })
         .collect();
@@ -697,7 +567,7 @@ fn sigterm_fails_readyz_and_answers_every_query_until_the_lameduck_ends() {
             .then_some(())
     };
     wait_until(WAIT, "answers over UDP and TCP", || answered_since(begun));
-    assert_eq!(dns.metric("fedplane_dns_draining"), 0.0);
+    assert_eq!(dns.metric("fedplane_dns_draining", ""), 0.0);
 
     let term = Instant::now();
     dns.daemon.signal("TERM");
@@ -706,7 +576,7 @@ fn sigterm_fails_readyz_and_answers_every_query_until_the_lameduck_ends() {
     });
     let unready = Instant::now();
     assert_eq!(body, "draining\n");
-    assert_eq!(dns.metric("fedplane_dns_draining"), 1.0);
+    assert_eq!(dns.metric("fedplane_dns_draining", ""), 1.0);
     wait_until(WAIT, "answers while /readyz fails", || {
         answered_since(unready)
     });
@@ -747,16 +617,13 @@ fn sigterm_fails_readyz_and_answers_every_query_until_the_lameduck_ends() {
 fn a_tcp_query_in_flight_when_the_lameduck_ends_is_answered_then_the_connection_closes() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let mut dns = Dns::start(&etcd, &["--lameduck", "500ms"], &[]);
-    let mut s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut dns = serve(&etcd).args(&["--lameduck", "500ms"]).start();
+    let mut s = dns.tcp();
     let framed = tcp_frame(&raw_query(7, HW_NAME));
     let (head, tail) = framed.split_at(framed.len() / 2);
     s.write_all(head).expect("first half of the query");
     dns.daemon.signal("TERM");
-    wait_until(WAIT, "the lameduck to end", || {
-        dns.daemon.output().contains("lameduck ended").then_some(())
-    });
+    dns.await_log("lameduck ended");
     s.write_all(tail).expect("rest of the query");
     answered_then_closed(&mut s, 7);
     drop(s);
@@ -768,10 +635,9 @@ fn a_tcp_query_in_flight_when_the_lameduck_ends_is_answered_then_the_connection_
 fn sigterm_with_lameduck_0_closes_at_once_and_exits_cleanly() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let mut dns = Dns::start(&etcd, &["--lameduck", "0"], &[]);
+    let mut dns = serve(&etcd).args(&["--lameduck", "0"]).start();
     // An open TCP connection (accepted: it has had an answer) is closed, not reset.
-    let mut s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut s = dns.tcp();
     s.write_all(&tcp_frame(&raw_query(1, HW_NAME)))
         .expect("query");
     assert!(read_tcp_message(&mut s).expect("answer").is_some());
@@ -795,14 +661,9 @@ fn a_second_sigterm_or_sigint_ends_the_lameduck_at_once() {
     let etcd = Etcd::start();
     hello_world(&etcd);
     for second in ["TERM", "INT"] {
-        let mut dns = Dns::start(&etcd, &["--lameduck", "60s"], &[]);
+        let mut dns = serve(&etcd).args(&["--lameduck", "60s"]).start();
         dns.daemon.signal("TERM");
-        wait_until(WAIT, "the lameduck to start", || {
-            dns.daemon
-                .output()
-                .contains("lameduck started")
-                .then_some(())
-        });
+        dns.await_log("lameduck started");
         assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A").len(), 3);
         dns.daemon.signal(second);
         let status = dns.daemon.wait_exit(Duration::from_secs(5));
@@ -828,9 +689,10 @@ fn a_tcp_client_pipelining_without_pause_is_closed_cleanly_when_the_lameduck_end
     hello_world(&etcd);
     // A grace far beyond every wait below: the connection must close when the lameduck ends,
     // not when the grace runs out.
-    let mut dns = Dns::start(&etcd, &["--lameduck", "1s", "--shutdown-grace", "60s"], &[]);
-    let s = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut dns = serve(&etcd)
+        .args(&["--lameduck", "1s", "--shutdown-grace", "60s"])
+        .start();
+    let s = dns.tcp();
     s.set_write_timeout(Some(WAIT)).expect("timeout");
     let closed = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
@@ -875,16 +737,9 @@ fn a_tcp_client_pipelining_without_pause_is_closed_cleanly_when_the_lameduck_end
         (answered.load(Ordering::Relaxed) > CHUNK).then_some(())
     });
     dns.daemon.signal("TERM");
-    wait_until(WAIT, "the lameduck to start", || {
-        dns.daemon
-            .output()
-            .contains("lameduck started")
-            .then_some(())
-    });
+    dns.await_log("lameduck started");
     let at_sigterm = answered.load(Ordering::Relaxed);
-    wait_until(WAIT, "the lameduck to end", || {
-        dns.daemon.output().contains("lameduck ended").then_some(())
-    });
+    dns.await_log("lameduck ended");
     let status = dns.daemon.wait_exit(WAIT);
     let read = reader.join().expect("reader");
     let written = writer.join().expect("writer");
@@ -904,22 +759,19 @@ fn a_tcp_client_pipelining_without_pause_is_closed_cleanly_when_the_lameduck_end
 fn once_the_lameduck_ends_new_tcp_connections_are_refused() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let mut dns = Dns::start(
-        &etcd,
-        &[
+    let mut dns = serve(&etcd)
+        .args(&[
             "--lameduck",
             "300ms",
             "--shutdown-grace",
             "60s",
             "--tcp-idle-timeout",
             "60s",
-        ],
-        &[],
-    );
+        ])
+        .start();
     // An accepted connection (it has had an answer) with a query half sent holds the
     // shutdown: the server waits for the rest of the query.
-    let mut held = TcpStream::connect(("127.0.0.1", dns.port)).expect("connect");
-    held.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut held = dns.tcp();
     held.write_all(&tcp_frame(&raw_query(1, HW_NAME)))
         .expect("query");
     let msg = read_tcp_message(&mut held)
@@ -930,11 +782,9 @@ fn once_the_lameduck_ends_new_tcp_connections_are_refused() {
     let (head, tail) = framed.split_at(framed.len() / 2);
     held.write_all(head).expect("first half of the query");
     dns.daemon.signal("TERM");
-    wait_until(WAIT, "the lameduck to end", || {
-        dns.daemon.output().contains("lameduck ended").then_some(())
-    });
+    dns.await_log("lameduck ended");
     // Not left in the kernel's accept queue, unanswered, until the process exits.
-    let server = SocketAddr::from(([127, 0, 0, 1], dns.port));
+    let server = dns.addr();
     wait_until(
         WAIT,
         "new TCP connections to be refused",
@@ -1052,17 +902,11 @@ fn authenticates_to_etcd_with_a_password_from_the_environment() {
     etcd.ctl(&["user", "add", "fedplane:s3cret"]);
     etcd.ctl(&["user", "grant-role", "fedplane", "dnsreader"]);
     etcd.ctl(&["auth", "enable"]);
-    let dns = Dns::start(
-        &etcd,
-        &["--etcd-username", "fedplane"],
-        &[("FEDPLANE_ETCD_PASSWORD", "s3cret")],
-    );
-    assert_eq!(
-        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
-            .answers("A")
-            .len(),
-        3
-    );
+    let dns = serve(&etcd)
+        .args(&["--etcd-username", "fedplane"])
+        .env("FEDPLANE_ETCD_PASSWORD", "s3cret")
+        .start();
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A").len(), 3);
     etcd.ctl(&[
         "--user",
         "root:rootpw",
@@ -1082,17 +926,10 @@ fn connects_to_etcd_over_mutual_tls() {
         etcd.tls_file("client.pem"),
         etcd.tls_file("client.key"),
     );
-    let dns = Dns::start(
-        &etcd,
-        &["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key],
-        &[],
-    );
-    assert_eq!(
-        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
-            .answers("A")
-            .len(),
-        3
-    );
+    let dns = serve(&etcd)
+        .args(&["--etcd-ca", &ca, "--etcd-cert", &cert, "--etcd-key", &key])
+        .start();
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A").len(), 3);
     etcd.put("/skydns/com/example/tls", r#"{"host":"10.0.0.4"}"#);
     dns.await_answer("tls.example.com", "A", &["10.0.0.4"]);
 }
@@ -1104,13 +941,8 @@ fn uses_any_reachable_endpoint_of_several() {
     let dead = format!("http://127.0.0.1:{}", free_port());
     let endpoints = format!("{dead},{}", etcd.endpoint());
     // The dead endpoint comes first; the client must use the other one.
-    let dns = Dns::start(&etcd, &["--etcd-endpoints", &endpoints], &[]);
-    assert_eq!(
-        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
-            .answers("A")
-            .len(),
-        3
-    );
+    let dns = serve(&etcd).endpoints(&endpoints).start();
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A").len(), 3);
     etcd.put("/skydns/com/example/multi", r#"{"host":"10.0.0.6"}"#);
     dns.await_answer("multi.example.com", "A", &["10.0.0.6"]);
 }
@@ -1119,13 +951,13 @@ fn uses_any_reachable_endpoint_of_several() {
 fn resumes_the_watch_from_its_revision_without_reloading() {
     let mut etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     // Ready means loaded; the watch starts after the load (and the compile): wait for it, or
     // the freeze lands before there is a watch to break.
     wait_until(
         Duration::from_secs(30),
         "the watch to be established",
-        || (dns.metric("fedplane_dns_sync_state") == 1.0).then_some(()),
+        || (dns.metric("fedplane_dns_sync_state", "") == 1.0).then_some(()),
     );
     // Freeze the server and break its watch; write while it cannot see the change.
     dns.daemon.signal("STOP");
@@ -1134,11 +966,11 @@ fn resumes_the_watch_from_its_revision_without_reloading() {
     dns.daemon.signal("CONT");
     dns.await_answer("while-away.example.com", "A", &["10.0.0.11"]);
     assert!(
-        dns.metric("fedplane_dns_etcd_reconnects_total") >= 1.0,
+        dns.metric("fedplane_dns_etcd_reconnects_total", "") >= 1.0,
         "the watch was re-established"
     );
     assert_eq!(
-        dns.metric("fedplane_dns_etcd_reloads_total"),
+        dns.metric("fedplane_dns_etcd_reloads_total", ""),
         0.0,
         "resumed, not reloaded"
     );
@@ -1148,31 +980,27 @@ fn resumes_the_watch_from_its_revision_without_reloading() {
 fn reloads_when_etcd_comes_back_with_another_history() {
     let mut etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     etcd.wipe_and_restart();
     etcd.put("/skydns/com/example/new-cluster", r#"{"host":"10.0.0.12"}"#);
     dns.await_answer("new-cluster.example.com", "A", &["10.0.0.12"]);
-    assert_eq!(
-        dns.q(&["hello-world.default.federation.svc.example.com", "A"])
-            .status,
-        "NXDOMAIN"
-    );
-    assert!(dns.metric("fedplane_dns_etcd_reloads_total") >= 1.0);
+    assert_eq!(dns.q(&[HW_NAME, "A"]).status, "NXDOMAIN");
+    assert!(dns.metric("fedplane_dns_etcd_reloads_total", "") >= 1.0);
 }
 
 #[test]
 fn a_silent_etcd_is_detected_and_answers_continue() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &[], &[]);
+    let dns = serve(&etcd).start();
     // etcd keeps the watch stream open but says nothing (a partitioned member).
     etcd.signal("STOP");
     wait_until(
         Duration::from_secs(30),
         "the stalled watch to be noticed",
-        || (dns.metric("fedplane_dns_sync_state") == 2.0).then_some(()),
+        || (dns.metric("fedplane_dns_sync_state", "") == 2.0).then_some(()),
     );
-    let d = dns.q(&["hello-world.default.federation.svc.example.com", "A"]);
+    let d = dns.q(&[HW_NAME, "A"]);
     assert_eq!(d.answers("A").len(), 3, "{}", d.raw);
     etcd.signal("CONT");
     etcd.put("/skydns/com/example/thawed", r#"{"host":"10.0.0.13"}"#);

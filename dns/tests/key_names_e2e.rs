@@ -7,73 +7,32 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use fedplane_testkit::{Daemon, Dig, Etcd, dig, free_port, http_get, wait_until};
+use fedplane_testkit::{Etcd, wait_until};
 
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::{Dns, WAIT};
+
 const LONG_LABEL: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; // 64
 
-/// A fedplane-dns serving example.com. from `etcd`, once ready.
-struct Dns {
-    daemon: Daemon,
-    port: u16,
-    http: String,
-}
-
-impl Dns {
-    fn start(etcd: &Etcd) -> Self {
-        let port = free_port();
-        let http = format!("127.0.0.1:{}", free_port());
-        let args = [
-            "--zone".into(),
-            "example.com.".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--http".into(),
-            http.clone(),
-            "--etcd-endpoints".into(),
-            etcd.endpoint(),
-        ];
-        let daemon = Daemon::start(Path::new(env!("CARGO_BIN_EXE_fedplane-dns")), &args, &[]);
-        wait_until(WAIT, "fedplane-dns /readyz", || {
-            http_get(&http, "/readyz").filter(|(c, _)| *c == 200)
-        });
-        Self { daemon, port, http }
-    }
-
-    fn q(&self, args: &[&str]) -> Dig {
-        dig("127.0.0.1", self.port, args)
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http_get(&self.http, "/metrics").expect("metrics answer");
-        body.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// What a resolver sees of `name TYPE` over UDP (no retry over TCP) or TCP.
-    fn seen(&self, name: &str, rtype: &str, tcp: bool) -> String {
-        let transport = if tcp { "+tcp" } else { "+ignore" };
-        let d = self.q(&[name, rtype, transport]);
-        let mut additional: Vec<String> = d
-            .additional
-            .iter()
-            .map(|r| format!("{} {} {}", r.name, r.rtype, r.data))
-            .collect();
-        additional.sort();
-        format!(
-            "{} tc={} {:?} {:?}",
-            d.status,
-            d.flag("tc"),
-            d.answers(rtype),
-            additional
-        )
-    }
+/// What a resolver sees of `name TYPE` from `dns` over UDP (no retry over TCP) or TCP.
+fn seen(dns: &Dns, name: &str, rtype: &str, tcp: bool) -> String {
+    let transport = if tcp { "+tcp" } else { "+ignore" };
+    let d = dns.q(&[name, rtype, transport]);
+    let mut additional: Vec<String> = d
+        .additional
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.rtype, r.data))
+        .collect();
+    additional.sort();
+    format!(
+        "{} tc={} {:?} {:?}",
+        d.status,
+        d.flag("tc"),
+        d.answers(rtype),
+        additional
+    )
 }
 
 /// Puts a key that need not be UTF-8 (the testkit's `put` takes text).
@@ -196,17 +155,17 @@ fn expected() -> Vec<(&'static str, &'static str, String)> {
 fn keys_no_query_can_reach_answer_nothing_on_every_path_and_are_reported_once() {
     let etcd = Etcd::start();
     // One server sees the keys through the watch, the other loads them at start.
-    let watched = Dns::start(&etcd);
+    let watched = Dns::on(&etcd).start();
     put_all(&etcd);
     wait_until(WAIT, "the watch to deliver every key", || {
         (watched.q(&["last.example.com", "A"]).answers("A") == ["10.0.9.9"]).then_some(())
     });
-    let loaded = Dns::start(&etcd);
+    let loaded = Dns::on(&etcd).start();
     let mut wrong = Vec::new();
     for (name, rtype, want) in expected() {
         for (server, dns) in [("watched", &watched), ("loaded", &loaded)] {
             for (transport, tcp) in [("UDP", false), ("TCP", true)] {
-                let seen = dns.seen(name, rtype, tcp);
+                let seen = seen(dns, name, rtype, tcp);
                 if seen != want {
                     wrong.push(format!(
                         "{name} {rtype} from the {server} server over {transport}: {seen}, not {want}"
@@ -220,8 +179,8 @@ fn keys_no_query_can_reach_answer_nothing_on_every_path_and_are_reported_once() 
     for dns in [&watched, &loaded] {
         #[allow(clippy::cast_precision_loss)]
         let want = n as f64;
-        assert_eq!(dns.metric("fedplane_dns_invalid_records_total"), want);
-        assert_eq!(dns.metric("fedplane_dns_invalid_records "), want);
+        assert_eq!(dns.metric("fedplane_dns_invalid_records_total", ""), want);
+        assert_eq!(dns.metric("fedplane_dns_invalid_records ", ""), want);
         let out = dns.daemon.output();
         assert_eq!(out.matches("key no query can reach").count(), n, "{out}");
         assert!(out.contains(r"/skydns/com/example/\\xff"), "{out}");

@@ -5,7 +5,6 @@
 //! Knot answers minimally (no NS or glue beside an answer), as we do, so whole messages are
 //! compared with Knot's; NSD adds the apex NS and its glue, so its answer section is compared.
 
-use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +16,9 @@ use fedplane_dns::index::{Records, Zones};
 use fedplane_dns::record::Record;
 use fedplane_testkit::{free_port, require_program, wait_until};
 use hickory_proto::rr::Name;
+
+mod common;
+use common::{message, tcp_exchange};
 
 /// The records both sides serve: `(name below example.com, count)` of A records with distinct
 /// addresses in ascending order (Knot's canonical order, and ours at rotation 0).
@@ -154,14 +156,7 @@ impl Peer {
                 let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
                 s.set_read_timeout(Some(Duration::from_secs(5)))
                     .expect("timeout");
-                let len = u16::try_from(q.len()).expect("small");
-                s.write_all(&[&len.to_be_bytes()[..], q].concat())
-                    .expect("send");
-                let mut len = [0u8; 2];
-                s.read_exact(&mut len).expect("length");
-                let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                s.read_exact(&mut buf).expect("message");
-                buf
+                tcp_exchange(&mut s, q).expect("TCP answer")
             }
         }
     }
@@ -171,37 +166,17 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).expect("write config");
 }
 
-/// A query: `qname` (absolute), type, class, EDNS payload (with `options` as the OPT RDATA).
+/// A query (ID 0x4a17, no RD): `qname`, type, class, EDNS payload (with `options` as the OPT
+/// RDATA).
 fn query(qname: &str, qtype: u16, qclass: u16, edns: Option<u16>, options: &[u8]) -> Vec<u8> {
-    let mut q = vec![
-        0x4a,
-        0x17,
+    message(
+        0x4a17,
         0,
-        0,
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0,
-        u8::from(edns.is_some()),
-    ];
-    for label in qname.trim_end_matches('.').split('.') {
-        q.push(u8::try_from(label.len()).expect("label"));
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&qclass.to_be_bytes());
-    if let Some(size) = edns {
-        q.extend_from_slice(&[0, 0, 41]);
-        q.extend_from_slice(&size.to_be_bytes());
-        q.extend_from_slice(&[0, 0, 0, 0]);
-        q.extend_from_slice(&u16::try_from(options.len()).expect("small").to_be_bytes());
-        q.extend_from_slice(options);
-    }
-    q
+        qname,
+        qtype,
+        qclass,
+        edns.map(|size| (size, options)),
+    )
 }
 
 fn ours(records: &Records, q: &[u8], t: Transport) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! Expensive general-path queries, datagrams from port 0, TCP connection floods (also under a
 //! low open-file limit) and response rate limiting.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
@@ -14,105 +14,11 @@ use std::time::{Duration, Instant};
 use fedplane_testkit::{Daemon, Etcd, dig, free_port, http_get, wait_until};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-const HW: &str = "/skydns/com/example/svc/federation/default/hello-world";
-const HW_NAME: &str = "hello-world.default.federation.svc.example.com";
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A fedplane-dns process serving example.com. from `etcd` on loopback.
-struct Dns {
-    daemon: Daemon,
-    port: u16,
-    http: String,
-}
-
-impl Dns {
-    /// Starts it (through `wrapper`, e.g. `prlimit`, when given) and waits until it is ready.
-    fn start_with(etcd: &Etcd, wrapper: &[&str], extra: &[&str]) -> Self {
-        let port = free_port();
-        let http = format!("127.0.0.1:{}", free_port());
-        let bin = env!("CARGO_BIN_EXE_fedplane-dns");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        cmd.env("RUST_LOG", "info")
-            .args(["--zone", "example.com.", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--http", &http, "--etcd-endpoints", &etcd.endpoint()])
-            .args(extra);
-        let daemon = Daemon::spawn("fedplane-dns", cmd);
-        wait_until(WAIT, "fedplane-dns /readyz", || {
-            http_get(&http, "/readyz").filter(|(c, _)| *c == 200)
-        });
-        Self { daemon, port, http }
-    }
-
-    fn start(etcd: &Etcd, extra: &[&str]) -> Self {
-        Self::start_with(etcd, &[], extra)
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// The sum of the samples of `name` whose labels contain `labels`.
-    fn metric(&self, name: &str, labels: &str) -> f64 {
-        let (_, body) = http_get(&self.http, "/metrics").expect("metrics answer");
-        body.lines()
-            .filter(|l| l.starts_with(name) && l.contains(labels))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-fn hello_world(etcd: &Etcd) {
-    etcd.put(&format!("{HW}/fcp"), r#"{"host":"10.210.1.68","ttl":30}"#);
-    etcd.put(&format!("{HW}/usa"), r#"{"host":"10.210.3.65","ttl":30}"#);
-    etcd.put(&format!("{HW}/chn"), r#"{"host":"10.210.2.65","ttl":30}"#);
-}
-
-/// A query for `name` (type `qtype`) with ID `id`, no EDNS.
-fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(u8::try_from(label.len()).expect("label"));
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]);
-    q
-}
-
-const A: u16 = 1;
-const SRV: u16 = 33;
-
-fn id_of(msg: &[u8]) -> u16 {
-    u16::from_be_bytes([msg[0], msg[1]])
-}
-fn answers_of(msg: &[u8]) -> u16 {
-    u16::from_be_bytes([msg[6], msg[7]])
-}
-fn truncated(msg: &[u8]) -> bool {
-    msg[2] & 0x02 != 0
-}
-
-/// Sends `msg` over TCP on `s` and reads the answer (`None`: closed or failed).
-fn tcp_exchange(s: &mut TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
-    let mut framed = u16::try_from(msg.len()).ok()?.to_be_bytes().to_vec();
-    framed.extend_from_slice(msg);
-    s.write_all(&framed).ok()?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).ok()?;
-    let mut resp = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut resp).ok()?;
-    Some(resp)
-}
+mod common;
+use common::{
+    A, Dns, HW_NAME, RD, SRV, WAIT, answers_of, hello_world, id_of, message, query, tcp_exchange,
+    truncated,
+};
 
 /// A TCP connection to `to` from loopback address `from` (any of 127/8).
 fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -168,7 +74,7 @@ fn a_flood_of_big_subtree_queries_does_not_starve_ordinary_ones() {
             i % 250 + 1
         )
     });
-    let dns = Dns::start(&etcd, &["--workers", "1"]);
+    let dns = Dns::on(&etcd).workers(1).start();
     let server = dns.addr();
     // Ready means loaded; the fast path's table is compiled next (until then every query
     // takes the general path).
@@ -185,9 +91,7 @@ fn a_flood_of_big_subtree_queries_does_not_starve_ordinary_ones() {
             // QCLASS ANY: the fast path declines it (a big name's IN SRV is TC-only there at
             // fast-path cost), so every one of these reads the 4,096-record subtree on the
             // general path. Sent as fast as one thread can: more than the general path answers.
-            let mut q = query(7, "bulk.example.com", SRV);
-            let class = q.len() - 2;
-            q[class..].copy_from_slice(&255u16.to_be_bytes());
+            let q = message(7, RD, "bulk.example.com", SRV, 255, None);
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..1000 {
                     let _ = s.send_to(&q, server);
@@ -331,7 +235,7 @@ fn a_datagram_from_port_0_costs_no_other_client_its_answer() {
     require_root("crafting a datagram from port 0");
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &["--workers", "1"]);
+    let dns = Dns::on(&etcd).workers(1).start();
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
     client
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -383,7 +287,7 @@ fn a_new_tcp_client_is_answered_when_live_connections_fill_the_cap() {
     require_root("binding 127.0.0.2 and above");
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &["--tcp-idle-timeout", "30s"]);
+    let dns = Dns::on(&etcd).args(&["--tcp-idle-timeout", "30s"]).start();
     let server = dns.addr();
     // 1,024 connections from 8 addresses (128 each, below the default per-client cap).
     let mut conns: Vec<TcpStream> = (0..1024u16)
@@ -427,7 +331,9 @@ fn connections_that_send_only_a_length_do_not_lock_out_new_clients() {
     require_root("binding 127.0.0.2 and above");
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &["--tcp-max-connections", "64"]);
+    let dns = Dns::on(&etcd)
+        .args(&["--tcp-max-connections", "64"])
+        .start();
     let server = dns.addr();
     let stalled: Vec<TcpStream> = (0..64u8)
         .map(|i| {
@@ -463,7 +369,9 @@ fn one_tcp_client_address_gets_at_most_its_share_of_connections() {
     require_root("binding 127.0.0.2");
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(&etcd, &["--tcp-max-connections-per-client", "3"]);
+    let dns = Dns::on(&etcd)
+        .args(&["--tcp-max-connections-per-client", "3"])
+        .start();
     let server = dns.addr();
     let mut mine: Vec<TcpStream> = (0..3)
         .map(|_| connect_from([127, 0, 0, 1], server).expect("connect"))
@@ -518,7 +426,9 @@ fn a_tcp_flood_under_a_1024_file_limit_leaves_http_and_etcd_working() {
     require_root("binding 127.0.0.2 and above");
     let mut etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start_with(&etcd, &["prlimit", "--nofile=1024:1024", "--"], &[]);
+    let dns = Dns::on(&etcd)
+        .wrapper(&["prlimit", "--nofile=1024:1024", "--"])
+        .start();
     let server = dns.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
@@ -546,13 +456,11 @@ fn a_tcp_flood_under_a_1024_file_limit_leaves_http_and_etcd_working() {
     // etcd goes away and comes back: reconnecting needs a new descriptor.
     etcd.restart();
     etcd.put("/skydns/com/example/after/flood", r#"{"host":"10.99.0.1"}"#);
-    wait_until(
+    dns.await_answer_within(
+        "after.example.com",
+        "A",
+        &["10.99.0.1"],
         Duration::from_secs(30),
-        "the change after the flood",
-        || {
-            let d = dig("127.0.0.1", dns.port, &["after.example.com", "A"]);
-            (d.answers("A") == ["10.99.0.1"]).then_some(())
-        },
     );
     for path in ["/readyz", "/metrics"] {
         let (code, _) = http_get(&dns.http, path).unwrap_or_else(|| panic!("{path} unanswered"));
@@ -573,7 +481,9 @@ fn a_tcp_flood_under_a_1024_file_limit_leaves_http_and_etcd_working() {
 fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
     fedplane_testkit::require_program("prlimit", "util-linux");
     let etcd = Etcd::start();
-    let dns = Dns::start_with(&etcd, &["prlimit", "--nofile=256:4096", "--"], &[]);
+    let dns = Dns::on(&etcd)
+        .wrapper(&["prlimit", "--nofile=256:4096", "--"])
+        .start();
     let limits =
         std::fs::read_to_string(format!("/proc/{}/limits", dns.daemon.pid())).expect("limits");
     let line = limits
@@ -612,10 +522,9 @@ fn burst(server: SocketAddr, n: u16) -> (usize, usize) {
 fn rrl_passes_the_rate_slips_every_second_limited_response_and_drops_the_rest() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(
-        &etcd,
-        &["--rrl-responses-per-second", "10", "--rrl-slip", "2"],
-    );
+    let dns = Dns::on(&etcd)
+        .args(&["--rrl-responses-per-second", "10", "--rrl-slip", "2"])
+        .start();
     let (full, tc) = burst(dns.addr(), 60);
     // A burst of one second's worth (10), a few more refilled while the burst is sent, and
     // half of the rest truncated.
@@ -634,15 +543,14 @@ fn rrl_passes_the_rate_slips_every_second_limited_response_and_drops_the_rest() 
         (limited - tc) as f64
     );
 
-    let exempt = Dns::start(
-        &etcd,
-        &[
+    let exempt = Dns::on(&etcd)
+        .args(&[
             "--rrl-responses-per-second",
             "1",
             "--rrl-exempt",
             "127.0.0.0/8",
-        ],
-    );
+        ])
+        .start();
     assert_eq!(burst(exempt.addr(), 30), (30, 0));
 }
 
@@ -652,10 +560,9 @@ fn rrl_passes_the_rate_slips_every_second_limited_response_and_drops_the_rest() 
 fn rrl_with_slip_1_sends_dig_to_tcp() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(
-        &etcd,
-        &["--rrl-responses-per-second", "1", "--rrl-slip", "1"],
-    );
+    let dns = Dns::on(&etcd)
+        .args(&["--rrl-responses-per-second", "1", "--rrl-slip", "1"])
+        .start();
     let (full, tc) = burst(dns.addr(), 20);
     assert_eq!(full + tc, 20, "nothing dropped with slip 1");
     assert!(full <= 3, "{full} full answers");
@@ -664,7 +571,7 @@ fn rrl_with_slip_1_sends_dig_to_tcp() {
     for id in 0..3 {
         s.send_to(&query(id, HW_NAME, A), dns.addr()).expect("send");
     }
-    let d = dig("127.0.0.1", dns.port, &[HW_NAME, "A"]);
+    let d = dns.q(&[HW_NAME, "A"]);
     assert!(
         d.raw.contains("Truncated, retrying in TCP mode"),
         "{}",
@@ -710,10 +617,9 @@ fn nsd_with_rrl(dir: &Path, port: u16, rate: u32, slip: u32) -> Daemon {
 fn rrl_passes_slips_and_drops_like_nsd() {
     let etcd = Etcd::start();
     hello_world(&etcd);
-    let dns = Dns::start(
-        &etcd,
-        &["--rrl-responses-per-second", "10", "--rrl-slip", "2"],
-    );
+    let dns = Dns::on(&etcd)
+        .args(&["--rrl-responses-per-second", "10", "--rrl-slip", "2"])
+        .start();
     let dir = tempfile::tempdir().expect("tempdir");
     let nsd_port = free_port();
     let _nsd = nsd_with_rrl(dir.path(), nsd_port, 10, 2);

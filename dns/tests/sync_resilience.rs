@@ -2,94 +2,29 @@
 //! 3-member cluster), the real binary and real dig: lease bookkeeping never holds up the watch
 //! or a failover, and a restart while etcd is away answers from the state saved on disk.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fedplane_dns::sync::PROGRESS_EVERY;
-use fedplane_testkit::{Daemon, Dig, Etcd, EtcdCluster, dig, free_port, http_get, wait_until};
+use fedplane_testkit::{Etcd, EtcdCluster, http_get, wait_until};
+
+mod common;
+use common::{Dns, DnsOptions, HW, HW_NAME};
 
 const WAIT: Duration = Duration::from_secs(15);
-const HW: &str = "/skydns/com/example/svc/federation/default/hello-world";
-const HW_NAME: &str = "hello-world.default.federation.svc.example.com";
 
-/// A fedplane-dns process serving example.com. from the etcd `endpoints`.
-struct Dns {
-    daemon: Daemon,
-    port: u16,
-    http: String,
+/// fedplane-dns serving example.com. from the etcd `endpoints`, with two workers and no
+/// lameduck.
+fn serve(endpoints: &str) -> DnsOptions {
+    Dns::on_endpoints(endpoints)
+        .workers(2)
+        .args(&["--lameduck", "0"])
 }
 
-impl Dns {
-    fn start_unready(endpoints: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        let http = format!("127.0.0.1:{}", free_port());
-        let mut args: Vec<String> = [
-            "--zone",
-            "example.com.",
-            "--workers",
-            "2",
-            "--lameduck",
-            "0",
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        args.extend([
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--http".into(),
-            http.clone(),
-            "--etcd-endpoints".into(),
-            endpoints.into(),
-        ]);
-        args.extend(extra.iter().map(ToString::to_string));
-        let daemon = Daemon::start(Path::new(env!("CARGO_BIN_EXE_fedplane-dns")), &args, &[]);
-        Self { daemon, port, http }
-    }
-
-    fn start(endpoints: &str, extra: &[&str], timeout: Duration) -> Self {
-        let dns = Self::start_unready(endpoints, extra);
-        dns.await_ready(timeout);
-        dns
-    }
-
-    fn await_ready(&self, timeout: Duration) {
-        wait_until(timeout, "fedplane-dns /readyz", || {
-            http_get(&self.http, "/readyz").filter(|(c, _)| *c == 200)
-        });
-    }
-
-    fn q(&self, args: &[&str]) -> Dig {
-        dig("127.0.0.1", self.port, args)
-    }
-
-    /// The sum of the samples of metric `name` (with any labels), `None` when not exported.
-    fn try_metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = http_get(&self.http, "/metrics")?;
-        let values: Vec<f64> = body
-            .lines()
-            .filter(|l| {
-                !l.starts_with('#')
-                    && l.strip_prefix(name)
-                        .is_some_and(|rest| rest.starts_with([' ', '{']))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        self.try_metric(name).unwrap_or(0.0)
-    }
-
-    /// Waits until `name A` answers `want`, within `timeout`; returns how long it took.
-    fn time_to_answer(&self, name: &str, want: &[&str], timeout: Duration) -> Duration {
-        let started = Instant::now();
-        wait_until(timeout, &format!("{name} A to answer {want:?}"), || {
-            (self.q(&[name, "A"]).answers("A") == want).then_some(())
-        });
-        started.elapsed()
-    }
+/// Waits until `name A` on `dns` answers `want`, within `timeout`; returns how long it took.
+fn time_to_answer(dns: &Dns, name: &str, want: &[&str], timeout: Duration) -> Duration {
+    let started = Instant::now();
+    dns.await_answer_within(name, "A", want, timeout);
+    started.elapsed()
 }
 
 /// Puts `key` on a new lease of `ttl` seconds through `etcd`.
@@ -146,7 +81,7 @@ fn failover_with_leased_keys(failure: Failure, leased: usize) {
             .filter(|&i| i != followed)
             .map(|i| cluster.member(i).endpoint()),
     );
-    let dns = Dns::start(&endpoints.join(","), &[], WAIT);
+    let dns = serve(&endpoints.join(",")).start_within(WAIT);
     let d = dns.q(&["k0.leased.example.com", "A"]);
     assert_eq!(d.answers("A"), ["10.1.0.1"], "{}", d.raw);
 
@@ -162,7 +97,12 @@ fn failover_with_leased_keys(failure: Failure, leased: usize) {
         300,
     );
     let bound = PROGRESS_EVERY + Duration::from_secs(1);
-    let took = dns.time_to_answer("after.example.com", &["10.0.0.42"], Duration::from_secs(60));
+    let took = time_to_answer(
+        &dns,
+        "after.example.com",
+        &["10.0.0.42"],
+        Duration::from_secs(60),
+    );
     eprintln!("{failure:?} member, {leased} leased keys: the change was answered after {took:?}");
     assert!(
         took <= bound,
@@ -225,7 +165,7 @@ fn thousands_of_leases_do_not_freeze_updates_across_a_refresh() {
     const LEASES: usize = 6000;
     let etcd = Etcd::start();
     put_many_leased(&etcd.endpoint(), LEASES);
-    let dns = Dns::start(&etcd.endpoint(), &[], Duration::from_secs(60));
+    let dns = serve(&etcd.endpoint()).start_within(Duration::from_secs(60));
     assert_eq!(
         dns.q(&["k7.many.example.com", "A"]).answers("A"),
         ["10.2.0.8"]
@@ -241,7 +181,7 @@ fn thousands_of_leases_do_not_freeze_updates_across_a_refresh() {
             "/skydns/com/example/probe",
             &format!(r#"{{"host":"{host}"}}"#),
         );
-        let took = dns.time_to_answer("probe.example.com", &[&host], Duration::from_secs(30));
+        let took = time_to_answer(&dns, "probe.example.com", &[&host], Duration::from_secs(30));
         slowest = slowest.max(took);
     }
     eprintln!("{LEASES} leases: the slowest of {n} updates took {slowest:?}");
@@ -250,7 +190,7 @@ fn thousands_of_leases_do_not_freeze_updates_across_a_refresh() {
         "{LEASES} leases: the slowest of {n} updates took {slowest:?} to be answered"
     );
     assert_eq!(
-        dns.metric("fedplane_dns_etcd_reconnects_total"),
+        dns.metric("fedplane_dns_etcd_reconnects_total", ""),
         0.0,
         "no false 'watch stalled' reconnect"
     );
@@ -273,14 +213,18 @@ fn a_restart_during_an_etcd_outage_answers_from_the_state_on_disk() {
         600,
     );
     let revision = etcd.revision();
-    let dns = Dns::start(&etcd.endpoint(), &["--state-dir", state_dir], WAIT);
+    let dns = serve(&etcd.endpoint())
+        .args(&["--state-dir", state_dir])
+        .start_within(WAIT);
     wait_until(WAIT, "the state to be saved", || {
-        (dns.metric("fedplane_dns_state_saved_revision") >= revision as f64).then_some(())
+        (dns.metric("fedplane_dns_state_saved_revision", "") >= revision as f64).then_some(())
     });
     drop(dns);
     etcd.stop();
 
-    let dns = Dns::start(&etcd.endpoint(), &["--state-dir", state_dir], WAIT);
+    let dns = serve(&etcd.endpoint())
+        .args(&["--state-dir", state_dir])
+        .start_within(WAIT);
     let d = dns.q(&[HW_NAME, "A"]);
     assert_eq!(d.answers("A"), ["10.210.1.68", "10.210.3.65"], "{}", d.raw);
     assert_eq!(d.answer[0].ttl, 60, "{}", d.raw);
@@ -291,8 +235,11 @@ fn a_restart_during_an_etcd_outage_answers_from_the_state_on_disk() {
         "a leased record from disk has an unknown lease: the 30 s floor: {}",
         d.raw
     );
-    assert_eq!(dns.metric("fedplane_dns_serving_from_disk"), 1.0);
-    assert!(dns.try_metric("fedplane_dns_state_age_seconds").is_some());
+    assert_eq!(dns.metric("fedplane_dns_serving_from_disk", ""), 1.0);
+    assert!(
+        dns.try_metric("fedplane_dns_state_age_seconds", "")
+            .is_some()
+    );
     assert_eq!(
         dns.q(&["nothere.example.com", "A"]).status,
         "NXDOMAIN",
@@ -301,9 +248,9 @@ fn a_restart_during_an_etcd_outage_answers_from_the_state_on_disk() {
 
     etcd.restart();
     etcd.put(&format!("{HW}/usa"), r#"{"host":"10.210.3.99","ttl":60}"#);
-    dns.time_to_answer(HW_NAME, &["10.210.1.68", "10.210.3.99"], WAIT);
-    assert_eq!(dns.metric("fedplane_dns_serving_from_disk"), 0.0);
-    assert_eq!(dns.metric("fedplane_dns_sync_state"), 1.0);
+    dns.await_answer_within(HW_NAME, "A", &["10.210.1.68", "10.210.3.99"], WAIT);
+    assert_eq!(dns.metric("fedplane_dns_serving_from_disk", ""), 0.0);
+    assert_eq!(dns.metric("fedplane_dns_sync_state", ""), 1.0);
 }
 
 /// A state file that is not a snapshot (here: garbage) is reported and ignored: fedplane-dns
@@ -319,10 +266,9 @@ fn a_corrupt_state_file_is_reported_and_ignored() {
         b"{\"version\":1,\"rev",
     )
     .expect("write");
-    let dns = Dns::start_unready(
-        &etcd.endpoint(),
-        &["--state-dir", state.path().to_str().expect("UTF-8 path")],
-    );
+    let dns = serve(&etcd.endpoint())
+        .args(&["--state-dir", state.path().to_str().expect("UTF-8 path")])
+        .start_unready();
     wait_until(WAIT, "the bad state file to be reported", || {
         dns.daemon
             .output()
