@@ -2,7 +2,7 @@
 //! Expensive general-path queries, datagrams from port 0, TCP connection floods (also under a
 //! low open-file limit) and response rate limiting.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 mod common;
 use common::{
     A, Dns, HW_NAME, RD, SRV, WAIT, answers_of, hello_world, id_of, message, query, tcp_exchange,
-    truncated,
+    tcp_frame, truncated,
 };
 
 /// A TCP connection to `to` from loopback address `from` (any of 127/8).
@@ -175,7 +175,7 @@ fn expensive_tcp_queries_run_on_the_general_threads_not_the_runtime() {
             i % 250 + 1
         )
     });
-    let dns = Dns::start(&etcd, &["--workers", "1"]);
+    let dns = Dns::on(&etcd).workers(1).start();
     let server = dns.addr();
     let pid = dns.daemon.pid();
     let (runtime0, general0) = (thread_cpu(pid, "tokio-"), thread_cpu(pid, "dns-general"));
@@ -381,11 +381,8 @@ fn one_tcp_client_address_gets_at_most_its_share_of_connections() {
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     let refused = Instant::now();
-    let mut framed = vec![0, 0];
-    framed.extend_from_slice(&query(4, HW_NAME, A));
-    framed[1] = u8::try_from(framed.len() - 2).expect("short");
     fourth
-        .write_all(&framed)
+        .write_all(&tcp_frame(&query(4, HW_NAME, A)))
         .expect("the refused connection takes the query");
     let mut byte = [0u8; 1];
     let first = fourth.read(&mut byte);
