@@ -11,6 +11,9 @@ A queries for the ordinary names (as dns-throughput does) while one attack runs:
 - bulk:   `bulk.example.com A` and `bulk.example.com SRV` (EDNS 1232), alternating, at --bulk-qps;
 - port0:  UDP queries for an ordinary name from source port 0 (crafted with a raw socket: needs
           root) at --port0-pps;
+- random: UDP queries for random names under the zone (NXDOMAIN, a "water torture" attack) at
+          --random-qps; meanwhile another client sends 20 SRV queries a second for an ordinary
+          name (fedplane-dns's general path) and the table says how many were answered within 1 s;
 - tcp:    --tcp-conns TCP connections each sending a query every --tcp-interval seconds (every
           connection the server closes is opened again), plus --tcp-new new connections a second
           that send one query each and close once answered (or after 10 s). Meanwhile a new TCP
@@ -18,7 +21,7 @@ A queries for the ordinary names (as dns-throughput does) while one attack runs:
           were answered (within 2 s).
 
     benches/dns-attack [--services 2000] [--seconds 5] [--rounds 2] [--workers 1]
-                       [--attacks bulk,port0,tcp] [--fedplane-dns PATH] [--no-build]
+                       [--attacks bulk,port0,random,tcp] [--fedplane-dns PATH] [--no-build]
 
 Each round measures every server idle, then under each attack in turn (one attack at a time,
 started 1 s before dnsperf and stopped after it); the table gives the medians.
@@ -53,6 +56,7 @@ RECOVERY = 300.0
 ATTACKS = {
     "bulk": "big-subtree queries",
     "port0": "port-0 packets",
+    "random": "random-name flood",
     "tcp": "TCP connection flood",
 }
 
@@ -129,6 +133,28 @@ def attack_bulk(port, rate):
     def send(n):
         try:
             s.send(queries[n % 2])
+        except BlockingIOError:
+            pass
+        try:
+            while True:
+                s.recv(65535)
+                answered[0] += 1
+        except (BlockingIOError, ConnectionRefusedError):
+            pass
+
+    sent = pace(rate, send)
+    return {"sent": sent, "answered": answered[0]}
+
+
+def attack_random(port, rate):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    s.connect(("127.0.0.1", port))
+    answered = [0]
+
+    def send(n):
+        try:
+            s.send(query(f"{os.urandom(6).hex()}.svc.{fb.ZONE}", 1, qid=n & 0xFFFF))
         except BlockingIOError:
             pass
         try:
@@ -258,6 +284,9 @@ def attacker_main(argv):
     elif kind == "port0":
         print("ready", flush=True)
         out = attack_port0(port, rate, extra[0])
+    elif kind == "random":
+        print("ready", flush=True)
+        out = attack_random(port, rate)
     else:
         conns, interval, new, name = int(extra[0]), float(extra[1]), float(extra[2]), extra[3]
         out = TcpFlood(port, conns, interval, new, name).run()
@@ -273,6 +302,8 @@ class Attacker:
             rate = args.bulk_qps
         elif kind == "port0":
             rate, extra = args.port0_pps, [name]
+        elif kind == "random":
+            rate = args.random_qps
         else:
             extra = [args.tcp_conns, args.tcp_interval, args.tcp_new, name]
         argv = [sys.executable, os.path.abspath(__file__), "--attacker", kind, str(port), str(rate)]
@@ -329,16 +360,52 @@ class NewTcpClients:
         return self.answered, self.tried
 
 
+class UdpSrvProbe:
+    """20 times a second, an SRV query for an ordinary name (a general-path query for
+    fedplane-dns) from its own socket, answered within 1 s or not; counts both."""
+
+    def __init__(self, port, name):
+        self.port, self.name = port, name
+        self.tried = self.answered = 0
+        self.done = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("127.0.0.1", self.port))
+            while not self.done.is_set():
+                start = time.monotonic()
+                qid = random.randrange(1 << 16)
+                self.tried += 1
+                try:
+                    s.send(query(self.name, 33, qid=qid))
+                    while (left := start + 1.0 - time.monotonic()) > 0:
+                        s.settimeout(left)
+                        if s.recv(65535)[:2] == struct.pack(">H", qid):
+                            self.answered += 1
+                            break
+                except OSError:
+                    pass
+                self.done.wait(max(0.0, 0.05 - (time.monotonic() - start)))
+
+    def stop(self):
+        self.done.set()
+        self.t.join(5)
+        return self.answered, self.tried
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--attacker":
         return attacker_main(sys.argv[2:])
     ap = fb.arg_parser(__doc__, services=2000)
     ap.set_defaults(seconds=5)
-    ap.add_argument("--attacks", default="bulk,port0,tcp", help="which attacks, comma-separated")
+    ap.add_argument("--attacks", default="bulk,port0,random,tcp", help="which attacks, comma-separated")
     ap.add_argument("--rounds", type=int, default=2,
                     help="runs of every phase per server, interleaved; the median is reported")
     ap.add_argument("--bulk-qps", type=float, default=2000, help="big-subtree queries a second")
     ap.add_argument("--port0-pps", type=float, default=2000, help="port-0 packets a second")
+    ap.add_argument("--random-qps", type=float, default=20000, help="random-name queries a second")
     ap.add_argument("--tcp-conns", type=int, default=1024, help="TCP connections of the flood")
     ap.add_argument("--tcp-interval", type=float, default=4.0, help="seconds between a connection's queries")
     ap.add_argument("--tcp-new", type=float, default=50, help="new flood connections a second, one query each")
@@ -350,7 +417,7 @@ def main():
             raise SystemExit(f"bench: unknown attack {a!r} (known: {', '.join(ATTACKS)})")
     if "port0" in attacks and os.geteuid() != 0:
         raise SystemExit("bench: the port0 attack crafts packets with a raw socket: run as root, "
-                         "or leave it out with --attacks bulk,tcp")
+                         "or leave it out with --attacks bulk,random,tcp")
 
     binary = args.fedplane_dns
     if not binary:
@@ -381,6 +448,7 @@ def main():
     ]
     qps = {name: {p: [] for p in ["idle"] + attacks} for name, _ in servers}
     new_tcp = {name: [0, 0] for name, _ in servers}
+    srv_probe = {name: [0, 0] for name, _ in servers}
     recovery = {name: 0.0 for name, _ in servers}
     try:
         for name, proc in servers:
@@ -389,7 +457,7 @@ def main():
         for _ in range(args.rounds):
             for phase in ["idle"] + attacks:
                 for name, proc in servers:
-                    measure(name, proc, phase, args, queries, probe, qps, new_tcp, recovery)
+                    measure(name, proc, phase, args, queries, probe, qps, new_tcp, srv_probe, recovery)
     finally:
         for _, proc in servers:
             proc.stop()
@@ -397,17 +465,22 @@ def main():
 
     print()
     head = "| server | idle qps |" + "".join(f" {ATTACKS[a]}: qps (of idle) |" for a in attacks)
+    if "random" in attacks:
+        head += " SRV queries answered under the random-name flood |"
     if "tcp" in attacks:
         head += " new TCP clients answered under the flood |"
     head += " answering again after an attack, s (max) |"
     print(head)
-    print("|---|---|" + "---|" * (len(attacks) + ("tcp" in attacks) + 1))
+    print("|---|---|" + "---|" * (len(attacks) + ("random" in attacks) + ("tcp" in attacks) + 1))
     for name, _ in servers:
         idle = statistics.median(qps[name]["idle"])
         row = f"| {name} | {idle:,.0f} |"
         for a in attacks:
             q = statistics.median(qps[name][a])
             row += f" {q:,.0f} ({q / idle:.0%}) |"
+        if "random" in attacks:
+            answered, tried = srv_probe[name]
+            row += f" {answered}/{tried} |"
         if "tcp" in attacks:
             answered, tried = new_tcp[name]
             row += f" {answered}/{tried} |"
@@ -415,14 +488,16 @@ def main():
         print(row)
 
 
-def measure(name, proc, phase, args, queries, probe, qps, new_tcp, recovery):
+def measure(name, proc, phase, args, queries, probe, qps, new_tcp, srv_probe, recovery):
     """One dnsperf run against `proc` while the attack `phase` runs."""
     attacker = Attacker(phase, proc.port, args, probe) if phase != "idle" else None
     clients = NewTcpClients(proc.port, probe) if phase == "tcp" else None
+    srv = UdpSrvProbe(proc.port, probe) if phase == "random" else None
     try:
         perf = fb.dnsperf(proc.port, queries, args.seconds)
     finally:
         answered = clients.stop() if clients else None
+        srv_answered = srv.stop() if srv else None
         stats = attacker.stop() if attacker else {}
     # The next run starts only once a query is answered within 1 s again: queries an attack left
     # queued (fedplane-dns asks for a 4 MiB UDP receive buffer) would count against it.
@@ -436,7 +511,11 @@ def measure(name, proc, phase, args, queries, probe, qps, new_tcp, recovery):
         new_tcp[name][0] += answered[0]
         new_tcp[name][1] += answered[1]
         extra = f" new TCP clients answered {answered[0]}/{answered[1]}"
-    print(f"  {phase:5} {name:13} qps={perf['qps']:,.0f} lost={perf['lost']}{extra} "
+    if srv_answered:
+        srv_probe[name][0] += srv_answered[0]
+        srv_probe[name][1] += srv_answered[1]
+        extra = f" SRV queries answered {srv_answered[0]}/{srv_answered[1]}"
+    print(f"  {phase:6} {name:13} qps={perf['qps']:,.0f} lost={perf['lost']}{extra} "
           f"answering again after {time.monotonic() - t:.1f} s "
           f"attacker={json.dumps(stats)}", flush=True)
     if proc.p.poll() is not None:

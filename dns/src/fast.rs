@@ -18,8 +18,15 @@
 //! and AAAA answers and the least size of its SRV, MX and TXT answers: queries they cannot fit
 //! get TC-only at once, the others take the general path.
 //!
+//! A name the compiler never considered that does not exist (no key at or below it, checked
+//! with one ordered-map lookup) is answered NXDOMAIN here too, so that a flood of random
+//! names (a "water torture" attack) costs no more than ordinary queries and never fills the
+//! general path's queue. A negative answer that does not fit the client (only a zone with a
+//! very long name can make it so: the SOA's names are written whole here) takes the general
+//! path, which compresses them.
+//!
 //! Everything else takes the general path ([`crate::answer::respond`]), which stays the
-//! reference: NXDOMAIN, CNAMEs, lease-bound TTLs, the apex, other types, unusual queries. The
+//! reference: CNAMEs, lease-bound TTLs, the apex, other types, unusual queries. The
 //! table is built from the records once after a load ([`Table::compile`]) and changed only by
 //! [`Table::recompile`], which redoes just the names changed keys can affect.
 
@@ -115,6 +122,8 @@ struct Addresses {
 pub struct ZoneSoa {
     tail: Box<[u8]>,
     zone_wire_len: u16,
+    /// The zone's lowercase wire name.
+    wire: Box<[u8]>,
 }
 
 /// Lowercase wire form of a name (labels and the root), the compiled map's key.
@@ -163,9 +172,11 @@ fn zone_soas(records: &Records) -> Arc<[ZoneSoa]> {
             tail.extend_from_slice(&SOA_MINIMUM.to_be_bytes());
             tail.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
             tail.extend_from_slice(&rdata);
+            let wire = wire_name(&zone.name);
             ZoneSoa {
                 tail: tail.into(),
-                zone_wire_len: u16::try_from(wire_name(&zone.name).len()).unwrap_or(0),
+                zone_wire_len: u16::try_from(wire.len()).unwrap_or(0),
+                wire: wire.into(),
             }
         })
         .collect()
@@ -424,8 +435,53 @@ impl Table {
 
     /// The compiled answers of a lowercase wire name.
     pub fn get(&self, wire: &[u8]) -> Option<&Compiled> {
-        self.compiled.get(wire).and_then(|c| c.as_deref())
+        self.lookup(wire).flatten()
     }
+
+    /// What the table holds for a lowercase wire name: `None` for a name the compiler never
+    /// considered, `Some(None)` for one that takes the general path.
+    fn lookup(&self, wire: &[u8]) -> Option<Option<&Compiled>> {
+        self.compiled.get(wire).map(|c| c.as_deref())
+    }
+}
+
+/// The zone in which the lowercase wire name `wire` (its labels starting at `starts`) is a
+/// name that does not exist, or `None` (outside every zone, a zone's apex, or a name that
+/// exists: the general path answers). Same test as the general path's: no record at the name's
+/// key or below it, or no key at all for a name with a byte keys never hold.
+fn nxdomain_zone(records: &Records, table: &Table, wire: &[u8], starts: &[u8]) -> Option<usize> {
+    // Zones are kept most specific first: the first one that is a suffix is the name's zone.
+    let (zone, at) = table.zone_soas.iter().enumerate().find_map(|(i, z)| {
+        let at = starts
+            .iter()
+            .map(|&s| usize::from(s))
+            .find(|&s| wire[s..] == *z.wire)?;
+        Some((i, at))
+    })?;
+    if at == 0 {
+        return None; // the apex
+    }
+    // The key: the prefix, then the labels from the root down, each after a '/'.
+    let prefix = records.zones().prefix().as_bytes();
+    let mut buf = [0u8; 1024];
+    let len = prefix.len() + wire.len();
+    if len > buf.len() {
+        return None;
+    }
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut at = prefix.len();
+    for &s in starts.iter().rev() {
+        let s = usize::from(s);
+        let label = &wire[s + 1..s + 1 + usize::from(wire[s])];
+        if !label.iter().all(|&b| crate::key::label_byte_ok(b)) {
+            return Some(zone); // no key names it
+        }
+        buf[at] = b'/';
+        buf[at + 1..at + 1 + label.len()].copy_from_slice(label);
+        at += 1 + label.len();
+    }
+    let key = std::str::from_utf8(&buf[..at]).ok()?;
+    (!records.exists(key)).then_some(zone)
 }
 
 /// Answers a UDP query from the compiled answers into `out`, or returns `None` for the general
@@ -447,6 +503,9 @@ pub fn respond_fast(
         return None;
     }
     let mut key = [0u8; 255];
+    // Where each label starts in `key` (at most 127 labels fit 255 bytes).
+    let mut starts = [0u8; 128];
+    let mut labels = 0;
     let mut pos = 12;
     loop {
         let len = usize::from(*req.get(pos)?);
@@ -458,10 +517,13 @@ pub fn respond_fast(
         for (k, b) in key[pos - 12 + 1..pos - 12 + 1 + len].iter_mut().zip(label) {
             *k = b.to_ascii_lowercase();
         }
-        pos += 1 + len;
         if len == 0 {
+            pos += 1;
             break;
         }
+        starts[labels] = u8::try_from(pos - 12).ok()?;
+        labels += 1;
+        pos += 1 + len;
     }
     let qlen = pos - 12;
     let qtype = u16::from_be_bytes([*req.get(pos)?, *req.get(pos + 1)?]);
@@ -485,12 +547,24 @@ pub fn respond_fast(
     } else {
         None
     };
-    let compiled = table.get(&key[..qlen])?;
+    let wire = &key[..qlen];
+    let (zone, answer_of) = match table.lookup(wire) {
+        Some(Some(compiled)) => (usize::from(compiled.zone), Some(compiled)),
+        Some(None) => return None,
+        // Never considered: a name that does not exist is NXDOMAIN here, at fast-path cost (a
+        // flood of random names must not fill the general path's queue).
+        None => (
+            nxdomain_zone(records, table, wire, &starts[..labels])?,
+            None,
+        ),
+    };
     let least;
-    let answer = match qtype {
-        1 => &compiled.a,
-        28 => &compiled.aaaa,
-        _ => {
+    let nxdomain = Answer::NoData;
+    let answer = match (answer_of, qtype) {
+        (None, _) => &nxdomain,
+        (Some(compiled), 1) => &compiled.a,
+        (Some(compiled), 28) => &compiled.aaaa,
+        (Some(compiled), _) => {
             // SRV, MX, TXT: TC-only for a name with many records when they cannot fit
             let o = compiled.others.as_deref()?;
             least = Answer::TooMany {
@@ -503,8 +577,9 @@ pub fn respond_fast(
             &least
         }
     };
+    let rcode = if answer_of.is_none() { 3 } else { 0 };
     let soa = match answer {
-        Answer::NoData => Some(table.zone_soas.get(usize::from(compiled.zone))?),
+        Answer::NoData => Some(table.zone_soas.get(zone)?),
         _ => None,
     };
     let body_len = match answer {
@@ -520,6 +595,9 @@ pub fn respond_fast(
     // path (and NSD, and Knot) answer it.
     let truncated = total > usize::from(limit);
     let (addrs, soa, total) = match answer {
+        // Only the SOA can make a negative answer too big (a long zone name and mailbox, no
+        // EDNS): the general path decides, as it counts names compressed.
+        Answer::NoData if truncated => return None,
         _ if truncated => (None, None, qend + opt_len),
         Answer::TooMany { .. } => return None, // fits: the general path builds it
         Answer::Records(a) => (Some(a), None, total),
@@ -530,7 +608,7 @@ pub fn respond_fast(
     }
     out[..2].copy_from_slice(&req[..2]);
     out[2] = 0x80 | 0x04 | if truncated { 0x02 } else { 0 } | (req[2] & 0x01); // QR, AA, TC, RD
-    out[3] = req[3] & 0x10; // CD; RCODE NOERROR
+    out[3] = req[3] & 0x10 | rcode; // CD; RCODE NOERROR or NXDOMAIN
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
     out[6..8].copy_from_slice(&addrs.map_or(0, |a| a.count).to_be_bytes());
     out[8..10].copy_from_slice(&u16::from(soa.is_some()).to_be_bytes());
@@ -553,8 +631,7 @@ pub fn respond_fast(
         out[at..at + s.tail.len()].copy_from_slice(&s.tail);
         at += s.tail.len();
         let serial = at - SERIAL_FROM_END;
-        out[serial..serial + 4]
-            .copy_from_slice(&records.serial(usize::from(compiled.zone)).to_be_bytes());
+        out[serial..serial + 4].copy_from_slice(&records.serial(zone).to_be_bytes());
     }
     if let Some((_, dnssec_ok)) = edns {
         let opt = &mut out[at..total];

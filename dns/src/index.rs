@@ -289,12 +289,31 @@ impl Records {
     }
 
     /// Whether the name whose key is `key` exists: it has a record, or a name below it has one
-    /// (an empty non-terminal).
+    /// (an empty non-terminal). No allocation for keys up to 1 KiB (the fast path asks).
     pub fn exists(&self, key: &str) -> bool {
         if self.records.contains_key(key) {
             return true;
         }
-        self.below(key).next().is_some()
+        let n = key.len();
+        let mut lo = [0u8; 1024];
+        if n >= lo.len() {
+            return self.below(key).next().is_some();
+        }
+        lo[..n].copy_from_slice(key.as_bytes());
+        lo[n] = b'/';
+        let mut hi = lo;
+        hi[n] = b'0';
+        // `key` is UTF-8 and '/' and '0' are ASCII.
+        let (Ok(lo), Ok(hi)) = (
+            std::str::from_utf8(&lo[..=n]),
+            std::str::from_utf8(&hi[..=n]),
+        ) else {
+            return self.below(key).next().is_some();
+        };
+        self.records
+            .range::<_, str>((Bound::Included(lo), Bound::Excluded(hi)))
+            .next()
+            .is_some()
     }
 
     /// The TTL to answer for `entry` at `now`: its own (or the default), bounded by what is left

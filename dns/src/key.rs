@@ -64,7 +64,7 @@ impl KeyError {
 }
 
 /// Whether a key label may hold byte `b` (and a lower-cased query label, to have a key).
-fn label_byte_ok(b: u8) -> bool {
+pub(crate) fn label_byte_ok(b: u8) -> bool {
     b.is_ascii_graphic() && !b.is_ascii_uppercase() && !matches!(b, b'.' | b'\\' | b'/')
 }
 

@@ -103,7 +103,11 @@ struct Served {
 }
 
 fn snapshot(recs: &[(String, (String, bool))]) -> Served {
-    let mut s = Records::new(zones(), 10);
+    snapshot_in(zones(), recs)
+}
+
+fn snapshot_in(zones: Arc<Zones>, recs: &[(String, (String, bool))]) -> Served {
+    let mut s = Records::new(zones, 10);
     for (i, (k, (v, leased))) in recs.iter().enumerate() {
         let lease = if *leased { 7 } else { 0 };
         s.put(
@@ -324,7 +328,6 @@ fn what_is_not_compiled_falls_back() {
     for (name, t) in [
         ("alias.example.com.", RecordType::A),
         ("leased.example.com.", RecordType::A),
-        ("missing.example.com.", RecordType::A),
         ("example.com.", RecordType::A),
         ("alias.example.com.", RecordType::TXT),
     ] {
@@ -623,4 +626,95 @@ fn malformed_edns_options_are_left_to_the_general_path() {
     }
     let cookie = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
     assert!(fast(&s, &with_options(&cookie), 0, &mut out).is_some());
+}
+
+#[test]
+fn a_name_that_does_not_exist_is_nxdomain_from_the_fast_path_as_from_the_general_one() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/svc/ns/app/x1".into(),
+            (r#"{"host":"10.0.0.1"}"#.into(), false),
+        ),
+        (
+            "/skydns/com/example/deep/a/b/c/leaf".into(),
+            (r#"{"host":"10.0.0.2"}"#.into(), false),
+        ),
+    ]);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for (name, qtype) in [
+        ("random-label.example.com.", RecordType::A),
+        ("Q9X.svc.example.com.", RecordType::AAAA),
+        ("nope.app.ns.svc.EXAMPLE.com.", RecordType::A),
+        ("x2.app.ns.svc.example.com.", RecordType::SRV),
+        ("a.b.c.d.e.f.example.com.", RecordType::TXT),
+    ] {
+        for edns in [None, Some((1232, true))] {
+            let q = query(name, qtype, edns);
+            let n = fast(&s, &q, 0, &mut out)
+                .unwrap_or_else(|| panic!("{name}: the fast path answers NXDOMAIN"));
+            // The SOA's names are written whole here, compressed there: compare what a
+            // resolver sees.
+            assert_eq!(
+                seen(&out[..n]),
+                seen(&general(&s, &q, 0)),
+                "{name} {edns:?}"
+            );
+            let m = Message::from_vec(&out[..n]).expect("parses");
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
+    }
+    // A label with a byte no key holds ('/' or '.' inside a label): NXDOMAIN as well.
+    let mut q = query("slash.example.com.", RecordType::A, None);
+    q[13 + 2] = b'/';
+    let n = fast(&s, &q, 0, &mut out).expect("answered");
+    assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
+    // Names that exist take the general path unless compiled: an empty non-terminal (b under
+    // deep holds no key and has no child with one), the apex, and names outside the zone.
+    for name in [
+        "b.a.deep.example.com.",
+        "example.com.",
+        "other.org.",
+        "x.example.org.",
+    ] {
+        let q = query(name, RecordType::A, None);
+        assert!(fast(&s, &q, 0, &mut out).is_none(), "{name}");
+    }
+}
+
+#[test]
+fn a_negative_answer_too_big_for_the_client_takes_the_general_path() {
+    // A zone with a long name: its SOA (names written whole) beside a long question does not
+    // fit 512 bytes, though it does with the names compressed as the general path writes them.
+    let z60 = "z".repeat(60);
+    let zone = format!("{z60}.{z60}.example.com.");
+    let zone_key = zone
+        .trim_end_matches('.')
+        .split('.')
+        .rev()
+        .fold(String::from("/skydns"), |k, l| format!("{k}/{l}"));
+    let zones = Arc::new(Zones::new(
+        "/skydns",
+        &[Name::from_ascii(&zone).expect("name")],
+    ));
+    let host = "q".repeat(60);
+    let s = snapshot_in(
+        zones,
+        &[(
+            format!("{zone_key}/{host}"),
+            (r#"{"host":"10.0.0.1"}"#.into(), false),
+        )],
+    );
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let q = query(&format!("{host}.{zone}"), RecordType::A, None);
+    let n = fast(&s, &q, 0, &mut out).expect("the address fits");
+    assert_eq!(&out[..n], &general(&s, &q, 0)[..]);
+    for (name, qtype) in [
+        (format!("{host}.{zone}"), RecordType::AAAA), // NODATA
+        (format!("{}.{zone}", "r".repeat(60)), RecordType::A), // NXDOMAIN
+    ] {
+        let q = query(&name, qtype, None);
+        assert!(fast(&s, &q, 0, &mut out).is_none(), "{qtype}");
+        let m = Message::from_vec(&general(&s, &q, 0)).expect("parses");
+        assert!(!m.metadata.truncation, "{qtype}: the general path fits it");
+    }
 }

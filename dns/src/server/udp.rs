@@ -108,6 +108,7 @@ pub fn serve_udp(socket: Arc<UdpSocket>, shared: &UdpShared, cancel: &Cancellati
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     // Per worker: no shared counter lookups on the hot path.
     let fast_answers = metrics::counter!("fedplane_dns_responses_total", "transport" => "udp", "rcode" => "NOERROR");
+    let fast_nxdomain = metrics::counter!("fedplane_dns_responses_total", "transport" => "udp", "rcode" => "NXDOMAIN");
     let dropped = |reason: &'static str| metrics::counter!("fedplane_dns_dropped_total", "transport" => "udp", "reason" => reason);
     let (oversized, port_zero, busy, send_error) = (
         dropped("oversized"),
@@ -187,7 +188,12 @@ pub fn serve_udp(socket: Arc<UdpSocket>, shared: &UdpShared, cancel: &Cancellati
                     out,
                 ) {
                     Some(n) => {
-                        fast_answers.increment(1);
+                        // The fast path answers NOERROR or NXDOMAIN.
+                        if out[3] & 0x0F == 3 {
+                            fast_nxdomain.increment(1);
+                        } else {
+                            fast_answers.increment(1);
+                        }
                         out_lens[replies] = n;
                         peers[replies] = Some(peer);
                         replies += 1;
