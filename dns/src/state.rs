@@ -39,7 +39,11 @@
 //! cluster (or one restored from an older backup) cannot mix histories. When that load's
 //! cluster differs from the snapshot's, or its revision is behind it ([`other_history`]), it is
 //! reported as a diverged history is while following etcd (a warning, and
-//! `fedplane_dns_etcd_reloads_total{reason="diverged"}`). The SOA serials then restart at the
+//! `fedplane_dns_etcd_reloads_total{reason="diverged"}`). etcd derives the cluster ID from its
+//! members' configuration, so an etcd rebuilt from scratch with the same configuration has the
+//! same ID: the sign is then its revision, behind the snapshot's. (One rebuilt that is already
+//! past the snapshot's revision shows nothing, and needs nothing: the load still replaces the
+//! snapshot whole, and the serials go forward.) The SOA serials restart at the
 //! new etcd's revision, as they do after a diverged reload without any restart: serials are
 //! etcd revisions, the same on every replica following one etcd, and zone transfer is not
 //! served (AXFR and IXFR answer NOTIMP), so no secondary holds a serial that could go back. A
