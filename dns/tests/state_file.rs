@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::{Dns, HW, HW_NAME, WAIT};
+use fedplane_ops::etcd::REQUEST_TIMEOUT;
 use fedplane_testkit::{Etcd, http_get, wait_until};
 
 /// A server on `etcd` saving in `state`, with `extra` arguments.
@@ -84,4 +85,25 @@ fn a_snapshot_from_an_etcd_rebuilt_since_is_replaced_whole_and_reported() {
         dns.metric("fedplane_dns_etcd_reloads_total", "reason=\"diverged\""),
         1.0
     );
+}
+
+/// etcd merely slow at start (frozen, not down): the snapshot is served after 3 s all the same
+/// (last-known answers beat SERVFAIL), and etcd's load replaces it as soon as etcd answers,
+/// with no further change needed: the records changed while fedplane-dns was away are served.
+#[test]
+fn a_slow_etcd_at_start_gets_the_snapshot_served_until_its_load_replaces_it() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mut etcd = saved_then_stopped(state.path());
+    etcd.restart();
+    etcd.put(&format!("{HW}/fcp"), r#"{"host":"10.210.1.99"}"#);
+    etcd.signal("STOP");
+    let dns = dns(&etcd, state.path(), &[]);
+    dns.await_ready(WAIT);
+    assert_eq!(dns.metric("fedplane_dns_serving_from_disk", ""), 1.0);
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A"), ["10.210.1.68"]);
+    etcd.signal("CONT");
+    // A request already in flight answers at once; at worst one timed out (10 s) meanwhile.
+    dns.await_answer_within(HW_NAME, "A", &["10.210.1.99"], 2 * REQUEST_TIMEOUT);
+    assert_eq!(dns.metric("fedplane_dns_serving_from_disk", ""), 0.0);
+    dns.await_log("loaded records from etcd");
 }
