@@ -124,10 +124,12 @@ pub struct Cli {
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
     /// Directory for the last snapshot of the records (created if missing; one per instance).
-    /// It is rewritten atomically at most every 30 s while records change; when etcd cannot be
-    /// loaded within 3 s of start, the saved records are served (ready, with
+    /// It is rewritten atomically at most every 30 s while records change, and every hour
+    /// while etcd confirms them unchanged; when etcd cannot be loaded within 3 s of start (down
+    /// or merely slow), the saved records are served (ready, with
     /// fedplane_dns_serving_from_disk 1 and their age in fedplane_dns_state_age_seconds) until
-    /// etcd answers [default: none, nothing saved]
+    /// etcd's load replaces them; unless older than --state-max-age, over 1 GiB or damaged
+    /// [default: none, nothing saved]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// With --state-dir: a saved snapshot older than this is not served (logged with its age;
