@@ -124,12 +124,20 @@ pub struct Cli {
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
     /// Directory for the last snapshot of the records (created if missing; one per instance).
-    /// It is rewritten atomically at most every 30 s while records change; when etcd cannot be
-    /// loaded within 3 s of start, the saved records are served (ready, with
+    /// It is rewritten atomically at most every 30 s while records change, and every hour
+    /// while etcd confirms them unchanged; when etcd cannot be loaded within 3 s of start (down
+    /// or merely slow), the saved records are served (ready, with
     /// fedplane_dns_serving_from_disk 1 and their age in fedplane_dns_state_age_seconds) until
-    /// etcd answers [default: none, nothing saved]
+    /// etcd's load replaces them; unless older than --state-max-age, over 1 GiB or damaged
+    /// [default: none, nothing saved]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// With --state-dir: a saved snapshot older than this is not served (logged with its age;
+    /// SERVFAIL until etcd answers), e.g. 36h or 7d; at least 1s. The age counts from when
+    /// etcd last confirmed the records: the file is rewritten within 30 s of a change and
+    /// every hour while etcd confirms them unchanged [default: 7d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub state_max_age: Option<Duration>,
     /// YAML file with the same settings (see dns/fedplane-dns.example.yaml); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -178,6 +186,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Directory for the snapshot of the records on disk.
     pub state_dir: Option<PathBuf>,
+    /// Oldest snapshot served, e.g. `7d`.
+    pub state_max_age: Option<String>,
     /// etcd connection.
     #[serde(default)]
     pub etcd: EtcdFlags,
@@ -214,8 +224,35 @@ pub struct Settings {
     pub log_format: String,
     /// Where the snapshot of the records is kept on disk, if anywhere.
     pub state_dir: Option<PathBuf>,
+    /// A snapshot saved longer ago is not served.
+    pub state_max_age: Duration,
     /// etcd.
     pub etcd: EtcdSettings,
+}
+
+/// A duration as [`parse_duration`] reads it, or in hours (`36h`) or days (`7d`); at least
+/// one second (for `--state-max-age`).
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let scaled = |n: &str, unit: u64| {
+        let n: f64 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (e.g. 36h, 7d)"))?;
+        #[allow(clippy::cast_precision_loss)]
+        Duration::try_from_secs_f64(n * unit as f64).map_err(|_| format!("{s:?} is not a duration"))
+    };
+    let d = if let Some(n) = t.strip_suffix('d') {
+        scaled(n, 86_400)?
+    } else if let Some(n) = t.strip_suffix('h') {
+        scaled(n, 3_600)?
+    } else {
+        parse_duration(t).map_err(|e| format!("{e}, h or d"))?
+    };
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is less than 1s"));
+    }
+    Ok(d)
 }
 
 /// Reads a YAML config file.
@@ -398,6 +435,12 @@ impl Settings {
                 .or(file.log_format)
                 .unwrap_or_else(|| "text".into()),
             state_dir: cli.state_dir.or(file.state_dir),
+            state_max_age: match (cli.state_max_age, file.state_max_age) {
+                (Some(d), _) => d,
+                (None, Some(s)) => parse_age(&s)
+                    .map_err(|e| ConfigError::Invalid(format!("state_max_age: {e}")))?,
+                (None, None) => crate::state::DEFAULT_MAX_AGE,
+            },
             etcd,
         })
     }
@@ -532,6 +575,33 @@ mod tests {
         let s =
             Settings::resolve(cli(&["--config", path, "--state-dir", "/y"]), None).expect("valid");
         assert_eq!(s.state_dir, Some(PathBuf::from("/y")), "the flag wins");
+    }
+
+    #[test]
+    fn state_max_age_defaults_to_a_week_and_takes_hours_and_days() {
+        let s = Settings::resolve(cli(&["--zone", "a."]), None).expect("valid");
+        assert_eq!(s.state_max_age, Duration::from_secs(7 * 24 * 3600));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.yaml");
+        let path = p.to_str().expect("utf8");
+        std::fs::write(&p, "zones: [example.com.]\nstate_max_age: 36h\n").expect("write");
+        let s = Settings::resolve(cli(&["--config", path]), None).expect("valid");
+        assert_eq!(s.state_max_age, Duration::from_secs(36 * 3600));
+        let s = Settings::resolve(cli(&["--config", path, "--state-max-age", "2d"]), None)
+            .expect("valid");
+        assert_eq!(
+            s.state_max_age,
+            Duration::from_secs(2 * 86_400),
+            "the flag wins"
+        );
+        assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_age("1s"), Ok(Duration::from_secs(1)));
+        for bad in ["0", "0s", "500ms", "soon", "-1d", "d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+        std::fs::write(&p, "zones: [example.com.]\nstate_max_age: 0s\n").expect("write");
+        let err = Settings::resolve(cli(&["--config", path]), None).expect_err("invalid");
+        assert!(err.to_string().contains("state_max_age"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! Until its deadline is known (a new lease, a lookup that failed, records from the disk
 //! snapshot), a leased record is answered like any other, with a TTL of at most
 //! [`crate::index::LEASE_TTL_FLOOR`] (30 s): it never waits for, nor vanishes because of, a
-//! lease lookup. A failed lookup is retried by the next refresh.
+//! lease lookup. A failed lookup (an error, a timeout, or a lookup task that panicked or was
+//! cancelled: its lease is known by the task's ID) is counted, logged at most once per
+//! [`LEASE_REFRESH`], and retried by the next refresh.
 //!
 //! The bookkeeping ([`Lookups`], [`leases_to_keep`]) is pure; the task around it does the I/O.
 
@@ -204,31 +206,50 @@ pub fn spawn(client: LeaseClient) -> LeaseTask {
 
 async fn run(
     client: LeaseClient,
-    mut requests: mpsc::UnboundedReceiver<Request>,
+    requests: mpsc::UnboundedReceiver<Request>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
+    let lookup = move |id: i64| {
+        let mut c = client.clone();
+        async move {
+            c.time_to_live(id, None)
+                .await
+                .map(|resp| Records::lease_deadline(Instant::now(), resp.ttl()))
+                .map_err(|e| e.to_string())
+        }
+    };
+    drive(lookup, requests, reports).await;
+}
+
+/// The lease task's loop, with `lookup` reading one lease's deadline: makes the lookups
+/// [`Lookups`] asks for, each in its own task bounded by [`LOOKUP_TIMEOUT`], and reports.
+///
+/// A lookup task that panics or is cancelled still ends its lease's lookup: the lease is found
+/// by its task's ID, done as failed (so a refresh waiting on it ends, and the next refresh or
+/// a new request looks it up again), counted and logged like any failed lookup.
+async fn drive<F, Fut>(
+    lookup: F,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    reports: mpsc::UnboundedSender<Report>,
+) where
+    F: Fn(i64) -> Fut,
+    Fut: Future<Output = Result<Instant, String>> + Send + 'static,
+{
     let mut book = Lookups::default();
     // Dropped with the task: an abort ends the lookups in flight too.
-    let mut calls: JoinSet<(i64, Option<Instant>, Option<String>)> = JoinSet::new();
+    let mut calls: JoinSet<Result<Instant, String>> = JoinSet::new();
+    // The lease each call in `calls` looks up, by task: a call that panics still names it.
+    let mut leases: HashMap<tokio::task::Id, i64> = HashMap::new();
     let mut last_warning: Option<Instant> = None;
     loop {
         while let Some(id) = book.start_next() {
-            let mut c = client.clone();
-            calls.spawn(async move {
-                match tokio::time::timeout(LOOKUP_TIMEOUT, c.time_to_live(id, None)).await {
-                    Ok(Ok(resp)) => (
-                        id,
-                        Some(Records::lease_deadline(Instant::now(), resp.ttl())),
-                        None,
-                    ),
-                    Ok(Err(e)) => (id, None, Some(e.to_string())),
-                    Err(_) => (
-                        id,
-                        None,
-                        Some(format!("timed out after {LOOKUP_TIMEOUT:?}")),
-                    ),
-                }
+            let call = lookup(id);
+            let task = calls.spawn(async move {
+                tokio::time::timeout(LOOKUP_TIMEOUT, call)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {LOOKUP_TIMEOUT:?}")))
             });
+            leases.insert(task.id(), id);
         }
         let out = tokio::select! {
             req = requests.recv() => match req {
@@ -243,18 +264,23 @@ async fn run(
                     book.refresh(revision, in_use).into_iter().collect()
                 }
             },
-            Some(joined) = calls.join_next(), if !calls.is_empty() => {
-                let Ok((id, deadline, error)) = joined else { continue };
-                let out = book.done(id, deadline);
-                if error.is_some() {
+            Some(joined) = calls.join_next_with_id(), if !calls.is_empty() => {
+                let (task, result) = match joined {
+                    Ok((task, result)) => (task, result),
+                    Err(e) => {
+                        let why = if e.is_panic() { "panicked" } else { "was cancelled" };
+                        (e.id(), Err(format!("the lookup task {why}")))
+                    }
+                };
+                let Some(id) = leases.remove(&task) else { continue };
+                let out = book.done(id, result.as_ref().ok().copied());
+                if let Err(error) = result {
                     metrics::counter!("fedplane_dns_lease_lookup_failures_total").increment(1);
-                }
-                if let Some(error) = error
-                    && last_warning.is_none_or(|t| t.elapsed() >= LEASE_REFRESH)
-                {
-                    last_warning = Some(Instant::now());
-                    let failed = book.take_failed();
-                    warn!(failed, error, "cannot read etcd lease times; their records answer with TTL at most 30 s until a lookup succeeds");
+                    if last_warning.is_none_or(|t| t.elapsed() >= LEASE_REFRESH) {
+                        last_warning = Some(Instant::now());
+                        let failed = book.take_failed();
+                        warn!(failed, error, "cannot read etcd lease times; their records answer with TTL at most 30 s until a lookup succeeds");
+                    }
                 }
                 out
             }
@@ -365,6 +391,90 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// Records of the zone example.com. using leases `ids`, at revision `revision`.
+    fn leased(ids: &[i64], revision: i64) -> Records {
+        let name = hickory_proto::rr::Name::from_ascii("example.com.").expect("zone");
+        let zones = std::sync::Arc::new(crate::index::Zones::new("/skydns", &[name]));
+        let mut r = Records::new(zones, revision);
+        for &id in ids {
+            let record = crate::record::Record::parse(br#"{"host":"10.0.0.1"}"#).expect("value");
+            r.put(&format!("/skydns/com/example/l{id}"), record, id, revision);
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn a_lookup_task_that_panics_ends_its_lookup_as_failed_and_is_looked_up_again() {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let panicked = std::sync::Arc::new(AtomicBool::new(false));
+        let looked_up = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let now = Instant::now();
+        let lookup = {
+            let (panicked, looked_up) = (panicked.clone(), looked_up.clone());
+            move |id: i64| {
+                looked_up.lock().expect("lock").push(id);
+                let panic_now = id == 2 && !panicked.swap(true, Ordering::SeqCst);
+                async move {
+                    assert!(!panic_now, "lookup of lease 2 panics (once)");
+                    Ok(now)
+                }
+            }
+        };
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (rep_tx, mut rep_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(lookup, req_rx, rep_tx));
+        let refreshed = async |rep_rx: &mut mpsc::UnboundedReceiver<Report>| {
+            let mut found = Vec::new();
+            loop {
+                let report = tokio::time::timeout(Duration::from_secs(10), rep_rx.recv())
+                    .await
+                    .expect("the refresh ends in time")
+                    .expect("the task runs");
+                match report {
+                    Report::Deadlines(d) => found.extend(d.into_iter().map(|(id, _)| id)),
+                    Report::Refreshed { revision, in_use } => {
+                        found.sort_unstable();
+                        return (revision, in_use, found);
+                    }
+                }
+            }
+        };
+        req_tx
+            .send(Request::Refresh {
+                revision: 5,
+                records: leased(&[1, 2, 3], 5),
+            })
+            .expect("send");
+        assert_eq!(
+            refreshed(&mut rep_rx).await,
+            (5, vec![1, 2, 3], vec![1, 3]),
+            "the refresh ends although the lookup of 2 panicked"
+        );
+        // the next refresh looks 2 up again (it is not stuck "in flight")
+        req_tx
+            .send(Request::Refresh {
+                revision: 6,
+                records: leased(&[2], 6),
+            })
+            .expect("send");
+        assert_eq!(refreshed(&mut rep_rx).await, (6, vec![2], vec![2]));
+        assert_eq!(
+            looked_up
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|&&id| id == 2)
+                .count(),
+            2
+        );
+        drop(req_tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task ends with its requests")
+            .expect("no panic escapes");
     }
 
     #[test]

@@ -91,7 +91,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     tasks.spawn(
         EtcdSync::new(settings.etcd.clone(), zones, shared)
-            .with_state_dir(settings.state_dir.clone())
+            .with_state_dir(settings.state_dir.clone(), settings.state_max_age)
             .run(cancel.clone()),
     );
 

@@ -4,9 +4,15 @@
 //! Saving ([`Saver`]) costs little and never holds up the watch: the sync task hands over an
 //! O(1) clone of its records after each change; the saver keeps only the latest (coalescing)
 //! and writes at most once per [`SAVE_EVERY`] (the first right away), on a blocking thread, to
-//! a temporary file that is fsynced and then renamed over [`STATE_FILE`] (and the directory
-//! fsynced), so the file is always a whole snapshot, the old or the new. A last pending
-//! snapshot is written at shutdown.
+//! a temporary file of its own (PID, counter and random suffix, created new, removed if the
+//! write fails) that is fsynced and then renamed over [`STATE_FILE`] (and the directory
+//! fsynced), so the file is always a whole snapshot, the old or the new, even if two processes
+//! share the directory by mistake (then the last rename wins). A last pending snapshot is
+//! written at shutdown. While the records do not change, each progress notification of the
+//! watch confirms them ([`SaveHandle::confirm`]) and the file is rewritten every
+//! [`REFRESH_EVERY`], so its save time is when the records were last known to match etcd.
+//! When the saver starts it removes our temporary files that nothing wrote to for
+//! [`STALE_TEMP_AFTER`] (left by a process killed mid-write; others' files are left alone).
 //!
 //! The file, format version [`FORMAT_VERSION`]: one JSON object (format name, version, the etcd
 //! revision and cluster ID, the prefix and zones it was taken for, when it was saved, and every
@@ -14,12 +20,35 @@
 //! reads back as the same record), then a line
 //! `fnv1a64 <hex>` with a checksum of the JSON, so a truncated or damaged file is detected.
 //!
-//! Loading ([`load`]): a file of another version, or saved for another prefix or other zones,
-//! or damaged, is an error the caller logs; it is then ignored. Loaded records are marked
-//! complete and every zone's SOA serial is the snapshot's revision (a later load from etcd is at
-//! or past it, so serials never go back). Lease deadlines are not saved: a leased record from
-//! disk answers as one whose lease is not known yet, with a TTL of at most 30 s
-//! ([`crate::index::LEASE_TTL_FLOOR`]).
+//! Loading ([`load`]): a file over [`MAX_FILE_BYTES`] (refused from its size, unread), of
+//! another version, saved for another prefix or other zones, damaged, or saved longer ago than
+//! `--state-max-age` ([`DEFAULT_MAX_AGE`] by default) is an error the caller logs (with the
+//! age, for a file too old) and counts; the file is then ignored. Loaded records are marked
+//! complete and every zone's SOA serial is the snapshot's revision. Lease deadlines are not
+//! saved: a leased record from disk answers as one whose lease is not known yet, with a TTL of
+//! at most 30 s ([`crate::index::LEASE_TTL_FLOOR`]).
+//!
+//! When it is served: only when etcd has given no first load within
+//! [`crate::sync::DISK_FALLBACK_AFTER`] (3 s) of the start, even if etcd is merely slow, not
+//! down. That is deliberate: last-known answers beat SERVFAIL, and the first load from etcd
+//! replaces the snapshot whole as soon as it is read and compiled (the snapshot is never
+//! published over records from etcd).
+//!
+//! The cluster ID and serials: the sync task never resumes a watch from the snapshot's
+//! revision; its first session always reads the whole prefix, so a snapshot from another etcd
+//! cluster (or one restored from an older backup) cannot mix histories. When that load's
+//! cluster differs from the snapshot's, or its revision is behind it ([`other_history`]), it is
+//! reported as a diverged history is while following etcd (a warning, and
+//! `fedplane_dns_etcd_reloads_total{reason="diverged"}`). etcd derives the cluster ID from its
+//! members' configuration, so an etcd rebuilt from scratch with the same configuration has the
+//! same ID: the sign is then its revision, behind the snapshot's. (One rebuilt that is already
+//! past the snapshot's revision shows nothing, and needs nothing: the load still replaces the
+//! snapshot whole, and the serials go forward.) The SOA serials restart at the
+//! new etcd's revision, as they do after a diverged reload without any restart: serials are
+//! etcd revisions, the same on every replica following one etcd, and zone transfer is not
+//! served (AXFR and IXFR answer NOTIMP), so no secondary holds a serial that could go back. A
+//! per-replica serial floor would make replicas behind one address disagree; if zone transfer
+//! is ever served, serials across an etcd rebuild need a floor shared by the replicas.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -43,6 +72,21 @@ pub const STATE_FILE: &str = "fedplane-dns.state";
 pub const FORMAT_VERSION: u32 = 1;
 /// Shortest time between two writes of the file.
 pub const SAVE_EVERY: Duration = Duration::from_secs(30);
+/// While the records do not change but etcd confirms them, the file is rewritten this often,
+/// so its save time says when it was last known to match etcd (what `--state-max-age` and
+/// `fedplane_dns_state_age_seconds` measure).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(3600);
+/// A snapshot saved longer ago than this is not served, by default (`--state-max-age`): a
+/// week covers an etcd outage over a long weekend and its repair, and what a federation
+/// publishes changes slowly; past that, SERVFAIL says plainly that nothing current is known.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest state file read: about 5,000,000 records at their largest usual size (a
+/// 900,000-key zone saves about 150 MiB). Anything bigger is not ours (a wrong file, or a
+/// wrong `--state-dir`) and is refused unread, like a damaged file.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Temporary files not written to for this long are left by a process that died mid-write:
+/// removed when the saver starts (a write in progress writes every 1 MiB).
+pub const STALE_TEMP_AFTER: Duration = Duration::from_secs(600);
 const FORMAT_NAME: &str = "fedplane-dns-state";
 const CHECKSUM_PREFIX: &str = "fnv1a64 ";
 
@@ -72,6 +116,28 @@ pub enum StateError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The file is larger than [`MAX_FILE_BYTES`]: not read.
+    #[error("{path} is {size} bytes, more than a state file can be ({max} bytes): not read")]
+    TooBig {
+        /// The file.
+        path: PathBuf,
+        /// Its size (at least).
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The file was saved longer ago than `--state-max-age`.
+    #[error(
+        "{path} was saved {age:?} ago, longer than --state-max-age {max_age:?}: too old to serve"
+    )]
+    TooOld {
+        /// The file.
+        path: PathBuf,
+        /// Its age.
+        age: Duration,
+        /// The limit.
+        max_age: Duration,
     },
     /// The file has another format version.
     #[error("{path} has format version {found}; this fedplane-dns reads version {FORMAT_VERSION}")]
@@ -357,37 +423,162 @@ fn decode(path: &Path, bytes: &[u8], zones: &Arc<Zones>) -> Result<Loaded, State
     })
 }
 
-/// Writes the snapshot of `records` to `dir`/[`STATE_FILE`] atomically: a temporary file,
-/// fsynced, renamed over the old one, then the directory fsynced.
+/// Whether etcd's records, from cluster `cluster` at `revision`, continue the history of a
+/// snapshot saved from cluster `saved_cluster` at `saved_revision`: `None` when they do, else
+/// why not (another cluster, or a revision behind the snapshot's: etcd was rebuilt or
+/// restored from an older backup). Either way etcd's records replace the snapshot whole; this
+/// only says whether to report it like a diverged history.
+pub fn other_history(
+    saved_cluster: u64,
+    saved_revision: i64,
+    cluster: u64,
+    revision: i64,
+) -> Option<String> {
+    if cluster != saved_cluster {
+        Some(format!(
+            "etcd is cluster {cluster:x}, the saved state is from cluster {saved_cluster:x}"
+        ))
+    } else if revision < saved_revision {
+        Some(format!(
+            "etcd is at revision {revision}, behind the saved state's {saved_revision}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The prefix of our temporary files in the state directory: `.fedplane-dns.state.tmp.`
+/// then the process ID and a random suffix, unique to each write.
+fn temp_prefix() -> String {
+    format!(".{STATE_FILE}.tmp.")
+}
+
+/// A temporary file name no other write (of this process or another, even one with the same
+/// PID in another PID namespace) uses: the PID, a per-process counter, and a random number.
+fn temp_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the OS's randomness: a random u64 with no dependency.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}{}.{n}.{random:016x}", temp_prefix(), std::process::id())
+}
+
+/// Writes the snapshot of `records` to `dir`/[`STATE_FILE`] atomically: a temporary file of
+/// its own (`temp_name`: PID, counter, random suffix; created new, removed if anything fails),
+/// fsynced, renamed over the old one, then the directory fsynced. Two processes sharing `dir`
+/// by mistake never write into each other's temporary file: the file is always one whole
+/// snapshot (the last renamed).
 pub fn save(dir: &Path, records: &Records, cluster_id: u64) -> Result<(), StateError> {
     let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let tmp = dir.join(temp_name());
     let write_err = |source| StateError::Write {
         path: path.clone(),
         source,
     };
-    let file = File::create(&tmp).map_err(write_err)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    encode(&mut w, records, cluster_id, SystemTime::now()).map_err(write_err)?;
-    let file = w.into_inner().map_err(|e| write_err(e.into_error()))?;
-    file.sync_all().map_err(write_err)?;
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(write_err)?;
+    let written = (|| {
+        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        encode(&mut w, records, cluster_id, SystemTime::now())?;
+        let file = w
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_err(e));
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(write_err)?;
     Ok(())
 }
 
-/// Reads the snapshot in `dir` for `zones`; `Ok(None)` when there is none.
-pub fn load(dir: &Path, zones: &Arc<Zones>) -> Result<Option<Loaded>, StateError> {
+/// Removes our temporary files in `dir` (named as `temp_name` names them) that nothing has
+/// written to for [`STALE_TEMP_AFTER`] at `now`: left by a process that died mid-write. Returns
+/// how many were removed; errors are ignored (a file left is only wasted space).
+pub fn remove_stale_temps(dir: &Path, now: SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let prefix = temp_prefix();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix));
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|m| now.duration_since(m).unwrap_or_default() >= STALE_TEMP_AFTER);
+        if ours && stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Reads the snapshot in `dir` for `zones`; `Ok(None)` when there is none. A file over
+/// [`MAX_FILE_BYTES`] is refused unread, and a snapshot saved more than `max_age` ago is
+/// refused ([`StateError::TooOld`]).
+pub fn load(
+    dir: &Path,
+    zones: &Arc<Zones>,
+    max_age: Duration,
+) -> Result<Option<Loaded>, StateError> {
+    load_capped(dir, zones, max_age, SystemTime::now(), MAX_FILE_BYTES)
+}
+
+fn load_capped(
+    dir: &Path,
+    zones: &Arc<Zones>,
+    max_age: Duration,
+    now: SystemTime,
+    max_bytes: u64,
+) -> Result<Option<Loaded>, StateError> {
+    use std::io::Read;
     let path = dir.join(STATE_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let file = match File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
     };
-    decode(&path, &bytes, zones).map(Some)
+    let read_err = |source| StateError::Read {
+        path: path.clone(),
+        source,
+    };
+    let too_big = |size| StateError::TooBig {
+        path: path.clone(),
+        size,
+        max: max_bytes,
+    };
+    let size = file.metadata().map_err(read_err)?.len();
+    if size > max_bytes {
+        return Err(too_big(size));
+    }
+    // The size may change while we read (another writer): never read past the cap.
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big(bytes.len() as u64));
+    }
+    let loaded = decode(&path, &bytes, zones)?;
+    let age = now.duration_since(loaded.saved_at).unwrap_or_default();
+    if age > max_age {
+        return Err(StateError::TooOld { path, age, max_age });
+    }
+    Ok(Some(loaded))
 }
 
 /// A snapshot waiting to be saved.
@@ -395,6 +586,8 @@ pub fn load(dir: &Path, zones: &Arc<Zones>) -> Result<Option<Loaded>, StateError
 struct Pending {
     records: Records,
     cluster_id: u64,
+    /// Bumped by each offer: the saver writes a generation it has not written.
+    generation: u64,
 }
 
 /// Hands snapshots to the saver; cheap to call after every change.
@@ -411,46 +604,92 @@ impl SaveHandle {
     /// offer replaces one not written yet.
     pub fn offer(&self, records: &Records, cluster_id: u64) {
         if let Some(tx) = &self.0 {
-            tx.send_replace(Some(Pending {
-                records: records.clone(),
-                cluster_id,
-            }));
+            tx.send_modify(|p| {
+                let generation = p.as_ref().map_or(1, |p| p.generation + 1);
+                *p = Some(Pending {
+                    records: records.clone(),
+                    cluster_id,
+                    generation,
+                });
+            });
+        }
+    }
+
+    /// Says etcd has just confirmed that the records last offered are current (a progress
+    /// notification): the saver rewrites them when its file is [`REFRESH_EVERY`] old, so the
+    /// saved time stays the time they were last known current.
+    pub fn confirm(&self) {
+        if let Some(tx) = &self.0 {
+            tx.send_if_modified(|p| p.is_some());
         }
     }
 }
 
-/// Writes the offered snapshots to the state directory, at most once per [`SAVE_EVERY`].
+/// Writes the offered snapshots to the state directory, at most once per [`SAVE_EVERY`], and
+/// rewrites a confirmed one every [`REFRESH_EVERY`].
 #[derive(Debug)]
 pub struct Saver {
     dir: PathBuf,
     rx: watch::Receiver<Option<Pending>>,
     every: Duration,
+    refresh: Duration,
+    /// The generation last written.
+    written: u64,
 }
 
 impl Saver {
     /// A saver into `dir` and the handle that feeds it.
     pub fn new(dir: PathBuf) -> (Self, SaveHandle) {
-        Self::every(dir, SAVE_EVERY)
+        Self::with_intervals(dir, SAVE_EVERY, REFRESH_EVERY)
     }
 
-    fn every(dir: PathBuf, every: Duration) -> (Self, SaveHandle) {
+    fn with_intervals(dir: PathBuf, every: Duration, refresh: Duration) -> (Self, SaveHandle) {
         let (tx, rx) = watch::channel(None);
-        (Self { dir, rx, every }, SaveHandle(Some(tx)))
+        let saver = Self {
+            dir,
+            rx,
+            every,
+            refresh,
+            written: 0,
+        };
+        (saver, SaveHandle(Some(tx)))
     }
 
-    /// Saves offered snapshots until `cancel` fires, then the last one not saved yet.
+    /// Whether the latest offer is a generation not written yet.
+    fn unwritten(&self) -> bool {
+        self.rx
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.generation != self.written)
+    }
+
+    /// Saves offered snapshots until `cancel` fires, then the last one not saved yet. First
+    /// removes the temporary files a process that died mid-write left ([`remove_stale_temps`]).
     pub async fn run(mut self, cancel: CancellationToken) {
+        let dir = self.dir.clone();
+        if let Ok(n @ 1..) =
+            tokio::task::spawn_blocking(move || remove_stale_temps(&dir, SystemTime::now())).await
+        {
+            info!(removed = n, dir = %self.dir.display(), "removed temporary state files left by an interrupted write");
+        }
         let mut last: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 r = self.rx.changed() => if r.is_err() { break },
             }
+            // A new offer, or a confirmation of the one written once that write is old.
+            let due = self.unwritten() || last.is_some_and(|at| at.elapsed() >= self.refresh);
+            if !due {
+                continue;
+            }
             if let Some(at) = last {
                 tokio::select! {
                     // `changed()` marked the offer seen: it is still to be written.
                     () = cancel.cancelled() => {
-                        self.save_latest().await;
+                        if self.unwritten() {
+                            self.save_latest().await;
+                        }
                         return;
                     }
                     () = tokio::time::sleep_until((at + self.every).into()) => {}
@@ -459,7 +698,7 @@ impl Saver {
             last = Some(Instant::now());
             self.save_latest().await;
         }
-        if self.rx.has_changed().unwrap_or(false) {
+        if self.unwritten() {
             self.save_latest().await;
         }
     }
@@ -472,9 +711,11 @@ impl Saver {
         let started = Instant::now();
         let revision = p.records.revision();
         let records = p.records.len();
+        let generation = p.generation;
         let saved = tokio::task::spawn_blocking(move || save(&dir, &p.records, p.cluster_id)).await;
         match saved {
             Ok(Ok(())) => {
+                self.written = generation;
                 metrics::counter!("fedplane_dns_state_saves_total", "result" => "ok").increment(1);
                 #[allow(clippy::cast_precision_loss)]
                 metrics::gauge!("fedplane_dns_state_saved_revision").set(revision as f64);
@@ -495,17 +736,19 @@ impl Saver {
 }
 
 /// Reads the snapshot in `dir` on a blocking thread and logs the outcome; `None` when there is
-/// none or it cannot be used (then the error is logged and counted).
-pub async fn load_logged(dir: PathBuf, zones: Arc<Zones>) -> Option<Loaded> {
+/// none or it cannot be used (too big, damaged, for other zones, older than `max_age`: then
+/// the error is logged and counted).
+pub async fn load_logged(dir: PathBuf, zones: Arc<Zones>, max_age: Duration) -> Option<Loaded> {
     let shown = dir.join(STATE_FILE);
-    let loaded = tokio::task::spawn_blocking(move || load(&dir, &zones)).await;
+    let loaded = tokio::task::spawn_blocking(move || load(&dir, &zones, max_age)).await;
     match loaded {
         Ok(Ok(Some(l))) => {
             let age = SystemTime::now()
                 .duration_since(l.saved_at)
                 .unwrap_or_default();
             info!(file = %shown.display(), revision = l.records.revision(), records = l.records.len(),
-                  age = ?age, skipped = l.skipped, "read the saved state");
+                  age = ?age, skipped = l.skipped, cluster_id = %format_args!("{:x}", l.cluster_id),
+                  "read the saved state");
             Some(l)
         }
         Ok(Ok(None)) => {

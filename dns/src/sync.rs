@@ -18,7 +18,8 @@
 //! With a state directory, when etcd has not given us a first load within
 //! [`DISK_FALLBACK_AFTER`], the snapshot saved on disk is served (ready, with
 //! `fedplane_dns_serving_from_disk` 1 and its age in `fedplane_dns_state_age_seconds`) until the
-//! first load from etcd replaces it.
+//! first load from etcd replaces it; unless it is older than `--state-max-age`, or unusable
+//! ([`crate::state`] says when, and what its etcd cluster ID is for).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -154,6 +155,8 @@ pub struct Shared {
     last_sync_ms: AtomicU64,
     /// When the disk snapshot being served was saved (ms since the Unix epoch).
     disk_saved_ms: AtomicU64,
+    /// The etcd cluster the disk snapshot being served was saved from.
+    disk_cluster_id: AtomicU64,
     /// The value replaced by the last publish, kept until the next one so that it is freed
     /// here, on the sync task, and not on a UDP worker whose guard happened to hold it last.
     retired: Mutex<Option<Arc<Served>>>,
@@ -170,6 +173,7 @@ impl Shared {
             started: Instant::now(),
             last_sync_ms: AtomicU64::new(0),
             disk_saved_ms: AtomicU64::new(0),
+            disk_cluster_id: AtomicU64::new(0),
             retired: Mutex::new(None),
         }
     }
@@ -242,13 +246,15 @@ impl Shared {
         true
     }
 
-    /// Publishes the snapshot read from disk, saved at `saved_at`, unless records from etcd
-    /// are served already; it is complete, so it makes the server ready.
-    fn publish_disk(&self, served: &Served, saved_at: SystemTime) -> bool {
+    /// Publishes the snapshot read from disk, saved at `saved_at` from etcd cluster
+    /// `cluster_id`, unless records from etcd are served already; it is complete, so it makes
+    /// the server ready.
+    fn publish_disk(&self, served: &Served, saved_at: SystemTime, cluster_id: u64) -> bool {
         let ms = saved_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.disk_saved_ms.store(ms, Ordering::Relaxed);
+        self.disk_cluster_id.store(cluster_id, Ordering::Relaxed);
         if !self.swap_in(served, Source::Disk) {
             return false;
         }
@@ -293,6 +299,8 @@ pub struct EtcdSync {
     attempt: usize,
     /// Where the records are saved and read back from (`--state-dir`).
     state_dir: Option<PathBuf>,
+    /// A saved snapshot older than this is not served (`--state-max-age`).
+    state_max_age: Duration,
     /// Hands the records to the saver after each change.
     saver: SaveHandle,
 }
@@ -308,15 +316,17 @@ impl EtcdSync {
             cluster_id: 0,
             attempt: 0,
             state_dir: None,
+            state_max_age: state::DEFAULT_MAX_AGE,
             saver: SaveHandle::disabled(),
         }
     }
 
     /// Saves the records in `dir` and serves them from there when etcd is not loaded in time
-    /// at start ([`crate::state`]).
+    /// at start, unless they were saved more than `max_age` ago ([`crate::state`]).
     #[must_use]
-    pub fn with_state_dir(mut self, dir: Option<PathBuf>) -> Self {
+    pub fn with_state_dir(mut self, dir: Option<PathBuf>, max_age: Duration) -> Self {
         self.state_dir = dir;
+        self.state_max_age = max_age;
         self
     }
 
@@ -347,10 +357,14 @@ impl EtcdSync {
             self.saver = handle;
             saver
         });
-        let fallback = self
-            .state_dir
-            .clone()
-            .map(|dir| disk_fallback(dir, self.zones.clone(), self.shared.clone()));
+        let fallback = self.state_dir.clone().map(|dir| {
+            disk_fallback(
+                dir,
+                self.zones.clone(),
+                self.shared.clone(),
+                self.state_max_age,
+            )
+        });
         let saving = async {
             if let Some(s) = saver {
                 s.run(cancel.clone()).await;
@@ -445,6 +459,7 @@ impl EtcdSync {
                 from_disk = self.shared.source() == Source::Disk,
                 "loaded records from etcd"
             );
+            self.report_other_history(&records);
             // The first load is ready as soon as everything is read: the general path answers
             // every name correctly while the fast path's answers are compiled. A reload (or
             // the load that replaces the disk snapshot) keeps serving what it replaces, with
@@ -551,6 +566,29 @@ impl EtcdSync {
         }
     }
 
+    /// When `records`, loaded from etcd, replace the disk snapshot and etcd's history does not
+    /// continue the snapshot's (etcd rebuilt or restored), says so as a diverged history is
+    /// reported: nothing else is needed, the load replaces the snapshot whole.
+    fn report_other_history(&self, records: &Records) {
+        if self.shared.source() != Source::Disk {
+            return;
+        }
+        let disk = self.shared.served.load();
+        let saved_cluster = self.shared.disk_cluster_id.load(Ordering::Relaxed);
+        let saved_revision = disk.records.revision();
+        if let Some(why) = state::other_history(
+            saved_cluster,
+            saved_revision,
+            self.cluster_id,
+            records.revision(),
+        ) {
+            warn!(reason = %why, revision = records.revision(),
+                  "etcd's history does not continue the saved state's: its records replace the saved ones whole, and SOA serials restart at its revision");
+            metrics::counter!("fedplane_dns_etcd_reloads_total", "reason" => "diverged")
+                .increment(1);
+        }
+    }
+
     /// The watch's first response: etcd must be the cluster we loaded from, at or past the
     /// revision we hold (else it was restored from an older backup and our events are not its).
     fn check_continuity(&self, resp: &WatchResponse, from: i64) -> Result<(), SyncError> {
@@ -602,6 +640,10 @@ impl EtcdSync {
                 working.records.set_revision(h.revision());
             }
             self.shared.publish(working, true);
+            if !resp.created() {
+                // etcd says we are current: the saved state's age restarts (hourly rewrite).
+                self.saver.confirm();
+            }
             return Ok(());
         }
         let changes = resp.events().iter().filter_map(|ev| {
@@ -734,12 +776,12 @@ impl LeaseBook {
 }
 
 /// After [`DISK_FALLBACK_AFTER`], if nothing is served yet, serves the snapshot saved in `dir`.
-async fn disk_fallback(dir: PathBuf, zones: Arc<Zones>, shared: Arc<Shared>) {
+async fn disk_fallback(dir: PathBuf, zones: Arc<Zones>, shared: Arc<Shared>, max_age: Duration) {
     tokio::time::sleep(DISK_FALLBACK_AFTER).await;
     if shared.source() != Source::Nothing {
         return;
     }
-    let Some(loaded) = state::load_logged(dir, zones).await else {
+    let Some(loaded) = state::load_logged(dir, zones, max_age).await else {
         return;
     };
     if shared.source() != Source::Nothing {
@@ -753,7 +795,7 @@ async fn disk_fallback(dir: PathBuf, zones: Arc<Zones>, shared: Arc<Shared>) {
         records: loaded.records,
         fast,
     };
-    if shared.publish_disk(&served, loaded.saved_at) {
+    if shared.publish_disk(&served, loaded.saved_at, loaded.cluster_id) {
         warn!(
             revision = served.records.revision(),
             records = served.records.len(),

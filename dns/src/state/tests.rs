@@ -4,6 +4,7 @@ use hickory_proto::rr::Name;
 
 use super::*;
 use crate::index::LEASE_TTL_FLOOR;
+use crate::record::Record;
 
 fn zones(prefix: &str, names: &[&str]) -> Arc<Zones> {
     let names: Vec<Name> = names
@@ -158,13 +159,19 @@ fn another_format_version_is_refused_by_name() {
 fn save_replaces_the_file_whole_and_load_reads_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let z = zones("/skydns", &["example.com.", "0.0.10.in-addr.arpa."]);
-    assert!(load(dir.path(), &z).expect("no file is fine").is_none());
+    assert!(
+        load(dir.path(), &z, DEFAULT_MAX_AGE)
+            .expect("no file is fine")
+            .is_none()
+    );
     let r = records(&z);
     save(dir.path(), &r, 7).expect("save");
     let mut r2 = r.clone();
     r2.delete("/skydns/com/example/a", 43);
     save(dir.path(), &r2, 7).expect("save again");
-    let l = load(dir.path(), &z).expect("loads").expect("a snapshot");
+    let l = load(dir.path(), &z, DEFAULT_MAX_AGE)
+        .expect("loads")
+        .expect("a snapshot");
     assert_eq!(l.records.len(), r2.len());
     assert_eq!(l.records.revision(), 43);
     let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -183,11 +190,12 @@ async fn the_saver_writes_the_first_snapshot_at_once_then_coalesces_and_flushes_
     const EVERY: Duration = Duration::from_millis(400);
     let dir = tempfile::tempdir().expect("tempdir");
     let z = zones("/skydns", &["example.com.", "0.0.10.in-addr.arpa."]);
-    let (saver, handle) = Saver::every(dir.path().to_owned(), EVERY);
+    let (saver, handle) =
+        Saver::with_intervals(dir.path().to_owned(), EVERY, Duration::from_secs(3600));
     let cancel = CancellationToken::new();
     let task = tokio::spawn(saver.run(cancel.clone()));
     let saved_revision = || {
-        load(dir.path(), &z)
+        load(dir.path(), &z, DEFAULT_MAX_AGE)
             .ok()
             .flatten()
             .map(|l| l.records.revision())
@@ -225,4 +233,188 @@ async fn the_saver_writes_the_first_snapshot_at_once_then_coalesces_and_flushes_
     cancel.cancel();
     task.await.expect("saver ends");
     assert_eq!(saved_revision(), Some(45));
+}
+
+#[test]
+fn a_file_over_the_cap_is_refused_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let z = zones("/skydns", &["example.com.", "0.0.10.in-addr.arpa."]);
+    save(dir.path(), &records(&z), 7).expect("save");
+    let size = std::fs::metadata(dir.path().join(STATE_FILE))
+        .expect("stat")
+        .len();
+    let now = SystemTime::now();
+    assert!(load_capped(dir.path(), &z, DEFAULT_MAX_AGE, now, size).is_ok());
+    let err = load_capped(dir.path(), &z, DEFAULT_MAX_AGE, now, size - 1).expect_err("too big");
+    assert!(
+        matches!(err, StateError::TooBig { size: s, .. } if s == size),
+        "{err}"
+    );
+    // a (sparse) file just over the real cap: refused at once, without reading a GiB
+    let f = File::create(dir.path().join(STATE_FILE)).expect("create");
+    f.set_len(MAX_FILE_BYTES + 1).expect("set_len");
+    let started = Instant::now();
+    let err = load(dir.path(), &z, DEFAULT_MAX_AGE).expect_err("too big");
+    assert!(matches!(err, StateError::TooBig { .. }), "{err}");
+    assert!(
+        err.to_string().contains("more than a state file can be"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1), "not read");
+}
+
+#[test]
+fn a_snapshot_older_than_the_max_age_is_refused_with_its_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let z = zones("/skydns", &["example.com.", "0.0.10.in-addr.arpa."]);
+    save(dir.path(), &records(&z), 7).expect("save");
+    let day = Duration::from_secs(86_400);
+    let week = 7 * day;
+    let later = |d: Duration| SystemTime::now() + d;
+    assert!(load_capped(dir.path(), &z, week, later(6 * day), MAX_FILE_BYTES).is_ok());
+    let err =
+        load_capped(dir.path(), &z, week, later(8 * day), MAX_FILE_BYTES).expect_err("too old");
+    let StateError::TooOld { age, max_age, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(*age >= 8 * day && *max_age == week, "{err}");
+    assert!(err.to_string().contains("--state-max-age"), "{err}");
+    // a save time in the future (the clock went back) is age 0, not an error
+    assert!(
+        load_capped(
+            dir.path(),
+            &z,
+            week,
+            later(Duration::ZERO) - day,
+            MAX_FILE_BYTES
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn two_processes_saving_into_one_directory_never_break_each_others_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let z = zones("/skydns", &["example.com.", "0.0.10.in-addr.arpa."]);
+    // Big enough that writes overlap: a few thousand records.
+    let mut r = records(&z);
+    for i in 0..3000 {
+        let record = Record::parse(br#"{"host":"10.1.2.3","ttl":60}"#).expect("value");
+        r.put(&format!("/skydns/com/example/bulk/n{i}"), record, 0, 43);
+    }
+    std::thread::scope(|s| {
+        for cluster in [1, 2] {
+            let (dir, r) = (dir.path(), &r);
+            s.spawn(move || {
+                for _ in 0..40 {
+                    save(dir, r, cluster).expect("every save succeeds");
+                }
+            });
+        }
+    });
+    let l = load(dir.path(), &z, DEFAULT_MAX_AGE)
+        .expect("a whole snapshot")
+        .expect("there");
+    assert_eq!(l.records.len(), r.len());
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, [STATE_FILE], "no temporary file left behind");
+}
+
+#[test]
+fn a_failed_save_removes_its_temporary_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let z = zones("/skydns", &["example.com."]);
+    // The rename cannot replace a non-empty directory.
+    std::fs::create_dir(dir.path().join(STATE_FILE)).expect("mkdir");
+    std::fs::write(dir.path().join(STATE_FILE).join("x"), b"x").expect("write");
+    let err = save(dir.path(), &records(&z), 7).expect_err("cannot rename");
+    assert!(matches!(err, StateError::Write { .. }), "{err}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, [STATE_FILE]);
+}
+
+#[test]
+fn only_our_stale_temporary_files_are_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let make = |name: &str| {
+        std::fs::write(dir.path().join(name), b"partial").expect("write");
+        dir.path().join(name)
+    };
+    let stale = make(&temp_name());
+    let fresh = make(&temp_name());
+    let other = make(".something-else.tmp");
+    let old = SystemTime::now() - STALE_TEMP_AFTER - Duration::from_secs(1);
+    for p in [&stale, &other] {
+        File::options()
+            .write(true)
+            .open(p)
+            .expect("open")
+            .set_modified(old)
+            .expect("set mtime");
+    }
+    assert_eq!(remove_stale_temps(dir.path(), SystemTime::now()), 1);
+    assert!(!stale.exists());
+    assert!(fresh.exists(), "a write in progress is left alone");
+    assert!(other.exists(), "not ours");
+}
+
+#[test]
+fn another_cluster_or_an_older_revision_is_another_history() {
+    assert_eq!(other_history(7, 42, 7, 42), None);
+    assert_eq!(other_history(7, 42, 7, 50), None);
+    let why = other_history(7, 42, 8, 50).expect("another cluster");
+    assert!(
+        why.contains("cluster 8") && why.contains("cluster 7"),
+        "{why}"
+    );
+    let why = other_history(7, 42, 7, 3).expect("behind");
+    assert!(why.contains("revision 3"), "{why}");
+}
+
+#[tokio::test]
+async fn a_confirmed_snapshot_is_rewritten_once_the_refresh_interval_passed() {
+    const EVERY: Duration = Duration::from_millis(50);
+    const REFRESH: Duration = Duration::from_millis(300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let z = zones("/skydns", &["example.com.", "0.0.10.in-addr.arpa."]);
+    let (saver, handle) = Saver::with_intervals(dir.path().to_owned(), EVERY, REFRESH);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(saver.run(cancel.clone()));
+    let saved_at = || {
+        load(dir.path(), &z, DEFAULT_MAX_AGE)
+            .ok()
+            .flatten()
+            .map(|l| l.saved_at)
+    };
+    let r = records(&z);
+    handle.offer(&r, 7);
+    let started = Instant::now();
+    let first = loop {
+        if let Some(at) = saved_at() {
+            break at;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not saved");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Unconfirmed, nothing is rewritten however long it waits.
+    tokio::time::sleep(2 * REFRESH).await;
+    assert_eq!(saved_at(), Some(first), "not confirmed: not rewritten");
+    // Confirmed (as progress notifications do, every second), rewritten with a later time.
+    let started = Instant::now();
+    loop {
+        handle.confirm();
+        if saved_at().is_some_and(|at| at > first) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not rewritten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    task.await.expect("saver ends");
 }
