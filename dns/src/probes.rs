@@ -75,7 +75,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "fedplane_dns_etcd_reloads_total",
-        "Full reloads from etcd after the watch fell behind compaction"
+        "Full reloads from etcd, by reason: compacted (the watch fell behind compaction) or diverged (etcd came back with another history, or a disk snapshot was from one)"
     );
     describe_counter!(
         "fedplane_dns_etcd_reconnects_total",
@@ -108,7 +108,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "fedplane_dns_state_load_errors_total",
-        "Snapshots in --state-dir that could not be used (damaged, other version, zones or prefix)"
+        "Snapshots in --state-dir that could not be used (damaged, over 1 GiB, older than --state-max-age, other version, zones or prefix)"
     );
     describe_counter!(
         "fedplane_dns_rrl_total",
