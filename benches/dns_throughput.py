@@ -6,10 +6,11 @@ per CPU. dnsperf saturates each server for qps, in several rounds interleaved ac
 same for every server, gives p50/p99 latency.
 
     benches/dns-throughput [--services 2000] [--seconds 10] [--rounds 3] [--latency-qps 20000]
-                           [--baseline REV]
+                           [--baseline REV] [--transport udp|tcp]
 
 With --baseline REV, fedplane-dns built at git revision REV runs in the same rounds, so a change
-is judged by its ratio to the code before it.
+is judged by its ratio to the code before it. With --transport tcp, dnsperf asks over TCP
+(8 connections, 200 queries outstanding on each, pipelined).
 """
 
 import os
@@ -27,6 +28,7 @@ def main():
                     help="saturation runs per server, interleaved; the median is reported")
     ap.add_argument("--baseline", metavar="REV",
                     help="also measure fedplane-dns built at this git revision (e.g. main, HEAD~3)")
+    ap.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="how dnsperf asks")
     args = ap.parse_args()
 
     fb.build_release(args.no_build)
@@ -39,7 +41,7 @@ def main():
     fb.query_file(records, queries)
     probe = records[0][0]
     print(f"data set: {args.services} services x 3 clusters -> {len(records)} records, "
-          f"{len({r[0] for r in records})} names; machine: {fb.machine()}", flush=True)
+          f"{len({r[0] for r in records})} names; over {args.transport}; machine: {fb.machine()}", flush=True)
 
     etcd = fb.Etcd(work)
     fb.load_records(etcd, records)
@@ -63,10 +65,12 @@ def main():
                 samples = {name: [] for name, _, _ in procs}
                 for _ in range(args.rounds):
                     for name, workers, proc in procs:
-                        samples[name].append(fb.dnsperf(proc.port, queries, args.seconds)["qps"])
+                        samples[name].append(fb.dnsperf(proc.port, queries, args.seconds,
+                                                        transport=args.transport)["qps"])
                 for name, workers, proc in procs:
                     qps = sorted(samples[name])[len(samples[name]) // 2]
-                    lat = fb.dnsperf(proc.port, queries, 5, max_qps=args.latency_qps, verbose=True)
+                    lat = fb.dnsperf(proc.port, queries, 5, max_qps=args.latency_qps, verbose=True,
+                                     transport=args.transport)
                     rows.append((name, workers, {"qps": qps}, lat, proc.rss_kib()))
                     print(f"  {name:13} workers={workers} qps={[round(q) for q in samples[name]]}", flush=True)
             finally:

@@ -241,9 +241,10 @@ zone:
     return proc
 
 
-def dnsperf(port, queries, seconds, clients=8, outstanding=200, max_qps=None, verbose=False):
+def dnsperf(port, queries, seconds, clients=8, outstanding=200, max_qps=None, verbose=False,
+            transport="udp"):
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(seconds),
-            "-c", str(clients), "-T", "1", "-q", str(outstanding), "-t", "2"]
+            "-c", str(clients), "-T", "1", "-q", str(outstanding), "-t", "2", "-m", transport]
     if max_qps:
         argv += ["-Q", str(max_qps)]
     if verbose:

@@ -76,17 +76,20 @@ pub struct Cli {
     /// Open DNS TCP connections at most, over all listen addresses; at the cap a new
     /// connection closes the one idle longest. Never more than the open-file limit (raised at
     /// start to the hard limit) leaves after 128 descriptors for HTTP, etcd and UDP
-    /// [default: 1024, or less under a low open-file limit]
+    /// [default: 1024, within three quarters of that room, which leaves the rest for refused
+    /// connections held open]
     #[arg(long, value_name = "N")]
     pub tcp_max_connections: Option<usize>,
-    /// Open DNS TCP connections from one client address at most [default: a quarter of
+    /// Open DNS TCP connections from one client address (an IPv6 /64) at most; a connection
+    /// over it is held open unanswered for 2 s, then closed [default: a quarter of
     /// --tcp-max-connections]
     #[arg(long, value_name = "N")]
     pub tcp_max_connections_per_client: Option<usize>,
-    /// Threads that answer UDP queries the compiled fast path cannot (other types, large
-    /// answers, NXDOMAIN), at a lower CPU priority than the receive loops; they take queries
-    /// from one queue of 1024, and a query that finds it full is dropped (counted as busy)
-    /// [default: half of --workers, at least 1]
+    /// Threads that answer the queries the compiled fast path cannot (CNAMEs, SRV/MX/TXT,
+    /// leased records, the apex, large answers), over UDP and TCP, at a lower CPU priority
+    /// than the receive loops. TCP queries go first (at most 64 at a time); at most 1024 UDP
+    /// queries wait, and one that finds them full is dropped (counted as busy), as is one that
+    /// waited more than 1 s (stale) [default: half of --workers, at least 1]
     #[arg(long, value_name = "N")]
     pub udp_general_threads: Option<usize>,
     /// Response rate limiting (RRL, as in NSD and Knot): UDP responses per second to one

@@ -36,8 +36,8 @@ use std::time::Instant;
 
 use hickory_proto::rr::Name;
 
-use crate::answer::AnswerOptions;
 use crate::answer::wire::MAX_TTL;
+use crate::answer::{AnswerOptions, Transport};
 use crate::index::{Entry, Records};
 use crate::key::{key_to_name, key_wire, name_to_key, strip_labels};
 use crate::record::Host;
@@ -445,27 +445,41 @@ impl Table {
     }
 }
 
-/// The zone in which the lowercase wire name `wire` (its labels starting at `starts`) is a
-/// name that does not exist, or `None` (outside every zone, a zone's apex, or a name that
-/// exists: the general path answers). Same test as the general path's: no record at the name's
-/// key or below it, or no key at all for a name with a byte keys never hold.
-fn nxdomain_zone(records: &Records, table: &Table, wire: &[u8], starts: &[u8]) -> Option<usize> {
+/// What the fast path can say about a name the compiler never considered.
+enum Negative {
+    /// Outside every zone: REFUSED.
+    Refused,
+    /// A name of zone `.0` that does not exist: NXDOMAIN.
+    NxDomain(usize),
+}
+
+/// Whether the lowercase wire name `wire` (its labels starting at `starts`) is outside every
+/// zone, or a name that does not exist; `None` when the general path must answer (a zone's
+/// apex, or a name that exists). The same tests as the general path's: the most specific
+/// zone that contains the name, then no record at the name's key or below it, or no key at
+/// all for a name with a byte keys never hold.
+fn negative(records: &Records, table: &Table, wire: &[u8], starts: &[u8]) -> Option<Negative> {
+    if table.zone_soas.is_empty() {
+        return None; // not compiled yet (every compiled table has every zone)
+    }
     // Zones are kept most specific first: the first one that is a suffix is the name's zone.
-    let (zone, at) = table.zone_soas.iter().enumerate().find_map(|(i, z)| {
+    let Some((zone, at)) = table.zone_soas.iter().enumerate().find_map(|(i, z)| {
         let at = starts
             .iter()
             .map(|&s| usize::from(s))
+            .chain([wire.len() - 1]) // the root, as the name of a zone "."
             .find(|&s| wire[s..] == *z.wire)?;
         Some((i, at))
-    })?;
+    }) else {
+        return Some(Negative::Refused);
+    };
     if at == 0 {
         return None; // the apex
     }
     // The key: the prefix, then the labels from the root down, each after a '/'.
     let prefix = records.zones().prefix().as_bytes();
     let mut buf = [0u8; 1024];
-    let len = prefix.len() + wire.len();
-    if len > buf.len() {
+    if prefix.len() + wire.len() > buf.len() {
         return None;
     }
     buf[..prefix.len()].copy_from_slice(prefix);
@@ -474,14 +488,14 @@ fn nxdomain_zone(records: &Records, table: &Table, wire: &[u8], starts: &[u8]) -
         let s = usize::from(s);
         let label = &wire[s + 1..s + 1 + usize::from(wire[s])];
         if !label.iter().all(|&b| crate::key::label_byte_ok(b)) {
-            return Some(zone); // no key names it
+            return Some(Negative::NxDomain(zone)); // no key names it
         }
         buf[at] = b'/';
         buf[at + 1..at + 1 + label.len()].copy_from_slice(label);
         at += 1 + label.len();
     }
     let key = std::str::from_utf8(&buf[..at]).ok()?;
-    (!records.exists(key)).then_some(zone)
+    (!records.exists(key)).then_some(Negative::NxDomain(zone))
 }
 
 /// Answers a UDP query from the compiled answers into `out`, or returns `None` for the general
@@ -494,6 +508,31 @@ pub fn respond_fast(
     opts: AnswerOptions,
     rotation: usize,
     out: &mut [u8],
+) -> Option<usize> {
+    respond_fast_over(records, table, req, opts, rotation, out, Transport::Udp)
+}
+
+/// [`respond_fast`] for a query that came over TCP (no payload limit but the message's and
+/// `out`'s): the same answers as the general path over TCP.
+pub fn respond_fast_tcp(
+    records: &Records,
+    table: &Table,
+    req: &[u8],
+    opts: AnswerOptions,
+    rotation: usize,
+    out: &mut [u8],
+) -> Option<usize> {
+    respond_fast_over(records, table, req, opts, rotation, out, Transport::Tcp)
+}
+
+fn respond_fast_over(
+    records: &Records,
+    table: &Table,
+    req: &[u8],
+    opts: AnswerOptions,
+    rotation: usize,
+    out: &mut [u8],
+    transport: Transport,
 ) -> Option<usize> {
     if !records.is_loaded() || req.len() < 17 || req[2] & 0xF8 != 0 {
         return None; // not loaded, short, a response, or an opcode other than QUERY
@@ -529,8 +568,8 @@ pub fn respond_fast(
     let qtype = u16::from_be_bytes([*req.get(pos)?, *req.get(pos + 1)?]);
     let qclass = u16::from_be_bytes([*req.get(pos + 2)?, *req.get(pos + 3)?]);
     let qend = pos + 4;
-    if qclass != 1 || !matches!(qtype, 1 | 28 | 33 | 15 | 16) {
-        return None; // not IN, or not A, AAAA, SRV, MX, TXT
+    if qclass != 1 || matches!(qtype, 41 | 251 | 252) {
+        return None; // not IN; OPT (FORMERR), AXFR and IXFR (NOTIMP)
     }
     let edns = if count(10) == 1 {
         let opt = req.get(qend..qend + 11)?;
@@ -548,36 +587,51 @@ pub fn respond_fast(
         None
     };
     let wire = &key[..qlen];
-    let (zone, answer_of) = match table.lookup(wire) {
-        Some(Some(compiled)) => (usize::from(compiled.zone), Some(compiled)),
-        Some(None) => return None,
-        // Never considered: a name that does not exist is NXDOMAIN here, at fast-path cost (a
-        // flood of random names must not fill the general path's queue).
-        None => (
-            nxdomain_zone(records, table, wire, &starts[..labels])?,
-            None,
-        ),
-    };
+    let nodata = Answer::NoData;
     let least;
-    let nxdomain = Answer::NoData;
-    let answer = match (answer_of, qtype) {
-        (None, _) => &nxdomain,
-        (Some(compiled), 1) => &compiled.a,
-        (Some(compiled), 28) => &compiled.aaaa,
-        (Some(compiled), _) => {
-            // SRV, MX, TXT: TC-only for a name with many records when they cannot fit
-            let o = compiled.others.as_deref()?;
-            least = Answer::TooMany {
-                bytes: match qtype {
-                    33 => o.srv,
-                    15 => o.mx,
-                    _ => o.txt,
-                },
+    let (zone, answer, rcode) = match table.lookup(wire) {
+        Some(Some(compiled)) => {
+            let answer = match qtype {
+                1 => &compiled.a,
+                28 => &compiled.aaaa,
+                33 | 15 | 16 => {
+                    // SRV, MX, TXT: TC-only for a name with many records when they cannot fit
+                    let o = compiled.others.as_deref()?;
+                    least = Answer::TooMany {
+                        bytes: match qtype {
+                            33 => o.srv,
+                            15 => o.mx,
+                            _ => o.txt,
+                        },
+                    };
+                    &least
+                }
+                // PTR (from name hosts), CNAME and ANY: the general path.
+                12 | 5 | 255 => return None,
+                // Any other type: a compiled name (no alias, not an apex) holds none.
+                _ => &nodata,
             };
-            &least
+            (usize::from(compiled.zone), answer, 0)
         }
+        Some(None) => return None,
+        // Never considered: a name outside every zone is REFUSED, and one that does not exist
+        // NXDOMAIN, here at fast-path cost (a flood of random names must not fill the general
+        // path's queue).
+        None => match negative(records, table, wire, &starts[..labels])? {
+            Negative::NxDomain(zone) => (zone, &nodata, 3),
+            Negative::Refused => {
+                let total = qend + if edns.is_some() { 11 } else { 0 };
+                let out = out.get_mut(..total)?;
+                out[..2].copy_from_slice(&req[..2]);
+                out[2] = 0x80 | (req[2] & 0x01); // QR, RD
+                out[3] = req[3] & 0x10 | 5; // CD; REFUSED
+                out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+                out[12..qend].copy_from_slice(&req[12..qend]);
+                write_opt(&mut out[qend..], edns, opts);
+                return Some(total);
+            }
+        },
     };
-    let rcode = if answer_of.is_none() { 3 } else { 0 };
     let soa = match answer {
         Answer::NoData => Some(table.zone_soas.get(zone)?),
         _ => None,
@@ -588,7 +642,10 @@ pub fn respond_fast(
         Answer::TooMany { bytes } => *bytes,
     };
     let ours = opts.max_udp_payload.max(512);
-    let limit = edns.map_or(512, |(size, _)| size.clamp(512, ours));
+    let limit = match transport {
+        Transport::Tcp => u16::MAX,
+        Transport::Udp => edns.map_or(512, |(size, _)| size.clamp(512, ours)),
+    };
     let opt_len = if edns.is_some() { 11 } else { 0 };
     let total = qend + body_len + opt_len;
     // An answer the client cannot take: TC with the question and OPT alone, as the general
@@ -633,13 +690,19 @@ pub fn respond_fast(
         let serial = at - SERIAL_FROM_END;
         out[serial..serial + 4].copy_from_slice(&records.serial(zone).to_be_bytes());
     }
-    if let Some((_, dnssec_ok)) = edns {
-        let opt = &mut out[at..total];
-        opt[..3].copy_from_slice(&[0, 0, 41]);
-        opt[3..5].copy_from_slice(&ours.to_be_bytes());
-        opt[5..11].copy_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
-    }
+    write_opt(&mut out[at..total], edns, opts);
     Some(total)
+}
+
+/// Our OPT record (11 bytes) at the start of `out` when the query had one: our payload size,
+/// the DO bit echoed.
+fn write_opt(out: &mut [u8], edns: Option<(u16, u8)>, opts: AnswerOptions) {
+    if let Some((_, dnssec_ok)) = edns {
+        let ours = opts.max_udp_payload.max(512);
+        out[..3].copy_from_slice(&[0, 0, 41]);
+        out[3..5].copy_from_slice(&ours.to_be_bytes());
+        out[5..11].copy_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
+    }
 }
 
 #[cfg(test)]

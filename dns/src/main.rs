@@ -67,6 +67,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         nofile,
         tcp_max_connections, "open-file limit and TCP connection cap"
     );
+    let tcp_held = server::tcp_held_cap(tcp_max_connections, nofile, udp_sockets);
+    if tcp_held == 0 {
+        warn!(
+            nofile,
+            tcp_max_connections,
+            "no open files left beside the TCP connections to hold refused ones: a client over --tcp-max-connections-per-client is closed at once and may reconnect at once (raise the open-file limit or lower --tcp-max-connections)"
+        );
+    }
     let limits = server::Limits {
         workers: settings.workers,
         general_threads: settings.udp_general_threads,
@@ -74,7 +82,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tcp_max_connections_per_client: settings
             .tcp_max_connections_per_client
             .unwrap_or((tcp_max_connections / 4).max(1)),
-        tcp_held: server::tcp_held_cap(tcp_max_connections, nofile, udp_sockets),
+        tcp_held,
         rrl: settings.rrl.clone(),
     };
     let bound = server::spawn(&settings.listen, &limits, responder, &cancel, &mut tasks)?;

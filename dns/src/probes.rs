@@ -46,7 +46,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "fedplane_dns_dropped_total",
-        "Received messages not answered, by reason"
+        "Received messages not answered, by reason (busy: the general path's UDP queue full; stale: waited there over 1 s; port_zero, send_error, oversized, ...)"
     );
     describe_gauge!(
         "fedplane_dns_snapshot_revision",
@@ -120,10 +120,14 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "fedplane_dns_tcp_rejected_total",
-        "TCP connections refused, by reason: per_client (--tcp-max-connections-per-client) or full (every connection busy); held open unread for 2 s, then closed"
+        "TCP connections refused, by reason: per_client (--tcp-max-connections-per-client: held open unread for 2 s, then closed) or full (every connection busy: closed at once)"
     );
     describe_gauge!(
         "fedplane_dns_tcp_held_connections",
         "Refused TCP connections held open, unread, until they are closed"
+    );
+    describe_counter!(
+        "fedplane_dns_answer_panics_total",
+        "Queries whose answer panicked (dropped, logged with their bytes): a bug, please report it"
     );
 }

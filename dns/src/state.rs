@@ -66,6 +66,9 @@ use crate::apply::{InvalidKeys, Kv, Load};
 use crate::index::{Records, Zones};
 use crate::record::{Host, Record};
 
+/// How far in the future a snapshot's save time may be (clocks of two hosts differ a little)
+/// before its age counts as unknown.
+const CLOCK_SLACK: Duration = Duration::from_secs(300);
 /// The snapshot's file name in the state directory.
 pub const STATE_FILE: &str = "fedplane-dns.state";
 /// The format written, and the only one read.
@@ -117,8 +120,8 @@ pub enum StateError {
         /// What is wrong.
         reason: String,
     },
-    /// The file is larger than [`MAX_FILE_BYTES`]: not read.
-    #[error("{path} is {size} bytes, more than a state file can be ({max} bytes): not read")]
+    /// The file is (or would be) larger than [`MAX_FILE_BYTES`]: not read (nor kept, when saving).
+    #[error("{path} is {size} bytes, more than a state file may be ({max} bytes)")]
     TooBig {
         /// The file.
         path: PathBuf,
@@ -138,6 +141,17 @@ pub enum StateError {
         age: Duration,
         /// The limit.
         max_age: Duration,
+    },
+    /// The file says it was saved later than now (a clock that was ahead, or went back since):
+    /// its age is unknown.
+    #[error(
+        "{path} was saved {ahead:?} in the future (a clock ahead then, or back now): its age is unknown, not served"
+    )]
+    FromTheFuture {
+        /// The file.
+        path: PathBuf,
+        /// How far ahead of now.
+        ahead: Duration,
     },
     /// The file has another format version.
     #[error("{path} has format version {found}; this fedplane-dns reads version {FORMAT_VERSION}")]
@@ -486,13 +500,29 @@ pub fn save(dir: &Path, records: &Records, cluster_id: u64) -> Result<(), StateE
         let file = w
             .into_inner()
             .map_err(std::io::IntoInnerError::into_error)?;
+        // A file no load would read is not worth keeping (nor syncing).
+        let size = file.metadata()?.len();
+        if size > MAX_FILE_BYTES {
+            return Ok(Some(size));
+        }
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path).map(|()| None)
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(e));
+    match written {
+        Ok(None) => {}
+        Ok(Some(size)) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StateError::TooBig {
+                path,
+                size,
+                max: MAX_FILE_BYTES,
+            });
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(write_err(e));
+        }
     }
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -574,7 +604,17 @@ fn load_capped(
         return Err(too_big(bytes.len() as u64));
     }
     let loaded = decode(&path, &bytes, zones)?;
-    let age = now.duration_since(loaded.saved_at).unwrap_or_default();
+    let age = match now.duration_since(loaded.saved_at) {
+        Ok(age) => age,
+        // A little ahead is clock noise between hosts (a moved volume); more is unknown age.
+        Err(e) if e.duration() <= CLOCK_SLACK => Duration::ZERO,
+        Err(e) => {
+            return Err(StateError::FromTheFuture {
+                path,
+                ahead: e.duration(),
+            });
+        }
+    };
     if age > max_age {
         return Err(StateError::TooOld { path, age, max_age });
     }

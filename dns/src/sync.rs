@@ -263,6 +263,27 @@ impl Shared {
         true
     }
 
+    /// Stops serving the disk snapshot (it grew older than `--state-max-age`) unless etcd's
+    /// records replaced it already: SERVFAIL and not ready until etcd answers, as after a
+    /// start with nothing to serve. Returns whether it was withdrawn.
+    fn withdraw_disk(&self, zones: Arc<Zones>) -> bool {
+        let mut retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.source() != Source::Disk {
+            return false;
+        }
+        let old = self.served.swap(Arc::new(Served::empty(zones, 0)));
+        let older = retired.replace(old);
+        self.source.store(Source::Nothing as u8, Ordering::Relaxed);
+        self.ready.store(false, Ordering::Relaxed);
+        metrics::gauge!("fedplane_dns_serving_from_disk").set(0.0);
+        drop(retired);
+        drop(older);
+        true
+    }
+
     /// Publishes `served` from etcd; `synced` says it is known to match etcd now (a load, or a
     /// watch message), which resets the snapshot age.
     fn publish(&self, served: &Served, synced: bool) {
@@ -781,7 +802,7 @@ async fn disk_fallback(dir: PathBuf, zones: Arc<Zones>, shared: Arc<Shared>, max
     if shared.source() != Source::Nothing {
         return;
     }
-    let Some(loaded) = state::load_logged(dir, zones, max_age).await else {
+    let Some(loaded) = state::load_logged(dir, zones.clone(), max_age).await else {
         return;
     };
     if shared.source() != Source::Nothing {
@@ -801,6 +822,27 @@ async fn disk_fallback(dir: PathBuf, zones: Arc<Zones>, shared: Arc<Shared>, max
             records = served.records.len(),
             age = ?shared.disk_age(),
             "etcd not loaded within {DISK_FALLBACK_AFTER:?}: serving the state saved on disk until it is"
+        );
+    } else {
+        return;
+    }
+    // Served until etcd's records replace it, but never past --state-max-age after it was
+    // saved (checked at least once a minute, so a clock step counts too).
+    loop {
+        let left = max_age.saturating_sub(shared.disk_age());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(60))).await;
+        if shared.source() != Source::Disk {
+            return;
+        }
+    }
+    if shared.withdraw_disk(zones) {
+        warn!(
+            age = ?shared.disk_age(),
+            ?max_age,
+            "the state saved on disk is older than --state-max-age and etcd is still not loaded: no longer served (SERVFAIL, not ready) until etcd answers"
         );
     }
 }

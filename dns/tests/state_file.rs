@@ -107,3 +107,23 @@ fn a_slow_etcd_at_start_gets_the_snapshot_served_until_its_load_replaces_it() {
     assert_eq!(dns.metric("fedplane_dns_serving_from_disk", ""), 0.0);
     dns.await_log("loaded records from etcd");
 }
+
+/// A snapshot served while etcd stays away is withdrawn once it grows older than
+/// `--state-max-age` (not only checked at start): SERVFAIL and not ready until etcd answers.
+#[test]
+fn a_served_snapshot_is_withdrawn_when_it_grows_older_than_the_max_age() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mut etcd = saved_then_stopped(state.path());
+    // Served 3 s after the start (younger than 8 s then), withdrawn 8 s after it was saved.
+    let dns = dns(&etcd, state.path(), &["--state-max-age", "8s"]);
+    dns.await_ready(WAIT);
+    assert_eq!(dns.metric("fedplane_dns_serving_from_disk", ""), 1.0);
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A"), ["10.210.1.68"]);
+    dns.await_log("older than --state-max-age and etcd is still not loaded");
+    assert_eq!(http_get(&dns.http, "/readyz").map(|r| r.0), Some(503));
+    assert_eq!(dns.q(&[HW_NAME, "A"]).status, "SERVFAIL");
+    assert_eq!(dns.metric("fedplane_dns_serving_from_disk", ""), 0.0);
+    etcd.restart();
+    dns.await_ready(WAIT);
+    assert_eq!(dns.q(&[HW_NAME, "A"]).answers("A"), ["10.210.1.68"]);
+}

@@ -199,10 +199,15 @@ proptest! {
         ask_big in any::<bool>(),
         qkey in key(),
         upper in any::<u32>(),
-        qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::MX, RecordType::TXT]),
+        qtype in prop_oneof![
+            4 => prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::MX, RecordType::TXT]),
+            1 => any::<u16>().prop_map(RecordType::from),
+        ],
         edns in prop::option::of((prop_oneof![500u16..1600, 0u16..=u16::MAX], any::<bool>())),
         ours in prop::sample::select(vec![512u16, 1232, 4096, 8192, 65535]),
         rotation in 0usize..7,
+        outside in prop::sample::select(vec![None, Some("example.org."), Some("com.")]),
+        tcp in any::<bool>(),
     ) {
         // the many leaves' name, asked half the time
         let big_key = big.as_ref().and_then(|b| Some(b.first()?.0.rsplit_once('/')?.0.to_owned()));
@@ -214,7 +219,7 @@ proptest! {
         let s = snapshot(&recs);
         let labels: Vec<&str> = qkey.trim_start_matches("/skydns/com/example/").split('/').rev().collect();
         // random letter case, echoed back
-        let name: String = format!("{}.example.com.", labels.join("."))
+        let name: String = format!("{}.{}", labels.join("."), outside.unwrap_or("example.com."))
             .chars()
             .enumerate()
             .map(|(i, c)| if upper >> (i % 32) & 1 == 1 { c.to_ascii_uppercase() } else { c })
@@ -224,9 +229,14 @@ proptest! {
         // our payload: the default, or larger (--max-udp-payload), so that big answers come
         // near the limit
         let opts = AnswerOptions { max_udp_payload: ours };
-        if let Some(n) = respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out) {
+        let (fast, transport) = if tcp {
+            (respond_fast_tcp(&s.records, &s.table, &q, opts, rotation, &mut out), Transport::Tcp)
+        } else {
+            (respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out), Transport::Udp)
+        };
+        if let Some(n) = fast {
             let Outcome::Reply { bytes, .. } =
-                respond(&s.records, &q, Transport::Udp, opts, Instant::now(), rotation)
+                respond(&s.records, &q, transport, opts, Instant::now(), rotation)
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }
@@ -334,6 +344,18 @@ fn what_is_not_compiled_falls_back() {
         assert!(
             fast(&s, &query(name, t, None), 0, &mut out).is_none(),
             "{name} {t}"
+        );
+    }
+    // Loaded records published before their table is compiled (the first load): the empty
+    // table knows no zone, so it says nothing, not even NXDOMAIN or REFUSED.
+    let uncompiled = Served {
+        records: s.records.clone(),
+        table: Table::default(),
+    };
+    for name in ["missing.example.com.", "other.org.", "leased.example.com."] {
+        assert!(
+            fast(&uncompiled, &query(name, RecordType::A, None), 0, &mut out).is_none(),
+            "{name}"
         );
     }
 }
@@ -668,16 +690,51 @@ fn a_name_that_does_not_exist_is_nxdomain_from_the_fast_path_as_from_the_general
     q[13 + 2] = b'/';
     let n = fast(&s, &q, 0, &mut out).expect("answered");
     assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
+    // Any query type (HTTPS, NS, CAA, an unknown one) but those the general path answers
+    // otherwise (OPT, AXFR, IXFR).
+    for qtype in [65u16, 2, 257, 4321, 255, 12, 5] {
+        let q = query(
+            "random-label.example.com.",
+            RecordType::from(qtype),
+            Some((1232, false)),
+        );
+        let n = fast(&s, &q, 0, &mut out).unwrap_or_else(|| panic!("NXDOMAIN for type {qtype}"));
+        assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)), "type {qtype}");
+    }
     // Names that exist take the general path unless compiled: an empty non-terminal (b under
-    // deep holds no key and has no child with one), the apex, and names outside the zone.
-    for name in [
-        "b.a.deep.example.com.",
-        "example.com.",
-        "other.org.",
-        "x.example.org.",
-    ] {
+    // deep holds no key and has no child with one) and the apex.
+    for name in ["b.a.deep.example.com.", "example.com."] {
         let q = query(name, RecordType::A, None);
         assert!(fast(&s, &q, 0, &mut out).is_none(), "{name}");
+    }
+    // Names outside every zone: REFUSED, byte for byte as the general path.
+    for name in ["other.org.", "x.example.org.", "com.", "."] {
+        for edns in [None, Some((4096, true))] {
+            let q = query(name, RecordType::AAAA, edns);
+            let n = fast(&s, &q, 0, &mut out).unwrap_or_else(|| panic!("{name}: REFUSED"));
+            assert_eq!(&out[..n], &general(&s, &q, 0)[..], "{name} {edns:?}");
+            let m = Message::from_vec(&out[..n]).expect("parses");
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_compiled_name_answers_nodata_for_types_it_cannot_hold() {
+    let s = snapshot(&[(
+        "/skydns/com/example/hw/x1".into(),
+        (r#"{"host":"10.0.0.1","port":80}"#.into(), false),
+    )]);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    for qtype in [65u16, 64, 2, 6, 257, 99, 4321] {
+        let q = query("hw.example.com.", RecordType::from(qtype), None);
+        let n = fast(&s, &q, 0, &mut out).unwrap_or_else(|| panic!("NODATA for type {qtype}"));
+        assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)), "type {qtype}");
+    }
+    // PTR, CNAME and ANY read the name's data: the general path.
+    for qtype in [12u16, 5, 255] {
+        let q = query("hw.example.com.", RecordType::from(qtype), None);
+        assert!(fast(&s, &q, 0, &mut out).is_none(), "type {qtype}");
     }
 }
 

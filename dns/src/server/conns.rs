@@ -2,8 +2,8 @@
 //! cap, a cap per client address, a shorter idle timeout once the connections near the total
 //! cap, and at the cap the connection idle longest is closed to admit the new one. Pure logic:
 //! the caller passes the clock and a handle per connection (how to close it), and closes what
-//! [`ConnTable::admit`] evicts. A refused connection is not closed at once but held, unread,
-//! for [`REFUSED_HOLD`] ([`Held`]).
+//! [`ConnTable::admit`] evicts. A connection refused for the per-client cap is not closed at
+//! once but held, unread, for [`REFUSED_HOLD`] ([`Held`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -161,11 +161,11 @@ impl<H> ConnTable<H> {
 pub const REFUSED_HOLD: Duration = Duration::from_secs(2);
 
 /// Refused connections held open, unread, until [`REFUSED_HOLD`] has passed, then closed. A
-/// client whose connection is closed at once reconnects at once: a flood from one address
-/// over its cap turns into tens of thousands of handshakes and closes a second, which cost
-/// every other client far more than a held descriptor does (NSD gets the same effect from its
-/// full accept backlog). At most `cap` are held; beyond that the one held longest is closed to
-/// make room, so the descriptors stay bounded.
+/// client over its per-client cap whose connection is closed at once reconnects at once: a
+/// flood from one address turns into tens of thousands of handshakes and closes a second,
+/// which cost every other client far more than a held descriptor does (NSD gets the same
+/// effect from its full accept backlog). At most `cap` are held; beyond that the one held
+/// longest is closed to make room, so the descriptors stay bounded.
 #[derive(Debug)]
 pub struct Held<T> {
     cap: usize,

@@ -2,25 +2,31 @@
 //!
 //! The general path ([`crate::answer::respond`]) can cost a thousand times a fast answer (a
 //! name with a large subtree), so it never runs where it could hold up the fast path or the
-//! async runtime (etcd, TCP I/O, HTTP): queries wait in one queue for the general threads
+//! async runtime (etcd, TCP I/O, HTTP): queries wait in a queue for the general threads
 //! ([`serve_general`], `--udp-general-threads`), which run at a lower priority (nice
 //! [`GENERAL_NICE`]) so that under a flood of expensive queries the fast path keeps the CPU.
 //!
-//! The queue is bounded per transport. UDP queries: at most [`GENERAL_QUEUE`] waiting; more
-//! are dropped and counted as `busy` (the client retries). TCP queries: at most
-//! [`TCP_SLOTS`] queued or being answered; a connection with a query waits for a slot (it
-//! holds one query at a time, and its client waits for the answer anyway), so a UDP flood
-//! cannot crowd TCP out of the queue, nor TCP UDP. UDP answers are sent with `sendto` on the
-//! receiving socket, TCP answers go back to the connection's task.
+//! The queue has a part per transport, and TCP goes first:
+//! - TCP: at most [`TCP_SLOTS`] queries queued or being answered. A connection gets a slot
+//!   before it queues its query (it waits for one, evictable meanwhile), and its answer goes
+//!   back to the connection's task. A TCP client has done a handshake and waits for its
+//!   answer, so it is never behind the UDP part, whose sources may be spoofed.
+//! - UDP: at most [`GENERAL_QUEUE`] waiting; more are dropped and counted as `busy`. One that
+//!   waited longer than [`UDP_STALE`] is dropped unanswered (`stale`): its client has retried
+//!   or given up. Answers go out with `sendto` on the receiving socket.
+//!
+//! When the general threads have stopped (shutdown, or every one of them gone), the queue is
+//! dropped with them: queued TCP queries learn it ([`Gone`]) and are answered where they are.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::Responder;
 use super::udp::UDP_POLL;
@@ -31,105 +37,143 @@ use crate::answer::Transport;
 pub const GENERAL_QUEUE: usize = 1024;
 /// TCP queries queued for or being answered by the general threads, at most.
 pub const TCP_SLOTS: usize = 64;
+/// A UDP query that waited longer than this is dropped unanswered: stub resolvers retry after
+/// about a second, so an answer now would arrive for a question nobody waits for.
+pub const UDP_STALE: Duration = Duration::from_secs(1);
 /// Nice value of the general threads (the workers keep the process's, usually 0): under
 /// contention the scheduler gives them about a tenth of a worker's share.
 pub const GENERAL_NICE: i32 = 10;
 
-/// Where an answer goes.
+/// A UDP query waiting for the general threads.
 #[derive(Debug)]
-enum ReplyTo {
-    Udp {
-        socket: Arc<UdpSocket>,
-        peer: SocketAddr,
-    },
-    /// Back to the connection's task (`None`: not answered); the permit is its slot.
-    Tcp {
-        reply: oneshot::Sender<Option<Vec<u8>>>,
-        _slot: OwnedSemaphorePermit,
-    },
+struct UdpJob {
+    query: Vec<u8>,
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    queued: Instant,
 }
 
-/// One query for the general path.
+/// A TCP query: its answer (`None`: not answered) goes back; the permit is its slot.
 #[derive(Debug)]
-pub struct Job {
+struct TcpJob {
     query: Vec<u8>,
-    to: ReplyTo,
+    reply: oneshot::Sender<Option<Vec<u8>>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+#[derive(Debug, Default)]
+struct Parts {
+    tcp: VecDeque<TcpJob>,
+    udp: VecDeque<UdpJob>,
+}
+
+/// The queue, owned by the general threads (the senders hold it weakly).
+#[derive(Debug, Default)]
+pub struct Queue {
+    parts: Mutex<Parts>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Parts> {
+        self.parts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next job, TCP first, waiting up to `wait`.
+    fn next(&self, wait: Duration) -> Option<Job> {
+        let mut parts = self.lock();
+        if parts.tcp.is_empty() && parts.udp.is_empty() {
+            parts = self
+                .ready
+                .wait_timeout(parts, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        if let Some(t) = parts.tcp.pop_front() {
+            return Some(Job::Tcp(t));
+        }
+        parts.udp.pop_front().map(Job::Udp)
+    }
+}
+
+#[derive(Debug)]
+enum Job {
+    Udp(UdpJob),
+    Tcp(TcpJob),
 }
 
 /// The general threads are gone (the server is shutting down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone;
 
-/// The sending side of the queue, shared by the UDP workers and the TCP connections.
+/// The sending side, shared by the UDP workers and the TCP connections.
 #[derive(Debug, Clone)]
 pub struct General {
-    tx: SyncSender<Job>,
-    udp_waiting: Arc<AtomicUsize>,
+    queue: Weak<Queue>,
     tcp_slots: Arc<Semaphore>,
 }
 
-/// The receiving side, shared by the general threads.
-#[derive(Debug)]
-pub struct Queue {
-    rx: Mutex<Receiver<Job>>,
-    udp_waiting: Arc<AtomicUsize>,
-}
-
-/// A new queue.
-pub fn queue() -> (General, Queue) {
-    // Room for both shares, so a send within its share never finds the channel full.
-    let (tx, rx) = std::sync::mpsc::sync_channel(GENERAL_QUEUE + TCP_SLOTS);
-    let udp_waiting = Arc::new(AtomicUsize::new(0));
+/// A new queue: the threads own the `Arc`; once the last of them drops it, the senders see
+/// [`Gone`].
+pub fn queue() -> (General, Arc<Queue>) {
+    let queue = Arc::new(Queue::default());
     (
         General {
-            tx,
-            udp_waiting: udp_waiting.clone(),
+            queue: Arc::downgrade(&queue),
             tcp_slots: Arc::new(Semaphore::new(TCP_SLOTS)),
         },
-        Queue {
-            rx: Mutex::new(rx),
-            udp_waiting,
-        },
+        queue,
     )
 }
 
 impl General {
-    /// Queues a UDP query, answered on `socket` to `peer`. `false`: the UDP share of the queue
-    /// is full (or the threads are gone), the query is dropped.
+    /// Queues a UDP query, answered on `socket` to `peer`. `false`: the UDP part is full (or
+    /// the threads are gone), the query is dropped.
     pub fn udp(&self, socket: &Arc<UdpSocket>, peer: SocketAddr, query: &[u8]) -> bool {
-        if self.udp_waiting.fetch_add(1, Ordering::AcqRel) >= GENERAL_QUEUE {
-            self.udp_waiting.fetch_sub(1, Ordering::AcqRel);
+        let Some(queue) = self.queue.upgrade() else {
             return false;
-        }
-        let job = Job {
-            query: query.to_vec(),
-            to: ReplyTo::Udp {
+        };
+        {
+            let mut parts = queue.lock();
+            if parts.udp.len() >= GENERAL_QUEUE {
+                return false;
+            }
+            parts.udp.push_back(UdpJob {
+                query: query.to_vec(),
                 socket: socket.clone(),
                 peer,
-            },
-        };
-        if self.tx.try_send(job).is_err() {
-            self.udp_waiting.fetch_sub(1, Ordering::AcqRel);
-            return false;
+                queued: Instant::now(),
+            });
         }
+        queue.ready.notify_one();
         true
     }
 
-    /// Answers a TCP query on a general thread, once a slot is free: `Ok(None)` when it is not
-    /// answered (not a query), `Err(Gone)` when the threads have stopped.
-    pub async fn tcp(&self, query: Vec<u8>) -> Result<Option<Vec<u8>>, Gone> {
-        let slot = self
-            .tcp_slots
+    /// Waits for a TCP slot (cancel-safe: dropping the wait gives nothing up).
+    pub async fn tcp_slot(&self) -> Result<OwnedSemaphorePermit, Gone> {
+        self.tcp_slots
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Gone)?;
+            .map_err(|_| Gone)
+    }
+
+    /// Answers a TCP query on a general thread, in the slot `slot`: `Ok(None)` when it is not
+    /// answered (not a query), `Err(Gone)` when the threads have stopped.
+    pub async fn tcp(
+        &self,
+        slot: OwnedSemaphorePermit,
+        query: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, Gone> {
+        let queue = self.queue.upgrade().ok_or(Gone)?;
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        queue.lock().tcp.push_back(TcpJob {
             query,
-            to: ReplyTo::Tcp { reply, _slot: slot },
-        };
-        self.tx.try_send(job).map_err(|_| Gone)?;
+            reply,
+            _slot: slot,
+        });
+        queue.ready.notify_one();
+        drop(queue); // held by the threads only: their end drops the job, and we learn it
         answer.await.map_err(|_| Gone)
     }
 }
@@ -142,95 +186,150 @@ fn lower_priority() {
     }
 }
 
-/// One general-path thread: answers queued queries at a lower priority until `cancel`.
+/// One general-path thread: answers queued queries at a lower priority until `cancel`. A
+/// query whose answer panics is dropped, counted and logged; the thread goes on.
 pub fn serve_general(queue: &Queue, responder: &Responder, cancel: &CancellationToken) {
     lower_priority();
-    let send_error = metrics::counter!("fedplane_dns_dropped_total", "transport" => "udp", "reason" => "send_error");
+    let dropped = |reason: &'static str| metrics::counter!("fedplane_dns_dropped_total", "transport" => "udp", "reason" => reason);
+    let (send_error, stale) = (dropped("send_error"), dropped("stale"));
+    let panicked = metrics::counter!("fedplane_dns_answer_panics_total");
+    let answer = |query: &[u8], transport| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| responder.answer(query, transport)))
+            .unwrap_or_else(|_| {
+                panicked.increment(1);
+                error!(
+                    query = %hex(query),
+                    "answering a query panicked: dropped (please report this query)"
+                );
+                None
+            })
+    };
     while !cancel.is_cancelled() {
-        // Whoever holds the lock waits for the next job; the others wait for the lock.
-        let job = {
-            let rx = queue
-                .rx
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            rx.recv_timeout(UDP_POLL)
-        };
-        let job = match job {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        match job.to {
-            ReplyTo::Udp { socket, peer } => {
-                queue.udp_waiting.fetch_sub(1, Ordering::AcqRel);
-                if let Some(resp) = responder.answer(&job.query, Transport::Udp)
-                    && socket.send_to(&resp, peer).is_err()
+        match queue.next(UDP_POLL) {
+            None => {}
+            Some(Job::Udp(job)) => {
+                if job.queued.elapsed() > UDP_STALE {
+                    stale.increment(1);
+                    continue;
+                }
+                if let Some(resp) = answer(&job.query, Transport::Udp)
+                    && job.socket.send_to(&resp, job.peer).is_err()
                 {
                     send_error.increment(1);
                 }
             }
-            ReplyTo::Tcp { reply, _slot } => {
+            Some(Job::Tcp(job)) => {
                 // The connection may be gone (evicted, shut down): nobody to tell.
-                let _ = reply.send(responder.answer(&job.query, Transport::Tcp));
+                let _ = job.reply.send(answer(&job.query, Transport::Tcp));
             }
         }
     }
+}
+
+/// A query as hex, for the log line of a query that panicked.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_udp_share_of_the_queue_is_bounded_and_freed_as_the_threads_take_jobs() {
-        let (general, queue) = queue();
+    fn socket() -> (Arc<UdpSocket>, SocketAddr) {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
         let peer = socket.local_addr().expect("addr");
+        (socket, peer)
+    }
+
+    #[test]
+    fn the_udp_part_of_the_queue_is_bounded_and_freed_as_the_threads_take_jobs() {
+        let (general, queue) = queue();
+        let (socket, peer) = socket();
         for _ in 0..GENERAL_QUEUE {
             assert!(general.udp(&socket, peer, b"q"));
         }
         assert!(!general.udp(&socket, peer, b"q"), "full");
-        let rx = queue.rx.lock().expect("lock");
-        rx.recv().expect("a job");
-        queue.udp_waiting.fetch_sub(1, Ordering::AcqRel);
+        assert!(matches!(queue.next(Duration::ZERO), Some(Job::Udp(_))));
         assert!(general.udp(&socket, peer, b"q"), "room for one again");
     }
 
     #[tokio::test]
-    async fn tcp_queries_get_their_own_share_even_when_udp_fills_its_own() {
+    async fn tcp_queries_go_before_every_waiting_udp_one() {
         let (general, queue) = queue();
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
-        let peer = socket.local_addr().expect("addr");
+        let (socket, peer) = socket();
         while general.udp(&socket, peer, b"q") {}
+        let slot = general.tcp_slot().await.expect("a slot");
         let tcp = tokio::spawn({
             let general = general.clone();
-            async move { general.tcp(b"tcp".to_vec()).await }
+            async move { general.tcp(slot, b"tcp".to_vec()).await }
         });
-        // The TCP job is queued behind the UDP ones; take jobs until it shows up, answer it.
         let job = tokio::task::spawn_blocking(move || {
-            let rx = queue.rx.lock().expect("lock");
             loop {
-                let job = rx.recv().expect("a job");
-                if matches!(job.to, ReplyTo::Tcp { .. }) {
-                    return job;
+                if let Some(job) = queue.next(Duration::from_secs(5)) {
+                    return (job, queue);
                 }
             }
         })
         .await
         .expect("join");
-        assert_eq!(job.query, b"tcp");
-        let ReplyTo::Tcp { reply, .. } = job.to else {
-            unreachable!("matched above")
+        let (Job::Tcp(job), _queue) = job else {
+            panic!("the TCP query comes first")
         };
-        reply.send(Some(b"answer".to_vec())).expect("waiting");
+        assert_eq!(job.query, b"tcp");
+        job.reply.send(Some(b"answer".to_vec())).expect("waiting");
         assert_eq!(tcp.await.expect("join"), Ok(Some(b"answer".to_vec())));
-        drop(general);
     }
 
     #[tokio::test]
-    async fn a_tcp_query_learns_when_the_threads_are_gone() {
+    async fn tcp_slots_are_bounded_and_come_back_with_the_answer() {
         let (general, queue) = queue();
+        let mut slots = Vec::new();
+        for _ in 0..TCP_SLOTS {
+            slots.push(general.tcp_slot().await.expect("a slot"));
+        }
+        let waiting = tokio::time::timeout(Duration::from_millis(50), general.tcp_slot()).await;
+        assert!(waiting.is_err(), "every slot taken");
+        let asked = tokio::spawn({
+            let general = general.clone();
+            let slot = slots.pop().expect("one");
+            async move { general.tcp(slot, b"q".to_vec()).await }
+        });
+        let Some(Job::Tcp(job)) =
+            tokio::task::spawn_blocking(move || queue.next(Duration::from_secs(5)))
+                .await
+                .expect("join")
+        else {
+            panic!("the TCP job")
+        };
+        let TcpJob { reply, _slot, .. } = job;
+        drop(_slot);
+        reply.send(None).expect("waiting");
+        assert_eq!(asked.await.expect("join"), Ok(None));
+        let again = tokio::time::timeout(Duration::from_secs(5), general.tcp_slot()).await;
+        assert!(matches!(again, Ok(Ok(_))), "the slot came back");
+    }
+
+    #[tokio::test]
+    async fn queued_tcp_queries_learn_when_the_threads_are_gone() {
+        let (general, queue) = queue();
+        let slot = general.tcp_slot().await.expect("a slot");
+        let asked = tokio::spawn({
+            let general = general.clone();
+            async move { general.tcp(slot, b"q".to_vec()).await }
+        });
+        // Let it queue, then the threads end (their Arc goes, with the queued job).
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while queue.lock().tcp.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("queued");
         drop(queue);
-        assert_eq!(general.tcp(b"q".to_vec()).await, Err(Gone));
+        assert_eq!(asked.await.expect("join"), Err(Gone));
+        let slot = general.tcp_slot().await.expect("a slot");
+        assert_eq!(general.tcp(slot, b"q".to_vec()).await, Err(Gone));
+        let (socket, peer) = socket();
+        assert!(!general.udp(&socket, peer, b"q"));
     }
 }

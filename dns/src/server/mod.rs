@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::answer::{AnswerOptions, Outcome, Transport, respond};
+use crate::fast;
 use crate::sync::Shared;
 use conns::ConnTable;
 use rrl::{Limiter, RrlConfig};
@@ -81,6 +82,25 @@ impl Responder {
         }
     }
 
+    /// The fast path's answer to a TCP query from the records being served now, written into
+    /// `out` and counted in the metrics; `None` for the general path.
+    fn fast_tcp(&self, request: &[u8], out: &mut [u8]) -> Option<usize> {
+        let served = self.shared.served.load();
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let n = fast::respond_fast_tcp(
+            &served.records,
+            &served.fast,
+            request,
+            self.opts,
+            rotation,
+            out,
+        )?;
+        metrics::counter!("fedplane_dns_responses_total",
+            "transport" => "tcp", "rcode" => fast_rcode_label(out[3]))
+        .increment(1);
+        Some(n)
+    }
+
     /// The general path's answer from the records being served now, counted in the metrics.
     fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let served = self.shared.served.load();
@@ -113,6 +133,17 @@ impl Responder {
                 None
             }
         }
+    }
+}
+
+/// The RCODE label of a fast-path answer (the fast path answers NOERROR, NXDOMAIN or
+/// REFUSED), from its fourth byte.
+fn fast_rcode_label(flags: u8) -> &'static str {
+    match flags & 0x0F {
+        0 => "NOERROR",
+        3 => "NXDOMAIN",
+        5 => "REFUSED",
+        _ => "OTHER",
     }
 }
 
@@ -179,30 +210,36 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-/// The TCP connection cap: `requested` (else [`DEFAULT_TCP_CONNECTIONS`]), but never more than
-/// the open-file limit `nofile` leaves after [`RESERVED_FDS`] and the `udp_sockets`, so that a
-/// connection flood cannot take the descriptors that /metrics, /readyz and etcd need. At
-/// least 1.
-pub fn tcp_cap(requested: Option<usize>, nofile: u64, udp_sockets: usize) -> usize {
+/// What the open-file limit `nofile` leaves for TCP connections after [`RESERVED_FDS`] and
+/// the `udp_sockets`.
+fn tcp_room(nofile: u64, udp_sockets: usize) -> usize {
     let room = nofile
         .saturating_sub(RESERVED_FDS)
         .saturating_sub(udp_sockets as u64);
-    let room = usize::try_from(room).unwrap_or(usize::MAX);
-    requested
-        .unwrap_or(DEFAULT_TCP_CONNECTIONS)
-        .min(room)
-        .max(1)
+    usize::try_from(room).unwrap_or(usize::MAX)
+}
+
+/// The TCP connection cap: `requested`, but never more than the room the open-file limit
+/// `nofile` leaves ([`tcp_room`]), so that a connection flood cannot take the descriptors that
+/// /metrics, /readyz and etcd need; by default [`DEFAULT_TCP_CONNECTIONS`] within three
+/// quarters of the room, so that refused connections can be held beside them
+/// ([`tcp_held_cap`]). At least 1.
+pub fn tcp_cap(requested: Option<usize>, nofile: u64, udp_sockets: usize) -> usize {
+    let room = tcp_room(nofile, udp_sockets);
+    match requested {
+        Some(n) => n.min(room),
+        None => DEFAULT_TCP_CONNECTIONS.min(room / 4 * 3),
+    }
+    .max(1)
 }
 
 /// How many refused TCP connections may be held open ([`conns::Held`]): as many as the
 /// connections themselves, within what the open-file limit leaves beside them (0: refused
 /// connections are closed at once).
 pub fn tcp_held_cap(tcp_cap: usize, nofile: u64, udp_sockets: usize) -> usize {
-    let room = nofile
-        .saturating_sub(RESERVED_FDS)
-        .saturating_sub(udp_sockets as u64);
-    let room = usize::try_from(room).unwrap_or(usize::MAX);
-    room.saturating_sub(tcp_cap).min(tcp_cap)
+    tcp_room(nofile, udp_sockets)
+        .saturating_sub(tcp_cap)
+        .min(tcp_cap)
 }
 
 /// Binds every listen address (UDP ×`limits.workers` and TCP) before anything is served, so a
@@ -255,7 +292,6 @@ pub fn spawn(
     }
 
     let (general, queue) = general::queue();
-    let queue = Arc::new(queue);
     for i in 0..limits.general_threads.max(1) {
         let (queue, responder, cancel) = (queue.clone(), responder.clone(), cancel.clone());
         // A thread of its own, not tokio's blocking pool: its lowered priority must not pass
@@ -319,14 +355,18 @@ mod tests {
     #[test]
     fn the_tcp_cap_leaves_room_under_the_open_file_limit() {
         assert_eq!(tcp_cap(None, 1_048_576, 4), DEFAULT_TCP_CONNECTIONS);
-        assert_eq!(tcp_cap(None, 1024, 4), 1024 - 128 - 4);
+        assert_eq!(
+            tcp_cap(None, 1024, 4),
+            669,
+            "three quarters of 1024 - 128 - 4: room to hold refused ones"
+        );
         assert_eq!(tcp_cap(Some(50), 1024, 4), 50);
         assert_eq!(tcp_cap(Some(5000), 1024, 4), 892, "clamped to the room");
         assert_eq!(tcp_cap(None, 64, 4), 1, "at least one");
         assert_eq!(tcp_held_cap(1024, 1_048_576, 4), 1024);
         assert_eq!(
-            tcp_held_cap(500, 1024, 4),
-            392,
+            tcp_held_cap(669, 1024, 4),
+            223,
             "what the connections leave"
         );
         assert_eq!(

@@ -1,9 +1,10 @@
-//! DNS over TCP (the general path, answered on the general threads, [`super::general`]):
+//! DNS over TCP (compiled answers at once, the rest on the general threads,
+//! [`super::general`]):
 //! length-prefixed messages, several queries per connection answered in order (pipelining),
 //! idle and write timeouts, and the connection table ([`super::conns`]): every connection is
 //! accepted at once and then admitted, evicting the connection idle longest at the cap, or
-//! refused (per-client cap, or every connection busy): held open, unread, for a while, then
-//! closed ([`super::conns::Held`]). On shutdown the listeners close at once
+//! refused: closed at once when every connection is busy, held open, unread, for a while and
+//! then closed when its client is over the per-client cap ([`super::conns::Held`]). On shutdown the listeners close at once
 //! and connections finish the query they are reading or answering, then close with a FIN.
 
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Responder;
-use super::conns::{ConnTable, Held};
+use super::conns::{ConnTable, Held, Reject};
 use super::general::{General, Gone};
 use crate::answer::Transport;
+use crate::fast;
 
 /// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -30,6 +32,17 @@ const TCP_LINGER: Duration = Duration::from_secs(1);
 /// How long the accept loop waits for an evicted connection to close (it is idle, so it closes
 /// at once; this only bounds a stuck task).
 const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Closes a held connection: what its client sent is read and discarded first (it is small:
+/// the kernel's buffer), so the close is a FIN, not a reset.
+fn close_held(stream: TcpStream) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
 
 /// Sleeps until `at`, forever if `None`.
 async fn until(at: Option<Instant>) {
@@ -56,8 +69,10 @@ fn lock(conns: &Conns) -> std::sync::MutexGuard<'_, ConnTable<Evict>> {
 }
 
 /// Accepts connections on `listener` until `cancel`, then waits for its connections to end.
-/// Refused connections (per-client cap, or every connection busy) are held, unread, for
-/// [`super::conns::REFUSED_HOLD`], at most `held_cap` of them ([`Held`]).
+/// Connections refused for the per-client cap are held, unread, for
+/// [`super::conns::REFUSED_HOLD`], at most `held_cap` of them ([`Held`]), then closed; those
+/// refused because every connection is busy are closed at once (the client can try another
+/// server).
 pub async fn serve_tcp(
     listener: TcpListener,
     responder: Arc<Responder>,
@@ -75,7 +90,7 @@ pub async fn serve_tcp(
         let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
             () = until(next_release) => {
-                held.release(Instant::now()).for_each(drop);
+                held.release(Instant::now()).for_each(close_held);
                 held_gauge.set(held.len() as f64);
                 continue;
             }
@@ -106,9 +121,14 @@ pub async fn serve_tcp(
             Err(reason) => {
                 metrics::counter!("fedplane_dns_tcp_rejected_total", "reason" => reason.as_str())
                     .increment(1);
-                // Held, not closed: a client told at once reconnects at once.
-                drop(held.hold(now, stream));
-                held_gauge.set(held.len() as f64);
+                if reason == Reject::PerClient {
+                    // Held, not closed: a client told at once reconnects at once.
+                    if let Some(oldest) = held.hold(now, stream) {
+                        close_held(oldest);
+                    }
+                    held_gauge.set(held.len() as f64);
+                }
+                // Every connection busy: closed at once, so the client tries another server.
                 continue;
             }
         };
@@ -221,22 +241,41 @@ async fn serve_conn(
             },
             () = conn.close.cancelled() => return Ok(End::Evicted),
         }
-        lock(&conn.conns).busy(conn.id);
-        // On a general thread, off the runtime; once those have stopped (shutdown), here.
-        let resp = match general.tcp(buf.clone()).await {
-            Ok(resp) => resp,
-            Err(Gone) => responder.answer(&buf, Transport::Tcp),
-        };
-        let Some(resp) = resp else {
-            // Not a query we answer: the stream cannot be trusted any more.
+        let mut out = vec![0u8; 2 + fast::MAX_FAST_RESPONSE];
+        if let Some(n) = responder.fast_tcp(&buf, &mut out[2..]) {
+            // A compiled answer: as cheap here as over UDP.
+            out.truncate(2 + n);
+        } else {
+            // On a general thread, off the runtime. Waiting for a slot, the connection holds
+            // nothing yet and stays evictable; once it has one, it is busy until answered.
+            let slot = tokio::select! {
+                biased;
+                slot = general.tcp_slot() => slot.ok(),
+                () = conn.close.cancelled() => return Ok(End::Evicted),
+            };
+            lock(&conn.conns).busy(conn.id);
+            let resp = match slot {
+                Some(slot) => {
+                    match tokio::time::timeout(configured, general.tcp(slot, buf.clone())).await {
+                        Ok(Ok(resp)) => resp,
+                        // The general threads have stopped (shutdown): answered here.
+                        Ok(Err(Gone)) => responder.answer(&buf, Transport::Tcp),
+                        Err(_) => return Ok(End::Clean), // overloaded: the client retries
+                    }
+                }
+                None => responder.answer(&buf, Transport::Tcp),
+            };
+            let Some(resp) = resp else {
+                // Not a query we answer: the stream cannot be trusted any more.
+                return Ok(End::Clean);
+            };
+            out.truncate(2);
+            out.extend_from_slice(&resp);
+        }
+        let Ok(rlen) = u16::try_from(out.len() - 2) else {
             return Ok(End::Clean);
         };
-        let Ok(rlen) = u16::try_from(resp.len()) else {
-            return Ok(End::Clean);
-        };
-        let mut out = Vec::with_capacity(resp.len() + 2);
-        out.extend_from_slice(&rlen.to_be_bytes());
-        out.extend_from_slice(&resp);
+        out[..2].copy_from_slice(&rlen.to_be_bytes());
         // A client that sends but never reads must not hold its connection slot forever.
         match tokio::time::timeout(configured, stream.write_all(&out)).await {
             Ok(r) => r?,

@@ -107,8 +107,7 @@ pub fn serve_udp(socket: Arc<UdpSocket>, shared: &UdpShared, cancel: &Cancellati
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     // Per worker: no shared counter lookups on the hot path.
-    let fast_answers = metrics::counter!("fedplane_dns_responses_total", "transport" => "udp", "rcode" => "NOERROR");
-    let fast_nxdomain = metrics::counter!("fedplane_dns_responses_total", "transport" => "udp", "rcode" => "NXDOMAIN");
+    let fast_answers = [0, 3, 5].map(|rcode| metrics::counter!("fedplane_dns_responses_total", "transport" => "udp", "rcode" => super::fast_rcode_label(rcode)));
     let dropped = |reason: &'static str| metrics::counter!("fedplane_dns_dropped_total", "transport" => "udp", "reason" => reason);
     let (oversized, port_zero, busy, send_error) = (
         dropped("oversized"),
@@ -188,12 +187,13 @@ pub fn serve_udp(socket: Arc<UdpSocket>, shared: &UdpShared, cancel: &Cancellati
                     out,
                 ) {
                     Some(n) => {
-                        // The fast path answers NOERROR or NXDOMAIN.
-                        if out[3] & 0x0F == 3 {
-                            fast_nxdomain.increment(1);
-                        } else {
-                            fast_answers.increment(1);
-                        }
+                        // The fast path answers NOERROR, NXDOMAIN or REFUSED.
+                        let i = match out[3] & 0x0F {
+                            3 => 1,
+                            5 => 2,
+                            _ => 0,
+                        };
+                        fast_answers[i].increment(1);
                         out_lens[replies] = n;
                         peers[replies] = Some(peer);
                         replies += 1;
