@@ -132,18 +132,15 @@ pub async fn serve_tcp(
                 continue;
             }
         };
-        let conn = Conn {
-            id,
-            conns: conns.clone(),
-            close: evict.close,
-        };
+        let conn = Conn::new(id, conns.clone(), evict.close);
         let closed = evict.closed;
         let (responder, general, cancel) = (responder.clone(), general.clone(), cancel.clone());
         tasks.spawn(async move {
             // Dropped last, after the stream: tells an evicting accept loop it is closed.
             let _closed = closed.drop_guard();
+            // Leaves the table when the task ends, however (a panic too).
+            let conn = conn;
             let mut stream = stream;
-            metrics::gauge!("fedplane_dns_tcp_connections").increment(1.0);
             match serve_conn(&mut stream, &responder, &general, &conn, &cancel).await {
                 Ok(End::Evicted) => {
                     // Idle, so nothing is unread: the FIN and the close cost no reset.
@@ -158,8 +155,6 @@ pub async fn serve_tcp(
                 }
                 Err(e) => debug!(%peer, error = %e, "tcp connection closed with error"),
             }
-            lock(&conn.conns).remove(conn.id);
-            metrics::gauge!("fedplane_dns_tcp_connections").decrement(1.0);
         });
         while tasks.try_join_next().is_some() {}
     }
@@ -174,12 +169,26 @@ pub async fn serve_tcp(
     while tasks.join_next().await.is_some() {}
 }
 
-/// One connection's place in the table.
+/// One connection's place in the table, and in the connections gauge, until it is dropped.
 struct Conn {
     id: u64,
     conns: Conns,
     /// Cancelled when the connection is evicted to make room.
     close: CancellationToken,
+}
+
+impl Conn {
+    fn new(id: u64, conns: Conns, close: CancellationToken) -> Self {
+        metrics::gauge!("fedplane_dns_tcp_connections").increment(1.0);
+        Self { id, conns, close }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        lock(&self.conns).remove(self.id);
+        metrics::gauge!("fedplane_dns_tcp_connections").decrement(1.0);
+    }
 }
 
 /// How a connection ended without an I/O error.
