@@ -121,7 +121,7 @@ pub enum StateError {
         reason: String,
     },
     /// The file is (or would be) larger than [`MAX_FILE_BYTES`]: not read (nor kept, when saving).
-    #[error("{path} is {size} bytes, more than a state file may be ({max} bytes)")]
+    #[error("{path} is {size} bytes or more, more than a state file may be ({max} bytes)")]
     TooBig {
         /// The file.
         path: PathBuf,
@@ -495,39 +495,63 @@ pub fn save(dir: &Path, records: &Records, cluster_id: u64) -> Result<(), StateE
     };
     let written = (|| {
         let file = File::options().write(true).create_new(true).open(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
+        // A file no load would read is not worth writing: stop at the cap.
+        let capped = Capped {
+            inner: file,
+            written: 0,
+            cap: MAX_FILE_BYTES,
+        };
+        let mut w = BufWriter::with_capacity(1 << 20, capped);
         encode(&mut w, records, cluster_id, SystemTime::now())?;
         let file = w
             .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?;
-        // A file no load would read is not worth keeping (nor syncing).
-        let size = file.metadata()?.len();
-        if size > MAX_FILE_BYTES {
-            return Ok(Some(size));
-        }
+            .map_err(std::io::IntoInnerError::into_error)?
+            .inner;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&tmp, &path).map(|()| None)
+        std::fs::rename(&tmp, &path)
     })();
-    match written {
-        Ok(None) => {}
-        Ok(Some(size)) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(StateError::TooBig {
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(if e.kind() == std::io::ErrorKind::FileTooLarge {
+            StateError::TooBig {
                 path,
-                size,
+                size: MAX_FILE_BYTES + 1,
                 max: MAX_FILE_BYTES,
-            });
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(write_err(e));
-        }
+            }
+        } else {
+            write_err(e)
+        });
     }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(write_err)?;
     Ok(())
+}
+
+/// Writes to `inner`, failing (`FileTooLarge`) rather than writing more than `cap` bytes.
+struct Capped<W> {
+    inner: W,
+    written: u64,
+    cap: u64,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() as u64 > self.cap {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "more than a state file may be",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Removes our temporary files in `dir` (named as `temp_name` names them) that nothing has

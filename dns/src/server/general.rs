@@ -6,11 +6,13 @@
 //! ([`serve_general`], `--udp-general-threads`), which run at a lower priority (nice
 //! [`GENERAL_NICE`]) so that under a flood of expensive queries the fast path keeps the CPU.
 //!
-//! The queue has a part per transport, and TCP goes first:
+//! The queue has a part per transport, and TCP goes first, alternating with UDP while both
+//! wait (so neither starves the other):
 //! - TCP: at most [`TCP_SLOTS`] queries queued or being answered. A connection gets a slot
-//!   before it queues its query (it waits for one, evictable meanwhile), and its answer goes
-//!   back to the connection's task. A TCP client has done a handshake and waits for its
-//!   answer, so it is never behind the UDP part, whose sources may be spoofed.
+//!   before it queues its query (it waits for one, up to its idle timeout), and its answer
+//!   goes back to the connection's task; a query whose connection stopped waiting is skipped.
+//!   A TCP client has done a handshake and waits for its answer, so it is never behind the
+//!   whole UDP part, whose sources may be spoofed.
 //! - UDP: at most [`GENERAL_QUEUE`] waiting; more are dropped and counted as `busy`. One that
 //!   waited longer than [`UDP_STALE`] is dropped unanswered (`stale`): its client has retried
 //!   or given up. Answers go out with `sendto` on the receiving socket.
@@ -65,6 +67,8 @@ struct TcpJob {
 struct Parts {
     tcp: VecDeque<TcpJob>,
     udp: VecDeque<UdpJob>,
+    /// The last job taken was TCP: a waiting UDP job goes next.
+    udp_turn: bool,
 }
 
 /// The queue, owned by the general threads (the senders hold it weakly).
@@ -79,7 +83,8 @@ impl Queue {
         self.parts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next job, TCP first, waiting up to `wait`.
+    /// The next job, TCP first but alternating with UDP while both wait, waiting up to
+    /// `wait`.
     fn next(&self, wait: Duration) -> Option<Job> {
         let mut parts = self.lock();
         if parts.tcp.is_empty() && parts.udp.is_empty() {
@@ -89,9 +94,15 @@ impl Queue {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        if let Some(t) = parts.tcp.pop_front() {
+        // TCP first, but never twice in a row while UDP waits: a client pipelining general-path
+        // queries over TCP must not starve UDP either.
+        if (!parts.udp_turn || parts.udp.is_empty())
+            && let Some(t) = parts.tcp.pop_front()
+        {
+            parts.udp_turn = true;
             return Some(Job::Tcp(t));
         }
+        parts.udp_turn = false;
         parts.udp.pop_front().map(Job::Udp)
     }
 }
@@ -218,8 +229,9 @@ pub fn serve_general(queue: &Queue, responder: &Responder, cancel: &Cancellation
                     send_error.increment(1);
                 }
             }
+            // Its connection gave up waiting (or is gone): nobody to answer.
+            Some(Job::Tcp(job)) if job.reply.is_closed() => {}
             Some(Job::Tcp(job)) => {
-                // The connection may be gone (evicted, shut down): nobody to tell.
                 let _ = job.reply.send(answer(&job.query, Transport::Tcp));
             }
         }
@@ -278,6 +290,37 @@ mod tests {
         assert_eq!(job.query, b"tcp");
         job.reply.send(Some(b"answer".to_vec())).expect("waiting");
         assert_eq!(tcp.await.expect("join"), Ok(Some(b"answer".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn while_both_wait_tcp_and_udp_take_turns() {
+        let (general, queue) = queue();
+        let (socket, peer) = socket();
+        for _ in 0..3 {
+            assert!(general.udp(&socket, peer, b"u"));
+        }
+        let mut asked = Vec::new();
+        for _ in 0..3 {
+            let slot = general.tcp_slot().await.expect("a slot");
+            let general = general.clone();
+            asked.push(tokio::spawn(async move {
+                general.tcp(slot, b"t".to_vec()).await
+            }));
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while queue.lock().tcp.len() < 3 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("queued");
+        let order: String = std::iter::from_fn(|| queue.next(Duration::ZERO))
+            .map(|j| match j {
+                Job::Tcp(_) => 'T',
+                Job::Udp(_) => 'U',
+            })
+            .collect();
+        assert_eq!(order, "TUTUTU");
     }
 
     #[tokio::test]

@@ -143,7 +143,9 @@ pub async fn serve_tcp(
             let mut stream = stream;
             match serve_conn(&mut stream, &responder, &general, &conn, &cancel).await {
                 Ok(End::Evicted) => {
-                    // Idle, so nothing is unread: the FIN and the close cost no reset.
+                    // Idle, so nothing is unread: the FIN and the close cost no reset (a
+                    // connection evicted partway through sending a query may get one: it has
+                    // no answer to lose).
                     let _ = stream.shutdown().await;
                 }
                 Ok(End::Clean) => {
@@ -250,29 +252,27 @@ async fn serve_conn(
             },
             () = conn.close.cancelled() => return Ok(End::Evicted),
         }
+        // Busy from here until its answer is written: not evicted with a query in hand.
+        lock(&conn.conns).busy(conn.id);
         let mut out = vec![0u8; 2 + fast::MAX_FAST_RESPONSE];
         if let Some(n) = responder.fast_tcp(&buf, &mut out[2..]) {
             // A compiled answer: as cheap here as over UDP.
             out.truncate(2 + n);
         } else {
-            // On a general thread, off the runtime. Waiting for a slot, the connection holds
-            // nothing yet and stays evictable; once it has one, it is busy until answered.
-            let slot = tokio::select! {
-                biased;
-                slot = general.tcp_slot() => slot.ok(),
-                () = conn.close.cancelled() => return Ok(End::Evicted),
-            };
-            lock(&conn.conns).busy(conn.id);
-            let resp = match slot {
-                Some(slot) => {
-                    match tokio::time::timeout(configured, general.tcp(slot, buf.clone())).await {
-                        Ok(Ok(resp)) => resp,
-                        // The general threads have stopped (shutdown): answered here.
-                        Ok(Err(Gone)) => responder.answer(&buf, Transport::Tcp),
-                        Err(_) => return Ok(End::Clean), // overloaded: the client retries
-                    }
+            // On a general thread, off the runtime: a slot, then the answer, within the idle
+            // timeout; past it the server is overloaded, and the connection is closed (with a
+            // FIN) so that the client retries, elsewhere if it can.
+            let asked = async {
+                match general.tcp_slot().await {
+                    Ok(slot) => general.tcp(slot, buf.clone()).await,
+                    Err(gone) => Err(gone),
                 }
-                None => responder.answer(&buf, Transport::Tcp),
+            };
+            let resp = match tokio::time::timeout(configured, asked).await {
+                Ok(Ok(resp)) => resp,
+                // The general threads have stopped (shutdown): answered here.
+                Ok(Err(Gone)) => responder.answer(&buf, Transport::Tcp),
+                Err(_) => return Ok(End::Clean),
             };
             let Some(resp) = resp else {
                 // Not a query we answer: the stream cannot be trusted any more.

@@ -426,3 +426,16 @@ async fn a_confirmed_snapshot_is_rewritten_once_the_refresh_interval_passed() {
     cancel.cancel();
     task.await.expect("saver ends");
 }
+
+#[test]
+fn a_save_stops_writing_at_the_cap() {
+    let mut w = Capped {
+        inner: Vec::new(),
+        written: 0,
+        cap: 10,
+    };
+    w.write_all(b"0123456789").expect("up to the cap");
+    let err = w.write_all(b"x").expect_err("past the cap");
+    assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
+    assert_eq!(w.inner.len(), 10, "nothing past the cap written");
+}
