@@ -123,16 +123,17 @@ def pace(rate, send):
     return sent
 
 
-def attack_bulk(port, rate):
+def udp_attack(port, rate, make_query):
+    """Sends make_query(n) `rate` times a second from one socket, never waiting for answers
+    (read as they come); returns what was sent and answered."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setblocking(False)
     s.connect(("127.0.0.1", port))
-    queries = [query(BULK, 1, edns=1232), query(BULK, 33, edns=1232)]
     answered = [0]
 
     def send(n):
         try:
-            s.send(queries[n % 2])
+            s.send(make_query(n))
         except BlockingIOError:
             pass
         try:
@@ -144,28 +145,15 @@ def attack_bulk(port, rate):
 
     sent = pace(rate, send)
     return {"sent": sent, "answered": answered[0]}
+
+
+def attack_bulk(port, rate):
+    queries = [query(BULK, 1, edns=1232), query(BULK, 33, edns=1232)]
+    return udp_attack(port, rate, lambda n: queries[n % 2])
 
 
 def attack_random(port, rate):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setblocking(False)
-    s.connect(("127.0.0.1", port))
-    answered = [0]
-
-    def send(n):
-        try:
-            s.send(query(f"{os.urandom(6).hex()}.svc.{fb.ZONE}", 1, qid=n & 0xFFFF))
-        except BlockingIOError:
-            pass
-        try:
-            while True:
-                s.recv(65535)
-                answered[0] += 1
-        except (BlockingIOError, ConnectionRefusedError):
-            pass
-
-    sent = pace(rate, send)
-    return {"sent": sent, "answered": answered[0]}
+    return udp_attack(port, rate, lambda n: query(f"{os.urandom(6).hex()}.svc.{fb.ZONE}", 1, qid=n & 0xFFFF))
 
 
 def attack_port0(port, rate, name):

@@ -1,5 +1,6 @@
-//! The UDP fast path: A and AAAA answers compiled ahead of time, per name, into wire format
-//! ([`Table`]), and answering from them ([`respond_fast`]).
+//! The fast path: A and AAAA answers compiled ahead of time, per name, into wire format
+//! ([`Table`]), and answering from them ([`respond_fast`] for UDP, [`respond_fast_over`] for
+//! TCP too).
 //!
 //! A compiled answer is the answer section after the question, with owner names written as
 //! pointers to the question at offset 12; a name without addresses of the asked family answers
@@ -512,20 +513,9 @@ pub fn respond_fast(
     respond_fast_over(records, table, req, opts, rotation, out, Transport::Udp)
 }
 
-/// [`respond_fast`] for a query that came over TCP (no payload limit but the message's and
-/// `out`'s): the same answers as the general path over TCP.
-pub fn respond_fast_tcp(
-    records: &Records,
-    table: &Table,
-    req: &[u8],
-    opts: AnswerOptions,
-    rotation: usize,
-    out: &mut [u8],
-) -> Option<usize> {
-    respond_fast_over(records, table, req, opts, rotation, out, Transport::Tcp)
-}
-
-fn respond_fast_over(
+/// [`respond_fast`] for a query that came over `transport` (over TCP no payload limit but the
+/// message's and `out`'s): the same answers as the general path over it.
+pub fn respond_fast_over(
     records: &Records,
     table: &Table,
     req: &[u8],

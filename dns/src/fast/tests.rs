@@ -230,7 +230,7 @@ proptest! {
         // near the limit
         let opts = AnswerOptions { max_udp_payload: ours };
         let (fast, transport) = if tcp {
-            (respond_fast_tcp(&s.records, &s.table, &q, opts, rotation, &mut out), Transport::Tcp)
+            (respond_fast_over(&s.records, &s.table, &q, opts, rotation, &mut out, Transport::Tcp), Transport::Tcp)
         } else {
             (respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out), Transport::Udp)
         };

@@ -87,13 +87,14 @@ impl Responder {
     fn fast_tcp(&self, request: &[u8], out: &mut [u8]) -> Option<usize> {
         let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let n = fast::respond_fast_tcp(
+        let n = fast::respond_fast_over(
             &served.records,
             &served.fast,
             request,
             self.opts,
             rotation,
             out,
+            Transport::Tcp,
         )?;
         metrics::counter!("fedplane_dns_responses_total",
             "transport" => "tcp", "rcode" => fast_rcode_label(out[3]))
