@@ -247,6 +247,17 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Waits (at most 5 s) until `n` TCP queries are queued.
+    async fn queued_tcp(queue: &Queue, n: usize) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while queue.lock().tcp.len() < n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("queued");
+    }
+
     fn socket() -> (Arc<UdpSocket>, SocketAddr) {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
         let peer = socket.local_addr().expect("addr");
@@ -275,16 +286,9 @@ mod tests {
             let general = general.clone();
             async move { general.tcp(slot, b"tcp".to_vec()).await }
         });
-        let job = tokio::task::spawn_blocking(move || {
-            loop {
-                if let Some(job) = queue.next(Duration::from_secs(5)) {
-                    return (job, queue);
-                }
-            }
-        })
-        .await
-        .expect("join");
-        let (Job::Tcp(job), _queue) = job else {
+        // Once it is queued (behind every UDP query), it is the next job.
+        queued_tcp(&queue, 1).await;
+        let Some(Job::Tcp(job)) = queue.next(Duration::ZERO) else {
             panic!("the TCP query comes first")
         };
         assert_eq!(job.query, b"tcp");
@@ -307,13 +311,7 @@ mod tests {
                 general.tcp(slot, b"t".to_vec()).await
             }));
         }
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while queue.lock().tcp.len() < 3 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("queued");
+        queued_tcp(&queue, 3).await;
         let order: String = std::iter::from_fn(|| queue.next(Duration::ZERO))
             .map(|j| match j {
                 Job::Tcp(_) => 'T',
@@ -337,11 +335,8 @@ mod tests {
             let slot = slots.pop().expect("one");
             async move { general.tcp(slot, b"q".to_vec()).await }
         });
-        let Some(Job::Tcp(job)) =
-            tokio::task::spawn_blocking(move || queue.next(Duration::from_secs(5)))
-                .await
-                .expect("join")
-        else {
+        queued_tcp(&queue, 1).await;
+        let Some(Job::Tcp(job)) = queue.next(Duration::ZERO) else {
             panic!("the TCP job")
         };
         let TcpJob { reply, _slot, .. } = job;
@@ -361,13 +356,7 @@ mod tests {
             async move { general.tcp(slot, b"q".to_vec()).await }
         });
         // Let it queue, then the threads end (their Arc goes, with the queued job).
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while queue.lock().tcp.is_empty() {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("queued");
+        queued_tcp(&queue, 1).await;
         drop(queue);
         assert_eq!(asked.await.expect("join"), Err(Gone));
         let slot = general.tcp_slot().await.expect("a slot");
