@@ -18,6 +18,7 @@
 
 mod daemon;
 mod dig;
+mod dnsview;
 mod etcd;
 pub mod keepalived;
 pub mod kube_fake;
@@ -26,6 +27,7 @@ pub mod netns;
 
 pub use daemon::{Daemon, http_get};
 pub use dig::{Dig, DigRecord, dig};
+pub use dnsview::dns_view;
 pub use etcd::{Etcd, EtcdCluster};
 
 use std::net::{TcpListener, UdpSocket};

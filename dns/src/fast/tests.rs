@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use fedplane_testkit::dns_view as seen;
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use proptest::prelude::*;
@@ -148,45 +149,6 @@ fn query(name: &str, qtype: RecordType, edns: Option<(u16, bool)>) -> Vec<u8> {
         m.set_edns(e);
     }
     m.to_vec().expect("encode")
-}
-
-/// A message reduced to what a resolver sees, names lowercased (in RDATA too: the general path
-/// compresses a name in RDATA into the question, whose case the client chose, as NSD and Knot
-/// do; the fast path writes the SOA's names whole).
-fn seen(bytes: &[u8]) -> String {
-    let m = Message::from_vec(bytes).expect("parses");
-    let sec = |rs: &[hickory_proto::rr::Record]| -> Vec<String> {
-        rs.iter()
-            .map(|r| {
-                format!(
-                    "{} {} {} {}",
-                    r.name.to_lowercase(),
-                    r.ttl,
-                    r.record_type(),
-                    r.data.to_string().to_lowercase()
-                )
-            })
-            .collect()
-    };
-    format!(
-        "id={} rcode={:?} aa={} tc={} rd={} cd={} q={:?} an={:?} ns={:?} ar={:?} edns={:?}",
-        m.metadata.id,
-        m.metadata.response_code,
-        m.metadata.authoritative,
-        m.metadata.truncation,
-        m.metadata.recursion_desired,
-        m.metadata.checking_disabled,
-        m.queries
-            .iter()
-            .map(|q| q.name().to_ascii())
-            .collect::<Vec<_>>(),
-        sec(&m.answers),
-        sec(&m.authorities),
-        sec(&m.additionals),
-        m.edns
-            .as_ref()
-            .map(|e| (e.max_payload(), e.flags().dnssec_ok, e.version())),
-    )
 }
 
 proptest! {
