@@ -188,23 +188,7 @@ fn ours(records: &Records, q: &[u8], t: Transport) -> Vec<u8> {
 
 /// The message up to the end of its answer section: what NSD sends before its NS and glue.
 fn through_answers(m: &[u8]) -> &[u8] {
-    let count = |i: usize| usize::from(u16::from_be_bytes([m[i], m[i + 1]]));
-    let skip_name = |mut at: usize| loop {
-        match m[at] {
-            0 => break at + 1,
-            l if l & 0xC0 == 0xC0 => break at + 2,
-            l => at += 1 + usize::from(l),
-        }
-    };
-    let mut at = 12;
-    for _ in 0..count(4) {
-        at = skip_name(at) + 4;
-    }
-    for _ in 0..count(6) {
-        at = skip_name(at) + 8;
-        at += 2 + usize::from(u16::from_be_bytes([m[at], m[at + 1]]));
-    }
-    &m[..at]
+    &m[..fedplane_testkit::sections_end(m, 1)]
 }
 
 /// The header without its section counts (NSD's NSCOUNT and ARCOUNT differ from ours).

@@ -27,7 +27,7 @@ pub mod netns;
 
 pub use daemon::{Daemon, http_get};
 pub use dig::{Dig, DigRecord, dig};
-pub use dnsview::dns_view;
+pub use dnsview::{dns_view, sections_end};
 pub use etcd::{Etcd, EtcdCluster};
 
 use std::net::{TcpListener, UdpSocket};
