@@ -340,8 +340,9 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Writes the snapshot of `records` to `w`.
-fn encode(
+/// Writes the snapshot of `records` to `w`: the bytes of a state file ([`save`] writes them
+/// to the file; public for the fuzzer's round trip).
+pub fn encode(
     w: impl Write,
     records: &Records,
     cluster_id: u64,
@@ -370,8 +371,20 @@ fn encode(
     h.inner.flush()
 }
 
-/// Reads a snapshot from the bytes of a state file, for `zones`.
-fn decode(path: &Path, bytes: &[u8], zones: &Arc<Zones>) -> Result<Loaded, StateError> {
+/// `body` (the JSON line of a state file, newline included) followed by its checksum line: a
+/// file whose checksum holds, as [`encode`] ends one (for the fuzzer, whose inputs would
+/// otherwise almost never get past the checksum).
+pub fn seal(body: &[u8]) -> Vec<u8> {
+    let mut hash = Fnv::new();
+    hash.update(body);
+    let mut out = body.to_vec();
+    out.extend_from_slice(format!("{CHECKSUM_PREFIX}{:016x}\n", hash.0).as_bytes());
+    out
+}
+
+/// Reads a snapshot from the bytes of a state file, for `zones`; `path` names the file in
+/// errors. What [`load`] does once it has read the file; public for the fuzzer.
+pub fn decode(path: &Path, bytes: &[u8], zones: &Arc<Zones>) -> Result<Loaded, StateError> {
     let corrupt = |reason: String| StateError::Corrupt {
         path: path.to_owned(),
         reason,

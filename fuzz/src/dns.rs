@@ -1,0 +1,246 @@
+//! The targets of fedplane-dns: queries through both answer paths, SkyDNS values and keys, the
+//! YAML config file and the `--state-dir` snapshot file.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use clap::Parser;
+use fedplane_dns::answer::{AnswerOptions, Outcome, Transport, respond};
+use fedplane_dns::config::{Cli, Settings};
+use fedplane_dns::fast::{MAX_FAST_RESPONSE, Table, respond_fast_over};
+use fedplane_dns::index::{Records, Zones};
+use fedplane_dns::key::{check_key, key_to_name, key_wire, name_to_key};
+use fedplane_dns::record::Record;
+use fedplane_dns::state;
+use fedplane_testkit::dns_view;
+use hickory_proto::rr::Name;
+
+use crate::InputFile;
+
+/// The zones every DNS target serves: a zone with a nested zone, and a reverse zone.
+fn zones() -> Arc<Zones> {
+    let names: Vec<Name> = ["example.com.", "sub.example.com.", "0.0.10.in-addr.arpa."]
+        .iter()
+        .map(|n| Name::from_ascii(n).expect("zone"))
+        .collect();
+    Arc::new(Zones::new("/skydns", &names))
+}
+
+/// The records every `dns_query` input is asked against: a zone with a nested zone and a
+/// reverse zone; addresses, a CNAME, TXT, MX, SRV, SkyDNS groups, a leased record, IPv6, and a
+/// name with more records than the fast path compiles.
+fn served() -> &'static (Records, Table) {
+    static SERVED: OnceLock<(Records, Table)> = OnceLock::new();
+    SERVED.get_or_init(|| {
+        let mut records = Records::new(zones(), 1);
+        let mut put = |key: &str, value: &str, lease: i64| {
+            let revision = 2 + i64::try_from(records.len()).unwrap_or(0);
+            let record = Record::parse(value.as_bytes()).expect("valid value");
+            records.put(key, record, lease, revision);
+        };
+        let hw = "/skydns/com/example/svc/federation/default/hello-world";
+        put(
+            &format!("{hw}/fcp"),
+            r#"{"host":"10.210.1.68","ttl":30}"#,
+            0,
+        );
+        put(
+            &format!("{hw}/usa"),
+            r#"{"host":"10.210.3.65","ttl":30}"#,
+            0,
+        );
+        put(&format!("{hw}/v6"), r#"{"host":"2001:db8::1","ttl":30}"#, 0);
+        put(
+            "/skydns/com/example/alias",
+            r#"{"host":"hello-world.default.federation.svc.example.com"}"#,
+            0,
+        );
+        put(
+            "/skydns/com/example/web/x1",
+            r#"{"host":"10.0.0.1","port":8080,"priority":10,"weight":5}"#,
+            0,
+        );
+        put(
+            "/skydns/com/example/web/x2",
+            r#"{"host":"backend.example.org","port":443}"#,
+            0,
+        );
+        put(
+            "/skydns/com/example/mail/m1",
+            r#"{"host":"mx.example.com","mail":true,"priority":10}"#,
+            0,
+        );
+        put("/skydns/com/example/txt", r#"{"text":"v=spf1 -all"}"#, 0);
+        put(
+            "/skydns/com/example/grp/a",
+            r#"{"host":"10.1.0.1","group":"g1"}"#,
+            0,
+        );
+        put(
+            "/skydns/com/example/grp/b/c",
+            r#"{"host":"10.1.0.2","group":"g2"}"#,
+            0,
+        );
+        put(
+            "/skydns/com/example/leased",
+            r#"{"host":"10.2.0.1","ttl":300}"#,
+            42,
+        );
+        put("/skydns/com/example/sub/inner", r#"{"host":"10.3.0.1"}"#, 0);
+        put(
+            "/skydns/arpa/in-addr/10/0/0/1",
+            r#"{"host":"hello-world.example.com"}"#,
+            0,
+        );
+        for i in 0..80 {
+            put(
+                &format!("/skydns/com/example/big/r{i}"),
+                &format!(r#"{{"host":"10.9.0.{i}","port":80}}"#),
+                0,
+            );
+        }
+        records.mark_loaded();
+        let table = Table::compile(&records);
+        (records, table)
+    })
+}
+
+/// A DNS message as a query, through the general path and the fast path, over UDP and TCP,
+/// with three payload limits of ours: the general path answers within the size allowed and
+/// with a message that parses; whenever the fast path answers, the general path answers the
+/// same (as a resolver sees it: sections, flags, RCODE, EDNS).
+pub fn dns_query(data: &[u8]) {
+    let (records, table) = served();
+    let now = Instant::now();
+    for ours in [512u16, 1232, 4096] {
+        let opts = AnswerOptions {
+            max_udp_payload: ours,
+        };
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let general = respond(records, data, transport, opts, now, 0);
+            if let Outcome::Reply { bytes, .. } = &general {
+                let limit = match transport {
+                    Transport::Udp => usize::from(ours.max(512)),
+                    Transport::Tcp => usize::from(u16::MAX),
+                };
+                assert!(
+                    bytes.len() <= limit,
+                    "a {}-byte answer over {transport:?} (limit {limit})",
+                    bytes.len()
+                );
+                let _ = dns_view(bytes); // parses, or panics saying so
+            }
+            let mut out = [0u8; MAX_FAST_RESPONSE];
+            if let Some(n) = respond_fast_over(records, table, data, opts, 0, &mut out, transport) {
+                let Outcome::Reply { bytes, .. } = general else {
+                    panic!("the fast path answered a query the general path drops: {general:?}")
+                };
+                assert_eq!(
+                    dns_view(&out[..n]),
+                    dns_view(&bytes),
+                    "fast and general path disagree over {transport:?}, payload {ours}"
+                );
+            }
+        }
+    }
+}
+
+/// An etcd value as a SkyDNS record: never a panic, and the same verdict every time.
+pub fn skydns_value(data: &[u8]) {
+    let first = Record::parse(data);
+    let again = Record::parse(data);
+    assert_eq!(first.is_ok(), again.is_ok());
+    if let (Ok(a), Ok(b)) = (first, again) {
+        assert_eq!(a, b);
+    }
+}
+
+/// An etcd key: the one mapping from key to name agrees with itself (`check_key`,
+/// `key_wire`, `key_to_name`), and a key that names something maps back to itself.
+pub fn etcd_key(data: &[u8]) {
+    for prefix in ["/skydns", ""] {
+        let checked = check_key(prefix, data);
+        let wire = key_wire(prefix, data);
+        assert_eq!(
+            checked.is_ok(),
+            wire.is_ok(),
+            "check_key and key_wire disagree"
+        );
+        let Ok(key) = std::str::from_utf8(data) else {
+            assert!(checked.is_err(), "a key that is not UTF-8 names nothing");
+            continue;
+        };
+        let name = key_to_name(prefix, key);
+        assert_eq!(
+            checked.is_ok(),
+            name.is_some(),
+            "check_key and key_to_name disagree"
+        );
+        if let (Some(name), Ok(wire)) = (name, wire) {
+            assert_eq!(
+                name_to_key(prefix, &name).as_deref(),
+                Some(key),
+                "the name maps back to another key"
+            );
+            let mut ours = Vec::new();
+            for label in name.iter() {
+                ours.push(u8::try_from(label.len()).expect("a label"));
+                ours.extend(label.iter().map(u8::to_ascii_lowercase));
+            }
+            ours.push(0);
+            assert_eq!(ours, wire, "key_wire and key_to_name name different names");
+        }
+    }
+}
+
+/// The YAML config file of fedplane-dns (`--config`), read and resolved as the daemon does:
+/// never a panic, and an error is a message.
+pub fn dns_config(data: &[u8]) {
+    let file = InputFile::new("dns-config.yaml", data);
+    let cli =
+        Cli::try_parse_from(["fedplane-dns", "--config", file.path()]).expect("the command line");
+    if let Err(e) = Settings::resolve(cli, None) {
+        assert!(!e.to_string().trim().is_empty(), "an empty error: {e:?}");
+    }
+}
+
+/// A `--state-dir` snapshot file, as it is and with its checksum line made to hold (so the
+/// input gets past the checksum): a file that loads encodes back to one that loads to the same
+/// records, and re-encodes byte for byte.
+pub fn dns_state(data: &[u8]) {
+    let zones = zones();
+    let path = Path::new(state::STATE_FILE);
+    for bytes in [data.to_vec(), state::seal(data)] {
+        let Ok(loaded) = state::decode(path, &bytes, &zones) else {
+            continue;
+        };
+        let encode = |l: &state::Loaded| {
+            let mut out = Vec::new();
+            state::encode(&mut out, &l.records, l.cluster_id, l.saved_at).expect("encode");
+            out
+        };
+        let once = encode(&loaded);
+        let back = state::decode(path, &once, &zones)
+            .unwrap_or_else(|e| panic!("our own state file does not load: {e}"));
+        assert_eq!(
+            back.skipped, 0,
+            "our own state file has values that do not parse"
+        );
+        assert_eq!(back.records.len(), loaded.records.len());
+        assert_eq!(back.records.revision(), loaded.records.revision());
+        assert_eq!(back.cluster_id, loaded.cluster_id);
+        // Saved times are kept to the millisecond, which a second encoding keeps exactly.
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_millis()
+        };
+        assert_eq!(ms(back.saved_at), ms(loaded.saved_at));
+        assert_eq!(
+            encode(&back),
+            once,
+            "decode → encode → decode → encode changed the file"
+        );
+    }
+}
