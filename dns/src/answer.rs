@@ -30,6 +30,7 @@ use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, default_ns, soa_names};
 use wire::{Section, Writer};
 
+pub mod ecs;
 pub(crate) mod edns;
 pub mod wire;
 

@@ -10,7 +10,8 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
-use crate::server::rrl::{Cidr, RrlConfig};
+use crate::cidr::Cidr;
+use crate::server::rrl::RrlConfig;
 
 use fedplane_ops::etcd::EtcdFlags;
 pub use fedplane_ops::etcd::{EtcdSettings, PASSWORD_ENV};

@@ -16,6 +16,7 @@
 
 pub mod answer;
 pub mod apply;
+pub mod cidr;
 pub mod config;
 pub mod fast;
 pub mod index;
@@ -27,3 +28,4 @@ pub mod server;
 pub mod soa;
 pub mod state;
 pub mod sync;
+pub mod topology;

@@ -1,0 +1,217 @@
+//! Client locality (`--topology FILE`), free of I/O: which zone and region a client address is
+//! in, from a map of subnets that the operator knows (on premises there is no GeoIP database).
+//!
+//! The file is a YAML list:
+//!
+//! ```yaml
+//! - cidr: 10.1.0.0/16          # required: an IPv4 or IPv6 block
+//!   region: europe             # required
+//!   zone: fr                   # optional: a subnet may be known only by its region
+//! - cidr: 2001:db8:1::/48
+//!   region: europe
+//!   zone: fr
+//! ```
+//!
+//! Checked when read ([`TopologyError`]): a block that does not parse, has host bits set
+//! (`10.1.2.3/16` is refused, naming `10.1.0.0/16`: a typo there would silently map another
+//! subnet), is listed twice, or a zone or region that is not a lower-case DNS label (they are
+//! compared with the `zone` and `region` of records, which name DNS labels). IPv4-mapped IPv6
+//! client addresses (`::ffff:10.1.2.3`) are looked up as IPv4.
+//!
+//! [`Topology::lookup`] takes the longest matching prefix among the blocks no longer than the
+//! prefix the client revealed (its EDNS Client Subnet source prefix, or the whole address): a
+//! block more specific than that cannot be known to hold the client. It costs one hash lookup
+//! per distinct prefix length in the map, longest first, and allocates nothing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+
+use crate::cidr::{Cidr, canonical, mask4, mask6};
+
+/// Why a topology map is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    /// Not a YAML list of entries.
+    #[error("the topology is not a YAML list of {{cidr, region, zone}} entries: {0}")]
+    Yaml(String),
+    /// An entry is wrong.
+    #[error("topology entry {index} ({cidr}): {why}")]
+    Entry {
+        /// Its position in the list, from 1.
+        index: usize,
+        /// Its `cidr` as written.
+        cidr: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A locality: a region, and a zone in it when known.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Locality {
+    /// The region, e.g. `europe`.
+    pub region: Box<str>,
+    /// The zone, e.g. `fr`; `None` when the map knows only the region.
+    pub zone: Option<Box<str>>,
+}
+
+/// What [`Topology::lookup`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    /// Index of the locality ([`Topology::locality`]).
+    pub class: u16,
+    /// Prefix length of the block that matched (the ECS scope to answer with).
+    pub prefix: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    cidr: String,
+    region: String,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+/// Blocks of one family, by prefix length, longest first.
+#[derive(Debug, Clone, Default)]
+struct Family {
+    by_len: Vec<(u8, FxHashMap<u128, u16>)>,
+}
+
+impl Family {
+    fn insert(&mut self, len: u8, key: u128, class: u16) -> bool {
+        let at = match self.by_len.binary_search_by(|(l, _)| len.cmp(l)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.by_len.insert(i, (len, FxHashMap::default()));
+                i
+            }
+        };
+        self.by_len[at].1.insert(key, class).is_none()
+    }
+
+    fn lookup(&self, addr: u128, revealed: u8, mask: impl Fn(u128, u8) -> u128) -> Option<Match> {
+        self.by_len
+            .iter()
+            .filter(|(len, _)| *len <= revealed)
+            .find_map(|(len, map)| {
+                map.get(&mask(addr, *len)).map(|&class| Match {
+                    class,
+                    prefix: *len,
+                })
+            })
+    }
+}
+
+/// The client topology map.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    localities: Vec<Locality>,
+    v4: Family,
+    v6: Family,
+    entries: usize,
+}
+
+fn label(what: &str, s: &str) -> Result<Box<str>, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.into())
+    } else {
+        Err(format!(
+            "{what} {s:?} is not a lower-case DNS label (a-z, 0-9, '-', at most 63)"
+        ))
+    }
+}
+
+impl Topology {
+    /// Reads and checks a map (the text of a `--topology` file).
+    pub fn from_yaml(text: &str) -> Result<Self, TopologyError> {
+        let entries: Vec<Entry> = if text.trim().is_empty() {
+            Vec::new()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| TopologyError::Yaml(e.to_string()))?
+        };
+        let mut classes: HashMap<Locality, u16> = HashMap::new();
+        let mut t = Self::default();
+        for (i, e) in entries.iter().enumerate() {
+            let bad = |why: String| TopologyError::Entry {
+                index: i + 1,
+                cidr: e.cidr.clone(),
+                why,
+            };
+            let cidr: Cidr = e.cidr.trim().parse().map_err(|err| bad(format!("{err}")))?;
+            if cidr.has_host_bits() {
+                return Err(bad(format!(
+                    "host bits are set: the block is {}/{}",
+                    cidr.network(),
+                    cidr.prefix_len()
+                )));
+            }
+            let locality = Locality {
+                region: label("region", &e.region).map_err(bad)?,
+                zone: e
+                    .zone
+                    .as_deref()
+                    .map(|z| label("zone", z))
+                    .transpose()
+                    .map_err(bad)?,
+            };
+            let next = u16::try_from(classes.len())
+                .map_err(|_| bad("more than 65,535 localities".into()))?;
+            let class = *classes.entry(locality.clone()).or_insert_with(|| {
+                t.localities.push(locality);
+                next
+            });
+            let fresh = match cidr.network() {
+                IpAddr::V4(a) => t.v4.insert(cidr.prefix_len(), u128::from(u32::from(a)), class),
+                IpAddr::V6(a) => t.v6.insert(cidr.prefix_len(), u128::from(a), class),
+            };
+            if !fresh {
+                return Err(bad("the block is listed twice".into()));
+            }
+            t.entries += 1;
+        }
+        Ok(t)
+    }
+
+    /// The locality of the longest block that holds `ip`, among the blocks no longer than
+    /// `revealed` bits (the ECS source prefix; 32 or 128 for a whole address).
+    pub fn lookup(&self, ip: IpAddr, revealed: u8) -> Option<Match> {
+        match canonical(ip) {
+            IpAddr::V4(a) => self
+                .v4
+                .lookup(u128::from(u32::from(a)), revealed, |x, len| {
+                    // The key was stored from a u32: masking within 32 bits keeps it so.
+                    u128::from(mask4(u32::try_from(x).unwrap_or(0), len))
+                }),
+            IpAddr::V6(a) => self.v6.lookup(u128::from(a), revealed, mask6),
+        }
+    }
+
+    /// The locality of a class that [`Topology::lookup`] returned.
+    pub fn locality(&self, class: u16) -> &Locality {
+        &self.localities[usize::from(class)]
+    }
+
+    /// How many blocks the map has.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+}
+
+#[cfg(test)]
+mod tests;
