@@ -3,11 +3,15 @@
 //!
 //! ```json
 //! {"host": "10.0.0.1", "port": 80, "priority": 10, "weight": 100, "text": "…",
-//!  "mail": false, "ttl": 30, "targetstrip": 1, "group": "g"}
+//!  "mail": false, "ttl": 30, "targetstrip": 1, "group": "g",
+//!  "zone": "fr", "region": "europe"}
 //! ```
 //!
 //! Every field is optional; unknown fields (ExternalDNS adds `owner`) are ignored, and `null`
-//! is read like an absent field, as Go's `encoding/json` does.
+//! is read like an absent field, as Go's `encoding/json` does. `zone` and `region` are
+//! fedplane's: where the address is, for answers by client locality (CoreDNS and ExternalDNS
+//! ignore them, so the data stays theirs to read); each must be a DNS label, and is kept in
+//! lower case.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -40,6 +44,14 @@ pub enum RecordError {
         value: i64,
         /// The range it must be in.
         range: &'static str,
+    },
+    /// `zone` or `region` is not a DNS label.
+    #[error("{field} {value:?} is not a DNS label (letters, digits, '-', at most 63)")]
+    Locality {
+        /// `zone` or `region`.
+        field: &'static str,
+        /// The value found.
+        value: String,
     },
     /// `text` is longer than [`MAX_TEXT`].
     #[error("text is {0} bytes, more than the {MAX_TEXT} a DNS answer can carry")]
@@ -84,6 +96,10 @@ pub struct Record {
     pub target_strip: u8,
     /// Records of one group are answered together (see `index::group_filter`).
     pub group: Box<str>,
+    /// The zone the address is in, lower case; empty when not given.
+    pub zone: Box<str>,
+    /// The region the address is in, lower case; empty when not given.
+    pub region: Box<str>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +122,25 @@ struct Raw {
     targetstrip: Option<i64>,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    zone: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+}
+
+/// A `zone` or `region`: empty when absent, else a DNS label, lower-cased.
+fn locality(field: &'static str, value: Option<String>) -> Result<Box<str>, RecordError> {
+    let Some(v) = value else {
+        return Ok(Box::default());
+    };
+    let ok = v.len() <= 63
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-');
+    if !ok {
+        return Err(RecordError::Locality { field, value: v });
+    }
+    Ok(v.to_ascii_lowercase().into())
 }
 
 fn ranged<T: TryFrom<i64> + Default>(
@@ -173,6 +208,8 @@ impl Record {
             ttl: ranged("ttl", raw.ttl, "0..=4294967295")?,
             target_strip: ranged("targetstrip", raw.targetstrip, "0..=255")?,
             group: raw.group.unwrap_or_default().into(),
+            zone: locality("zone", raw.zone)?,
+            region: locality("region", raw.region)?,
         })
     }
 

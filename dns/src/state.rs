@@ -238,6 +238,12 @@ impl Serialize for SkyDns<'_> {
         if !r.group.is_empty() {
             m.serialize_entry("group", &r.group)?;
         }
+        if !r.zone.is_empty() {
+            m.serialize_entry("zone", &r.zone)?;
+        }
+        if !r.region.is_empty() {
+            m.serialize_entry("region", &r.region)?;
+        }
         m.end()
     }
 }

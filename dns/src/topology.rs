@@ -14,8 +14,8 @@
 //!
 //! Checked when read ([`TopologyError`]): a block that does not parse, has host bits set
 //! (`10.1.2.3/16` is refused, naming `10.1.0.0/16`: a typo there would silently map another
-//! subnet), is listed twice, or a zone or region that is not a lower-case DNS label (they are
-//! compared with the `zone` and `region` of records, which name DNS labels). IPv4-mapped IPv6
+//! subnet), is listed twice, or a zone or region that is not a DNS label (they are compared,
+//! in lower case, with the `zone` and `region` of records). IPv4-mapped IPv6
 //! client addresses (`::ffff:10.1.2.3`) are looked up as IPv4.
 //!
 //! [`Topology::lookup`] takes the longest matching prefix among the blocks no longer than the
@@ -116,18 +116,18 @@ pub struct Topology {
     entries: usize,
 }
 
+/// A zone or region: a DNS label, kept in lower case (as records keep theirs).
 fn label(what: &str, s: &str) -> Result<Box<str>, String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
-        Ok(s.into())
+        Ok(s.to_ascii_lowercase().into())
     } else {
         Err(format!(
-            "{what} {s:?} is not a lower-case DNS label (a-z, 0-9, '-', at most 63)"
+            "{what} {s:?} is not a DNS label (letters, digits, '-', at most 63)"
         ))
     }
 }
@@ -172,7 +172,9 @@ impl Topology {
                 next
             });
             let fresh = match cidr.network() {
-                IpAddr::V4(a) => t.v4.insert(cidr.prefix_len(), u128::from(u32::from(a)), class),
+                IpAddr::V4(a) => {
+                    t.v4.insert(cidr.prefix_len(), u128::from(u32::from(a)), class)
+                }
                 IpAddr::V6(a) => t.v6.insert(cidr.prefix_len(), u128::from(a), class),
             };
             if !fresh {

@@ -75,3 +75,23 @@ fn text_only_record_is_valid() {
     assert_eq!(r.host, Host::None);
     assert_eq!(&*r.text, "hello");
 }
+
+#[test]
+fn zone_and_region_are_read_in_lower_case_and_checked() {
+    let r = Record::parse(br#"{"host":"10.0.0.1","zone":"FR","region":"europe","weight":3}"#)
+        .expect("valid");
+    assert_eq!((&*r.zone, &*r.region, r.weight), ("fr", "europe", 3));
+    let r = Record::parse(br#"{"host":"10.0.0.1","zone":null}"#).expect("valid");
+    assert_eq!((&*r.zone, &*r.region), ("", ""));
+    for bad in [
+        r#"{"host":"10.0.0.1","zone":"fr.paris"}"#,
+        r#"{"host":"10.0.0.1","region":"-eu"}"#,
+        r#"{"host":"10.0.0.1","region":"é"}"#,
+    ] {
+        let err = Record::parse(bad.as_bytes()).expect_err(bad);
+        assert!(matches!(err, RecordError::Locality { .. }), "{bad}: {err}");
+    }
+    let long = format!(r#"{{"host":"10.0.0.1","zone":"{}"}}"#, "a".repeat(64));
+    assert!(Record::parse(long.as_bytes()).is_err());
+    assert!(Record::parse(br#"{"host":"10.0.0.1","zone":5}"#).is_err());
+}

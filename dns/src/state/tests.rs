@@ -20,7 +20,11 @@ const VALUES: &[(&str, &str, i64)] = &[
         r#"{"host":"10.0.0.1","ttl":60}"#,
         0,
     ),
-    ("/skydns/com/example/v6", r#"{"host":"2001:db8::1"}"#, 0),
+    (
+        "/skydns/com/example/v6",
+        r#"{"host":"2001:db8::1","zone":"fr","region":"Europe","weight":2}"#,
+        0,
+    ),
     (
         "/skydns/com/example/leased",
         r#"{"host":"10.0.0.5","ttl":300}"#,

@@ -66,6 +66,16 @@ fn blocks_longer_than_what_the_client_revealed_do_not_match() {
 }
 
 #[test]
+fn localities_are_kept_in_lower_case() {
+    let t = Topology::from_yaml("- cidr: 10.0.0.0/8\n  region: Europe\n  zone: FR\n")
+        .expect("valid map");
+    assert_eq!(
+        name(&t, t.lookup(ip("10.0.0.1"), 32)),
+        Some(("fr.europe".into(), 8))
+    );
+}
+
+#[test]
 fn an_empty_file_is_an_empty_map() {
     for text in ["", "  \n", "[]"] {
         let t = Topology::from_yaml(text).expect("empty map");
@@ -90,8 +100,8 @@ fn bad_maps_are_refused_with_the_entry_and_the_reason() {
             "not an IP address or CIDR",
         ),
         (
-            "- cidr: 10.0.0.0/8\n  region: Europe\n",
-            "region \"Europe\" is not a lower-case DNS label",
+            "- cidr: 10.0.0.0/8\n  region: euro pe\n",
+            "region \"euro pe\" is not a DNS label",
         ),
         (
             "- cidr: 10.0.0.0/8\n  region: europe\n  zone: fr.paris\n",
