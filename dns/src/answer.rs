@@ -32,6 +32,7 @@ use wire::{Section, Writer};
 
 pub mod ecs;
 pub(crate) mod edns;
+pub mod select;
 pub mod wire;
 
 /// Largest UDP payload we advertise and send by default (DNS flag day 2020: avoids IP
