@@ -18,6 +18,7 @@
 //! (RFC 2181 §8). Nothing here logs: outcomes are returned and counted by the caller.
 
 use rustc_hash::FxHashSet as HashSet;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
@@ -28,6 +29,8 @@ use crate::index::{Entry, Records, Zone};
 use crate::key::{name_to_key, strip_labels};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, default_ns, soa_names};
+use crate::topology::{Locality, Topology};
+use ecs::ClientSubnet;
 use wire::{Section, Writer};
 
 pub mod ecs;
@@ -108,18 +111,33 @@ pub enum Outcome {
 pub struct AnswerOptions {
     /// Largest UDP payload we send and advertise in our OPT record.
     pub max_udp_payload: u16,
+    /// A topology map is configured: answers may depend on the client's locality (the fast
+    /// path then leaves names whose records carry one to the general path).
+    pub by_locality: bool,
 }
 
 impl Default for AnswerOptions {
     fn default() -> Self {
         Self {
             max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
+            by_locality: false,
         }
     }
 }
 
-/// Answers one received message. `rotation` picks the order of multi-record answers (callers
-/// pass a counter so that consecutive answers rotate).
+/// Who asked, for answers that depend on it: the query's source address and the topology map
+/// (`--topology`) that places it.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'t> {
+    /// The source address of the query.
+    pub addr: IpAddr,
+    /// The map of client subnets to localities.
+    pub topology: &'t Topology,
+}
+
+/// Answers one received message, to a client whose locality is unknown (see [`respond_to`]).
+/// `rotation` picks the order of multi-record answers and the weighted choice (callers pass a
+/// counter so that consecutive answers rotate).
 pub fn respond(
     records: &Records,
     request: &[u8],
@@ -128,6 +146,31 @@ pub fn respond(
     now: Instant,
     rotation: usize,
 ) -> Outcome {
+    respond_to(records, request, transport, opts, now, rotation, None)
+}
+
+/// The client and what placed it: its locality, the map entry that matched and how much of
+/// its address it revealed.
+struct Placed<'t> {
+    locality: Option<&'t Locality>,
+    ecs: Option<ClientSubnet>,
+    addr: IpAddr,
+    topology: &'t Topology,
+    prefix: Option<u8>,
+}
+
+/// Answers one received message from `asker` (with a topology map: answers by locality
+/// (`answer::select`), and the EDNS Client Subnet option read, checked and echoed with the
+/// scope the answer covers, RFC 7871).
+pub fn respond_to(
+    records: &Records,
+    request: &[u8],
+    transport: Transport,
+    opts: AnswerOptions,
+    now: Instant,
+    rotation: usize,
+    asker: Option<Asker<'_>>,
+) -> Outcome {
     if request.len() < 12 {
         return Outcome::Drop(DropReason::Short);
     }
@@ -135,16 +178,37 @@ pub fn respond(
         return Outcome::Drop(DropReason::NotQuery);
     }
     let cleaned: Vec<u8>;
+    let mut ecs = None;
     let request = match edns::scan(request) {
         edns::Scan::Malformed => return formerr_from_header(request),
         edns::Scan::Options { rdlen_at, end } => {
-            // We use no option: hickory does not see them, so an option it cannot read (a
-            // subnet of an unknown family, say) neither fails the query nor logs a line.
+            if asker.is_some() {
+                match ClientSubnet::find(&request[rdlen_at + 2..end]) {
+                    Ok(found) => ecs = found,
+                    Err(_) => return formerr_from_header(request),
+                }
+            }
+            // hickory does not see the options, so an option it cannot read (a subnet of an
+            // unknown family, say) neither fails the query nor logs a line.
             cleaned = [&request[..rdlen_at], &[0, 0], &request[end..]].concat();
             &cleaned
         }
         edns::Scan::Plain => request,
     };
+    let placed = asker.map(|a| {
+        let (addr, revealed) = match ecs {
+            Some(e) => (e.addr, e.source),
+            None => (a.addr, if a.addr.is_ipv4() { 32 } else { 128 }),
+        };
+        let found = a.topology.lookup(addr, revealed);
+        Placed {
+            locality: found.map(|m| a.topology.locality(m.class)),
+            ecs,
+            addr,
+            topology: a.topology,
+            prefix: found.map(|m| m.prefix),
+        }
+    });
     let req = match Message::from_vec(request) {
         Ok(m) => m,
         Err(_) => return formerr_from_header(request),
@@ -152,6 +216,7 @@ pub fn respond(
     let ours = opts.max_udp_payload.max(PLAIN_UDP_PAYLOAD);
     let edns = req.edns.as_ref().map(|e| Opt {
         dnssec_ok: e.flags().dnssec_ok,
+        ecs: placed.as_ref().and_then(|p| p.ecs).map(|e| (e, 0)),
     });
     let limit = usize::from(match transport {
         Transport::Tcp => u16::MAX,
@@ -205,13 +270,15 @@ pub fn respond(
             break 'rcode ResponseCode::ServFail;
         }
         resp.authoritative = !any_class;
-        let fixed = 12 + wire_len(query.name()) + 4 + edns.map_or(0, |_| wire::OPT_LEN);
+        let fixed = 12 + wire_len(query.name()) + 4 + edns.map_or(0, |e| e.len());
         let mut r = Resolver {
             records,
             now,
             rotation,
             out: Sections::default(),
             room: limit.saturating_sub(fixed),
+            client: placed.as_ref().and_then(|p| p.locality),
+            depends: false,
         };
         let rcode = match r.resolve(query, zi, zone) {
             Ok(rcode) => rcode,
@@ -221,6 +288,20 @@ pub fn respond(
             }
         };
         resp.out = r.out;
+        // A client that revealed nothing (source 0) gets the answer for an unknown client,
+        // for every such client: scope 0 (RFC 7871 §7.1.2).
+        if r.depends
+            && let (
+                Some(p),
+                Some(Opt {
+                    ecs: Some((ecs, scope)),
+                    ..
+                }),
+            ) = (&placed, &mut resp.edns)
+            && ecs.source > 0
+        {
+            *scope = p.topology.scope(p.addr, p.prefix);
+        }
         if any_class {
             resp.out.authorities.clear();
             resp.out.additionals.clear();
@@ -238,6 +319,15 @@ struct TooBig;
 #[derive(Debug, Clone, Copy)]
 struct Opt {
     dnssec_ok: bool,
+    /// The client subnet to echo, with its scope.
+    ecs: Option<(ClientSubnet, u8)>,
+}
+
+impl Opt {
+    /// Bytes of our OPT record.
+    fn len(&self) -> usize {
+        wire::OPT_LEN + self.ecs.map_or(0, |(e, _)| e.wire_len())
+    }
 }
 
 /// A response before encoding.
@@ -278,7 +368,7 @@ impl Response<'_> {
             w.question(q);
         }
         let question_end = w.position();
-        let opt_len = self.edns.map_or(0, |_| wire::OPT_LEN);
+        let opt_len = self.edns.map_or(0, |e| e.len());
         let mut truncated = self.truncated;
         if !truncated {
             for r in &self.out.answers {
@@ -304,10 +394,16 @@ impl Response<'_> {
             w.set_flags(TC_FLAG, true);
         }
         if let Some(e) = self.edns {
+            let mut options = [0u8; 24];
+            let n = e
+                .ecs
+                .and_then(|(ecs, scope)| ecs.write(scope, &mut options))
+                .unwrap_or(0);
             w.opt(
                 self.payload,
                 u8::try_from(rcode >> 4).unwrap_or(0),
                 e.dnssec_ok,
+                &options[..n],
             );
         }
         let bytes = w.finish();
@@ -365,6 +461,10 @@ struct Resolver<'a> {
     /// What the answer and authority sections may still take, counted with
     /// [`wire::min_len`]: past it the answer cannot fit and collecting stops.
     room: usize,
+    /// The client's locality, when known.
+    client: Option<&'a Locality>,
+    /// An answer depended on the client's locality.
+    depends: bool,
 }
 
 /// The name being answered: the owner name as asked (its case is echoed), its entries, and
@@ -579,8 +679,8 @@ impl<'a> Resolver<'a> {
             zone,
         } = *node;
         match qtype {
-            RecordType::A => self.addresses(owner, entries, true, self.room),
-            RecordType::AAAA => self.addresses(owner, entries, false, self.room),
+            RecordType::A => self.chosen_addresses(owner, entries, true),
+            RecordType::AAAA => self.chosen_addresses(owner, entries, false),
             RecordType::TXT => self.txt(owner, entries),
             RecordType::MX => self.targets(owner, entries, Kind::Mx),
             RecordType::SRV => self.targets(owner, entries, Kind::Srv),
@@ -622,6 +722,23 @@ impl<'a> Resolver<'a> {
             .map(|e| self.records.ttl(e, self.now))
             .min()
             .unwrap_or(SOA_MINIMUM)
+    }
+
+    /// The A (or AAAA) answer: the addresses [`select`] leaves for this client.
+    fn chosen_addresses(
+        &mut self,
+        owner: &Name,
+        entries: &[&Entry],
+        v4: bool,
+    ) -> Result<Vec<Record>, TooBig> {
+        let (mut chosen, depends) = select::by_locality(entries, v4, self.client);
+        self.depends |= depends == select::Depends::OnLocality;
+        if select::weighted(&chosen)
+            && let Some(i) = select::pick(&chosen, self.rotation as u64)
+        {
+            chosen = vec![chosen[i]];
+        }
+        self.addresses(owner, &chosen, v4, self.room)
     }
 
     /// The A (or AAAA) records of the entries, while they take at most `room` bytes.

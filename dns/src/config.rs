@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
 use crate::cidr::Cidr;
 use crate::server::rrl::RrlConfig;
+use crate::topology::Topology;
 
 use fedplane_ops::etcd::EtcdFlags;
 pub use fedplane_ops::etcd::{EtcdSettings, PASSWORD_ENV};
@@ -142,6 +144,13 @@ pub struct Cli {
     /// every hour while etcd confirms them unchanged [default: 7d]
     #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub state_max_age: Option<Duration>,
+    /// YAML list of client subnets and their localities ({cidr, region, zone} entries): a
+    /// client's locality, from its EDNS Client Subnet option or else its address (longest
+    /// prefix), picks the addresses of records whose "zone"/"region" match it (its zone's,
+    /// else its region's, else all), and ECS is then read and echoed with its scope (RFC 7871)
+    /// [default: none, every client gets every address]
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
     /// YAML file with the same settings (see dns/fedplane-dns.example.yaml); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -192,6 +201,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Oldest snapshot served, e.g. `7d`.
     pub state_max_age: Option<String>,
+    /// The client topology map file.
+    pub topology: Option<PathBuf>,
     /// etcd connection.
     #[serde(default)]
     pub etcd: EtcdFlags,
@@ -230,6 +241,8 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     /// A snapshot saved longer ago is not served.
     pub state_max_age: Duration,
+    /// Where clients are (`--topology`), read and checked.
+    pub topology: Option<Arc<Topology>>,
     /// etcd.
     pub etcd: EtcdSettings,
 }
@@ -266,6 +279,18 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         source,
     })?;
     serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads and checks a `--topology` file.
+pub fn read_topology(path: &Path) -> Result<Topology, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Topology::from_yaml(&text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string(),
     })
@@ -444,6 +469,10 @@ impl Settings {
                 (None, Some(s)) => parse_age(&s)
                     .map_err(|e| ConfigError::Invalid(format!("state_max_age: {e}")))?,
                 (None, None) => crate::state::DEFAULT_MAX_AGE,
+            },
+            topology: match cli.topology.or(file.topology) {
+                None => None,
+                Some(path) => Some(Arc::new(read_topology(&path)?)),
             },
             etcd,
         })

@@ -79,6 +79,9 @@ pub struct Compiled {
     a: Answer,
     aaaa: Answer,
     zone: u16,
+    /// Its address records carry a zone or region: with a topology map its answers depend on
+    /// the client, and take the general path.
+    located: bool,
     /// For a name with more than [`MAX_COMPILED_RECORDS`] records: the least bytes its SRV,
     /// MX and TXT answer sections take, so that queries they cannot fit get TC-only here.
     others: Option<Box<Others>>,
@@ -209,6 +212,13 @@ fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
     if entries.is_empty() || (has_alias && !has_address) {
         return None; // nothing here, or a CNAME: its answer depends on other names
     }
+    if crate::answer::select::weighted(&entries) {
+        return None; // one address chosen by weight per query
+    }
+    let located = entries.iter().any(|e| {
+        matches!(e.record.host, Host::V4(_) | Host::V6(_))
+            && (!e.record.zone.is_empty() || !e.record.region.is_empty())
+    });
     let many = entries.len() > MAX_COMPILED_RECORDS;
     if !many && entries.iter().any(|e| e.lease != 0) {
         return None; // TTLs follow the lease: computed per query
@@ -218,6 +228,7 @@ fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
         a: answer(records, &entries, true, many, now),
         aaaa: answer(records, &entries, false, many, now),
         zone: u16::try_from(zi).ok()?,
+        located,
         others: many.then(|| Box::new(others(records, &entries))),
     })
 }
@@ -570,6 +581,11 @@ pub fn respond_fast_over(
         if rdlen > 0 && !crate::answer::edns::options_tile(&req[qend + 11..]) {
             return None; // malformed options: the general path answers FORMERR
         }
+        if opts.by_locality
+            && crate::answer::edns::has_option(&req[qend + 11..], crate::answer::ecs::CODE)
+        {
+            return None; // a client subnet to read and echo: the general path
+        }
         Some((u16::from_be_bytes([opt[3], opt[4]]), opt[7] & 0x80))
     } else if qend != req.len() {
         return None;
@@ -581,6 +597,9 @@ pub fn respond_fast_over(
     let least;
     let (zone, answer, rcode) = match table.lookup(wire) {
         Some(Some(compiled)) => {
+            if opts.by_locality && compiled.located {
+                return None; // answered by the client's locality: the general path
+            }
             let answer = match qtype {
                 1 => &compiled.a,
                 28 => &compiled.aaaa,

@@ -199,6 +199,39 @@ impl Topology {
         }
     }
 
+    /// The ECS scope of an answer that depended on the locality of the client at `ip`, whose
+    /// lookup matched a block of `matched` bits (`None`: no block): the shortest prefix of
+    /// `ip` over which that answer holds, so that a resolver caching it by subnet never gives
+    /// it to a client the map places elsewhere. That is the matched block's length, longer
+    /// when a more specific block inside it does not hold `ip` (`10.1.0.0/16` around
+    /// `10.1.7.0/24`) or holds it but was longer than what the client revealed; without a
+    /// match, one bit more than `ip` shares with the nearest block (0 for a map without blocks
+    /// of that family).
+    pub fn scope(&self, ip: IpAddr, matched: Option<u8>) -> u8 {
+        let (fam, addr, bits) = match canonical(ip) {
+            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a)) << 96, 32u8),
+            IpAddr::V6(a) => (&self.v6, u128::from(a), 128u8),
+        };
+        let shift = if bits == 32 { 96 } else { 0 };
+        let mut scope = matched.unwrap_or(0);
+        for (len, map) in &fam.by_len {
+            for net in map.keys() {
+                let net = net << shift;
+                let shared = u8::try_from((net ^ addr).leading_zeros()).unwrap_or(128);
+                if shared < *len {
+                    // A block that does not hold ip: the answer holds only where it does not
+                    // reach, past the bits ip shares with it.
+                    scope = scope.max(shared.saturating_add(1).min(bits));
+                } else if Some(*len) > matched {
+                    // A block that holds ip but is more specific than what the client
+                    // revealed (so it was not used): the answer is not for that block.
+                    scope = scope.max(*len);
+                }
+            }
+        }
+        scope
+    }
+
     /// The locality of a class that [`Topology::lookup`] returned.
     pub fn locality(&self, class: u16) -> &Locality {
         &self.localities[usize::from(class)]

@@ -4,7 +4,8 @@
 use hickory_proto::op::Message;
 use hickory_proto::rr::Record;
 
-/// The message's ID, flags, RCODE, question, sections and EDNS as one string, names
+/// The message's ID, flags, RCODE, question, sections and EDNS (with its options) as one
+/// string, names
 /// lowercased (in RDATA too: one path may compress a name in RDATA into the question, whose
 /// case the client chose, where another writes it whole). Panics if the message does not
 /// parse: every answer we send must.
@@ -39,9 +40,12 @@ pub fn dns_view(bytes: &[u8]) -> String {
         section(&m.answers),
         section(&m.authorities),
         section(&m.additionals),
-        m.edns
-            .as_ref()
-            .map(|e| (e.max_payload(), e.flags().dnssec_ok, e.version())),
+        m.edns.as_ref().map(|e| (
+            e.max_payload(),
+            e.flags().dnssec_ok,
+            e.version(),
+            e.options()
+        )),
     )
 }
 

@@ -7,9 +7,11 @@
 //! without a locality count only in the last step. A name whose records carry no locality
 //! answers the same to everyone (and an ECS answer then says scope 0).
 //!
-//! Weight: when any of those records carries a `weight`, one address is answered, chosen with
-//! a probability proportional to its weight (a record without one weighs the SkyDNS default,
-//! 100), among the addresses the locality step left. The choice is a function of a per-query
+//! Weight: when any of those records carries a `weight` and no `port`, one address is
+//! answered, chosen with a probability proportional to its weight (a record without one weighs
+//! the SkyDNS default, 100), among the addresses the locality step left. A record with a port
+//! is an SRV record's: its weight is the SRV weight (RFC 2782) and leaves its A and AAAA
+//! answers alone, as CoreDNS answers them. The choice is a function of a per-query
 //! number the caller passes (a counter), mixed by SplitMix64, so the shares follow the weights
 //! within a fraction of a percent over any few thousand queries, and both paths choose alike.
 
@@ -73,9 +75,14 @@ pub fn by_locality<'e>(
     }
 }
 
-/// Whether any of `entries` carries a weight: then one address is answered.
+/// Whether any address record of `entries` carries a weight and no port: then one address is
+/// answered.
 pub fn weighted(entries: &[&Entry]) -> bool {
-    entries.iter().any(|e| e.record.weight != 0)
+    entries.iter().any(|e| {
+        e.record.weight != 0
+            && e.record.port == Some(0)
+            && matches!(e.record.host, Host::V4(_) | Host::V6(_))
+    })
 }
 
 /// SplitMix64: a counter in, a well-mixed number out.
@@ -220,6 +227,9 @@ mod tests {
         let plain = [entry(r#"{"host":"10.0.1.1"}"#)];
         let refs: Vec<&Entry> = plain.iter().collect();
         assert!(!weighted(&refs));
+        let srv = [entry(r#"{"host":"10.0.1.1","port":80,"weight":5}"#)];
+        let refs: Vec<&Entry> = srv.iter().collect();
+        assert!(!weighted(&refs), "an SRV weight");
         assert_eq!(pick(&[], 7), None);
     }
 

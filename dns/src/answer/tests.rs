@@ -833,3 +833,217 @@ fn names_in_rdata_are_compressed_except_srv_targets() {
     let m = Message::from_vec(&bytes).expect("parses");
     assert_eq!(m.answers[0].data.to_string(), "10 mail.example.com.");
 }
+
+/// The records of a name in three clusters (zone fr and de of region europe, zone us of
+/// america), and a map placing 127.0.0.1 in fr, 127.0.1.0/24 in europe only, 10.3.0.0/16 in
+/// us, and 10.1.0.0/16 in de with 10.1.7.0/24 inside it in fr.
+fn located() -> (Records, crate::topology::Topology) {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/a/fcp",
+            r#"{"host":"10.0.1.1","zone":"fr","region":"europe"}"#,
+        ),
+        (
+            "/skydns/com/example/a/ber",
+            r#"{"host":"10.0.2.1","zone":"de","region":"europe"}"#,
+        ),
+        (
+            "/skydns/com/example/a/usa",
+            r#"{"host":"10.0.3.1","zone":"us","region":"america"}"#,
+        ),
+        ("/skydns/com/example/plain/x", r#"{"host":"10.0.9.1"}"#),
+    ]);
+    let t = crate::topology::Topology::from_yaml(
+        "- {cidr: 127.0.0.1/32, region: europe, zone: fr}
+- {cidr: 127.0.1.0/24, region: europe}
+- {cidr: 10.3.0.0/16, region: america, zone: us}
+- {cidr: 10.1.0.0/16, region: europe, zone: de}
+- {cidr: 10.1.7.0/24, region: europe, zone: fr}
+",
+    )
+    .expect("valid map");
+    (s, t)
+}
+
+fn ask_from(s: &Records, t: &crate::topology::Topology, from: &str, q: &[u8]) -> Outcome {
+    respond_to(
+        s,
+        q,
+        Transport::Udp,
+        AnswerOptions {
+            by_locality: true,
+            ..AnswerOptions::default()
+        },
+        Instant::now(),
+        0,
+        Some(Asker {
+            addr: from.parse().expect("ip"),
+            topology: t,
+        }),
+    )
+}
+
+fn ecs_option(family: u16, source: u8, scope: u8, addr: &[u8]) -> Vec<u8> {
+    let mut o = 8u16.to_be_bytes().to_vec();
+    o.extend_from_slice(&u16::try_from(4 + addr.len()).expect("small").to_be_bytes());
+    o.extend_from_slice(&family.to_be_bytes());
+    o.extend_from_slice(&[source, scope]);
+    o.extend_from_slice(addr);
+    o
+}
+
+fn reply(o: Outcome) -> (Vec<u8>, Message) {
+    let Outcome::Reply { bytes, .. } = o else {
+        panic!("dropped")
+    };
+    let m = Message::from_vec(&bytes).expect("response parses");
+    (bytes, m)
+}
+
+#[test]
+fn the_client_gets_the_addresses_of_its_zone_else_its_region_else_all() {
+    let (s, t) = located();
+    let q = query_bytes("a.example.com.", RecordType::A, Some(1232));
+    let from = |addr: &str| answers(&reply(ask_from(&s, &t, addr, &q)).1);
+    assert_eq!(from("127.0.0.1"), vec!["10.0.1.1"]);
+    assert_eq!(from("127.0.1.9"), vec!["10.0.1.1", "10.0.2.1"]);
+    assert_eq!(from("10.3.4.5"), vec!["10.0.3.1"]);
+    assert_eq!(from("10.1.7.7"), vec!["10.0.1.1"]);
+    assert_eq!(from("10.1.8.8"), vec!["10.0.2.1"]);
+    assert_eq!(from("192.0.2.1"), vec!["10.0.1.1", "10.0.2.1", "10.0.3.1"]);
+    assert_eq!(from("::ffff:10.3.0.1"), vec!["10.0.3.1"]);
+    // Without a map (or to the plain respond), everyone gets everything.
+    assert_eq!(answers(&ask(&s, "a.example.com.", RecordType::A)).len(), 3);
+}
+
+#[test]
+fn a_client_subnet_places_the_client_and_is_echoed_with_the_scope_of_the_answer() {
+    let (s, t) = located();
+    let cases: [(Vec<u8>, &[&str], u8); 6] = [
+        // 10.3.9.0/24 is in 10.3.0.0/16: us, and the answer holds for that /16.
+        (ecs_option(1, 24, 0, &[10, 3, 9]), &["10.0.3.1"], 16),
+        // 10.1.0.0/16 (de) holds a /24 in fr that does not hold 10.1.8.0: the answer holds
+        // for 10.1.8.0/21 (one bit past what 10.1.8.0 shares with 10.1.7.0).
+        (ecs_option(1, 24, 0, &[10, 1, 8]), &["10.0.2.1"], 21),
+        (ecs_option(1, 24, 0, &[10, 1, 7]), &["10.0.1.1"], 24),
+        // Revealing only 10.1.0.0/20: placed in the /16 (de); the fr /24 at 10.1.7.0 lies in
+        // that /20, so the answer holds only for 10.1.0.0/22 (a scope past the source).
+        (ecs_option(1, 20, 0, &[10, 1, 0]), &["10.0.2.1"], 22),
+        // No block: everything, for the /1 that no block reaches.
+        (
+            ecs_option(1, 24, 0, &[192, 0, 2]),
+            &["10.0.1.1", "10.0.2.1", "10.0.3.1"],
+            1,
+        ),
+        // Source 0 ("do not use my address"): the answer for an unknown client, scope 0.
+        (
+            ecs_option(1, 0, 0, &[]),
+            &["10.0.1.1", "10.0.2.1", "10.0.3.1"],
+            0,
+        ),
+    ];
+    for (option, want, scope) in cases {
+        let q = query_with_options(&option, 1);
+        // The source address (127.0.0.1, in fr) is not used: the subnet is.
+        let (bytes, m) = reply(ask_from(&s, &t, "127.0.0.1", &q));
+        assert_eq!(answers(&m), want, "{option:?}");
+        let mut echoed = option.clone();
+        echoed[7] = scope;
+        assert!(
+            bytes.ends_with(&echoed),
+            "{option:?}: scope {scope} not echoed in {bytes:?}"
+        );
+        assert_eq!(
+            usize::from(bytes[bytes.len() - echoed.len() - 1]),
+            echoed.len()
+        );
+    }
+    // A name whose records carry no locality answers everyone alike: scope 0.
+    let q = [
+        &b"\x10\x92\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x05plain\x07example\x03com\x00\x00\x01\x00\x01"[..],
+        &[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11],
+        &ecs_option(1, 24, 0, &[10, 3, 9]),
+    ]
+    .concat();
+    let (bytes, m) = reply(ask_from(&s, &t, "127.0.0.1", &q));
+    assert_eq!(answers(&m), vec!["10.0.9.1"]);
+    assert!(bytes.ends_with(&ecs_option(1, 24, 0, &[10, 3, 9])));
+}
+
+#[test]
+fn a_malformed_client_subnet_is_formerr_with_a_map_and_ignored_without() {
+    let (s, t) = located();
+    for option in [
+        ecs_option(1, 24, 0, &[10, 3, 9, 0]),
+        ecs_option(1, 20, 0, &[10, 3, 0x0f]),
+        ecs_option(3, 0, 0, &[]),
+        [ecs_option(1, 8, 0, &[10]), ecs_option(1, 8, 0, &[10])].concat(),
+    ] {
+        let q = query_with_options(&option, 1);
+        let Outcome::Reply { rcode, .. } = ask_from(&s, &t, "127.0.0.1", &q) else {
+            panic!("dropped")
+        };
+        assert_eq!(rcode, ResponseCode::FormErr, "{option:?}");
+        let Outcome::Reply { rcode, bytes, .. } = udp(&s, &q) else {
+            panic!("dropped")
+        };
+        assert_eq!(rcode, ResponseCode::NoError, "{option:?}");
+        assert!(
+            bytes.ends_with(&[0, 0]),
+            "an option echoed without a map: {bytes:?}"
+        );
+    }
+}
+
+#[test]
+fn weighted_addresses_answer_one_address_in_proportion() {
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/w/a",
+            r#"{"host":"10.0.0.1","weight":3}"#,
+        ),
+        (
+            "/skydns/com/example/w/b",
+            r#"{"host":"10.0.0.2","weight":1}"#,
+        ),
+        (
+            "/skydns/com/example/w/c",
+            r#"{"host":"10.0.0.3","weight":1}"#,
+        ),
+        // An SRV record's weight leaves its name's A answer whole.
+        (
+            "/skydns/com/example/srv/a",
+            r#"{"host":"10.0.1.1","port":80,"weight":5}"#,
+        ),
+        (
+            "/skydns/com/example/srv/b",
+            r#"{"host":"10.0.1.2","port":80,"weight":1}"#,
+        ),
+    ]);
+    let q = query_bytes("w.example.com.", RecordType::A, Some(1232));
+    let mut counts = std::collections::BTreeMap::new();
+    for rotation in 0..10_000 {
+        let Outcome::Reply { bytes, .. } = respond(
+            &s,
+            &q,
+            Transport::Udp,
+            AnswerOptions::default(),
+            Instant::now(),
+            rotation,
+        ) else {
+            panic!("dropped")
+        };
+        let m = Message::from_vec(&bytes).expect("parses");
+        let got = answers(&m);
+        assert_eq!(got.len(), 1);
+        *counts.entry(got[0].clone()).or_insert(0u32) += 1;
+    }
+    for (ip, want) in [("10.0.0.1", 0.6), ("10.0.0.2", 0.2), ("10.0.0.3", 0.2)] {
+        let share = f64::from(counts[ip]) / 10_000.0;
+        assert!((share - want).abs() < 0.03, "{counts:?}");
+    }
+    assert_eq!(
+        answers(&ask(&s, "srv.example.com.", RecordType::A)).len(),
+        2
+    );
+}

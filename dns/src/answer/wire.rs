@@ -98,12 +98,15 @@ impl Writer {
         self.bump(4);
     }
 
-    /// An OPT record: our payload size, the upper bits of the response code, the DO bit.
-    pub fn opt(&mut self, payload: u16, rcode_high: u8, dnssec_ok: bool) {
+    /// An OPT record: our payload size, the upper bits of the response code, the DO bit, and
+    /// its options (encoded: code, length, data).
+    pub fn opt(&mut self, payload: u16, rcode_high: u8, dnssec_ok: bool, options: &[u8]) {
         self.buf.extend_from_slice(&[0, 0, 41]);
         self.u16(payload);
         self.buf
-            .extend_from_slice(&[rcode_high, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+            .extend_from_slice(&[rcode_high, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+        self.u16(u16::try_from(options.len()).unwrap_or(0));
+        self.buf.extend_from_slice(options);
         self.bump(Section::Additional as usize);
     }
 

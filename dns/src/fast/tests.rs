@@ -45,7 +45,52 @@ fn value() -> impl Strategy<Value = (String, bool)> {
         // SkyDNS groups: the shortest keys with a group pick it
         (any::<u8>(), prop::sample::select(vec!["g1", "g2"]))
             .prop_map(|(i, g)| (format!(r#"{{"host":"10.0.2.{i}","group":"{g}"}}"#), false)),
+        // addresses with a locality, answered by the client's
+        (
+            any::<u8>(),
+            prop::sample::select(vec!["fr", "us", "de"]),
+            prop::sample::select(vec!["europe", "america"])
+        )
+            .prop_map(|(i, z, r)| (
+                format!(r#"{{"host":"10.0.5.{i}","zone":"{z}","region":"{r}"}}"#),
+                false
+            )),
+        // weighted addresses (one answered), and an SRV weight (not one)
+        (any::<u8>(), 0u16..5)
+            .prop_map(|(i, w)| (format!(r#"{{"host":"10.0.6.{i}","weight":{w}}}"#), false)),
+        (any::<u8>(), 1u16..5).prop_map(|(i, w)| (
+            format!(r#"{{"host":"10.0.7.{i}","port":80,"weight":{w}}}"#),
+            false
+        )),
     ]
+}
+
+/// The map the locality property test places clients with.
+fn topology() -> crate::topology::Topology {
+    crate::topology::Topology::from_yaml(
+        "- {cidr: 10.0.0.0/8, region: europe, zone: fr}\n- {cidr: 10.1.0.0/16, region: america, zone: us}\n- {cidr: 'fd00::/8', region: europe}\n",
+    )
+    .expect("valid map")
+}
+
+/// `q` (with an OPT record and no option) with an EDNS Client Subnet option for `addr`/`source`.
+fn with_ecs(mut q: Vec<u8>, addr: [u8; 4], source: u8) -> Vec<u8> {
+    let octets = usize::from(source.div_ceil(8));
+    let mut masked = addr;
+    for (i, b) in masked.iter_mut().enumerate() {
+        let keep = u32::from(source)
+            .saturating_sub(8 * u32::try_from(i).expect("small"))
+            .min(8);
+        *b &= if keep == 0 { 0 } else { 0xFFu8 << (8 - keep) };
+    }
+    let len = q.len();
+    let rdlen = u16::try_from(8 + octets).expect("small");
+    q[len - 2..].copy_from_slice(&rdlen.to_be_bytes());
+    q.extend_from_slice(&[0, 8]);
+    q.extend_from_slice(&u16::try_from(4 + octets).expect("small").to_be_bytes());
+    q.extend_from_slice(&[0, 1, source, 0]);
+    q.extend_from_slice(&masked[..octets]);
+    q
 }
 
 /// Many leaves under one name (more than MAX_COMPILED_RECORDS, sometimes more than fit a
@@ -170,6 +215,7 @@ proptest! {
         rotation in 0usize..7,
         outside in prop::sample::select(vec![None, Some("example.org."), Some("com.")]),
         tcp in any::<bool>(),
+        client in prop::option::of((any::<[u8; 4]>(), prop::option::of(0u8..=32))),
     ) {
         // the many leaves' name, asked half the time
         let big_key = big.as_ref().and_then(|b| Some(b.first()?.0.rsplit_once('/')?.0.to_owned()));
@@ -186,11 +232,24 @@ proptest! {
             .enumerate()
             .map(|(i, c)| if upper >> (i % 32) & 1 == 1 { c.to_ascii_uppercase() } else { c })
             .collect();
-        let q = query(&name, qtype, edns);
+        let mut q = query(&name, qtype, edns);
         let mut out = [0u8; MAX_FAST_RESPONSE];
         // our payload: the default, or larger (--max-udp-payload), so that big answers come
         // near the limit
-        let opts = AnswerOptions { max_udp_payload: ours };
+        let opts = AnswerOptions {
+            max_udp_payload: ours,
+            by_locality: client.is_some(),
+        };
+        // With a topology map: a client placed by its address (10.x mostly) and sometimes by
+        // a client subnet option.
+        let map = topology();
+        let asker = client.map(|(addr, ecs)| {
+            let addr = [10, addr[1] % 3, addr[2], addr[3]];
+            if let (Some(source), Some(_)) = (ecs, edns) {
+                q = with_ecs(std::mem::take(&mut q), addr, source);
+            }
+            crate::answer::Asker { addr: std::net::IpAddr::from(addr), topology: &map }
+        });
         let (fast, transport) = if tcp {
             (respond_fast_over(&s.records, &s.table, &q, opts, rotation, &mut out, Transport::Tcp), Transport::Tcp)
         } else {
@@ -198,7 +257,51 @@ proptest! {
         };
         if let Some(n) = fast {
             let Outcome::Reply { bytes, .. } =
-                respond(&s.records, &q, transport, opts, Instant::now(), rotation)
+                crate::answer::respond_to(&s.records, &q, transport, opts, Instant::now(), rotation, asker)
+            else { panic!("general path dropped a query the fast path answered") };
+            prop_assert_eq!(seen(&out[..n]), seen(&bytes));
+        }
+    }
+
+    /// Names whose addresses carry localities or weights, asked by placed clients (by
+    /// address or client subnet) and unplaced ones: whenever the fast path answers, the
+    /// general path answers the same.
+    #[test]
+    fn located_and_weighted_names_answer_alike_on_both_paths(
+        hosts in prop::collection::vec((0u8..4, prop::sample::select(vec!["fr", "us", "de"]), prop::sample::select(vec!["europe", "america"]), 0u16..4), 1..6),
+        client in prop::option::of((any::<[u8; 4]>(), prop::option::of(0u8..=32))),
+        aaaa in any::<bool>(),
+        rotation in 0usize..50,
+    ) {
+        let recs: Vec<(String, (String, bool))> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, z, r, w))| {
+                let host = if aaaa && i % 2 == 0 { format!("fd00::{i}") } else { format!("10.0.9.{i}") };
+                let extra = match kind {
+                    0 => String::new(),
+                    1 => format!(r#","zone":"{z}","region":"{r}""#),
+                    2 => format!(r#","weight":{w}"#),
+                    _ => format!(r#","region":"{r}","weight":{w}"#),
+                };
+                (format!("/skydns/com/example/gslb/x{i}"), (format!(r#"{{"host":"{host}"{extra}}}"#), false))
+            })
+            .collect();
+        let s = snapshot(&recs);
+        let map = topology();
+        let mut q = query("gslb.example.com.", if aaaa { RecordType::AAAA } else { RecordType::A }, Some((1232, false)));
+        let asker = client.map(|(addr, ecs)| {
+            let addr = [10, addr[1] % 3, addr[2], addr[3]];
+            if let Some(source) = ecs {
+                q = with_ecs(std::mem::take(&mut q), addr, source);
+            }
+            crate::answer::Asker { addr: std::net::IpAddr::from(addr), topology: &map }
+        });
+        let opts = AnswerOptions { by_locality: client.is_some(), ..AnswerOptions::default() };
+        let mut out = [0u8; MAX_FAST_RESPONSE];
+        if let Some(n) = respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out) {
+            let Outcome::Reply { bytes, .. } =
+                crate::answer::respond_to(&s.records, &q, Transport::Udp, opts, Instant::now(), rotation, asker)
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }
@@ -535,6 +638,7 @@ fn srv_and_txt_of_a_big_name_are_tc_only_exactly_when_the_general_path_truncates
     let s = snapshot(&recs);
     let opts = AnswerOptions {
         max_udp_payload: 65535,
+        ..AnswerOptions::default()
     };
     let mut out = [0u8; MAX_FAST_RESPONSE];
     for qtype in [RecordType::SRV, RecordType::TXT] {

@@ -21,7 +21,7 @@
 //! dropped with them: queued TCP queries learn it ([`Gone`]) and are answered where they are.
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -59,6 +59,7 @@ struct UdpJob {
 #[derive(Debug)]
 struct TcpJob {
     query: Vec<u8>,
+    peer: IpAddr,
     reply: oneshot::Sender<Option<Vec<u8>>>,
     _slot: OwnedSemaphorePermit,
 }
@@ -175,11 +176,13 @@ impl General {
         &self,
         slot: OwnedSemaphorePermit,
         query: Vec<u8>,
+        peer: IpAddr,
     ) -> Result<Option<Vec<u8>>, Gone> {
         let queue = self.queue.upgrade().ok_or(Gone)?;
         let (reply, answer) = oneshot::channel();
         queue.lock().tcp.push_back(TcpJob {
             query,
+            peer,
             reply,
             _slot: slot,
         });
@@ -204,16 +207,18 @@ pub fn serve_general(queue: &Queue, responder: &Responder, cancel: &Cancellation
     let dropped = |reason: &'static str| metrics::counter!("fedplane_dns_dropped_total", "transport" => "udp", "reason" => reason);
     let (send_error, stale) = (dropped("send_error"), dropped("stale"));
     let panicked = metrics::counter!("fedplane_dns_answer_panics_total");
-    let answer = |query: &[u8], transport| {
-        std::panic::catch_unwind(AssertUnwindSafe(|| responder.answer(query, transport)))
-            .unwrap_or_else(|_| {
-                panicked.increment(1);
-                error!(
-                    query = %hex(query),
-                    "answering a query panicked: dropped (please report this query)"
-                );
-                None
-            })
+    let answer = |query: &[u8], transport, peer| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            responder.answer(query, transport, peer)
+        }))
+        .unwrap_or_else(|_| {
+            panicked.increment(1);
+            error!(
+                query = %hex(query),
+                "answering a query panicked: dropped (please report this query)"
+            );
+            None
+        })
     };
     while !cancel.is_cancelled() {
         match queue.next(UDP_POLL) {
@@ -223,7 +228,7 @@ pub fn serve_general(queue: &Queue, responder: &Responder, cancel: &Cancellation
                     stale.increment(1);
                     continue;
                 }
-                if let Some(resp) = answer(&job.query, Transport::Udp)
+                if let Some(resp) = answer(&job.query, Transport::Udp, job.peer.ip())
                     && job.socket.send_to(&resp, job.peer).is_err()
                 {
                     send_error.increment(1);
@@ -232,7 +237,7 @@ pub fn serve_general(queue: &Queue, responder: &Responder, cancel: &Cancellation
             // Its connection gave up waiting (or is gone): nobody to answer.
             Some(Job::Tcp(job)) if job.reply.is_closed() => {}
             Some(Job::Tcp(job)) => {
-                let _ = job.reply.send(answer(&job.query, Transport::Tcp));
+                let _ = job.reply.send(answer(&job.query, Transport::Tcp, job.peer));
             }
         }
     }
@@ -246,6 +251,8 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     /// Waits (at most 5 s) until `n` TCP queries are queued.
     async fn queued_tcp(queue: &Queue, n: usize) {
@@ -284,7 +291,7 @@ mod tests {
         let slot = general.tcp_slot().await.expect("a slot");
         let tcp = tokio::spawn({
             let general = general.clone();
-            async move { general.tcp(slot, b"tcp".to_vec()).await }
+            async move { general.tcp(slot, b"tcp".to_vec(), LOCAL).await }
         });
         // Once it is queued (behind every UDP query), it is the next job.
         queued_tcp(&queue, 1).await;
@@ -308,7 +315,7 @@ mod tests {
             let slot = general.tcp_slot().await.expect("a slot");
             let general = general.clone();
             asked.push(tokio::spawn(async move {
-                general.tcp(slot, b"t".to_vec()).await
+                general.tcp(slot, b"t".to_vec(), LOCAL).await
             }));
         }
         queued_tcp(&queue, 3).await;
@@ -333,7 +340,7 @@ mod tests {
         let asked = tokio::spawn({
             let general = general.clone();
             let slot = slots.pop().expect("one");
-            async move { general.tcp(slot, b"q".to_vec()).await }
+            async move { general.tcp(slot, b"q".to_vec(), LOCAL).await }
         });
         queued_tcp(&queue, 1).await;
         let Some(Job::Tcp(job)) = queue.next(Duration::ZERO) else {
@@ -353,14 +360,14 @@ mod tests {
         let slot = general.tcp_slot().await.expect("a slot");
         let asked = tokio::spawn({
             let general = general.clone();
-            async move { general.tcp(slot, b"q".to_vec()).await }
+            async move { general.tcp(slot, b"q".to_vec(), LOCAL).await }
         });
         // Let it queue, then the threads end (their Arc goes, with the queued job).
         queued_tcp(&queue, 1).await;
         drop(queue);
         assert_eq!(asked.await.expect("join"), Err(Gone));
         let slot = general.tcp_slot().await.expect("a slot");
-        assert_eq!(general.tcp(slot, b"q".to_vec()).await, Err(Gone));
+        assert_eq!(general.tcp(slot, b"q".to_vec(), LOCAL).await, Err(Gone));
         let (socket, peer) = socket();
         assert!(!general.udp(&socket, peer, b"q"));
     }

@@ -18,7 +18,7 @@ pub mod rrl;
 pub mod tcp;
 pub mod udp;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,9 +30,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::answer::{AnswerOptions, Outcome, Transport, respond};
+use crate::answer::{AnswerOptions, Asker, Outcome, Transport, respond_to};
 use crate::fast;
 use crate::sync::Shared;
+use crate::topology::Topology;
 use conns::ConnTable;
 use rrl::{Limiter, RrlConfig};
 
@@ -67,16 +68,26 @@ pub enum ServerError {
 pub struct Responder {
     shared: Arc<Shared>,
     opts: AnswerOptions,
+    /// `--topology`: where clients are, for answers by locality.
+    topology: Option<Arc<Topology>>,
     tcp_idle_timeout: Duration,
     rotation: AtomicUsize,
 }
 
 impl Responder {
-    /// A responder over the served records.
-    pub fn new(shared: Arc<Shared>, opts: AnswerOptions, tcp_idle_timeout: Duration) -> Self {
+    /// A responder over the served records; with a `topology`, answers depend on where the
+    /// client is.
+    pub fn new(
+        shared: Arc<Shared>,
+        mut opts: AnswerOptions,
+        tcp_idle_timeout: Duration,
+        topology: Option<Arc<Topology>>,
+    ) -> Self {
+        opts.by_locality = topology.is_some();
         Self {
             shared,
             opts,
+            topology,
             tcp_idle_timeout,
             rotation: AtomicUsize::new(0),
         }
@@ -102,17 +113,23 @@ impl Responder {
         Some(n)
     }
 
-    /// The general path's answer from the records being served now, counted in the metrics.
-    fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    /// The general path's answer to `peer` from the records being served now, counted in the
+    /// metrics.
+    fn answer(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Option<Vec<u8>> {
         let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        match respond(
+        let asker = self.topology.as_deref().map(|topology| Asker {
+            addr: peer,
+            topology,
+        });
+        match respond_to(
             &served.records,
             request,
             transport,
             self.opts,
             Instant::now(),
             rotation,
+            asker,
         ) {
             Outcome::Reply {
                 bytes,

@@ -7,6 +7,7 @@
 //! then closed when its client is over the per-client cap ([`super::conns::Held`]). On shutdown the listeners close at once
 //! and connections finish the query they are reading or answering, then close with a FIN.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,7 +133,7 @@ pub async fn serve_tcp(
                 continue;
             }
         };
-        let conn = Conn::new(id, conns.clone(), evict.close);
+        let conn = Conn::new(id, peer.ip(), conns.clone(), evict.close);
         let closed = evict.closed;
         let (responder, general, cancel) = (responder.clone(), general.clone(), cancel.clone());
         tasks.spawn(async move {
@@ -174,15 +175,22 @@ pub async fn serve_tcp(
 /// One connection's place in the table, and in the connections gauge, until it is dropped.
 struct Conn {
     id: u64,
+    /// The client's address (answers may depend on its locality).
+    peer: IpAddr,
     conns: Conns,
     /// Cancelled when the connection is evicted to make room.
     close: CancellationToken,
 }
 
 impl Conn {
-    fn new(id: u64, conns: Conns, close: CancellationToken) -> Self {
+    fn new(id: u64, peer: IpAddr, conns: Conns, close: CancellationToken) -> Self {
         metrics::gauge!("fedplane_dns_tcp_connections").increment(1.0);
-        Self { id, conns, close }
+        Self {
+            id,
+            peer,
+            conns,
+            close,
+        }
     }
 }
 
@@ -264,14 +272,14 @@ async fn serve_conn(
             // FIN) so that the client retries, elsewhere if it can.
             let asked = async {
                 match general.tcp_slot().await {
-                    Ok(slot) => general.tcp(slot, buf.clone()).await,
+                    Ok(slot) => general.tcp(slot, buf.clone(), conn.peer).await,
                     Err(gone) => Err(gone),
                 }
             };
             let resp = match tokio::time::timeout(configured, asked).await {
                 Ok(Ok(resp)) => resp,
                 // The general threads have stopped (shutdown): answered here.
-                Ok(Err(Gone)) => responder.answer(&buf, Transport::Tcp),
+                Ok(Err(Gone)) => responder.answer(&buf, Transport::Tcp, conn.peer),
                 Err(_) => return Ok(End::Clean),
             };
             let Some(resp) = resp else {
