@@ -25,6 +25,7 @@ use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use crate::federation::{Federations, Short, Suffix};
 use crate::index::{Entry, Records, Zone};
 use crate::key::{name_to_key, strip_labels};
 use crate::record::Host;
@@ -114,6 +115,9 @@ pub struct AnswerOptions {
     /// A topology map is configured: answers may depend on the client's locality (the fast
     /// path then leaves names whose records carry one to the general path).
     pub by_locality: bool,
+    /// Federation short names are answered (the fast path then leaves names outside the
+    /// zones to the general path, which knows them).
+    pub short_names: bool,
 }
 
 impl Default for AnswerOptions {
@@ -121,6 +125,7 @@ impl Default for AnswerOptions {
         Self {
             max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
             by_locality: false,
+            short_names: false,
         }
     }
 }
@@ -135,9 +140,18 @@ pub struct Asker<'t> {
     pub topology: &'t Topology,
 }
 
-/// Answers one received message, to a client whose locality is unknown (see [`respond_to`]).
-/// `rotation` picks the order of multi-record answers and the weighted choice (callers pass a
-/// counter so that consecutive answers rotate).
+/// What an answer may depend on beyond the query and the records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'t> {
+    /// Who asked, with the topology map (`--topology`): answers by locality.
+    pub asker: Option<Asker<'t>>,
+    /// The federation short names (`--federation`).
+    pub federations: Option<&'t Federations>,
+}
+
+/// Answers one received message, to a client whose locality is unknown, without federation
+/// short names (see [`respond_to`]). `rotation` picks the order of multi-record answers and
+/// the weighted choice (callers pass a counter so that consecutive answers rotate).
 pub fn respond(
     records: &Records,
     request: &[u8],
@@ -146,7 +160,15 @@ pub fn respond(
     now: Instant,
     rotation: usize,
 ) -> Outcome {
-    respond_to(records, request, transport, opts, now, rotation, None)
+    respond_to(
+        records,
+        request,
+        transport,
+        opts,
+        now,
+        rotation,
+        Context::default(),
+    )
 }
 
 /// The client and what placed it: its locality, the map entry that matched and how much of
@@ -159,9 +181,10 @@ struct Placed<'t> {
     prefix: Option<u8>,
 }
 
-/// Answers one received message from `asker` (with a topology map: answers by locality
-/// (`answer::select`), and the EDNS Client Subnet option read, checked and echoed with the
-/// scope the answer covers, RFC 7871).
+/// Answers one received message in `ctx`: from its asker (with a topology map: answers by
+/// locality (`answer::select`), and the EDNS Client Subnet option read, checked and echoed
+/// with the scope the answer covers, RFC 7871), and with the federation short names
+/// (`crate::federation`).
 pub fn respond_to(
     records: &Records,
     request: &[u8],
@@ -169,8 +192,9 @@ pub fn respond_to(
     opts: AnswerOptions,
     now: Instant,
     rotation: usize,
-    asker: Option<Asker<'_>>,
+    ctx: Context<'_>,
 ) -> Outcome {
+    let asker = ctx.asker;
     if request.len() < 12 {
         return Outcome::Drop(DropReason::Short);
     }
@@ -262,9 +286,11 @@ pub fn respond_to(
             _ => {}
         }
         let lname = query.name().to_lowercase();
-        let Some((zi, zone)) = records.zones().find(&lname) else {
+        let short = ctx.federations.and_then(|f| f.classify(&lname));
+        let zone = records.zones().find(&lname);
+        if short.is_none() && zone.is_none() {
             break 'rcode ResponseCode::Refused;
-        };
+        }
         if !records.is_loaded() {
             // Not loaded from etcd yet: we know nothing, so we must not deny anything.
             break 'rcode ResponseCode::ServFail;
@@ -280,7 +306,12 @@ pub fn respond_to(
             client: placed.as_ref().and_then(|p| p.locality),
             depends: false,
         };
-        let rcode = match r.resolve(query, zi, zone) {
+        let answered = match (short, zone) {
+            (Some(short), _) => r.short(query, short),
+            (None, Some((zi, zone))) => r.resolve(query, zi, zone),
+            (None, None) => unreachable!("refused above"),
+        };
+        let rcode = match answered {
             Ok(rcode) => rcode,
             Err(TooBig) => {
                 resp.truncated = true;
@@ -521,6 +552,78 @@ impl<'o> Collect<'o> {
 }
 
 impl<'a> Resolver<'a> {
+    /// A name at or below a federation suffix: the alias of a service's short name (and the
+    /// chain it starts in our zones), the suffix's SOA, or NXDOMAIN.
+    fn short(&mut self, query: &Query, short: Short) -> Result<ResponseCode, TooBig> {
+        let qtype = query.query_type();
+        let suffix = match short {
+            Short::Alias(target) => {
+                let cname = Record::from_rdata(
+                    query.name().clone(),
+                    SOA_MINIMUM,
+                    RData::CNAME(CNAME(target.clone())),
+                );
+                self.charge(&cname)?;
+                self.out.answers.push(cname);
+                if qtype == RecordType::CNAME {
+                    return Ok(ResponseCode::NoError);
+                }
+                let ltarget = target.to_lowercase();
+                // Out of our zones: the resolver follows the CNAME itself.
+                let Some((zi, zone)) = self.records.zones().find(&ltarget) else {
+                    return Ok(ResponseCode::NoError);
+                };
+                return self.resolve(&Query::query(target, qtype), zi, zone);
+            }
+            Short::Apex(suffix) if qtype == RecordType::SOA => {
+                let soa = self.suffix_soa(&suffix);
+                self.charge(&soa)?;
+                self.out.answers.push(soa);
+                return Ok(ResponseCode::NoError);
+            }
+            Short::Apex(suffix) => {
+                let soa = self.suffix_soa(&suffix);
+                self.charge(&soa)?;
+                self.out.authorities.push(soa);
+                return Ok(ResponseCode::NoError);
+            }
+            Short::NxDomain(suffix) => suffix,
+        };
+        let soa = self.suffix_soa(&suffix);
+        self.charge(&soa)?;
+        self.out.authorities.push(soa);
+        Ok(ResponseCode::NXDomain)
+    }
+
+    /// The SOA of a federation suffix: its federation zone's, owned by the suffix (serial 1
+    /// when that zone is not served here).
+    fn suffix_soa(&self, suffix: &Suffix) -> Record {
+        match self.records.zones().find(&suffix.domain) {
+            Some((zi, zone)) if zone.name == suffix.domain => {
+                let mut soa = self.soa(zi, zone);
+                soa.name = suffix.name.clone();
+                soa
+            }
+            _ => Record::from_rdata(
+                suffix.name.clone(),
+                SOA_MINIMUM,
+                RData::SOA(SOA::new(
+                    Name::from_ascii("ns.dns")
+                        .and_then(|n| n.append_name(&suffix.name))
+                        .unwrap_or_else(|_| suffix.name.clone()),
+                    Name::from_ascii("hostmaster")
+                        .and_then(|h| h.append_name(&suffix.name))
+                        .unwrap_or_else(|_| suffix.name.clone()),
+                    1,
+                    SOA_REFRESH,
+                    SOA_RETRY,
+                    SOA_EXPIRE,
+                    SOA_MINIMUM,
+                )),
+            ),
+        }
+    }
+
     fn resolve(&mut self, query: &Query, zi: usize, zone: &Zone) -> Result<ResponseCode, TooBig> {
         let qtype = query.query_type();
         let mut owner = query.name().clone();

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
 use crate::cidr::Cidr;
+use crate::federation::Federations;
 use crate::server::rrl::RrlConfig;
 use crate::topology::Topology;
 
@@ -151,6 +152,20 @@ pub struct Cli {
     /// [default: none, every client gets every address]
     #[arg(long, value_name = "FILE")]
     pub topology: Option<PathBuf>,
+    /// Federation short names, as kube-dns's --federations (repeatable): a query for
+    /// <svc>.<ns>.<NAME>.svc.<cluster-domain> is answered with a CNAME to the zone-level name
+    /// of this cluster, <svc>.<ns>.<NAME>.svc.<zone>.<region>.<DOMAIN> (--locality), and the
+    /// rest of its chain; any other name below <NAME>.svc.<cluster-domain> is NXDOMAIN
+    #[arg(long = "federation", value_name = "NAME=DOMAIN")]
+    pub federations: Vec<String>,
+    /// The cluster domain of the short names [default: cluster.local]
+    #[arg(long, value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// This instance's own cluster, for the short names' CNAME: zone=Z,region=R (in deploy/
+    /// from the node's topology labels); without a zone the CNAME names the region level,
+    /// without either the global name [default: none]
+    #[arg(long, value_name = "zone=Z,region=R")]
+    pub locality: Option<String>,
     /// YAML file with the same settings (see dns/fedplane-dns.example.yaml); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -203,6 +218,13 @@ pub struct FileConfig {
     pub state_max_age: Option<String>,
     /// The client topology map file.
     pub topology: Option<PathBuf>,
+    /// Federation short names, `NAME=DOMAIN`.
+    #[serde(default)]
+    pub federations: Vec<String>,
+    /// Cluster domain of the short names.
+    pub cluster_domain: Option<String>,
+    /// This instance's locality, `zone=Z,region=R`.
+    pub locality: Option<String>,
     /// etcd connection.
     #[serde(default)]
     pub etcd: EtcdFlags,
@@ -243,6 +265,8 @@ pub struct Settings {
     pub state_max_age: Duration,
     /// Where clients are (`--topology`), read and checked.
     pub topology: Option<Arc<Topology>>,
+    /// The federation short names (`--federation`), if any.
+    pub federations: Option<Arc<Federations>>,
     /// etcd.
     pub etcd: EtcdSettings,
 }
@@ -473,6 +497,18 @@ impl Settings {
             topology: match cli.topology.or(file.topology) {
                 None => None,
                 Some(path) => Some(Arc::new(read_topology(&path)?)),
+            },
+            federations: {
+                let f = Federations::new(
+                    &pick(cli.federations, file.federations),
+                    cli.cluster_domain
+                        .or(file.cluster_domain)
+                        .as_deref()
+                        .unwrap_or("cluster.local"),
+                    cli.locality.or(file.locality).as_deref().unwrap_or(""),
+                )
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                (!f.is_empty()).then(|| Arc::new(f))
             },
             etcd,
         })

@@ -628,6 +628,7 @@ pub fn respond_fast_over(
         // path's queue).
         None => match negative(records, table, wire, &starts[..labels])? {
             Negative::NxDomain(zone) => (zone, &nodata, 3),
+            Negative::Refused if opts.short_names => return None, // maybe a short name
             Negative::Refused => {
                 let total = qend + if edns.is_some() { 11 } else { 0 };
                 let out = out.get_mut(..total)?;

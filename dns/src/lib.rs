@@ -19,6 +19,7 @@ pub mod apply;
 pub mod cidr;
 pub mod config;
 pub mod fast;
+pub mod federation;
 pub mod index;
 pub mod key;
 pub mod leases;

@@ -45,10 +45,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         shared.clone(),
         AnswerOptions {
             max_udp_payload: settings.max_udp_payload,
-            by_locality: false,
+            ..AnswerOptions::default()
         },
         settings.tcp_idle_timeout,
         settings.topology.clone(),
+        settings.federations.clone(),
     ));
     // Before any socket: the TCP cap is derived from the open-file limit.
     let nofile = server::raise_fd_limit();

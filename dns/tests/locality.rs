@@ -161,3 +161,63 @@ fn a_bad_topology_file_stops_the_server_with_the_entry_and_the_reason() {
         "{out}"
     );
 }
+
+#[test]
+fn a_federation_short_name_is_a_cname_to_this_clusters_zone_name_and_falls_back() {
+    let etcd = Etcd::start();
+    let hw = "svc/federation/default/hello-world";
+    // Two healthy clusters at zone level; the global name holds both.
+    etcd.put(
+        &format!("/skydns/com/example/europe/fr/{hw}/fcp"),
+        r#"{"host":"10.210.1.68"}"#,
+    );
+    etcd.put(
+        &format!("/skydns/com/example/america/us/{hw}/usa"),
+        r#"{"host":"10.210.3.65"}"#,
+    );
+    etcd.put(
+        &format!("/skydns/com/example/{hw}/fcp"),
+        r#"{"host":"10.210.1.68"}"#,
+    );
+    etcd.put(
+        &format!("/skydns/com/example/{hw}/usa"),
+        r#"{"host":"10.210.3.65"}"#,
+    );
+    let dns = Dns::on(&etcd)
+        .args(&[
+            "--federation",
+            "federation=example.com",
+            "--locality",
+            "zone=fr,region=europe",
+        ])
+        .start();
+    let short = "hello-world.default.federation.svc.cluster.local";
+    let d = dns.await_answer(short, "A", &["10.210.1.68"]);
+    assert_eq!(
+        d.answers("CNAME"),
+        vec!["hello-world.default.federation.svc.fr.europe.example.com."]
+    );
+    assert!(d.flag("aa"), "{}", d.raw);
+    // fcp loses its endpoints: the controller replaces its zone record with a CNAME to the
+    // region name, and the region name with one to the global name.
+    etcd.del(&format!("/skydns/com/example/europe/fr/{hw}/fcp"));
+    etcd.put(
+        &format!("/skydns/com/example/europe/fr/{hw}"),
+        r#"{"host":"hello-world.default.federation.svc.europe.example.com"}"#,
+    );
+    etcd.put(
+        &format!("/skydns/com/example/europe/{hw}"),
+        r#"{"host":"hello-world.default.federation.svc.example.com"}"#,
+    );
+    let d = dns.await_answer(short, "A", &["10.210.1.68", "10.210.3.65"]);
+    assert_eq!(d.answers("CNAME").len(), 3, "{}", d.raw);
+    // Anything else below the suffix: NXDOMAIN; other cluster.local names: REFUSED.
+    assert_eq!(
+        dns.q(&["default.federation.svc.cluster.local", "A"]).status,
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        dns.q(&["kubernetes.default.svc.cluster.local", "A"]).status,
+        "REFUSED"
+    );
+}

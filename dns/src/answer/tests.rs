@@ -876,10 +876,13 @@ fn ask_from(s: &Records, t: &crate::topology::Topology, from: &str, q: &[u8]) ->
         },
         Instant::now(),
         0,
-        Some(Asker {
-            addr: from.parse().expect("ip"),
-            topology: t,
-        }),
+        Context {
+            asker: Some(Asker {
+                addr: from.parse().expect("ip"),
+                topology: t,
+            }),
+            ..Context::default()
+        },
     )
 }
 
@@ -1046,4 +1049,104 @@ fn weighted_addresses_answer_one_address_in_proportion() {
         answers(&ask(&s, "srv.example.com.", RecordType::A)).len(),
         2
     );
+}
+
+fn ask_short(
+    s: &Records,
+    f: &crate::federation::Federations,
+    qname: &str,
+    qtype: RecordType,
+) -> Message {
+    let q = query_bytes(qname, qtype, Some(1232));
+    let ctx = Context {
+        federations: Some(f),
+        ..Context::default()
+    };
+    let opts = AnswerOptions {
+        short_names: true,
+        ..AnswerOptions::default()
+    };
+    match respond_to(s, &q, Transport::Udp, opts, Instant::now(), 0, ctx) {
+        Outcome::Reply { bytes, .. } => Message::from_vec(&bytes).expect("parses"),
+        Outcome::Drop(r) => panic!("dropped: {r:?}"),
+    }
+}
+
+#[test]
+fn federation_short_names_alias_the_clusters_zone_level_name_and_its_chain() {
+    // fedplane-controller's records: fcp (fr, europe) has no healthy endpoint, so its zone
+    // name is a CNAME to the region name, which has addresses.
+    let s = snapshot(&[
+        (
+            "/skydns/com/example/europe/fr/svc/federation/default/hello-world",
+            r#"{"host":"hello-world.default.federation.svc.europe.example.com"}"#,
+        ),
+        (
+            "/skydns/com/example/europe/svc/federation/default/hello-world/ber",
+            r#"{"host":"10.210.4.68"}"#,
+        ),
+    ]);
+    let f = crate::federation::Federations::new(
+        &["federation=example.com".into()],
+        "cluster.local",
+        "zone=fr,region=europe",
+    )
+    .expect("valid");
+    let m = ask_short(
+        &s,
+        &f,
+        "hello-world.default.federation.svc.cluster.local.",
+        RecordType::A,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    let got: Vec<String> = m
+        .answers
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.data))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "hello-world.default.federation.svc.cluster.local. hello-world.default.federation.svc.fr.europe.example.com.",
+            "hello-world.default.federation.svc.fr.europe.example.com. hello-world.default.federation.svc.europe.example.com.",
+            "hello-world.default.federation.svc.europe.example.com. 10.210.4.68",
+        ]
+    );
+    // CNAME asked: the alias alone.
+    let m = ask_short(
+        &s,
+        &f,
+        "hello-world.default.federation.svc.cluster.local.",
+        RecordType::CNAME,
+    );
+    assert_eq!(m.answers.len(), 1);
+    // Other names below the suffix: NXDOMAIN with the suffix's SOA (the zone's serial).
+    for n in [
+        "default.federation.svc.cluster.local.",
+        "a.b.c.federation.svc.cluster.local.",
+    ] {
+        let m = ask_short(&s, &f, n, RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{n}");
+        assert_eq!(m.authorities.len(), 1);
+        assert_eq!(
+            m.authorities[0].name.to_ascii(),
+            "federation.svc.cluster.local."
+        );
+    }
+    // The suffix itself: its SOA, NODATA for anything else.
+    let m = ask_short(&s, &f, "federation.svc.cluster.local.", RecordType::SOA);
+    assert_eq!(m.answers.len(), 1);
+    let m = ask_short(&s, &f, "federation.svc.cluster.local.", RecordType::A);
+    assert_eq!(
+        (
+            m.metadata.response_code,
+            m.answers.len(),
+            m.authorities.len()
+        ),
+        (ResponseCode::NoError, 0, 1)
+    );
+    // Other names outside the zones stay REFUSED.
+    let m = ask_short(&s, &f, "hello.default.svc.cluster.local.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }

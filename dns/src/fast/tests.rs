@@ -213,8 +213,9 @@ proptest! {
         edns in prop::option::of((prop_oneof![500u16..1600, 0u16..=u16::MAX], any::<bool>())),
         ours in prop::sample::select(vec![512u16, 1232, 4096, 8192, 65535]),
         rotation in 0usize..7,
-        outside in prop::sample::select(vec![None, Some("example.org."), Some("com.")]),
+        outside in prop::sample::select(vec![None, Some("example.org."), Some("com."), Some("federation.svc.cluster.local.")]),
         tcp in any::<bool>(),
+        short in any::<bool>(),
         client in prop::option::of((any::<[u8; 4]>(), prop::option::of(0u8..=32))),
     ) {
         // the many leaves' name, asked half the time
@@ -239,7 +240,14 @@ proptest! {
         let opts = AnswerOptions {
             max_udp_payload: ours,
             by_locality: client.is_some(),
+            short_names: short,
         };
+        let feds = crate::federation::Federations::new(
+            &["federation=example.com".into()],
+            "cluster.local",
+            "zone=fr,region=europe",
+        )
+        .expect("valid");
         // With a topology map: a client placed by its address (10.x mostly) and sometimes by
         // a client subnet option.
         let map = topology();
@@ -257,7 +265,7 @@ proptest! {
         };
         if let Some(n) = fast {
             let Outcome::Reply { bytes, .. } =
-                crate::answer::respond_to(&s.records, &q, transport, opts, Instant::now(), rotation, asker)
+                crate::answer::respond_to(&s.records, &q, transport, opts, Instant::now(), rotation, crate::answer::Context { asker, federations: short.then_some(&feds) })
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }
@@ -301,7 +309,7 @@ proptest! {
         let mut out = [0u8; MAX_FAST_RESPONSE];
         if let Some(n) = respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out) {
             let Outcome::Reply { bytes, .. } =
-                crate::answer::respond_to(&s.records, &q, Transport::Udp, opts, Instant::now(), rotation, asker)
+                crate::answer::respond_to(&s.records, &q, Transport::Udp, opts, Instant::now(), rotation, crate::answer::Context { asker, ..Default::default() })
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }

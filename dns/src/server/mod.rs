@@ -30,8 +30,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::answer::{AnswerOptions, Asker, Outcome, Transport, respond_to};
+use crate::answer::{AnswerOptions, Asker, Context, Outcome, Transport, respond_to};
 use crate::fast;
+use crate::federation::Federations;
 use crate::sync::Shared;
 use crate::topology::Topology;
 use conns::ConnTable;
@@ -70,24 +71,29 @@ pub struct Responder {
     opts: AnswerOptions,
     /// `--topology`: where clients are, for answers by locality.
     topology: Option<Arc<Topology>>,
+    /// `--federation`: the short names.
+    federations: Option<Arc<Federations>>,
     tcp_idle_timeout: Duration,
     rotation: AtomicUsize,
 }
 
 impl Responder {
     /// A responder over the served records; with a `topology`, answers depend on where the
-    /// client is.
+    /// client is; with `federations`, the federation short names are answered.
     pub fn new(
         shared: Arc<Shared>,
         mut opts: AnswerOptions,
         tcp_idle_timeout: Duration,
         topology: Option<Arc<Topology>>,
+        federations: Option<Arc<Federations>>,
     ) -> Self {
         opts.by_locality = topology.is_some();
+        opts.short_names = federations.is_some();
         Self {
             shared,
             opts,
             topology,
+            federations,
             tcp_idle_timeout,
             rotation: AtomicUsize::new(0),
         }
@@ -118,10 +124,13 @@ impl Responder {
     fn answer(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Option<Vec<u8>> {
         let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let asker = self.topology.as_deref().map(|topology| Asker {
-            addr: peer,
-            topology,
-        });
+        let ctx = Context {
+            asker: self.topology.as_deref().map(|topology| Asker {
+                addr: peer,
+                topology,
+            }),
+            federations: self.federations.as_deref(),
+        };
         match respond_to(
             &served.records,
             request,
@@ -129,7 +138,7 @@ impl Responder {
             self.opts,
             Instant::now(),
             rotation,
-            asker,
+            ctx,
         ) {
             Outcome::Reply {
                 bytes,
