@@ -1,18 +1,21 @@
 //! The targets of fedplane-dns: queries through both answer paths, SkyDNS values and keys, the
 //! YAML config file and the `--state-dir` snapshot file.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use clap::Parser;
-use fedplane_dns::answer::{AnswerOptions, Outcome, Transport, respond};
+use fedplane_dns::answer::{AnswerOptions, Asker, Context, Outcome, Transport, respond_to};
 use fedplane_dns::config::{Cli, Settings};
 use fedplane_dns::fast::{MAX_FAST_RESPONSE, Table, respond_fast_over};
+use fedplane_dns::federation::Federations;
 use fedplane_dns::index::{Records, Zones};
 use fedplane_dns::key::{check_key, key_to_name, key_wire, name_to_key};
 use fedplane_dns::record::Record;
 use fedplane_dns::state;
+use fedplane_dns::topology::Topology;
 use fedplane_testkit::dns_view;
 use hickory_proto::rr::Name;
 
@@ -28,8 +31,9 @@ fn zones() -> Arc<Zones> {
 }
 
 /// The records every `dns_query` input is asked against: a zone with a nested zone and a
-/// reverse zone; addresses, a CNAME, TXT, MX, SRV, SkyDNS groups, a leased record, IPv6, and a
-/// name with more records than the fast path compiles.
+/// reverse zone; addresses, a CNAME, TXT, MX, SRV, SkyDNS groups, a leased record, IPv6, a
+/// name with more records than the fast path compiles, addresses with localities and with
+/// weights.
 fn served() -> &'static (Records, Table) {
     static SERVED: OnceLock<(Records, Table)> = OnceLock::new();
     SERVED.get_or_init(|| {
@@ -100,25 +104,90 @@ fn served() -> &'static (Records, Table) {
                 0,
             );
         }
+        for (leaf, value) in [
+            (
+                "fcp",
+                r#"{"host":"10.210.1.68","zone":"fr","region":"europe"}"#,
+            ),
+            (
+                "ber",
+                r#"{"host":"10.210.4.68","zone":"de","region":"europe"}"#,
+            ),
+            (
+                "usa",
+                r#"{"host":"10.210.3.65","zone":"us","region":"america"}"#,
+            ),
+            (
+                "v6",
+                r#"{"host":"2001:db8::68","region":"europe","weight":2}"#,
+            ),
+            ("w1", r#"{"host":"10.210.5.1","weight":3}"#),
+        ] {
+            put(&format!("/skydns/com/example/gslb/{leaf}"), value, 0);
+        }
         records.mark_loaded();
         let table = Table::compile(&records);
         (records, table)
     })
 }
 
+/// The topology map and federation short names of the `dns_query` runs with a context.
+fn context() -> &'static (Topology, Federations) {
+    static CONTEXT: OnceLock<(Topology, Federations)> = OnceLock::new();
+    CONTEXT.get_or_init(|| {
+        let map = Topology::from_yaml(
+            "- {cidr: 10.1.0.0/16, region: europe, zone: fr}\n- {cidr: 10.2.0.0/16, region: america}\n- {cidr: 10.0.0.0/8, region: asia}\n",
+        )
+        .expect("a valid map");
+        let feds = Federations::new(
+            &["federation=example.com".into()],
+            "cluster.local",
+            "zone=fr,region=europe",
+        )
+        .expect("valid federations");
+        (map, feds)
+    })
+}
+
 /// A DNS message as a query, through the general path and the fast path, over UDP and TCP,
-/// with three payload limits of ours: the general path answers within the size allowed and
-/// with a message that parses; whenever the fast path answers, the general path answers the
-/// same (as a resolver sees it: sections, flags, RCODE, EDNS).
+/// with three payload limits of ours, and once more with a topology map and federation short
+/// names: the general path answers within the size allowed and with a message that parses;
+/// whenever the fast path answers, the general path answers the same (as a resolver sees it:
+/// sections, flags, RCODE, EDNS and its options).
 pub fn dns_query(data: &[u8]) {
     let (records, table) = served();
+    let (map, feds) = context();
     let now = Instant::now();
-    for ours in [512u16, 1232, 4096] {
+    let plain = AnswerOptions::default();
+    // Our three payload limits, then with a topology map (the client's address from the
+    // input's ID, in or out of the map's blocks) and the federation short names.
+    let runs = [
+        (512u16, plain, Context::default()),
+        (1232, plain, Context::default()),
+        (4096, plain, Context::default()),
+        (
+            1232,
+            AnswerOptions {
+                by_locality: true,
+                short_names: true,
+                ..plain
+            },
+            Context {
+                asker: Some(Asker {
+                    addr: IpAddr::from([10, data.first().copied().unwrap_or(0) % 4, 0, 1]),
+                    topology: map,
+                }),
+                federations: Some(feds),
+            },
+        ),
+    ];
+    for (ours, opts, ctx) in runs {
         let opts = AnswerOptions {
             max_udp_payload: ours,
+            ..opts
         };
         for transport in [Transport::Udp, Transport::Tcp] {
-            let general = respond(records, data, transport, opts, now, 0);
+            let general = respond_to(records, data, transport, opts, now, 0, ctx);
             if let Outcome::Reply { bytes, .. } = &general {
                 let limit = match transport {
                     Transport::Udp => usize::from(ours.max(512)),
