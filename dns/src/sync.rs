@@ -4,7 +4,9 @@
 //! revision + 1. Each watch response is applied ([`crate::apply`]) to a private copy of the
 //! records, the fast path's table is recompiled for the changed keys
 //! ([`crate::fast::Table::recompile`]), and both are published atomically as one [`Served`];
-//! queries never wait for etcd. When the watch breaks, stalls, or etcd is down, the last
+//! queries never wait for etcd. Responses that are already waiting when one arrives (a
+//! backlog: updates faster than one recompile each) are applied together and recompiled and
+//! published once, so the sync keeps up with any update rate at the cost of a little latency. When the watch breaks, stalls, or etcd is down, the last
 //! [`Served`] keeps answering while we reconnect with backoff (to any configured endpoint) and
 //! resume from the last revision seen. A compacted start revision, or an etcd whose history
 //! does not continue ours, means events were lost: reload everything.
@@ -49,6 +51,9 @@ pub const LOAD_PAGE_SIZE: i64 = 50_000;
 /// stream open and send nothing): reconnect. A change made after the member we follow failed
 /// is answered within about this long.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Changed keys applied from waiting watch responses before the table is recompiled and the
+/// records published (a backlog is applied in batches of about this many).
+const MAX_BATCH_KEYS: usize = 10_000;
 /// While the watch is quiet, how often we ask etcd to confirm it is current (a progress
 /// request), so a healthy idle watch is never quiet for [`PROGRESS_EVERY`].
 pub const PROGRESS_ASK: Duration = Duration::from_secs(1);
@@ -542,17 +547,34 @@ impl EtcdSync {
             tokio::select! {
                 msg = stream.message() => {
                     last_heard = tokio::time::Instant::now();
-                    let resp = match msg {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return Err(SyncError::WatchEnded("stream closed by etcd".into())),
-                        Err(e) => return Err(self.etcd_err(e)),
-                    };
-                    if resp.created() {
-                        self.check_continuity(&resp, from)?;
-                        self.shared.set_state(SyncState::Watching);
-                        *backoff = BACKOFF_MIN;
+                    // This response and every one already waiting behind it (up to
+                    // MAX_BATCH_KEYS changed keys) are applied, then the table is recompiled
+                    // and published once: under a backlog the batches grow until the sync
+                    // keeps up, instead of recompiling big names once per update.
+                    let mut pending: Vec<String> = Vec::new();
+                    let mut msg = msg;
+                    loop {
+                        let resp = match msg {
+                            Ok(Some(r)) => r,
+                            Ok(None) => return Err(SyncError::WatchEnded("stream closed by etcd".into())),
+                            Err(e) => return Err(self.etcd_err(e)),
+                        };
+                        if resp.created() {
+                            self.check_continuity(&resp, from)?;
+                            self.shared.set_state(SyncState::Watching);
+                            *backoff = BACKOFF_MIN;
+                        }
+                        self.on_watch_response(&mut leases, &mut working, &resp, from, &mut pending)?;
+                        if pending.len() >= MAX_BATCH_KEYS {
+                            break;
+                        }
+                        // Polled once: a response already received, or none.
+                        match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                            Ok(next) => msg = next,
+                            Err(_) => break,
+                        }
                     }
-                    self.on_watch_response(&mut leases, &mut working, &resp, from)?;
+                    self.flush(&mut working, &mut pending);
                 }
                 () = &mut check => {
                     let now = tokio::time::Instant::now();
@@ -633,12 +655,28 @@ impl EtcdSync {
         Ok(())
     }
 
+    /// Recompiles the table for the `pending` changed keys (already applied to the records),
+    /// publishes records and table together, and offers them to the saver.
+    fn flush(&mut self, working: &mut Served, pending: &mut Vec<String>) {
+        if pending.is_empty() {
+            return;
+        }
+        // Only the names these keys can affect are recompiled, not the zone.
+        working.fast.recompile(&working.records, pending);
+        pending.clear();
+        self.shared.publish(working, true);
+        self.saver.offer(&working.records, self.cluster_id);
+    }
+
+    /// Applies one watch response to the working records; the keys it changed are added to
+    /// `pending` (recompiled and published by [`EtcdSync::flush`]).
     fn on_watch_response(
         &mut self,
         leases: &mut LeaseBook,
         working: &mut Served,
         resp: &WatchResponse,
         from: i64,
+        pending: &mut Vec<String>,
     ) -> Result<(), SyncError> {
         if resp.compact_revision() > 0 {
             return Err(SyncError::Compacted {
@@ -655,6 +693,8 @@ impl EtcdSync {
         if resp.events().is_empty() {
             // A progress notification: every event up to the header revision has been applied.
             // (The created response's header is the store revision, not ours: skip it.)
+            // What is pending is published first, with its recompiled table.
+            self.flush(working, pending);
             if !resp.created()
                 && let Some(h) = resp.header()
             {
@@ -690,10 +730,7 @@ impl EtcdSync {
                 .requests
                 .send(Request::Lookup(applied.new_leases));
         }
-        // Only the names these keys can affect are recompiled, not the zone.
-        working.fast.recompile(&working.records, &applied.changed);
-        self.shared.publish(working, true);
-        self.saver.offer(&working.records, self.cluster_id);
+        pending.extend(applied.changed);
         Ok(())
     }
 
