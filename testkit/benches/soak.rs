@@ -1258,7 +1258,9 @@ impl Report {
         times.sort();
         let pct = |v: &[Duration], p: f64| {
             v.get(((v.len() as f64 - 1.0) * p).round() as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+                .map_or("–".to_owned(), |d| {
+                    format!("{:.0}", d.as_secs_f64() * 1e3)
+                })
         };
         let mut probe_times: Vec<Duration> = self.probes.iter().flatten().copied().collect();
         probe_times.sort();
@@ -1291,13 +1293,13 @@ impl Report {
             writer.compactions.load(Ordering::Relaxed)
         );
         println!(
-            "| etcd: member restarts (kill, {:?} down, start, healthy) | {} (each took {} s) |",
+            "| etcd: member restarts (kill, {:?} down, start, healthy) | {} (took {} s) |",
             ETCD_DOWN,
             self.windows.len(),
             restart_secs.join(", ")
         );
         println!(
-            "| VRRP: group failovers done / outside the window ({:.0} ms) | {} / {} (p50 {:.0} ms, max {:.0} ms) |",
+            "| VRRP: group failovers done / outside the window ({:.0} ms) | {} / {} (p50 {} ms, max {} ms) |",
             (master_down(150) + VRRP_SLACK).as_secs_f64() * 1e3,
             self.vrrp.failovers,
             self.vrrp.late,
@@ -1314,7 +1316,7 @@ impl Report {
             self.changes as f64 / secs
         );
         println!(
-            "| controller: probe changes answered by fedplane-dns / late (> {:?}) | {} / {probe_failed} (p50 {:.0} ms, max {:.0} ms) |",
+            "| controller: probe changes answered by fedplane-dns / late (> {:?}) | {} / {probe_failed} (p50 {} ms, max {} ms) |",
             PROBE_LIMIT,
             probe_times.len(),
             pct(&probe_times, 0.5),
