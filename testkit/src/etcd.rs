@@ -402,6 +402,12 @@ impl EtcdCluster {
         self.members[i].stop();
     }
 
+    /// Starts member `i` again on its ports and data (killing it first if it runs) and waits
+    /// until it answers.
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].restart();
+    }
+
     /// Every member's client URL, comma separated, in member order.
     pub fn endpoints(&self) -> String {
         self.members
