@@ -179,6 +179,8 @@ struct Placed<'t> {
     addr: IpAddr,
     topology: &'t Topology,
     prefix: Option<u8>,
+    /// Bits to add to a scope counted in IPv4 bits: 96 for an IPv4-mapped IPv6 subnet.
+    scope_offset: u8,
 }
 
 /// Answers one received message in `ctx`: from its asker (with a topology map: answers by
@@ -224,6 +226,14 @@ pub fn respond_to(
             Some(e) => (e.addr, e.source),
             None => (a.addr, if a.addr.is_ipv4() { 32 } else { 128 }),
         };
+        // An IPv4-mapped subnet (::ffff:a.b.c.d/n) is looked up as IPv4: its prefix and the
+        // scope echoed are counted past the 96 bits of the mapping.
+        let mapped = matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+        let (revealed, scope_offset) = if mapped && ecs.is_some() {
+            (revealed.saturating_sub(96), 96)
+        } else {
+            (revealed, 0)
+        };
         let found = a.topology.lookup(addr, revealed);
         Placed {
             locality: found.map(|m| a.topology.locality(m.class)),
@@ -231,6 +241,7 @@ pub fn respond_to(
             addr,
             topology: a.topology,
             prefix: found.map(|m| m.prefix),
+            scope_offset,
         }
     });
     let req = match Message::from_vec(request) {
@@ -331,7 +342,11 @@ pub fn respond_to(
             ) = (&placed, &mut resp.edns)
             && ecs.source > 0
         {
-            *scope = p.topology.scope(p.addr, p.prefix);
+            *scope = p
+                .topology
+                .scope(p.addr, p.prefix)
+                .saturating_add(p.scope_offset)
+                .min(128);
         }
         if any_class {
             resp.out.authorities.clear();
@@ -581,7 +596,7 @@ impl<'a> Resolver<'a> {
                 self.out.answers.push(soa);
                 return Ok(ResponseCode::NoError);
             }
-            Short::Apex(suffix) => {
+            Short::Apex(suffix) | Short::Empty(suffix) => {
                 let soa = self.suffix_soa(&suffix);
                 self.charge(&soa)?;
                 self.out.authorities.push(soa);

@@ -308,6 +308,41 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// Checks the federation short-name settings: none without `--federation`, and no served zone
+/// at, above or below a federation suffix (a name there would have two answers).
+fn federations(
+    feds: Vec<String>,
+    cluster_domain: Option<String>,
+    locality: Option<String>,
+    zones: &[Name],
+) -> Result<Option<Arc<Federations>>, ConfigError> {
+    if feds.is_empty() {
+        return match (cluster_domain, locality) {
+            (None, None) => Ok(None),
+            _ => Err(ConfigError::Invalid(
+                "--cluster-domain and --locality are for the federation short names: give --federation NAME=DOMAIN too".into(),
+            )),
+        };
+    }
+    let f = Federations::new(
+        &feds,
+        cluster_domain.as_deref().unwrap_or("cluster.local"),
+        locality.as_deref().unwrap_or(""),
+    )
+    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    for suffix in f.suffixes() {
+        if let Some(zone) = zones
+            .iter()
+            .find(|z| z.zone_of(suffix) || suffix.zone_of(z))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "zone {zone} overlaps the federation short names under {suffix}: serve one or the other"
+            )));
+        }
+    }
+    Ok(Some(Arc::new(f)))
+}
+
 /// Reads and checks a `--topology` file.
 pub fn read_topology(path: &Path) -> Result<Topology, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -467,6 +502,12 @@ impl Settings {
             .resolve(password_env)
             .map_err(ConfigError::Invalid)?;
 
+        let federations = federations(
+            pick(cli.federations, file.federations),
+            cli.cluster_domain.or(file.cluster_domain),
+            cli.locality.or(file.locality),
+            &zones,
+        )?;
         Ok(Self {
             zones,
             listen,
@@ -498,18 +539,7 @@ impl Settings {
                 None => None,
                 Some(path) => Some(Arc::new(read_topology(&path)?)),
             },
-            federations: {
-                let f = Federations::new(
-                    &pick(cli.federations, file.federations),
-                    cli.cluster_domain
-                        .or(file.cluster_domain)
-                        .as_deref()
-                        .unwrap_or("cluster.local"),
-                    cli.locality.or(file.locality).as_deref().unwrap_or(""),
-                )
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-                (!f.is_empty()).then(|| Arc::new(f))
-            },
+            federations,
             etcd,
         })
     }
@@ -693,5 +723,57 @@ mod tests {
         // (hickory already refuses `/`, spaces and non-ASCII in a name.)
         let err = Settings::resolve(cli(&["--zone", r"a\.b.example."]), None).expect_err("refused");
         assert!(err.to_string().contains("no etcd key"), "{err}");
+    }
+
+    #[test]
+    fn federation_short_names_are_checked_against_the_zones() {
+        let ok = Settings::resolve(
+            cli(&[
+                "--zone",
+                "example.com.",
+                "--federation",
+                "federation=example.com",
+                "--locality",
+                "zone=fr,region=europe",
+            ]),
+            None,
+        )
+        .expect("valid");
+        assert!(ok.federations.is_some());
+        for (args, want) in [
+            (
+                vec![
+                    "--zone",
+                    "example.com.",
+                    "--zone",
+                    "cluster.local.",
+                    "--federation",
+                    "f=example.com",
+                ],
+                "overlaps the federation short names",
+            ),
+            (
+                vec![
+                    "--zone",
+                    "svc.cluster.local.",
+                    "--federation",
+                    "f=example.com",
+                ],
+                "overlaps",
+            ),
+            (
+                vec!["--zone", "example.com.", "--locality", "zone=fr,region=eu"],
+                "give --federation",
+            ),
+            (
+                vec!["--zone", "example.com.", "--cluster-domain", "c.local"],
+                "give --federation",
+            ),
+        ] {
+            let err = Settings::resolve(cli(&args), None)
+                .expect_err("invalid")
+                .to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
     }
 }

@@ -6,9 +6,10 @@
 //! of the pod's own cluster, `<svc>.<ns>.<NAME>.svc.<zone>.<region>.<DOMAIN>` (`--locality`),
 //! followed by the rest of the chain that fedplane-controller's records make (the zone name
 //! falls back to the region and the global name when the cluster has no healthy endpoint).
-//! Without a zone the CNAME names the region level; without either, the global name. Any other
-//! name below `<NAME>.svc.<cluster-domain>` does not exist; the suffix itself exists, holding
-//! only its SOA.
+//! Without a zone the CNAME names the region level; without either, the global name. A
+//! namespace's name (`<ns>.<NAME>.svc.<cluster-domain>`) exists and holds nothing (NODATA:
+//! services are below it); any other name below `<NAME>.svc.<cluster-domain>` does not exist;
+//! the suffix itself exists, holding only its SOA.
 
 use hickory_proto::rr::Name;
 
@@ -62,6 +63,9 @@ pub enum Short {
     Alias(Name),
     /// The suffix itself: exists, holds only its SOA.
     Apex(Suffix),
+    /// `<ns>.<NAME>.svc.<cluster-domain>`: exists (services are below it), holds nothing:
+    /// NODATA, as an empty non-terminal (RFC 8020: NXDOMAIN would deny every name below).
+    Empty(Suffix),
     /// Any other name below the suffix: NXDOMAIN, with the suffix's SOA.
     NxDomain(Suffix),
 }
@@ -160,6 +164,11 @@ impl Federations {
         self.all.is_empty()
     }
 
+    /// The suffixes, `<NAME>.svc.<cluster-domain>.`
+    pub fn suffixes(&self) -> impl Iterator<Item = &Name> {
+        self.all.iter().map(|f| &f.suffix)
+    }
+
     /// What `lname` (lower case, fully qualified) is, when it is at or below a federation
     /// suffix; `None` otherwise.
     pub fn classify(&self, lname: &Name) -> Option<Short> {
@@ -171,6 +180,7 @@ impl Federations {
         };
         Some(match below {
             0 => Short::Apex(suffix()),
+            1 => Short::Empty(suffix()),
             2 => {
                 let labels: Vec<&[u8]> = lname.iter().take(2).collect();
                 let (svc, ns) = (labels[0], labels[1]);
@@ -239,9 +249,13 @@ mod tests {
             f.classify(&name("federation.svc.cluster.local.")),
             Some(Short::Apex(suffix.clone()))
         );
+        assert_eq!(
+            f.classify(&name("default.federation.svc.cluster.local.")),
+            Some(Short::Empty(suffix.clone()))
+        );
         for n in [
-            "default.federation.svc.cluster.local.",
             "x.hello.default.federation.svc.cluster.local.",
+            "y.x.hello.default.federation.svc.cluster.local.",
         ] {
             assert_eq!(
                 f.classify(&name(n)),

@@ -21,7 +21,9 @@
 //! [`Topology::lookup`] takes the longest matching prefix among the blocks no longer than the
 //! prefix the client revealed (its EDNS Client Subnet source prefix, or the whole address): a
 //! block more specific than that cannot be known to hold the client. It costs one hash lookup
-//! per distinct prefix length in the map, longest first, and allocates nothing.
+//! per distinct prefix length in the map, longest first, and allocates nothing;
+//! [`Topology::scope`] one binary search per distinct prefix length. An IPv4-mapped block
+//! (`::ffff:10.1.0.0/112`) is the IPv4 block it maps.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -76,34 +78,86 @@ struct Entry {
     zone: Option<String>,
 }
 
+/// The blocks of one prefix length: by network (for the lookup), and the networks sorted,
+/// left-aligned in 128 bits (for the scope).
+#[derive(Debug, Clone)]
+struct Length {
+    len: u8,
+    by_net: FxHashMap<u128, u16>,
+    sorted: Vec<u128>,
+}
+
 /// Blocks of one family, by prefix length, longest first.
 #[derive(Debug, Clone, Default)]
 struct Family {
-    by_len: Vec<(u8, FxHashMap<u128, u16>)>,
+    by_len: Vec<Length>,
 }
 
 impl Family {
     fn insert(&mut self, len: u8, key: u128, class: u16) -> bool {
-        let at = match self.by_len.binary_search_by(|(l, _)| len.cmp(l)) {
+        let at = match self.by_len.binary_search_by(|l| len.cmp(&l.len)) {
             Ok(i) => i,
             Err(i) => {
-                self.by_len.insert(i, (len, FxHashMap::default()));
+                self.by_len.insert(
+                    i,
+                    Length {
+                        len,
+                        by_net: FxHashMap::default(),
+                        sorted: Vec::new(),
+                    },
+                );
                 i
             }
         };
-        self.by_len[at].1.insert(key, class).is_none()
+        self.by_len[at].by_net.insert(key, class).is_none()
+    }
+
+    /// Sorts the networks of every length (after the last insert), shifted left by `shift`.
+    fn seal(&mut self, shift: u32) {
+        for l in &mut self.by_len {
+            l.sorted = l.by_net.keys().map(|k| k << shift).collect();
+            l.sorted.sort_unstable();
+        }
     }
 
     fn lookup(&self, addr: u128, revealed: u8, mask: impl Fn(u128, u8) -> u128) -> Option<Match> {
         self.by_len
             .iter()
-            .filter(|(len, _)| *len <= revealed)
-            .find_map(|(len, map)| {
-                map.get(&mask(addr, *len)).map(|&class| Match {
+            .filter(|l| l.len <= revealed)
+            .find_map(|l| {
+                l.by_net.get(&mask(addr, l.len)).map(|&class| Match {
                     class,
-                    prefix: *len,
+                    prefix: l.len,
                 })
             })
+    }
+
+    /// See [`Topology::scope`]; `addr` left-aligned in 128 bits, `bits` its family's size.
+    /// Per prefix length, only the two networks around `addr` in sorted order matter: the
+    /// longest prefix `addr` shares with any of them is shared with a neighbour.
+    fn scope(&self, addr: u128, bits: u8, matched: Option<u8>) -> u8 {
+        let mut scope = matched.unwrap_or(0);
+        for l in &self.by_len {
+            let at = l.sorted.partition_point(|&n| n <= addr);
+            let neighbours = [at.checked_sub(1), Some(at)];
+            for net in neighbours
+                .into_iter()
+                .flatten()
+                .filter_map(|i| l.sorted.get(i))
+            {
+                let shared = u8::try_from((net ^ addr).leading_zeros()).unwrap_or(128);
+                if shared < l.len {
+                    // A block that does not hold addr: the answer holds only where it does not
+                    // reach, past the bits addr shares with it.
+                    scope = scope.max(shared.saturating_add(1).min(bits));
+                } else if Some(l.len) > matched {
+                    // A block that holds addr but is more specific than what the client
+                    // revealed (so it was not used): the answer is not for that block.
+                    scope = scope.max(l.len);
+                }
+            }
+        }
+        scope
     }
 }
 
@@ -138,7 +192,17 @@ impl Topology {
         let entries: Vec<Entry> = if text.trim().is_empty() {
             Vec::new()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| TopologyError::Yaml(e.to_string()))?
+            // A map of many subnets is bigger than the parser's default budget, which is
+            // sized for config files: the budget follows the file's size instead.
+            let mut budget = serde_saphyr::Budget::default();
+            budget.max_events = budget.max_events.max(text.len());
+            budget.max_nodes = budget.max_nodes.max(text.len());
+            budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(text.len());
+            budget.max_reader_input_bytes = None;
+            let mut options = serde_saphyr::Options::default();
+            options.budget = Some(budget);
+            serde_saphyr::from_str_with_options(text, options)
+                .map_err(|e| TopologyError::Yaml(e.to_string()))?
         };
         let mut classes: HashMap<Locality, u16> = HashMap::new();
         let mut t = Self::default();
@@ -171,17 +235,22 @@ impl Topology {
                 t.localities.push(locality);
                 next
             });
-            let fresh = match cidr.network() {
-                IpAddr::V4(a) => {
-                    t.v4.insert(cidr.prefix_len(), u128::from(u32::from(a)), class)
+            let fresh = match (cidr.network(), cidr.prefix_len()) {
+                (IpAddr::V4(a), len) => t.v4.insert(len, u128::from(u32::from(a)), class),
+                // An IPv4-mapped block is the IPv4 block it maps: clients are looked up so.
+                (IpAddr::V6(a), len) if len >= 96 && a.to_ipv4_mapped().is_some() => {
+                    let v4 = a.to_ipv4_mapped().map_or(0, u32::from);
+                    t.v4.insert(len - 96, u128::from(v4), class)
                 }
-                IpAddr::V6(a) => t.v6.insert(cidr.prefix_len(), u128::from(a), class),
+                (IpAddr::V6(a), len) => t.v6.insert(len, u128::from(a), class),
             };
             if !fresh {
                 return Err(bad("the block is listed twice".into()));
             }
             t.entries += 1;
         }
+        t.v4.seal(96);
+        t.v6.seal(0);
         Ok(t)
     }
 
@@ -208,28 +277,10 @@ impl Topology {
     /// match, one bit more than `ip` shares with the nearest block (0 for a map without blocks
     /// of that family).
     pub fn scope(&self, ip: IpAddr, matched: Option<u8>) -> u8 {
-        let (fam, addr, bits) = match canonical(ip) {
-            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a)) << 96, 32u8),
-            IpAddr::V6(a) => (&self.v6, u128::from(a), 128u8),
-        };
-        let shift = if bits == 32 { 96 } else { 0 };
-        let mut scope = matched.unwrap_or(0);
-        for (len, map) in &fam.by_len {
-            for net in map.keys() {
-                let net = net << shift;
-                let shared = u8::try_from((net ^ addr).leading_zeros()).unwrap_or(128);
-                if shared < *len {
-                    // A block that does not hold ip: the answer holds only where it does not
-                    // reach, past the bits ip shares with it.
-                    scope = scope.max(shared.saturating_add(1).min(bits));
-                } else if Some(*len) > matched {
-                    // A block that holds ip but is more specific than what the client
-                    // revealed (so it was not used): the answer is not for that block.
-                    scope = scope.max(*len);
-                }
-            }
+        match canonical(ip) {
+            IpAddr::V4(a) => self.v4.scope(u128::from(u32::from(a)) << 96, 32, matched),
+            IpAddr::V6(a) => self.v6.scope(u128::from(a), 128, matched),
         }
-        scope
     }
 
     /// The locality of a class that [`Topology::lookup`] returned.

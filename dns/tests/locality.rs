@@ -211,9 +211,15 @@ fn a_federation_short_name_is_a_cname_to_this_clusters_zone_name_and_falls_back(
     );
     let d = dns.await_answer(short, "A", &["10.210.1.68", "10.210.3.65"]);
     assert_eq!(d.answers("CNAME").len(), 3, "{}", d.raw);
-    // Anything else below the suffix: NXDOMAIN; other cluster.local names: REFUSED.
+    // A namespace's name: NODATA; anything else below the suffix: NXDOMAIN; other
+    // cluster.local names: REFUSED.
     assert_eq!(
         dns.q(&["default.federation.svc.cluster.local", "A"]).status,
+        "NOERROR"
+    );
+    assert_eq!(
+        dns.q(&["x.default.federation.svc.cluster.local", "A"])
+            .status,
         "NXDOMAIN"
     );
     assert_eq!(

@@ -58,10 +58,11 @@ pub fn by_locality<'e>(
     };
     let in_region = |e: &&Entry| *e.record.region == *client.region;
     if let Some(zone) = &client.zone {
+        // A record with a zone and no region is in that zone of any region.
         let same: Vec<&Entry> = addrs
             .iter()
             .copied()
-            .filter(|e| in_region(e) && *e.record.zone == **zone)
+            .filter(|e| *e.record.zone == **zone && (e.record.region.is_empty() || in_region(e)))
             .collect();
         if !same.is_empty() {
             return (same, Depends::OnLocality);
@@ -192,6 +193,17 @@ mod tests {
         );
         let (v6, _) = by_locality(&refs, false, Some(&loc(Some("fr"), "europe")));
         assert_eq!(hosts(&v6), vec!["2001:db8::1"]);
+    }
+
+    #[test]
+    fn a_record_with_a_zone_and_no_region_is_in_that_zone_of_any_region() {
+        let es = [
+            entry(r#"{"host":"10.0.1.1","zone":"fr"}"#),
+            entry(r#"{"host":"10.0.3.1","zone":"us"}"#),
+        ];
+        let refs: Vec<&Entry> = es.iter().collect();
+        let (v, _) = by_locality(&refs, true, Some(&loc(Some("fr"), "europe")));
+        assert_eq!(hosts(&v), vec!["10.0.1.1"]);
     }
 
     #[test]

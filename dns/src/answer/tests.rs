@@ -1123,7 +1123,7 @@ fn federation_short_names_alias_the_clusters_zone_level_name_and_its_chain() {
     assert_eq!(m.answers.len(), 1);
     // Other names below the suffix: NXDOMAIN with the suffix's SOA (the zone's serial).
     for n in [
-        "default.federation.svc.cluster.local.",
+        "x.a.b.federation.svc.cluster.local.",
         "a.b.c.federation.svc.cluster.local.",
     ] {
         let m = ask_short(&s, &f, n, RecordType::A);
@@ -1134,6 +1134,21 @@ fn federation_short_names_alias_the_clusters_zone_level_name_and_its_chain() {
             "federation.svc.cluster.local."
         );
     }
+    // A namespace's name has services below it: NODATA (RFC 8020), not NXDOMAIN.
+    let m = ask_short(
+        &s,
+        &f,
+        "default.federation.svc.cluster.local.",
+        RecordType::A,
+    );
+    assert_eq!(
+        (
+            m.metadata.response_code,
+            m.answers.len(),
+            m.authorities.len()
+        ),
+        (ResponseCode::NoError, 0, 1)
+    );
     // The suffix itself: its SOA, NODATA for anything else.
     let m = ask_short(&s, &f, "federation.svc.cluster.local.", RecordType::SOA);
     assert_eq!(m.answers.len(), 1);

@@ -166,3 +166,74 @@ proptest! {
         prop_assert_eq!(name(&t, t.lookup(client, revealed)), want);
     }
 }
+
+/// The scope by its definition, over every block: what [`Topology::scope`] computes with one
+/// binary search per prefix length.
+fn scope_by_definition(blocks: &[(Cidr, u8, u8)], client: u32, matched: Option<u8>) -> u8 {
+    let mut scope = matched.unwrap_or(0);
+    for (c, len, _) in blocks {
+        let std::net::IpAddr::V4(net) = c.network() else {
+            continue;
+        };
+        let shared = u8::try_from((u32::from(net) ^ client).leading_zeros()).expect("≤ 32");
+        if shared < *len {
+            scope = scope.max(shared + 1);
+        } else if Some(*len) > matched {
+            scope = scope.max(*len);
+        }
+    }
+    scope
+}
+
+proptest! {
+    #[test]
+    fn the_scope_is_the_shortest_prefix_no_other_block_reaches_into(
+        entries in proptest::collection::vec(entry(), 0..40),
+        probe in 0u32..1 << 24,
+        revealed in 0u8..=32,
+    ) {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut text = String::new();
+        let mut blocks = Vec::new();
+        for (addr, len, class) in entries {
+            if !seen.insert((addr, len)) {
+                continue;
+            }
+            let net = std::net::Ipv4Addr::from(addr);
+            text.push_str(&format!("- cidr: {net}/{len}\n  region: r{class}\n"));
+            blocks.push((format!("{net}/{len}").parse::<Cidr>().expect("cidr"), len, class));
+        }
+        let t = Topology::from_yaml(&text).expect("valid map");
+        let client = mask4((10 << 24) | probe, revealed);
+        let matched = t.lookup(IpAddr::V4(client.into()), revealed).map(|m| m.prefix);
+        prop_assert_eq!(
+            t.scope(IpAddr::V4(client.into()), matched),
+            scope_by_definition(&blocks, client, matched)
+        );
+    }
+}
+
+#[test]
+fn an_ipv4_mapped_block_is_the_ipv4_block_it_maps() {
+    let t = Topology::from_yaml("- {cidr: '::ffff:198.51.100.0/120', region: europe, zone: de}\n")
+        .expect("valid map");
+    assert_eq!(
+        name(&t, t.lookup(ip("198.51.100.7"), 32)),
+        Some(("de.europe".into(), 24))
+    );
+    assert_eq!(
+        name(&t, t.lookup(ip("::ffff:198.51.100.7"), 128)),
+        Some(("de.europe".into(), 24))
+    );
+}
+
+#[test]
+fn a_map_bigger_than_the_default_parser_budget_loads() {
+    let mut text = String::new();
+    for i in 0..40_000u32 {
+        let net = std::net::Ipv4Addr::from((10 << 24) | (i << 8));
+        text.push_str(&format!("- {{cidr: {net}/24, region: r{}}}\n", i % 7));
+    }
+    let t = Topology::from_yaml(&text).expect("a big map");
+    assert_eq!(t.len(), 40_000);
+}
