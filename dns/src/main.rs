@@ -109,7 +109,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     info!(
         zones = ?settings.zones.iter().map(ToString::to_string).collect::<Vec<_>>(),
         listen = ?bound, http = %settings.http, workers = settings.workers,
-        etcd = ?settings.etcd, "fedplane-dns started"
+        etcd = ?settings.etcd,
+        topology_blocks = settings.topology.as_ref().map_or(0, |t| t.len()),
+        short_names = ?settings.federations.as_ref().map(|f| f.suffixes().map(ToString::to_string).collect::<Vec<_>>()),
+        "fedplane-dns started"
     );
 
     let first = stop_signal(&mut term, &mut int).await;

@@ -922,7 +922,7 @@ fn the_client_gets_the_addresses_of_its_zone_else_its_region_else_all() {
 #[test]
 fn a_client_subnet_places_the_client_and_is_echoed_with_the_scope_of_the_answer() {
     let (s, t) = located();
-    let cases: [(Vec<u8>, &[&str], u8); 6] = [
+    let cases: [(Vec<u8>, &[&str], u8); 7] = [
         // 10.3.9.0/24 is in 10.3.0.0/16: us, and the answer holds for that /16.
         (ecs_option(1, 24, 0, &[10, 3, 9]), &["10.0.3.1"], 16),
         // 10.1.0.0/16 (de) holds a /24 in fr that does not hold 10.1.8.0: the answer holds
@@ -937,6 +937,18 @@ fn a_client_subnet_places_the_client_and_is_echoed_with_the_scope_of_the_answer(
             ecs_option(1, 24, 0, &[192, 0, 2]),
             &["10.0.1.1", "10.0.2.1", "10.0.3.1"],
             1,
+        ),
+        // An IPv4-mapped IPv6 subnet is the IPv4 subnet it maps: placed in us, with the
+        // scope counted past the 96 bits of the mapping.
+        (
+            ecs_option(
+                2,
+                120,
+                0,
+                &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 3, 9],
+            ),
+            &["10.0.3.1"],
+            112,
         ),
         // Source 0 ("do not use my address"): the answer for an unknown client, scope 0.
         (
