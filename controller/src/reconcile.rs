@@ -19,6 +19,10 @@ use crate::source::Cluster;
 use crate::store::{Store, StoreError};
 use crate::view::{self, ClusterView, Ignored};
 
+/// The first pause after an etcd error; doubled at each error in a row.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest pause after an etcd error.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How the loop runs (from the command line).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -134,7 +138,7 @@ impl Reconciler {
         cancel: CancellationToken,
     ) -> Result<(), ReconcileError> {
         let owner = self.opts.naming.owner();
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = MIN_BACKOFF;
         let client = loop {
             match Client::connect(etcd.endpoints.clone(), Some(etcd.connect_options())).await {
                 Ok(c) => break c,
@@ -154,15 +158,23 @@ impl Reconciler {
                 }
             }
         };
+        // Leadership is kept across etcd errors while its lease lives (the keepalive retries
+        // until the lease's TTL has passed without a refresh, and every write is fenced on
+        // it): an etcd member restarting fails a write or two, and resigning and campaigning
+        // again would stop the writes until the old lease expired.
+        let mut leadership: Option<Leadership> = None;
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let leadership = if self.opts.dry_run {
-                None
-            } else {
+            if leadership.as_ref().is_some_and(|l| l.lost().is_cancelled()) {
+                leadership = None;
+                metrics::gauge!("fedplane_controller_leader").set(0.0);
+                warn!(election = %self.opts.election, "leadership lost; campaigning again");
+            }
+            if !self.opts.dry_run && leadership.is_none() {
                 match self.lead(&client, &cancel).await {
-                    Ok(Some(l)) => Some(l),
+                    Ok(Some(l)) => leadership = Some(l),
                     Ok(None) => return Ok(()),
                     Err(e @ ReconcileError::OtherLeader(..)) => return Err(e),
                     Err(e) if self.opts.once => return Err(e),
@@ -172,11 +184,12 @@ impl Reconciler {
                         continue;
                     }
                 }
-            };
+            }
             // Only the keys under our domain: another federation of the same name in another
             // domain may share the prefix.
             let root = self.opts.naming.key(&self.opts.naming.domain);
             let mut store = Store::new(client.clone(), &root, owner.clone());
+            let serving = Instant::now();
             match self.serve(&mut store, leadership.as_ref(), &cancel).await {
                 Ok(()) => {
                     if let Some(l) = leadership {
@@ -187,6 +200,7 @@ impl Reconciler {
                 }
                 Err(e) if self.opts.once => return Err(e.into()),
                 Err(StoreError::LostLeadership(key)) => {
+                    leadership = None;
                     metrics::gauge!("fedplane_controller_leader").set(0.0);
                     warn!(election = %key, "leadership lost; standing by");
                 }
@@ -194,10 +208,10 @@ impl Reconciler {
                     metrics::counter!("fedplane_controller_errors_total", "kind" => "etcd")
                         .increment(1);
                     error!(error = %e, "etcd failed; writing again once it answers");
-                    if let Some(l) = leadership {
-                        l.resign().await;
+                    // A failure after a while of writing starts the backoff over.
+                    if serving.elapsed() > MAX_BACKOFF {
+                        backoff = MIN_BACKOFF;
                     }
-                    metrics::gauge!("fedplane_controller_leader").set(0.0);
                     self.pause(&mut backoff, &cancel).await;
                 }
             }
@@ -211,7 +225,7 @@ impl Reconciler {
             () = tokio::time::sleep(*backoff) => {}
             () = cancel.cancelled() => {}
         }
-        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 
     /// Campaigns until elected; `None` when cancelled first.

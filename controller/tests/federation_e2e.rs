@@ -511,3 +511,24 @@ fn snapshot_once_writes_the_same_records_as_the_live_run() {
         .collect();
     assert_eq!(live, snap);
 }
+
+#[test]
+fn an_etcd_outage_shorter_than_the_lease_keeps_the_leadership_and_the_writes_resume_at_once() {
+    let mut fed = Federation::start();
+    // A lease longer than the test's waits: campaigning again would wait for the old one.
+    let c = fed.controller(&["--election-ttl", "60s"]);
+    fed.await_a(GLOBAL, &all_ips());
+    c.await_metric("fedplane_controller_leader", "leadership", |v| v == 1.0);
+    fed.etcd.stop();
+    set_ready(fed.fake("fcp"), "fcp", false);
+    wait_until(WAIT, "the controller to fail a write", || {
+        c.daemon
+            .output()
+            .contains("etcd failed; writing again once it answers")
+            .then_some(())
+    });
+    fed.etcd.restart();
+    fed.await_a(GLOBAL, &["10.210.2.65", "10.210.3.65"]);
+    assert_eq!(c.metric("fedplane_controller_leader"), 1.0);
+    assert!(!c.daemon.output().contains("campaigning again"));
+}

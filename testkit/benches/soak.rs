@@ -1118,6 +1118,21 @@ fn run() -> bool {
     if !dead.is_empty() {
         println!("- FAIL: exited during the run: {}", dead.join(", "));
     }
+    if !ok {
+        // What the daemons warned about, to tell which one a failure comes from.
+        for (name, d) in [("fedplane-dns", &dns), ("fedplane-controller", &controller)] {
+            let out = d.output();
+            let warned: Vec<&str> = out
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let tail = &warned[warned.len().saturating_sub(30)..];
+            eprintln!(
+                "--- {name}: last warnings and errors ---\n{}",
+                tail.join("\n")
+            );
+        }
+    }
     ok && dead.is_empty()
 }
 
