@@ -241,6 +241,13 @@ impl Etcd {
         }
     }
 
+    /// Whether the etcd process is still running (not stopped, not exited).
+    fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The process ID (0 once stopped).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
@@ -364,10 +371,25 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and waits until every one answers.
+    /// Starts `n` members and waits until every one answers. A port picked for a member can be
+    /// taken by another process before the member binds it (tests run in parallel, and
+    /// outgoing connections take ports of the same range): a member that exits while the
+    /// cluster starts (etcd exits when it cannot bind) makes the whole cluster start again on
+    /// new ports, up to three times.
     pub fn start(n: usize) -> Self {
         require_program("etcd", "etcd-server");
         require_program("etcdctl", "etcd-client");
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(n) {
+                Ok(cluster) => return cluster,
+                Err(why) => last = why,
+            }
+        }
+        panic!("an etcd cluster of {n} did not start in three attempts: {last}");
+    }
+
+    fn try_start(n: usize) -> Result<Self, String> {
         let mut members: Vec<Etcd> = (0..n)
             .map(|i| Etcd::unstarted(&format!("m{i}"), false))
             .collect();
@@ -382,14 +404,24 @@ impl EtcdCluster {
             m.token.clone_from(&token);
             m.spawn_unchecked();
         }
-        for m in &members {
-            wait_until(
-                Duration::from_secs(30),
-                "etcd cluster member to answer",
-                || m.try_ctl(&["endpoint", "health"]).ok(),
-            );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for i in 0..members.len() {
+            loop {
+                if members[i].try_ctl(&["endpoint", "health"]).is_ok() {
+                    break;
+                }
+                if let Some(gone) = members.iter_mut().position(|m| !m.is_running()) {
+                    return Err(format!(
+                        "member m{gone} exited while the cluster started (a port taken?)"
+                    ));
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err("a member did not answer within 30 s".into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        Self { members }
+        Ok(Self { members })
     }
 
     /// Member `i`.
