@@ -80,12 +80,7 @@ pub struct Suffix {
 }
 
 fn label(what: &'static str, s: &str) -> Result<String, FederationError> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
+    if crate::record::is_dns_label(s) {
         Ok(s.to_ascii_lowercase())
     } else {
         Err(FederationError::Name {

@@ -133,14 +133,20 @@ fn locality(field: &'static str, value: Option<String>) -> Result<Box<str>, Reco
     let Some(v) = value else {
         return Ok(Box::default());
     };
-    let ok = v.len() <= 63
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !v.starts_with('-')
-        && !v.ends_with('-');
-    if !ok {
+    if !v.is_empty() && !is_dns_label(&v) {
         return Err(RecordError::Locality { field, value: v });
     }
     Ok(v.to_ascii_lowercase().into())
+}
+
+/// Whether `s` is one DNS label as zones, regions and federation names are written: 1 to 63
+/// letters, digits and inner hyphens.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn ranged<T: TryFrom<i64> + Default>(

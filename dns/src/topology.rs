@@ -172,12 +172,7 @@ pub struct Topology {
 
 /// A zone or region: a DNS label, kept in lower case (as records keep theirs).
 fn label(what: &str, s: &str) -> Result<Box<str>, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
+    if crate::record::is_dns_label(s) {
         Ok(s.to_ascii_lowercase().into())
     } else {
         Err(format!(

@@ -136,6 +136,26 @@ fn entry() -> impl Strategy<Value = (u32, u8, u8)> {
     })
 }
 
+/// The map of the generated `entries` (each block once), and its blocks.
+fn map_of(entries: Vec<(u32, u8, u8)>) -> (Topology, Vec<(Cidr, u8, u8)>) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut text = String::new();
+    let mut blocks = Vec::new();
+    for (addr, len, class) in entries {
+        if !seen.insert((addr, len)) {
+            continue;
+        }
+        let net = std::net::Ipv4Addr::from(addr);
+        text.push_str(&format!("- cidr: {net}/{len}\n  region: r{class}\n"));
+        blocks.push((
+            format!("{net}/{len}").parse::<Cidr>().expect("cidr"),
+            len,
+            class,
+        ));
+    }
+    (Topology::from_yaml(&text).expect("valid map"), blocks)
+}
+
 proptest! {
     /// The lookup finds what a linear scan of the blocks finds: the longest block that holds
     /// the address among those no longer than the revealed prefix.
@@ -145,18 +165,7 @@ proptest! {
         probe in 0u32..1 << 24,
         revealed in 0u8..=32,
     ) {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut text = String::new();
-        let mut blocks = Vec::new();
-        for (addr, len, class) in entries {
-            if !seen.insert((addr, len)) {
-                continue;
-            }
-            let net = std::net::Ipv4Addr::from(addr);
-            text.push_str(&format!("- cidr: {net}/{len}\n  region: r{class}\n"));
-            blocks.push((format!("{net}/{len}").parse::<Cidr>().expect("cidr"), len, class));
-        }
-        let t = Topology::from_yaml(&text).expect("valid map");
+        let (t, blocks) = map_of(entries);
         let client = IpAddr::V4(std::net::Ipv4Addr::from((10 << 24) | probe));
         let want = blocks
             .iter()
@@ -192,18 +201,7 @@ proptest! {
         probe in 0u32..1 << 24,
         revealed in 0u8..=32,
     ) {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut text = String::new();
-        let mut blocks = Vec::new();
-        for (addr, len, class) in entries {
-            if !seen.insert((addr, len)) {
-                continue;
-            }
-            let net = std::net::Ipv4Addr::from(addr);
-            text.push_str(&format!("- cidr: {net}/{len}\n  region: r{class}\n"));
-            blocks.push((format!("{net}/{len}").parse::<Cidr>().expect("cidr"), len, class));
-        }
-        let t = Topology::from_yaml(&text).expect("valid map");
+        let (t, blocks) = map_of(entries);
         let client = mask4((10 << 24) | probe, revealed);
         let matched = t.lookup(IpAddr::V4(client.into()), revealed).map(|m| m.prefix);
         prop_assert_eq!(
