@@ -8,7 +8,9 @@ use clap::Parser;
 use fedplane_ops::etcd::{EtcdFlags, EtcdSettings};
 use fedplane_ops::parse_duration;
 
+use crate::health::Thresholds;
 use crate::plan::Naming;
+use crate::prober::ProbeTiming;
 use crate::reconcile::Options;
 use crate::selector::Selector;
 use crate::view::{ViewSettings, dns_label};
@@ -91,6 +93,20 @@ pub struct Cli {
     /// Re-read our keys from etcd this often, to repair keys changed behind our back
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub resync: Duration,
+    /// How often the ingress addresses of Services annotated fedplane.io/health-check
+    /// (tcp:PORT or http:PORT/PATH) are probed
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// How long one probe may take (at most --probe-interval)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub probe_timeout: Duration,
+    /// Failed probes in a row that withdraw an address (its cluster counts as unhealthy for
+    /// the Service once all its addresses are withdrawn)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub probe_failures: u32,
+    /// Successful probes in a row that bring a withdrawn address back
+    #[arg(long, value_name = "M", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub probe_successes: u32,
     /// Log format: text or json
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -215,6 +231,17 @@ impl Settings {
         let election = cli
             .election
             .unwrap_or_else(|| format!("/fedplane/controller/{}", cli.federation));
+        if cli.probe_interval.is_zero() || cli.probe_timeout.is_zero() {
+            return Err(ConfigError(
+                "--probe-interval and --probe-timeout must be longer than zero".into(),
+            ));
+        }
+        if cli.probe_timeout > cli.probe_interval {
+            return Err(ConfigError(format!(
+                "--probe-timeout {:?} is longer than --probe-interval {:?}",
+                cli.probe_timeout, cli.probe_interval
+            )));
+        }
         if election == etcd.prefix || election.starts_with(&format!("{}/", etcd.prefix)) {
             return Err(ConfigError(format!(
                 "--election {election} is under --etcd-prefix {}: fedplane-dns would serve it",
@@ -236,6 +263,14 @@ impl Settings {
                 dry_run: cli.dry_run,
                 election,
                 election_ttl: cli.election_ttl,
+                probe: ProbeTiming {
+                    interval: cli.probe_interval,
+                    timeout: cli.probe_timeout,
+                },
+                thresholds: Thresholds {
+                    failures: cli.probe_failures,
+                    successes: cli.probe_successes,
+                },
                 id: cli
                     .id
                     .or(hostname)
@@ -322,6 +357,15 @@ mod tests {
                 &["--snapshot", "a=/f", "--service-selector", "a in b"][..],
                 "selector",
             ),
+            (
+                &["--snapshot", "a=/f", "--probe-timeout", "6s"][..],
+                "longer than --probe-interval",
+            ),
+            (
+                &["--snapshot", "a=/f", "--probe-interval", "0s"][..],
+                "longer than zero",
+            ),
+            (&["--snapshot", "a=/f", "--probe-failures", "0"][..], "0"),
         ] {
             let e = resolve(args).expect_err(want);
             assert!(e.0.contains(want), "{args:?}: {e}");

@@ -29,6 +29,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Strategy;
 use crate::view::{ClusterView, Locality, ServiceId};
 
 /// JSON field that marks a value as written by us.
@@ -92,7 +93,7 @@ pub fn address_label(ip: &IpAddr) -> String {
 }
 
 /// The JSON value of one of our records.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OwnedValue {
     /// Address or CNAME target.
     pub host: String,
@@ -101,6 +102,15 @@ pub struct OwnedValue {
     /// Ownership marker.
     #[serde(rename = "managed-by")]
     pub managed_by: String,
+    /// Zone of the address (`closest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Region of the address (`closest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Relative weight of the address (`weighted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// The owner marker of a stored value, if it is JSON with one.
@@ -179,18 +189,26 @@ pub fn replan(
 /// Adds the records of one Service to `out`.
 fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out: &mut Desired) {
     let owner = naming.owner();
-    let value = |host: String| {
+    let value = |host: String, extra: Extra| {
         serde_json::to_string(&OwnedValue {
             host,
             ttl: naming.ttl,
             managed_by: owner.clone(),
+            zone: extra.zone,
+            region: extra.region,
+            weight: extra.weight,
         })
         .unwrap_or_default()
     };
+    // The first cluster that has the Service decides its strategy.
+    let strategy = clusters
+        .iter()
+        .find_map(|c| c.services.get(svc))
+        .map(|h| &h.policy.strategy)
+        .unwrap_or(&Strategy::All);
     let mut zones: BTreeSet<&Locality> = BTreeSet::new();
-    // (cluster, its addresses, the localities it is healthy in)
-    let mut healthy: Vec<(&str, &[IpAddr], BTreeSet<&Locality>)> = Vec::new();
-    for c in clusters {
+    let mut healthy: Vec<Healthy<'_>> = Vec::new();
+    for (rank, c) in clusters.iter().enumerate() {
         let Some(h) = c.services.get(svc) else {
             continue;
         };
@@ -202,49 +220,196 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
             } else {
                 h.ready_localities.iter().collect()
             };
-            healthy.push((&c.name, &h.ingress, at));
+            let rank = match strategy {
+                Strategy::Failover(order) => order
+                    .iter()
+                    .position(|o| *o == c.name)
+                    .unwrap_or(order.len() + rank),
+                _ => rank,
+            };
+            healthy.push(Healthy {
+                cluster: &c.name,
+                ips: &h.ingress,
+                at,
+                rank,
+            });
         }
     }
-    // Puts the addresses of the healthy clusters that `filter` picks under `name`; false when
-    // it picks none.
-    let put_addresses =
-        |out: &mut Desired, name: &str, filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
-            let key = naming.key(name);
-            let mut any = false;
-            for (cluster, ips, at) in &healthy {
-                if filter(at) {
-                    for ip in *ips {
-                        out.insert(
-                            format!("{key}/{cluster}/{}", address_label(ip)),
-                            value(ip.to_string()),
-                        );
-                    }
-                    any = true;
-                }
+    // Puts the addresses of the healthy clusters that `filter` picks under `name`, chosen by
+    // `strategy` (the zone names answer every cluster picked); false when it picks none.
+    let put_addresses = |out: &mut Desired,
+                         name: &str,
+                         strategy: &Strategy,
+                         filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
+        let key = naming.key(name);
+        let picked: Vec<&Healthy<'_>> = healthy.iter().filter(|h| filter(&h.at)).collect();
+        for (h, extra) in choose(strategy, picked.clone()) {
+            for ip in h.ips {
+                let extra = Extra {
+                    zone: extra.zone.clone(),
+                    region: extra.region.clone(),
+                    weight: extra.weight.map(|w| w.get(ip)),
+                };
+                out.insert(
+                    format!("{key}/{}/{}", h.cluster, address_label(ip)),
+                    value(ip.to_string(), extra),
+                );
             }
-            any
-        };
+        }
+        !picked.is_empty()
+    };
     let global = naming.global_name(svc);
-    put_addresses(out, &global, &|_| true);
+    put_addresses(out, &global, strategy, &|_| true);
     let regions: BTreeSet<&str> = zones.iter().map(|l| l.region.as_str()).collect();
     for region in regions {
         let name = naming.region_name(svc, region);
-        if !put_addresses(out, &name, &|at| at.iter().any(|l| l.region == region)) {
+        if !put_addresses(out, &name, strategy, &|at| {
+            at.iter().any(|l| l.region == region)
+        }) {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
-                value(global.clone()),
+                value(global.clone(), Extra::default()),
             );
         }
     }
     for l in zones {
         let name = naming.zone_name(svc, l);
-        if !put_addresses(out, &name, &|at| at.contains(l)) {
+        if !put_addresses(out, &name, &Strategy::All, &|at| at.contains(l)) {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
-                value(naming.region_name(svc, &l.region)),
+                value(naming.region_name(svc, &l.region), Extra::default()),
             );
         }
     }
+}
+
+/// A cluster where a Service is healthy.
+struct Healthy<'a> {
+    cluster: &'a str,
+    /// Its ingress addresses.
+    ips: &'a [IpAddr],
+    /// The localities it is healthy in.
+    at: BTreeSet<&'a Locality>,
+    /// Its place in the failover order (else its place in `--cluster` order).
+    rank: usize,
+}
+
+/// The extra fields of one cluster's address records under a strategy.
+#[derive(Debug, Clone, Default)]
+struct Extra<W = Option<u32>> {
+    zone: Option<String>,
+    region: Option<String>,
+    weight: W,
+}
+
+/// Per-address weights of one cluster: each family's share of the cluster weight.
+#[derive(Debug, Clone, Copy)]
+struct Weights {
+    v4: u32,
+    v6: u32,
+}
+
+impl Weights {
+    fn get(self, ip: &IpAddr) -> u32 {
+        if ip.is_ipv4() { self.v4 } else { self.v6 }
+    }
+}
+
+/// The clusters that answer a global or region name under `strategy`, out of those `picked`,
+/// with the extra fields of their records.
+fn choose<'a, 'b>(
+    strategy: &Strategy,
+    picked: Vec<&'b Healthy<'a>>,
+) -> Vec<(&'b Healthy<'a>, Extra<Option<Weights>>)> {
+    match strategy {
+        Strategy::All => picked.into_iter().map(|h| (h, Extra::default())).collect(),
+        Strategy::Closest => picked
+            .into_iter()
+            .map(|h| {
+                // A record carries one zone and one region: those the cluster is healthy in,
+                // when they are one; a cluster across regions is answered to everyone.
+                let regions: BTreeSet<&str> = h.at.iter().map(|l| l.region.as_str()).collect();
+                let extra = Extra {
+                    zone: (h.at.len() == 1)
+                        .then(|| h.at.iter().next().map(|l| l.zone.clone()))
+                        .flatten(),
+                    region: (regions.len() == 1)
+                        .then(|| regions.iter().next().map(|r| (*r).to_owned()))
+                        .flatten(),
+                    weight: None,
+                };
+                (h, extra)
+            })
+            .collect(),
+        Strategy::Failover(_) => picked
+            .into_iter()
+            .min_by_key(|h| h.rank)
+            .map(|h| (h, Extra::default()))
+            .into_iter()
+            .collect(),
+        Strategy::Weighted(weights) => {
+            let weighed: Vec<(&Healthy<'_>, u32)> = picked
+                .iter()
+                .filter_map(|h| weights.get(h.cluster).map(|w| (*h, *w)))
+                .collect();
+            if weighed.is_empty() {
+                // No cluster with a weight is healthy: the others answer, as with `all`.
+                return picked.into_iter().map(|h| (h, Extra::default())).collect();
+            }
+            let family = |v4: bool| {
+                let counts = weighed
+                    .iter()
+                    .map(|(h, _)| h.ips.iter().filter(|ip| ip.is_ipv4() == v4).count() as u64);
+                split_weights(&weighed, counts.collect())
+            };
+            let (v4, v6) = (family(true), family(false));
+            weighed
+                .iter()
+                .enumerate()
+                .map(|(i, (h, _))| {
+                    let extra = Extra {
+                        weight: Some(Weights {
+                            v4: v4[i],
+                            v6: v6[i],
+                        }),
+                        ..Extra::default()
+                    };
+                    (*h, extra)
+                })
+                .collect()
+        }
+    }
+}
+
+/// The weight of each address of each cluster, for clusters with `counts[i]` addresses of a
+/// family, so that each cluster's addresses together weigh in proportion to its weight
+/// (fedplane-dns picks one address by weight). Weights are scaled by the least common multiple
+/// of the counts; where that would pass the largest SRV weight (65535), each address weighs
+/// its cluster's weight.
+fn split_weights(weighed: &[(&Healthy<'_>, u32)], counts: Vec<u64>) -> Vec<u32> {
+    const LIMIT: u64 = 65_535;
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let heaviest = weighed
+        .iter()
+        .map(|(_, w)| u64::from(*w))
+        .max()
+        .unwrap_or(1);
+    let lcm = counts.iter().filter(|n| **n > 0).try_fold(1u64, |l, &n| {
+        Some(l / gcd(l, n) * n).filter(|l| l * heaviest <= LIMIT)
+    });
+    weighed
+        .iter()
+        .zip(&counts)
+        .map(|((_, w), &n)| match lcm {
+            Some(l) if n > 0 => u32::try_from(u64::from(*w) * l / n).unwrap_or(*w),
+            _ => *w,
+        })
+        .collect()
 }
 
 /// A key we own, as last read or written.

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::election::{self, Leadership};
+use crate::health::{Health, Thresholds};
 use crate::plan::{self, Change, Naming};
+use crate::prober::{self, ProbeTiming};
 use crate::reach::{self, Contribution};
 use crate::source::Cluster;
 use crate::store::{Store, StoreError};
@@ -44,6 +46,10 @@ pub struct Options {
     pub election_ttl: Duration,
     /// Our name in the election.
     pub id: String,
+    /// `--probe-interval`, `--probe-timeout`.
+    pub probe: ProbeTiming,
+    /// `--probe-failures`, `--probe-successes`.
+    pub thresholds: Thresholds,
 }
 
 /// Why the loop stopped.
@@ -97,6 +103,8 @@ pub struct Reconciler {
     planned: Option<(Vec<ClusterView>, plan::Desired)>,
     /// Diff every key next time: our keys were just read, or a write conflicted.
     full_diff: bool,
+    /// The health checks' results, shared with the prober.
+    health: Arc<Mutex<Health>>,
 }
 
 enum Wake {
@@ -115,6 +123,7 @@ impl Reconciler {
         status: Arc<Status>,
     ) -> Self {
         let n = clusters.len();
+        let opts_thresholds = opts.thresholds;
         status.set(Some("starting".into()));
         Self {
             opts,
@@ -127,6 +136,7 @@ impl Reconciler {
             contributions: vec![None; n],
             planned: None,
             full_diff: true,
+            health: Arc::new(Mutex::new(Health::new(opts_thresholds))),
         }
     }
 
@@ -139,6 +149,15 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let owner = self.opts.naming.owner();
         let mut backoff = MIN_BACKOFF;
+        if !self.opts.once {
+            // A standby probes too, so a new leader starts from current results.
+            tokio::spawn(prober::run(
+                self.health.clone(),
+                self.opts.probe,
+                self.changed.clone(),
+                cancel.clone(),
+            ));
+        }
         let client = loop {
             match Client::connect(etcd.endpoints.clone(), Some(etcd.connect_options())).await {
                 Ok(c) => break c,
@@ -433,7 +452,7 @@ impl Reconciler {
                 Some((g, v)) if *g == generation => v.clone(),
                 _ => {
                     let (v, ignored) = view::build(&c.view, &c.objects());
-                    report(&mut self.reported[i], name, ignored);
+                    report(&mut self.reported[i], c, ignored);
                     self.cache[i] = Some((generation, v.clone()));
                     v
                 }
@@ -444,6 +463,9 @@ impl Reconciler {
             });
         }
         if waiting.is_empty() {
+            let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+            health.set_targets(&views);
+            health.apply(&mut views);
             Some(views)
         } else {
             self.status.set(Some(format!(
@@ -455,11 +477,16 @@ impl Reconciler {
     }
 }
 
-/// Logs what is newly ignored in a cluster (each item once) and counts it.
-fn report(reported: &mut BTreeSet<Ignored>, cluster: &str, ignored: Vec<Ignored>) {
+/// Logs what is newly ignored in a cluster (each item once), records a Warning Event on the
+/// Service it is about (a bad annotation), and counts it.
+fn report(reported: &mut BTreeSet<Ignored>, c: &Cluster, ignored: Vec<Ignored>) {
+    let cluster = c.view.cluster.as_str();
     let now: BTreeSet<Ignored> = ignored.into_iter().collect();
     for item in now.difference(reported) {
         warn!(cluster, object = %item.object, reason = %item.reason, "ignored");
+        if let Some(service) = &item.service {
+            c.warn(service, &item.reason);
+        }
     }
     metrics::gauge!("fedplane_controller_ignored_objects", "cluster" => cluster.to_owned())
         .set(now.len() as f64);

@@ -10,17 +10,18 @@ use std::time::Instant;
 use fedplane_ops::kube::{Observer, Signal};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::Store;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::reach::Link;
-use crate::view::{ClusterObjects, ViewSettings};
+use crate::view::{ClusterObjects, ServiceId, ViewSettings};
 
 const KINDS: [&str; 3] = ["Node", "Service", "EndpointSlice"];
 
@@ -54,6 +55,7 @@ enum Objects {
         nodes: Store<Node>,
         services: Store<Service>,
         slices: Store<EndpointSlice>,
+        recorder: Recorder,
     },
 }
 
@@ -109,7 +111,14 @@ impl Cluster {
         };
         let nodes = w.spawn::<Node>(Api::all(client.clone()), 0, tasks);
         let services = w.spawn::<Service>(Api::all(client.clone()), 1, tasks);
-        let slices = w.spawn::<EndpointSlice>(Api::all(client), 2, tasks);
+        let slices = w.spawn::<EndpointSlice>(Api::all(client.clone()), 2, tasks);
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: "fedplane-controller".into(),
+                instance: None,
+            },
+        );
         Self {
             view,
             state,
@@ -117,8 +126,40 @@ impl Cluster {
                 nodes,
                 services,
                 slices,
+                recorder,
             },
         }
+    }
+
+    /// Records a Warning Event on a Service of a live cluster (in the background: a cluster
+    /// that cannot take it costs a debug line, nothing else).
+    pub fn warn(&self, service: &ServiceId, note: &str) {
+        let Objects::Live {
+            services, recorder, ..
+        } = &self.objects
+        else {
+            return;
+        };
+        let key = ObjectRef::new(&service.name).within(&service.namespace);
+        let Some(svc) = services.get(&key) else {
+            return;
+        };
+        let reference = svc.object_ref(&());
+        let recorder = recorder.clone();
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidAnnotation".into(),
+            // The API limits a note to 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: "Federate".into(),
+            secondary: None,
+        };
+        let cluster = self.view.cluster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                debug!(cluster, error = %e, "Event not recorded");
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
@@ -143,6 +184,7 @@ impl Cluster {
                 nodes,
                 services,
                 slices,
+                ..
             } => ClusterObjects {
                 nodes: nodes.state(),
                 services: services.state(),

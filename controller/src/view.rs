@@ -18,6 +18,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::policy::{self, Policy};
 use crate::selector::Selector;
 
 /// Annotation on a Service: `"false"` keeps it out of the federation.
@@ -66,6 +67,8 @@ pub struct ServiceHealth {
     pub ready_endpoints: usize,
     /// Localities of those ready endpoints (those whose locality is known).
     pub ready_localities: BTreeSet<Locality>,
+    /// Its traffic policy in this cluster (from its annotations).
+    pub policy: Policy,
 }
 
 impl ServiceHealth {
@@ -133,6 +136,8 @@ pub struct Ignored {
     pub object: String,
     /// What is wrong with it.
     pub reason: String,
+    /// The Service it is about, when a Warning Event on it should say so too.
+    pub service: Option<ServiceId>,
 }
 
 /// Builds the view of one cluster.
@@ -161,6 +166,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                 Err(reason) => ignored.push(Ignored {
                     object: format!("Node {name}"),
                     reason,
+                    service: None,
                 }),
             },
             (None, None) => {}
@@ -171,6 +177,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                     if r.is_some() { "region" } else { "zone" },
                     if r.is_some() { "zone" } else { "region" },
                 ),
+                service: None,
             }),
         }
     }
@@ -183,6 +190,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             Err(reason) => ignored.push(Ignored {
                 object: format!("cluster {}", settings.cluster),
                 reason,
+                service: None,
             }),
         }
     }
@@ -204,6 +212,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             ignored.push(Ignored {
                 object: format!("Service {id}"),
                 reason,
+                service: None,
             });
             continue;
         }
@@ -219,6 +228,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                 Some(Err(_)) => ignored.push(Ignored {
                     object: format!("Service {id}"),
                     reason: format!("ingress ip {:?} is not an IP address", ing.ip),
+                    service: None,
                 }),
                 None => ignored.push(Ignored {
                     object: format!("Service {id}"),
@@ -226,15 +236,25 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                         "ingress {:?} has a hostname but no ip; only IPs are published",
                         ing.hostname
                     ),
+                    service: None,
                 }),
             }
         }
         ingress.sort_unstable();
         ingress.dedup();
+        let (policy, problems) = policy::parse(svc.metadata.annotations.as_ref());
+        for reason in problems {
+            ignored.push(Ignored {
+                object: format!("Service {id}"),
+                reason,
+                service: Some(id.clone()),
+            });
+        }
         services.insert(
             id,
             ServiceHealth {
                 ingress,
+                policy,
                 ..ServiceHealth::default()
             },
         );

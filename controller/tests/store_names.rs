@@ -21,6 +21,7 @@ fn value(host: &str) -> String {
         host: host.into(),
         ttl: 30,
         managed_by: OWNER.into(),
+        ..OwnedValue::default()
     })
     .expect("JSON")
 }

@@ -1,9 +1,11 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use proptest::strategy::Strategy;
 
 use super::*;
 use crate::fixtures::seed_cluster;
+use crate::policy::{self, Policy};
 use crate::view::{self, ServiceHealth, ViewSettings};
 
 fn naming() -> Naming {
@@ -199,6 +201,224 @@ fn owner_marker_is_read_back_and_foreign_values_have_none() {
     assert_eq!(owner_of(b"not json"), None);
 }
 
+/// `clusters` with every Service on `strategy`.
+fn with_strategy(mut clusters: Vec<ClusterView>, strategy: &policy::Strategy) -> Vec<ClusterView> {
+    for c in &mut clusters {
+        for h in c.services.values_mut() {
+            h.policy.strategy = strategy.clone();
+        }
+    }
+    clusters
+}
+
+/// name → (cluster leaf, value) of each address record.
+fn records(d: &Desired, n: &Naming, name: &str) -> Vec<(String, OwnedValue)> {
+    let key = format!("{}/", n.key(name));
+    d.iter()
+        .filter_map(|(k, v)| {
+            let leaf = k.strip_prefix(&key)?;
+            let cluster = leaf.split('/').next()?.to_owned();
+            Some((cluster, serde_json::from_str(v).expect("our value parses")))
+        })
+        .collect()
+}
+
+const GLOBAL: &str = "hello-world.default.federation.svc.example.com";
+const EUROPE: &str = "hello-world.default.federation.svc.europe.example.com";
+
+#[test]
+fn closest_writes_each_address_with_its_cluster_zone_and_region() {
+    let n = naming();
+    let d = plan(
+        &n,
+        &with_strategy(seeds([2, 2, 2]), &policy::Strategy::Closest),
+    );
+    let got: Vec<(String, Option<String>, Option<String>)> = records(&d, &n, GLOBAL)
+        .into_iter()
+        .map(|(c, v)| (c, v.zone, v.region))
+        .collect();
+    let l = |c: &str, z: &str, r: &str| (c.to_owned(), Some(z.to_owned()), Some(r.to_owned()));
+    assert_eq!(
+        got,
+        [
+            l("chn", "cn", "asia"),
+            l("fcp", "fr", "europe"),
+            l("usa", "us", "america")
+        ]
+    );
+    // The zone names stay plain.
+    let zone = records(
+        &d,
+        &n,
+        "hello-world.default.federation.svc.fr.europe.example.com",
+    );
+    assert!(
+        zone.iter()
+            .all(|(_, v)| v.zone.is_none() && v.weight.is_none())
+    );
+}
+
+#[test]
+fn failover_answers_the_first_healthy_cluster_in_order_at_the_global_and_region_names() {
+    let n = naming();
+    let order = policy::Strategy::Failover(vec!["usa".into(), "fcp".into()]);
+    let d = plan(&n, &with_strategy(seeds([2, 2, 2]), &order));
+    assert_eq!(answers(&d, &n, GLOBAL), ["10.210.3.65"]);
+    assert_eq!(answers(&d, &n, EUROPE), ["10.210.1.68"]);
+    // usa down: fcp (named next); fcp down too: chn (not named, after the named ones).
+    let d = plan(&n, &with_strategy(seeds([2, 0, 2]), &order));
+    assert_eq!(answers(&d, &n, GLOBAL), ["10.210.1.68"]);
+    let d = plan(&n, &with_strategy(seeds([0, 0, 2]), &order));
+    assert_eq!(answers(&d, &n, GLOBAL), ["10.210.2.65"]);
+    // Europe without a healthy cluster: its region name falls back to the global name.
+    assert_eq!(answers(&d, &n, EUROPE), [GLOBAL]);
+    // Unnamed clusters in --cluster order: fcp, then usa.
+    let d = plan(
+        &n,
+        &with_strategy(seeds([2, 2, 2]), &policy::Strategy::Failover(vec![])),
+    );
+    assert_eq!(answers(&d, &n, GLOBAL), ["10.210.1.68"]);
+}
+
+#[test]
+fn weighted_writes_the_cluster_weights_and_leaves_out_unweighted_clusters() {
+    let n = naming();
+    let weights =
+        policy::Strategy::Weighted(BTreeMap::from([("fcp".into(), 3), ("usa".into(), 1)]));
+    let d = plan(&n, &with_strategy(seeds([2, 2, 2]), &weights));
+    let got: Vec<(String, Option<u32>)> = records(&d, &n, GLOBAL)
+        .into_iter()
+        .map(|(c, v)| (c, v.weight))
+        .collect();
+    assert_eq!(
+        got,
+        [("fcp".to_owned(), Some(3)), ("usa".to_owned(), Some(1))]
+    );
+    // No weighted cluster healthy: the others answer, without weights.
+    let d = plan(&n, &with_strategy(seeds([0, 0, 2]), &weights));
+    let got: Vec<(String, Option<u32>)> = records(&d, &n, GLOBAL)
+        .into_iter()
+        .map(|(c, v)| (c, v.weight))
+        .collect();
+    assert_eq!(got, [("chn".to_owned(), None)]);
+}
+
+#[test]
+fn a_cluster_with_two_addresses_of_a_family_splits_its_weight_between_them() {
+    let n = naming();
+    let mut clusters = seeds([2, 2, 2]);
+    let h = clusters[0]
+        .services
+        .values_mut()
+        .next()
+        .expect("hello-world");
+    h.ingress = vec![
+        "10.210.1.68".parse().expect("address"),
+        "10.210.1.69".parse().expect("address"),
+        "fd00::1".parse().expect("address"),
+    ];
+    let weights =
+        policy::Strategy::Weighted(BTreeMap::from([("fcp".into(), 3), ("usa".into(), 1)]));
+    let d = plan(&n, &with_strategy(clusters, &weights));
+    let got: Vec<(String, u32)> = records(&d, &n, GLOBAL)
+        .into_iter()
+        .map(|(_, v)| (v.host, v.weight.expect("weighted")))
+        .collect();
+    // IPv4: fcp's two addresses 3 each, usa's one 2 (3:1 per cluster); IPv6: fcp alone.
+    assert_eq!(
+        got,
+        [
+            ("10.210.1.68".into(), 3),
+            ("10.210.1.69".into(), 3),
+            ("fd00::1".into(), 3),
+            ("10.210.3.65".into(), 2)
+        ]
+    );
+}
+
+#[test]
+fn ipv6_and_dual_stack_ingress_give_aaaa_records_at_every_level() {
+    let n = naming();
+    let mut clusters = seeds([2, 2, 0]);
+    clusters[0]
+        .services
+        .values_mut()
+        .next()
+        .expect("svc")
+        .ingress = vec![
+        "10.210.1.68".parse().expect("address"),
+        "fd00:1::68".parse().expect("address"),
+    ];
+    clusters[1]
+        .services
+        .values_mut()
+        .next()
+        .expect("svc")
+        .ingress = vec!["fd00:3::65".parse().expect("address")];
+    let d = plan(&n, &clusters);
+    assert_eq!(
+        answers(&d, &n, GLOBAL),
+        ["10.210.1.68", "fd00:1::68", "fd00:3::65"]
+    );
+    assert_eq!(answers(&d, &n, EUROPE), ["10.210.1.68", "fd00:1::68"]);
+    assert_eq!(
+        answers(
+            &d,
+            &n,
+            "hello-world.default.federation.svc.us.america.example.com"
+        ),
+        ["fd00:3::65"]
+    );
+    assert_eq!(
+        answers(
+            &d,
+            &n,
+            "hello-world.default.federation.svc.cn.asia.example.com"
+        ),
+        ["hello-world.default.federation.svc.asia.example.com"]
+    );
+    let key = n.key(GLOBAL);
+    assert!(d.contains_key(&format!("{key}/fcp/fd00-1--68")), "{d:#?}");
+}
+
+#[test]
+fn the_first_cluster_that_has_the_service_decides_its_strategy() {
+    let n = naming();
+    let mut clusters = seeds([2, 2, 2]);
+    clusters[1]
+        .services
+        .values_mut()
+        .next()
+        .expect("svc")
+        .policy
+        .strategy = policy::Strategy::Failover(vec![]);
+    // fcp (first) says all.
+    let d = plan(&n, &clusters);
+    assert_eq!(answers(&d, &n, GLOBAL).len(), 3);
+    clusters[0].services.clear();
+    let d = plan(&n, &clusters);
+    assert_eq!(answers(&d, &n, GLOBAL), ["10.210.3.65"]);
+}
+
+fn arb_strategy() -> impl Strategy<Value = policy::Strategy> {
+    let names = || prop::sample::subsequence(vec!["c0", "c1", "c2", "c9"], 0..4);
+    prop_oneof![
+        Just(policy::Strategy::All),
+        Just(policy::Strategy::Closest),
+        names()
+            .prop_shuffle()
+            .prop_map(|v| policy::Strategy::Failover(v.into_iter().map(String::from).collect())),
+        prop::collection::btree_map(
+            prop::sample::select(vec!["c0", "c1", "c2", "c9"]),
+            1..=1000u32,
+            1..4
+        )
+        .prop_map(|m| policy::Strategy::Weighted(
+            m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        )),
+    ]
+}
+
 // === property tests ===
 
 const REGIONS: [&str; 2] = ["europe", "asia"];
@@ -228,6 +448,7 @@ fn arb_health() -> impl Strategy<Value = ServiceHealth> {
             } else {
                 ready_localities
             },
+            policy: Policy::default(),
         })
 }
 
@@ -399,4 +620,79 @@ proptest! {
         prop_assert!(replan(&n, &before, &owned_from, &mut full).is_none() || before.iter().zip(&owned_from).all(|(b, o)| b.name == o.name && b.localities == o.localities));
         prop_assert_eq!(full, plan(&n, &owned_from));
     }
+    #[test]
+    fn every_strategy_answers_from_healthy_clusters_and_only_as_it_says(
+        clusters in arb_clusters(), strategy in arb_strategy()
+    ) {
+        let n = naming();
+        let clusters = with_strategy(clusters, &strategy);
+        let d = plan(&n, &clusters);
+        let mut services: BTreeSet<&ServiceId> = BTreeSet::new();
+        for c in &clusters {
+            services.extend(c.services.keys());
+        }
+        for svc in services {
+            let healthy: Vec<&ClusterView> = clusters
+                .iter()
+                .filter(|c| c.services.get(svc).is_some_and(ServiceHealth::healthy))
+                .collect();
+            let got = records(&d, &n, &n.global_name(svc));
+            let leaves: BTreeSet<&str> = got.iter().map(|(c, _)| c.as_str()).collect();
+            prop_assert_eq!(got.is_empty(), healthy.is_empty());
+            for (c, v) in &got {
+                let h = clusters.iter().find(|o| o.name == *c).and_then(|o| o.services.get(svc));
+                prop_assert!(h.is_some_and(|h| h.healthy() && h.ingress.iter().any(|ip| ip.to_string() == v.host)));
+                prop_assert_eq!(v.zone.is_some() || v.region.is_some(), matches!(strategy, policy::Strategy::Closest) && (v.zone.is_some() || v.region.is_some()));
+            }
+            let all: BTreeSet<&str> = healthy.iter().map(|c| c.name.as_str()).collect();
+            match &strategy {
+                policy::Strategy::All | policy::Strategy::Closest => prop_assert_eq!(leaves, all),
+                policy::Strategy::Failover(order) => {
+                    let first = healthy
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(i, c)| order.iter().position(|o| *o == c.name).unwrap_or(order.len() + i))
+                        .map(|(_, c)| c.name.as_str());
+                    prop_assert_eq!(leaves, first.into_iter().collect::<BTreeSet<_>>());
+                }
+                policy::Strategy::Weighted(w) => {
+                    let weighted: BTreeSet<&str> = all.iter().copied().filter(|c| w.contains_key(*c)).collect();
+                    if weighted.is_empty() {
+                        prop_assert_eq!(leaves, all);
+                        prop_assert!(got.iter().all(|(_, v)| v.weight.is_none()));
+                    } else {
+                        prop_assert_eq!(&leaves, &weighted);
+                        // Per family, each cluster's records weigh in proportion to its weight.
+                        for v4 in [true, false] {
+                            let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+                            for (c, v) in &got {
+                                let ip: IpAddr = v.host.parse().expect("address");
+                                if ip.is_ipv4() == v4 {
+                                    let weight = v.weight.expect("a weight");
+                                    prop_assert!((1..=65_535).contains(&weight));
+                                    *sums.entry(c.as_str()).or_default() += u64::from(weight);
+                                }
+                            }
+                            let ratios: BTreeSet<(u64, u64)> = sums
+                                .iter()
+                                .map(|(c, s)| {
+                                    let cw = u64::from(w[*c]);
+                                    let g = num_gcd(*s, cw);
+                                    (s / g, cw / g)
+                                })
+                                .collect();
+                            prop_assert!(ratios.len() <= 1, "{:?}", sums);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn num_gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }

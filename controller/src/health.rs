@@ -1,0 +1,287 @@
+//! The results of the active health checks (`fedplane.io/health-check`), per cluster, Service
+//! and ingress address: down after `failures` failed probes in a row, up again after
+//! `successes` in a row. Pure: [`crate::prober`] probes and records, the reconcile loop sets the
+//! targets from the views and leaves the addresses that are down out of them.
+//!
+//! A target starts up, so a controller that starts (or a Service that gains a check) withdraws
+//! nothing before its probes have failed `failures` times. A target whose check changes starts
+//! over.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::policy::Check;
+use crate::view::{ClusterView, ServiceId};
+
+/// One probed address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    /// Cluster name.
+    pub cluster: String,
+    /// The Service.
+    pub service: ServiceId,
+    /// One of its ingress addresses in that cluster.
+    pub address: IpAddr,
+}
+
+/// How many probes in a row change a target's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Failures in a row that make an up target down (`--probe-failures`).
+    pub failures: u32,
+    /// Successes in a row that make a down target up (`--probe-successes`).
+    pub successes: u32,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    check: Check,
+    up: bool,
+    /// Probes in a row that disagree with `up`.
+    streak: u32,
+}
+
+/// Every target's state.
+#[derive(Debug, Clone)]
+pub struct Health {
+    thresholds: Thresholds,
+    states: BTreeMap<Target, State>,
+}
+
+impl Health {
+    /// No targets yet.
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
+            thresholds,
+            states: BTreeMap::new(),
+        }
+    }
+
+    /// The targets of these views: every ingress address of every Service with a check.
+    /// Targets kept with the same check keep their state.
+    pub fn set_targets(&mut self, views: &[ClusterView]) {
+        let mut next = BTreeMap::new();
+        for v in views {
+            for (id, h) in &v.services {
+                let Some(check) = &h.policy.check else {
+                    continue;
+                };
+                for &address in &h.ingress {
+                    let target = Target {
+                        cluster: v.name.clone(),
+                        service: id.clone(),
+                        address,
+                    };
+                    let state = match self.states.remove(&target) {
+                        Some(s) if s.check == *check => s,
+                        _ => State {
+                            check: check.clone(),
+                            up: true,
+                            streak: 0,
+                        },
+                    };
+                    next.insert(target, state);
+                }
+            }
+        }
+        self.states = next;
+    }
+
+    /// What to probe now.
+    pub fn targets(&self) -> Vec<(Target, Check)> {
+        self.states
+            .iter()
+            .map(|(t, s)| (t.clone(), s.check.clone()))
+            .collect()
+    }
+
+    /// Records a probe of `target` with `check`; `Some(up)` when the target's state changed.
+    /// A result for a target that is gone, or whose check changed meanwhile, is dropped.
+    pub fn record(&mut self, target: &Target, check: &Check, ok: bool) -> Option<bool> {
+        let s = self.states.get_mut(target).filter(|s| s.check == *check)?;
+        if ok == s.up {
+            s.streak = 0;
+            return None;
+        }
+        s.streak += 1;
+        let needed = if s.up {
+            self.thresholds.failures
+        } else {
+            self.thresholds.successes
+        };
+        if s.streak < needed {
+            return None;
+        }
+        s.up = ok;
+        s.streak = 0;
+        Some(ok)
+    }
+
+    /// Whether `address` of `service` in `cluster` is up (true when it is not probed).
+    pub fn is_up(&self, cluster: &str, service: &ServiceId, address: IpAddr) -> bool {
+        self.states
+            .get(&Target {
+                cluster: cluster.to_owned(),
+                service: service.clone(),
+                address,
+            })
+            .is_none_or(|s| s.up)
+    }
+
+    /// `views` without the addresses that are down (a cluster left with none is unhealthy
+    /// for that Service, so its zone names fall back).
+    pub fn apply(&self, views: &mut [ClusterView]) {
+        if self.states.values().all(|s| s.up) {
+            return;
+        }
+        for v in views {
+            for (id, h) in &mut v.services {
+                if h.policy.check.is_some() {
+                    h.ingress.retain(|ip| self.is_up(&v.name, id, *ip));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::view::ServiceHealth;
+
+    fn views(check: Option<Check>) -> Vec<ClusterView> {
+        let id = ServiceId {
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let mut health = ServiceHealth {
+            ingress: vec![
+                "10.0.0.1".parse().expect("address"),
+                "fd00::1".parse().expect("address"),
+            ],
+            ready_endpoints: 1,
+            ..ServiceHealth::default()
+        };
+        health.policy.check = check;
+        vec![ClusterView {
+            name: "fcp".into(),
+            services: [(id, health)].into(),
+            ..ClusterView::default()
+        }]
+    }
+
+    fn target(address: &str) -> Target {
+        Target {
+            cluster: "fcp".into(),
+            service: ServiceId {
+                namespace: "default".into(),
+                name: "web".into(),
+            },
+            address: address.parse().expect("address"),
+        }
+    }
+
+    const TCP: Check = Check::Tcp { port: 80 };
+    const N3M2: Thresholds = Thresholds {
+        failures: 3,
+        successes: 2,
+    };
+
+    #[test]
+    fn an_address_goes_down_after_n_failures_and_up_after_m_successes() {
+        let mut h = Health::new(N3M2);
+        h.set_targets(&views(Some(TCP)));
+        assert_eq!(h.targets().len(), 2);
+        let t = target("10.0.0.1");
+        assert_eq!(h.record(&t, &TCP, false), None);
+        assert_eq!(h.record(&t, &TCP, false), None);
+        assert_eq!(h.record(&t, &TCP, false), Some(false));
+        assert!(!h.is_up("fcp", &t.service, t.address));
+        let mut v = views(Some(TCP));
+        h.apply(&mut v);
+        let left: Vec<String> = v[0]
+            .services
+            .values()
+            .next()
+            .expect("a service")
+            .ingress
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(left, ["fd00::1"]);
+        assert_eq!(h.record(&t, &TCP, true), None);
+        assert_eq!(h.record(&t, &TCP, true), Some(true));
+        assert!(h.is_up("fcp", &t.service, t.address));
+    }
+
+    #[test]
+    fn flapping_shorter_than_the_thresholds_changes_nothing() {
+        let mut h = Health::new(N3M2);
+        h.set_targets(&views(Some(TCP)));
+        let t = target("10.0.0.1");
+        for ok in [false, false, true, false, false, true, false, false, true] {
+            assert_eq!(h.record(&t, &TCP, ok), None);
+        }
+        for _ in 0..3 {
+            h.record(&t, &TCP, false);
+        }
+        assert!(!h.is_up("fcp", &t.service, t.address));
+        for ok in [true, false, true, false, true, false] {
+            assert_eq!(h.record(&t, &TCP, ok), None);
+        }
+        assert!(!h.is_up("fcp", &t.service, t.address));
+    }
+
+    #[test]
+    fn a_changed_check_starts_over_and_a_stale_result_is_dropped() {
+        let mut h = Health::new(Thresholds {
+            failures: 1,
+            successes: 1,
+        });
+        h.set_targets(&views(Some(TCP)));
+        let t = target("10.0.0.1");
+        assert_eq!(h.record(&t, &TCP, false), Some(false));
+        h.set_targets(&views(Some(TCP)));
+        assert!(!h.is_up("fcp", &t.service, t.address), "kept");
+        let http = Check::Http {
+            port: 80,
+            path: "/".into(),
+        };
+        h.set_targets(&views(Some(http.clone())));
+        assert!(h.is_up("fcp", &t.service, t.address), "started over");
+        assert_eq!(h.record(&t, &TCP, false), None, "a result of the old check");
+        h.set_targets(&views(None));
+        assert!(h.targets().is_empty());
+        assert_eq!(h.record(&t, &http, false), None, "a target gone");
+    }
+
+    proptest! {
+        /// The state after any run of results is what N-in-a-row / M-in-a-row says.
+        #[test]
+        fn the_state_follows_the_last_run_of_results(
+            results in prop::collection::vec(any::<bool>(), 0..60),
+            failures in 1u32..5,
+            successes in 1u32..5,
+        ) {
+            let mut h = Health::new(Thresholds { failures, successes });
+            h.set_targets(&views(Some(TCP)));
+            let t = target("10.0.0.1");
+            let mut up = true;
+            let mut run = 0u32;
+            for ok in results {
+                run = if ok == up { 0 } else { run + 1 };
+                let flipped = h.record(&t, &TCP, ok);
+                if run == if up { failures } else { successes } {
+                    up = ok;
+                    run = 0;
+                    prop_assert_eq!(flipped, Some(ok));
+                } else {
+                    prop_assert_eq!(flipped, None);
+                }
+                prop_assert_eq!(h.is_up("fcp", &t.service, t.address), up);
+            }
+        }
+    }
+}
