@@ -73,15 +73,23 @@ pub async fn run(
                 "cluster" => target.cluster.clone(),
                 "result" => if ok { "success" } else { "failure" })
             .increment(1);
-            let Some(up) = lock().record(&target, &check, ok) else {
-                continue;
+            let (flipped_now, up) = {
+                let mut h = lock();
+                let flip = h.record(&target, &check, ok);
+                (
+                    flip.is_some(),
+                    h.is_up(&target.cluster, &target.service, target.address),
+                )
             };
-            flipped = true;
             metrics::gauge!("fedplane_controller_probe_up",
                 "cluster" => target.cluster.clone(),
                 "service" => target.service.to_string(),
                 "address" => target.address.to_string())
             .set(f64::from(u8::from(up)));
+            if !flipped_now {
+                continue;
+            }
+            flipped = true;
             match result {
                 Ok(()) => info!(cluster = %target.cluster, service = %target.service,
                     address = %target.address, check = %check, "health check passes again: address back"),

@@ -36,9 +36,19 @@ impl Daemon {
     /// port, for tests of other packages, and waits (bounded by `timeout`) until it is ready.
     /// Returns it and its DNS port.
     pub fn fedplane_dns(etcd: &crate::Etcd, zone: &str, timeout: Duration) -> (Self, u16) {
+        Self::fedplane_dns_with(etcd, zone, &[], timeout)
+    }
+
+    /// As [`fedplane_dns`](Self::fedplane_dns), with `extra` flags (e.g. `--topology FILE`).
+    pub fn fedplane_dns_with(
+        etcd: &crate::Etcd,
+        zone: &str,
+        extra: &[String],
+        timeout: Duration,
+    ) -> (Self, u16) {
         let port = crate::free_port();
         let http = format!("127.0.0.1:{}", crate::free_port());
-        let args = [
+        let mut args = vec![
             "--zone".into(),
             zone.into(),
             "--listen".into(),
@@ -48,6 +58,7 @@ impl Daemon {
             "--etcd-endpoints".into(),
             etcd.endpoint(),
         ];
+        args.extend_from_slice(extra);
         let dns = Self::start(&crate::workspace_bin("fedplane-dns"), &args, &[]);
         wait_until(timeout, "fedplane-dns ready", || {
             http_get(&http, "/readyz").filter(|(c, _)| *c == 200)
