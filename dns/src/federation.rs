@@ -139,11 +139,11 @@ impl Federations {
         }
         let (mut zone, mut region) = (None, None);
         for part in locality.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part.split_once('=') {
-                Some(("zone", z)) if zone.is_none() => zone = Some(label("zone", z.trim())?),
-                Some(("region", r)) if region.is_none() => {
-                    region = Some(label("region", r.trim())?);
-                }
+            // An empty value is one not given (`zone=,region=` from unset deploy settings).
+            match part.split_once('=').map(|(k, v)| (k, v.trim())) {
+                Some(("zone" | "region", "")) => {}
+                Some(("zone", z)) if zone.is_none() => zone = Some(label("zone", z)?),
+                Some(("region", r)) if region.is_none() => region = Some(label("region", r)?),
                 _ => return Err(FederationError::Locality(locality.to_owned())),
             }
         }
@@ -284,5 +284,16 @@ mod tests {
         assert!(bad(&["f=a.com"], "cluster.local", "zone=fr").contains("--locality"));
         assert!(bad(&["f=a.com"], "cluster.local", "city=paris").contains("--locality"));
         assert!(bad(&["f=a.com"], "cluster.local", "zone=f r,region=eu").contains("zone"));
+        assert!(bad(&["f=a.com"], "cluster.local", "zone=fr,region=").contains("--locality"));
+    }
+
+    #[test]
+    fn empty_locality_values_are_values_not_given() {
+        let v = vec!["federation=example.com".to_owned()];
+        let f = Federations::new(&v, "cluster.local", "zone=,region=").expect("valid");
+        assert_eq!((f.zone.as_ref(), f.region.as_ref()), (None, None));
+        let f = Federations::new(&v, "cluster.local", "zone=,region=Europe").expect("valid");
+        assert_eq!(f.zone, None);
+        assert_eq!(f.region.as_deref(), Some("europe"));
     }
 }

@@ -104,6 +104,29 @@ fn demo_answers_fails_over_and_leaves_nothing_behind() {
             "the demo's output lacks {line:?}:\n{out}"
         );
     }
+    // The traffic policies: each section's A answers, in order.
+    let answers = |heading: &str| -> Vec<String> {
+        let section = out
+            .split("\n== ")
+            .find(|s| s.starts_with(heading))
+            .unwrap_or_else(|| panic!("no section {heading:?}:\n{out}"));
+        section
+            .lines()
+            .filter(|l| l.starts_with("hello-world.") && l.contains(" IN A"))
+            .filter_map(|l| l.rsplit(['\t', ' ']).next().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        answers("traffic policy closest"),
+        ["10.210.3.65", "10.210.1.68"],
+        "each lan gets its own cluster:\n{out}"
+    );
+    assert_eq!(answers("traffic policy failover"), ["10.210.3.65"], "{out}");
+    assert_eq!(
+        answers("hello-world has no ready endpoint left in usa"),
+        ["10.210.1.68"],
+        "{out}"
+    );
     let ms: u64 = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("usa-node-2 holds 10.210.3.65 "))

@@ -1168,7 +1168,7 @@ const BAD: &[Bad] = &[
         values: "dns: {extraEnv: [{name: FEDPLANE_DOMAIN, value: example.org}]}\n",
         set: &[],
         says: &[&[
-            "fedplane: dns.extraEnv sets FEDPLANE_DOMAIN, which the chart sets from the ConfigMap fedplane-settings: set domain, federation, etcd.endpoints or etcd.prefix instead",
+            "fedplane: dns.extraEnv sets FEDPLANE_DOMAIN, which the chart sets from the ConfigMap fedplane-settings: set domain, federation, etcd.endpoints, etcd.prefix or cluster instead",
         ]],
     },
     Bad {

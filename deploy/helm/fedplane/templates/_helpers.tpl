@@ -49,6 +49,9 @@ FEDPLANE_DOMAIN: {{ .Values.domain | quote }}
 FEDPLANE_FEDERATION: {{ .Values.federation | quote }}
 FEDPLANE_ETCD_ENDPOINTS: {{ join "," .Values.etcd.endpoints | quote }}
 FEDPLANE_ETCD_PREFIX: {{ .Values.etcd.prefix | quote }}
+FEDPLANE_CLUSTER_DOMAIN: {{ .Values.cluster.domain | quote }}
+FEDPLANE_CLUSTER_ZONE: {{ .Values.cluster.zone | quote }}
+FEDPLANE_CLUSTER_REGION: {{ .Values.cluster.region | quote }}
 {{- end }}
 
 {{/*
@@ -57,7 +60,7 @@ the check of their extraEnv).
 */}}
 {{- define "fedplane.settingsEnv" -}}
 {{- range $name, $_ := include "fedplane.settingsData" . | fromYaml }}
-{{ $name }}: "from the ConfigMap fedplane-settings: set domain, federation, etcd.endpoints or etcd.prefix instead"
+{{ $name }}: "from the ConfigMap fedplane-settings: set domain, federation, etcd.endpoints, etcd.prefix or cluster instead"
 {{- end }}
 {{- end }}
 
