@@ -172,15 +172,57 @@ pub fn respond(
 }
 
 /// The client and what placed it: its locality, the map entry that matched and how much of
-/// its address it revealed.
-struct Placed<'t> {
-    locality: Option<&'t Locality>,
-    ecs: Option<ClientSubnet>,
+/// its address it revealed. Both paths place a client this way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placed<'t> {
+    pub(crate) locality: Option<&'t Locality>,
+    pub(crate) ecs: Option<ClientSubnet>,
     addr: IpAddr,
     topology: &'t Topology,
     prefix: Option<u8>,
     /// Bits to add to a scope counted in IPv4 bits: 96 for an IPv4-mapped IPv6 subnet.
     scope_offset: u8,
+}
+
+impl<'t> Placed<'t> {
+    /// Places the asker by its client subnet option, if the query had one, else its address.
+    pub(crate) fn new(asker: Asker<'t>, ecs: Option<ClientSubnet>) -> Self {
+        let (addr, revealed) = match ecs {
+            Some(e) => (e.addr, e.source),
+            None => (asker.addr, if asker.addr.is_ipv4() { 32 } else { 128 }),
+        };
+        // An IPv4-mapped subnet (::ffff:a.b.c.d/n) is looked up as IPv4: its prefix and the
+        // scope echoed are counted past the 96 bits of the mapping.
+        let mapped = matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+        let (revealed, scope_offset) = if mapped && ecs.is_some() {
+            (revealed.saturating_sub(96), 96)
+        } else {
+            (revealed, 0)
+        };
+        let found = asker.topology.lookup(addr, revealed);
+        Self {
+            locality: found.map(|m| asker.topology.locality(m.class)),
+            ecs,
+            addr,
+            topology: asker.topology,
+            prefix: found.map(|m| m.prefix),
+            scope_offset,
+        }
+    }
+
+    /// The ECS scope of an answer that did (`depends`) or did not depend on the client's
+    /// locality. A client that revealed nothing (source 0) gets the answer for an unknown
+    /// client, for every such client: scope 0 (RFC 7871 §7.1.2).
+    pub(crate) fn scope(&self, depends: bool) -> u8 {
+        match self.ecs {
+            Some(ecs) if depends && ecs.source > 0 => self
+                .topology
+                .scope(self.addr, self.prefix)
+                .saturating_add(self.scope_offset)
+                .min(128),
+            _ => 0,
+        }
+    }
 }
 
 /// Answers one received message in `ctx`: from its asker (with a topology map: answers by
@@ -221,29 +263,7 @@ pub fn respond_to(
         }
         edns::Scan::Plain => request,
     };
-    let placed = asker.map(|a| {
-        let (addr, revealed) = match ecs {
-            Some(e) => (e.addr, e.source),
-            None => (a.addr, if a.addr.is_ipv4() { 32 } else { 128 }),
-        };
-        // An IPv4-mapped subnet (::ffff:a.b.c.d/n) is looked up as IPv4: its prefix and the
-        // scope echoed are counted past the 96 bits of the mapping.
-        let mapped = matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
-        let (revealed, scope_offset) = if mapped && ecs.is_some() {
-            (revealed.saturating_sub(96), 96)
-        } else {
-            (revealed, 0)
-        };
-        let found = a.topology.lookup(addr, revealed);
-        Placed {
-            locality: found.map(|m| a.topology.locality(m.class)),
-            ecs,
-            addr,
-            topology: a.topology,
-            prefix: found.map(|m| m.prefix),
-            scope_offset,
-        }
-    });
+    let placed = asker.map(|a| Placed::new(a, ecs));
     let req = match Message::from_vec(request) {
         Ok(m) => m,
         Err(_) => return formerr_from_header(request),
@@ -330,23 +350,15 @@ pub fn respond_to(
             }
         };
         resp.out = r.out;
-        // A client that revealed nothing (source 0) gets the answer for an unknown client,
-        // for every such client: scope 0 (RFC 7871 §7.1.2).
-        if r.depends
-            && let (
-                Some(p),
-                Some(Opt {
-                    ecs: Some((ecs, scope)),
-                    ..
-                }),
-            ) = (&placed, &mut resp.edns)
-            && ecs.source > 0
+        if let (
+            Some(p),
+            Some(Opt {
+                ecs: Some((_, scope)),
+                ..
+            }),
+        ) = (&placed, &mut resp.edns)
         {
-            *scope = p
-                .topology
-                .scope(p.addr, p.prefix)
-                .saturating_add(p.scope_offset)
-                .min(128);
+            *scope = p.scope(r.depends);
         }
         if any_class {
             resp.out.authorities.clear();

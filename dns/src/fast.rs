@@ -79,9 +79,9 @@ pub struct Compiled {
     a: Answer,
     aaaa: Answer,
     zone: u16,
-    /// Its address records carry a zone or region: with a topology map its answers depend on
-    /// the client, and take the general path.
-    located: bool,
+    /// For an alias (a name that holds only a CNAME target): the CNAME, followed per query
+    /// through the table (so a change of the target needs no recompile of its aliases).
+    alias: Option<Box<Alias>>,
     /// For a name with more than [`MAX_COMPILED_RECORDS`] records: the least bytes its SRV,
     /// MX and TXT answer sections take, so that queries they cannot fit get TC-only here.
     others: Option<Box<Others>>,
@@ -97,6 +97,20 @@ struct Others {
     txt: usize,
 }
 
+/// The CNAME of an alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Alias {
+    /// TTL of the CNAME record.
+    ttl: u32,
+    /// The target's lowercase wire name (the table's key for it).
+    target: Box<[u8]>,
+    /// Where each label of `target` starts (for the negative lookup of a target never
+    /// compiled).
+    starts: Box<[u8]>,
+    /// The target is inside one of our zones (else the resolver follows it).
+    in_zone: bool,
+}
+
 /// The compiled answer for one address family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Answer {
@@ -104,6 +118,9 @@ enum Answer {
     NoData,
     /// The address records, rotated per query.
     Records(Addresses),
+    /// Records that carry localities or weights: the answer of each locality class, one
+    /// chosen per query (`answer::select`'s rules, precomputed).
+    Chosen(Box<Choice>),
     /// A name with more than [`MAX_COMPILED_RECORDS`] records: only how many bytes its answer
     /// section takes, so that a query it cannot fit gets TC-only here at once (what the
     /// general path answers it); one it fits takes the general path.
@@ -118,6 +135,92 @@ enum Answer {
 struct Addresses {
     count: u16,
     records: Box<[u8]>,
+}
+
+/// The answers of a name whose address records of a family carry localities or weights: one
+/// per class of client locality, as `answer::select::by_locality` would choose them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Choice {
+    /// Some record carries a zone or region: the answer depends on the client's locality.
+    located: bool,
+    /// Clients in a zone: the records in that zone.
+    zones: Box<[ZoneClass]>,
+    /// A client in region `.0` whose zone has none: the records of that region.
+    regions: Box<[(Box<str>, Pick)]>,
+    /// Every other client: all the records.
+    all: Pick,
+}
+
+/// The answer for clients in zone `zone` of region `region` (`None`: a region no record
+/// names): the records in that zone and that region, or in that zone with no region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ZoneClass {
+    zone: Box<str>,
+    region: Option<Box<str>>,
+    pick: Pick,
+}
+
+/// One class's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pick {
+    /// Every address, rotated per query.
+    Records(Addresses),
+    /// One address chosen by weight per query (`answer::select::pick`).
+    Weighted(Weighted),
+}
+
+/// Address records (one per entry, in entry order, each of `record_len` bytes) and their
+/// weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Weighted {
+    weights: Box<[u64]>,
+    total: u64,
+    records: Box<[u8]>,
+}
+
+impl Weighted {
+    /// The record chosen for the per-query number `n`, as `answer::select::pick` chooses.
+    fn pick(&self, n: u64) -> Option<&[u8]> {
+        if self.total == 0 {
+            return None;
+        }
+        let len = self.records.len() / self.weights.len();
+        let mut at = crate::answer::select::mix(n) % self.total;
+        for (i, &w) in self.weights.iter().enumerate() {
+            if at < w {
+                return self.records.get(i * len..(i + 1) * len);
+            }
+            at -= w;
+        }
+        None
+    }
+}
+
+impl Choice {
+    /// The answer for a client at `client` (unknown: `None`).
+    fn pick(&self, client: Option<&crate::topology::Locality>) -> &Pick {
+        let Some(l) = client.filter(|_| self.located) else {
+            return &self.all;
+        };
+        if let Some(z) = &l.zone {
+            let exact = self
+                .zones
+                .iter()
+                .find(|c| c.zone == *z && c.region.as_deref() == Some(&*l.region));
+            let other = || {
+                self.zones
+                    .iter()
+                    .find(|c| c.zone == *z && c.region.is_none())
+            };
+            if let Some(c) = exact.or_else(other) {
+                return &c.pick;
+            }
+        }
+        self.regions
+            .iter()
+            .find(|(r, _)| *r == l.region)
+            .map_or(&self.all, |(_, p)| p)
+    }
 }
 
 /// A zone's SOA record for NODATA answers, after its owner name (which points into the
@@ -206,31 +309,190 @@ fn compile_key(records: &Records, key: &str, zi: usize) -> Option<Compiled> {
     let has_address = entries
         .iter()
         .any(|e| matches!(e.record.host, Host::V4(_) | Host::V6(_)));
-    let has_alias = entries
-        .iter()
-        .any(|e| matches!(e.record.host, Host::Name(_)) && !e.record.mail);
-    if entries.is_empty() || (has_alias && !has_address) {
-        return None; // nothing here, or a CNAME: its answer depends on other names
-    }
-    if crate::answer::select::weighted(&entries) {
-        return None; // one address chosen by weight per query
-    }
-    let located = entries.iter().any(|e| {
-        matches!(e.record.host, Host::V4(_) | Host::V6(_))
-            && (!e.record.zone.is_empty() || !e.record.region.is_empty())
-    });
     let many = entries.len() > MAX_COMPILED_RECORDS;
-    if !many && entries.iter().any(|e| e.lease != 0) {
-        return None; // TTLs follow the lease: computed per query
+    if entries.is_empty() || (!many && entries.iter().any(|e| e.lease != 0)) {
+        return None; // nothing here, or TTLs that follow a lease: computed per query
     }
     let now = Instant::now();
+    let zone = u16::try_from(zi).ok()?;
+    if !has_address {
+        // An alias: the CNAME to the first name host that is no mail exchanger, as the
+        // general path takes it.
+        let target = entries.iter().find_map(|e| match &e.record.host {
+            Host::Name(n) if !e.record.mail => Some(n),
+            _ => None,
+        });
+        if let Some(target) = target {
+            if many {
+                return None;
+            }
+            let ltarget = target.to_lowercase();
+            let wire = wire_name(&ltarget);
+            let mut starts = Vec::new();
+            let mut at = 0;
+            while wire[at] != 0 {
+                starts.push(u8::try_from(at).ok()?);
+                at += 1 + usize::from(wire[at]);
+            }
+            let ttl = entries.iter().map(|e| records.ttl(e, now)).min()?;
+            return Some(Compiled {
+                a: Answer::NoData,
+                aaaa: Answer::NoData,
+                zone,
+                alias: Some(Box::new(Alias {
+                    ttl: ttl.min(MAX_TTL),
+                    target: wire.into(),
+                    starts: starts.into(),
+                    in_zone: records.zones().find(&ltarget).is_some(),
+                })),
+                others: None,
+            });
+        }
+    }
+    let choose = |v4: bool| {
+        let fam: Vec<&Entry> = entries
+            .iter()
+            .copied()
+            .filter(|e| {
+                matches!(
+                    (&e.record.host, v4),
+                    (Host::V4(_), true) | (Host::V6(_), false)
+                )
+            })
+            .collect();
+        let located = fam
+            .iter()
+            .any(|e| !e.record.zone.is_empty() || !e.record.region.is_empty());
+        (located || crate::answer::select::weighted(&fam)).then_some(fam)
+    };
+    let (a, aaaa) = match (choose(true), choose(false)) {
+        (None, None) => (
+            answer(records, &entries, true, many, now),
+            answer(records, &entries, false, many, now),
+        ),
+        _ if many => return None, // one address of many: the general path
+        (a, aaaa) => {
+            let side = |fam: Option<Vec<&Entry>>, v4: bool| match fam {
+                Some(fam) => choice(records, &fam, v4, now),
+                None => answer(records, &entries, v4, false, now),
+            };
+            (side(a, true), side(aaaa, false))
+        }
+    };
     Some(Compiled {
-        a: answer(records, &entries, true, many, now),
-        aaaa: answer(records, &entries, false, many, now),
-        zone: u16::try_from(zi).ok()?,
-        located,
+        a,
+        aaaa,
+        zone,
+        alias: None,
         others: many.then(|| Box::new(others(records, &entries))),
     })
+}
+
+/// The answers of a family's address entries `fam` (some located or weighted) for every class
+/// of client locality.
+fn choice(records: &Records, fam: &[&Entry], v4: bool, now: Instant) -> Answer {
+    let located = fam
+        .iter()
+        .any(|e| !e.record.zone.is_empty() || !e.record.region.is_empty());
+    let pick = |subset: &[&Entry]| -> Option<Pick> {
+        if crate::answer::select::weighted(subset) {
+            let mut weights = Vec::with_capacity(subset.len());
+            let mut bytes = Vec::new();
+            for e in subset {
+                weights.push(u64::from(e.record.weight_or_default()));
+                let ttl = records.ttl(e, now).min(MAX_TTL);
+                push_address(&mut bytes, e, ttl);
+            }
+            let total = weights.iter().sum();
+            return Some(Pick::Weighted(Weighted {
+                weights: weights.into(),
+                total,
+                records: bytes.into(),
+            }));
+        }
+        match answer(records, subset, v4, false, now) {
+            Answer::Records(a) => Some(Pick::Records(a)),
+            _ => None,
+        }
+    };
+    let Some(all) = pick(fam) else {
+        return Answer::NoData;
+    };
+    let mut zones = Vec::new();
+    let mut regions = Vec::new();
+    if located {
+        let mut zone_names: Vec<&str> = fam
+            .iter()
+            .map(|e| &*e.record.zone)
+            .filter(|z| !z.is_empty())
+            .collect();
+        zone_names.sort_unstable();
+        zone_names.dedup();
+        let mut region_names: Vec<&str> = fam
+            .iter()
+            .map(|e| &*e.record.region)
+            .filter(|r| !r.is_empty())
+            .collect();
+        region_names.sort_unstable();
+        region_names.dedup();
+        for &z in &zone_names {
+            for r in region_names.iter().map(|r| Some(*r)).chain([None]) {
+                let subset: Vec<&Entry> = fam
+                    .iter()
+                    .copied()
+                    .filter(|e| {
+                        *e.record.zone == *z
+                            && (e.record.region.is_empty() || Some(&*e.record.region) == r)
+                    })
+                    .collect();
+                if let Some(pick) = pick(&subset) {
+                    zones.push(ZoneClass {
+                        zone: z.into(),
+                        region: r.map(Into::into),
+                        pick,
+                    });
+                }
+            }
+        }
+        for &r in &region_names {
+            let subset: Vec<&Entry> = fam
+                .iter()
+                .copied()
+                .filter(|e| *e.record.region == *r)
+                .collect();
+            if let Some(p) = pick(&subset) {
+                regions.push((r.into(), p));
+            }
+        }
+    }
+    Answer::Chosen(Box::new(Choice {
+        located,
+        zones: zones.into(),
+        regions: regions.into(),
+        all,
+    }))
+}
+
+/// Appends an address record whose owner points to the question.
+fn push_address(out: &mut Vec<u8>, e: &Entry, ttl: u32) {
+    let mut octets = [0u8; 16];
+    let (rtype, ip): (u16, &[u8]) = match &e.record.host {
+        Host::V4(ip) => {
+            octets[..4].copy_from_slice(&ip.octets());
+            (1, &octets[..4])
+        }
+        Host::V6(ip) => {
+            octets = ip.octets();
+            (28, &octets[..])
+        }
+        _ => return,
+    };
+    out.extend_from_slice(&[0xC0, 0x0C]);
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(ip.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(ip);
 }
 
 /// The least bytes the SRV, MX and TXT answers of a name (no alias) take: its records told
@@ -535,8 +797,31 @@ pub fn respond_fast_over(
     out: &mut [u8],
     transport: Transport,
 ) -> Option<usize> {
+    respond_fast_to(records, table, req, opts, rotation, out, transport, None)
+}
+
+/// The longest CNAME chain the fast path follows (the general path's limit).
+const MAX_CHAIN: usize = crate::answer::MAX_CNAME_CHAIN;
+
+/// [`respond_fast_over`] for a query from `asker` (with the topology map, `--topology`):
+/// answers by the client's locality, its client subnet option read and echoed with the scope
+/// of the answer, as the general path answers them.
+#[allow(clippy::too_many_arguments)]
+pub fn respond_fast_to(
+    records: &Records,
+    table: &Table,
+    req: &[u8],
+    opts: AnswerOptions,
+    rotation: usize,
+    out: &mut [u8],
+    transport: Transport,
+    asker: Option<crate::answer::Asker<'_>>,
+) -> Option<usize> {
     if !records.is_loaded() || req.len() < 17 || req[2] & 0xF8 != 0 {
         return None; // not loaded, short, a response, or an opcode other than QUERY
+    }
+    if opts.by_locality && asker.is_none() {
+        return None; // answers depend on a client we do not know
     }
     let count = |i: usize| u16::from_be_bytes([req[i], req[i + 1]]);
     if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
@@ -572,19 +857,20 @@ pub fn respond_fast_over(
     if qclass != 1 || matches!(qtype, 41 | 251 | 252) {
         return None; // not IN; OPT (FORMERR), AXFR and IXFR (NOTIMP)
     }
+    let mut ecs = None;
     let edns = if count(10) == 1 {
         let opt = req.get(qend..qend + 11)?;
         let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
         if opt[0] != 0 || opt[1..3] != [0, 41] || opt[6] != 0 || qend + 11 + rdlen != req.len() {
             return None; // not an OPT, EDNS version > 0, or trailing bytes
         }
-        if rdlen > 0 && !crate::answer::edns::options_tile(&req[qend + 11..]) {
+        let options = &req[qend + 11..];
+        if rdlen > 0 && !crate::answer::edns::options_tile(options) {
             return None; // malformed options: the general path answers FORMERR
         }
-        if opts.by_locality
-            && crate::answer::edns::has_option(&req[qend + 11..], crate::answer::ecs::CODE)
-        {
-            return None; // a client subnet to read and echo: the general path
+        if asker.is_some() {
+            // A malformed client subnet is FORMERR: the general path says so.
+            ecs = crate::answer::ecs::ClientSubnet::find(options).ok()?;
         }
         Some((u16::from_be_bytes([opt[3], opt[4]]), opt[7] & 0x80))
     } else if qend != req.len() {
@@ -592,126 +878,255 @@ pub fn respond_fast_over(
     } else {
         None
     };
-    let wire = &key[..qlen];
-    let nodata = Answer::NoData;
-    let least;
-    let (zone, answer, rcode) = match table.lookup(wire) {
-        Some(Some(compiled)) => {
-            if opts.by_locality && compiled.located {
-                return None; // answered by the client's locality: the general path
-            }
-            let answer = match qtype {
-                1 => &compiled.a,
-                28 => &compiled.aaaa,
-                33 | 15 | 16 => {
-                    // SRV, MX, TXT: TC-only for a name with many records when they cannot fit
-                    let o = compiled.others.as_deref()?;
-                    least = Answer::TooMany {
-                        bytes: match qtype {
-                            33 => o.srv,
-                            15 => o.mx,
-                            _ => o.txt,
-                        },
-                    };
-                    &least
-                }
-                // PTR (from name hosts), CNAME and ANY: the general path.
-                12 | 5 | 255 => return None,
-                // Any other type: a compiled name (no alias, not an apex) holds none.
-                _ => &nodata,
-            };
-            (usize::from(compiled.zone), answer, 0)
-        }
-        Some(None) => return None,
-        // Never considered: a name outside every zone is REFUSED, and one that does not exist
-        // NXDOMAIN, here at fast-path cost (a flood of random names must not fill the general
-        // path's queue).
-        None => match negative(records, table, wire, &starts[..labels])? {
-            Negative::NxDomain(zone) => (zone, &nodata, 3),
-            Negative::Refused if opts.short_names => return None, // maybe a short name
-            Negative::Refused => {
-                let total = qend + if edns.is_some() { 11 } else { 0 };
-                let out = out.get_mut(..total)?;
-                out[..2].copy_from_slice(&req[..2]);
-                out[2] = 0x80 | (req[2] & 0x01); // QR, RD
-                out[3] = req[3] & 0x10 | 5; // CD; REFUSED
-                out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
-                out[12..qend].copy_from_slice(&req[12..qend]);
-                write_opt(&mut out[qend..], edns, opts);
-                return Some(total);
-            }
-        },
-    };
-    let soa = match answer {
-        Answer::NoData => Some(table.zone_soas.get(zone)?),
-        _ => None,
-    };
-    let body_len = match answer {
-        Answer::NoData => soa.map_or(0, |s| 2 + s.tail.len()),
-        Answer::Records(a) => a.records.len(),
-        Answer::TooMany { bytes } => *bytes,
-    };
+    let placed = asker.map(|a| crate::answer::Placed::new(a, ecs));
+    let client = placed.and_then(|p| p.locality);
     let ours = opts.max_udp_payload.max(512);
-    let limit = match transport {
+    let limit = usize::from(match transport {
         Transport::Tcp => u16::MAX,
         Transport::Udp => edns.map_or(512, |(size, _)| size.clamp(512, ours)),
+    });
+    let opt = |depends: bool| Opt {
+        dnssec_ok: edns.map(|(_, d)| d),
+        ecs: placed.and_then(|p| Some((p.ecs?, p.scope(depends)))),
+        payload: ours,
     };
-    let opt_len = if edns.is_some() { 11 } else { 0 };
-    let total = qend + body_len + opt_len;
-    // An answer the client cannot take: TC with the question and OPT alone, as the general
-    // path (and NSD, and Knot) answer it.
-    let truncated = total > usize::from(limit);
-    let (addrs, soa, total) = match answer {
-        // Only the SOA can make a negative answer too big (a long zone name and mailbox, no
-        // EDNS): the general path decides, as it counts names compressed.
-        Answer::NoData if truncated => return None,
-        _ if truncated => (None, None, qend + opt_len),
-        Answer::TooMany { .. } => return None, // fits: the general path builds it
-        Answer::Records(a) => (Some(a), None, total),
-        Answer::NoData => (None, soa, total),
+
+    // Follow the name's CNAMEs through the table, to the name that answers.
+    let mut chain: [Option<&Alias>; MAX_CHAIN] = [None; MAX_CHAIN];
+    let mut links = 0;
+    // The chain leaves our zones, loops, or is too long: the resolver follows the last CNAME.
+    let mut handed = false;
+    let mut wire: &[u8] = &key[..qlen];
+    let mut name_starts: &[u8] = &starts[..labels];
+    let (zone, answer, rcode) = loop {
+        let compiled = match table.lookup(wire) {
+            Some(Some(c)) => c,
+            Some(None) => return None,
+            // Never considered: a name outside every zone is REFUSED, and one that does not
+            // exist NXDOMAIN, here at fast-path cost (a flood of random names must not fill
+            // the general path's queue).
+            None => match negative(records, table, wire, name_starts)? {
+                Negative::NxDomain(zone) => break (zone, None, 3),
+                Negative::Refused if links > 0 => return None,
+                Negative::Refused if opts.short_names => return None, // maybe a short name
+                Negative::Refused => {
+                    let o = opt(false);
+                    let total = qend + o.len(edns.is_some());
+                    let out = out.get_mut(..total)?;
+                    out[..2].copy_from_slice(&req[..2]);
+                    out[2] = 0x80 | (req[2] & 0x01); // QR, RD
+                    out[3] = req[3] & 0x10 | 5; // CD; REFUSED
+                    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+                    out[12..qend].copy_from_slice(&req[12..qend]);
+                    if edns.is_some() {
+                        o.write(&mut out[qend..])?;
+                    }
+                    return Some(total);
+                }
+            },
+        };
+        if let Some(alias) = &compiled.alias {
+            if !matches!(qtype, 1 | 28) {
+                return None; // CNAME, SRV, PTR, ANY read the alias; others follow it there
+            }
+            chain[links] = Some(alias);
+            links += 1;
+            if links >= MAX_CHAIN || !alias.in_zone || is_loop(&chain[..links], &key[..qlen]) {
+                handed = true;
+                break (usize::from(compiled.zone), None, 0);
+            }
+            wire = &alias.target;
+            name_starts = &alias.starts;
+            continue;
+        }
+        let answer = match qtype {
+            1 => &compiled.a,
+            28 => &compiled.aaaa,
+            33 | 15 | 16 => {
+                // SRV, MX, TXT: TC-only for a name with many records when they cannot fit
+                let o = compiled.others.as_deref()?;
+                let bytes = match qtype {
+                    33 => o.srv,
+                    15 => o.mx,
+                    _ => o.txt,
+                };
+                // Only when they cannot fit: TC-only, as the general path answers.
+                let o = opt(false);
+                let total = qend + bytes + o.len(edns.is_some());
+                if total <= limit {
+                    return None;
+                }
+                return truncated(req, qend, out, o, edns.is_some());
+            }
+            // PTR (from name hosts), CNAME and ANY: the general path.
+            12 | 5 | 255 => return None,
+            // Any other type: a compiled name (no alias, not an apex) holds none.
+            _ => break (usize::from(compiled.zone), None, 0),
+        };
+        break (usize::from(compiled.zone), Some(answer), 0);
     };
+    let chain = &chain[..links];
+
+    // What the answer holds after the CNAMEs: records (rotated, or one chosen), or the SOA.
+    let mut depends = false;
+    let mut body: Option<(&[u8], u16, usize)> = None; // records, count, rotate by
+    let mut soa = None;
+    match answer {
+        Some(Answer::Records(a)) => body = Some((&a.records, a.count, rotation)),
+        Some(Answer::Chosen(c)) => {
+            depends = c.located;
+            match c.pick(client) {
+                Pick::Records(a) => body = Some((&a.records, a.count, rotation)),
+                Pick::Weighted(w) => body = Some((w.pick(rotation as u64)?, 1, 0)),
+            }
+        }
+        Some(Answer::TooMany { bytes }) => {
+            let o = opt(false);
+            let total = qend + bytes + o.len(edns.is_some());
+            if total <= limit || links > 0 {
+                return None; // fits: the general path builds it
+            }
+            return truncated(req, qend, out, o, edns.is_some());
+        }
+        Some(Answer::NoData) | None => {
+            // Negative (NODATA or NXDOMAIN) with the SOA of the zone the chain ended in,
+            // except a chain handed to the resolver (no SOA).
+            if !handed {
+                soa = Some(table.zone_soas.get(zone)?);
+            }
+        }
+    }
+    let o = opt(depends);
+    let opt_len = o.len(edns.is_some());
+
+    // Sizes: the CNAMEs (owner pointer, fixed part, target whole), the records or the SOA.
+    let cname_bytes: usize = chain.iter().flatten().map(|a| 12 + a.target.len()).sum();
+    let body_len = body.map_or(0, |(r, _, _)| r.len()) + soa.map_or(0, |s| 2 + s.tail.len());
+    let total = qend + cname_bytes + body_len + opt_len;
+    if total > limit {
+        if links > 0 || soa.is_some() {
+            // The general path compresses what we write whole: it decides.
+            return None;
+        }
+        return truncated(req, qend, out, o, edns.is_some());
+    }
     if total > out.len() {
         return None;
     }
+    let answers = links + body.map_or(0, |(_, n, _)| usize::from(n));
     out[..2].copy_from_slice(&req[..2]);
-    out[2] = 0x80 | 0x04 | if truncated { 0x02 } else { 0 } | (req[2] & 0x01); // QR, AA, TC, RD
+    out[2] = 0x80 | 0x04 | (req[2] & 0x01); // QR, AA, RD
     out[3] = req[3] & 0x10 | rcode; // CD; RCODE NOERROR or NXDOMAIN
     out[4..6].copy_from_slice(&1u16.to_be_bytes());
-    out[6..8].copy_from_slice(&addrs.map_or(0, |a| a.count).to_be_bytes());
+    out[6..8].copy_from_slice(&u16::try_from(answers).ok()?.to_be_bytes());
     out[8..10].copy_from_slice(&u16::from(soa.is_some()).to_be_bytes());
     out[10..12].copy_from_slice(&u16::from(edns.is_some()).to_be_bytes());
     out[12..qend].copy_from_slice(&req[12..qend]);
     let mut at = qend;
-    if let Some(a) = addrs {
-        let n = usize::from(a.count);
-        let body = &mut out[at..at + a.records.len()];
-        let split = (rotation % n) * (a.records.len() / n);
-        body[..a.records.len() - split].copy_from_slice(&a.records[split..]);
-        body[a.records.len() - split..].copy_from_slice(&a.records[..split]);
-        at += a.records.len();
+    // The owner of the next record: the question, then each CNAME's target.
+    let mut owner: u16 = 12;
+    let mut owner_len = qlen;
+    for a in chain.iter().flatten() {
+        out[at..at + 2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
+        out[at + 2..at + 10].copy_from_slice(&[0, 5, 0, 1, 0, 0, 0, 0]);
+        out[at + 6..at + 10].copy_from_slice(&a.ttl.to_be_bytes());
+        out[at + 10..at + 12].copy_from_slice(&u16::try_from(a.target.len()).ok()?.to_be_bytes());
+        out[at + 12..at + 12 + a.target.len()].copy_from_slice(&a.target);
+        owner = u16::try_from(at + 12).ok().filter(|o| *o < 0x4000)?;
+        owner_len = a.target.len();
+        at += 12 + a.target.len();
+    }
+    if let Some((records, n, rotate)) = body {
+        let n = usize::from(n);
+        let len = records.len();
+        let body = &mut out[at..at + len];
+        let split = (rotate % n) * (len / n);
+        body[..len - split].copy_from_slice(&records[split..]);
+        body[len - split..].copy_from_slice(&records[..split]);
+        if owner != 12 {
+            for r in body.chunks_mut(len / n) {
+                r[..2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
+            }
+        }
+        at += len;
     }
     if let Some(s) = soa {
-        // Owner: the zone, a suffix of the question name.
-        let owner = 12 + qlen.checked_sub(usize::from(s.zone_wire_len))?;
-        out[at..at + 2].copy_from_slice(&(0xC000 | u16::try_from(owner).ok()?).to_be_bytes());
+        // Owner: the zone, a suffix of the last name.
+        let offset = owner_len.checked_sub(usize::from(s.zone_wire_len))?;
+        let pointer = usize::from(owner) + offset;
+        out[at..at + 2].copy_from_slice(&(0xC000 | u16::try_from(pointer).ok()?).to_be_bytes());
         at += 2;
         out[at..at + s.tail.len()].copy_from_slice(&s.tail);
         at += s.tail.len();
         let serial = at - SERIAL_FROM_END;
         out[serial..serial + 4].copy_from_slice(&records.serial(zone).to_be_bytes());
     }
-    write_opt(&mut out[at..total], edns, opts);
+    if edns.is_some() {
+        o.write(&mut out[at..total])?;
+    }
     Some(total)
 }
 
-/// Our OPT record (11 bytes) at the start of `out` when the query had one: our payload size,
-/// the DO bit echoed.
-fn write_opt(out: &mut [u8], edns: Option<(u16, u8)>, opts: AnswerOptions) {
-    if let Some((_, dnssec_ok)) = edns {
-        let ours = opts.max_udp_payload.max(512);
+/// Whether the chain came back to a name it passed (the question's, or a target before the
+/// last).
+fn is_loop(chain: &[Option<&Alias>], question: &[u8]) -> bool {
+    let Some(Some(last)) = chain.last() else {
+        return false;
+    };
+    *last.target == *question
+        || chain[..chain.len() - 1]
+            .iter()
+            .flatten()
+            .any(|a| a.target == last.target)
+}
+
+/// A TC-only answer (header, question, OPT), as the general path, NSD and Knot answer a query
+/// whose answer cannot fit the client.
+fn truncated(req: &[u8], qend: usize, out: &mut [u8], o: Opt, edns: bool) -> Option<usize> {
+    let total = qend + o.len(edns);
+    let out = out.get_mut(..total)?;
+    out[..2].copy_from_slice(&req[..2]);
+    out[2] = 0x80 | 0x04 | 0x02 | (req[2] & 0x01); // QR, AA, TC, RD
+    out[3] = req[3] & 0x10; // CD; NOERROR
+    out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    out[12..qend].copy_from_slice(&req[12..qend]);
+    if edns {
+        o.write(&mut out[qend..])?;
+    }
+    Some(total)
+}
+
+/// Our OPT record, when the query had one: our payload size, the DO bit echoed, and the client
+/// subnet echoed with its scope.
+#[derive(Clone, Copy)]
+struct Opt {
+    dnssec_ok: Option<u8>,
+    ecs: Option<(crate::answer::ecs::ClientSubnet, u8)>,
+    payload: u16,
+}
+
+impl Opt {
+    /// Its length in the answer (0 without EDNS).
+    fn len(&self, edns: bool) -> usize {
+        if edns {
+            11 + self.ecs.map_or(0, |(e, _)| e.wire_len())
+        } else {
+            0
+        }
+    }
+
+    /// Writes it at the start of `out`.
+    fn write(&self, out: &mut [u8]) -> Option<()> {
+        let dnssec_ok = self.dnssec_ok?;
+        let n = match self.ecs {
+            Some((e, scope)) => e.write(scope, out.get_mut(11..)?)?,
+            None => 0,
+        };
         out[..3].copy_from_slice(&[0, 0, 41]);
-        out[3..5].copy_from_slice(&ours.to_be_bytes());
-        out[5..11].copy_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
+        out[3..5].copy_from_slice(&self.payload.to_be_bytes());
+        out[5..9].copy_from_slice(&[0, 0, dnssec_ok, 0]);
+        out[9..11].copy_from_slice(&u16::try_from(n).ok()?.to_be_bytes());
+        Some(())
     }
 }
 

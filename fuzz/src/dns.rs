@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use clap::Parser;
 use fedplane_dns::answer::{AnswerOptions, Asker, Context, Outcome, Transport, respond_to};
 use fedplane_dns::config::{Cli, Settings};
-use fedplane_dns::fast::{MAX_FAST_RESPONSE, Table, respond_fast_over};
+use fedplane_dns::fast::{MAX_FAST_RESPONSE, Table, respond_fast_to};
 use fedplane_dns::federation::Federations;
 use fedplane_dns::index::{Records, Zones};
 use fedplane_dns::key::{check_key, key_to_name, key_wire, name_to_key};
@@ -187,7 +187,8 @@ pub fn dns_query(data: &[u8]) {
             ..opts
         };
         for transport in [Transport::Udp, Transport::Tcp] {
-            let general = respond_to(records, data, transport, opts, now, 0, ctx);
+            let rotation = usize::from(data.get(1).copied().unwrap_or(0));
+            let general = respond_to(records, data, transport, opts, now, rotation, ctx);
             if let Outcome::Reply { bytes, .. } = &general {
                 let limit = match transport {
                     Transport::Udp => usize::from(ours.max(512)),
@@ -201,7 +202,10 @@ pub fn dns_query(data: &[u8]) {
                 let _ = dns_view(bytes); // parses, or panics saying so
             }
             let mut out = [0u8; MAX_FAST_RESPONSE];
-            if let Some(n) = respond_fast_over(records, table, data, opts, 0, &mut out, transport) {
+            let rotation = usize::from(data.get(1).copied().unwrap_or(0));
+            if let Some(n) = respond_fast_to(
+                records, table, data, opts, rotation, &mut out, transport, ctx.asker,
+            ) {
                 let Outcome::Reply { bytes, .. } = general else {
                     panic!("the fast path answered a query the general path drops: {general:?}")
                 };

@@ -97,15 +97,3 @@ pub fn options_tile(rdata: &[u8]) -> bool {
     }
     at == rdata.len()
 }
-
-/// Whether the options `rdata` (known to tile, see [`options_tile`]) hold one of code `code`.
-pub fn has_option(rdata: &[u8], code: u16) -> bool {
-    let mut at = 0;
-    while let (Some(c), Some(len)) = (u16_at(rdata, at), u16_at(rdata, at + 2)) {
-        if c == usize::from(code) {
-            return true;
-        }
-        at += 4 + len;
-    }
-    false
-}

@@ -35,6 +35,25 @@ fn value() -> impl Strategy<Value = (String, bool)> {
         )),
         Just((r#"{"host":"10.0.0.1"}"#.to_owned(), false)),
         Just((r#"{"host":"a.example.com"}"#.to_owned(), false)),
+        // CNAMEs to names of the same key space (chains, loops, targets that do not exist),
+        // to the apex, and out of the zone
+        key().prop_map(|k| {
+            let labels: Vec<&str> = k
+                .trim_start_matches("/skydns/com/example/")
+                .split('/')
+                .rev()
+                .collect();
+            (
+                format!(
+                    r#"{{"host":"{}.example.com","ttl":{}}}"#,
+                    labels.join("."),
+                    k.len()
+                ),
+                false,
+            )
+        }),
+        Just((r#"{"host":"example.com"}"#.to_owned(), false)),
+        Just((r#"{"host":"a.example.org"}"#.to_owned(), false)),
         Just((
             r#"{"host":"mail.example.com","mail":true}"#.to_owned(),
             false
@@ -258,11 +277,8 @@ proptest! {
             }
             crate::answer::Asker { addr: std::net::IpAddr::from(addr), topology: &map }
         });
-        let (fast, transport) = if tcp {
-            (respond_fast_over(&s.records, &s.table, &q, opts, rotation, &mut out, Transport::Tcp), Transport::Tcp)
-        } else {
-            (respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out), Transport::Udp)
-        };
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let fast = respond_fast_to(&s.records, &s.table, &q, opts, rotation, &mut out, transport, asker);
         if let Some(n) = fast {
             let Outcome::Reply { bytes, .. } =
                 crate::answer::respond_to(&s.records, &q, transport, opts, Instant::now(), rotation, crate::answer::Context { asker, federations: short.then_some(&feds) })
@@ -307,7 +323,9 @@ proptest! {
         });
         let opts = AnswerOptions { by_locality: client.is_some(), ..AnswerOptions::default() };
         let mut out = [0u8; MAX_FAST_RESPONSE];
-        if let Some(n) = respond_fast(&s.records, &s.table, &q, opts, rotation, &mut out) {
+        let fast = respond_fast_to(&s.records, &s.table, &q, opts, rotation, &mut out, Transport::Udp, asker);
+        prop_assert!(fast.is_some(), "compiled, so answered on the fast path");
+        if let Some(n) = fast {
             let Outcome::Reply { bytes, .. } =
                 crate::answer::respond_to(&s.records, &q, Transport::Udp, opts, Instant::now(), rotation, crate::answer::Context { asker, ..Default::default() })
             else { panic!("general path dropped a query the fast path answered") };
@@ -409,10 +427,12 @@ fn what_is_not_compiled_falls_back() {
     ]);
     let mut out = [0u8; MAX_FAST_RESPONSE];
     for (name, t) in [
-        ("alias.example.com.", RecordType::A),
         ("leased.example.com.", RecordType::A),
         ("example.com.", RecordType::A),
+        // An alias answers A and AAAA here (following its target), the rest there.
         ("alias.example.com.", RecordType::TXT),
+        ("alias.example.com.", RecordType::CNAME),
+        ("alias.example.com.", RecordType::SRV),
     ] {
         assert!(
             fast(&s, &query(name, t, None), 0, &mut out).is_none(),

@@ -99,12 +99,20 @@ impl Responder {
         }
     }
 
+    /// The asker `peer`, placed by the topology map when there is one.
+    fn asker(&self, peer: IpAddr) -> Option<Asker<'_>> {
+        self.topology.as_deref().map(|topology| Asker {
+            addr: peer,
+            topology,
+        })
+    }
+
     /// The fast path's answer to a TCP query from the records being served now, written into
     /// `out` and counted in the metrics; `None` for the general path.
-    fn fast_tcp(&self, request: &[u8], out: &mut [u8]) -> Option<usize> {
+    fn fast_tcp(&self, request: &[u8], out: &mut [u8], peer: IpAddr) -> Option<usize> {
         let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let n = fast::respond_fast_over(
+        let n = fast::respond_fast_to(
             &served.records,
             &served.fast,
             request,
@@ -112,6 +120,7 @@ impl Responder {
             rotation,
             out,
             Transport::Tcp,
+            self.asker(peer),
         )?;
         metrics::counter!("fedplane_dns_responses_total",
             "transport" => "tcp", "rcode" => fast_rcode_label(out[3]))
@@ -125,10 +134,7 @@ impl Responder {
         let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let ctx = Context {
-            asker: self.topology.as_deref().map(|topology| Asker {
-                addr: peer,
-                topology,
-            }),
+            asker: self.asker(peer),
             federations: self.federations.as_deref(),
         };
         match respond_to(

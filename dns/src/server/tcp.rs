@@ -263,7 +263,7 @@ async fn serve_conn(
         // Busy from here until its answer is written: not evicted with a query in hand.
         lock(&conn.conns).busy(conn.id);
         let mut out = vec![0u8; 2 + fast::MAX_FAST_RESPONSE];
-        if let Some(n) = responder.fast_tcp(&buf, &mut out[2..]) {
+        if let Some(n) = responder.fast_tcp(&buf, &mut out[2..], conn.peer) {
             // A compiled answer: as cheap here as over UDP.
             out.truncate(2 + n);
         } else {

@@ -178,13 +178,15 @@ pub fn serve_udp(socket: Arc<UdpSocket>, shared: &UdpShared, cancel: &Cancellati
                     }
                 }
                 rotation = rotation.wrapping_add(1);
-                match fast::respond_fast(
+                match fast::respond_fast_to(
                     &served.records,
                     &served.fast,
                     query,
                     responder.opts,
                     rotation,
                     out,
+                    crate::answer::Transport::Udp,
+                    responder.asker(peer_addr.ip()),
                 ) {
                     Some(n) => {
                         // The fast path answers NOERROR, NXDOMAIN or REFUSED.
