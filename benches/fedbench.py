@@ -164,12 +164,12 @@ def dig_ok(port, name):
     return bool(out.strip()) and not out.startswith(";;")
 
 
-def start_fedplane(work, etcd, workers, tag="fedplane", prefix="/skydns", binary=None):
+def start_fedplane(work, etcd, workers, tag="fedplane", prefix="/skydns", binary=None, extra=()):
     port, http = free_port(), free_port()
     binary = binary or os.path.join(ROOT, "target/release/fedplane-dns")
     proc = Proc(tag, [binary, "--zone", f"{ZONE}.", "--listen", f"127.0.0.1:{port}",
                       "--http", f"127.0.0.1:{http}", "--etcd-endpoints", etcd.url,
-                      "--etcd-prefix", prefix, "--workers", str(workers)], f"{work}/{tag}.log")
+                      "--etcd-prefix", prefix, "--workers", str(workers), *extra], f"{work}/{tag}.log")
     proc.port, proc.http = port, http
     return proc
 
@@ -242,9 +242,11 @@ zone:
 
 
 def dnsperf(port, queries, seconds, clients=8, outstanding=200, max_qps=None, verbose=False,
-            transport="udp"):
+            transport="udp", edns_option=None):
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(seconds),
             "-c", str(clients), "-T", "1", "-q", str(outstanding), "-t", "2", "-m", transport]
+    if edns_option:
+        argv += ["-E", edns_option]
     if max_qps:
         argv += ["-Q", str(max_qps)]
     if verbose:
@@ -252,7 +254,9 @@ def dnsperf(port, queries, seconds, clients=8, outstanding=200, max_qps=None, ve
     out = subprocess.run(argv, capture_output=True, text=True).stdout
     qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
     lost = re.search(r"Queries lost:\s+(\d+)", out)
-    result = {"qps": qps, "lost": int(lost.group(1)) if lost else 0}
+    codes = re.search(r"Response codes:\s+(.*)", out)
+    result = {"qps": qps, "lost": int(lost.group(1)) if lost else 0,
+              "rcodes": codes.group(1).strip() if codes else ""}
     if verbose:
         lat = sorted(float(m) for m in re.findall(r"^> \S+ .* ([\d.]+)$", out, re.M))
         if lat:

@@ -1,13 +1,13 @@
 //! The fast path: A and AAAA answers compiled ahead of time, per name, into wire format
-//! ([`Table`]), and answering from them ([`respond_fast`] for UDP, [`respond_fast_over`] for
-//! TCP too).
+//! ([`Table`]), and answering from them ([`respond_fast`] for UDP, [`respond_fast_to`] for TCP
+//! and for a client placed by the topology map).
 //!
 //! A compiled answer is the answer section after the question, with owner names written as
 //! pointers to the question at offset 12; a name without addresses of the asked family answers
 //! NODATA with its zone's SOA, which is kept once per zone ([`ZoneSoa`]). Per query only the ID,
 //! the flags, the question (copied from the query, so its case is echoed), the OPT record, the
 //! SOA serial and the rotation of the address records are filled in: no allocation, no lock,
-//! one hash lookup.
+//! one hash lookup per name.
 //!
 //! Compiled: every name that holds a key or whose child holds one (leaf-style records as
 //! ExternalDNS and fedplane-controller write them), or that holds more than
@@ -19,16 +19,28 @@
 //! and AAAA answers and the least size of its SRV, MX and TXT answers: queries they cannot fit
 //! get TC-only at once, the others take the general path.
 //!
+//! Aliases (a name whose records are only a CNAME target, as fedplane-controller's fallback
+//! names) are compiled into their CNAME record alone; an A or AAAA query follows the chain
+//! through the table, one lookup per name, to the answer of the last name (records, NODATA or
+//! NXDOMAIN with its zone's SOA), within the general path's chain limit, and stops where it
+//! leaves our zones or loops. Each name stays compiled on its own, so a change of a target
+//! recompiles none of its aliases.
+//!
+//! Names whose address records carry a locality (`zone`, `region`) or a weight keep one answer
+//! per class of client locality (its zone, its region, everyone else), each a rotated RRset or
+//! a list to pick one record from by weight, as `answer::select` chooses; the client is placed
+//! once per query by the topology map (`answer::Placed`: its client subnet option, else its
+//! address), and the option is echoed with the scope of the answer, without allocation.
+//!
 //! A name the compiler never considered that does not exist (no key at or below it, checked
 //! with one ordered-map lookup) is answered NXDOMAIN here too, so that a flood of random
 //! names (a "water torture" attack) costs no more than ordinary queries and never fills the
-//! general path's queue. A negative answer that does not fit the client (only a zone with a
-//! very long name can make it so: the SOA's names are written whole here) takes the general
-//! path, which compresses them.
+//! general path's queue. A negative answer, or a chain, that does not fit the client takes
+//! the general path, which compresses what is written whole here.
 //!
 //! Everything else takes the general path ([`crate::answer::respond`]), which stays the
-//! reference: CNAMEs, lease-bound TTLs, the apex, other types, unusual queries. The
-//! table is built from the records once after a load ([`Table::compile`]) and changed only by
+//! reference: lease-bound TTLs, the apex, other types, unusual queries. The table is built from
+//! the records once after a load ([`Table::compile`]) and changed only by
 //! [`Table::recompile`], which redoes just the names changed keys can affect.
 
 use std::collections::HashSet;
