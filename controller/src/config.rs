@@ -202,6 +202,10 @@ impl Settings {
             let (name, file) = pair("--snapshot", s)?;
             add(name, Source::Snapshot(PathBuf::from(file)))?;
         }
+        let members: Vec<String> = clusters.iter().map(|c| c.view.cluster.clone()).collect();
+        for c in &mut clusters {
+            c.view.members.clone_from(&members);
+        }
         if clusters.is_empty() {
             return Err(ConfigError(
                 "no member cluster: give --kubeconfig with --context NAME or --all-contexts, \

@@ -117,6 +117,20 @@ impl Health {
         Some(ok)
     }
 
+    /// Per cluster: how many targets are up and how many down.
+    pub fn counts(&self) -> BTreeMap<String, (usize, usize)> {
+        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (t, s) in &self.states {
+            let e = out.entry(t.cluster.clone()).or_default();
+            if s.up {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        out
+    }
+
     /// Whether `address` of `service` in `cluster` is up (true when it is not probed).
     pub fn is_up(&self, cluster: &str, service: &ServiceId, address: IpAddr) -> bool {
         self.states

@@ -10,8 +10,10 @@
 //! | region | `<svc>.<ns>.<fed>.svc.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the region, else a CNAME to the global name |
 //! | zone | `<svc>.<ns>.<fed>.svc.<zone>.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the zone, else a CNAME to the region name |
 //!
-//! Zone and region names exist for every locality of every cluster that has the Service (its
-//! nodes' localities) and every locality where it has ready endpoints. A healthy cluster whose
+//! Zone and region names exist for every locality of every member cluster (its nodes'
+//! localities), whether it has the Service or not (a pod asks its own cluster's zone name first,
+//! through the federation short names, and must be sent on to the region and global names), and
+//! every locality where the Service has ready endpoints. A healthy cluster whose
 //! ready endpoints have no known locality counts in all of its own localities.
 //!
 //! Keys (SkyDNS layout, labels reversed under the prefix):
@@ -200,19 +202,20 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
         })
         .unwrap_or_default()
     };
-    // The first cluster that has the Service decides its strategy.
-    let strategy = clusters
-        .iter()
-        .find_map(|c| c.services.get(svc))
-        .map(|h| &h.policy.strategy)
-        .unwrap_or(&Strategy::All);
-    let mut zones: BTreeSet<&Locality> = BTreeSet::new();
+    // The first cluster that has the Service decides its strategy; a Service no cluster has
+    // has no names.
+    let Some(first) = clusters.iter().find_map(|c| c.services.get(svc)) else {
+        return;
+    };
+    let strategy = &first.policy.strategy;
+    // Every member's localities, whether it has the Service or not: a pod there asks its own
+    // zone name first (the federation short names), which must fall back, not be NXDOMAIN.
+    let mut zones: BTreeSet<&Locality> = clusters.iter().flat_map(|c| &c.localities).collect();
     let mut healthy: Vec<Healthy<'_>> = Vec::new();
     for (rank, c) in clusters.iter().enumerate() {
         let Some(h) = c.services.get(svc) else {
             continue;
         };
-        zones.extend(&c.localities);
         zones.extend(&h.ready_localities);
         if h.healthy() {
             let at = if h.ready_localities.is_empty() {
@@ -245,6 +248,28 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
         let picked: Vec<&Healthy<'_>> = healthy.iter().filter(|h| filter(&h.at)).collect();
         for (h, extra) in choose(strategy, picked.clone()) {
             for ip in h.ips {
+                if h.at.len() > 1 && *strategy == Strategy::Closest {
+                    // A cluster healthy in several localities: a record in each, so a client
+                    // of any of them finds it at its own zone's step.
+                    for l in &h.at {
+                        let extra = Extra {
+                            zone: Some(l.zone.clone()),
+                            region: Some(l.region.clone()),
+                            weight: None,
+                        };
+                        out.insert(
+                            format!(
+                                "{key}/{}/{}/{}/{}",
+                                h.cluster,
+                                l.region,
+                                l.zone,
+                                address_label(ip)
+                            ),
+                            value(ip.to_string(), extra),
+                        );
+                    }
+                    continue;
+                }
                 let extra = Extra {
                     zone: extra.zone.clone(),
                     region: extra.region.clone(),
@@ -326,16 +351,12 @@ fn choose<'a, 'b>(
         Strategy::Closest => picked
             .into_iter()
             .map(|h| {
-                // A record carries one zone and one region: those the cluster is healthy in,
-                // when they are one; a cluster across regions is answered to everyone.
-                let regions: BTreeSet<&str> = h.at.iter().map(|l| l.region.as_str()).collect();
+                // The zone and region the cluster is healthy in (one record per locality when
+                // it is healthy in several: see the caller).
+                let one = (h.at.len() == 1).then(|| h.at.first()).flatten();
                 let extra = Extra {
-                    zone: (h.at.len() == 1)
-                        .then(|| h.at.iter().next().map(|l| l.zone.clone()))
-                        .flatten(),
-                    region: (regions.len() == 1)
-                        .then(|| regions.iter().next().map(|r| (*r).to_owned()))
-                        .flatten(),
+                    zone: one.map(|l| l.zone.clone()),
+                    region: one.map(|l| l.region.clone()),
                     weight: None,
                 };
                 (h, extra)
@@ -383,9 +404,10 @@ fn choose<'a, 'b>(
 
 /// The weight of each address of each cluster, for clusters with `counts[i]` addresses of a
 /// family, so that each cluster's addresses together weigh in proportion to its weight
-/// (fedplane-dns picks one address by weight). Weights are scaled by the least common multiple
-/// of the counts; where that would pass the largest SRV weight (65535), each address weighs
-/// its cluster's weight.
+/// (fedplane-dns picks one address by weight). Exact when the least common multiple of the
+/// counts, times the heaviest weight, fits an SRV weight (65535): each address weighs
+/// `w × lcm / n`; else each weighs `w × K / n` rounded (at least 1), with `K` as large as fits,
+/// which keeps the shares within a percent or so of the weights.
 fn split_weights(weighed: &[(&Healthy<'_>, u32)], counts: Vec<u64>) -> Vec<u32> {
     const LIMIT: u64 = 65_535;
     let gcd = |mut a: u64, mut b: u64| {
@@ -402,12 +424,15 @@ fn split_weights(weighed: &[(&Healthy<'_>, u32)], counts: Vec<u64>) -> Vec<u32> 
     let lcm = counts.iter().filter(|n| **n > 0).try_fold(1u64, |l, &n| {
         Some(l / gcd(l, n) * n).filter(|l| l * heaviest <= LIMIT)
     });
+    let scale = lcm.unwrap_or(LIMIT / heaviest);
     weighed
         .iter()
         .zip(&counts)
-        .map(|((_, w), &n)| match lcm {
-            Some(l) if n > 0 => u32::try_from(u64::from(*w) * l / n).unwrap_or(*w),
-            _ => *w,
+        .map(|((_, w), &n)| {
+            let n = n.max(1);
+            let w = u64::from(*w) * scale;
+            // Exact when `scale` is the lcm; else rounded to the nearest.
+            u32::try_from(((w + n / 2) / n).clamp(1, LIMIT)).unwrap_or(1)
         })
         .collect()
 }

@@ -27,6 +27,8 @@ pub const WEIGHTS: &str = "fedplane.io/weights";
 pub const HEALTH_CHECK: &str = "fedplane.io/health-check";
 /// The largest weight of one cluster.
 pub const MAX_WEIGHT: u32 = 1000;
+/// The most clusters a failover order or a weights list may name.
+pub const MAX_NAMED: usize = 256;
 
 /// How the global and region names of a Service choose among its healthy clusters.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -92,8 +94,12 @@ pub struct Policy {
 }
 
 /// The policy the annotations ask for, and what was wrong with them (each a sentence naming
-/// the annotation).
-pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<String>) {
+/// the annotation). `members` are the federation's clusters (empty: not checked): a name that
+/// is none of them is reported (a typo would otherwise sink to the end of a failover order).
+pub fn parse(
+    annotations: Option<&BTreeMap<String, String>>,
+    members: &[String],
+) -> (Policy, Vec<String>) {
     let mut problems = Vec::new();
     let get = |key: &str| annotations.and_then(|a| a.get(key)).map(|v| v.trim());
     let strategy = match get(STRATEGY) {
@@ -106,6 +112,28 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Policy, Vec<Str
             }
         },
     };
+    let named: Vec<&String> = match &strategy {
+        Strategy::Failover(order) => order.iter().collect(),
+        Strategy::Weighted(weights) => weights.keys().collect(),
+        Strategy::All | Strategy::Closest => Vec::new(),
+    };
+    let unknown: Vec<&str> = named
+        .into_iter()
+        .filter(|c| !members.is_empty() && !members.contains(c))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        problems.push(format!(
+            "{} names no member cluster: {} (the members are {})",
+            if matches!(strategy, Strategy::Failover(_)) {
+                FAILOVER_ORDER
+            } else {
+                WEIGHTS
+            },
+            unknown.join(", "),
+            members.join(", ")
+        ));
+    }
     for (key, needs) in [(FAILOVER_ORDER, "failover"), (WEIGHTS, "weighted")] {
         if get(key).is_some() && strategy.to_string() != needs && problems.is_empty() {
             problems.push(format!(
@@ -130,10 +158,16 @@ fn strategy(s: &str, order: Option<&str>, weights: Option<&str>) -> Result<Strat
         "failover" => {
             let order = order.unwrap_or_default();
             let mut clusters: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for c in order.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if clusters.len() == MAX_NAMED {
+                    return Err(format!(
+                        "{FAILOVER_ORDER} names more than {MAX_NAMED} clusters"
+                    ));
+                }
                 let c = c.to_ascii_lowercase();
                 dns_label(&c).map_err(|e| format!("{FAILOVER_ORDER}: cluster {e}"))?;
-                if clusters.contains(&c) {
+                if !seen.insert(c.clone()) {
                     return Err(format!("{FAILOVER_ORDER}: cluster {c} is named twice"));
                 }
                 clusters.push(c);
@@ -148,6 +182,9 @@ fn strategy(s: &str, order: Option<&str>, weights: Option<&str>) -> Result<Strat
             };
             let mut map = BTreeMap::new();
             for item in weights.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if map.len() == MAX_NAMED {
+                    return Err(format!("{WEIGHTS} names more than {MAX_NAMED} clusters"));
+                }
                 let (c, w) = item
                     .split_once('=')
                     .ok_or_else(|| format!("{WEIGHTS}: {item:?} is not CLUSTER=WEIGHT"))?;
@@ -215,12 +252,12 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        parse(Some(&map))
+        parse(Some(&map), &[])
     }
 
     #[test]
     fn no_annotation_is_all_without_a_probe() {
-        assert_eq!(parse(None), (Policy::default(), vec![]));
+        assert_eq!(parse(None, &[]), (Policy::default(), vec![]));
         assert_eq!(policy(&[("other", "x")]), (Policy::default(), vec![]));
     }
 
@@ -335,6 +372,37 @@ mod tests {
             assert_eq!(p.check, None, "{c}");
             assert!(e.len() == 1 && e[0].contains("not probed"), "{c}: {e:?}");
         }
+    }
+
+    #[test]
+    fn a_cluster_that_is_no_member_is_reported_and_a_huge_list_refused() {
+        let members = ["fcp".to_owned(), "usa".to_owned()];
+        let map = |v: &str| {
+            BTreeMap::from([
+                (STRATEGY.to_owned(), "failover".to_owned()),
+                (FAILOVER_ORDER.to_owned(), v.to_owned()),
+            ])
+        };
+        let (p, e) = parse(Some(&map("usaa,fcp")), &members);
+        assert_eq!(
+            p.strategy,
+            Strategy::Failover(vec!["usaa".into(), "fcp".into()])
+        );
+        assert!(
+            e.len() == 1 && e[0].contains("usaa") && e[0].contains("fcp, usa"),
+            "{e:?}"
+        );
+        assert!(parse(Some(&map("usa,fcp")), &members).1.is_empty());
+        let long: Vec<String> = (0..40_000).map(|i| format!("c{i}")).collect();
+        let t = std::time::Instant::now();
+        let (p, e) = parse(Some(&map(&long.join(","))), &members);
+        assert_eq!(p.strategy, Strategy::All);
+        assert!(e[0].contains("more than 256"), "{e:?}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]

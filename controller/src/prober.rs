@@ -1,11 +1,14 @@
-//! The active health checks: every `--probe-interval`, each target of [`Health`] is probed
-//! (a TCP connection, or an HTTP `GET` whose status must be 200–399, as the kubelet's probes),
-//! each bounded by `--probe-timeout`; results are recorded, counted in metrics, and a target
-//! that changes state wakes the reconcile loop.
+//! The active health checks: every `--probe-interval`, each address and check of [`Health`]'s
+//! targets is probed (a TCP connection, or an HTTP `GET` whose status must be 200–399, as the
+//! kubelet's probes), each bounded by `--probe-timeout`; results are recorded, counted in
+//! metrics (`fedplane_controller_probes_total{cluster,result}`,
+//! `fedplane_controller_probe_targets{cluster,state}`), and a target that changes state is
+//! logged with its address and wakes the reconcile loop.
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,7 +21,7 @@ use crate::health::{Health, Target};
 use crate::policy::Check;
 
 /// Probes in flight at once.
-const PARALLEL: usize = 256;
+const PARALLEL: usize = 512;
 /// The longest status line read from an HTTP check.
 const MAX_STATUS_LINE: usize = 1024;
 
@@ -31,8 +34,12 @@ pub struct ProbeTiming {
     pub timeout: Duration,
 }
 
-/// Probes until `cancel`; each round waits for every probe of the round (each bounded by the
-/// timeout), so rounds never overlap.
+/// Probes until `cancel`. Each distinct address and check is probed once a round, for every
+/// Service that shares it; a round waits for its probes (each bounded by the timeout), so
+/// rounds never overlap, and one longer than the interval is logged (every such round at most
+/// once a minute) and measured (`fedplane_controller_probe_round_seconds`): with
+/// [`PARALLEL`] probes in flight, a round of addresses that never answer takes
+/// `addresses / 512 × timeout`.
 pub async fn run(
     health: Arc<Mutex<Health>>,
     timing: ProbeTiming,
@@ -43,21 +50,30 @@ pub async fn run(
     let mut tick = tokio::time::interval(timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let limit = Arc::new(Semaphore::new(PARALLEL));
+    let mut clusters: BTreeSet<String> = BTreeSet::new();
+    let mut warned: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = cancel.cancelled() => return,
         }
-        let targets = lock().targets();
+        let started = Instant::now();
+        let mut shared: BTreeMap<(IpAddr, Check), Vec<Target>> = BTreeMap::new();
+        for (target, check) in lock().targets() {
+            shared
+                .entry((target.address, check))
+                .or_default()
+                .push(target);
+        }
         let mut round = JoinSet::new();
-        for (target, check) in targets {
+        for ((address, check), targets) in shared {
             let limit = limit.clone();
             round.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = tokio::time::timeout(timing.timeout, probe(&target, &check))
+                let result = tokio::time::timeout(timing.timeout, probe(address, &check))
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer within {:?}", timing.timeout)));
-                (target, check, result)
+                (targets, check, result)
             });
         }
         let mut flipped = false;
@@ -65,38 +81,45 @@ pub async fn run(
             r = round.join_next() => r,
             () = cancel.cancelled() => return,
         } {
-            let Ok((target, check, result)) = done else {
+            let Ok((targets, check, result)) = done else {
                 continue;
             };
             let ok = result.is_ok();
-            metrics::counter!("fedplane_controller_probes_total",
-                "cluster" => target.cluster.clone(),
-                "result" => if ok { "success" } else { "failure" })
-            .increment(1);
-            let (flipped_now, up) = {
-                let mut h = lock();
-                let flip = h.record(&target, &check, ok);
-                (
-                    flip.is_some(),
-                    h.is_up(&target.cluster, &target.service, target.address),
-                )
-            };
-            metrics::gauge!("fedplane_controller_probe_up",
-                "cluster" => target.cluster.clone(),
-                "service" => target.service.to_string(),
-                "address" => target.address.to_string())
-            .set(f64::from(u8::from(up)));
-            if !flipped_now {
-                continue;
+            for target in targets {
+                metrics::counter!("fedplane_controller_probes_total",
+                    "cluster" => target.cluster.clone(),
+                    "result" => if ok { "success" } else { "failure" })
+                .increment(1);
+                if lock().record(&target, &check, ok).is_none() {
+                    continue;
+                }
+                flipped = true;
+                match &result {
+                    Ok(()) => info!(cluster = %target.cluster, service = %target.service,
+                        address = %target.address, check = %check, "health check passes again: address back"),
+                    Err(e) => warn!(cluster = %target.cluster, service = %target.service,
+                        address = %target.address, check = %check, error = %e,
+                        "health check failing: address withdrawn"),
+                }
             }
-            flipped = true;
-            match result {
-                Ok(()) => info!(cluster = %target.cluster, service = %target.service,
-                    address = %target.address, check = %check, "health check passes again: address back"),
-                Err(e) => warn!(cluster = %target.cluster, service = %target.service,
-                    address = %target.address, check = %check, error = %e,
-                    "health check failing: address withdrawn"),
+        }
+        // Targets up and down per cluster (clusters whose targets went away: zero).
+        let counts = lock().counts();
+        clusters.extend(counts.keys().cloned());
+        for c in &clusters {
+            let (up, down) = counts.get(c).copied().unwrap_or_default();
+            for (state, n) in [("up", up), ("down", down)] {
+                metrics::gauge!("fedplane_controller_probe_targets",
+                    "cluster" => c.clone(), "state" => state)
+                .set(n as f64);
             }
+        }
+        let took = started.elapsed();
+        metrics::histogram!("fedplane_controller_probe_round_seconds").record(took.as_secs_f64());
+        if took > timing.interval && warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
+            warned = Some(Instant::now());
+            warn!(took = ?took, interval = ?timing.interval, timeout = ?timing.timeout,
+                  "a probe round took longer than --probe-interval: the health checks react that much later (too many addresses that do not answer for the timeout?)");
         }
         if flipped {
             changed.notify_one();
@@ -105,12 +128,12 @@ pub async fn run(
 }
 
 /// One probe: `Err` says why it failed.
-async fn probe(target: &Target, check: &Check) -> Result<(), String> {
+async fn probe(address: IpAddr, check: &Check) -> Result<(), String> {
     let (port, path) = match check {
         Check::Tcp { port } => (*port, None),
         Check::Http { port, path } => (*port, Some(path)),
     };
-    let addr = SocketAddr::new(target.address, port);
+    let addr = SocketAddr::new(address, port);
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -217,19 +240,19 @@ mod tests {
     async fn tcp_and_http_probes_against_real_listeners() {
         let ok = server(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         let (t, port) = target(ok);
-        assert_eq!(probe(&t, &Check::Tcp { port }).await, Ok(()));
+        assert_eq!(probe(t.address, &Check::Tcp { port }).await, Ok(()));
         let http = |port| Check::Http {
             port,
             path: "/healthz".into(),
         };
-        assert_eq!(probe(&t, &http(port)).await, Ok(()));
+        assert_eq!(probe(t.address, &http(port)).await, Ok(()));
         let bad = server(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
         let (t, port) = target(bad);
-        let e = probe(&t, &http(port)).await.expect_err("503");
+        let e = probe(t.address, &http(port)).await.expect_err("503");
         assert!(e.contains("status 503"), "{e}");
         let garbage = server(b"hello").await;
         let (t, port) = target(garbage);
-        let e = probe(&t, &http(port)).await.expect_err("garbage");
+        let e = probe(t.address, &http(port)).await.expect_err("garbage");
         assert!(e.contains("not an HTTP answer"), "{e}");
         // A port nobody listens on.
         let closed = {
@@ -237,7 +260,9 @@ mod tests {
             l.local_addr().expect("addr")
         };
         let (t, port) = target(closed);
-        let e = probe(&t, &Check::Tcp { port }).await.expect_err("closed");
+        let e = probe(t.address, &Check::Tcp { port })
+            .await
+            .expect_err("closed");
         assert!(e.contains("connect"), "{e}");
     }
 }

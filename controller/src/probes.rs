@@ -58,4 +58,16 @@ pub fn describe_metrics() {
         "fedplane_controller_sync_seconds",
         "Time to plan, diff and write one sync"
     );
+    describe_counter!(
+        "fedplane_controller_probes_total",
+        "Health-check results (fedplane.io/health-check) per Service address, by cluster and result (success, failure)"
+    );
+    describe_gauge!(
+        "fedplane_controller_probe_targets",
+        "Health-checked Service addresses of the cluster, by state: up, or down (withdrawn from the records)"
+    );
+    describe_histogram!(
+        "fedplane_controller_probe_round_seconds",
+        "Time to probe every health-checked address once (longer than --probe-interval: checks react later)"
+    );
 }

@@ -247,13 +247,15 @@ impl Reconciler {
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// Campaigns until elected; `None` when cancelled first.
+    /// Campaigns until elected; `None` when cancelled first. Meanwhile the views are kept
+    /// current for the health checks (a standby probes, so a new leader starts from current
+    /// results), without reporting or writing anything.
     async fn lead(
-        &self,
+        &mut self,
         client: &Client,
         cancel: &CancellationToken,
     ) -> Result<Option<Leadership>, ReconcileError> {
-        let o = &self.opts;
+        let o = self.opts.clone();
         if o.once {
             let leader = client.clone().leader(o.election.as_str()).await;
             if let Ok(resp) = leader
@@ -268,14 +270,24 @@ impl Reconciler {
         // A standby is ready: it serves its probes and takes over when elected.
         self.status.set(None);
         info!(election = %o.election, id = %o.id, "campaigning");
-        tokio::select! {
-            r = election::campaign(client, &o.election, &o.id, o.election_ttl) => {
-                let l = r?;
-                info!(election = %o.election, id = %o.id, "elected leader; writing records");
-                metrics::gauge!("fedplane_controller_leader").set(1.0);
-                Ok(Some(l))
+        let campaign = election::campaign(client, &o.election, &o.id, o.election_ttl);
+        tokio::pin!(campaign);
+        let changed = self.changed.clone();
+        loop {
+            tokio::select! {
+                r = &mut campaign => {
+                    let l = r?;
+                    info!(election = %o.election, id = %o.id, "elected leader; writing records");
+                    metrics::gauge!("fedplane_controller_leader").set(1.0);
+                    // What changed while standing by is planned at once.
+                    self.changed.notify_one();
+                    return Ok(Some(l));
+                }
+                () = changed.notified() => {
+                    let _ = self.views(true);
+                }
+                () = cancel.cancelled() => return Ok(None),
             }
-            () = cancel.cancelled() => Ok(None),
         }
     }
 
@@ -297,7 +309,7 @@ impl Reconciler {
         let mut next_resync = tokio::time::Instant::now() + self.opts.resync;
         loop {
             let views = loop {
-                match self.views() {
+                match self.views(false) {
                     Some(v) => break v,
                     None => match self.wait(&lost, cancel, next_resync).await {
                         Wake::Stop => return Ok(()),
@@ -414,8 +426,10 @@ impl Reconciler {
         }
     }
 
-    /// The views to plan from, or `None` while a cluster not yet listed is still awaited.
-    fn views(&mut self) -> Option<Vec<ClusterView>> {
+    /// The views to plan from, or `None` while a cluster not yet listed is still awaited. A
+    /// `standby` only keeps the health checks' targets current: it reports nothing (no log
+    /// lines, Events or readiness changes: the leader does).
+    fn views(&mut self, standby: bool) -> Option<Vec<ClusterView>> {
         let now = Instant::now();
         let mut waiting = Vec::new();
         let mut views = Vec::with_capacity(self.clusters.len());
@@ -423,7 +437,7 @@ impl Reconciler {
             let link = c.link();
             let name = &c.view.cluster;
             let contribution = reach::contribution(link, self.started, now, self.opts.grace);
-            if self.contributions[i] != Some(contribution) {
+            if !standby && self.contributions[i] != Some(contribution) {
                 match contribution {
                     Contribution::Withdrawn => warn!(cluster = %name, grace = ?self.opts.grace,
                         "cluster unreachable (or never listed) past the grace period: its records are withdrawn"),
@@ -452,8 +466,12 @@ impl Reconciler {
                 Some((g, v)) if *g == generation => v.clone(),
                 _ => {
                     let (v, ignored) = view::build(&c.view, &c.objects());
-                    report(&mut self.reported[i], c, ignored);
-                    self.cache[i] = Some((generation, v.clone()));
+                    // A standby does not report (once elected it does) nor cache: the cache
+                    // would hide what is to report.
+                    if !standby {
+                        report(&mut self.reported[i], c, ignored);
+                        self.cache[i] = Some((generation, v.clone()));
+                    }
                     v
                 }
             };
@@ -468,10 +486,12 @@ impl Reconciler {
             health.apply(&mut views);
             Some(views)
         } else {
-            self.status.set(Some(format!(
-                "waiting for the first list of {}",
-                waiting.join(", ")
-            )));
+            if !standby {
+                self.status.set(Some(format!(
+                    "waiting for the first list of {}",
+                    waiting.join(", ")
+                )));
+            }
             None
         }
     }

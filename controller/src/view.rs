@@ -91,15 +91,25 @@ pub struct ClusterView {
 
 impl ClusterView {
     /// The same cluster with every Service unhealthy: what a cluster unreachable for longer
-    /// than the grace period contributes (its zone names fall back to CNAMEs).
+    /// than the grace period contributes (its zone names fall back to CNAMEs). Its Services
+    /// keep their policies, so a strategy it decides stays in force.
     pub fn withdrawn(&self) -> Self {
         Self {
             name: self.name.clone(),
             localities: self.localities.clone(),
             services: self
                 .services
-                .keys()
-                .map(|id| (id.clone(), ServiceHealth::default()))
+                .iter()
+                .map(|(id, h)| {
+                    let policy = h.policy.clone();
+                    (
+                        id.clone(),
+                        ServiceHealth {
+                            policy,
+                            ..ServiceHealth::default()
+                        },
+                    )
+                })
                 .collect(),
         }
     }
@@ -127,6 +137,8 @@ pub struct ViewSettings {
     pub zone: Option<String>,
     /// `--service-selector`.
     pub selector: Option<Selector>,
+    /// Every member cluster's name (for the annotations that name clusters); empty: unknown.
+    pub members: Vec<String>,
 }
 
 /// An object (or part of one) that was left out, and why; logged and counted.
@@ -242,7 +254,8 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
         }
         ingress.sort_unstable();
         ingress.dedup();
-        let (policy, problems) = policy::parse(svc.metadata.annotations.as_ref());
+        let (policy, problems) =
+            policy::parse(svc.metadata.annotations.as_ref(), &settings.members);
         for reason in problems {
             ignored.push(Ignored {
                 object: format!("Service {id}"),

@@ -258,14 +258,16 @@ fn health_checks_withdraw_a_cluster_that_stops_answering_and_flapping_obeys_the_
     ]);
     let everyone = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
     fed.await_a(GLOBAL, &everyone);
-    let fcp_up = "fedplane_controller_probe_up{cluster=\"fcp\",service=\"default/hello-world\",address=\"127.0.1.1\"}";
-    c.await_metric(fcp_up, "fcp's probe gauge to be 1", |v| v == 1.0);
+    let fcp_up = "fedplane_controller_probe_targets{cluster=\"fcp\",state=\"up\"}";
+    let fcp_down = "fedplane_controller_probe_targets{cluster=\"fcp\",state=\"down\"}";
+    c.await_metric(fcp_up, "fcp's address to be up", |v| v == 1.0);
 
     // fcp stops answering: withdrawn everywhere, its zone falls back.
     listeners[0].stop();
     fed.await_a(GLOBAL, &["127.0.1.2", "127.0.1.3"]);
     fed.await_cname(FR, EUROPE);
-    c.await_metric(fcp_up, "fcp's probe gauge to be 0", |v| v == 0.0);
+    c.await_metric(fcp_down, "fcp's address to be down", |v| v == 1.0);
+    assert_eq!(c.metric(fcp_up), 0.0);
     // And back.
     let port = listeners[0].addr;
     listeners[0] = Listener::start(port, false);

@@ -37,6 +37,7 @@ pub fn controller_snapshot(data: &[u8]) {
             region: Some("America".into()),
             zone: Some("us-1".into()),
             selector: None,
+            members: vec!["fcp".into(), "usa".into()],
         },
     ];
     for s in &settings {

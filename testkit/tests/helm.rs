@@ -680,6 +680,12 @@ const SCHEMA: &[&str] = &["values don't meet the specifications of the schema"];
 
 const BAD: &[Bad] = &[
     Bad {
+        what: "a zone without its region",
+        values: "cluster: {domain: cluster.local, zone: fr, region: \"\"}\n",
+        set: &[],
+        says: &[SCHEMA, &["cluster.region", "/cluster/region"]],
+    },
+    Bad {
         what: "a misspelt top-level key",
         values: "domian: example.org\n",
         set: &[],

@@ -225,6 +225,7 @@ fn records(d: &Desired, n: &Naming, name: &str) -> Vec<(String, OwnedValue)> {
 
 const GLOBAL: &str = "hello-world.default.federation.svc.example.com";
 const EUROPE: &str = "hello-world.default.federation.svc.europe.example.com";
+const FR_NAME: &str = "hello-world.default.federation.svc.fr.europe.example.com";
 
 #[test]
 fn closest_writes_each_address_with_its_cluster_zone_and_region() {
@@ -334,6 +335,79 @@ fn a_cluster_with_two_addresses_of_a_family_splits_its_weight_between_them() {
             ("10.210.3.65".into(), 2)
         ]
     );
+}
+
+#[test]
+fn uneven_address_counts_keep_the_shares_of_the_weights() {
+    // 4, 5 and 7 addresses: their lcm (140) times the heaviest weight passes 65535, so the
+    // weights are rounded, not multiplied by the count.
+    let n = naming();
+    let mut clusters = seeds([2, 2, 2]);
+    for (c, count) in clusters.iter_mut().zip([4u8, 5, 7]) {
+        c.services.values_mut().next().expect("svc").ingress = (1..=count)
+            .map(|i| IpAddr::from([10, 9, count, i]))
+            .collect();
+    }
+    let weights = policy::Strategy::Weighted(BTreeMap::from([
+        ("fcp".into(), 500),
+        ("usa".into(), 500),
+        ("chn".into(), 1),
+    ]));
+    let d = plan(&n, &with_strategy(clusters, &weights));
+    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+    for (c, v) in records(&d, &n, GLOBAL) {
+        *sums.entry(c).or_default() += u64::from(v.weight.expect("weighted"));
+    }
+    let total: u64 = sums.values().sum();
+    let share = |c: &str| sums[c] as f64 / total as f64;
+    assert!((share("fcp") - 0.4995).abs() < 0.005, "{sums:?}");
+    assert!((share("usa") - 0.4995).abs() < 0.005, "{sums:?}");
+    assert!(share("chn") < 0.003, "{sums:?}");
+}
+
+#[test]
+fn closest_writes_a_record_in_each_locality_of_a_cluster_across_zones() {
+    let n = naming();
+    let mut clusters = seeds([2, 2, 2]);
+    let us = Locality {
+        region: "america".into(),
+        zone: "us".into(),
+    };
+    let h = clusters[0].services.values_mut().next().expect("svc");
+    h.ready_localities.insert(us);
+    let d = plan(&n, &with_strategy(clusters, &policy::Strategy::Closest));
+    let fcp: Vec<(Option<String>, Option<String>)> = records(&d, &n, GLOBAL)
+        .into_iter()
+        .filter(|(c, _)| c == "fcp")
+        .map(|(_, v)| (v.zone, v.region))
+        .collect();
+    assert_eq!(
+        fcp,
+        [
+            (Some("us".into()), Some("america".into())),
+            (Some("fr".into()), Some("europe".into()))
+        ]
+    );
+}
+
+#[test]
+fn every_member_has_zone_names_for_a_service_it_does_not_run() {
+    let n = naming();
+    let mut clusters = seeds([2, 2, 2]);
+    clusters[0].services.clear(); // fcp does not run hello-world
+    let d = plan(&n, &clusters);
+    assert_eq!(answers(&d, &n, FR_NAME), [EUROPE]);
+    assert_eq!(answers(&d, &n, EUROPE), [GLOBAL]);
+}
+
+#[test]
+fn a_withdrawn_first_cluster_keeps_the_strategy_it_decides() {
+    let n = naming();
+    let order = policy::Strategy::Failover(vec!["fcp".into(), "usa".into(), "chn".into()]);
+    let mut clusters = with_strategy(seeds([2, 2, 2]), &order);
+    clusters[0] = clusters[0].withdrawn();
+    let d = plan(&n, &clusters);
+    assert_eq!(answers(&d, &n, GLOBAL), ["10.210.3.65"]);
 }
 
 #[test]
@@ -673,26 +747,19 @@ proptest! {
                                     *sums.entry(c.as_str()).or_default() += u64::from(weight);
                                 }
                             }
-                            let ratios: BTreeSet<(u64, u64)> = sums
-                                .iter()
-                                .map(|(c, s)| {
-                                    let cw = u64::from(w[*c]);
-                                    let g = num_gcd(*s, cw);
-                                    (s / g, cw / g)
-                                })
-                                .collect();
-                            prop_assert!(ratios.len() <= 1, "{:?}", sums);
+                            // Each cluster's share of the family's weight is its share of the
+                            // weights, within 2 % (exact when the counts allow it).
+                            let total: u64 = sums.values().sum();
+                            let wtotal: u64 = sums.keys().map(|c| u64::from(w[*c])).sum();
+                            for (c, s) in &sums {
+                                let got = *s as f64 / total as f64;
+                                let want = f64::from(w[*c]) / wtotal as f64;
+                                prop_assert!((got - want).abs() <= 0.02, "{c}: {got} vs {want}: {sums:?}");
+                            }
                         }
                     }
                 }
             }
         }
     }
-}
-
-fn num_gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }
