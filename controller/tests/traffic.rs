@@ -228,14 +228,14 @@ impl Drop for Listener {
     }
 }
 
-#[test]
-fn health_checks_withdraw_a_cluster_that_stops_answering_and_flapping_obeys_the_thresholds() {
-    let fed = Federation::start();
-    // Each cluster's ingress is a loopback address with a listener of ours.
+/// Gives each seed cluster's hello-world the ingress address `127.0.<net>.<i+1>` with a
+/// listener of ours (flapping in chn when asked) and an HTTP health check on it.
+fn probed_ingress(fed: &Federation, net: u8, flapping_chn: bool) -> Vec<Listener> {
     let mut listeners = Vec::new();
     for (i, (cluster, ..)) in SEEDS.iter().enumerate() {
-        let ip = format!("127.0.1.{}", i + 1);
-        let l = Listener::start(format!("{ip}:0").parse().expect("addr"), *cluster == "chn");
+        let ip = format!("127.0.{net}.{}", i + 1);
+        let flapping = flapping_chn && *cluster == "chn";
+        let l = Listener::start(format!("{ip}:0").parse().expect("addr"), flapping);
         let f = fed.fake(cluster);
         let mut svc = f
             .get("v1", "Service", Some("default"), "hello-world")
@@ -246,16 +246,58 @@ fn health_checks_withdraw_a_cluster_that_stops_answering_and_flapping_obeys_the_
         f.apply(svc);
         listeners.push(l);
     }
-    let c = fed.controller(&[
-        "--probe-interval",
-        "100ms",
-        "--probe-timeout",
-        "100ms",
-        "--probe-failures",
-        "3",
-        "--probe-successes",
-        "3",
-    ]);
+    listeners
+}
+
+const PROBE_FLAGS: [&str; 8] = [
+    "--probe-interval",
+    "100ms",
+    "--probe-timeout",
+    "100ms",
+    "--probe-failures",
+    "3",
+    "--probe-successes",
+    "3",
+];
+
+#[test]
+fn a_standby_probes_too_and_takes_over_without_bringing_a_down_address_back() {
+    let fed = Federation::start();
+    let mut listeners = probed_ingress(&fed, 2, false);
+    let flags = [&PROBE_FLAGS[..], &["--election-ttl", "2s"]].concat();
+    let a = fed.controller(&[&flags[..], &["--id", "a"]].concat());
+    let b = fed.controller(&[&flags[..], &["--id", "b"]].concat());
+    fed.await_a(GLOBAL, &["127.0.2.1", "127.0.2.2", "127.0.2.3"]);
+    wait_until(WAIT, "one leader", || {
+        let leaders =
+            a.metric("fedplane_controller_leader") + b.metric("fedplane_controller_leader");
+        (leaders == 1.0).then_some(())
+    });
+    let (leader, standby) = if a.metric("fedplane_controller_leader") == 1.0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    listeners[0].stop();
+    fed.await_a(GLOBAL, &["127.0.2.2", "127.0.2.3"]);
+    let fcp_down = "fedplane_controller_probe_targets{cluster=\"fcp\",state=\"down\"}";
+    standby.await_metric(fcp_down, "the standby to see fcp down", |v| v == 1.0);
+    // The leader stops (and resigns): the standby leads, and fcp's address stays out.
+    drop(leader);
+    standby.await_metric("fedplane_controller_leader", "the standby to lead", |v| {
+        v == 1.0
+    });
+    // A standby never syncs: its first sync is the one it makes as the leader.
+    standby.await_metric("fedplane_controller_syncs_total", "a sync as leader", |v| v >= 1.0);
+    let d = fed.q(GLOBAL);
+    assert_eq!(d.answers("A"), ["127.0.2.2", "127.0.2.3"], "{}", d.raw);
+}
+
+#[test]
+fn health_checks_withdraw_a_cluster_that_stops_answering_and_flapping_obeys_the_thresholds() {
+    let fed = Federation::start();
+    let mut listeners = probed_ingress(&fed, 1, true);
+    let c = fed.controller(&PROBE_FLAGS);
     let everyone = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
     fed.await_a(GLOBAL, &everyone);
     let fcp_up = "fedplane_controller_probe_targets{cluster=\"fcp\",state=\"up\"}";
