@@ -288,7 +288,9 @@ fn a_standby_probes_too_and_takes_over_without_bringing_a_down_address_back() {
         v == 1.0
     });
     // A standby never syncs: its first sync is the one it makes as the leader.
-    standby.await_metric("fedplane_controller_syncs_total", "a sync as leader", |v| v >= 1.0);
+    standby.await_metric("fedplane_controller_syncs_total", "a sync as leader", |v| {
+        v >= 1.0
+    });
     let d = fed.q(GLOBAL);
     assert_eq!(d.answers("A"), ["127.0.2.2", "127.0.2.3"], "{}", d.raw);
 }
