@@ -191,14 +191,14 @@ pub fn replan(
 /// Adds the records of one Service to `out`.
 fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out: &mut Desired) {
     let owner = naming.owner();
-    let value = |host: String, extra: Extra| {
+    let value = |host: String, at: Option<&Locality>, weight: Option<u32>| {
         serde_json::to_string(&OwnedValue {
             host,
             ttl: naming.ttl,
             managed_by: owner.clone(),
-            zone: extra.zone,
-            region: extra.region,
-            weight: extra.weight,
+            zone: at.map(|l| l.zone.clone()),
+            region: at.map(|l| l.region.clone()),
+            weight,
         })
         .unwrap_or_default()
     };
@@ -246,39 +246,34 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
                          filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
         let key = naming.key(name);
         let picked: Vec<&Healthy<'_>> = healthy.iter().filter(|h| filter(&h.at)).collect();
-        for (h, extra) in choose(strategy, picked.clone()) {
+        for (h, how) in choose(strategy, picked.clone()) {
             for ip in h.ips {
-                if h.at.len() > 1 && *strategy == Strategy::Closest {
-                    // A cluster healthy in several localities: a record in each, so a client
-                    // of any of them finds it at its own zone's step.
-                    for l in &h.at {
-                        let extra = Extra {
-                            zone: Some(l.zone.clone()),
-                            region: Some(l.region.clone()),
-                            weight: None,
-                        };
-                        out.insert(
-                            format!(
+                let leaf = format!("{key}/{}/{}", h.cluster, address_label(ip));
+                match &how {
+                    Written::Plain => {
+                        out.insert(leaf, value(ip.to_string(), None, None));
+                    }
+                    Written::Weighted(w) => {
+                        out.insert(leaf, value(ip.to_string(), None, Some(w.get(ip))));
+                    }
+                    Written::Located if h.at.len() <= 1 => {
+                        out.insert(leaf, value(ip.to_string(), h.at.first().copied(), None));
+                    }
+                    Written::Located => {
+                        // Healthy in several localities: a record in each, so a client of any
+                        // of them finds the cluster at its own zone's step.
+                        for l in &h.at {
+                            let leaf = format!(
                                 "{key}/{}/{}/{}/{}",
                                 h.cluster,
                                 l.region,
                                 l.zone,
                                 address_label(ip)
-                            ),
-                            value(ip.to_string(), extra),
-                        );
+                            );
+                            out.insert(leaf, value(ip.to_string(), Some(l), None));
+                        }
                     }
-                    continue;
                 }
-                let extra = Extra {
-                    zone: extra.zone.clone(),
-                    region: extra.region.clone(),
-                    weight: extra.weight.map(|w| w.get(ip)),
-                };
-                out.insert(
-                    format!("{key}/{}/{}", h.cluster, address_label(ip)),
-                    value(ip.to_string(), extra),
-                );
             }
         }
         !picked.is_empty()
@@ -293,7 +288,7 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
         }) {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
-                value(global.clone(), Extra::default()),
+                value(global.clone(), None, None),
             );
         }
     }
@@ -302,7 +297,7 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
         if !put_addresses(out, &name, &Strategy::All, &|at| at.contains(l)) {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
-                value(naming.region_name(svc, &l.region), Extra::default()),
+                value(naming.region_name(svc, &l.region), None, None),
             );
         }
     }
@@ -319,12 +314,15 @@ struct Healthy<'a> {
     rank: usize,
 }
 
-/// The extra fields of one cluster's address records under a strategy.
-#[derive(Debug, Clone, Default)]
-struct Extra<W = Option<u32>> {
-    zone: Option<String>,
-    region: Option<String>,
-    weight: W,
+/// How one cluster's address records are written under a global or region name.
+#[derive(Debug, Clone, Copy)]
+enum Written {
+    /// The address alone.
+    Plain,
+    /// With the zone and region the cluster is healthy in (`closest`).
+    Located,
+    /// With each address's weight (`weighted`).
+    Weighted(Weights),
 }
 
 /// Per-address weights of one cluster: each family's share of the cluster weight.
@@ -341,33 +339,23 @@ impl Weights {
 }
 
 /// The clusters that answer a global or region name under `strategy`, out of those `picked`,
-/// with the extra fields of their records.
+/// and how their records are written.
 fn choose<'a, 'b>(
     strategy: &Strategy,
     picked: Vec<&'b Healthy<'a>>,
-) -> Vec<(&'b Healthy<'a>, Extra<Option<Weights>>)> {
+) -> Vec<(&'b Healthy<'a>, Written)> {
+    let plain =
+        |picked: Vec<&'b Healthy<'a>>| picked.into_iter().map(|h| (h, Written::Plain)).collect();
     match strategy {
-        Strategy::All => picked.into_iter().map(|h| (h, Extra::default())).collect(),
-        Strategy::Closest => picked
-            .into_iter()
-            .map(|h| {
-                // The zone and region the cluster is healthy in (one record per locality when
-                // it is healthy in several: see the caller).
-                let one = (h.at.len() == 1).then(|| h.at.first()).flatten();
-                let extra = Extra {
-                    zone: one.map(|l| l.zone.clone()),
-                    region: one.map(|l| l.region.clone()),
-                    weight: None,
-                };
-                (h, extra)
-            })
-            .collect(),
-        Strategy::Failover(_) => picked
-            .into_iter()
-            .min_by_key(|h| h.rank)
-            .map(|h| (h, Extra::default()))
-            .into_iter()
-            .collect(),
+        Strategy::All => plain(picked),
+        Strategy::Closest => picked.into_iter().map(|h| (h, Written::Located)).collect(),
+        Strategy::Failover(_) => plain(
+            picked
+                .into_iter()
+                .min_by_key(|h| h.rank)
+                .into_iter()
+                .collect(),
+        ),
         Strategy::Weighted(weights) => {
             let weighed: Vec<(&Healthy<'_>, u32)> = picked
                 .iter()
@@ -375,7 +363,7 @@ fn choose<'a, 'b>(
                 .collect();
             if weighed.is_empty() {
                 // No cluster with a weight is healthy: the others answer, as with `all`.
-                return picked.into_iter().map(|h| (h, Extra::default())).collect();
+                return plain(picked);
             }
             let family = |v4: bool| {
                 let counts = weighed
@@ -388,14 +376,13 @@ fn choose<'a, 'b>(
                 .iter()
                 .enumerate()
                 .map(|(i, (h, _))| {
-                    let extra = Extra {
-                        weight: Some(Weights {
+                    (
+                        *h,
+                        Written::Weighted(Weights {
                             v4: v4[i],
                             v6: v6[i],
                         }),
-                        ..Extra::default()
-                    };
-                    (*h, extra)
+                    )
                 })
                 .collect()
         }
