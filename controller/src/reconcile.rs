@@ -93,8 +93,9 @@ pub struct Reconciler {
     changed: Arc<Notify>,
     status: Arc<Status>,
     started: Instant,
-    /// Per cluster: the generation its cached view was built from.
-    cache: Vec<Option<(u64, ClusterView)>>,
+    /// Per cluster: the generation its cached view was built from, the view, and what it
+    /// ignored.
+    cache: Vec<Option<(u64, ClusterView, Vec<Ignored>)>>,
     /// Per cluster: what was reported as ignored, so each is logged once.
     reported: Vec<BTreeSet<Ignored>>,
     /// Per cluster: its contribution at the last plan, so changes are logged once.
@@ -284,6 +285,8 @@ impl Reconciler {
                     return Ok(Some(l));
                 }
                 () = changed.notified() => {
+                    // As the leader's loop does: a burst of changes is one refresh.
+                    tokio::time::sleep(o.debounce).await;
                     let _ = self.views(true);
                 }
                 () = cancel.cancelled() => return Ok(None),
@@ -462,19 +465,18 @@ impl Reconciler {
                 Contribution::Withdrawn => {}
             }
             let generation = c.generation();
-            let fresh = match &self.cache[i] {
-                Some((g, v)) if *g == generation => v.clone(),
-                _ => {
-                    let (v, ignored) = view::build(&c.view, &c.objects());
-                    // A standby does not report (once elected it does) nor cache: the cache
-                    // would hide what is to report.
-                    if !standby {
-                        report(&mut self.reported[i], c, ignored);
-                        self.cache[i] = Some((generation, v.clone()));
-                    }
-                    v
-                }
+            if !matches!(&self.cache[i], Some((g, ..)) if *g == generation) {
+                let (v, ignored) = view::build(&c.view, &c.objects());
+                self.cache[i] = Some((generation, v, ignored));
+            }
+            let Some((_, fresh, ignored)) = &self.cache[i] else {
+                continue;
             };
+            // A standby reports nothing: once elected, it reports what is still there.
+            if !standby {
+                report(&mut self.reported[i], c, ignored);
+            }
+            let fresh = fresh.clone();
             views.push(match contribution {
                 Contribution::Withdrawn => fresh.withdrawn(),
                 _ => fresh,
@@ -499,17 +501,20 @@ impl Reconciler {
 
 /// Logs what is newly ignored in a cluster (each item once), records a Warning Event on the
 /// Service it is about (a bad annotation), and counts it.
-fn report(reported: &mut BTreeSet<Ignored>, c: &Cluster, ignored: Vec<Ignored>) {
+fn report(reported: &mut BTreeSet<Ignored>, c: &Cluster, ignored: &[Ignored]) {
     let cluster = c.view.cluster.as_str();
-    let now: BTreeSet<Ignored> = ignored.into_iter().collect();
+    metrics::gauge!("fedplane_controller_ignored_objects", "cluster" => cluster.to_owned())
+        .set(ignored.len() as f64);
+    if reported.len() == ignored.len() && ignored.iter().all(|i| reported.contains(i)) {
+        return; // nothing new (the usual case: a cached view)
+    }
+    let now: BTreeSet<Ignored> = ignored.iter().cloned().collect();
     for item in now.difference(reported) {
         warn!(cluster, object = %item.object, reason = %item.reason, "ignored");
         if let Some(service) = &item.service {
             c.warn(service, &item.reason);
         }
     }
-    metrics::gauge!("fedplane_controller_ignored_objects", "cluster" => cluster.to_owned())
-        .set(now.len() as f64);
     *reported = now;
 }
 
