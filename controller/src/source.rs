@@ -133,7 +133,7 @@ impl Cluster {
 
     /// Records a Warning Event on a Service of a live cluster (in the background: a cluster
     /// that cannot take it costs a debug line, nothing else).
-    pub fn warn(&self, service: &ServiceId, note: &str) {
+    pub fn warn(&self, service: &ServiceId, reason: &str, note: &str) {
         let Objects::Live {
             services, recorder, ..
         } = &self.objects
@@ -148,7 +148,7 @@ impl Cluster {
         let recorder = recorder.clone();
         let event = Event {
             type_: EventType::Warning,
-            reason: "InvalidAnnotation".into(),
+            reason: reason.into(),
             // The API limits a note to 1 kB.
             note: Some(note.chars().take(1000).collect()),
             action: "Federate".into(),

@@ -148,8 +148,8 @@ pub struct Ignored {
     pub object: String,
     /// What is wrong with it.
     pub reason: String,
-    /// The Service it is about, when a Warning Event on it should say so too.
-    pub service: Option<ServiceId>,
+    /// The Service it is about and the reason of the Warning Event that says so on it.
+    pub service: Option<(ServiceId, &'static str)>,
 }
 
 /// Builds the view of one cluster.
@@ -257,10 +257,17 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
         let (policy, problems) =
             policy::parse(svc.metadata.annotations.as_ref(), &settings.members);
         for reason in problems {
+            // One Event reason per annotation kind: Events of one reason on one object are
+            // folded into one series, which would hide all but the last problem.
+            let kind = if reason.starts_with(policy::HEALTH_CHECK) {
+                "InvalidHealthCheck"
+            } else {
+                "InvalidStrategy"
+            };
             ignored.push(Ignored {
                 object: format!("Service {id}"),
                 reason,
-                service: Some(id.clone()),
+                service: Some((id.clone(), kind)),
             });
         }
         services.insert(
