@@ -53,11 +53,11 @@ def main():
           f"{len({r[0] for r in records})} names; over {args.transport}; machine: {fb.machine()}", flush=True)
 
     etcd = fb.Etcd(work)
-    fb.load_records(etcd, records)
-    mixed_queries, topology = mixed_data_set(etcd, records, work)
     rows = []
     mixed = None
     try:
+        fb.load_records(etcd, records)
+        mixed_queries, topology = mixed_data_set(etcd, records, work)
         for workers in sorted({1, os.cpu_count() or 1}):
             procs = []
             servers = [
