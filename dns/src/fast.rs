@@ -433,20 +433,17 @@ fn choice(records: &Records, fam: &[&Entry], v4: bool, now: Instant) -> Answer {
     let mut zones = Vec::new();
     let mut regions = Vec::new();
     if located {
-        let mut zone_names: Vec<&str> = fam
-            .iter()
-            .map(|e| &*e.record.zone)
-            .filter(|z| !z.is_empty())
-            .collect();
-        zone_names.sort_unstable();
-        zone_names.dedup();
-        let mut region_names: Vec<&str> = fam
-            .iter()
-            .map(|e| &*e.record.region)
-            .filter(|r| !r.is_empty())
-            .collect();
-        region_names.sort_unstable();
-        region_names.dedup();
+        // The distinct non-empty values of a field of the records.
+        let distinct = |field: fn(&Entry) -> &str| -> Vec<&str> {
+            let set: std::collections::BTreeSet<&str> = fam
+                .iter()
+                .map(|e| field(e))
+                .filter(|v| !v.is_empty())
+                .collect();
+            set.into_iter().collect()
+        };
+        let zone_names = distinct(|e| &e.record.zone);
+        let region_names = distinct(|e| &e.record.region);
         for &z in &zone_names {
             for r in region_names.iter().map(|r| Some(*r)).chain([None]) {
                 let subset: Vec<&Entry> = fam
