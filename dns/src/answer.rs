@@ -38,6 +38,7 @@ pub mod ecs;
 pub(crate) mod edns;
 pub mod select;
 pub mod wire;
+pub mod zone;
 
 /// Largest UDP payload we advertise and send by default (DNS flag day 2020: avoids IP
 /// fragmentation on every common path).
@@ -336,6 +337,7 @@ pub fn respond_to(
             room: limit.saturating_sub(fixed),
             client: placed.as_ref().and_then(|p| p.locality),
             depends: false,
+            transfer: false,
         };
         let answered = match (short, zone) {
             (Some(short), _) => r.short(query, short),
@@ -523,6 +525,9 @@ struct Resolver<'a> {
     client: Option<&'a Locality>,
     /// An answer depended on the client's locality.
     depends: bool,
+    /// Reading the zone for a transfer: every address (no weighted pick) and static TTLs
+    /// ([`Records::static_ttl`]).
+    transfer: bool,
 }
 
 /// The name being answered: the owner name as asked (its case is echoed), its entries, and
@@ -840,16 +845,25 @@ impl<'a> Resolver<'a> {
             if let Host::Name(n) = &e.record.host
                 && !e.record.mail
             {
-                set.push(self.records.ttl(e, self.now), RData::PTR(PTR(n.clone())))?;
+                set.push(self.ttl(e), RData::PTR(PTR(n.clone())))?;
             }
         }
         Ok(set.records)
     }
 
+    /// The TTL answered for `e` (see [`Resolver::transfer`]).
+    fn ttl(&self, e: &Entry) -> u32 {
+        if self.transfer {
+            Records::static_ttl(e)
+        } else {
+            self.records.ttl(e, self.now)
+        }
+    }
+
     fn min_ttl(&self, entries: &[&Entry]) -> u32 {
         entries
             .iter()
-            .map(|e| self.records.ttl(e, self.now))
+            .map(|e| self.ttl(e))
             .min()
             .unwrap_or(SOA_MINIMUM)
     }
@@ -863,7 +877,8 @@ impl<'a> Resolver<'a> {
     ) -> Result<Vec<Record>, TooBig> {
         let (mut chosen, depends) = select::by_locality(entries, v4, self.client);
         self.depends |= depends == select::Depends::OnLocality;
-        if select::weighted(&chosen)
+        if !self.transfer
+            && select::weighted(&chosen)
             && let Some(i) = select::pick(&chosen, self.rotation as u64)
         {
             chosen = vec![chosen[i]];
@@ -902,7 +917,7 @@ impl<'a> Resolver<'a> {
                 (Host::V6(ip), false) => RData::AAAA(AAAA(*ip)),
                 _ => continue,
             };
-            set.push(self.records.ttl(e, self.now), rdata)?;
+            set.push(self.ttl(e), rdata)?;
         }
         Ok(set.records)
     }
@@ -911,10 +926,7 @@ impl<'a> Resolver<'a> {
         let mut set = Collect::new(owner, self.room);
         for e in entries.iter().filter(|e| !e.record.text.is_empty()) {
             let chunks: Vec<&[u8]> = e.record.text.as_bytes().chunks(TXT_CHUNK).collect();
-            set.push(
-                self.records.ttl(e, self.now),
-                RData::TXT(TXT::from_bytes(chunks)),
-            )?;
+            set.push(self.ttl(e), RData::TXT(TXT::from_bytes(chunks)))?;
         }
         Ok(set.records)
     }
@@ -949,7 +961,7 @@ impl<'a> Resolver<'a> {
         let mut looked_up: HashSet<Name> = HashSet::default();
         for e in chosen {
             let r = &e.record;
-            let ttl = self.records.ttl(e, self.now);
+            let ttl = self.ttl(e);
             let (target, address) = match &r.host {
                 Host::Name(n) => (strip_labels(n, r.target_strip), None),
                 Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),
@@ -1010,7 +1022,7 @@ impl<'a> Resolver<'a> {
         let entries = self.records.node(&format!("{}/dns/ns", zone.key));
         let (mut ns, mut glue) = (Vec::new(), Vec::new());
         for e in &entries {
-            let ttl = self.records.ttl(e, self.now);
+            let ttl = self.ttl(e);
             let (name, addr) = match &e.record.host {
                 Host::Name(n) => (n.clone(), None),
                 Host::V4(ip) => (self.made_up_target(e), Some(RData::A(A(*ip)))),

@@ -319,11 +319,7 @@ impl Records {
     /// The TTL to answer for `entry` at `now`: its own (or the default), bounded by what is left
     /// of its lease, but never below [`LEASE_TTL_FLOOR`] because of the lease.
     pub fn ttl(&self, entry: &Entry, now: Instant) -> u32 {
-        let ttl = if entry.record.ttl == 0 {
-            DEFAULT_TTL
-        } else {
-            entry.record.ttl
-        };
+        let ttl = Self::static_ttl(entry);
         if entry.lease == 0 {
             return ttl;
         }
@@ -331,6 +327,27 @@ impl Records {
             u32::try_from(deadline.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX)
         });
         ttl.min(remaining.max(LEASE_TTL_FLOOR))
+    }
+
+    /// The TTL a record carries in a zone transfer: its own (or the default), never bounded by
+    /// its lease (a secondary counts its TTL down itself, and a TTL that moved with the lease
+    /// would make every refresh a change).
+    pub fn static_ttl(entry: &Entry) -> u32 {
+        if entry.record.ttl == 0 {
+            DEFAULT_TTL
+        } else {
+            entry.record.ttl
+        }
+    }
+
+    /// Whether a record sits at exactly `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.records.contains_key(key)
+    }
+
+    /// Every record strictly below `key`, in key order, with its key.
+    pub fn subtree(&self, key: &str) -> impl Iterator<Item = (&str, &Entry)> {
+        self.below(key)
     }
 
     /// A lease deadline `ttl` seconds from `now`.

@@ -6,12 +6,13 @@
 //! - [`index`]: the records at one etcd revision ([`index::Records`]), zones, serials, leases;
 //! - [`soa`]: a zone's SOA and default NS, for both answer paths;
 //! - [`answer`]: query bytes + records → response (the general path and the reference; no
-//!   I/O);
+//!   I/O); [`answer::zone`]: a zone as the RRsets a transfer carries;
 //! - [`fast`]: A/AAAA answers compiled into wire format ([`fast::Table`]) and the UDP fast path;
 //! - [`apply`]: a load page or a watch batch → puts and deletes on the records (no I/O);
 //! - [`sync`]: the etcd session (load, watch, backoff) → published [`sync::Served`]; with
 //!   [`leases`] (lease deadlines, read off the watch loop) and [`state`] (the snapshot on disk);
 //! - [`server`]: UDP and TCP listeners; [`probes`]: readiness and metric help texts;
+//! - [`tsig`]: TSIG signatures (RFC 8945) on the wire bytes;
 //! - [`config`]: command line and YAML.
 
 pub mod answer;
@@ -30,3 +31,4 @@ pub mod soa;
 pub mod state;
 pub mod sync;
 pub mod topology;
+pub mod tsig;
