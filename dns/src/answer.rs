@@ -148,6 +148,8 @@ pub struct Context<'t> {
     pub asker: Option<Asker<'t>>,
     /// The federation short names (`--federation`).
     pub federations: Option<&'t Federations>,
+    /// Bytes the caller appends to the response (a TSIG record), kept out of its size limit.
+    pub reserve: usize,
 }
 
 /// Answers one received message, to a client whose locality is unknown, without federation
@@ -279,7 +281,8 @@ pub fn respond_to(
         Transport::Udp => req.edns.as_ref().map_or(PLAIN_UDP_PAYLOAD, |e| {
             e.max_payload().clamp(PLAIN_UDP_PAYLOAD, ours)
         }),
-    });
+    })
+    .saturating_sub(ctx.reserve);
     let mut resp = Response {
         id: req.metadata.id,
         op_code: req.metadata.op_code,

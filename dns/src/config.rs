@@ -10,11 +10,14 @@ use clap::Parser;
 use hickory_proto::rr::Name;
 use serde::Deserialize;
 
+use crate::acl::Acl;
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
 use crate::cidr::Cidr;
 use crate::federation::Federations;
 use crate::server::rrl::RrlConfig;
+use crate::server::xfr::{DEFAULT_MAX_TRANSFERS, XfrSettings};
 use crate::topology::Topology;
+use crate::tsig::{Key, Keys};
 
 use fedplane_ops::etcd::EtcdFlags;
 pub use fedplane_ops::etcd::{EtcdSettings, PASSWORD_ENV};
@@ -166,6 +169,21 @@ pub struct Cli {
     /// without either the global name [default: none]
     #[arg(long, value_name = "zone=Z,region=R")]
     pub locality: Option<String>,
+    /// A TSIG key (RFC 8945), NAME:ALGORITHM:SECRET-FILE (repeatable); ALGORITHM is
+    /// hmac-sha256, hmac-sha512, hmac-sha384 or hmac-sha1; the file holds the base64 secret,
+    /// alone or as a BIND key file (tsig-keygen's output); the secret is never on the command
+    /// line. Signed queries are answered signed; a bad signature gets NOTAUTH
+    #[arg(long = "tsig-key", value_name = "NAME:ALG:FILE")]
+    pub tsig_keys: Vec<String>,
+    /// Clients that may transfer the zones (AXFR, IXFR), a CIDR, optionally with the TSIG key
+    /// their requests must be signed with: 10.0.0.0/8 or 192.0.2.53/32,key=xfr (repeatable).
+    /// Others get REFUSED (NOTAUTH for a bad signature), counted in
+    /// fedplane_dns_xfr_refused_total and logged once per client [default: nobody]
+    #[arg(long = "allow-transfer", value_name = "CIDR[,key=NAME]")]
+    pub allow_transfer: Vec<String>,
+    /// Zone transfers streamed at once; more get SERVFAIL (secondaries retry) [default: 8]
+    #[arg(long, value_name = "N")]
+    pub max_transfers: Option<usize>,
     /// YAML file with the same settings (see dns/fedplane-dns.example.yaml); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -225,6 +243,14 @@ pub struct FileConfig {
     pub cluster_domain: Option<String>,
     /// This instance's locality, `zone=Z,region=R`.
     pub locality: Option<String>,
+    /// TSIG keys, `NAME:ALGORITHM:SECRET-FILE`.
+    #[serde(default)]
+    pub tsig_keys: Vec<String>,
+    /// Transfer clients, `CIDR[,key=NAME]`.
+    #[serde(default)]
+    pub allow_transfer: Vec<String>,
+    /// Concurrent zone transfers at most.
+    pub max_transfers: Option<usize>,
     /// etcd connection.
     #[serde(default)]
     pub etcd: EtcdFlags,
@@ -267,6 +293,8 @@ pub struct Settings {
     pub topology: Option<Arc<Topology>>,
     /// The federation short names (`--federation`), if any.
     pub federations: Option<Arc<Federations>>,
+    /// TSIG keys and zone transfers.
+    pub xfr: XfrSettings,
     /// etcd.
     pub etcd: EtcdSettings,
 }
@@ -341,6 +369,49 @@ fn federations(
         }
     }
     Ok(Some(Arc::new(f)))
+}
+
+/// Reads the TSIG keys and checks the transfer access list against them.
+fn xfr_settings(
+    keys: Vec<String>,
+    allow: Vec<String>,
+    max_transfers: Option<usize>,
+) -> Result<XfrSettings, ConfigError> {
+    let keys = keys
+        .iter()
+        .map(|k| Key::from_spec(k))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(Keys::new)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let allow_transfer = allow
+        .iter()
+        .map(|a| {
+            let acl: Acl = a
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("allow-transfer {e}")))?;
+            if let Some(k) = &acl.key
+                && keys.get(k).is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "allow-transfer {a:?} names key {k}, which no --tsig-key defines"
+                )));
+            }
+            Ok(acl)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_transfers = match max_transfers {
+        Some(0) => {
+            return Err(ConfigError::Invalid(
+                "max-transfers must be at least 1".into(),
+            ));
+        }
+        n => n.unwrap_or(DEFAULT_MAX_TRANSFERS),
+    };
+    Ok(XfrSettings {
+        keys,
+        allow_transfer,
+        max_transfers,
+    })
 }
 
 /// Reads and checks a `--topology` file.
@@ -508,6 +579,11 @@ impl Settings {
             cli.locality.or(file.locality),
             &zones,
         )?;
+        let xfr = xfr_settings(
+            pick(cli.tsig_keys, file.tsig_keys),
+            pick(cli.allow_transfer, file.allow_transfer),
+            cli.max_transfers.or(file.max_transfers),
+        )?;
         Ok(Self {
             zones,
             listen,
@@ -540,6 +616,7 @@ impl Settings {
                 Some(path) => Some(Arc::new(read_topology(&path)?)),
             },
             federations,
+            xfr,
             etcd,
         })
     }
@@ -716,6 +793,48 @@ mod tests {
         let err = Settings::resolve(cli(&["--zone", "a.", "--etcd-username", "u"]), None)
             .expect_err("no pw");
         assert!(err.to_string().contains(PASSWORD_ENV), "{err}");
+    }
+
+    #[test]
+    fn transfer_settings_are_checked_against_the_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("xfr.secret");
+        std::fs::write(&secret, "MDEyMzQ1Njc4OWFiY2RlZg==\n").expect("write");
+        let key = format!("xfr:hmac-sha256:{}", secret.display());
+        let s = Settings::resolve(
+            cli(&[
+                "--zone",
+                "a.",
+                "--tsig-key",
+                &key,
+                "--allow-transfer",
+                "127.0.0.0/8,key=xfr",
+                "--allow-transfer",
+                "10.0.0.0/8",
+            ]),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(s.xfr.allow_transfer.len(), 2);
+        assert_eq!(s.xfr.max_transfers, DEFAULT_MAX_TRANSFERS);
+        let none = Settings::resolve(cli(&["--zone", "a."]), None).expect("valid");
+        assert!(none.xfr.allow_transfer.is_empty(), "nobody by default");
+        for (args, want) in [
+            (
+                vec!["--allow-transfer", "127.0.0.1,key=other"],
+                "no --tsig-key defines",
+            ),
+            (vec!["--allow-transfer", "localhost"], "allow-transfer"),
+            (vec!["--tsig-key", "xfr:hmac-sha256"], "SECRET-FILE"),
+            (vec!["--max-transfers", "0"], "max-transfers"),
+        ] {
+            let mut all = vec!["--zone", "a."];
+            all.extend(args.iter().copied());
+            let err = Settings::resolve(cli(&all), None)
+                .expect_err("invalid")
+                .to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
     }
 
     #[test]

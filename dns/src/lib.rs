@@ -15,6 +15,7 @@
 //! - [`tsig`]: TSIG signatures (RFC 8945) on the wire bytes;
 //! - [`config`]: command line and YAML.
 
+pub mod acl;
 pub mod answer;
 pub mod apply;
 pub mod cidr;
@@ -31,4 +32,5 @@ pub mod soa;
 pub mod state;
 pub mod sync;
 pub mod topology;
+pub mod transfer;
 pub mod tsig;

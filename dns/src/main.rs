@@ -41,16 +41,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let _stop_serving = cancel.clone().drop_guard();
     let mut tasks = JoinSet::new();
 
-    let responder = Arc::new(Responder::new(
-        shared.clone(),
-        AnswerOptions {
-            max_udp_payload: settings.max_udp_payload,
-            ..AnswerOptions::default()
-        },
-        settings.tcp_idle_timeout,
-        settings.topology.clone(),
-        settings.federations.clone(),
-    ));
+    let responder = Arc::new(
+        Responder::new(
+            shared.clone(),
+            AnswerOptions {
+                max_udp_payload: settings.max_udp_payload,
+                ..AnswerOptions::default()
+            },
+            settings.tcp_idle_timeout,
+            settings.topology.clone(),
+            settings.federations.clone(),
+        )
+        .with_transfers(settings.xfr.clone()),
+    );
     // Before any socket: the TCP cap is derived from the open-file limit.
     let nofile = server::raise_fd_limit();
     let udp_sockets = settings.listen.len() * settings.workers;

@@ -281,7 +281,7 @@ proptest! {
         let fast = respond_fast_to(&s.records, &s.table, &q, opts, rotation, &mut out, transport, asker);
         if let Some(n) = fast {
             let Outcome::Reply { bytes, .. } =
-                crate::answer::respond_to(&s.records, &q, transport, opts, Instant::now(), rotation, crate::answer::Context { asker, federations: short.then_some(&feds) })
+                crate::answer::respond_to(&s.records, &q, transport, opts, Instant::now(), rotation, crate::answer::Context { asker, federations: short.then_some(&feds), reserve: 0 })
             else { panic!("general path dropped a query the fast path answered") };
             prop_assert_eq!(seen(&out[..n]), seen(&bytes));
         }

@@ -17,6 +17,7 @@ pub mod general;
 pub mod rrl;
 pub mod tcp;
 pub mod udp;
+pub mod xfr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,8 +36,11 @@ use crate::fast;
 use crate::federation::Federations;
 use crate::sync::Shared;
 use crate::topology::Topology;
+use crate::transfer;
+use crate::tsig::{self, Signer};
 use conns::ConnTable;
 use rrl::{Limiter, RrlConfig};
+use xfr::{DEFAULT_MAX_TRANSFERS, Transfers, XfrReply, XfrSettings};
 
 /// Open TCP connections at most by default (fewer if the file descriptor limit is lower). DNS
 /// over TCP is the fallback path, so this is generous for one pod and still bounds memory.
@@ -75,6 +79,8 @@ pub struct Responder {
     federations: Option<Arc<Federations>>,
     tcp_idle_timeout: Duration,
     rotation: AtomicUsize,
+    /// TSIG keys and zone transfers.
+    transfers: Arc<Transfers>,
 }
 
 impl Responder {
@@ -96,7 +102,24 @@ impl Responder {
             federations,
             tcp_idle_timeout,
             rotation: AtomicUsize::new(0),
+            transfers: Arc::new(Transfers::new(XfrSettings {
+                max_transfers: DEFAULT_MAX_TRANSFERS,
+                ..XfrSettings::default()
+            })),
         }
+    }
+
+    /// With TSIG keys and zone transfers (`--tsig-key`, `--allow-transfer`).
+    #[must_use]
+    pub fn with_transfers(mut self, settings: XfrSettings) -> Self {
+        self.transfers = Arc::new(Transfers::new(settings));
+        self
+    }
+
+    /// Answers a transfer request (see [`Transfers::transfer`]).
+    fn transfer(&self, request: &[u8], transport: Transport, peer: IpAddr) -> XfrReply {
+        self.transfers
+            .transfer(&self.shared, request, peer, transport)
     }
 
     /// The asker `peer`, placed by the topology map when there is one.
@@ -130,12 +153,29 @@ impl Responder {
 
     /// The general path's answer to `peer` from the records being served now, counted in the
     /// metrics.
+    /// A signed request (TSIG) is answered signed, or with NOTAUTH when its signature does
+    /// not hold; IXFR over UDP is a transfer request (one SOA at most).
     fn answer(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Option<Vec<u8>> {
+        if transport == Transport::Udp
+            && transfer::transfer_type(request) == Some(hickory_proto::rr::RecordType::IXFR)
+        {
+            return match self.transfer(request, transport, peer) {
+                XfrReply::One(bytes) if !bytes.is_empty() => Some(bytes),
+                _ => None,
+            };
+        }
+        let (verified, stripped) = match self.transfers.verify(request, peer, "signed query") {
+            Ok(Some((v, stripped))) => (Some(v), Some(stripped)),
+            Ok(None) => (None, None),
+            Err(reply) => return Some(reply),
+        };
+        let request = stripped.as_deref().unwrap_or(request);
         let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let ctx = Context {
             asker: self.asker(peer),
             federations: self.federations.as_deref(),
+            reserve: verified.as_ref().map_or(0, |v| tsig::reserve(&v.key)),
         };
         match respond_to(
             &served.records,
@@ -147,10 +187,13 @@ impl Responder {
             ctx,
         ) {
             Outcome::Reply {
-                bytes,
+                mut bytes,
                 rcode,
                 truncated,
             } => {
+                if let Some(v) = &verified {
+                    Signer::new(v).sign(&mut bytes, tsig::unix_now());
+                }
                 metrics::counter!("fedplane_dns_responses_total",
                     "transport" => transport.as_str(), "rcode" => rcode_label(rcode))
                 .increment(1);

@@ -20,8 +20,9 @@ use tracing::{debug, warn};
 use super::Responder;
 use super::conns::{ConnTable, Held, Reject};
 use super::general::{General, Gone};
+use super::xfr::XfrReply;
 use crate::answer::Transport;
-use crate::fast;
+use crate::{fast, transfer};
 
 /// Pause after a failed accept (EMFILE and the like), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -262,6 +263,26 @@ async fn serve_conn(
         }
         // Busy from here until its answer is written: not evicted with a query in hand.
         lock(&conn.conns).busy(conn.id);
+        if transfer::transfer_type(&buf).is_some() {
+            // A zone transfer: every message written, in order, under the write timeout each.
+            let sent = match responder.transfer(&buf, Transport::Tcp, conn.peer) {
+                XfrReply::One(msg) => write_framed(stream, &msg, configured).await?,
+                XfrReply::Stream(mut rx) => {
+                    let mut ok = true;
+                    while let Some(msg) = rx.recv().await {
+                        if !write_framed(stream, &msg, configured).await? {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    ok
+                }
+            };
+            if !sent {
+                return Ok(End::Clean);
+            }
+            continue;
+        }
         let mut out = vec![0u8; 2 + fast::MAX_FAST_RESPONSE];
         if let Some(n) = responder.fast_tcp(&buf, &mut out[2..], conn.peer) {
             // A compiled answer: as cheap here as over UDP.
@@ -298,6 +319,25 @@ async fn serve_conn(
             Ok(r) => r?,
             Err(_) => return Ok(End::Clean),
         }
+    }
+}
+
+/// Writes one message with its length, within `timeout`; `false` when the client does not
+/// read it in time (or it is too long to frame).
+async fn write_framed(
+    stream: &mut TcpStream,
+    msg: &[u8],
+    timeout: Duration,
+) -> std::io::Result<bool> {
+    let Ok(len) = u16::try_from(msg.len()) else {
+        return Ok(false);
+    };
+    let mut framed = Vec::with_capacity(2 + msg.len());
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    match tokio::time::timeout(timeout, stream.write_all(&framed)).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
     }
 }
 
