@@ -14,6 +14,7 @@ use crate::acl::Acl;
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
 use crate::cidr::Cidr;
 use crate::federation::Federations;
+use crate::server::notify::{DEFAULT_NOTIFY_INTERVAL, NotifyTarget};
 use crate::server::rrl::RrlConfig;
 use crate::server::xfr::{DEFAULT_MAX_TRANSFERS, XfrSettings};
 use crate::topology::Topology;
@@ -184,6 +185,16 @@ pub struct Cli {
     /// Zone transfers streamed at once; more get SERVFAIL (secondaries retry) [default: 8]
     #[arg(long, value_name = "N")]
     pub max_transfers: Option<usize>,
+    /// A secondary to send NOTIFY (RFC 1996) when a zone's serial changes: ADDR, ADDR:PORT or
+    /// [IPv6]:PORT (port 53 by default), optionally ,key=NAME to sign it with that TSIG key
+    /// (repeatable). Sent again after 1 s, 2 s, 4 s … (at most 60 s apart) until answered
+    /// [default: none]
+    #[arg(long = "notify", value_name = "ADDR[:PORT][,key=NAME]")]
+    pub notify: Vec<String>,
+    /// At most one NOTIFY round per zone per this interval: changes within it are announced
+    /// together when it ends, e.g. 1s or 200ms [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub notify_interval: Option<Duration>,
     /// YAML file with the same settings (see dns/fedplane-dns.example.yaml); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -251,6 +262,11 @@ pub struct FileConfig {
     pub allow_transfer: Vec<String>,
     /// Concurrent zone transfers at most.
     pub max_transfers: Option<usize>,
+    /// Secondaries to notify, `ADDR[:PORT][,key=NAME]`.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// NOTIFY interval, e.g. `1s`.
+    pub notify_interval: Option<String>,
     /// etcd connection.
     #[serde(default)]
     pub etcd: EtcdFlags,
@@ -295,6 +311,10 @@ pub struct Settings {
     pub federations: Option<Arc<Federations>>,
     /// TSIG keys and zone transfers.
     pub xfr: XfrSettings,
+    /// Secondaries to notify.
+    pub notify: Vec<NotifyTarget>,
+    /// At most one NOTIFY round per zone per this.
+    pub notify_interval: Duration,
     /// etcd.
     pub etcd: EtcdSettings,
 }
@@ -584,6 +604,28 @@ impl Settings {
             pick(cli.allow_transfer, file.allow_transfer),
             cli.max_transfers.or(file.max_transfers),
         )?;
+        let notify = pick(cli.notify, file.notify)
+            .iter()
+            .map(|t| {
+                let target: NotifyTarget = t
+                    .parse()
+                    .map_err(|e| ConfigError::Invalid(format!("notify {e}")))?;
+                if let Some(k) = &target.key
+                    && xfr.keys.get(k).is_none()
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "notify {t:?} names key {k}, which no --tsig-key defines"
+                    )));
+                }
+                Ok(target)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let notify_interval = match (cli.notify_interval, file.notify_interval) {
+            (Some(d), _) => d,
+            (None, Some(s)) => parse_duration(&s)
+                .map_err(|e| ConfigError::Invalid(format!("notify_interval: {e}")))?,
+            (None, None) => DEFAULT_NOTIFY_INTERVAL,
+        };
         Ok(Self {
             zones,
             listen,
@@ -617,6 +659,8 @@ impl Settings {
             },
             federations,
             xfr,
+            notify,
+            notify_interval,
             etcd,
         })
     }
@@ -817,6 +861,25 @@ mod tests {
         .expect("valid");
         assert_eq!(s.xfr.allow_transfer.len(), 2);
         assert_eq!(s.xfr.max_transfers, DEFAULT_MAX_TRANSFERS);
+        let s = Settings::resolve(
+            cli(&[
+                "--zone",
+                "a.",
+                "--tsig-key",
+                &key,
+                "--notify",
+                "127.0.0.1:5353,key=xfr",
+                "--notify",
+                "2001:db8::53",
+                "--notify-interval",
+                "200ms",
+            ]),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(s.notify[0].addr, "127.0.0.1:5353".parse().expect("addr"));
+        assert_eq!(s.notify[1].addr, "[2001:db8::53]:53".parse().expect("addr"));
+        assert_eq!(s.notify_interval, Duration::from_millis(200));
         let none = Settings::resolve(cli(&["--zone", "a."]), None).expect("valid");
         assert!(none.xfr.allow_transfer.is_empty(), "nobody by default");
         for (args, want) in [
@@ -827,6 +890,8 @@ mod tests {
             (vec!["--allow-transfer", "localhost"], "allow-transfer"),
             (vec!["--tsig-key", "xfr:hmac-sha256"], "SECRET-FILE"),
             (vec!["--max-transfers", "0"], "max-transfers"),
+            (vec!["--notify", "127.0.0.1:53,key=other"], "no --tsig-key"),
+            (vec!["--notify", "ns1.example.com"], "not an address"),
         ] {
             let mut all = vec!["--zone", "a."];
             all.extend(args.iter().copied());

@@ -12,7 +12,8 @@
 //! - [`sync`]: the etcd session (load, watch, backoff) → published [`sync::Served`]; with
 //!   [`leases`] (lease deadlines, read off the watch loop) and [`state`] (the snapshot on disk);
 //! - [`server`]: UDP and TCP listeners; [`probes`]: readiness and metric help texts;
-//! - [`tsig`]: TSIG signatures (RFC 8945) on the wire bytes;
+//! - [`tsig`]: TSIG signatures (RFC 8945) on the wire bytes; [`acl`]: who may transfer;
+//!   [`transfer`]: AXFR/IXFR message streams; [`notify`]: when to send NOTIFY;
 //! - [`config`]: command line and YAML.
 
 pub mod acl;
@@ -25,6 +26,7 @@ pub mod federation;
 pub mod index;
 pub mod key;
 pub mod leases;
+pub mod notify;
 pub mod probes;
 pub mod record;
 pub mod server;

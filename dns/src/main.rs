@@ -103,6 +103,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     }
+    tasks.spawn(server::notify::run(
+        shared.clone(),
+        settings.notify.clone(),
+        settings.xfr.keys.clone(),
+        settings.notify_interval,
+        cancel.clone(),
+    ));
     tasks.spawn(
         EtcdSync::new(settings.etcd.clone(), zones, shared)
             .with_state_dir(settings.state_dir.clone(), settings.state_max_age)

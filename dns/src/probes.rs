@@ -115,6 +115,26 @@ pub fn describe_metrics() {
         "UDP responses seen by response rate limiting, by action: pass, slip (sent truncated) or drop"
     );
     describe_counter!(
+        "fedplane_dns_xfr_total",
+        "Zone transfers (AXFR, IXFR) answered, by type and transport"
+    );
+    describe_counter!(
+        "fedplane_dns_xfr_refused_total",
+        "Transfers and signed queries refused, by reason: acl (client not in --allow-transfer), unsigned, wrong_key, busy (over --max-transfers), tsig_badsig, tsig_badkey, tsig_badtime, tsig_badtrunc"
+    );
+    describe_counter!(
+        "fedplane_dns_notify_sent_total",
+        "NOTIFY messages sent to --notify targets (retries included)"
+    );
+    describe_counter!(
+        "fedplane_dns_notify_answered_total",
+        "NOTIFY messages answered by their target"
+    );
+    describe_gauge!(
+        "fedplane_dns_notify_outstanding",
+        "NOTIFY messages sent and not answered yet (being retried)"
+    );
+    describe_counter!(
         "fedplane_dns_tcp_evicted_total",
         "Idle TCP connections closed to admit a new one at --tcp-max-connections"
     );

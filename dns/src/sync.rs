@@ -165,6 +165,8 @@ pub struct Shared {
     /// The value replaced by the last publish, kept until the next one so that it is freed
     /// here, on the sync task, and not on a UDP worker whose guard happened to hold it last.
     retired: Mutex<Option<Arc<Served>>>,
+    /// Counts publishes, for tasks that act on changes (NOTIFY): [`Shared::subscribe`].
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -180,7 +182,13 @@ impl Shared {
             disk_saved_ms: AtomicU64::new(0),
             disk_cluster_id: AtomicU64::new(0),
             retired: Mutex::new(None),
+            published: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that wakes after each publish of new records.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The current sync state.
@@ -248,6 +256,7 @@ impl Shared {
         }
         drop(retired);
         drop(older);
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
         true
     }
 
@@ -286,6 +295,7 @@ impl Shared {
         metrics::gauge!("fedplane_dns_serving_from_disk").set(0.0);
         drop(retired);
         drop(older);
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
         true
     }
 

@@ -577,15 +577,28 @@ pub struct Signer {
     /// The MAC the next one covers: the request's, then each message's own.
     prior: Vec<u8>,
     first: bool,
+    /// Signing a request: no prior MAC is covered.
+    request: bool,
 }
 
 impl Signer {
+    /// Signs a request of our own (a NOTIFY) with `key`.
+    pub fn for_request(key: Arc<Key>) -> Self {
+        Self {
+            key,
+            prior: Vec::new(),
+            first: true,
+            request: true,
+        }
+    }
+
     /// Signs the answer to a request verified by `verified`.
     pub fn new(verified: &Verified) -> Self {
         Self {
             key: verified.key.clone(),
             prior: verified.request_mac.clone(),
             first: true,
+            request: false,
         }
     }
 
@@ -598,8 +611,10 @@ impl Signer {
     /// counts it in ARCOUNT.
     pub fn sign(&mut self, msg: &mut Vec<u8>, now: u64) {
         let mut ctx = hmac::Context::with_key(&self.key.key);
-        ctx.update(&u16::try_from(self.prior.len()).unwrap_or(0).to_be_bytes());
-        ctx.update(&self.prior);
+        if !self.request {
+            ctx.update(&u16::try_from(self.prior.len()).unwrap_or(0).to_be_bytes());
+            ctx.update(&self.prior);
+        }
         ctx.update(msg);
         let alg = self.key.alg.wire_name();
         if self.first {
@@ -613,6 +628,7 @@ impl Signer {
         append(msg, &self.key.name_wire, &alg, now, &mac, id, 0, &[]);
         self.prior = mac;
         self.first = false;
+        self.request = false;
     }
 }
 

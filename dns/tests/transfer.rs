@@ -300,11 +300,10 @@ impl Secondary {
         std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
     }
 
-    fn nsd(primary: u16) -> Self {
+    fn nsd(primary: u16, port: u16) -> Self {
         require_program("nsd", "nsd");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
-        let port = free_port();
         let conf = format!(
             "server:\n  ip-address: 127.0.0.1@{port}\n  server-count: 1\n  zonesdir: \"{d}\"\n  \
              pidfile: \"{d}/nsd.pid\"\n  database: \"\"\n  username: \"\"\n  chroot: \"\"\n  \
@@ -325,11 +324,10 @@ impl Secondary {
         )
     }
 
-    fn knot(primary: u16) -> Self {
+    fn knot(primary: u16, port: u16) -> Self {
         require_program("knotd", "knot");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
-        let port = free_port();
         let conf = format!(
             "server:\n  listen: 127.0.0.1@{port}\n  rundir: \"{d}\"\n  udp-workers: 1\n  \
              tcp-workers: 1\n  background-workers: 1\n\
@@ -351,11 +349,10 @@ impl Secondary {
         )
     }
 
-    fn bind(primary: u16) -> Self {
+    fn bind(primary: u16, port: u16) -> Self {
         require_program("named", "bind9");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
-        let port = free_port();
         let conf = format!(
             "options {{\n  directory \"{d}\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  \
              listen-on-v6 {{ none; }};\n  pid-file \"{d}/named.pid\";\n  \
@@ -441,22 +438,42 @@ fn answer(port: u16, name: &str, rtype: RecordType) -> (ResponseCode, Vec<String
     panic!("no answer from port {port} for {name} {rtype}");
 }
 
-#[test]
-fn nsd_knot_and_bind_as_secondaries_answer_every_name_as_we_do() {
-    let etcd = Etcd::start();
-    random_zone(&etcd, 42);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dns = primary(&etcd, dir.path(), &[]);
-    let serial = dig("127.0.0.1", dns.port, &["example.com.", "SOA"]).answer[0]
+/// The serial example.com. answers with.
+fn serial_of(port: u16) -> String {
+    dig("127.0.0.1", port, &["example.com.", "SOA"]).answer[0]
         .data
         .split_whitespace()
         .nth(2)
         .expect("serial")
-        .to_owned();
+        .to_owned()
+}
+
+/// The percentile `p` (0–100) of `v`.
+fn percentile(v: &mut [Duration], p: usize) -> Duration {
+    v.sort();
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+#[test]
+fn nsd_knot_and_bind_as_secondaries_answer_every_name_as_we_do_and_follow_changes() {
+    let etcd = Etcd::start();
+    random_zone(&etcd, 42);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = [free_port(), free_port(), free_port()];
+    let notify: Vec<String> = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p},key={KEY}"))
+        .collect();
+    let mut extra = Vec::new();
+    for n in &notify {
+        extra.extend(["--notify", n.as_str()]);
+    }
+    let dns = primary(&etcd, dir.path(), &extra);
+    let serial = serial_of(dns.port);
     let mut secondaries = vec![
-        Secondary::nsd(dns.port),
-        Secondary::knot(dns.port),
-        Secondary::bind(dns.port),
+        Secondary::nsd(dns.port, ports[0]),
+        Secondary::knot(dns.port, ports[1]),
+        Secondary::bind(dns.port, ports[2]),
     ];
     for s in &mut secondaries {
         s.await_serial(&serial, Duration::from_secs(30));
@@ -507,4 +524,63 @@ fn nsd_knot_and_bind_as_secondaries_answer_every_name_as_we_do() {
     }
     assert!(compared > 600, "{compared}");
     assert!(dns.metric("fedplane_dns_xfr_total", "") >= 3.0);
+
+    // Changes in etcd reach every secondary through NOTIFY and a transfer: the time from the
+    // put to each secondary's new answer is printed (p50/p99 over the rounds; the figures in
+    // benches/README.md come from FEDPLANE_XFR_ROUNDS=50).
+    let rounds: usize = std::env::var("FEDPLANE_XFR_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut took: Vec<Vec<Duration>> = vec![Vec::new(); secondaries.len()];
+    for round in 0..rounds {
+        let name = format!("new{round}.example.com.");
+        let addr = format!("10.66.{}.{}", round / 200, round % 200 + 1);
+        if round % 3 == 2 {
+            etcd.del(&format!("/skydns/com/example/new{}", round - 1));
+        }
+        let start = std::time::Instant::now();
+        etcd.put(
+            &format!("/skydns/com/example/new{round}"),
+            &format!(r#"{{"host":"{addr}"}}"#),
+        );
+        let mut pending: Vec<usize> = (0..secondaries.len()).collect();
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{name} on every secondary"),
+            || {
+                pending.retain(|&i| {
+                    let (_, data) = answer(secondaries[i].port, &name, RecordType::A);
+                    let done = data == [format!("{name} A {addr}")];
+                    if done {
+                        took[i].push(start.elapsed());
+                    }
+                    !done
+                });
+                pending.is_empty().then_some(())
+            },
+        );
+    }
+    // Every secondary serves what we serve after the changes, deletions too.
+    let serial = serial_of(dns.port);
+    for s in &mut secondaries {
+        s.await_serial(&serial, Duration::from_secs(20));
+        for round in 0..rounds {
+            let name = format!("new{round}.example.com.");
+            assert_eq!(
+                answer(s.port, &name, RecordType::A),
+                answer(dns.port, &name, RecordType::A),
+                "{} {name}",
+                s.name
+            );
+        }
+    }
+    for (s, t) in secondaries.iter().zip(&mut took) {
+        let (p50, p99) = (percentile(t, 50), percentile(t, 99));
+        println!(
+            "etcd put -> {} answers: p50 {p50:?} p99 {p99:?} over {rounds} changes",
+            s.name
+        );
+    }
+    assert!(dns.metric("fedplane_dns_notify_answered_total", "") >= 3.0);
 }

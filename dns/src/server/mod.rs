@@ -14,6 +14,7 @@
 
 pub mod conns;
 pub mod general;
+pub mod notify;
 pub mod rrl;
 pub mod tcp;
 pub mod udp;

@@ -54,6 +54,21 @@ fn a_signed_request_verifies_and_its_tsig_is_found_and_stripped() {
 }
 
 #[test]
+fn our_own_requests_are_signed_as_a_client_signs_them() {
+    let now = 1_700_000_000;
+    let k = Arc::new(key("xfr.", Algorithm::HmacSha512));
+    let mut msg = query();
+    Signer::for_request(k.clone()).sign(&mut msg, now);
+    assert_eq!(msg, sign_request(&k, &query(), now));
+    let found = locate(&msg).expect("reads").expect("found");
+    assert!(
+        keys(key("xfr.", Algorithm::HmacSha512))
+            .verify(&msg, &found, now)
+            .is_ok()
+    );
+}
+
+#[test]
 fn tampering_wrong_keys_and_clocks_are_told_apart() {
     let now = 1_700_000_000;
     let k = key("xfr.", Algorithm::HmacSha256);
