@@ -185,6 +185,15 @@ pub struct Cli {
     /// Zone transfers streamed at once; more get SERVFAIL (secondaries retry) [default: 8]
     #[arg(long, value_name = "N")]
     pub max_transfers: Option<usize>,
+    /// IXFR: zone versions whose differences are kept in memory, over all zones; a client
+    /// older than the oldest (or from before a restart) gets the whole zone; 0 keeps none
+    /// [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub ixfr_history_versions: Option<usize>,
+    /// IXFR: bytes of differences kept at most (about their size on the wire); a change
+    /// larger than this clears the history [default: 67108864, 64 MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub ixfr_history_bytes: Option<usize>,
     /// A secondary to send NOTIFY (RFC 1996) when a zone's serial changes: ADDR, ADDR:PORT or
     /// [IPv6]:PORT (port 53 by default), optionally ,key=NAME to sign it with that TSIG key
     /// (repeatable). Sent again after 1 s, 2 s, 4 s … (at most 60 s apart) until answered
@@ -262,6 +271,10 @@ pub struct FileConfig {
     pub allow_transfer: Vec<String>,
     /// Concurrent zone transfers at most.
     pub max_transfers: Option<usize>,
+    /// IXFR history versions.
+    pub ixfr_history_versions: Option<usize>,
+    /// IXFR history bytes.
+    pub ixfr_history_bytes: Option<usize>,
     /// Secondaries to notify, `ADDR[:PORT][,key=NAME]`.
     #[serde(default)]
     pub notify: Vec<String>,
@@ -396,6 +409,7 @@ fn xfr_settings(
     keys: Vec<String>,
     allow: Vec<String>,
     max_transfers: Option<usize>,
+    (history_versions, history_bytes): (usize, usize),
 ) -> Result<XfrSettings, ConfigError> {
     let keys = keys
         .iter()
@@ -431,6 +445,8 @@ fn xfr_settings(
         keys,
         allow_transfer,
         max_transfers,
+        history_versions,
+        history_bytes,
     })
 }
 
@@ -603,6 +619,14 @@ impl Settings {
             pick(cli.tsig_keys, file.tsig_keys),
             pick(cli.allow_transfer, file.allow_transfer),
             cli.max_transfers.or(file.max_transfers),
+            (
+                cli.ixfr_history_versions
+                    .or(file.ixfr_history_versions)
+                    .unwrap_or(crate::ixfr::DEFAULT_VERSIONS),
+                cli.ixfr_history_bytes
+                    .or(file.ixfr_history_bytes)
+                    .unwrap_or(crate::ixfr::DEFAULT_BYTES),
+            ),
         )?;
         let notify = pick(cli.notify, file.notify)
             .iter()

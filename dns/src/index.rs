@@ -345,6 +345,22 @@ impl Records {
         self.records.contains_key(key)
     }
 
+    /// The keys whose record differs between `before` and these records (added, changed or
+    /// removed), in key order. The parts both share are skipped, so a few changes on a large
+    /// map cost little.
+    pub fn changed_keys(&self, before: &Records) -> Vec<Arc<str>> {
+        before
+            .records
+            .diff(&self.records)
+            .map(|d| match d {
+                imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => {
+                    k.clone()
+                }
+                imbl::ordmap::DiffItem::Update { new: (k, _), .. } => k.clone(),
+            })
+            .collect()
+    }
+
     /// Every record strictly below `key`, in key order, with its key.
     pub fn subtree(&self, key: &str) -> impl Iterator<Item = (&str, &Entry)> {
         self.below(key)

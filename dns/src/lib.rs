@@ -24,6 +24,7 @@ pub mod config;
 pub mod fast;
 pub mod federation;
 pub mod index;
+pub mod ixfr;
 pub mod key;
 pub mod leases;
 pub mod notify;

@@ -54,6 +54,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         )
         .with_transfers(settings.xfr.clone()),
     );
+    tasks.spawn(
+        responder
+            .transfers()
+            .keep_history(shared.clone(), cancel.clone()),
+    );
     // Before any socket: the TCP cap is derived from the open-file limit.
     let nofile = server::raise_fd_limit();
     let udp_sockets = settings.listen.len() * settings.workers;

@@ -35,7 +35,7 @@ impl fedplane_ops::Probes for DnsProbes {
 
 /// Registers the help text of every metric this program exports.
 pub fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "fedplane_dns_responses_total",
         "DNS responses sent, by transport and rcode"
@@ -116,7 +116,19 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "fedplane_dns_xfr_total",
-        "Zone transfers (AXFR, IXFR) answered, by type and transport"
+        "Zone transfers answered, by type (axfr, ixfr_incremental, ixfr_full: the whole zone to an IXFR client the history does not reach) and transport"
+    );
+    describe_gauge!(
+        "fedplane_dns_ixfr_history_versions",
+        "Zone versions whose differences the IXFR history holds"
+    );
+    describe_gauge!(
+        "fedplane_dns_ixfr_history_bytes",
+        "Bytes of differences the IXFR history holds"
+    );
+    describe_histogram!(
+        "fedplane_dns_ixfr_diff_seconds",
+        "Time to compare a published version with the previous one for the IXFR history"
     );
     describe_counter!(
         "fedplane_dns_xfr_refused_total",

@@ -9,17 +9,21 @@
 //! in the first message only, and each message carries an OPT record when the request had
 //! one.
 //!
-//! IXFR without the client's version in the history answers the whole zone in IXFR form (the
-//! SOA, every record, the SOA: RFC 1995 §4), and a client already at our serial (or, by serial
-//! arithmetic, past it) gets the single SOA; over UDP only the single SOA is sent (the client
-//! then asks over TCP).
+//! IXFR answers the deltas from the client's serial to ours when the history holds them
+//! ([`crate::ixfr`]; RFC 1995 §4), else the whole zone in IXFR form (the SOA, every record,
+//! the SOA), and a client already at our serial (or, by serial arithmetic, past it) gets the
+//! single SOA; over UDP the deltas are sent when they fit in one datagram, else the single
+//! SOA (the client then asks over TCP).
 
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 
 use crate::answer::wire::{Section, Writer};
 use crate::answer::zone;
+use std::sync::Arc;
+
 use crate::index::{Records, Zone};
+use crate::ixfr::Delta;
 use crate::tsig::Signer;
 
 /// A transfer message is closed once it holds this many bytes (names stay compressible:
@@ -41,6 +45,8 @@ pub struct Request {
     pub zi: usize,
     /// The request had an OPT record.
     pub edns: bool,
+    /// The largest UDP answer the client takes (512 without EDNS).
+    pub udp_limit: usize,
 }
 
 /// What is asked.
@@ -120,6 +126,10 @@ pub fn parse(records: &Records, msg: &[u8]) -> Result<Request, ResponseCode> {
         kind,
         zi,
         edns: m.edns.is_some(),
+        udp_limit: usize::from(m.edns.as_ref().map_or(512, |e| {
+            e.max_payload()
+                .clamp(512, crate::answer::DEFAULT_MAX_UDP_PAYLOAD)
+        })),
     })
 }
 
@@ -128,6 +138,19 @@ pub fn parse(records: &Records, msg: &[u8]) -> Result<Request, ResponseCode> {
 /// client is sent the zone).
 pub fn up_to_date(client: u32, current: u32) -> bool {
     client.wrapping_sub(current) < 0x8000_0000
+}
+
+/// What a transfer answer holds.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The whole zone (AXFR, or IXFR in AXFR form), or for an up-to-date IXFR client the
+    /// single SOA.
+    Zone,
+    /// The single SOA (IXFR over UDP that does not fit).
+    Soa,
+    /// The deltas from the client's serial to ours (IXFR, RFC 1995 §4): our SOA, then per
+    /// delta the old SOA, what it removed, the new SOA, what it added; our SOA again.
+    Incremental(Vec<Arc<Delta>>),
 }
 
 /// What a transfer sends.
@@ -165,28 +188,43 @@ impl std::fmt::Debug for Stream<'_> {
 }
 
 impl<'a> Stream<'a> {
-    /// The answer to `req` from `records`: the zone, or for an up-to-date IXFR client (or
-    /// `soa_only`) the single SOA. Each message is signed by `signer` at `now` (seconds).
+    /// The `answer` to `req` from `records`; an up-to-date IXFR client gets the single SOA
+    /// whatever is asked. Each message is signed by `signer` at `now` (seconds).
     pub fn new(
         records: &'a Records,
         req: Request,
-        soa_only: bool,
+        answer: Answer,
         signer: Option<Signer>,
         now: u64,
     ) -> Option<Self> {
         let zone = records.zones().iter().nth(req.zi)?;
         let soa = zone::soa(records, req.zi, zone);
         let current = records.serial(req.zi);
-        let single =
-            soa_only || matches!(req.kind, Kind::Ixfr { serial } if up_to_date(serial, current));
+        let single = matches!(answer, Answer::Soa)
+            || matches!(req.kind, Kind::Ixfr { serial } if up_to_date(serial, current));
+        let mut queue = std::collections::VecDeque::new();
+        let part = match answer {
+            _ if single => Part::LastSoa,
+            Answer::Incremental(deltas) => {
+                queue.push_back(soa.clone());
+                for d in deltas {
+                    queue.push_back(d.old_soa.clone());
+                    queue.extend(d.removed.iter().cloned());
+                    queue.push_back(d.new_soa.clone());
+                    queue.extend(d.added.iter().cloned());
+                }
+                Part::LastSoa
+            }
+            Answer::Zone | Answer::Soa => Part::Soa,
+        };
         Some(Self {
             records,
             zone,
             soa,
             names: zone::names(records, req.zi, zone),
             req,
-            queue: std::collections::VecDeque::new(),
-            part: if single { Part::LastSoa } else { Part::Soa },
+            queue,
+            part,
             first: true,
             signer,
             now,

@@ -571,7 +571,7 @@ fn variables(
 }
 
 /// Signs the messages of one response, in order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Signer {
     key: Arc<Key>,
     /// The MAC the next one covers: the request's, then each message's own.

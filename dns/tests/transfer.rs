@@ -264,6 +264,95 @@ fn ixfr_of_a_current_client_is_one_soa_and_over_udp_never_more() {
     assert!(udp.contains(", 1 records)") && udp.contains("SOA"), "{udp}");
 }
 
+/// The records of a kdig IXFR answer, one per line, whitespace collapsed.
+fn kdig_records(port: u16, serial: &str, extra: &[&str]) -> Vec<String> {
+    let out = Command::new("kdig")
+        .args([
+            "-y",
+            &tsig(),
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "example.com.",
+        ])
+        .arg(format!("IXFR={serial}"))
+        .args(["+nocomments", "+nostats"])
+        .args(extra)
+        .output()
+        .expect("kdig");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && !text.contains("WARNING"), "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.contains(" TSIG "))
+        .collect()
+}
+
+#[test]
+fn ixfr_sends_the_changes_since_the_clients_serial_while_the_history_holds_them() {
+    require_program("kdig", "knot-dnsutils");
+    let etcd = Etcd::start();
+    random_zone(&etcd, 5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns = primary(&etcd, dir.path(), &["--ixfr-history-versions", "3"]);
+    let mut serials = vec![serial_of(dns.port)];
+    for i in 0..5 {
+        etcd.put(
+            &format!("/skydns/com/example/step{i}"),
+            &format!(r#"{{"host":"10.77.0.{i}"}}"#),
+        );
+        if i == 3 {
+            etcd.del("/skydns/com/example/step0");
+        }
+        let want = etcd.revision().to_string();
+        wait_until(common::WAIT, "the new serial", || {
+            (serial_of(dns.port) == want).then_some(())
+        });
+        serials.push(want);
+    }
+    let last = serials.last().expect("serials").clone();
+    // Within the history: our SOA, then the old SOA (incremental), the changes, our SOA.
+    let inc = kdig_records(dns.port, &serials[3], &[]);
+    assert!(
+        inc[0].contains(&format!(" SOA ")) && inc[0].contains(&format!(" {last} ")),
+        "{inc:#?}"
+    );
+    assert!(
+        inc[1].contains(" SOA ") && inc[1].contains(&format!(" {} ", serials[3])),
+        "{inc:#?}"
+    );
+    assert!(
+        inc.iter()
+            .any(|l| l.starts_with("step4.example.com. ") && l.contains("10.77.0.4")),
+        "{inc:#?}"
+    );
+    assert!(
+        !inc.iter().any(|l| l.starts_with("step2.example.com. ")),
+        "older changes are not sent: {inc:#?}"
+    );
+    assert!(
+        inc.last().expect("records").contains(&format!(" {last} ")),
+        "{inc:#?}"
+    );
+    // step0 was added before these changes: it appears only as the removal of its records.
+    assert!(
+        inc.iter().any(|l| l.starts_with("step0.example.com. ")),
+        "{inc:#?}"
+    );
+    // Over UDP the small changes fit.
+    let udp = kdig_records(dns.port, &serials[4], &["+notcp"]);
+    assert!(
+        udp.len() > 2 && udp[1].contains(&format!(" {} ", serials[4])),
+        "{udp:#?}"
+    );
+    // Older than the history (3 versions): the whole zone, IXFR form.
+    let full = kdig_records(dns.port, &serials[0], &[]);
+    assert!(full[1].contains(" NS "), "{full:#?}");
+    assert!(dns.metric("fedplane_dns_xfr_total", "type=\"ixfr_incremental\"") >= 2.0);
+    assert!(dns.metric("fedplane_dns_xfr_total", "type=\"ixfr_full\"") >= 1.0);
+}
+
 /// A secondary name server started for one test, killed when dropped.
 struct Secondary {
     name: &'static str,
@@ -583,4 +672,8 @@ fn nsd_knot_and_bind_as_secondaries_answer_every_name_as_we_do_and_follow_change
         );
     }
     assert!(dns.metric("fedplane_dns_notify_answered_total", "") >= 3.0);
+    assert!(
+        dns.metric("fedplane_dns_xfr_total", "type=\"ixfr_incremental\"") >= 1.0,
+        "the secondaries follow with incremental transfers"
+    );
 }

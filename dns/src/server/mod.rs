@@ -117,6 +117,11 @@ impl Responder {
         self
     }
 
+    /// The TSIG and transfer state (its IXFR history is kept by [`Transfers::keep_history`]).
+    pub fn transfers(&self) -> Arc<Transfers> {
+        self.transfers.clone()
+    }
+
     /// Answers a transfer request (see [`Transfers::transfer`]).
     fn transfer(&self, request: &[u8], transport: Transport, peer: IpAddr) -> XfrReply {
         self.transfers

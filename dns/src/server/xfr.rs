@@ -16,9 +16,18 @@ use tracing::{info, warn};
 
 use crate::acl::{self, Acl};
 use crate::answer::Transport;
-use crate::sync::Shared;
-use crate::transfer::{self, Kind, Stream};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ixfr::{self, Delta, History};
+use crate::sync::{Served, Shared};
+use crate::transfer::{self, Answer, Kind, Stream};
 use crate::tsig::{self, Keys, Signer, Verified};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Transfers streamed at once by default (`--max-transfers`); more get SERVFAIL and retry.
 pub const DEFAULT_MAX_TRANSFERS: usize = 8;
@@ -37,6 +46,10 @@ pub struct XfrSettings {
     pub allow_transfer: Vec<Acl>,
     /// `--max-transfers`.
     pub max_transfers: usize,
+    /// `--ixfr-history-versions`.
+    pub history_versions: usize,
+    /// `--ixfr-history-bytes`.
+    pub history_bytes: usize,
 }
 
 /// The transfer state shared by the listeners.
@@ -45,6 +58,9 @@ pub struct Transfers {
     settings: XfrSettings,
     permits: Arc<Semaphore>,
     logged: Mutex<HashSet<(IpAddr, &'static str)>>,
+    /// The IXFR history and the records of its newest version (kept only when someone may
+    /// transfer).
+    history: Mutex<(History, Option<Arc<Served>>)>,
 }
 
 /// What a transfer request gets.
@@ -60,11 +76,74 @@ impl Transfers {
     /// The state for `settings`.
     pub fn new(settings: XfrSettings) -> Self {
         let permits = Arc::new(Semaphore::new(settings.max_transfers.max(1)));
+        let history = History::new(settings.history_versions, settings.history_bytes);
         Self {
             settings,
             permits,
             logged: Mutex::new(HashSet::new()),
+            history: Mutex::new((history, None)),
         }
+    }
+
+    /// Keeps the IXFR history current with the records published until `cancel`: each
+    /// publish is compared with the last version seen, off the runtime, one at a time (a
+    /// burst of publishes is compared as one step). Nothing is kept when nobody may transfer.
+    pub async fn keep_history(self: Arc<Self>, shared: Arc<Shared>, cancel: CancellationToken) {
+        if self.settings.allow_transfer.is_empty() {
+            return;
+        }
+        let mut published = shared.subscribe();
+        let mut last: Option<Arc<Served>> = None;
+        loop {
+            let now = shared.served.load_full();
+            if now.records.is_loaded() {
+                if let Some(before) = last.take().filter(|b| b.records.is_loaded()) {
+                    let (after, max) = (now.clone(), self.settings.history_bytes);
+                    let started = Instant::now();
+                    let deltas = tokio::task::spawn_blocking(move || {
+                        ixfr::diff(&before.records, &after.records, max)
+                    })
+                    .await;
+                    let mut h = lock(&self.history);
+                    match deltas {
+                        Ok(Ok(deltas)) => {
+                            for d in deltas {
+                                h.0.push(d);
+                            }
+                        }
+                        Ok(Err(ixfr::TooLarge)) => {
+                            info!(
+                                max_bytes = max,
+                                "changes larger than --ixfr-history-bytes: IXFR clients get the whole zone"
+                            );
+                            h.0.clear();
+                        }
+                        Err(_) => h.0.clear(),
+                    }
+                    h.1 = Some(now.clone());
+                    metrics::gauge!("fedplane_dns_ixfr_history_versions").set(h.0.len() as f64);
+                    metrics::gauge!("fedplane_dns_ixfr_history_bytes").set(h.0.bytes() as f64);
+                    metrics::histogram!("fedplane_dns_ixfr_diff_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                } else {
+                    lock(&self.history).1 = Some(now.clone());
+                }
+                last = Some(now);
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = published.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// The deltas from `serial` to the newest version of the history, with that version's
+    /// records, if the history holds them.
+    fn incremental(&self, zi: usize, serial: u32) -> Option<(Arc<Served>, Vec<Arc<Delta>>)> {
+        let h = lock(&self.history);
+        let served = h.1.clone()?;
+        let chain = h.0.chain(zi, serial, served.records.serial(zi))?;
+        Some((served, chain))
     }
 
     /// The configured keys.
@@ -147,11 +226,44 @@ impl Transfers {
             Kind::Axfr => "axfr",
             Kind::Ixfr { .. } => "ixfr",
         };
-        metrics::counter!("fedplane_dns_xfr_total", "type" => kind, "transport" => transport.as_str())
+        // IXFR of a client the history reaches: the deltas, from the history's newest
+        // version (a publish it has not compared yet is sent next time).
+        let (served, answer) = match req.kind {
+            Kind::Ixfr { serial }
+                if !transfer::up_to_date(serial, served.records.serial(req.zi)) =>
+            {
+                match self.incremental(req.zi, serial) {
+                    Some((newest, deltas)) => (newest, Answer::Incremental(deltas)),
+                    None => (served, Answer::Zone),
+                }
+            }
+            _ => (served, Answer::Zone),
+        };
+        let incremental = matches!(answer, Answer::Incremental(_));
+        let counted = match (req.kind, incremental) {
+            (Kind::Axfr, _) => "axfr",
+            (Kind::Ixfr { .. }, true) => "ixfr_incremental",
+            (Kind::Ixfr { .. }, false) => "ixfr_full",
+        };
+        metrics::counter!("fedplane_dns_xfr_total", "type" => counted, "transport" => transport.as_str())
             .increment(1);
         if transport == Transport::Udp {
-            let one =
-                Stream::new(&served.records, req, true, signer, now).and_then(|mut s| s.next());
+            // One message within the client's size, or the single SOA (it asks over TCP).
+            let limit = req.udp_limit;
+            let fits = if incremental {
+                Stream::new(&served.records, req.clone(), answer, signer.clone(), now).and_then(
+                    |mut s| {
+                        let one = s.next()?;
+                        (s.next().is_none() && one.len() <= limit).then_some(one)
+                    },
+                )
+            } else {
+                None
+            };
+            let one = fits.or_else(|| {
+                Stream::new(&served.records, req, Answer::Soa, signer, now)
+                    .and_then(|mut s| s.next())
+            });
             return XfrReply::One(one.unwrap_or_default());
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -164,11 +276,11 @@ impl Transfers {
             ));
         };
         let zone = req.query.name().to_string();
-        info!(%peer, zone, kind, key = ?key.map(ToString::to_string), serial = served.records.serial(req.zi), "zone transfer");
+        info!(%peer, zone, kind, incremental, key = ?key.map(ToString::to_string), serial = served.records.serial(req.zi), "zone transfer");
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let Some(stream) = Stream::new(&served.records, req, false, signer, now) else {
+            let Some(stream) = Stream::new(&served.records, req, answer, signer, now) else {
                 return;
             };
             for msg in stream {

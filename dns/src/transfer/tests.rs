@@ -53,7 +53,7 @@ fn request(qname: &str, qtype: RecordType, serial: Option<u32>, edns: bool) -> V
 
 fn transfer(s: &Records, msg: &[u8]) -> Vec<Message> {
     let req = parse(s, msg).expect("a transfer");
-    Stream::new(s, req, false, None, 0)
+    Stream::new(s, req, Answer::Zone, None, 0)
         .expect("zone")
         .map(|m| Message::from_vec(&m).expect("parses"))
         .collect()
@@ -201,4 +201,62 @@ fn requests_for_other_names_or_malformed_ones_get_their_error() {
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     assert_eq!(m.queries.len(), 1);
     assert!(m.edns.is_some());
+}
+
+#[test]
+fn an_incremental_ixfr_is_our_soa_the_deltas_each_framed_by_its_soas_and_our_soa() {
+    let mut s = records(3);
+    let before = s.clone();
+    let old_serial = s.serial(0);
+    s.put(
+        "/skydns/com/example/new",
+        SkyRecord::parse(br#"{"host":"10.9.9.9"}"#).expect("valid"),
+        0,
+        9000,
+    );
+    s.delete("/skydns/com/example/svc/s0/c1/x", 9001);
+    let deltas: Vec<Arc<crate::ixfr::Delta>> = crate::ixfr::diff(&before, &s, 1 << 20)
+        .expect("fits")
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let req = parse(
+        &s,
+        &request("example.com.", RecordType::IXFR, Some(old_serial), false),
+    )
+    .expect("request");
+    let msgs: Vec<Message> = Stream::new(&s, req, Answer::Incremental(deltas), None, 0)
+        .expect("zone")
+        .map(|m| Message::from_vec(&m).expect("parses"))
+        .collect();
+    let all: Vec<&Record> = msgs.iter().flat_map(|m| m.answers.iter()).collect();
+    let serial = |r: &Record| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    };
+    let soas: Vec<(usize, u32)> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| serial(r).map(|s| (i, s)))
+        .collect();
+    let new_serial = s.serial(0);
+    assert_eq!(soas.first(), Some(&(0, new_serial)));
+    assert_eq!(
+        soas[1],
+        (1, old_serial),
+        "the second record is the old SOA: incremental"
+    );
+    assert_eq!(soas.last(), Some(&(all.len() - 1, new_serial)));
+    assert_eq!(soas.len(), 4);
+    let (removed, added) = (&all[2..soas[2].0], &all[soas[2].0 + 1..all.len() - 1]);
+    assert!(
+        removed
+            .iter()
+            .any(|r| r.name == name("x.c1.s0.svc.example.com."))
+    );
+    assert!(added.iter().any(|r| r.name == name("new.example.com.")));
+    assert!(
+        removed.iter().any(|r| r.name == name("svc.example.com.")),
+        "the aggregate above the deleted key lost its address"
+    );
 }
