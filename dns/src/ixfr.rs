@@ -118,7 +118,9 @@ pub fn diff(before: &Records, after: &Records, max_bytes: usize) -> Result<Vec<D
         let (removed, added) = difference(old, new);
         let old_soa = zone::soa(before, zi, zone);
         let new_soa = zone::soa(after, zi, zone);
-        let bytes = wire_bytes(&removed) + wire_bytes(&added) + 2 * wire_bytes(&[new_soa.clone()]);
+        let bytes = wire_bytes(&removed)
+            + wire_bytes(&added)
+            + 2 * wire_bytes(std::slice::from_ref(&new_soa));
         total += bytes;
         if total > max_bytes {
             return Err(TooLarge);
