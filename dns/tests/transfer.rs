@@ -315,7 +315,7 @@ fn ixfr_sends_the_changes_since_the_clients_serial_while_the_history_holds_them(
     // Within the history: our SOA, then the old SOA (incremental), the changes, our SOA.
     let inc = kdig_records(dns.port, &serials[3], &[]);
     assert!(
-        inc[0].contains(&format!(" SOA ")) && inc[0].contains(&format!(" {last} ")),
+        inc[0].contains(" SOA ") && inc[0].contains(&format!(" {last} ")),
         "{inc:#?}"
     );
     assert!(
