@@ -667,7 +667,12 @@ impl<'a> Resolver<'a> {
         loop {
             let lname = owner.to_lowercase();
             let apex = lname == zone.name;
-            let entries = self.entries_of(&lname, &zone);
+            let mut entries = self.entries_of(&lname, &zone);
+            if entries.is_empty() && !apex {
+                // A name that does not exist may be a wildcard's (RFC 4592): its records,
+                // with the name asked as their owner.
+                entries = self.wildcard_entries(&lname, &zone);
+            }
             if entries.is_empty() && !apex {
                 let soa = self.soa(zi, &zone);
                 self.charge(&soa)?;
@@ -770,6 +775,27 @@ impl<'a> Resolver<'a> {
         } else {
             name_to_key(self.records.zones().prefix(), lname)
                 .map_or_else(Vec::new, |key| self.records.node(&key))
+        }
+    }
+
+    /// The records of the wildcard that answers `lname`, a name that does not exist (see
+    /// [`Records::wildcard_source`]); none when no wildcard does.
+    fn wildcard_entries(&self, lname: &Name, zone: &Zone) -> Vec<&'a Entry> {
+        let prefix = self.records.zones().prefix();
+        // The closest encloser is above the name: from its parent, or from the nearest
+        // ancestor a key can spell (a label with a byte no key holds names nothing).
+        let mut above = lname.base_name();
+        loop {
+            if let Some(key) = name_to_key(prefix, &above) {
+                return self
+                    .records
+                    .wildcard_source(&key)
+                    .map_or_else(Vec::new, |w| self.records.node(&w));
+            }
+            if above.num_labels() <= zone.name.num_labels() {
+                return Vec::new();
+            }
+            above = above.base_name();
         }
     }
 

@@ -771,14 +771,27 @@ fn negative(records: &Records, table: &Table, wire: &[u8], starts: &[u8]) -> Opt
         let s = usize::from(s);
         let label = &wire[s + 1..s + 1 + usize::from(wire[s])];
         if !label.iter().all(|&b| crate::key::label_byte_ok(b)) {
-            return Some(Negative::NxDomain(zone)); // no key names it
+            // No key names it; a wildcard above may answer it (the general path's).
+            let above = std::str::from_utf8(&buf[..at]).ok()?;
+            return match records.wildcard_source(above) {
+                Some(_) => None,
+                None => Some(Negative::NxDomain(zone)),
+            };
         }
         buf[at] = b'/';
         buf[at + 1..at + 1 + label.len()].copy_from_slice(label);
         at += 1 + label.len();
     }
     let key = std::str::from_utf8(&buf[..at]).ok()?;
-    (!records.exists(key)).then_some(Negative::NxDomain(zone))
+    if records.exists(key) {
+        return None;
+    }
+    // A wildcard's name (RFC 4592): the general path answers it.
+    let parent = &key[..key.rfind('/')?];
+    match records.wildcard_source(parent) {
+        Some(_) => None,
+        None => Some(Negative::NxDomain(zone)),
+    }
 }
 
 /// Answers a UDP query from the compiled answers into `out`, or returns `None` for the general

@@ -123,6 +123,8 @@ pub struct Records {
     zone_revisions: Vec<i64>,
     revision: i64,
     loaded: bool,
+    /// Keys with a `*` label: while there are none, no name is looked up as a wildcard's.
+    wildcards: usize,
 }
 
 impl Records {
@@ -136,6 +138,7 @@ impl Records {
             zone_revisions: vec![revision; n],
             revision,
             loaded: false,
+            wildcards: 0,
         }
     }
 
@@ -188,8 +191,13 @@ impl Records {
         }
         let key: Arc<str> = key.into();
         self.touch(&key, revision);
-        self.records
+        let wildcard = is_wildcard_key(&key);
+        let old = self
+            .records
             .insert(key.clone(), Arc::new(Entry { key, record, lease }));
+        if old.is_none() && wildcard {
+            self.wildcards += 1;
+        }
     }
 
     /// Removes the record at `key`, deleted (or made invalid) at etcd revision `revision`.
@@ -198,8 +206,29 @@ impl Records {
         let removed = self.records.remove(key).is_some();
         if removed {
             self.touch(key, revision);
+            if is_wildcard_key(key) {
+                self.wildcards -= 1;
+            }
         }
         removed
+    }
+
+    /// The wildcard (RFC 4592) that answers a name that does not exist, whose nearest
+    /// ancestor that might exist has the key `from`: the closest encloser is the first of
+    /// `from` and its ancestors that exists (or the zone's apex), and the answer comes from
+    /// the key `<closest encloser>/*` when that name exists. `None` when nothing answers it
+    /// (then it is NXDOMAIN), and at once while no key holds a `*` label.
+    pub fn wildcard_source(&self, from: &str) -> Option<String> {
+        if self.wildcards == 0 {
+            return None;
+        }
+        let zone = &self.zones.zones[self.zones.find_key(from)?];
+        let mut encloser = from;
+        while encloser.len() > zone.key.len() && !self.exists(encloser) {
+            encloser = &encloser[..encloser.rfind('/')?];
+        }
+        let source = format!("{encloser}/*");
+        self.exists(&source).then_some(source)
     }
 
     fn touch(&mut self, key: &str, revision: i64) {
@@ -381,6 +410,11 @@ impl Records {
             .range::<_, str>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
             .map(|(k, e)| (&**k, &**e))
     }
+}
+
+/// Whether a key has a `*` label (a wildcard's, or one below a wildcard's).
+fn is_wildcard_key(key: &str) -> bool {
+    key.ends_with("/*") || key.contains("/*/")
 }
 
 /// SkyDNS groups: the shortest keys that carry a group pick it; records of another group are

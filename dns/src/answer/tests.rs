@@ -1177,3 +1177,89 @@ fn federation_short_names_alias_the_clusters_zone_level_name_and_its_chain() {
     let m = ask_short(&s, &f, "hello.default.svc.cluster.local.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
+
+/// RFC 4592's rules with a wildcard at `*.apps.example.com` (and one at the apex's level):
+/// a name that does not exist below the closest encloser takes the wildcard's records with
+/// its own name; an existing name, or one whose closest encloser has no wildcard, does not.
+#[test]
+fn wildcards_answer_names_that_do_not_exist_below_their_closest_encloser() {
+    let s = snapshot(&[
+        ("/skydns/com/example/apps/*", r#"{"host":"10.5.5.5"}"#),
+        ("/skydns/com/example/apps/*/t", r#"{"text":"wild"}"#),
+        ("/skydns/com/example/apps/real", r#"{"host":"10.6.6.6"}"#),
+        (
+            "/skydns/com/example/apps/sub/deep",
+            r#"{"host":"10.7.7.7"}"#,
+        ),
+        (
+            "/skydns/com/example/alias/*",
+            r#"{"host":"real.apps.example.com"}"#,
+        ),
+    ]);
+    let a = |n: &str| {
+        let m = ask(&s, n, RecordType::A);
+        (
+            m.metadata.response_code,
+            answers(&m),
+            m.answers
+                .iter()
+                .map(|r| r.name.to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (rcode, data, owners) = a("Foo.apps.example.com.");
+    assert_eq!(
+        (rcode, data),
+        (ResponseCode::NoError, vec!["10.5.5.5".to_owned()])
+    );
+    assert_eq!(
+        owners,
+        ["Foo.apps.example.com."],
+        "the owner is the name asked"
+    );
+    assert_eq!(
+        a("x.y.apps.example.com.").1,
+        ["10.5.5.5"],
+        "a wildcard covers several labels"
+    );
+    assert_eq!(
+        a("real.apps.example.com.").1,
+        ["10.6.6.6"],
+        "an existing name is not the wildcard's"
+    );
+    let (rcode, data, _) = a("sub.apps.example.com.");
+    assert_eq!(
+        (rcode, data),
+        (ResponseCode::NoError, vec!["10.7.7.7".to_owned()]),
+        "an empty non-terminal exists"
+    );
+    let (rcode, data, _) = a("x.sub.apps.example.com.");
+    assert_eq!(
+        (rcode, data),
+        (ResponseCode::NXDomain, vec![]),
+        "closest encloser sub has no wildcard"
+    );
+    let (rcode, data, _) = a("nothing.example.com.");
+    assert_eq!(
+        (rcode, data),
+        (ResponseCode::NXDomain, vec![]),
+        "no wildcard at the apex"
+    );
+    let m = ask(&s, "foo.apps.example.com.", RecordType::MX);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NoError,
+        "NODATA from the wildcard"
+    );
+    assert!(m.answers.is_empty());
+    let m = ask(&s, "foo.apps.example.com.", RecordType::TXT);
+    assert_eq!(answers(&m), ["wild"]);
+    // A wildcard alias: the CNAME owned by the name asked, then its target.
+    let m = ask(&s, "web.alias.example.com.", RecordType::A);
+    assert_eq!(m.answers[0].name.to_string(), "web.alias.example.com.");
+    assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+    assert_eq!(m.answers[1].data.to_string(), "10.6.6.6");
+    // A label no key can spell is still below the encloser.
+    let m = ask(&s, "a_b\\.c.apps.example.com.", RecordType::A);
+    assert_eq!(answers(&m), ["10.5.5.5"]);
+}

@@ -156,8 +156,11 @@ fn bulk() -> impl Strategy<Value = Vec<(String, (String, bool))>> {
 }
 
 fn key() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(vec!["a", "b", "svc", "fr", "x"]), 1..4)
-        .prop_map(|labels| format!("/skydns/com/example/{}", labels.join("/")))
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "b", "svc", "fr", "x", "*"]),
+        1..4,
+    )
+    .prop_map(|labels| format!("/skydns/com/example/{}", labels.join("/")))
 }
 
 /// Records and the table compiled from them, as the sync task publishes them.
