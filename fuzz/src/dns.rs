@@ -1,5 +1,5 @@
 //! The targets of fedplane-dns: queries through both answer paths, SkyDNS values and keys, the
-//! YAML config file and the `--state-dir` snapshot file.
+//! YAML config file, the `--state-dir` snapshot file, and TSIG and transfer requests.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -16,6 +16,8 @@ use fedplane_dns::key::{check_key, key_to_name, key_wire, name_to_key};
 use fedplane_dns::record::Record;
 use fedplane_dns::state;
 use fedplane_dns::topology::Topology;
+use fedplane_dns::transfer;
+use fedplane_dns::tsig::{self, Algorithm, Key, Keys, Signer};
 use fedplane_testkit::dns_view;
 use hickory_proto::rr::Name;
 
@@ -178,6 +180,7 @@ pub fn dns_query(data: &[u8]) {
                     topology: map,
                 }),
                 federations: Some(feds),
+                reserve: 0,
             },
         ),
     ];
@@ -314,6 +317,92 @@ pub fn dns_state(data: &[u8]) {
             encode(&back),
             once,
             "decode → encode → decode → encode changed the file"
+        );
+    }
+}
+
+/// The TSIG key every `dns_transfer` input is checked and signed with.
+fn tsig_keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let key = Key::new(
+            "xfr.",
+            Algorithm::HmacSha256,
+            b"0123456789abcdef0123456789abcdef",
+        )
+        .expect("a key");
+        Keys::new(vec![key]).expect("keys")
+    })
+}
+
+/// A message as a signed request and as a transfer request: its TSIG record is found (or the
+/// message is refused as malformed) without a panic, the message without it is what precedes
+/// it, and a failed check gets a NOTAUTH reply that carries the error; the same message signed
+/// by us verifies; a transfer request is answered with messages that each parse and fit a TCP
+/// frame, the zone framed by its SOA.
+pub fn dns_transfer(data: &[u8]) {
+    let keys = tsig_keys();
+    let now = 1_800_000_000;
+    if let Ok(Some(found)) = tsig::locate(data) {
+        assert!(found.question_end <= found.start && found.start < data.len());
+        assert_eq!(tsig::strip(data, &found).len(), found.start);
+        if let Err(failure) = keys.verify(data, &found, now) {
+            let reply = tsig::error_reply(data, &found, &failure, now);
+            assert!(reply.len() >= 12 && reply[2] & 0x80 != 0, "a response");
+            if reply[3] & 0x0F == tsig::NOTAUTH {
+                let back = tsig::locate(&reply)
+                    .expect("our reply reads")
+                    .expect("with a TSIG");
+                assert_ne!(back.error, 0, "the error is named");
+            }
+        }
+    }
+    // Signed by us, the message (its own TSIG left out) verifies.
+    if data.len() >= 12 {
+        let mut msg = data.to_vec();
+        msg[10..12].fill(0);
+        let len = msg.len();
+        let key = keys
+            .get(&Name::from_ascii("xfr.").expect("name"))
+            .expect("key")
+            .clone();
+        Signer::for_request(key).sign(&mut msg, now);
+        if let Ok(Some(found)) = tsig::locate(&msg) {
+            assert_eq!(found.start, len);
+            assert!(
+                keys.verify(&msg, &found, now).is_ok(),
+                "our own signature verifies"
+            );
+        }
+    }
+    let (records, _) = served();
+    if transfer::transfer_type(data).is_none() {
+        return;
+    }
+    let Ok(req) = transfer::parse(records, data) else {
+        return;
+    };
+    for answer in [transfer::Answer::Zone, transfer::Answer::Soa] {
+        let Some(stream) = transfer::Stream::new(records, req.clone(), answer, None, now) else {
+            continue;
+        };
+        let mut soas = 0;
+        let mut messages = 0;
+        for msg in stream {
+            assert!(msg.len() <= usize::from(u16::MAX), "fits a TCP frame");
+            let m = hickory_proto::op::Message::from_vec(&msg).expect("our message parses");
+            assert_eq!(m.metadata.id, req.id);
+            soas += m
+                .answers
+                .iter()
+                .filter(|r| r.record_type() == hickory_proto::rr::RecordType::SOA)
+                .count();
+            messages += 1;
+        }
+        assert!(messages >= 1);
+        assert!(
+            soas == 1 || soas == 2,
+            "a single SOA, or the zone between two: {soas}"
         );
     }
 }
