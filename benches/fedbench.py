@@ -182,9 +182,9 @@ def fedplane_ready(proc):
         return False
 
 
-def start_nsd(work, zonefile, workers, server_options=""):
+def start_nsd(work, zonefile, workers, server_options="", zone_options=""):
     """NSD serving `zonefile`; `server_options` are more lines (indented) for its server:
-    clause, e.g. "  rrl-ratelimit: 0\n"."""
+    clause, e.g. "  rrl-ratelimit: 0\n", `zone_options` for its zone: clause."""
     d = tempfile.mkdtemp(dir=work, prefix="nsd")
     shutil.copy(zonefile, f"{d}/{ZONE}.zone")
     port = free_port()
@@ -207,7 +207,7 @@ def start_nsd(work, zonefile, workers, server_options=""):
 zone:
   name: {ZONE}
   zonefile: {ZONE}.zone
-""")
+{zone_options}""")
     proc = Proc("nsd", ["nsd", "-d", "-c", f"{d}/nsd.conf"], f"{d}/nsd.log")
     proc.port = port
     return proc

@@ -367,8 +367,11 @@ pub fn dns_transfer(data: &[u8]) {
             .expect("key")
             .clone();
         Signer::for_request(key).sign(&mut msg, now);
-        if let Ok(Some(found)) = tsig::locate(&msg) {
-            assert_eq!(found.start, len);
+        // (A message whose last record runs past its end reads our TSIG as part of it: then
+        // another record is found, or none.)
+        if let Ok(Some(found)) = tsig::locate(&msg)
+            && found.start == len
+        {
             assert!(
                 keys.verify(&msg, &found, now).is_ok(),
                 "our own signature verifies"
