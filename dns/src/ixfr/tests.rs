@@ -221,3 +221,36 @@ fn a_reload_without_changes_is_a_delta_with_the_serials_only() {
     assert!(d[0].removed.is_empty() && d[0].added.is_empty());
     assert_ne!(d[0].from(), d[0].to());
 }
+
+#[test]
+fn serials_that_wrap_past_2_to_the_32_chain_and_compare_by_serial_arithmetic() {
+    let start: i64 = 0xFFFF_FFFE;
+    let mut r = Records::new(zones(), start);
+    r.mark_loaded();
+    let first = r.serial(0);
+    assert_eq!(first, 0xFFFF_FFFE);
+    let mut h = History::new(10, 1 << 20);
+    for i in 0..4 {
+        let before = r.clone();
+        put(
+            &mut r,
+            &format!("/skydns/com/example/w{i}"),
+            r#"{"host":"10.0.0.9"}"#,
+            start + 1 + i,
+        );
+        for d in diff(&before, &r, 1 << 20).expect("fits") {
+            h.push(d);
+        }
+    }
+    let last = r.serial(0);
+    assert_eq!(last, 2, "revision 2^32 + 2 is serial 2");
+    assert!(
+        !crate::transfer::up_to_date(first, last),
+        "2 is after 0xFFFFFFFE"
+    );
+    assert!(crate::transfer::up_to_date(last, first));
+    let chain = h.chain(0, first, last).expect("the chain crosses the wrap");
+    assert_eq!(chain.len(), 4);
+    assert_eq!(chain[1].from(), 0xFFFF_FFFF);
+    assert_eq!(chain[2].from(), 0);
+}
