@@ -565,6 +565,9 @@ fn nsd_knot_and_bind_as_secondaries_answer_every_name_as_we_do_and_follow_change
     for n in &notify {
         extra.extend(["--notify", n.as_str()]);
     }
+    // FEDPLANE_XFR_INTERVAL: the --notify-interval to measure with (default 1s).
+    let interval = std::env::var("FEDPLANE_XFR_INTERVAL").unwrap_or_else(|_| "1s".into());
+    extra.extend(["--notify-interval", interval.as_str()]);
     let dns = primary(&etcd, dir.path(), &extra);
     let serial = serial_of(dns.port);
     let mut secondaries = vec![
@@ -626,7 +629,8 @@ fn nsd_knot_and_bind_as_secondaries_answer_every_name_as_we_do_and_follow_change
 
     // Changes in etcd reach every secondary through NOTIFY and a transfer: the time from the
     // put to each secondary's new answer is printed (p50/p99 over the rounds; the figures in
-    // benches/README.md come from FEDPLANE_XFR_ROUNDS=50).
+    // benches/README.md come from FEDPLANE_XFR_ROUNDS=50, with FEDPLANE_XFR_INTERVAL=1s and
+    // 100ms).
     let rounds: usize = std::env::var("FEDPLANE_XFR_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
