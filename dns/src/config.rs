@@ -190,8 +190,9 @@ pub struct Cli {
     /// [default: 1000]
     #[arg(long, value_name = "N")]
     pub ixfr_history_versions: Option<usize>,
-    /// IXFR: bytes of differences kept at most (about their size on the wire); a change
-    /// larger than this clears the history [default: 67108864, 64 MiB]
+    /// IXFR: memory the differences may take at most (counted per record: the record and its
+    /// names and data); a change larger than this clears the history [default: 67108864,
+    /// 64 MiB]
     #[arg(long, value_name = "BYTES")]
     pub ixfr_history_bytes: Option<usize>,
     /// A secondary to send NOTIFY (RFC 1996) when a zone's serial changes: ADDR, ADDR:PORT or
@@ -200,6 +201,11 @@ pub struct Cli {
     /// [default: none]
     #[arg(long = "notify", value_name = "ADDR[:PORT][,key=NAME]")]
     pub notify: Vec<String>,
+    /// The address NOTIFY is sent from (repeatable, one per family): secondaries take NOTIFY
+    /// only from their primaries' addresses, so in Kubernetes give the address they transfer
+    /// from when the route would pick another [default: the route's]
+    #[arg(long = "notify-source", value_name = "IP")]
+    pub notify_source: Vec<std::net::IpAddr>,
     /// At most one NOTIFY round per zone per this interval: changes within it are announced
     /// together when it ends, e.g. 1s or 200ms [default: 1s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -280,6 +286,9 @@ pub struct FileConfig {
     pub notify: Vec<String>,
     /// NOTIFY interval, e.g. `1s`.
     pub notify_interval: Option<String>,
+    /// NOTIFY source addresses.
+    #[serde(default)]
+    pub notify_source: Vec<std::net::IpAddr>,
     /// etcd connection.
     #[serde(default)]
     pub etcd: EtcdFlags,
@@ -328,6 +337,8 @@ pub struct Settings {
     pub notify: Vec<NotifyTarget>,
     /// At most one NOTIFY round per zone per this.
     pub notify_interval: Duration,
+    /// Where NOTIFY is sent from.
+    pub notify_source: Vec<std::net::IpAddr>,
     /// etcd.
     pub etcd: EtcdSettings,
 }
@@ -447,6 +458,8 @@ fn xfr_settings(
         max_transfers,
         history_versions,
         history_bytes,
+        // Set by the responder from --max-udp-payload.
+        max_udp_payload: crate::answer::DEFAULT_MAX_UDP_PAYLOAD,
     })
 }
 
@@ -685,6 +698,11 @@ impl Settings {
             xfr,
             notify,
             notify_interval,
+            notify_source: if cli.notify_source.is_empty() {
+                file.notify_source
+            } else {
+                cli.notify_source
+            },
             etcd,
         })
     }

@@ -37,8 +37,10 @@ pub struct Delta {
     pub removed: Vec<Record>,
     /// Records new in the zone.
     pub added: Vec<Record>,
-    /// About what it takes on the wire (and so in memory).
+    /// About what it takes in memory (its records and their names and data).
     pub bytes: usize,
+    /// What its records take on the wire at least (names compressed).
+    pub wire: usize,
 }
 
 impl Delta {
@@ -65,8 +67,14 @@ impl Delta {
 pub struct TooLarge;
 
 /// The changes from `before` to `after`, one delta per zone whose serial moved; `TooLarge`
-/// once they pass `max_bytes` (the history is then cleared: clients transfer the zone).
-pub fn diff(before: &Records, after: &Records, max_bytes: usize) -> Result<Vec<Delta>, TooLarge> {
+/// once they pass `max_bytes` of memory (the history is then cleared: clients transfer the
+/// zone), or when `stop()` says so (a shutdown: a large diff must not hold the exit).
+pub fn diff(
+    before: &Records,
+    after: &Records,
+    max_bytes: usize,
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<Delta>, TooLarge> {
     let zones: Vec<_> = after.zones().iter().cloned().collect();
     // Per zone, the keys of the names to compare, and whether the apex changed.
     let mut touched: Vec<(BTreeSet<String>, bool)> = vec![(BTreeSet::new(), false); zones.len()];
@@ -97,6 +105,7 @@ pub fn diff(before: &Records, after: &Records, max_bytes: usize) -> Result<Vec<D
         }
         let mut old: Vec<Record> = Vec::new();
         let mut new: Vec<Record> = Vec::new();
+        let mut collected = 0;
         if *apex {
             old.extend(zone::apex(before, zone));
             new.extend(zone::apex(after, zone));
@@ -109,18 +118,31 @@ pub fn diff(before: &Records, after: &Records, max_bytes: usize) -> Result<Vec<D
             if after.zones().find_key(key.as_str()) != Some(zi) {
                 continue;
             }
-            old.extend(zone::rrsets(before, zone, key, &name));
-            new.extend(zone::rrsets(after, zone, key, &name));
-            if wire_bytes(&old) + wire_bytes(&new) + total > max_bytes {
+            let (o, n) = (
+                zone::rrsets(before, zone, key, &name),
+                zone::rrsets(after, zone, key, &name),
+            );
+            collected += mem_bytes(&o) + mem_bytes(&n);
+            if collected + total > max_bytes {
                 return Err(TooLarge);
             }
+            if stop() {
+                return Err(TooLarge);
+            }
+            old.extend(o);
+            new.extend(n);
         }
         let (removed, added) = difference(old, new);
         let old_soa = zone::soa(before, zi, zone);
         let new_soa = zone::soa(after, zi, zone);
-        let bytes = wire_bytes(&removed)
-            + wire_bytes(&added)
-            + 2 * wire_bytes(std::slice::from_ref(&new_soa));
+        let bytes =
+            mem_bytes(&removed) + mem_bytes(&added) + 2 * mem_bytes(std::slice::from_ref(&new_soa));
+        let wire: usize = removed
+            .iter()
+            .chain(&added)
+            .chain([&old_soa, &new_soa])
+            .map(|r| wire::min_len(&r.name, &r.data))
+            .sum();
         total += bytes;
         if total > max_bytes {
             return Err(TooLarge);
@@ -132,15 +154,17 @@ pub fn diff(before: &Records, after: &Records, max_bytes: usize) -> Result<Vec<D
             removed,
             added,
             bytes,
+            wire,
         });
     }
     Ok(out)
 }
 
-fn wire_bytes(records: &[Record]) -> usize {
+/// What records take in memory: the record itself and about its names' and data's heap.
+fn mem_bytes(records: &[Record]) -> usize {
     records
         .iter()
-        .map(|r| wire::min_len(&r.name, &r.data) + r.name.len())
+        .map(|r| std::mem::size_of::<Record>() + wire::min_len(&r.name, &r.data) + r.name.len())
         .sum()
 }
 

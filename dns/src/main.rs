@@ -113,6 +113,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.notify.clone(),
         settings.xfr.keys.clone(),
         settings.notify_interval,
+        settings.notify_source.clone(),
         cancel.clone(),
     ));
     tasks.spawn(

@@ -157,6 +157,7 @@ pub enum Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     Soa,
+    Deltas,
     Apex,
     Names,
     LastSoa,
@@ -175,7 +176,14 @@ pub struct Stream<'a> {
     part: Part,
     first: bool,
     signer: Option<Signer>,
-    now: u64,
+    /// Seconds since the epoch, read for each message: every message of a long transfer is
+    /// signed with its own time (secondaries check each against the fudge).
+    clock: fn() -> u64,
+    /// The deltas of an incremental answer, sent one record at a time (never copied whole).
+    deltas: Vec<Arc<Delta>>,
+    /// Where in `deltas`: the delta, then the record (0: its old SOA, then what it removed,
+    /// its new SOA, what it added).
+    at: (usize, usize),
 }
 
 impl std::fmt::Debug for Stream<'_> {
@@ -189,13 +197,13 @@ impl std::fmt::Debug for Stream<'_> {
 
 impl<'a> Stream<'a> {
     /// The `answer` to `req` from `records`; an up-to-date IXFR client gets the single SOA
-    /// whatever is asked. Each message is signed by `signer` at `now` (seconds).
+    /// whatever is asked. Each message is signed by `signer` at the time `clock` says.
     pub fn new(
         records: &'a Records,
         req: Request,
         answer: Answer,
         signer: Option<Signer>,
-        now: u64,
+        clock: fn() -> u64,
     ) -> Option<Self> {
         let zone = records.zones().iter().nth(req.zi)?;
         let soa = zone::soa(records, req.zi, zone);
@@ -203,17 +211,13 @@ impl<'a> Stream<'a> {
         let single = matches!(answer, Answer::Soa)
             || matches!(req.kind, Kind::Ixfr { serial } if up_to_date(serial, current));
         let mut queue = std::collections::VecDeque::new();
+        let mut chain = Vec::new();
         let part = match answer {
             _ if single => Part::LastSoa,
             Answer::Incremental(deltas) => {
                 queue.push_back(soa.clone());
-                for d in deltas {
-                    queue.push_back(d.old_soa.clone());
-                    queue.extend(d.removed.iter().cloned());
-                    queue.push_back(d.new_soa.clone());
-                    queue.extend(d.added.iter().cloned());
-                }
-                Part::LastSoa
+                chain = deltas;
+                Part::Deltas
             }
             Answer::Zone | Answer::Soa => Part::Soa,
         };
@@ -227,7 +231,9 @@ impl<'a> Stream<'a> {
             part,
             first: true,
             signer,
-            now,
+            clock,
+            deltas: chain,
+            at: (0, 0),
         })
     }
 
@@ -253,6 +259,26 @@ impl<'a> Stream<'a> {
                     }
                     None => self.part = Part::LastSoa,
                 },
+                Part::Deltas => {
+                    let (i, j) = self.at;
+                    let Some(d) = self.deltas.get(i) else {
+                        self.part = Part::LastSoa;
+                        continue;
+                    };
+                    let (removed, added) = (d.removed.len(), d.added.len());
+                    let r = match j {
+                        0 => &d.old_soa,
+                        j if j <= removed => &d.removed[j - 1],
+                        j if j == removed + 1 => &d.new_soa,
+                        j if j <= removed + 1 + added => &d.added[j - removed - 2],
+                        _ => {
+                            self.at = (i + 1, 0);
+                            continue;
+                        }
+                    };
+                    self.at = (i, j + 1);
+                    return Some(r.clone());
+                }
                 Part::LastSoa => {
                     self.part = Part::Done;
                     return Some(self.soa.clone());
@@ -286,7 +312,7 @@ impl Iterator for Stream<'_> {
         }
         let mut msg = w.finish();
         if let Some(s) = &mut self.signer {
-            s.sign(&mut msg, self.now);
+            s.sign(&mut msg, (self.clock)());
         }
         Some(msg)
     }

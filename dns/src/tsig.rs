@@ -66,15 +66,15 @@ pub enum TsigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The secret is not base64 (or is empty).
-    #[error(
-        "TSIG key {name}: the secret in {path} is not base64 (a bare secret, or a BIND key file with secret \"...\")"
-    )]
+    /// The secret cannot be read from the file.
+    #[error("TSIG key {name}: {path}: {reason}")]
     Secret {
         /// The key.
         name: String,
         /// The file.
         path: String,
+        /// Why.
+        reason: String,
     },
     /// Two keys share a name.
     #[error("TSIG key {0} is given twice")]
@@ -210,9 +210,10 @@ impl Key {
             path: path.to_owned(),
             source,
         })?;
-        let secret = secret_of(&text).ok_or_else(|| TsigError::Secret {
+        let secret = secret_of(&text, name, alg).map_err(|reason| TsigError::Secret {
             name: name.to_owned(),
             path: path.to_owned(),
+            reason,
         })?;
         Self::new(name, alg, &secret)
     }
@@ -228,20 +229,68 @@ impl Key {
     }
 }
 
-/// The secret of a key file: `secret "BASE64";` in a BIND key file, else the whole text.
-fn secret_of(text: &str) -> Option<Vec<u8>> {
-    let b64 = match text.find("secret") {
-        Some(at) => {
-            let rest = &text[at + "secret".len()..];
-            let open = rest.find('"')?;
-            let close = rest[open + 1..].find('"')?;
-            &rest[open + 1..open + 1 + close]
+/// The secret of key `name` in a key file: the `secret "BASE64";` of its `key "NAME" { … }`
+/// block in a BIND key file (`tsig-keygen`'s output, one or several keys; its algorithm must be
+/// `alg`), else the whole text as the base64 secret. The reason it cannot be read, otherwise.
+fn secret_of(text: &str, name: &str, alg: Algorithm) -> Result<Vec<u8>, String> {
+    let decode = |b64: &str| {
+        let b64: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+        match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(secret) if !secret.is_empty() => Ok(secret),
+            _ => Err(
+                "the secret is not base64 (a bare secret, or a BIND key file with secret \"...\")"
+                    .to_owned(),
+            ),
         }
-        None => text.trim(),
     };
-    let b64: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
-    let secret = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    (!secret.is_empty()).then_some(secret)
+    let quoted = |s: &str| -> Option<(String, usize)> {
+        let open = s.find('"')?;
+        let close = s[open + 1..].find('"')? + open + 1;
+        Some((s[open + 1..close].to_owned(), close + 1))
+    };
+    let want = name.trim_end_matches('.').to_ascii_lowercase();
+    let mut rest = text;
+    let mut blocks = 0;
+    while let Some(at) = rest.find("key ") {
+        let after = &rest[at + 4..];
+        let Some((key_name, used)) = quoted(after) else {
+            break;
+        };
+        let body_start = after[used..]
+            .find('{')
+            .map_or(after.len(), |b| used + b + 1);
+        let body_end = after[body_start..]
+            .find("};")
+            .map_or(after.len(), |e| body_start + e);
+        let body = &after[body_start..body_end];
+        rest = &after[body_end..];
+        blocks += 1;
+        if key_name.trim_end_matches('.').to_ascii_lowercase() != want {
+            continue;
+        }
+        if let Some(a) = body.find("algorithm") {
+            let given = body[a + "algorithm".len()..]
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim();
+            if Algorithm::parse(given) != Some(alg) {
+                return Err(format!(
+                    "the key file says algorithm {given}, the flag {}",
+                    alg.as_str()
+                ));
+            }
+        }
+        let secret = body
+            .find("secret")
+            .and_then(|s| quoted(&body[s..]))
+            .ok_or_else(|| "its key block has no secret \"...\"".to_owned())?;
+        return decode(&secret.0);
+    }
+    if blocks > 0 {
+        return Err(format!("the key file has no key \"{want}\""));
+    }
+    decode(text.trim())
 }
 
 /// The configured keys.

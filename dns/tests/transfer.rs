@@ -228,6 +228,29 @@ fn unsigned_wrongly_signed_and_unlisted_transfers_are_refused_and_counted() {
         1.0
     );
 
+    // A response carrying a TSIG (a spoofed or looping one) gets nothing back: answering it
+    // with a NOTAUTH that carries a TSIG too could make two servers answer each other forever.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut signed = Message::query();
+    signed.add_query(Query::query(
+        Name::from_ascii("example.com.").expect("name"),
+        RecordType::SOA,
+    ));
+    let mut bytes = signed.to_vec().expect("encode");
+    bytes[2] |= 0x80; // QR
+    bytes[11] = 1; // ARCOUNT: the TSIG below
+    bytes.extend_from_slice(b"\x05other\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x1d\x0bhmac-sha256\x00\x00\x00\x00\x00\x00\x01\x01\x2c\x00\x00\x00\x00\x00\x11\x00\x00");
+    sock.send_to(&bytes, ("127.0.0.1", dns.port)).expect("send");
+    let mut buf = [0u8; 512];
+    assert!(sock.recv(&mut buf).is_err(), "a response is never answered");
+    assert_eq!(
+        dns.q(&["example.com.", "SOA"]).status,
+        "NOERROR",
+        "and the server answers on"
+    );
+
     // Without --allow-transfer nobody may transfer, signed or not.
     let closed = Dns::on(&etcd).start();
     let reply = tcp_exchange(&mut closed.tcp(), &q).expect("an answer");

@@ -386,7 +386,9 @@ pub fn dns_transfer(data: &[u8]) {
         return;
     };
     for answer in [transfer::Answer::Zone, transfer::Answer::Soa] {
-        let Some(stream) = transfer::Stream::new(records, req.clone(), answer, None, now) else {
+        let Some(stream) =
+            transfer::Stream::new(records, req.clone(), answer, None, || 1_800_000_000)
+        else {
             continue;
         };
         let mut soas = 0;

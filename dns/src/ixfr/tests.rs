@@ -124,7 +124,7 @@ proptest! {
                     }
                 }
             }
-            let deltas = diff(&before, &r, 1 << 30).expect("fits");
+            let deltas = diff(&before, &r, 1 << 30, &|| false).expect("fits");
             let after = content(&r);
             let mut set = content(&before);
             for d in &deltas {
@@ -167,7 +167,7 @@ fn the_history_keeps_its_budget_and_chains_only_what_it_holds() {
             r#"{"host":"10.0.0.1"}"#,
             20 + i,
         );
-        for d in diff(&before, &r, 1 << 20).expect("fits") {
+        for d in diff(&before, &r, 1 << 20, &|| false).expect("fits") {
             h.push(d);
         }
         serials.push(r.serial(0));
@@ -191,8 +191,8 @@ fn the_history_keeps_its_budget_and_chains_only_what_it_holds() {
         r#"{"host":"10.0.0.2"}"#,
         99,
     );
-    assert_eq!(diff(&before, &r, 10), Err(TooLarge));
-    for d in diff(&before, &r, 1 << 20).expect("fits") {
+    assert_eq!(diff(&before, &r, 10, &|| false), Err(TooLarge));
+    for d in diff(&before, &r, 1 << 20, &|| false).expect("fits") {
         small.push(d);
     }
     assert!(small.is_empty(), "a delta over the byte budget is not kept");
@@ -216,7 +216,7 @@ fn a_reload_without_changes_is_a_delta_with_the_serials_only() {
         11,
     );
     b.mark_loaded();
-    let d = diff(&a, &b, 1 << 20).expect("fits");
+    let d = diff(&a, &b, 1 << 20, &|| false).expect("fits");
     assert_eq!(d.len(), 1);
     assert!(d[0].removed.is_empty() && d[0].added.is_empty());
     assert_ne!(d[0].from(), d[0].to());
@@ -238,7 +238,7 @@ fn serials_that_wrap_past_2_to_the_32_chain_and_compare_by_serial_arithmetic() {
             r#"{"host":"10.0.0.9"}"#,
             start + 1 + i,
         );
-        for d in diff(&before, &r, 1 << 20).expect("fits") {
+        for d in diff(&before, &r, 1 << 20, &|| false).expect("fits") {
             h.push(d);
         }
     }

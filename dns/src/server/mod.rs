@@ -105,6 +105,7 @@ impl Responder {
             rotation: AtomicUsize::new(0),
             transfers: Arc::new(Transfers::new(XfrSettings {
                 max_transfers: DEFAULT_MAX_TRANSFERS,
+                max_udp_payload: opts.max_udp_payload,
                 ..XfrSettings::default()
             })),
         }
@@ -112,7 +113,8 @@ impl Responder {
 
     /// With TSIG keys and zone transfers (`--tsig-key`, `--allow-transfer`).
     #[must_use]
-    pub fn with_transfers(mut self, settings: XfrSettings) -> Self {
+    pub fn with_transfers(mut self, mut settings: XfrSettings) -> Self {
+        settings.max_udp_payload = self.opts.max_udp_payload;
         self.transfers = Arc::new(Transfers::new(settings));
         self
     }

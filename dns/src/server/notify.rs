@@ -86,6 +86,7 @@ pub async fn run(
     targets: Vec<NotifyTarget>,
     keys: Keys,
     interval: Duration,
+    source: Vec<IpAddr>,
     cancel: CancellationToken,
 ) {
     if targets.is_empty() {
@@ -100,20 +101,33 @@ pub async fn run(
             .map_err(|e| warn!(%any, error = %e, "cannot open a socket for NOTIFY"))
             .ok()
     };
+    // From --notify-source when given (secondaries take NOTIFY only from their primaries'
+    // addresses), else from the address the route to the target picks.
+    let from4 = source
+        .iter()
+        .find(|a| a.is_ipv4())
+        .copied()
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let from6 = source
+        .iter()
+        .find(|a| a.is_ipv6())
+        .copied()
+        .unwrap_or(IpAddr::from([0u16; 8]));
     let v4 = targets
         .iter()
         .any(|t| t.addr.is_ipv4())
-        .then(|| bind(SocketAddr::from(([0, 0, 0, 0], 0))))
+        .then(|| bind(SocketAddr::new(from4, 0)))
         .flatten();
     let v6 = targets
         .iter()
         .any(|t| t.addr.is_ipv6())
-        .then(|| bind(SocketAddr::from(([0u16; 8], 0))))
+        .then(|| bind(SocketAddr::new(from6, 0)))
         .flatten();
     let mut published = shared.subscribe();
     let zones = shared.served.load().records.zones().iter().count();
     let mut notifier = Notifier::new(zones, targets.len(), interval);
     let (mut buf4, mut buf6) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let mut refusing: std::collections::HashSet<(usize, u8)> = std::collections::HashSet::new();
     info!(targets = ?targets.iter().map(|t| t.addr).collect::<Vec<_>>(), ?interval, "NOTIFY on serial changes");
     loop {
         {
@@ -176,8 +190,10 @@ pub async fn run(
                         metrics::counter!("fedplane_dns_notify_answered_total").increment(1);
                         if rcode == 0 {
                             debug!(target = %from, zone = zi, serial, "NOTIFY answered");
-                        } else {
-                            warn!(target = %from, serial, rcode, "NOTIFY answered with an error (the secondary does not take it: check its allow-notify and key)");
+                            refusing.retain(|&(t, _)| t != i);
+                        } else if refusing.insert((i, rcode)) {
+                            // Once per target and error until it takes one again.
+                            warn!(target = %from, serial, rcode, "NOTIFY answered with an error (the secondary does not take it: check its allow-notify, its primaries' address and the key)");
                         }
                     }
                 }

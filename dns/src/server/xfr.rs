@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::ResponseCode;
 use tokio::sync::{Semaphore, mpsc};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::acl::{self, Acl};
 use crate::answer::Transport;
@@ -33,9 +33,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub const DEFAULT_MAX_TRANSFERS: usize = 8;
 /// Client addresses whose refusals are remembered, so each is logged once.
 pub const LOGGED_CLIENTS: usize = 1024;
+/// How long a refusal stays logged (then the same client and reason are logged again).
+pub const LOGGED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// Transfers one client address may stream at once: a slow reader cannot take every slot.
+pub const PER_CLIENT_TRANSFERS: usize = 2;
 /// Messages of one transfer buffered ahead of the connection (the rest waits in the
 /// producer): bounds a transfer's memory to a few messages however large the zone.
 const STREAM_BUFFER: usize = 4;
+
+/// One of a client's [`PER_CLIENT_TRANSFERS`], given back when dropped.
+#[derive(Debug)]
+struct ClientSlot {
+    streaming: Arc<Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    peer: IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        streaming: &Arc<Mutex<std::collections::HashMap<IpAddr, usize>>>,
+        peer: IpAddr,
+    ) -> Option<Self> {
+        let mut m = lock(streaming);
+        let n = m.entry(peer).or_default();
+        if *n >= PER_CLIENT_TRANSFERS {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            streaming: streaming.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = lock(&self.streaming);
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// The transfer and TSIG settings.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +91,8 @@ pub struct XfrSettings {
     pub history_versions: usize,
     /// `--ixfr-history-bytes`.
     pub history_bytes: usize,
+    /// `--max-udp-payload`: the largest IXFR answer over UDP.
+    pub max_udp_payload: u16,
 }
 
 /// The transfer state shared by the listeners.
@@ -57,7 +100,11 @@ pub struct XfrSettings {
 pub struct Transfers {
     settings: XfrSettings,
     permits: Arc<Semaphore>,
-    logged: Mutex<HashSet<(IpAddr, &'static str)>>,
+    /// Clients and reasons logged since the set was last cleared (every
+    /// [`LOGGED_FOR`]): a flood of spoofed sources fills it for a while, never for good.
+    logged: Mutex<(HashSet<(IpAddr, &'static str)>, Instant)>,
+    /// Transfers streaming per client address: at most [`PER_CLIENT_TRANSFERS`].
+    streaming: Arc<Mutex<std::collections::HashMap<IpAddr, usize>>>,
     /// The IXFR history and the records of its newest version (kept only when someone may
     /// transfer).
     history: Mutex<(History, Option<Arc<Served>>)>,
@@ -80,7 +127,8 @@ impl Transfers {
         Self {
             settings,
             permits,
-            logged: Mutex::new(HashSet::new()),
+            logged: Mutex::new((HashSet::new(), Instant::now())),
+            streaming: Arc::default(),
             history: Mutex::new((history, None)),
         }
     }
@@ -100,10 +148,16 @@ impl Transfers {
                 if let Some(before) = last.take().filter(|b| b.records.is_loaded()) {
                     let (after, max) = (now.clone(), self.settings.history_bytes);
                     let started = Instant::now();
+                    let stop = cancel.clone();
                     let deltas = tokio::task::spawn_blocking(move || {
-                        ixfr::diff(&before.records, &after.records, max)
+                        ixfr::diff(&before.records, &after.records, max, &|| {
+                            stop.is_cancelled()
+                        })
                     })
                     .await;
+                    if cancel.is_cancelled() {
+                        return;
+                    }
                     let mut h = lock(&self.history);
                     match deltas {
                         Ok(Ok(deltas)) => {
@@ -155,14 +209,14 @@ impl Transfers {
     fn refused(&self, peer: IpAddr, reason: &'static str, what: &str) {
         metrics::counter!("fedplane_dns_xfr_refused_total", "reason" => reason).increment(1);
         let first = {
-            let mut logged = self
-                .logged
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            logged.len() < LOGGED_CLIENTS && logged.insert((peer, reason))
+            let mut logged = lock(&self.logged);
+            if logged.1.elapsed() >= LOGGED_FOR {
+                *logged = (HashSet::new(), Instant::now());
+            }
+            logged.0.len() < LOGGED_CLIENTS && logged.0.insert((peer, reason))
         };
         if first {
-            warn!(%peer, reason, "{what} refused (logged once per client and reason)");
+            warn!(%peer, reason, "{what} refused (logged once per client and reason every 10 min)");
         }
     }
 
@@ -174,6 +228,11 @@ impl Transfers {
         peer: IpAddr,
         what: &str,
     ) -> Result<Option<(Verified, Vec<u8>)>, Vec<u8>> {
+        // A response (QR set) is never answered: answering one could make two servers (or
+        // one, with a spoofed source) answer each other forever.
+        if request.get(2).is_none_or(|b| b & 0x80 != 0) {
+            return Ok(None);
+        }
         let found = match tsig::locate(request) {
             Ok(Some(found)) => found,
             // Unreadable messages are the answer path's to refuse (FORMERR).
@@ -198,6 +257,9 @@ impl Transfers {
         peer: IpAddr,
         transport: Transport,
     ) -> XfrReply {
+        if request.get(2).is_none_or(|b| b & 0x80 != 0) {
+            return XfrReply::One(Vec::new()); // a response: never answered
+        }
         let now = tsig::unix_now();
         let (verified, request) = match self.verify(request, peer, "transfer") {
             Ok(Some((v, stripped))) => (Some(v), stripped),
@@ -249,23 +311,45 @@ impl Transfers {
             .increment(1);
         if transport == Transport::Udp {
             // One message within the client's size, or the single SOA (it asks over TCP).
-            let limit = req.udp_limit;
-            let fits = if incremental {
-                Stream::new(&served.records, req.clone(), answer, signer.clone(), now).and_then(
-                    |mut s| {
-                        let one = s.next()?;
-                        (s.next().is_none() && one.len() <= limit).then_some(one)
-                    },
+            let limit = req
+                .udp_limit
+                .min(usize::from(self.settings.max_udp_payload));
+            let small = match &answer {
+                Answer::Incremental(deltas) => {
+                    deltas.iter().map(|d| d.wire).sum::<usize>() <= limit
+                }
+                _ => false,
+            };
+            let fits = if small {
+                Stream::new(
+                    &served.records,
+                    req.clone(),
+                    answer,
+                    signer.clone(),
+                    tsig::unix_now,
                 )
+                .and_then(|mut s| {
+                    let one = s.next()?;
+                    (s.next().is_none() && one.len() <= limit).then_some(one)
+                })
             } else {
                 None
             };
             let one = fits.or_else(|| {
-                Stream::new(&served.records, req, Answer::Soa, signer, now)
+                Stream::new(&served.records, req, Answer::Soa, signer, tsig::unix_now)
                     .and_then(|mut s| s.next())
             });
             return XfrReply::One(one.unwrap_or_default());
         }
+        let Some(slot) = ClientSlot::take(&self.streaming, peer) else {
+            self.refused(peer, "busy", "transfer (over 2 at once from one client)");
+            return XfrReply::One(transfer::refusal(
+                &request,
+                ResponseCode::ServFail,
+                signer.as_mut(),
+                now,
+            ));
+        };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.refused(peer, "busy", "transfer (over --max-transfers)");
             return XfrReply::One(transfer::refusal(
@@ -276,11 +360,17 @@ impl Transfers {
             ));
         };
         let zone = req.query.name().to_string();
-        info!(%peer, zone, kind, incremental, key = ?key.map(ToString::to_string), serial = served.records.serial(req.zi), "zone transfer");
+        let single = matches!(req.kind, Kind::Ixfr { serial } if transfer::up_to_date(serial, served.records.serial(req.zi)));
+        if single {
+            debug!(%peer, zone, kind, "IXFR of a client that is up to date: one SOA");
+        } else {
+            info!(%peer, zone, kind, incremental, key = ?key.map(ToString::to_string), serial = served.records.serial(req.zi), "zone transfer");
+        }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let Some(stream) = Stream::new(&served.records, req, answer, signer, now) else {
+            let _permit = (permit, slot);
+            let Some(stream) = Stream::new(&served.records, req, answer, signer, tsig::unix_now)
+            else {
                 return;
             };
             for msg in stream {

@@ -53,7 +53,7 @@ fn request(qname: &str, qtype: RecordType, serial: Option<u32>, edns: bool) -> V
 
 fn transfer(s: &Records, msg: &[u8]) -> Vec<Message> {
     let req = parse(s, msg).expect("a transfer");
-    Stream::new(s, req, Answer::Zone, None, 0)
+    Stream::new(s, req, Answer::Zone, None, || 0)
         .expect("zone")
         .map(|m| Message::from_vec(&m).expect("parses"))
         .collect()
@@ -215,7 +215,7 @@ fn an_incremental_ixfr_is_our_soa_the_deltas_each_framed_by_its_soas_and_our_soa
         9000,
     );
     s.delete("/skydns/com/example/svc/s0/c1/x", 9001);
-    let deltas: Vec<Arc<crate::ixfr::Delta>> = crate::ixfr::diff(&before, &s, 1 << 20)
+    let deltas: Vec<Arc<crate::ixfr::Delta>> = crate::ixfr::diff(&before, &s, 1 << 20, &|| false)
         .expect("fits")
         .into_iter()
         .map(Arc::new)
@@ -225,7 +225,7 @@ fn an_incremental_ixfr_is_our_soa_the_deltas_each_framed_by_its_soas_and_our_soa
         &request("example.com.", RecordType::IXFR, Some(old_serial), false),
     )
     .expect("request");
-    let msgs: Vec<Message> = Stream::new(&s, req, Answer::Incremental(deltas), None, 0)
+    let msgs: Vec<Message> = Stream::new(&s, req, Answer::Incremental(deltas), None, || 0)
         .expect("zone")
         .map(|m| Message::from_vec(&m).expect("parses"))
         .collect();

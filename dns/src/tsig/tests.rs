@@ -213,7 +213,7 @@ fn key_specs_read_bare_and_bind_secrets_and_say_what_is_wrong() {
     .expect("write");
     let k = Key::from_spec(&format!("xfr:hmac-sha256:{}", bare.display())).expect("bare");
     assert_eq!(k.name().to_string(), "xfr.");
-    Key::from_spec(&format!("xfr:HMAC-SHA512.:{}", bind.display())).expect("bind file");
+    Key::from_spec(&format!("xfr:HMAC-SHA256.:{}", bind.display())).expect("bind file");
     for (spec, want) in [
         ("xfr:hmac-sha256".to_owned(), "NAME:ALGORITHM:SECRET-FILE"),
         (format!("xfr:hmac-md5:{}", bare.display()), "not supported"),
@@ -229,6 +229,21 @@ fn key_specs_read_bare_and_bind_secrets_and_say_what_is_wrong() {
     std::fs::write(&junk, "not base64 !!").expect("write");
     let err = Key::from_spec(&format!("xfr:hmac-sha256:{}", junk.display())).expect_err("bad");
     assert!(err.to_string().contains("not base64"), "{err}");
+    // A BIND file with several keys: the one named, with its algorithm checked.
+    let two = dir.path().join("two.key");
+    std::fs::write(
+        &two,
+        "key \"a\" {\n\talgorithm hmac-sha256;\n\tsecret \"QUFBQQ==\";\n};\nkey \"xfr-secret\" {\n\talgorithm hmac-sha512;\n\tsecret \"MDEyMzQ1Njc4OWFiY2RlZg==\";\n};\n",
+    )
+    .expect("write");
+    let k =
+        Key::from_spec(&format!("xfr-secret:hmac-sha512:{}", two.display())).expect("second key");
+    assert_eq!(k.algorithm(), Algorithm::HmacSha512);
+    let err =
+        Key::from_spec(&format!("xfr-secret:hmac-sha256:{}", two.display())).expect_err("alg");
+    assert!(err.to_string().contains("algorithm hmac-sha512"), "{err}");
+    let err = Key::from_spec(&format!("other:hmac-sha256:{}", two.display())).expect_err("name");
+    assert!(err.to_string().contains("no key \"other\""), "{err}");
     let dup = Keys::new(vec![
         key("a.", Algorithm::HmacSha1),
         key("A", Algorithm::HmacSha256),
