@@ -511,7 +511,8 @@ impl Reader<'_> {
                 0xC0..=0xFF => {
                     let low = *self.msg.get(pos + 1).ok_or(Malformed)?;
                     let target = (usize::from(len & 0x3F) << 8) | usize::from(low);
-                    if target >= pos {
+                    // Backwards only (no loop), and never into the header (no name there).
+                    if target >= pos || target < 12 {
                         return Err(Malformed);
                     }
                     if !jumped {
@@ -716,7 +717,27 @@ fn append(
 /// NOTAUTH (FORMERR for an over-long MAC), and a TSIG record naming the error: without a MAC
 /// for BADKEY, BADSIG and BADTRUNC; signed for BADTIME, with our time as other data.
 pub fn error_reply(request: &[u8], found: &Found, failure: &Failure, now: u64) -> Vec<u8> {
-    let mut msg = request[..found.question_end].to_vec();
+    // The question rewritten with its names whole: a pointer into the request may not point
+    // at the same bytes in the reply.
+    let mut msg = request[..12].to_vec();
+    let mut r = Reader {
+        msg: &request[..found.question_end],
+        at: 12,
+    };
+    let questions = u16::from_be_bytes([request[4], request[5]]);
+    for _ in 0..questions {
+        match (r.name(), r.bytes(4)) {
+            (Ok(name), Ok(rest)) => {
+                msg.extend_from_slice(&name);
+                msg.extend_from_slice(rest);
+            }
+            _ => {
+                msg.truncate(12);
+                msg[4..6].fill(0);
+                break;
+            }
+        }
+    }
     msg[2] = 0x80 | (request[2] & 0x79); // QR, opcode, RD
     msg[3] = if failure.error == TsigRcode::FormErr {
         1

@@ -250,3 +250,28 @@ fn key_specs_read_bare_and_bind_secrets_and_say_what_is_wrong() {
     ]);
     assert!(dup.is_err());
 }
+
+#[test]
+fn a_name_pointing_into_the_header_is_malformed_and_error_replies_write_names_whole() {
+    let k = key("xfr.", Algorithm::HmacSha256);
+    // The question's name: "ple" then a pointer to offset 2 (the header).
+    let mut msg = vec![
+        0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'p', b'l', b'e', 0xC0, 2, 0, 6, 0, 1,
+    ];
+    let signed = sign_request(&k, &msg, 1);
+    assert_eq!(locate(&signed), Err(Malformed));
+    // A pointer to the question's name, from the TSIG owner: fine, and the reply's question
+    // is written whole.
+    msg.truncate(12);
+    msg.extend_from_slice(&[3, b'a', b'b', b'c', 0, 0, 6, 0, 1]);
+    let mut signed = sign_request(&k, &msg, 1);
+    let tsig_at = msg.len();
+    signed.splice(tsig_at..tsig_at + 5, [0xC0, 12]); // owner "xfr." → pointer to "abc."
+    let found = locate(&signed).expect("reads").expect("found");
+    let bad = keys(key("abc.", Algorithm::HmacSha512))
+        .verify(&signed, &found, 1)
+        .expect_err("wrong algorithm");
+    let reply = error_reply(&signed, &found, &bad, 1);
+    assert_eq!(&reply[12..21], &[3, b'a', b'b', b'c', 0, 0, 6, 0, 1]);
+    assert!(locate(&reply).expect("reads").is_some());
+}
