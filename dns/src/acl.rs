@@ -22,22 +22,28 @@ impl FromStr for Acl {
 
     /// `10.0.0.0/8`, `192.0.2.1` or `2001:db8::/32`, optionally `,key=NAME`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (cidr, key) = match s.split_once(',') {
-            Some((c, k)) => {
-                let name = k.trim().strip_prefix("key=").ok_or_else(|| {
-                    format!("{s:?}: expected CIDR or CIDR,key=NAME (NAME a --tsig-key)")
-                })?;
-                let mut n = Name::from_ascii(name)
-                    .map_err(|_| format!("{s:?}: key {name:?} is not a domain name"))?
-                    .to_lowercase();
-                n.set_fqdn(true);
-                (c, Some(n))
-            }
-            None => (s, None),
-        };
+        let (cidr, key) = with_key(s, "CIDR")?;
         let cidr = cidr.trim().parse::<Cidr>().map_err(|e| e.to_string())?;
         Ok(Self { cidr, key })
     }
+}
+
+/// Splits `WHAT` or `WHAT,key=NAME` (a `--tsig-key`'s name, lowercased and fully qualified),
+/// for the flags that name a key: `--allow-transfer`, `--notify`. `what` names the first part
+/// in the error.
+pub fn with_key<'s>(s: &'s str, what: &str) -> Result<(&'s str, Option<Name>), String> {
+    let Some((first, k)) = s.split_once(',') else {
+        return Ok((s.trim(), None));
+    };
+    let name = k
+        .trim()
+        .strip_prefix("key=")
+        .ok_or_else(|| format!("{s:?}: expected {what} or {what},key=NAME (NAME a --tsig-key)"))?;
+    let mut n = Name::from_ascii(name)
+        .map_err(|_| format!("{s:?}: key {name:?} is not a domain name"))?
+        .to_lowercase();
+    n.set_fqdn(true);
+    Ok((first.trim(), Some(n)))
 }
 
 /// Why a request is refused.

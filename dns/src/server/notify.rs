@@ -39,19 +39,7 @@ impl FromStr for NotifyTarget {
     /// `192.0.2.53`, `192.0.2.53:5353`, `[2001:db8::53]:53` or `2001:db8::53`, optionally
     /// `,key=NAME`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, key) = match s.split_once(',') {
-            Some((a, k)) => {
-                let name = k.trim().strip_prefix("key=").ok_or_else(|| {
-                    format!("{s:?}: expected ADDR[:PORT] or ADDR[:PORT],key=NAME")
-                })?;
-                let mut n = Name::from_ascii(name)
-                    .map_err(|_| format!("{s:?}: key {name:?} is not a domain name"))?
-                    .to_lowercase();
-                n.set_fqdn(true);
-                (a.trim(), Some(n))
-            }
-            None => (s.trim(), None),
-        };
+        let (addr, key) = crate::acl::with_key(s, "ADDR[:PORT]")?;
         let addr = addr
             .parse::<SocketAddr>()
             .or_else(|_| addr.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
