@@ -458,8 +458,6 @@ fn xfr_settings(
         max_transfers,
         history_versions,
         history_bytes,
-        // Set by the responder from --max-udp-payload.
-        max_udp_payload: crate::answer::DEFAULT_MAX_UDP_PAYLOAD,
     })
 }
 

@@ -206,11 +206,6 @@ impl History {
         }
     }
 
-    /// The byte budget.
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
-    }
-
     /// Adds a delta, dropping the oldest ones to stay within the budget.
     pub fn push(&mut self, delta: Delta) {
         self.bytes += delta.bytes;

@@ -51,7 +51,6 @@ struct ZoneState {
 #[derive(Debug, Clone)]
 pub struct Notifier {
     interval: Duration,
-    targets: usize,
     zones: Vec<ZoneState>,
 }
 
@@ -60,7 +59,6 @@ impl Notifier {
     pub fn new(zones: usize, targets: usize, interval: Duration) -> Self {
         Self {
             interval,
-            targets,
             zones: vec![
                 ZoneState {
                     outstanding: vec![None; targets],
@@ -166,11 +164,6 @@ impl Notifier {
             .iter()
             .map(|z| z.outstanding.iter().flatten().count())
             .sum()
-    }
-
-    /// The number of targets.
-    pub fn targets(&self) -> usize {
-        self.targets
     }
 }
 

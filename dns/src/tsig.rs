@@ -652,11 +652,6 @@ impl Signer {
         }
     }
 
-    /// The key signing.
-    pub fn key(&self) -> &Key {
-        &self.key
-    }
-
     /// Appends a TSIG record to `msg` (a whole message without one) signed at `now`, and
     /// counts it in ARCOUNT.
     pub fn sign(&mut self, msg: &mut Vec<u8>, now: u64) {

@@ -104,16 +104,25 @@ fn random_zone(etcd: &Etcd, seed: u64) {
     );
 }
 
-/// The zone as `kdig` transfers it (AXFR, signed, every message's TSIG checked by kdig).
-fn kdig_axfr(dns: &Dns) -> Vec<String> {
+/// The record lines (whitespace collapsed) of a signed kdig transfer of example.com. with
+/// `args` (`AXFR`, `IXFR=N`, options); kdig checks every message's TSIG and warns otherwise.
+fn kdig(port: u16, args: &[&str]) -> Vec<String> {
     let out = Command::new("kdig")
-        .args(["-y", &tsig(), "@127.0.0.1", "-p", &dns.port.to_string()])
-        .args(["example.com.", "AXFR", "+nocomments", "+nostats"])
+        .args([
+            "-y",
+            &tsig(),
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "example.com.",
+        ])
+        .args(args)
+        .args(["+nocomments", "+nostats"])
         .output()
         .expect("run kdig");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kdig AXFR failed: {text}{err}");
+    assert!(out.status.success(), "kdig {args:?} failed: {text}{err}");
     assert!(
         !text.contains("WARNING") && !err.contains("WARNING"),
         "{text}{err}"
@@ -122,6 +131,11 @@ fn kdig_axfr(dns: &Dns) -> Vec<String> {
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
+}
+
+/// The zone as `kdig` transfers it (AXFR, signed), its TSIG last.
+fn kdig_axfr(dns: &Dns) -> Vec<String> {
+    kdig(dns.port, &["AXFR"])
 }
 
 #[test]
@@ -295,27 +309,14 @@ fn ixfr_of_a_current_client_is_one_soa_and_over_udp_never_more() {
     assert!(udp.contains(", 1 records)") && udp.contains("SOA"), "{udp}");
 }
 
-/// The records of a kdig IXFR answer, one per line, whitespace collapsed.
+/// The records of a kdig IXFR answer from `serial`, without the TSIG.
 fn kdig_records(port: u16, serial: &str, extra: &[&str]) -> Vec<String> {
-    let out = Command::new("kdig")
-        .args([
-            "-y",
-            &tsig(),
-            "@127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "example.com.",
-        ])
-        .arg(format!("IXFR={serial}"))
-        .args(["+nocomments", "+nostats"])
-        .args(extra)
-        .output()
-        .expect("kdig");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success() && !text.contains("WARNING"), "{text}");
-    text.lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    let ixfr = format!("IXFR={serial}");
+    let args: Vec<&str> = std::iter::once(ixfr.as_str())
+        .chain(extra.iter().copied())
+        .collect();
+    kdig(port, &args)
+        .into_iter()
         .filter(|l| !l.contains(" TSIG "))
         .collect()
 }

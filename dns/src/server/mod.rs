@@ -105,7 +105,6 @@ impl Responder {
             rotation: AtomicUsize::new(0),
             transfers: Arc::new(Transfers::new(XfrSettings {
                 max_transfers: DEFAULT_MAX_TRANSFERS,
-                max_udp_payload: opts.max_udp_payload,
                 ..XfrSettings::default()
             })),
         }
@@ -113,8 +112,7 @@ impl Responder {
 
     /// With TSIG keys and zone transfers (`--tsig-key`, `--allow-transfer`).
     #[must_use]
-    pub fn with_transfers(mut self, mut settings: XfrSettings) -> Self {
-        settings.max_udp_payload = self.opts.max_udp_payload;
+    pub fn with_transfers(mut self, settings: XfrSettings) -> Self {
         self.transfers = Arc::new(Transfers::new(settings));
         self
     }
@@ -126,8 +124,13 @@ impl Responder {
 
     /// Answers a transfer request (see [`Transfers::transfer`]).
     fn transfer(&self, request: &[u8], transport: Transport, peer: IpAddr) -> XfrReply {
-        self.transfers
-            .transfer(&self.shared, request, peer, transport)
+        self.transfers.transfer(
+            &self.shared,
+            request,
+            peer,
+            transport,
+            self.opts.max_udp_payload,
+        )
     }
 
     /// The asker `peer`, placed by the topology map when there is one.
@@ -160,9 +163,8 @@ impl Responder {
     }
 
     /// The general path's answer to `peer` from the records being served now, counted in the
-    /// metrics.
-    /// A signed request (TSIG) is answered signed, or with NOTAUTH when its signature does
-    /// not hold; IXFR over UDP is a transfer request (one SOA at most).
+    /// metrics. A signed request (TSIG) is answered signed, or with NOTAUTH when its signature
+    /// does not hold; IXFR over UDP is a transfer request.
     fn answer(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Option<Vec<u8>> {
         if transport == Transport::Udp
             && transfer::transfer_type(request) == Some(hickory_proto::rr::RecordType::IXFR)

@@ -91,8 +91,6 @@ pub struct XfrSettings {
     pub history_versions: usize,
     /// `--ixfr-history-bytes`.
     pub history_bytes: usize,
-    /// `--max-udp-payload`: the largest IXFR answer over UDP.
-    pub max_udp_payload: u16,
 }
 
 /// The transfer state shared by the listeners.
@@ -200,11 +198,6 @@ impl Transfers {
         Some((served, chain))
     }
 
-    /// The configured keys.
-    pub fn keys(&self) -> &Keys {
-        &self.settings.keys
-    }
-
     /// Counts a refusal and logs it, once per client and reason.
     fn refused(&self, peer: IpAddr, reason: &'static str, what: &str) {
         metrics::counter!("fedplane_dns_xfr_refused_total", "reason" => reason).increment(1);
@@ -249,13 +242,15 @@ impl Transfers {
     }
 
     /// Answers a transfer request (AXFR or IXFR) from `peer` over `transport`, from the
-    /// records being served now. Over UDP only IXFR is answered here, with one SOA.
+    /// records being served now. Over UDP only IXFR is answered here: the deltas when they fit
+    /// in `max_udp_payload` (and the client's size), else one SOA.
     pub fn transfer(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
         request: &[u8],
         peer: IpAddr,
         transport: Transport,
+        max_udp_payload: u16,
     ) -> XfrReply {
         if request.get(2).is_none_or(|b| b & 0x80 != 0) {
             return XfrReply::One(Vec::new()); // a response: never answered
@@ -311,9 +306,7 @@ impl Transfers {
             .increment(1);
         if transport == Transport::Udp {
             // One message within the client's size, or the single SOA (it asks over TCP).
-            let limit = req
-                .udp_limit
-                .min(usize::from(self.settings.max_udp_payload));
+            let limit = req.udp_limit.min(usize::from(max_udp_payload));
             let small = match &answer {
                 Answer::Incremental(deltas) => {
                     deltas.iter().map(|d| d.wire).sum::<usize>() <= limit
