@@ -182,6 +182,14 @@ pub struct Cli {
     /// fedplane_dns_xfr_refused_total and logged once per client [default: nobody]
     #[arg(long = "allow-transfer", value_name = "CIDR[,key=NAME]")]
     pub allow_transfer: Vec<String>,
+    /// Clients that may change the zones with RFC 2136 UPDATE (nsupdate, ExternalDNS's
+    /// rfc2136 provider), a CIDR and the TSIG key their updates must be signed with:
+    /// 10.0.0.0/8,key=ddns (repeatable; the key is required). Updates write SkyDNS keys marked
+    /// "managed-by": "rfc2136/<key>" in one etcd transaction, and never change a key another
+    /// writer (or another key) owns: such an update is REFUSED whole. Others get REFUSED,
+    /// NOTAUTH for a bad signature [default: nobody]
+    #[arg(long = "allow-update", value_name = "CIDR,key=NAME")]
+    pub allow_update: Vec<String>,
     /// Zone transfers streamed at once; more get SERVFAIL (secondaries retry) [default: 8]
     #[arg(long, value_name = "N")]
     pub max_transfers: Option<usize>,
@@ -275,6 +283,9 @@ pub struct FileConfig {
     /// Transfer clients, `CIDR[,key=NAME]`.
     #[serde(default)]
     pub allow_transfer: Vec<String>,
+    /// Update clients, `CIDR,key=NAME`.
+    #[serde(default)]
+    pub allow_update: Vec<String>,
     /// Concurrent zone transfers at most.
     pub max_transfers: Option<usize>,
     /// IXFR history versions.
@@ -419,6 +430,7 @@ fn federations(
 fn xfr_settings(
     keys: Vec<String>,
     allow: Vec<String>,
+    allow_update: Vec<String>,
     max_transfers: Option<usize>,
     (history_versions, history_bytes): (usize, usize),
 ) -> Result<XfrSettings, ConfigError> {
@@ -428,22 +440,31 @@ fn xfr_settings(
         .collect::<Result<Vec<_>, _>>()
         .and_then(Keys::new)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let allow_transfer = allow
-        .iter()
-        .map(|a| {
-            let acl: Acl = a
-                .parse()
-                .map_err(|e| ConfigError::Invalid(format!("allow-transfer {e}")))?;
-            if let Some(k) = &acl.key
-                && keys.get(k).is_none()
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "allow-transfer {a:?} names key {k}, which no --tsig-key defines"
-                )));
-            }
-            Ok(acl)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let acls = |list: &[String], flag: &str| {
+        list.iter()
+            .map(|a| {
+                let acl: Acl = a
+                    .parse()
+                    .map_err(|e| ConfigError::Invalid(format!("{flag} {e}")))?;
+                if let Some(k) = &acl.key
+                    && keys.get(k).is_none()
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "{flag} {a:?} names key {k}, which no --tsig-key defines"
+                    )));
+                }
+                Ok(acl)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let allow_transfer = acls(&allow, "allow-transfer")?;
+    let allow_update = acls(&allow_update, "allow-update")?;
+    if let Some(a) = allow_update.iter().find(|a| a.key.is_none()) {
+        return Err(ConfigError::Invalid(format!(
+            "allow-update {}: updates must be signed: add ,key=NAME (a --tsig-key)",
+            a.cidr
+        )));
+    }
     let max_transfers = match max_transfers {
         Some(0) => {
             return Err(ConfigError::Invalid(
@@ -455,6 +476,7 @@ fn xfr_settings(
     Ok(XfrSettings {
         keys,
         allow_transfer,
+        allow_update,
         max_transfers,
         history_versions,
         history_bytes,
@@ -629,6 +651,7 @@ impl Settings {
         let xfr = xfr_settings(
             pick(cli.tsig_keys, file.tsig_keys),
             pick(cli.allow_transfer, file.allow_transfer),
+            pick(cli.allow_update, file.allow_update),
             cli.max_transfers.or(file.max_transfers),
             (
                 cli.ixfr_history_versions

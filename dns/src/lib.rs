@@ -37,3 +37,4 @@ pub mod sync;
 pub mod topology;
 pub mod transfer;
 pub mod tsig;
+pub mod update;

@@ -41,6 +41,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let _stop_serving = cancel.clone().drop_guard();
     let mut tasks = JoinSet::new();
 
+    let (updates, update_jobs) = tokio::sync::mpsc::channel(server::update::QUEUE);
+    if !settings.xfr.allow_update.is_empty() {
+        tasks.spawn(server::update::run(
+            update_jobs,
+            zones.clone(),
+            settings.etcd.clone(),
+            cancel.clone(),
+        ));
+    }
     let responder = Arc::new(
         Responder::new(
             shared.clone(),
@@ -52,7 +61,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.topology.clone(),
             settings.federations.clone(),
         )
-        .with_transfers(settings.xfr.clone()),
+        .with_transfers(settings.xfr.clone())
+        .with_updates(updates),
     );
     tasks.spawn(
         responder

@@ -228,6 +228,11 @@ pub fn serve_general(queue: &Queue, responder: &Responder, cancel: &Cancellation
                     stale.increment(1);
                     continue;
                 }
+                if crate::update::is_update(&job.query) {
+                    let to = super::update::ReplyTo::Udp(job.socket.clone(), job.peer);
+                    responder.update(&job.query, job.peer.ip(), to);
+                    continue;
+                }
                 if let Some(resp) = answer(&job.query, Transport::Udp, job.peer.ip())
                     && job.socket.send_to(&resp, job.peer).is_err()
                 {

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod rrl;
 pub mod tcp;
 pub mod udp;
+pub mod update;
 pub mod xfr;
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use hickory_proto::op::ResponseCode;
 
 use crate::answer::{AnswerOptions, Asker, Context, Outcome, Transport, respond_to};
 use crate::fast;
@@ -82,6 +85,8 @@ pub struct Responder {
     rotation: AtomicUsize,
     /// TSIG keys and zone transfers.
     transfers: Arc<Transfers>,
+    /// The updater's queue, when updates are allowed (`--allow-update`).
+    updates: Option<tokio::sync::mpsc::Sender<update::Job>>,
 }
 
 impl Responder {
@@ -107,6 +112,40 @@ impl Responder {
                 max_transfers: DEFAULT_MAX_TRANSFERS,
                 ..XfrSettings::default()
             })),
+            updates: None,
+        }
+    }
+
+    /// With RFC 2136 updates handed to the updater ([`update::run`]) through `queue`.
+    #[must_use]
+    pub fn with_updates(mut self, queue: tokio::sync::mpsc::Sender<update::Job>) -> Self {
+        self.updates = Some(queue);
+        self
+    }
+
+    /// Takes an UPDATE request from `peer`: refused at once unless it is signed with a key
+    /// `--allow-update` lists for the client, else queued for the updater, which answers to
+    /// `reply` (SERVFAIL at once when the queue is full).
+    pub fn update(&self, request: &[u8], peer: IpAddr, reply: update::ReplyTo) {
+        let (verified, request) = match self.transfers.authorize_update(request, peer) {
+            Ok(ok) => ok,
+            Err(bytes) => return reply.send(bytes),
+        };
+        let job = update::Job {
+            request,
+            verified,
+            peer,
+            reply,
+        };
+        let Some(queue) = &self.updates else {
+            return refuse_job(job, ResponseCode::Refused);
+        };
+        if let Err(e) = queue.try_send(job) {
+            let job = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(j)
+                | tokio::sync::mpsc::error::TrySendError::Closed(j) => j,
+            };
+            refuse_job(job, ResponseCode::ServFail);
         }
     }
 
@@ -222,6 +261,14 @@ impl Responder {
     }
 }
 
+/// Answers a queued update with `rcode`, signed, without applying it.
+fn refuse_job(job: update::Job, rcode: ResponseCode) {
+    update::count(rcode);
+    let mut bytes = update::answer(&job.request, rcode);
+    Signer::new(&job.verified).sign(&mut bytes, tsig::unix_now());
+    job.reply.send(bytes);
+}
+
 /// The RCODE label of a fast-path answer (the fast path answers NOERROR, NXDOMAIN or
 /// REFUSED), from its fourth byte.
 fn fast_rcode_label(flags: u8) -> &'static str {
@@ -233,6 +280,7 @@ fn fast_rcode_label(flags: u8) -> &'static str {
     }
 }
 
+/// The RCODE label of an answer in the metrics.
 fn rcode_label(rcode: hickory_proto::op::ResponseCode) -> &'static str {
     use hickory_proto::op::ResponseCode as R;
     match rcode {
@@ -243,6 +291,11 @@ fn rcode_label(rcode: hickory_proto::op::ResponseCode) -> &'static str {
         R::NotImp => "NOTIMP",
         R::Refused => "REFUSED",
         R::BADVERS => "BADVERS",
+        R::YXDomain => "YXDOMAIN",
+        R::YXRRSet => "YXRRSET",
+        R::NXRRSet => "NXRRSET",
+        R::NotAuth => "NOTAUTH",
+        R::NotZone => "NOTZONE",
         _ => "OTHER",
     }
 }

@@ -284,7 +284,16 @@ async fn serve_conn(
             continue;
         }
         let mut out = vec![0u8; 2 + fast::MAX_FAST_RESPONSE];
-        if let Some(n) = responder.fast_tcp(&buf, &mut out[2..], conn.peer) {
+        if crate::update::is_update(&buf) {
+            // Applied by the updater, within the idle timeout (etcd answers in milliseconds).
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            responder.update(&buf, conn.peer, super::update::ReplyTo::Tcp(tx));
+            let Ok(Ok(resp)) = tokio::time::timeout(configured, rx).await else {
+                return Ok(End::Clean);
+            };
+            out.truncate(2);
+            out.extend_from_slice(&resp);
+        } else if let Some(n) = responder.fast_tcp(&buf, &mut out[2..], conn.peer) {
             // A compiled answer: as cheap here as over UDP.
             out.truncate(2 + n);
         } else {

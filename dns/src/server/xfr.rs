@@ -25,6 +25,8 @@ use crate::sync::{Served, Shared};
 use crate::transfer::{self, Answer, Kind, Stream};
 use crate::tsig::{self, Keys, Signer, Verified};
 
+use super::update;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -85,6 +87,8 @@ pub struct XfrSettings {
     pub keys: Keys,
     /// `--allow-transfer`; empty: nobody.
     pub allow_transfer: Vec<Acl>,
+    /// `--allow-update` (each entry names a key); empty: nobody.
+    pub allow_update: Vec<Acl>,
     /// `--max-transfers`.
     pub max_transfers: usize,
     /// `--ixfr-history-versions`.
@@ -201,6 +205,11 @@ impl Transfers {
     /// Counts a refusal and logs it, once per client and reason.
     fn refused(&self, peer: IpAddr, reason: &'static str, what: &str) {
         metrics::counter!("fedplane_dns_xfr_refused_total", "reason" => reason).increment(1);
+        self.log_refusal(peer, reason, what);
+    }
+
+    /// Logs a refusal once per client and reason.
+    fn log_refusal(&self, peer: IpAddr, reason: &'static str, what: &str) {
         let first = {
             let mut logged = lock(&self.logged);
             if logged.1.elapsed() >= LOGGED_FOR {
@@ -237,6 +246,42 @@ impl Transfers {
             Err(failure) => {
                 self.refused(peer, failure.error.as_str(), what);
                 Err(tsig::error_reply(request, &found, &failure, now))
+            }
+        }
+    }
+
+    /// Checks an UPDATE request: its signature, then `--allow-update` (which always names a
+    /// key, so unsigned updates are refused). `Ok` the verified key and the request without
+    /// its TSIG record; `Err` the answer (NOTAUTH for a bad signature, else REFUSED), counted
+    /// and logged once per client and reason.
+    pub fn authorize_update(
+        &self,
+        request: &[u8],
+        peer: IpAddr,
+    ) -> Result<(Verified, Vec<u8>), Vec<u8>> {
+        let signed = self.verify(request, peer, "update").inspect_err(|_| {
+            update::count(ResponseCode::NotAuth);
+        })?;
+        let key = signed.as_ref().map(|(v, _)| v.key.name());
+        let refusal = match acl::check(&self.settings.allow_update, peer, key) {
+            Ok(()) if signed.is_some() => None,
+            Ok(()) => Some(acl::Refusal::Unsigned),
+            Err(r) => Some(r),
+        };
+        match (refusal, signed) {
+            (None, Some(ok)) => Ok(ok),
+            (refusal, signed) => {
+                let reason = refusal.map_or("unsigned", acl::Refusal::as_str);
+                self.log_refusal(peer, reason, "update");
+                update::count(ResponseCode::Refused);
+                Err(match signed {
+                    Some((v, stripped)) => {
+                        let mut bytes = update::answer(&stripped, ResponseCode::Refused);
+                        Signer::new(&v).sign(&mut bytes, tsig::unix_now());
+                        bytes
+                    }
+                    None => update::answer(request, ResponseCode::Refused),
+                })
             }
         }
     }
