@@ -119,6 +119,9 @@ pub struct AnswerOptions {
     /// Federation short names are answered (the fast path then leaves names outside the
     /// zones to the general path, which knows them).
     pub short_names: bool,
+    /// A catalog zone is produced (the fast path then leaves names outside the zones to the
+    /// general path, which answers the catalog's).
+    pub catalog: bool,
 }
 
 impl Default for AnswerOptions {
@@ -127,6 +130,7 @@ impl Default for AnswerOptions {
             max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
             by_locality: false,
             short_names: false,
+            catalog: false,
         }
     }
 }

@@ -12,8 +12,10 @@ use serde::Deserialize;
 
 use crate::acl::Acl;
 use crate::answer::DEFAULT_MAX_UDP_PAYLOAD;
+use crate::catalog::Catalog;
 use crate::cidr::Cidr;
 use crate::federation::Federations;
+use crate::index::Zones;
 use crate::server::notify::{DEFAULT_NOTIFY_INTERVAL, NotifyTarget};
 use crate::server::rrl::RrlConfig;
 use crate::server::xfr::{DEFAULT_MAX_TRANSFERS, XfrSettings};
@@ -218,6 +220,12 @@ pub struct Cli {
     /// together when it ends, e.g. 1s or 200ms [default: 1s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub notify_interval: Option<Duration>,
+    /// Produce a catalog zone (RFC 9432) of this name listing the served zones, e.g.
+    /// catalog.invalid.: secondaries that read catalogs (Knot, BIND, NSD >= 4.9) then serve
+    /// every zone without per-zone configuration. Transferred under --allow-transfer like the
+    /// zones; its serial is the start time [default: none]
+    #[arg(long, value_name = "NAME")]
+    pub catalog_zone: Option<String>,
     /// YAML file with the same settings (see dns/fedplane-dns.example.yaml); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -297,6 +305,8 @@ pub struct FileConfig {
     pub notify: Vec<String>,
     /// NOTIFY interval, e.g. `1s`.
     pub notify_interval: Option<String>,
+    /// Catalog zone name.
+    pub catalog_zone: Option<String>,
     /// NOTIFY source addresses.
     #[serde(default)]
     pub notify_source: Vec<std::net::IpAddr>,
@@ -477,6 +487,7 @@ fn xfr_settings(
         keys,
         allow_transfer,
         allow_update,
+        catalog: None,
         max_transfers,
         history_versions,
         history_bytes,
@@ -662,6 +673,16 @@ impl Settings {
                     .unwrap_or(crate::ixfr::DEFAULT_BYTES),
             ),
         )?;
+        let mut xfr = xfr;
+        if let Some(c) = cli.catalog_zone.or(file.catalog_zone) {
+            let name = Name::from_ascii(&c)
+                .map_err(|e| ConfigError::Invalid(format!("catalog-zone {c:?}: {e}")))?;
+            let zones_now = Zones::new("/", &zones);
+            let serial = u32::try_from(crate::tsig::unix_now() & u64::from(u32::MAX)).unwrap_or(1);
+            let catalog = Catalog::new(&name, &zones_now, serial)
+                .map_err(|e| ConfigError::Invalid(format!("catalog-zone: {e}")))?;
+            xfr.catalog = Some(Arc::new(catalog));
+        }
         let notify = pick(cli.notify, file.notify)
             .iter()
             .map(|t| {
@@ -955,6 +976,10 @@ mod tests {
             (vec!["--max-transfers", "0"], "max-transfers"),
             (vec!["--notify", "127.0.0.1:53,key=other"], "no --tsig-key"),
             (vec!["--notify", "ns1.example.com"], "not an address"),
+            (vec!["--allow-update", "127.0.0.1"], "must be signed"),
+            (vec!["--allow-update", "127.0.0.1,key=other"], "no --tsig-key"),
+            (vec!["--catalog-zone", "cat.a."], "overlaps the served zone a."),
+            (vec!["--catalog-zone", "."], "overlaps"),
         ] {
             let mut all = vec!["--zone", "a."];
             all.extend(args.iter().copied());

@@ -931,6 +931,7 @@ pub fn respond_fast_to(
                 Negative::NxDomain(zone) => break (zone, None, 3),
                 Negative::Refused if links > 0 => return None,
                 Negative::Refused if opts.short_names => return None, // maybe a short name
+                Negative::Refused if opts.catalog => return None,     // maybe the catalog's
                 Negative::Refused => {
                     let o = opt(false);
                     let total = qend + o.len(edns.is_some());

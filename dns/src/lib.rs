@@ -19,6 +19,7 @@
 pub mod acl;
 pub mod answer;
 pub mod apply;
+pub mod catalog;
 pub mod cidr;
 pub mod config;
 pub mod fast;

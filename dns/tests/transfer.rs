@@ -715,3 +715,134 @@ fn nsd_knot_and_bind_as_secondaries_answer_every_name_as_we_do_and_follow_change
         "the secondaries follow with incremental transfers"
     );
 }
+
+/// Knot reading fedplane-dns's catalog zone (`catalog-role: interpret`): every member zone
+/// from one template.
+fn knot_catalog(primary: u16, port: u16) -> Secondary {
+    require_program("knotd", "knot");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let conf = format!(
+        "server:\n  listen: 127.0.0.1@{port}\n  rundir: \"{d}\"\n  udp-workers: 1\n  \
+         tcp-workers: 1\n  background-workers: 1\n\
+         database:\n  storage: \"{d}/db\"\n\
+         log:\n  - target: stderr\n    any: info\n\
+         key:\n  - id: {KEY}\n    algorithm: hmac-sha256\n    secret: {SECRET}\n\
+         remote:\n  - id: primary\n    address: 127.0.0.1@{primary}\n    key: {KEY}\n\
+         template:\n  - id: members\n    storage: \"{d}\"\n    master: primary\n    \
+         zonefile-sync: -1\n    journal-content: none\n\
+         zone:\n  - domain: catalog.invalid\n    storage: \"{d}\"\n    master: primary\n    \
+         catalog-role: interpret\n    catalog-template: members\n    zonefile-sync: -1\n    \
+         journal-content: none\n"
+    );
+    std::fs::write(dir.path().join("knot.conf"), conf).expect("conf");
+    // Knot 3.2.6 crashes after the catalog's first transfer when its database directory
+    // does not exist yet.
+    std::fs::create_dir(dir.path().join("db")).expect("db dir");
+    let conf = format!("{d}/knot.conf");
+    Secondary::spawn(
+        "knotd",
+        Command::new("knotd").args(["-c", &conf]),
+        dir,
+        port,
+    )
+}
+
+/// BIND 9 reading the catalog zone (`catalog-zones`), member zones in memory.
+fn bind_catalog(primary: u16, port: u16) -> Secondary {
+    require_program("named", "bind9");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let conf = format!(
+        "options {{\n  directory \"{d}\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  \
+         listen-on-v6 {{ none; }};\n  pid-file \"{d}/named.pid\";\n  \
+         session-keyfile \"{d}/session.key\";\n  managed-keys-directory \"{d}\";\n  \
+         recursion no;\n  notify no;\n  dnssec-validation no;\n  allow-new-zones yes;\n  \
+         catalog-zones {{\n    zone \"catalog.invalid\" default-primaries port {primary} \
+         {{ 127.0.0.1 key {KEY}; }} in-memory yes;\n  }};\n}};\n\
+         controls {{ }};\n\
+         key \"{KEY}\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+         zone \"catalog.invalid\" {{\n  type secondary;\n  \
+         primaries port {primary} {{ 127.0.0.1 key {KEY}; }};\n  \
+         file \"{d}/catalog.db\";\n}};\n"
+    );
+    std::fs::write(dir.path().join("named.conf"), conf).expect("conf");
+    let conf = format!("{d}/named.conf");
+    Secondary::spawn(
+        "named",
+        Command::new("named").args(["-g", "-c", &conf]),
+        dir,
+        port,
+    )
+}
+
+#[test]
+fn knot_and_bind_serve_every_zone_of_the_catalog_without_zone_configuration() {
+    let etcd = Etcd::start();
+    etcd.put("/skydns/com/example/web", r#"{"host":"10.1.0.1"}"#);
+    etcd.put("/skydns/org/example/api", r#"{"host":"10.2.0.1"}"#);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("xfr.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    let key = format!("{KEY}:hmac-sha256:{}", secret.display());
+    let dns = Dns::on(&etcd)
+        .zone("example.org.")
+        .args(&[
+            "--tsig-key",
+            &key,
+            "--allow-transfer",
+            "127.0.0.0/8,key=xfr",
+            "--catalog-zone",
+            "catalog.invalid.",
+        ])
+        .start();
+    // The catalog as kdig transfers it: RFC 9432's version and one PTR per zone.
+    let out = Command::new("kdig")
+        .args(["-y", &tsig(), "@127.0.0.1", "-p", &dns.port.to_string()])
+        .args(["catalog.invalid.", "AXFR", "+nocomments", "+nostats"])
+        .output()
+        .expect("kdig");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("version.catalog.invalid.") && text.contains("\"2\""),
+        "{text}"
+    );
+    for zone in ["example.com.", "example.org."] {
+        assert!(
+            text.lines().any(|l| l.contains(".zones.catalog.invalid.")
+                && l.contains("PTR")
+                && l.ends_with(zone)),
+            "{zone}: {text}"
+        );
+    }
+    assert!(!text.contains("WARNING"), "{text}");
+    // Over UDP the catalog answers queries (SOA) and refuses nothing else of ours.
+    let soa = dns.q(&["catalog.invalid.", "SOA"]);
+    assert_eq!(soa.status, "NOERROR");
+    assert_eq!(dns.q(&["nothing.catalog.invalid.", "A"]).status, "NXDOMAIN");
+    assert_eq!(dns.q(&["example.net.", "A"]).status, "REFUSED");
+    // Unsigned or from nowhere: refused like a zone.
+    let unsigned = dig("127.0.0.1", dns.port, &["catalog.invalid.", "AXFR"]);
+    assert!(unsigned.answer.is_empty(), "{unsigned:?}");
+
+    let ports = [free_port(), free_port()];
+    let secondaries = [
+        knot_catalog(dns.port, ports[0]),
+        bind_catalog(dns.port, ports[1]),
+    ];
+    for s in &secondaries {
+        for (name, want) in [
+            ("web.example.com.", "10.1.0.1"),
+            ("api.example.org.", "10.2.0.1"),
+        ] {
+            wait_until(
+                Duration::from_secs(30),
+                &format!("{} to serve {name} from the catalog", s.name),
+                || {
+                    let d = dig("127.0.0.1", s.port, &[name, "A", "+time=1", "+tries=1"]);
+                    (d.answers("A") == [want]).then_some(())
+                },
+            );
+        }
+    }
+}

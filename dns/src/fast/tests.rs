@@ -263,6 +263,7 @@ proptest! {
             max_udp_payload: ours,
             by_locality: client.is_some(),
             short_names: short,
+            catalog: false,
         };
         let feds = crate::federation::Federations::new(
             &["federation=example.com".into()],

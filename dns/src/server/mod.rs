@@ -152,6 +152,7 @@ impl Responder {
     /// With TSIG keys and zone transfers (`--tsig-key`, `--allow-transfer`).
     #[must_use]
     pub fn with_transfers(mut self, settings: XfrSettings) -> Self {
+        self.opts.catalog = settings.catalog.is_some();
         self.transfers = Arc::new(Transfers::new(settings));
         self
     }
@@ -219,6 +220,19 @@ impl Responder {
             Err(reply) => return Some(reply),
         };
         let request = stripped.as_deref().unwrap_or(request);
+        if let Some(catalog) = self.transfers.catalog()
+            && let Ok(m) = hickory_proto::op::Message::from_vec(request)
+            && let Some(reply) = catalog.answer(&m)
+        {
+            let mut bytes = reply.to_vec().ok()?;
+            if let Some(v) = &verified {
+                Signer::new(v).sign(&mut bytes, tsig::unix_now());
+            }
+            metrics::counter!("fedplane_dns_responses_total",
+                "transport" => transport.as_str(), "rcode" => rcode_label(reply.metadata.response_code))
+            .increment(1);
+            return Some(bytes);
+        }
         let served = self.shared.served.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let ctx = Context {

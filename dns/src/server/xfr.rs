@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::acl::{self, Acl};
 use crate::answer::Transport;
+use crate::catalog::Catalog;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,8 @@ pub struct XfrSettings {
     pub allow_transfer: Vec<Acl>,
     /// `--allow-update` (each entry names a key); empty: nobody.
     pub allow_update: Vec<Acl>,
+    /// `--catalog-zone`.
+    pub catalog: Option<Arc<Catalog>>,
     /// `--max-transfers`.
     pub max_transfers: usize,
     /// `--ixfr-history-versions`.
@@ -250,6 +253,45 @@ impl Transfers {
         }
     }
 
+    /// The catalog zone (RFC 9432), if one is produced.
+    pub fn catalog(&self) -> Option<&Catalog> {
+        self.settings.catalog.as_deref()
+    }
+
+    /// A transfer of the catalog zone: one message (it is small); over UDP the single SOA
+    /// when it does not fit.
+    fn catalog_transfer(
+        &self,
+        catalog: &Catalog,
+        m: &hickory_proto::op::Message,
+        transport: Transport,
+        mut signer: Option<Signer>,
+        max_udp_payload: u16,
+    ) -> Vec<u8> {
+        let serial = m.authorities.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        });
+        let ixfr = m.queries[0].query_type() == hickory_proto::rr::RecordType::IXFR;
+        metrics::counter!("fedplane_dns_xfr_total", "type" => "catalog", "transport" => transport.as_str())
+            .increment(1);
+        let encode = |reply: hickory_proto::op::Message, signer: &mut Option<Signer>| {
+            let mut bytes = reply.to_vec().unwrap_or_default();
+            if let Some(s) = signer.as_mut() {
+                s.sign(&mut bytes, tsig::unix_now());
+            }
+            bytes
+        };
+        let whole = encode(
+            catalog.transfer(m, if ixfr { serial } else { None }),
+            &mut signer.clone(),
+        );
+        if transport == Transport::Udp && whole.len() > usize::from(max_udp_payload.max(512)) {
+            return encode(catalog.transfer(m, Some(catalog.serial())), &mut signer);
+        }
+        whole
+    }
+
     /// Checks an UPDATE request: its signature, then `--allow-update` (which always names a
     /// key, so unsigned updates are refused). `Ok` the verified key and the request without
     /// its TSIG record; `Err` the answer (NOTAUTH for a bad signature, else REFUSED), counted
@@ -315,6 +357,20 @@ impl Transfers {
                 ResponseCode::Refused,
                 signer.as_mut(),
                 now,
+            ));
+        }
+        if let Some(catalog) = &self.settings.catalog
+            && let Ok(m) = hickory_proto::op::Message::from_vec(&request)
+            && m.queries
+                .first()
+                .is_some_and(|q| catalog.contains(q.name()))
+        {
+            return XfrReply::One(self.catalog_transfer(
+                catalog,
+                &m,
+                transport,
+                signer,
+                max_udp_payload,
             ));
         }
         let served = shared.served.load_full();
