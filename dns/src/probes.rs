@@ -116,7 +116,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "fedplane_dns_xfr_total",
-        "Zone transfers answered, by type (axfr, ixfr_incremental, ixfr_full: the whole zone to an IXFR client the history does not reach) and transport"
+        "Zone transfers answered, by type (axfr, ixfr_incremental, ixfr_full: the whole zone to an IXFR client the history does not reach, catalog: the catalog zone) and transport"
     );
     describe_gauge!(
         "fedplane_dns_ixfr_history_versions",
@@ -145,6 +145,10 @@ pub fn describe_metrics() {
     describe_gauge!(
         "fedplane_dns_notify_outstanding",
         "NOTIFY messages sent and not answered yet (being retried)"
+    );
+    describe_counter!(
+        "fedplane_dns_updates_total",
+        "RFC 2136 UPDATE requests answered, by rcode (NOERROR applied; REFUSED not allowed or touching another writer's keys; NOTAUTH bad signature or zone; SERVFAIL etcd unreachable or busy)"
     );
     describe_counter!(
         "fedplane_dns_tcp_evicted_total",
