@@ -977,8 +977,14 @@ mod tests {
             (vec!["--notify", "127.0.0.1:53,key=other"], "no --tsig-key"),
             (vec!["--notify", "ns1.example.com"], "not an address"),
             (vec!["--allow-update", "127.0.0.1"], "must be signed"),
-            (vec!["--allow-update", "127.0.0.1,key=other"], "no --tsig-key"),
-            (vec!["--catalog-zone", "cat.a."], "overlaps the served zone a."),
+            (
+                vec!["--allow-update", "127.0.0.1,key=other"],
+                "no --tsig-key",
+            ),
+            (
+                vec!["--catalog-zone", "cat.a."],
+                "overlaps the served zone a.",
+            ),
             (vec!["--catalog-zone", "."], "overlaps"),
         ] {
             let mut all = vec!["--zone", "a."];

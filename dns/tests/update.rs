@@ -319,6 +319,31 @@ fn updates_never_change_another_writers_keys() {
     assert!(!ok && out.contains("NOTAUTH"), "{out}");
     assert_eq!(keys(&etcd), before);
     assert!(dns.metric("fedplane_dns_updates_total", "REFUSED") >= 9.0);
+
+    // Many sibling names (`web-1`, `web-2`, … sort between `web` and `web/`) are not the
+    // name's keys: they neither count against its limit nor guard its transaction.
+    for i in 0..100 {
+        etcd.put(
+            &format!("/skydns/com/example/mine-{i}"),
+            r#"{"host":"10.9.0.1"}"#,
+        );
+    }
+    let (ok, out) = nsupdate(
+        &dns,
+        Some(&ddns()),
+        &[],
+        &["update add mine.example.com. 60 A 192.0.2.9"],
+    );
+    assert!(ok, "{out}");
+    dns.await_answer("mine.example.com.", "A", &["192.0.2.1", "192.0.2.9"]);
+    let (ok, out) = nsupdate(
+        &dns,
+        Some(&ddns()),
+        &[],
+        &["update delete mine.example.com. A 192.0.2.9"],
+    );
+    assert!(ok, "{out}");
+    dns.await_answer("mine.example.com.", "A", &["192.0.2.1"]);
 }
 
 #[test]

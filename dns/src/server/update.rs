@@ -192,17 +192,22 @@ async fn attempt_once(
     let etcd = |e: fedplane_ops::etcd::RequestError| Attempt::Etcd(e.to_string());
     // Every range at one revision: one read-only transaction.
     let limit = i64::try_from(update::MAX_KEYS + 1).unwrap_or(i64::MAX);
+    // Each name's key, and the keys below it: `[k/, k0)` (not `[k, k0)`, which would hold
+    // siblings such as `k-2` too).
     let gets: Vec<TxnOp> = ranges
         .iter()
-        .map(|b| {
-            TxnOp::get(
-                b.as_str(),
-                Some(
-                    GetOptions::new()
-                        .with_range(format!("{b}0"))
-                        .with_limit(limit),
+        .flat_map(|b| {
+            [
+                TxnOp::get(b.as_str(), None),
+                TxnOp::get(
+                    format!("{b}/"),
+                    Some(
+                        GetOptions::new()
+                            .with_range(format!("{b}0"))
+                            .with_limit(limit),
+                    ),
                 ),
-            )
+            ]
         })
         .collect();
     let resp = bounded(client.txn(Txn::new().and_then(gets)))
@@ -212,7 +217,8 @@ async fn attempt_once(
         .header()
         .map_or(0, etcd_client::ResponseHeader::revision);
     let mut read = BTreeMap::new();
-    for (op, base) in resp.op_responses().into_iter().zip(ranges) {
+    let bases = ranges.iter().flat_map(|b| [b, b]);
+    for (op, base) in resp.op_responses().into_iter().zip(bases) {
         let TxnOpResponse::Get(get) = op else {
             continue;
         };
@@ -238,9 +244,12 @@ async fn attempt_once(
     // mod_revision past it; a deletion takes a key we read, whose version is then 0).
     let mut when: Vec<Compare> = ranges
         .iter()
-        .map(|b| {
-            Compare::mod_revision(b.as_str(), CompareOp::Less, revision + 1)
-                .with_range(format!("{b}0"))
+        .flat_map(|b| {
+            [
+                Compare::mod_revision(b.as_str(), CompareOp::Less, revision + 1),
+                Compare::mod_revision(format!("{b}/"), CompareOp::Less, revision + 1)
+                    .with_range(format!("{b}0")),
+            ]
         })
         .collect();
     when.extend(
