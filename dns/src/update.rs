@@ -8,14 +8,16 @@
 //!
 //! - An added RR at `N` is stored as its own key, `key(N)/_u-<hash of type and RDATA>` (at the
 //!   apex, below `<zone>/dns/apex`), with `"managed-by": "rfc2136/<TSIG key>"`, the owner
-//!   marker. Adding the same RR again replaces its TTL; A, AAAA, CNAME, TXT and MX can be
-//!   added (an RR the layout cannot carry exactly, such as TXT split into strings other than by
-//!   255 bytes, is refused).
+//!   marker. Adding the same RR again replaces its TTL; A, AAAA, CNAME, TXT (its strings
+//!   joined) and MX can be added (an RR the layout cannot carry exactly is refused, and so is
+//!   TTL 0, which SkyDNS reads as the default).
 //! - A delete removes the keys at or below `N` whose record gives the RRs it names (every key
 //!   at or below `N` for "delete all RRsets": the name must answer nothing afterwards).
 //! - **Owner rule**: every key an update would change or remove must carry this key's owner
-//!   marker. Otherwise the whole update is REFUSED and nothing is applied, so keys of
-//!   fedplane-controller, ExternalDNS or another TSIG key are never changed by it.
+//!   marker and belong to the update's zone. Otherwise the whole update is REFUSED and nothing
+//!   is applied, so keys of fedplane-controller, ExternalDNS or another TSIG key are never
+//!   changed by it. An add also changes what every name between the apex and its own name
+//!   answers (they aggregate it): those names' keys must all be this key's too.
 //! - SOA and NS are fedplane's (the serial is the zone's etcd revision): adding them is
 //!   REFUSED, deleting them is ignored (RFC 2136 §3.4.2.3 ignores apex SOA/NS deletes). Names
 //!   below `dns.<zone>` hold that data and are REFUSED.
@@ -155,6 +157,15 @@ pub fn check(msg: &Message, zones: &Zones) -> Result<Request, UpdateError> {
                     format!("{t} records are fedplane's, not updatable"),
                 );
             }
+            DNSClass::IN if ADDABLE.contains(&t) && r.ttl == 0 => {
+                return fail(
+                    Refused,
+                    format!(
+                        "{} {t} with TTL 0: SkyDNS reads a TTL of 0 as the server's default",
+                        r.name
+                    ),
+                );
+            }
             DNSClass::IN if ADDABLE.contains(&t) => {}
             DNSClass::IN if is_meta(t) => {
                 return fail(FormErr, format!("{t} cannot be added"));
@@ -165,11 +176,21 @@ pub fn check(msg: &Message, zones: &Zones) -> Result<Request, UpdateError> {
                     format!("{t} cannot be added (A, AAAA, CNAME, TXT and MX can)"),
                 );
             }
-            DNSClass::ANY if r.ttl == 0 && empty => {}
+            DNSClass::ANY if r.ttl == 0 && empty && (t == RecordType::ANY || !is_meta(t)) => {}
             DNSClass::NONE if r.ttl == 0 && !empty && !is_meta(t) => {}
             c => return fail(FormErr, format!("update {} {c} {t} is malformed", r.name)),
         }
         updates.push(r);
+    }
+    if prereqs.len() > MAX_TXN_OPS || updates.len() > MAX_TXN_OPS {
+        return fail(
+            Refused,
+            format!(
+                "{} prerequisites and {} updates, more than {MAX_TXN_OPS} of either",
+                prereqs.len(),
+                updates.len()
+            ),
+        );
     }
     let names: BTreeSet<&Name> = prereqs.iter().chain(&updates).map(|r| &r.name).collect();
     if names.len() > MAX_NAMES {
@@ -209,7 +230,19 @@ pub fn ranges(req: &Request, prefix: &str) -> Result<Vec<String>, UpdateError> {
     for r in req.prereqs.iter().chain(&req.updates) {
         out.insert(read_key(req, prefix, &r.name)?);
     }
+    for r in req.updates.iter().filter(|r| r.dns_class == DNSClass::IN) {
+        out.insert(read_key(req, prefix, &top(req, &r.name))?);
+    }
     Ok(out.into_iter().collect())
+}
+
+/// The name just below the apex on the way to `name` (`name` itself when it is there, or the
+/// apex): every name from it down to `name`'s parent aggregates what is added at `name`.
+fn top(req: &Request, name: &Name) -> Name {
+    if *name == req.zone.name {
+        return name.clone();
+    }
+    name.trim_to(usize::from(req.zone.name.num_labels()) + 1)
 }
 
 /// Whether `key` is `base` or below it.
@@ -274,7 +307,9 @@ impl View<'_> {
             }
         }
         let out = if *name == self.req.zone.name {
-            zone::apex(&records, &self.req.zone)
+            let mut out = zone::apex(&records, &self.req.zone);
+            out.push(zone::soa(&records, self.req.zi, &self.req.zone));
+            out
         } else {
             let Some(k) = key::name_to_key(self.prefix, name) else {
                 return Vec::new();
@@ -285,6 +320,12 @@ impl View<'_> {
             .map(|r| (r.record_type(), r.data))
             .filter(|(t, _)| all || (*t != RecordType::NS && *t != RecordType::SOA))
             .collect()
+    }
+
+    /// Whether key `k` holding `v` is `owner`'s: its marker says so and it is a key of this
+    /// update's zone (not of a zone served below it).
+    fn owns(&self, k: &str, v: &[u8], owner: &str) -> bool {
+        owner_of(v).as_deref() == Some(owner) && self.zones.find_key(k) == Some(self.req.zi)
     }
 
     /// The RRs of `name` from the keys of `kvs` in its range.
@@ -364,12 +405,12 @@ pub fn plan(
         }
     }
     for ((name, t), want) in values {
-        let want: BTreeSet<Vec<u8>> = want.into_iter().map(rdata_wire).collect();
+        let want: BTreeSet<Vec<u8>> = want.into_iter().map(rr_id).collect();
         let have: BTreeSet<Vec<u8>> = view
             .of(read, name)
             .iter()
             .filter(|(rt, _)| *rt == t)
-            .map(|(_, d)| rdata_wire(d))
+            .map(|(_, d)| rr_id(d))
             .collect();
         if want != have {
             return fail(NXRRSet, format!("{name} {t} RRset differs"));
@@ -396,10 +437,8 @@ pub fn plan(
                 if t == RecordType::SOA || t == RecordType::NS {
                     continue;
                 }
-                let want = rdata_wire(&u.data);
-                for k in
-                    view.keys_giving(&work, name, |(rt, d)| *rt == t && rdata_wire(d) == want)?
-                {
+                let want = rr_id(&u.data);
+                for k in view.keys_giving(&work, name, |(rt, d)| *rt == t && rr_id(d) == want)? {
                     work.remove(&k);
                 }
             }
@@ -410,7 +449,7 @@ pub fn plan(
     for (k, v) in read {
         match work.get(k) {
             Some(w) if w == v => continue,
-            Some(_) | None if owner_of(v).as_deref() != Some(owner) => {
+            Some(_) | None if !view.owns(k, v, owner) => {
                 let who = owner_of(v).unwrap_or_else(|| "no owner marker".into());
                 return fail(
                     Refused,
@@ -449,6 +488,30 @@ fn add(
     owner: &str,
 ) -> Result<(), UpdateError> {
     let (name, t) = (&u.name, u.record_type());
+    // Every name between the apex and this one answers what is added here (SkyDNS
+    // aggregates): none of them may hold another writer's records.
+    let top = top(view.req, name);
+    if top != *name {
+        let base = read_key(view.req, view.prefix, &top)?;
+        if let Some((k, v)) = work
+            .iter()
+            .find(|(k, v)| in_range(&base, k) && !view.owns(k, v, owner))
+        {
+            return fail(
+                ResponseCode::Refused,
+                format!(
+                    "adding at {name} would change the answers of {top} and the names below it, \
+                     which hold {k} ({})",
+                    owner_of(v).unwrap_or_else(|| "no owner marker".into())
+                ),
+            );
+        }
+    }
+    if let RData::CNAME(target) = &u.data
+        && target.0.to_lowercase() == *name
+    {
+        return fail(ResponseCode::Refused, format!("{name} CNAME to itself"));
+    }
     let rrs = view.of(work, name);
     let has_cname = rrs.iter().any(|(rt, _)| *rt == RecordType::CNAME);
     let has_other = rrs
@@ -457,27 +520,27 @@ fn add(
     if (t == RecordType::CNAME && has_other) || (t != RecordType::CNAME && has_cname) {
         return Ok(()); // CNAME and other data: ignored (§3.4.2.2)
     }
-    let wire = rdata_wire(&u.data);
+    let id = rr_id(&u.data);
     let key = format!(
         "{}/_u-{}",
         own_key(view.req, view.prefix, name)?,
-        hash_label(t, &wire)
+        hash_label(t, &id)
     );
     let value = to_json(&u.data, u.ttl, owner);
-    // Exactly this RR from this key alone, or the layout cannot carry it.
+    // Exactly this RR from this key alone (besides the SRV record SkyDNS makes of every
+    // host), or the layout cannot carry it.
     let alone = view.rrs(std::iter::once((&key, &value)), name, false);
-    // (Besides the SRV record SkyDNS makes of every host.)
     let mut own = alone.iter().filter(|(rt, _)| *rt != RecordType::SRV);
-    let exact = own
-        .next()
-        .is_some_and(|(rt, d)| *rt == t && rdata_wire(d) == wire);
+    let exact = own.next().is_some_and(|(rt, d)| *rt == t && rr_id(d) == id);
     if !exact || own.next().is_some() {
         return fail(
             ResponseCode::Refused,
             format!("{name} {t} {} cannot be stored as a SkyDNS record", u.data),
         );
     }
-    if rrs.iter().any(|(rt, d)| *rt == t && rdata_wire(d) == wire) && !work.contains_key(&key) {
+    let there = rrs.iter().any(|(rt, d)| *rt == t && rr_id(d) == id);
+    let ours = work.get(&key).is_some_and(|v| view.owns(&key, v, owner));
+    if there && !ours {
         return Ok(()); // already there from another key: a duplicate, ignored
     }
     if t == RecordType::CNAME && has_cname {
@@ -489,8 +552,16 @@ fn add(
     Ok(())
 }
 
-/// The RDATA's wire form (names uncompressed, lowercased where case does not matter).
-fn rdata_wire(data: &RData) -> Vec<u8> {
+/// What identifies an RR's data: its wire form (names in canonical form), and for TXT the
+/// strings joined (SkyDNS keeps one text and splits it at 255 bytes, so "a" "b" is "ab").
+fn rr_id(data: &RData) -> Vec<u8> {
+    if let RData::TXT(txt) = data {
+        return txt
+            .txt_data
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+    }
     let mut out = Vec::new();
     let mut enc = BinEncoder::new(&mut out);
     enc.set_canonical_form(true);

@@ -247,6 +247,11 @@ fn updates_never_change_another_writers_keys() {
         (ddns(), vec!["update delete web.example.com. A 10.0.0.1"]),
         (ddns(), vec!["update delete web.example.com. A"]),
         (ddns(), vec!["update delete web.example.com."]),
+        // A name below the controller's: web would answer it too (SkyDNS aggregates).
+        (
+            ddns(),
+            vec!["update add evil.web.example.com. 60 A 6.6.6.6"],
+        ),
         // An ExternalDNS record (no fedplane marker).
         (ddns(), vec!["update delete ext.example.com. A"]),
         // A harmless add first: the whole update is refused, the add too.
@@ -318,7 +323,7 @@ fn updates_never_change_another_writers_keys() {
     );
     assert!(!ok && out.contains("NOTAUTH"), "{out}");
     assert_eq!(keys(&etcd), before);
-    assert!(dns.metric("fedplane_dns_updates_total", "REFUSED") >= 9.0);
+    assert!(dns.metric("fedplane_dns_updates_total", "REFUSED") >= 10.0);
 
     // Many sibling names (`web-1`, `web-2`, … sort between `web` and `web/`) are not the
     // name's keys: they neither count against its limit nor guard its transaction.
@@ -411,4 +416,105 @@ fn updates_are_refused_unless_allowed() {
         !out.status.success() && err.contains("must be signed"),
         "{err}"
     );
+}
+
+/// A signed UPDATE adding `name` A `ip`, as raw bytes (the key file is the server's).
+fn signed_add(dir: &Path, id: u16, name: &str, ip: &str) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, Record, RecordType, rdata::A};
+    let mut m = Message::new(id, MessageType::Query, OpCode::Update);
+    m.queries.push(Query::query(
+        Name::from_ascii("example.com.").expect("name"),
+        RecordType::SOA,
+    ));
+    m.authorities.push(Record::from_rdata(
+        Name::from_ascii(name).expect("name"),
+        60,
+        RData::A(A(ip.parse().expect("ip"))),
+    ));
+    let mut bytes = m.to_vec().expect("encode");
+    let spec = format!("ddns:hmac-sha256:{}", dir.join("ddns.key").display());
+    let key = std::sync::Arc::new(fedplane_dns::tsig::Key::from_spec(&spec).expect("key"));
+    fedplane_dns::tsig::Signer::for_request(key).sign(&mut bytes, fedplane_dns::tsig::unix_now());
+    bytes
+}
+
+/// Sends `msg` over UDP to `dns` and returns the answer's RCODE.
+fn exchange_udp(dns: &Dns, msg: &[u8], wait: std::time::Duration) -> Option<u8> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    s.send_to(msg, dns.addr()).expect("send");
+    let mut buf = [0u8; 4096];
+    s.recv(&mut buf).ok()?;
+    Some(buf[3] & 0x0F)
+}
+
+#[test]
+fn a_replayed_update_gets_its_answer_again_and_is_not_applied_twice() {
+    tools();
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns = server(&etcd, dir.path());
+    dns.await_ready(common::WAIT);
+    let msg = signed_add(dir.path(), 77, "r.example.com.", "192.0.2.77");
+    assert_eq!(exchange_udp(&dns, &msg, common::WAIT), Some(0));
+    dns.await_answer("r.example.com.", "A", &["192.0.2.77"]);
+    // Someone removes it; the same signed message again (a retransmission, or a replay
+    // within the TSIG fudge) is answered as before and does not bring it back.
+    let (key, _) = keys(&etcd)
+        .into_iter()
+        .find(|(k, _)| k.contains("/r/_u-"))
+        .expect("written");
+    etcd.del(&key);
+    dns.await_answer("r.example.com.", "A", &[]);
+    assert_eq!(exchange_udp(&dns, &msg, common::WAIT), Some(0));
+    assert!(keys(&etcd).is_empty(), "the replay was applied");
+}
+
+#[test]
+fn with_etcd_away_updates_fail_within_bounds_and_the_queue_drains() {
+    tools();
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns = server(&etcd, dir.path());
+    dns.await_ready(common::WAIT);
+    // etcd hangs (SIGSTOP): every request to it times out.
+    etcd.signal("STOP");
+    let started = std::time::Instant::now();
+    let sockets: Vec<std::net::UdpSocket> = (0..3u16)
+        .map(|i| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(12)))
+                .expect("timeout");
+            let msg = signed_add(
+                dir.path(),
+                100 + i,
+                &format!("h{i}.example.com."),
+                "192.0.2.1",
+            );
+            s.send_to(&msg, dns.addr()).expect("send");
+            s
+        })
+        .collect();
+    let answers: Vec<Option<u8>> = sockets
+        .iter()
+        .map(|s| {
+            let mut buf = [0u8; 4096];
+            s.recv(&mut buf).ok().map(|_| buf[3] & 0x0F)
+        })
+        .collect();
+    // The first waits out the deadline (5 s); the others, queued behind it for longer than
+    // the 3 s a client waits, are answered at once without touching etcd.
+    assert_eq!(answers, vec![Some(2), Some(2), Some(2)], "SERVFAIL each");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Queries are answered meanwhile (from memory).
+    assert_eq!(dns.q(&["example.com.", "SOA"]).status, "NOERROR");
+    etcd.signal("CONT");
+    let msg = signed_add(dir.path(), 200, "back.example.com.", "192.0.2.2");
+    assert_eq!(exchange_udp(&dns, &msg, common::WAIT), Some(0));
+    dns.await_answer("back.example.com.", "A", &["192.0.2.2"]);
 }

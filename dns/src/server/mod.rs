@@ -136,6 +136,7 @@ impl Responder {
             verified,
             peer,
             reply,
+            received: Instant::now(),
         };
         let Some(queue) = &self.updates else {
             return refuse_job(job, ResponseCode::Refused);

@@ -10,9 +10,10 @@
 //! get SERVFAIL (clients retry).
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use fedplane_ops::etcd::{EtcdSettings, bounded};
@@ -29,6 +30,18 @@ use crate::update::{self, UpdateError};
 pub const QUEUE: usize = 64;
 /// Evaluations of one update when other writers keep changing its keys.
 const ATTEMPTS: usize = 5;
+/// How long one update may take in all (etcd unreachable or hanging: SERVFAIL then, so a
+/// queue of updates drains in bounded time).
+pub const DEADLINE: Duration = Duration::from_secs(5);
+/// An update that waited longer than this in the queue is answered SERVFAIL without being
+/// applied: its client has given up (or retried, and the retry is queued too).
+pub const MAX_AGE: Duration = Duration::from_secs(3);
+/// How long the answer to an update is remembered by its MAC: the same signed message again
+/// (a retransmission, or a replay within the TSIG fudge) gets that answer and is not applied
+/// a second time.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(600);
+/// Answers remembered at most (the oldest go first past it).
+const REPLAY_ENTRIES: usize = 10_000;
 
 /// Where an update's answer goes.
 #[derive(Debug)]
@@ -64,6 +77,8 @@ pub struct Job {
     pub peer: IpAddr,
     /// Where the answer goes.
     pub reply: ReplyTo,
+    /// When it arrived.
+    pub received: Instant,
 }
 
 /// The answer to update `request` (its TSIG record removed) with `rcode`: ID, opcode and zone
@@ -93,6 +108,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut client: Option<Client> = None;
+    let mut answered: HashMap<Vec<u8>, (Instant, ResponseCode)> = HashMap::new();
     loop {
         let job = tokio::select! {
             () = cancel.cancelled() => return,
@@ -102,15 +118,51 @@ pub async fn run(
             },
         };
         let owner = update::owner(job.verified.key.name());
-        let rcode = match apply(&mut client, &job.request, &zones, &etcd, &owner).await {
-            Ok((puts, deletes)) => {
-                info!(peer = %job.peer, %owner, puts, deletes, "update applied");
-                ResponseCode::NoError
+        let mac = job.verified.request_mac.clone();
+        let rcode = if let Some((_, rcode)) = answered
+            .get(&mac)
+            .filter(|(at, _)| at.elapsed() < REPLAY_WINDOW)
+        {
+            info!(peer = %job.peer, %owner, %rcode, "update seen before: answered again, not applied again");
+            *rcode
+        } else if job.received.elapsed() > MAX_AGE {
+            warn!(peer = %job.peer, %owner, "update waited too long for the updater: SERVFAIL, not applied");
+            ResponseCode::ServFail
+        } else {
+            let applied = tokio::time::timeout(
+                DEADLINE,
+                apply(&mut client, &job.request, &zones, &etcd, &owner),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                client = None;
+                Err(servfail(format!("etcd did not answer within {DEADLINE:?}")))
+            });
+            let rcode = match applied {
+                Ok((puts, deletes)) => {
+                    info!(peer = %job.peer, %owner, puts, deletes, "update applied");
+                    ResponseCode::NoError
+                }
+                Err(e) => {
+                    warn!(peer = %job.peer, %owner, reason = %e.reason, rcode = %e.rcode, "update not applied");
+                    e.rcode
+                }
+            };
+            if rcode != ResponseCode::ServFail {
+                if answered.len() >= REPLAY_ENTRIES {
+                    answered.retain(|_, (at, _)| at.elapsed() < REPLAY_WINDOW);
+                    if answered.len() >= REPLAY_ENTRIES
+                        && let Some(oldest) = answered
+                            .iter()
+                            .min_by_key(|(_, (at, _))| *at)
+                            .map(|(k, _)| k.clone())
+                    {
+                        answered.remove(&oldest);
+                    }
+                }
+                answered.insert(mac, (Instant::now(), rcode));
             }
-            Err(e) => {
-                warn!(peer = %job.peer, %owner, reason = %e.reason, rcode = %e.rcode, "update not applied");
-                e.rcode
-            }
+            rcode
         };
         count(rcode);
         let mut bytes = answer(&job.request, rcode);
@@ -236,7 +288,14 @@ async fn attempt_once(
             }
         }
     }
-    let plan = update::plan(req, zones.clone(), &read, owner).map_err(Attempt::Refused)?;
+    // Off the runtime: a plan reads each name's keys a few times over.
+    let (plan, read) = {
+        let (req, zones, owner) = (req.clone(), zones.clone(), owner.to_owned());
+        tokio::task::spawn_blocking(move || (update::plan(&req, zones, &read, &owner), read))
+            .await
+            .map_err(|e| Attempt::Etcd(format!("planning failed: {e}")))?
+    };
+    let plan = plan.map_err(Attempt::Refused)?;
     if plan.is_empty() {
         return Ok(Some((0, 0)));
     }

@@ -119,15 +119,30 @@ fn every_addable_type_round_trips_through_the_layout() {
         );
         assert_eq!(p.map(|p| p.puts.len()), Ok(1), "{data}");
     }
-    // Two strings the layout would join into one: refused, not changed.
-    let two = RData::TXT(TXT::new(vec!["a".into(), "b".into()]));
-    assert_eq!(
-        rcode(run(
-            &msg("example.com.", vec![], vec![add("x.example.com.", two)]),
-            &kvs(&[])
-        )),
-        ResponseCode::Refused
-    );
+    // Several strings are kept joined (SkyDNS holds one text), and read back as one.
+    let two = RData::TXT(TXT::new(vec!["v=spf1 ".into(), "-all".into()]));
+    let p = run(
+        &msg(
+            "example.com.",
+            vec![],
+            vec![add("x.example.com.", two.clone())],
+        ),
+        &kvs(&[]),
+    )
+    .expect("ok");
+    assert!(p.puts[0].1.contains(r#""text":"v=spf1 -all""#), "{p:?}");
+    // Deleting it with the strings as sent finds it.
+    let after: BTreeMap<String, Vec<u8>> = p
+        .puts
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    let del = run(
+        &msg("example.com.", vec![], vec![del_rr("x.example.com.", two)]),
+        &after,
+    )
+    .expect("ok");
+    assert_eq!(del.deletes.len(), 1);
 }
 
 #[test]
@@ -493,4 +508,133 @@ fn is_update_reads_the_header() {
     assert_eq!(r[3] & 0x0F, 5);
     assert_eq!(r[2], 0x80 | (5 << 3));
     assert_eq!(u16::from_be_bytes([r[4], r[5]]), 1);
+}
+
+#[test]
+fn adding_below_a_name_of_another_writer_is_refused() {
+    // SkyDNS names hold their key and every key below: an add at evil.www would change the
+    // answers of www, another writer's name.
+    let read = kvs(&[
+        ("/skydns/com/example/www", r#"{"host":"10.0.0.1"}"#),
+        (
+            "/skydns/com/example/svc/web/c1/a",
+            r#"{"host":"10.0.0.2","managed-by":"fedplane-controller/f"}"#,
+        ),
+    ]);
+    for n in [
+        "evil.www.example.com.",
+        "evil.web.svc.example.com.",
+        "x.svc.example.com.",
+    ] {
+        let r = run(
+            &msg("example.com.", vec![], vec![add(n, a("6.6.6.6"))]),
+            &read,
+        );
+        assert_eq!(rcode(r), ResponseCode::Refused, "{n}");
+    }
+    // A name of its own, or below our own names, is fine.
+    let ours = format!(r#"{{"host":"10.0.0.3","managed-by":"{OWNER}"}}"#);
+    let read = kvs(&[("/skydns/com/example/team/_u-1", &ours)]);
+    for n in [
+        "new.example.com.",
+        "app.team.example.com.",
+        "a.b.team.example.com.",
+    ] {
+        let r = run(
+            &msg("example.com.", vec![], vec![add(n, a("10.1.1.1"))]),
+            &read,
+        );
+        assert_eq!(r.map(|p| p.puts.len()), Ok(1), "{n}");
+    }
+    // The names an add reads include the top one below the apex.
+    let z = zones();
+    let req = check(
+        &msg(
+            "example.com.",
+            vec![],
+            vec![add("a.b.team.example.com.", a("10.1.1.1"))],
+        ),
+        &z,
+    )
+    .expect("ok");
+    let r = ranges(&req, "/skydns").expect("ok");
+    assert!(r.contains(&"/skydns/com/example/team".to_owned()), "{r:?}");
+}
+
+#[test]
+fn keys_of_a_zone_served_below_are_never_changed() {
+    let ours = format!(r#"{{"host":"10.0.0.3","managed-by":"{OWNER}"}}"#);
+    let zones = Arc::new(Zones::new(
+        "/skydns",
+        &[name("example.com."), name("z.y.example.com.")],
+    ));
+    let read = kvs(&[("/skydns/com/example/y/z/host/_u-1", &ours)]);
+    let req = check(
+        &msg(
+            "example.com.",
+            vec![],
+            vec![del_rrset("y.example.com.", RecordType::ANY)],
+        ),
+        &zones,
+    )
+    .expect("ok");
+    assert_eq!(
+        plan(&req, zones, &read, OWNER).expect_err("refused").rcode,
+        ResponseCode::Refused
+    );
+}
+
+#[test]
+fn odd_forms_get_the_rfc_answers() {
+    let r = |u: Record| rcode(run(&msg("example.com.", vec![], vec![u]), &kvs(&[])));
+    // TTL 0 cannot be stored (SkyDNS reads 0 as the default).
+    assert_eq!(
+        r(with_class(
+            add("t.example.com.", a("10.0.0.1")),
+            DNSClass::IN,
+            0
+        )),
+        ResponseCode::Refused
+    );
+    // ANY with a meta type other than ANY is malformed (RFC 2136 §3.4.1.3).
+    assert_eq!(
+        r(del_rrset("t.example.com.", RecordType::AXFR)),
+        ResponseCode::FormErr
+    );
+    // A CNAME to itself.
+    let own = add(
+        "c.example.com.",
+        RData::CNAME(CNAME(name("c.example.com."))),
+    );
+    assert_eq!(r(own), ResponseCode::Refused);
+    // Too many updates for one transaction: refused before any work.
+    let many: Vec<Record> = (0..=MAX_TXN_OPS)
+        .map(|i| {
+            add(
+                "m.example.com.",
+                a(&format!("10.0.{}.{}", i / 256, i % 256)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rcode(run(&msg("example.com.", vec![], many), &kvs(&[]))),
+        ResponseCode::Refused
+    );
+    // The apex has an SOA RRset.
+    let soa = prereq("example.com.", DNSClass::ANY, RecordType::SOA);
+    assert!(run(&msg("example.com.", vec![soa], vec![]), &kvs(&[])).is_ok());
+}
+
+#[test]
+fn an_add_another_key_already_holds_is_a_duplicate() {
+    let z = zones();
+    let u = add("d.example.com.", a("10.0.0.9"));
+    let req = check(&msg("example.com.", vec![], vec![u]), &z).expect("ok");
+    let first = plan(&req, z.clone(), &kvs(&[]), "rfc2136/other").expect("ok");
+    let read: BTreeMap<String, Vec<u8>> = first
+        .puts
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    assert!(plan(&req, z, &read, OWNER).expect("ok").is_empty());
 }
