@@ -13,7 +13,9 @@ mod dns;
 mod vipd;
 
 pub use controller::controller_snapshot;
-pub use dns::{dns_config, dns_query, dns_state, dns_transfer, etcd_key, skydns_value};
+pub use dns::{
+    dns_config, dns_query, dns_state, dns_transfer, dns_update, etcd_key, skydns_value,
+};
 pub use vipd::{vipd_config, vipd_pools, vrrp_advert, vrrp_receive};
 
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dns_config", dns_config),
     ("dns_state", dns_state),
     ("dns_transfer", dns_transfer),
+    ("dns_update", dns_update),
     ("vrrp_advert", vrrp_advert),
     ("vrrp_receive", vrrp_receive),
     ("vipd_config", vipd_config),
