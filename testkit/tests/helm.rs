@@ -1439,9 +1439,13 @@ const BAD: &[Bad] = &[
         what: "TSIG keys without their Secret",
         values: "dns: {tsig: {secretName: '', keys: [{name: xfr, algorithm: hmac-sha256}]}}\n",
         set: &[],
-        says: &[&[
-            "fedplane: dns.tsig.keys needs the Secret holding them: set dns.tsig.secretName",
-        ]],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.tsig.secretName: Does not match pattern",
+                "at '/dns/tsig/secretName'",
+            ],
+        ],
     },
     Bad {
         what: "two NOTIFY sources of one family",

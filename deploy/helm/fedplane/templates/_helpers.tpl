@@ -174,13 +174,10 @@ rather than a CIDR.
 {{- $at := printf "fedplane: %s has %q" .at $s }}
 {{- $first := $s }}
 {{- $key := "" }}
-{{- if contains "," $s }}
-{{- $first = regexReplaceAll ",.*$" $s "" }}
-{{- $rest := trimPrefix (printf "%s," $first) $s }}
-{{- if or (not (hasPrefix "key=" $rest)) (eq $rest "key=") }}
-{{- fail (printf "%s: what follows the comma must be key=NAME, NAME a key of dns.tsig.keys" $at) }}
-{{- end }}
-{{- $key = trimPrefix "key=" $rest }}
+{{- /* The schema allows nothing else after a comma than key=NAME. */}}
+{{- if contains ",key=" $s }}
+{{- $first = regexReplaceAll ",key=.*$" $s "" }}
+{{- $key = regexReplaceAll "^[^,]*,key=" $s "" }}
 {{- end }}
 {{- $which := ternary "which" (printf "whose %q" $first) (eq $first $s) }}
 {{- if .address }}
@@ -286,9 +283,6 @@ The checks the schema cannot make, each failing with what to set. Rendered by va
 {{- fail (printf "fedplane: dns.tsig.keys has two keys named %s" .name) }}
 {{- end }}
 {{- $_ := set $tsig $n .name }}
-{{- end }}
-{{- if and $v.dns.tsig.keys (not $v.dns.tsig.secretName) }}
-{{- fail "fedplane: dns.tsig.keys needs the Secret holding them: set dns.tsig.secretName" }}
 {{- end }}
 {{- range $field := list "allowTransfer" "notify" "allowUpdate" }}
 {{- range $i, $s := index $v.dns $field }}
