@@ -161,6 +161,7 @@ fn rendered() -> Vec<(String, String)> {
         "examples/seeds/usa",
         "examples/seeds/chn",
         "examples/etcd-tls",
+        "examples/dns-transfer",
     ] {
         assert!(
             names.iter().any(|n| n == want),

@@ -6,7 +6,8 @@
 //! - for every example, Helm 3 and Helm 4 render the same objects, which pass
 //!   `kubernetes-validate --strict` against Kubernetes 1.33 and 1.37;
 //! - for every example (the seeds' three clusters in `deploy/helm/examples/seeds`, the host and
-//!   member overlays, one cluster with etcd over TLS), the chart renders the objects that
+//!   member overlays, one cluster with etcd over TLS, one serving the zone to secondaries), the
+//!   chart renders the objects that
 //!   kustomize renders for the matching kustomization, up to what legitimately differs and
 //!   nothing else ([`from_helm`], [`from_kustomize`]): Helm's own labels, kustomize's hash
 //!   suffixes on generated names, the chart's checksum annotations in their stead, the
@@ -22,6 +23,9 @@
 //! - the chart's Namespace is kept on uninstall, and `--namespace` never moves the objects;
 //! - the pods' values (replicas, placement, priority, annotations, labels, extra arguments and
 //!   variables, grace periods) render where they say, never in a selector, and validate;
+//! - the values of fedplane-dns's transfers, NOTIFY, TSIG and UPDATE render the flags, the TSIG
+//!   Secret's volume and the Service fedplane-dns-external, and validate; with none of them
+//!   set, none of it renders;
 //! - every value is typed in the schema and documented in the chart's README.
 //!
 //! `scripts/install-deps --tools` installs Helm, kubectl and kubernetes-validate.
@@ -51,7 +55,7 @@ struct Example {
     helm: &'static [&'static str],
 }
 
-const EXAMPLES: [Example; 6] = [
+const EXAMPLES: [Example; 7] = [
     Example {
         kustomization: "examples/seeds/fcp",
         helm: &["-f", "deploy/helm/examples/seeds/fcp.yaml"],
@@ -86,7 +90,15 @@ const EXAMPLES: [Example; 6] = [
             "controller.kubeconfig=deploy/overlays/host/members.kubeconfig",
         ],
     },
+    Example {
+        kustomization: "examples/dns-transfer",
+        helm: &["-f", "deploy/helm/examples/dns-transfer.yaml"],
+    },
 ];
+
+/// [`EXAMPLES`]' member cluster serving the zone to secondaries (transfers, NOTIFY, TSIG,
+/// UPDATE, the Service fedplane-dns-external).
+const DNS_TRANSFER: usize = 6;
 
 /// The ConfigMaps and Secrets that kustomize's generators name with a hash of their content,
 /// so that a change rolls the pods that use them. The chart names them plainly and gives those
@@ -649,6 +661,43 @@ fn the_comparison_finds_real_drift() {
         ),
     ];
     for (file, from, to) in edits {
+        let copy = tempfile::tempdir().expect("temp dir");
+        copy_tree(&repo_dir().join(CHART), copy.path());
+        let path = copy.path().join(file);
+        let text = std::fs::read_to_string(&path).expect("read the chart");
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("edit the copy");
+        let yaml = run(helm(HELMS[0], home.path())
+            .args(["template", RELEASE])
+            .arg(copy.path())
+            .args(example.helm))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !compare(example, &kustomized, HELMS[0], &yaml).is_empty(),
+            "the comparison misses {from:?} → {to:?} in {file}"
+        );
+    }
+    // The same for what the dns-transfer example adds: a flag, the Secret's mount, the
+    // external Service's policy.
+    let example = &EXAMPLES[DNS_TRANSFER];
+    let kustomized = from_kustomize(&kustomize(&deploy_dir().join(example.kustomization)));
+    for (file, from, to) in [
+        (
+            "templates/dns.yaml",
+            "\"--notify=%s\"",
+            "\"--notify=%s,key=xfr\"",
+        ),
+        (
+            "templates/dns.yaml",
+            "mountPath: /etc/fedplane/tsig",
+            "mountPath: /etc/fedplane/keys",
+        ),
+        (
+            "templates/dns.yaml",
+            "externalTrafficPolicy: {{ .externalTrafficPolicy }}",
+            "externalTrafficPolicy: Cluster",
+        ),
+    ] {
         let copy = tempfile::tempdir().expect("temp dir");
         copy_tree(&repo_dir().join(CHART), copy.path());
         let path = copy.path().join(file);
@@ -1307,6 +1356,141 @@ const BAD: &[Bad] = &[
             ],
         ],
     },
+    // fedplane-dns's transfers, NOTIFY, TSIG and UPDATE.
+    Bad {
+        what: "an UPDATE entry without a key",
+        values: "dns: {tsig: {keys: [{name: ddns, algorithm: hmac-sha256}]}, allowUpdate: ['10.0.0.0/8']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.allowUpdate[0] has \"10.0.0.0/8\" without a key: UPDATE needs one, CIDR,key=NAME with NAME a key of dns.tsig.keys",
+        ]],
+    },
+    Bad {
+        what: "a transfer entry naming a key that is not in the keys",
+        values: "dns: {tsig: {keys: [{name: xfr, algorithm: hmac-sha256}]}, allowTransfer: ['192.0.2.53/32,key=xrf']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.allowTransfer[0] has \"192.0.2.53/32,key=xrf\", which names the TSIG key xrf, not one of dns.tsig.keys (xfr)",
+        ]],
+    },
+    Bad {
+        what: "a NOTIFY target naming a key when there is none",
+        values: "dns: {notify: ['[2001:db8::53]:53,key=xfr']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.notify[0] has \"[2001:db8::53]:53,key=xfr\", which names the TSIG key xfr, not one of dns.tsig.keys (none)",
+        ]],
+    },
+    Bad {
+        what: "an UPDATE entry naming a key that is not in the keys",
+        values: "dns: {tsig: {keys: [{name: xfr, algorithm: hmac-sha256}]}, allowUpdate: ['10.0.0.0/8,key=ddns']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.allowUpdate[0] has \"10.0.0.0/8,key=ddns\", which names the TSIG key ddns, not one of dns.tsig.keys (xfr)",
+        ]],
+    },
+    Bad {
+        what: "something else than key=NAME after the comma",
+        values: "dns: {allowTransfer: ['10.0.0.0/8,tsig=xfr']}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.allowTransfer.0: Does not match pattern",
+                "'10.0.0.0/8,tsig=xfr' does not match pattern",
+            ],
+        ],
+    },
+    Bad {
+        what: "a transfer CIDR with a prefix length past 32",
+        values: "dns: {allowTransfer: ['10.0.0.0/33']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.allowTransfer[0] has \"10.0.0.0/33\", which is not an address or a CIDR",
+        ]],
+    },
+    Bad {
+        what: "a NOTIFY target that is not an address",
+        values: "dns: {notify: ['192.0.2.300:53']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.notify[0] has \"192.0.2.300:53\", which is not an address: give ADDR, ADDR:PORT or [IPv6]:PORT",
+        ]],
+    },
+    Bad {
+        what: "two TSIG keys of one name (names are case-insensitive, the trailing dot optional)",
+        values: "dns: {tsig: {keys: [{name: xfr, algorithm: hmac-sha256}, {name: XFR., algorithm: hmac-sha512}]}}\n",
+        set: &[],
+        says: &[&["fedplane: dns.tsig.keys has two keys named XFR."]],
+    },
+    Bad {
+        what: "a TSIG algorithm fedplane-dns does not have",
+        values: "dns: {tsig: {keys: [{name: xfr, algorithm: hmac-md5}]}}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "algorithm must be one of",
+                "/algorithm': value must be one of",
+            ],
+        ],
+    },
+    Bad {
+        what: "TSIG keys without their Secret",
+        values: "dns: {tsig: {secretName: '', keys: [{name: xfr, algorithm: hmac-sha256}]}}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "dns.tsig.secretName: Does not match pattern",
+                "at '/dns/tsig/secretName'",
+            ],
+        ],
+    },
+    Bad {
+        what: "two NOTIFY sources of one family",
+        values: "dns: {notifySource: [10.0.0.1, 10.0.0.2]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.notifySource has two IPv4 addresses: give at most one per family",
+        ]],
+    },
+    Bad {
+        what: "a catalog zone and the flag in extraArgs too",
+        values: "dns: {catalogZone: catalog.invalid., extraArgs: ['--catalog-zone=cat.invalid.']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.extraArgs has \"--catalog-zone=cat.invalid.\", a flag the chart passes itself (--catalog-zone=catalog.invalid.)",
+        ]],
+    },
+    Bad {
+        what: "a load balancer address on a NodePort Service",
+        values: "dns: {externalService: {enabled: true, type: NodePort, loadBalancerIP: 10.4.0.53}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.externalService.loadBalancerIP is set, but its type is NodePort: it needs LoadBalancer",
+        ]],
+    },
+    Bad {
+        what: "a load balancer address past 255",
+        values: "dns: {externalService: {enabled: true, loadBalancerIP: 10.4.0.256}}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: dns.externalService.loadBalancerIP is \"10.4.0.256\", which is not an IPv4 or IPv6 address",
+        ]],
+    },
+    Bad {
+        what: "a misspelt traffic policy",
+        values: "dns: {externalService: {externalTrafficPolicy: local}}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "externalTrafficPolicy must be one of",
+                "/externalTrafficPolicy': value must be one of",
+            ],
+        ],
+    },
 ];
 
 #[test]
@@ -1826,6 +2010,135 @@ fn the_pods_values_render_where_they_say_and_validate() {
         "one dns replica with a PodDisruptionBudget"
     );
     validate_strictly(&[file, write_objects(home.path(), "one", &one)]);
+}
+
+/// fedplane-dns's transfers, NOTIFY, TSIG and UPDATE: the values render the flags after the
+/// chart's (before `extraArgs`, which may repeat the repeatable ones), the TSIG Secret mounted
+/// read-only, and the Service fedplane-dns-external as they say, and validate; with none set,
+/// none of it renders.
+#[test]
+fn the_dns_transfer_values_render_the_flags_the_keys_and_the_external_service_and_validate() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let base = render(home.path(), &[]);
+    let dns = json!({
+        "tsig": {"secretName": "corp-tsig", "keys": [
+            {"name": "xfr.corp.example.", "algorithm": "hmac-sha512"},
+            {"name": "ddns", "algorithm": "hmac-sha256"}]},
+        "allowTransfer": ["192.0.2.53/32,key=XFR.corp.example", "2001:db8::/32,key=xfr.corp.example.", "10.1.2.3"],
+        "notify": ["192.0.2.53:5353,key=xfr.corp.example.", "[2001:db8::53]:53", "2001:db8::54"],
+        "notifySource": ["fd00:10::5", "10.0.0.5"],
+        "allowUpdate": ["10.20.0.0/16,key=ddns"],
+        "catalogZone": "catalog.invalid",
+        "extraArgs": ["--allow-transfer=198.51.100.0/24,key=ddns", "--notify-interval=200ms"],
+        "externalService": {"enabled": true, "type": "LoadBalancer", "loadBalancerIP": "fd00:4::53",
+                            "externalTrafficPolicy": "Cluster",
+                            "annotations": {"fedplane.io/address-pool": "dns"}},
+    });
+    let values = home.path().join("transfer.yaml");
+    std::fs::write(&values, json!({"dns": dns}).to_string()).expect("write values");
+    let all = render(home.path(), &["-f", values.to_str().expect("UTF-8")]);
+
+    let (before, after) = (
+        &find(&base, "Deployment", "fedplane-dns")["spec"]["template"]["spec"],
+        &find(&all, "Deployment", "fedplane-dns")["spec"]["template"]["spec"],
+    );
+    let old_args = before["containers"][0]["args"].as_array().expect("args");
+    let args = after["containers"][0]["args"].as_array().expect("args");
+    assert_eq!(&args[..old_args.len()], &old_args[..], "the chart's args");
+    assert_eq!(
+        json!(&args[old_args.len()..]),
+        json!([
+            "--tsig-key=xfr.corp.example.:hmac-sha512:/etc/fedplane/tsig/xfr.corp.example.",
+            "--tsig-key=ddns:hmac-sha256:/etc/fedplane/tsig/ddns",
+            "--allow-transfer=192.0.2.53/32,key=XFR.corp.example",
+            "--allow-transfer=2001:db8::/32,key=xfr.corp.example.",
+            "--allow-transfer=10.1.2.3",
+            "--notify=192.0.2.53:5353,key=xfr.corp.example.",
+            "--notify=[2001:db8::53]:53",
+            "--notify=2001:db8::54",
+            "--notify-source=fd00:10::5",
+            "--notify-source=10.0.0.5",
+            "--allow-update=10.20.0.0/16,key=ddns",
+            "--catalog-zone=catalog.invalid",
+            "--allow-transfer=198.51.100.0/24,key=ddns",
+            "--notify-interval=200ms",
+        ])
+    );
+    let mounts = after["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert!(
+        mounts.contains(
+            &json!({"name": "tsig", "mountPath": "/etc/fedplane/tsig", "readOnly": true})
+        ),
+        "no read-only TSIG mount in {mounts:?}"
+    );
+    let volumes = after["volumes"].as_array().expect("volumes");
+    assert!(
+        volumes.contains(&json!({"name": "tsig", "secret": {"secretName": "corp-tsig"}})),
+        "no TSIG Secret volume in {volumes:?}"
+    );
+    let external = find(&all, "Service", "fedplane-dns-external");
+    assert_eq!(
+        external["metadata"]["annotations"],
+        json!({"fedplane.io/address-pool": "dns"})
+    );
+    assert_eq!(
+        external["spec"],
+        json!({
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": "Cluster",
+            "loadBalancerIP": "fd00:4::53",
+            "selector": {"app.kubernetes.io/name": "fedplane-dns"},
+            "ports": [
+                {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "targetPort": "dns-tcp", "protocol": "TCP"},
+            ],
+        })
+    );
+    // The in-cluster Service is untouched; the external one selects the same pods, whose named
+    // ports are 1053.
+    assert_eq!(
+        find(&all, "Service", "fedplane-dns"),
+        find(&base, "Service", "fedplane-dns")
+    );
+    let ports = &after["containers"][0]["ports"];
+    for (name, protocol) in [("dns", "UDP"), ("dns-tcp", "TCP")] {
+        assert!(
+            ports
+                .as_array()
+                .expect("ports")
+                .contains(&json!({"name": name, "containerPort": 1053, "protocol": protocol})),
+            "{name}: {ports}"
+        );
+    }
+    let file = write_objects(home.path(), "transfer", &all);
+
+    // A NodePort, with the default policy (Local) and no address asked for.
+    let node_port = render(
+        home.path(),
+        &[
+            "--set",
+            "dns.externalService.enabled=true,dns.externalService.type=NodePort",
+        ],
+    );
+    let spec = &find(&node_port, "Service", "fedplane-dns-external")["spec"];
+    assert_eq!(spec["type"], "NodePort");
+    assert_eq!(spec["externalTrafficPolicy"], "Local");
+    assert!(spec.get("loadBalancerIP").is_none(), "{spec}");
+
+    // None of it by default: no TSIG volume, no flag, no external Service.
+    let text: String = base.iter().map(Value::to_string).collect();
+    for absent in [
+        "tsig",
+        "fedplane-dns-external",
+        "--allow-",
+        "--notify",
+        "--catalog-zone",
+    ] {
+        assert!(!text.contains(absent), "the defaults render {absent:?}");
+    }
+    validate_strictly(&[file, write_objects(home.path(), "node-port", &node_port)]);
 }
 
 /// The paths of `values` down to its settings (a list, a scalar, an empty map such as

@@ -163,6 +163,49 @@ also refuses IPv6 CIDRs with host bits set and backward IPv6 ranges, which this 
 {{- end }}
 
 {{/*
+Fails unless .s is a CIDR or an address of fedplane-dns's access lists, optionally followed
+by ,key=NAME naming a key of .keys (a dict of the names of dns.tsig.keys, lowercase without
+the trailing dot, to their names as given); .at names the value, .keyed whether the key is
+required, .address whether the first part is a NOTIFY target (ADDR, ADDR:PORT, [IPv6]:PORT)
+rather than a CIDR.
+*/}}
+{{- define "fedplane.checkKeyedEntry" -}}
+{{- $s := .s }}
+{{- $at := printf "fedplane: %s has %q" .at $s }}
+{{- $first := $s }}
+{{- $key := "" }}
+{{- /* The schema allows nothing else after a comma than key=NAME. */}}
+{{- if contains ",key=" $s }}
+{{- $first = regexReplaceAll ",key=.*$" $s "" }}
+{{- $key = regexReplaceAll "^[^,]*,key=" $s "" }}
+{{- end }}
+{{- $which := ternary "which" (printf "whose %q" $first) (eq $first $s) }}
+{{- if .address }}
+{{- $ip := $first }}
+{{- if regexMatch `^\[.*\]:[0-9]{1,5}$` $first }}
+{{- $ip = regexReplaceAll `^\[(.*)\]:[0-9]+$` $first "${1}" }}
+{{- else if regexMatch `^[0-9.]+:[0-9]{1,5}$` $first }}
+{{- $ip = regexReplaceAll `:[0-9]+$` $first "" }}
+{{- end }}
+{{- if not (include "fedplane.ipFamily" $ip) }}
+{{- fail (printf "%s, %s is not an address: give ADDR, ADDR:PORT or [IPv6]:PORT (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53)" $at $which) }}
+{{- end }}
+{{- else }}
+{{- $parts := splitList "/" $first }}
+{{- $family := include "fedplane.ipFamily" (first $parts) }}
+{{- if or (gt (len $parts) 2) (not $family) (and (eq (len $parts) 2) (or (not (regexMatch "^(0|[1-9][0-9]{0,2})$" (last $parts))) (gt (atoi (last $parts)) (ternary 32 128 (eq $family "ipv4"))))) }}
+{{- fail (printf "%s, %s is not an address or a CIDR: an IPv4 address with a prefix length of 0-32 (192.0.2.53/32, 10.0.0.0/8) or an IPv6 address with 0-128 (2001:db8::/32)" $at $which) }}
+{{- end }}
+{{- end }}
+{{- if and .keyed (not $key) }}
+{{- fail (printf "%s without a key: UPDATE needs one, CIDR,key=NAME with NAME a key of dns.tsig.keys (10.0.0.0/8,key=ddns)" $at) }}
+{{- end }}
+{{- if and $key (not (hasKey .keys (lower (trimSuffix "." $key)))) }}
+{{- fail (printf "%s, which names the TSIG key %s, not one of dns.tsig.keys (%s): add {name: %s, algorithm: ...} there and the key to the Secret dns.tsig.secretName" $at $key (join ", " (values .keys | sortAlpha) | default "none") $key) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The checks of one program's pod values (dns, controller, vipd), each failing with what to set:
 .key names the program's values, .values are they, .program is its name (and its pods'
 app.kubernetes.io/name), .args the arguments the chart passes it (a YAML list), .repeatable the
@@ -223,7 +266,7 @@ The checks the schema cannot make, each failing with what to set. Rendered by va
 {{- include "fedplane.validateProgram" (dict "key" "controller" "values" $v.controller "program" "fedplane-controller" "args" (include "fedplane.controller.args" .) "repeatable" (list) "env" (include "fedplane.settingsEnv" . | fromYaml)) }}
 {{- end }}
 {{- if $v.roles.member }}
-{{- include "fedplane.validateProgram" (dict "key" "dns" "values" $v.dns "program" "fedplane-dns" "args" (include "fedplane.dns.args" .) "repeatable" (list "--zone" "--listen") "env" (include "fedplane.settingsEnv" . | fromYaml)) }}
+{{- include "fedplane.validateProgram" (dict "key" "dns" "values" $v.dns "program" "fedplane-dns" "args" (include "fedplane.dns.args" .) "repeatable" (list "--zone" "--listen" "--tsig-key" "--allow-transfer" "--notify" "--notify-source" "--allow-update") "env" (include "fedplane.settingsEnv" . | fromYaml)) }}
 {{- include "fedplane.validateProgram" (dict "key" "vipd" "values" $v.vipd "program" "fedplane-vipd" "args" (include "fedplane.vipd.args" .) "repeatable" (list) "env" (dict "NODE_NAME" "to the node's name" "POD_NAME" "to the pod's name" "POD_NAMESPACE" "to the pod's namespace")) }}
 {{- with $v.dns.service.clusterIP }}
 {{- if eq . "None" }}
@@ -231,6 +274,40 @@ The checks the schema cannot make, each failing with what to set. Rendered by va
 {{- end }}
 {{- if not (include "fedplane.ipFamily" .) }}
 {{- fail (printf "fedplane: dns.service.clusterIP is %q, which is not an IPv4 or IPv6 address: pin an unused address of the service range, or leave it empty" .) }}
+{{- end }}
+{{- end }}
+{{- $tsig := dict }}
+{{- range $v.dns.tsig.keys }}
+{{- $n := lower (trimSuffix "." .name) }}
+{{- if hasKey $tsig $n }}
+{{- fail (printf "fedplane: dns.tsig.keys has two keys named %s" .name) }}
+{{- end }}
+{{- $_ := set $tsig $n .name }}
+{{- end }}
+{{- range $field := list "allowTransfer" "notify" "allowUpdate" }}
+{{- range $i, $s := index $v.dns $field }}
+{{- include "fedplane.checkKeyedEntry" (dict "at" (printf "dns.%s[%d]" $field $i) "s" $s "keys" $tsig "keyed" (eq $field "allowUpdate") "address" (eq $field "notify")) }}
+{{- end }}
+{{- end }}
+{{- $families := dict }}
+{{- range $v.dns.notifySource }}
+{{- $family := include "fedplane.ipFamily" . }}
+{{- if not $family }}
+{{- fail (printf "fedplane: dns.notifySource has %q, which is not an IPv4 or IPv6 address" .) }}
+{{- end }}
+{{- if hasKey $families $family }}
+{{- fail (printf "fedplane: dns.notifySource has two %s addresses: give at most one per family" (ternary "IPv4" "IPv6" (eq $family "ipv4"))) }}
+{{- end }}
+{{- $_ := set $families $family true }}
+{{- end }}
+{{- with $v.dns.externalService }}
+{{- if .loadBalancerIP }}
+{{- if ne .type "LoadBalancer" }}
+{{- fail (printf "fedplane: dns.externalService.loadBalancerIP is set, but its type is %s: it needs LoadBalancer" .type) }}
+{{- end }}
+{{- if not (include "fedplane.ipFamily" .loadBalancerIP) }}
+{{- fail (printf "fedplane: dns.externalService.loadBalancerIP is %q, which is not an IPv4 or IPv6 address" .loadBalancerIP) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- range $i, $g := $v.vipd.groups }}
