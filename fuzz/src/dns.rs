@@ -416,13 +416,31 @@ pub fn dns_transfer(data: &[u8]) {
 /// unmarked one, another key's, and one of the nested zone.
 fn update_keys() -> std::collections::BTreeMap<String, Vec<u8>> {
     [
-        ("/skydns/com/example/web/_u-1", r#"{"host":"10.0.0.1","managed-by":"rfc2136/ddns"}"#),
-        ("/skydns/com/example/web/c1/a", r#"{"host":"10.0.0.2","managed-by":"fedplane-controller/f"}"#),
+        (
+            "/skydns/com/example/web/_u-1",
+            r#"{"host":"10.0.0.1","managed-by":"rfc2136/ddns"}"#,
+        ),
+        (
+            "/skydns/com/example/web/c1/a",
+            r#"{"host":"10.0.0.2","managed-by":"fedplane-controller/f"}"#,
+        ),
         ("/skydns/com/example/www", r#"{"host":"web.example.com"}"#),
-        ("/skydns/com/example/mx/_u-2", r#"{"host":"mx.example.org.","mail":true,"managed-by":"rfc2136/ddns"}"#),
-        ("/skydns/com/example/other/_u-3", r#"{"text":"t","managed-by":"rfc2136/other"}"#),
-        ("/skydns/com/example/dns/apex/_u-4", r#"{"text":"apex","managed-by":"rfc2136/ddns"}"#),
-        ("/skydns/com/example/sub/x/_u-5", r#"{"host":"10.0.0.5","managed-by":"rfc2136/ddns"}"#),
+        (
+            "/skydns/com/example/mx/_u-2",
+            r#"{"host":"mx.example.org.","mail":true,"managed-by":"rfc2136/ddns"}"#,
+        ),
+        (
+            "/skydns/com/example/other/_u-3",
+            r#"{"text":"t","managed-by":"rfc2136/other"}"#,
+        ),
+        (
+            "/skydns/com/example/dns/apex/_u-4",
+            r#"{"text":"apex","managed-by":"rfc2136/ddns"}"#,
+        ),
+        (
+            "/skydns/com/example/sub/x/_u-5",
+            r#"{"host":"10.0.0.5","managed-by":"rfc2136/ddns"}"#,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
@@ -459,13 +477,29 @@ pub fn dns_update(data: &[u8]) {
     for k in &plan.deletes {
         let v = read.get(k).expect("only keys that were read are deleted");
         assert_eq!(update::owner_of(v).as_deref(), Some(owner), "deleted {k}");
-        assert_eq!(zones.find_key(k), Some(req.zi), "deleted {k} of another zone");
+        assert_eq!(
+            zones.find_key(k),
+            Some(req.zi),
+            "deleted {k} of another zone"
+        );
     }
     for (k, v) in &plan.puts {
-        assert_eq!(update::owner_of(v.as_bytes()).as_deref(), Some(owner), "wrote {k}");
-        assert_eq!(zones.find_key(k), Some(req.zi), "wrote {k} outside the zone");
+        assert_eq!(
+            update::owner_of(v.as_bytes()).as_deref(),
+            Some(owner),
+            "wrote {k}"
+        );
+        assert_eq!(
+            zones.find_key(k),
+            Some(req.zi),
+            "wrote {k} outside the zone"
+        );
         if let Some(old) = read.get(k) {
-            assert_eq!(update::owner_of(old).as_deref(), Some(owner), "overwrote {k}");
+            assert_eq!(
+                update::owner_of(old).as_deref(),
+                Some(owner),
+                "overwrote {k}"
+            );
         }
         Record::parse(v.as_bytes()).expect("what we write reads back as a record");
         check_key(zones.prefix(), k.as_bytes()).expect("what we write is a valid key");

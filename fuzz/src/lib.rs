@@ -13,9 +13,7 @@ mod dns;
 mod vipd;
 
 pub use controller::controller_snapshot;
-pub use dns::{
-    dns_config, dns_query, dns_state, dns_transfer, dns_update, etcd_key, skydns_value,
-};
+pub use dns::{dns_config, dns_query, dns_state, dns_transfer, dns_update, etcd_key, skydns_value};
 pub use vipd::{vipd_config, vipd_pools, vrrp_advert, vrrp_receive};
 
 use std::path::PathBuf;

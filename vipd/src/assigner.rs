@@ -205,7 +205,9 @@ impl Assigner {
             .and_then(|d| d.get("config.yaml").cloned());
         let parsed = match text {
             None => Err("no config.yaml in the pool ConfigMap".to_owned()),
-            Some(t) => Pools::from_yaml(&t).map_err(|e| e.to_string()),
+            Some(t) => Pools::from_yaml(&t)
+                .map_err(|e| e.to_string())
+                .and_then(refuse_bgp_pools),
         };
         match parsed {
             Ok(p) => {
@@ -361,4 +363,16 @@ impl Assigner {
             debug!(error = %e, "Event not recorded");
         }
     }
+}
+
+/// BGP pools are read and checked ([`crate::bgp::config`]) but not announced by this version
+/// yet: refused (the last valid pools stay) rather than silently held with VRRP.
+fn refuse_bgp_pools(pools: Pools) -> Result<Pools, String> {
+    if let Some(p) = pools.iter().find(|p| p.mode == crate::ipam::Mode::Bgp) {
+        return Err(format!(
+            "pools[{}].mode: bgp is not available in this version of fedplane-vipd yet",
+            p.name
+        ));
+    }
+    Ok(pools)
 }

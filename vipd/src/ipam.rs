@@ -32,7 +32,7 @@ mod pool;
 mod quarantine;
 
 pub use assign::assign;
-pub use pool::{Pool, PoolError, PoolSpec, Pools, PoolsDoc};
+pub use pool::{Mode, Pool, PoolError, PoolSpec, Pools, PoolsDoc};
 pub use quarantine::Quarantine;
 
 /// An address family.

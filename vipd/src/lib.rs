@@ -36,6 +36,7 @@
 
 pub mod announce;
 pub mod assigner;
+pub mod bgp;
 pub mod config;
 pub mod daemon;
 pub mod fsm;

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Deserialize;
 
 use super::Family;
+use crate::bgp::config::{self as bgp, BgpSettings, BgpSpec, PoolBgp, PoolBgpSpec};
 
 /// An invalid pool definition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +128,23 @@ pub struct PoolSpec {
     /// Whether Services that name no pool may get addresses from it (default true).
     #[serde(default = "yes")]
     pub auto_assign: bool,
+    /// How its addresses reach the network: `l2` (VRRP, the default) or `bgp`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// BGP settings of a `mode: bgp` pool.
+    #[serde(default)]
+    pub bgp: Option<PoolBgpSpec>,
+}
+
+/// How a pool's addresses reach the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Held by one node at a time with VRRP, announced with gratuitous ARP / NA.
+    #[default]
+    L2,
+    /// Announced to routers over BGP by the nodes that may serve it.
+    Bgp,
 }
 
 /// The document of the config file's `pools:` key and of the pool ConfigMap's `config.yaml`.
@@ -135,6 +153,9 @@ pub struct PoolsDoc {
     /// The pools, in the order auto-assignment tries them.
     #[serde(default)]
     pub pools: Vec<PoolSpec>,
+    /// The BGP speaker and its peers (needed by `mode: bgp` pools).
+    #[serde(default)]
+    pub bgp: Option<BgpSpec>,
 }
 
 /// A validated pool.
@@ -146,6 +167,10 @@ pub struct Pool {
     reserved: Vec<Range>,
     /// Used for Services that name no pool.
     pub auto_assign: bool,
+    /// How its addresses reach the network.
+    pub mode: Mode,
+    /// Its BGP settings (`mode: bgp`).
+    pub bgp: Option<PoolBgp>,
 }
 
 impl Pool {
@@ -198,13 +223,23 @@ impl Pool {
     }
 }
 
-/// Every pool, validated: names unique, no address in two pools.
+/// Every pool, validated: names unique, no address in two pools; with the BGP settings of
+/// the same document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pools(Vec<Pool>);
+pub struct Pools(Vec<Pool>, Option<BgpSettings>);
 
 impl Pools {
-    /// Validates `specs`.
+    /// Validates `specs` (no BGP section: a `mode: bgp` pool is refused).
     pub fn new(specs: &[PoolSpec]) -> Result<Self, PoolError> {
+        Self::with_bgp(specs, None)
+    }
+
+    /// Validates `specs` and the document's `bgp:` section together.
+    pub fn with_bgp(specs: &[PoolSpec], bgp_spec: Option<&BgpSpec>) -> Result<Self, PoolError> {
+        let bgp_settings = bgp_spec
+            .map(bgp::settings)
+            .transpose()
+            .map_err(PoolError::Invalid)?;
         let mut names = BTreeSet::new();
         let mut pools = Vec::new();
         for s in specs {
@@ -230,11 +265,35 @@ impl Pools {
             };
             let mut ranges = parse(&s.addresses, true)?;
             ranges.sort();
+            let pool_bgp = match (s.mode, &s.bgp) {
+                (Mode::L2, Some(_)) => {
+                    return Err(PoolError::Invalid(format!(
+                        "pools[{}].bgp: only a pool with mode: bgp has BGP settings",
+                        s.name
+                    )));
+                }
+                (Mode::L2, None) => None,
+                (Mode::Bgp, _) if bgp_settings.is_none() => {
+                    return Err(PoolError::Invalid(format!(
+                        "pools[{}].mode: bgp needs the document's bgp: section (asn, peers)",
+                        s.name
+                    )));
+                }
+                (Mode::Bgp, spec) => {
+                    let b =
+                        bgp::pool_bgp(&s.name, spec.as_ref().unwrap_or(&PoolBgpSpec::default()))
+                            .map_err(PoolError::Invalid)?;
+                    aggregates_stay_inside(&s.name, &parse(&s.addresses, false)?, &b)?;
+                    Some(b)
+                }
+            };
             pools.push(Pool {
                 name: s.name.clone(),
                 ranges,
                 reserved: parse(&s.reserved, false)?,
                 auto_assign: s.auto_assign,
+                mode: s.mode,
+                bgp: pool_bgp,
             });
         }
         let mut all: Vec<(&Range, &str)> = pools
@@ -253,19 +312,24 @@ impl Pools {
                 }));
             }
         }
-        Ok(Self(pools))
+        Ok(Self(pools, bgp_settings))
     }
 
     /// Parses and validates a [`PoolsDoc`] in YAML.
     pub fn from_yaml(text: &str) -> Result<Self, PoolError> {
         let doc: PoolsDoc =
             serde_saphyr::from_str(text).map_err(|e| PoolError::Invalid(e.to_string()))?;
-        Self::new(&doc.pools)
+        Self::with_bgp(&doc.pools, doc.bgp.as_ref())
     }
 
     /// The pools in order.
     pub fn iter(&self) -> impl Iterator<Item = &Pool> {
         self.0.iter()
+    }
+
+    /// The document's BGP settings, if it has a `bgp:` section.
+    pub fn bgp(&self) -> Option<&BgpSettings> {
+        self.1.as_ref()
     }
 
     /// The pool named `name`.
@@ -277,4 +341,32 @@ impl Pools {
     pub fn pool_of(&self, ip: IpAddr) -> Option<&Pool> {
         self.0.iter().find(|p| p.covers(ip))
     }
+}
+
+/// Refuses aggregation lengths whose prefix of a pool address would cover addresses outside
+/// the pool (`ranges` as written, network and broadcast addresses included).
+fn aggregates_stay_inside(pool: &str, ranges: &[Range], b: &PoolBgp) -> Result<(), PoolError> {
+    for r in ranges {
+        let (len, bits, field) = match r.family {
+            Family::V4 => (b.aggregation_v4, 32u32, "aggregation_length"),
+            Family::V6 => (b.aggregation_v6, 128u32, "aggregation_length_v6"),
+        };
+        let host_bits = bits - u32::from(len);
+        let mask: u128 = if host_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
+        let (first, last) = (r.start & !mask, r.end | mask);
+        if first < r.start || last > r.end {
+            return Err(PoolError::Invalid(format!(
+                "pools[{pool}].bgp.{field}: {len} makes routes that cover {}-{}, beyond the pool's {}-{}",
+                from_num(r.family, first),
+                from_num(r.family, last),
+                from_num(r.family, r.start),
+                from_num(r.family, r.end),
+            )));
+        }
+    }
+    Ok(())
 }

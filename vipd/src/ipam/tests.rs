@@ -13,6 +13,8 @@ fn spec(name: &str, addresses: &[&str], reserved: &[&str]) -> PoolSpec {
         addresses: addresses.iter().map(ToString::to_string).collect(),
         reserved: reserved.iter().map(ToString::to_string).collect(),
         auto_assign: true,
+        mode: crate::ipam::Mode::L2,
+        bgp: None,
     }
 }
 

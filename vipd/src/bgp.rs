@@ -1,0 +1,12 @@
+//! BGP mode (`mode: bgp` pools): LoadBalancer addresses announced to routers through a real
+//! BGP speaker (BIRD 2) beside fedplane-vipd, rather than held with VRRP on one node.
+//!
+//! - [`config`]: the `bgp:` section (speaker, peers, BFD, graceful restart, withdrawal
+//!   policy) and each pool's `bgp:` (communities, aggregation, node selector), checked with
+//!   errors that name the field. Free of I/O.
+//! - [`decide`]: which routes this node announces, and why each address it does not: pool
+//!   mode, `externalTrafficPolicy`, ready endpoints on this node and elsewhere, the node
+//!   cordoned, excluded or shutting down. Free of I/O, property-tested.
+
+pub mod config;
+pub mod decide;
