@@ -4,9 +4,12 @@
 //! - [`config`]: the `bgp:` section (speaker, peers, BFD, graceful restart, withdrawal
 //!   policy) and each pool's `bgp:` (communities, aggregation, node selector), checked with
 //!   errors that name the field. Free of I/O.
+//! - [`bird`]: BIRD's configuration rendered (the peers this node's labels select, vipd's
+//!   routes exported with their pools' communities) and its control socket's replies read.
 //! - [`decide`]: which routes this node announces, and why each address it does not: pool
 //!   mode, `externalTrafficPolicy`, ready endpoints on this node and elsewhere, the node
 //!   cordoned, excluded or shutting down. Free of I/O, property-tested.
 
+pub mod bird;
 pub mod config;
 pub mod decide;

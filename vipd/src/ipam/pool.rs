@@ -164,6 +164,8 @@ pub struct Pool {
     /// Name.
     pub name: String,
     ranges: Vec<Range>,
+    /// The ranges as written (CIDRs with their network and broadcast addresses).
+    written: Vec<Range>,
     reserved: Vec<Range>,
     /// Used for Services that name no pool.
     pub auto_assign: bool,
@@ -181,6 +183,41 @@ impl Pool {
 
     pub(super) fn reserves(&self, ip: IpAddr) -> bool {
         self.reserved.iter().any(|r| r.contains(ip))
+    }
+
+    /// The pool's addresses as written, as CIDRs (ranges split into the fewest prefixes).
+    pub fn cidrs(&self) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for r in &self.written {
+            let bits: u32 = match r.family {
+                Family::V4 => 32,
+                Family::V6 => 128,
+            };
+            let mut n = r.start;
+            loop {
+                // The largest block that starts at n and stays within the range.
+                let mut size = if n == 0 {
+                    bits
+                } else {
+                    n.trailing_zeros().min(bits)
+                };
+                while size > 0
+                    && (size >= 128 || n.checked_add((1u128 << size) - 1).is_none_or(|e| e > r.end))
+                {
+                    size -= 1;
+                }
+                let len = u8::try_from(bits - size).unwrap_or(0);
+                if let Ok(net) = ipnet::IpNet::new(from_num(r.family, n), len) {
+                    out.push(net);
+                }
+                let step = if size >= 128 { break } else { 1u128 << size };
+                match n.checked_add(step) {
+                    Some(next) if next <= r.end => n = next,
+                    _ => break,
+                }
+            }
+        }
+        out
     }
 
     /// Whether the pool has addresses of `family`.
@@ -265,6 +302,8 @@ impl Pools {
             };
             let mut ranges = parse(&s.addresses, true)?;
             ranges.sort();
+            let mut written = parse(&s.addresses, false)?;
+            written.sort();
             let pool_bgp = match (s.mode, &s.bgp) {
                 (Mode::L2, Some(_)) => {
                     return Err(PoolError::Invalid(format!(
@@ -283,13 +322,14 @@ impl Pools {
                     let b =
                         bgp::pool_bgp(&s.name, spec.as_ref().unwrap_or(&PoolBgpSpec::default()))
                             .map_err(PoolError::Invalid)?;
-                    aggregates_stay_inside(&s.name, &parse(&s.addresses, false)?, &b)?;
+                    aggregates_stay_inside(&s.name, &written, &b)?;
                     Some(b)
                 }
             };
             pools.push(Pool {
                 name: s.name.clone(),
                 ranges,
+                written,
                 reserved: parse(&s.reserved, false)?,
                 auto_assign: s.auto_assign,
                 mode: s.mode,

@@ -622,3 +622,36 @@ proptest! {
         prop_assert_eq!(r.plan, r2.plan);
     }
 }
+
+#[test]
+fn a_pool_splits_into_the_fewest_cidrs_as_written() {
+    let pools = Pools::new(&[spec(
+        "p",
+        &[
+            "10.4.0.0/24",
+            "10.4.1.3-10.4.1.9",
+            "fd00::/127",
+            "192.0.2.7",
+        ],
+        &[],
+    )])
+    .expect("valid");
+    let cidrs: Vec<String> = pools
+        .get("p")
+        .expect("p")
+        .cidrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        cidrs,
+        [
+            "10.4.0.0/24",
+            "10.4.1.3/32",
+            "10.4.1.4/30",
+            "10.4.1.8/31",
+            "192.0.2.7/32",
+            "fd00::/127"
+        ]
+    );
+}
