@@ -6,6 +6,8 @@
 //!   errors that name the field. Free of I/O.
 //! - [`bird`]: BIRD's configuration rendered (the peers this node's labels select, vipd's
 //!   routes exported with their pools' communities) and its control socket's replies read.
+//! - [`routes`]: the kernel table BIRD announces from, written through rtnetlink (only
+//!   vipd's routes, protocol 102, are ever changed).
 //! - [`decide`]: which routes this node announces, and why each address it does not: pool
 //!   mode, `externalTrafficPolicy`, ready endpoints on this node and elsewhere, the node
 //!   cordoned, excluded or shutting down. Free of I/O, property-tested.
@@ -13,3 +15,4 @@
 pub mod bird;
 pub mod config;
 pub mod decide;
+pub mod routes;
