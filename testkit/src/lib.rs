@@ -20,6 +20,7 @@ mod daemon;
 mod dig;
 mod dnsview;
 mod etcd;
+pub mod frr;
 pub mod keepalived;
 pub mod kube_fake;
 pub mod manifests;
@@ -72,6 +73,22 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Polls `check` until it returns `Some` (returned) or `timeout` passes (`None`).
+pub fn wait_until_or<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

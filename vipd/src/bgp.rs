@@ -8,6 +8,10 @@
 //!   routes exported with their pools' communities) and its control socket's replies read.
 //! - [`routes`]: the kernel table BIRD announces from, written through rtnetlink (only
 //!   vipd's routes, protocol 102, are ever changed).
+//! - [`engine`]: BIRD as vipd's child: configuration checked and reloaded in place, the
+//!   daemon restarted if it exits, its control socket asked about the sessions.
+//! - [`task`]: the BGP task: BIRD configured, the routes kept in the table, the sessions
+//!   followed; on shutdown the routes are withdrawn before BIRD stops.
 //! - [`decide`]: which routes this node announces, and why each address it does not: pool
 //!   mode, `externalTrafficPolicy`, ready endpoints on this node and elsewhere, the node
 //!   cordoned, excluded or shutting down. Free of I/O, property-tested.
@@ -15,4 +19,6 @@
 pub mod bird;
 pub mod config;
 pub mod decide;
+pub mod engine;
 pub mod routes;
+pub mod task;

@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 use fedplane_ops::parse_duration;
 
+use crate::bgp::config::{BgpSettings, BgpSpec};
+use crate::bgp::engine::EngineSettings;
 use crate::ipam::PoolSpec;
 use crate::services::DEFAULT_CLASS;
 
@@ -152,6 +154,12 @@ pub struct Cli {
     /// How long a released address waits before another Service may get it.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub quarantine: Duration,
+    /// BGP mode: the BIRD 2 program fedplane-vipd runs as its BGP speaker
+    #[arg(long, default_value = "bird", value_name = "PATH")]
+    pub bird: PathBuf,
+    /// BGP mode: the directory of BIRD's configuration and control socket (created, mode 0700)
+    #[arg(long, default_value = "/run/fedplane-vipd", value_name = "DIR")]
+    pub bgp_run_dir: PathBuf,
 }
 
 /// The YAML file.
@@ -164,6 +172,19 @@ struct File {
     groups: Vec<GroupFile>,
     #[serde(default)]
     pools: Vec<PoolSpec>,
+    #[serde(default)]
+    bgp: Option<BgpSpec>,
+}
+
+/// BGP mode without Kubernetes: the speaker, its peers and the addresses to announce.
+#[derive(Debug, Clone)]
+pub struct StaticBgp {
+    /// The checked `bgp:` section.
+    pub settings: BgpSettings,
+    /// `bgp.announce`: the addresses this node announces (host routes).
+    pub announce: Vec<IpAddr>,
+    /// Where BIRD is.
+    pub engine: EngineSettings,
 }
 
 /// Everything the daemon runs with.
@@ -177,6 +198,8 @@ pub struct Settings {
     pub log_format: String,
     /// Kubernetes mode, if on.
     pub kube: Option<KubeSettings>,
+    /// BGP mode from the config file (`bgp:` with `announce:`), without Kubernetes.
+    pub bgp: Option<StaticBgp>,
 }
 
 impl Settings {
@@ -200,6 +223,7 @@ impl Settings {
                 },
                 http: cli.http,
                 pools: Vec::new(),
+                bgp: None,
             },
         };
         let kube = if cli.kubernetes {
@@ -209,7 +233,31 @@ impl Settings {
         } else {
             None
         };
-        finish(described.groups, described.http, cli.log_format, kube)
+        let bgp = match described.bgp {
+            Some(_) if cli.kubernetes => {
+                return Err(invalid(
+                    "bgp: with --kubernetes the BGP settings come with the pools (not available in this version yet)",
+                ));
+            }
+            Some(spec) => {
+                let settings = crate::bgp::config::settings(&spec).map_err(invalid)?;
+                if spec.announce.is_empty() {
+                    return Err(invalid("bgp.announce: no addresses to announce"));
+                }
+                Some(StaticBgp {
+                    settings,
+                    announce: spec.announce.clone(),
+                    engine: EngineSettings {
+                        bird: cli.bird.clone(),
+                        run_dir: cli.bgp_run_dir.clone(),
+                    },
+                })
+            }
+            None => None,
+        };
+        let mut settings = finish(described.groups, described.http, cli.log_format, kube)?;
+        settings.bgp = bgp;
+        Ok(settings)
     }
 }
 
@@ -218,6 +266,7 @@ struct Described {
     groups: Vec<GroupSettings>,
     http: SocketAddr,
     pools: Vec<PoolSpec>,
+    bgp: Option<BgpSpec>,
 }
 
 /// The groups, HTTP address and pools of the `--config` file at `path`.
@@ -235,7 +284,7 @@ fn from_config_file(path: &PathBuf, cli: &Cli, node: &str) -> Result<Described, 
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
     let file: File = serde_saphyr::from_str(&text)
         .map_err(|e| ConfigError::Yaml(path.clone(), e.to_string()))?;
-    if file.groups.is_empty() && !cli.kubernetes {
+    if file.groups.is_empty() && !cli.kubernetes && file.bgp.is_none() {
         return Err(ConfigError::Yaml(path.clone(), "no groups".into()));
     }
     let groups = file
@@ -247,6 +296,7 @@ fn from_config_file(path: &PathBuf, cli: &Cli, node: &str) -> Result<Described, 
         groups,
         http: file.http.unwrap_or(cli.http),
         pools: file.pools,
+        bgp: file.bgp,
     })
 }
 
@@ -309,6 +359,7 @@ fn finish(
         http,
         log_format,
         kube,
+        bgp: None,
     })
 }
 

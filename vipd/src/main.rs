@@ -123,6 +123,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let mut kube_task = kube_thread.map(|t| t.run(senders));
+    // BGP mode without Kubernetes (bgp.announce): its own token, cancelled first on SIGTERM
+    // so that the routes are withdrawn before anything else stops.
+    let bgp_cancel = CancellationToken::new();
+    let mut bgp_task = None;
+    let mut _bgp_senders = None;
+    if let Some(b) = &settings.bgp {
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (inputs, config_tx, routes_tx) = fedplane_vipd::bgp::task::static_inputs(b, up)
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("BGP mode")?;
+        _bgp_senders = Some((config_tx, routes_tx));
+        info!(announce = ?b.announce, peers = b.settings.peers.len(), "BGP mode");
+        bgp_task = Some(tokio::spawn(fedplane_vipd::bgp::task::run(
+            inputs,
+            bgp_cancel.clone(),
+        )));
+    }
     info!(groups = settings.groups.len(), http = %settings.http, "fedplane-vipd started");
 
     let mut failed = None;
@@ -152,6 +169,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 failed = Some(anyhow::Error::from(e));
                 break;
             }
+        }
+    }
+    if let Some(t) = bgp_task {
+        bgp_cancel.cancel();
+        let bound = settings
+            .bgp
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |b| b.settings.withdraw_wait)
+            + std::time::Duration::from_secs(10);
+        if tokio::time::timeout(bound, t).await.is_err() {
+            warn!("BGP mode did not stop in time; exiting without it");
         }
     }
     http.drain();

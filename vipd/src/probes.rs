@@ -154,4 +154,28 @@ pub fn describe_metrics() {
         "fedplane_vipd_foreign_speakers_reported_total",
         "Refused VRRP speakers handed to Kubernetes mode, by result: event (a Warning Event), suppressed (reported within 10 min), error"
     );
+    describe_gauge!(
+        "fedplane_vipd_bgp_session_state",
+        "BGP session per peer as BIRD reports it: 0 down, 1 connecting (Connect/Active), 2 opening (OpenSent/OpenConfirm), 3 established"
+    );
+    describe_counter!(
+        "fedplane_vipd_bgp_session_flaps_total",
+        "BGP sessions that left Established, per peer"
+    );
+    describe_gauge!(
+        "fedplane_vipd_bgp_announced_prefixes",
+        "Routes fedplane-vipd keeps in its kernel table for BIRD to announce"
+    );
+    describe_counter!(
+        "fedplane_vipd_bgp_route_writes_total",
+        "Route changes written to the kernel table, by op (add, del, apply) and result"
+    );
+    describe_counter!(
+        "fedplane_vipd_bgp_engine_reloads_total",
+        "BIRD configurations put in use, by result: ok, refused (bird -p; the old one stays), error"
+    );
+    describe_counter!(
+        "fedplane_vipd_bgp_engine_restarts_total",
+        "BIRD restarted after it exited"
+    );
 }

@@ -116,6 +116,9 @@ pub struct BgpSpec {
     /// The peers.
     #[serde(default)]
     pub peers: Vec<PeerSpec>,
+    /// Without Kubernetes: the addresses this node announces.
+    #[serde(default)]
+    pub announce: Vec<IpAddr>,
 }
 
 /// A pool's `bgp:` as written.

@@ -273,6 +273,12 @@ impl Pools {
 
     /// Validates `specs` and the document's `bgp:` section together.
     pub fn with_bgp(specs: &[PoolSpec], bgp_spec: Option<&BgpSpec>) -> Result<Self, PoolError> {
+        if bgp_spec.is_some_and(|b| !b.announce.is_empty()) {
+            return Err(PoolError::Invalid(
+                "bgp.announce: only without --kubernetes (here the Services' addresses are announced)"
+                    .into(),
+            ));
+        }
         let bgp_settings = bgp_spec
             .map(bgp::settings)
             .transpose()

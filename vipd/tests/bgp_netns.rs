@@ -1,0 +1,243 @@
+//! BGP mode end to end, as root, in network namespaces: a router running FRR (zebra, bgpd,
+//! bfdd) and three nodes, each running fedplane-vipd with its BIRD and a web server holding
+//! the service address on `lo`. The router learns the address from every node and installs an
+//! ECMP route; clients (the router itself here) reach the nodes through it. A SIGTERM
+//! withdraws the node's route before fedplane-vipd exits; a node that dies (link down,
+//! processes killed) is gone from the router within the BFD detection time.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fedplane_testkit::frr::{Frr, RouterConfig};
+use fedplane_testkit::netns::{Host, Lan};
+use fedplane_testkit::{Daemon, require_program};
+use tempfile::TempDir;
+
+const VIP: &str = "10.9.0.10";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Lab {
+    _dir: TempDir,
+    router: Frr,
+    router_host: Host,
+    nodes: Vec<Host>,
+    vipds: Vec<Daemon>,
+    _webs: Vec<Daemon>,
+    _lan: Lan,
+}
+
+fn vip() -> IpAddr {
+    VIP.parse().expect("address")
+}
+
+/// fedplane-vipd on `node` in BGP mode announcing [`VIP`] to the router.
+fn vipd(node: &Host, name: &str, dir: &Path, bfd: bool) -> Daemon {
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "bgp:\n  asn: 65001\n  withdraw_wait: 2s\n  peers:\n    - {{name: tor, address: 10.0.0.1, asn: 65000, bfd: {bfd}, hold_time: 3s}}\n  announce: [{VIP}]\n"
+        ),
+    )
+    .expect("config");
+    let run_dir = dir.join(format!("run-{name}"));
+    let args: Vec<String> = [
+        "--config",
+        &config.to_string_lossy(),
+        "--node-name",
+        name,
+        "--http",
+        "127.0.0.1:9102",
+        "--bgp-run-dir",
+        &run_dir.to_string_lossy(),
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    node.spawn(Path::new(env!("CARGO_BIN_EXE_fedplane-vipd")), &args, &[])
+}
+
+fn web(node: &Host, name: &str, dir: &Path) -> Daemon {
+    let root = dir.join(format!("www-{name}"));
+    std::fs::create_dir_all(&root).expect("web root");
+    std::fs::write(root.join("name"), name).expect("web page");
+    let args: Vec<String> = [
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "0.0.0.0",
+        "--directory",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .chain([root.to_string_lossy().into_owned()])
+    .collect();
+    node.spawn(Path::new("python3"), &args, &[])
+}
+
+fn lab(bfd: bool) -> Lab {
+    require_program("bird", "bird2");
+    require_program("vtysh", "frr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lan = Lan::new();
+    let router_host = lan.add_host("10.0.0.1/24", None);
+    let router = Frr::start(
+        &router_host,
+        &RouterConfig {
+            asn: 65000,
+            listen_range: "10.0.0.0/24".into(),
+            peer_asn: 65001,
+            bfd,
+            timers: (1, 3),
+        },
+    );
+    let mut nodes = Vec::new();
+    let mut vipds = Vec::new();
+    let mut webs = Vec::new();
+    for i in 1..=3 {
+        let node = lan.add_host(&format!("10.0.0.1{i}/24"), None);
+        node.run(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+        node.run(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+        let name = format!("n{i}");
+        webs.push(web(&node, &name, dir.path()));
+        vipds.push(vipd(&node, &name, dir.path(), bfd));
+        nodes.push(node);
+    }
+    Lab {
+        _dir: dir,
+        router,
+        router_host,
+        nodes,
+        vipds,
+        _webs: webs,
+        _lan: lan,
+    }
+}
+
+impl Lab {
+    fn hops(&self, which: &[usize]) -> BTreeSet<IpAddr> {
+        which
+            .iter()
+            .map(|i| IpAddr::V4(self.nodes[*i].ipv4))
+            .collect()
+    }
+
+    /// The node names the router reaches over `n` fresh connections to the address.
+    fn reached(&self, n: usize) -> BTreeSet<String> {
+        (0..n)
+            .filter_map(|_| {
+                self.router_host
+                    .try_run(&[
+                        "curl",
+                        "-sf",
+                        "--max-time",
+                        "2",
+                        &format!("http://{VIP}:8080/name"),
+                    ])
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn every_node_announces_the_address_and_the_router_spreads_over_them() {
+    let lab = lab(true);
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+    let reached = lab.reached(24);
+    assert!(
+        reached.len() >= 2,
+        "ECMP reaches several nodes: {reached:?}"
+    );
+    // The BGP session state is in the metrics.
+    let metrics = lab.nodes[0].run(&["curl", "-sf", "http://127.0.0.1:9102/metrics"]);
+    assert!(
+        metrics.contains("fedplane_vipd_bgp_session_state{peer=\"tor\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fedplane_vipd_bgp_announced_prefixes 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_withdraws_the_route_before_fedplane_vipd_exits() {
+    let mut lab = lab(true);
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+    let started = Instant::now();
+    lab.vipds[1].signal("TERM");
+    let want = lab.hops(&[0, 2]);
+    let mut withdrawn = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        if lab.router.nexthops(vip()) == want {
+            withdrawn = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let withdrawn = withdrawn.expect("the route via n2 withdrawn after SIGTERM");
+    let status = lab.vipds[1].wait_exit(Duration::from_secs(15));
+    let exited = started.elapsed();
+    assert!(status.success(), "fedplane-vipd exits cleanly: {status}");
+    assert!(
+        withdrawn < exited,
+        "withdrawn at {withdrawn:?}, before the exit at {exited:?}"
+    );
+    // Its BIRD is gone with it.
+    let left = lab.nodes[1]
+        .try_run(&["pgrep", "-x", "bird"])
+        .unwrap_or_default();
+    let ours: Vec<&str> = left.lines().collect();
+    assert!(
+        ours.iter().all(|pid| !lab.nodes[1]
+            .try_run(&["ip", "netns", "identify", pid])
+            .unwrap_or_default()
+            .contains(&lab.nodes[1].ns)),
+        "BIRD of n2 still runs"
+    );
+    // The others still answer.
+    assert!(!lab.reached(6).is_empty());
+}
+
+#[test]
+fn a_dead_node_is_gone_from_the_router_within_the_bfd_detection_time() {
+    let lab = lab(true);
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+    // Wait for BFD to be up on the router for every peer before the cut.
+    fedplane_testkit::wait_until(WAIT, "BFD sessions up on the router", || {
+        let peers = lab.router.vtysh("show bfd peers brief");
+        (peers.matches(" up ").count() >= 3).then_some(())
+    });
+    let started = Instant::now();
+    lab.nodes[2].set_link(false);
+    lab.vipds[2].signal("KILL");
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1]), Duration::from_secs(5));
+    let gone = started.elapsed();
+    // BFD 100 ms × 3, plus the router's route update.
+    assert!(gone < Duration::from_secs(1), "gone after {gone:?}");
+    eprintln!("node dead -> route gone at the router: {gone:?}");
+}
+
+#[test]
+fn without_bfd_a_dead_node_is_gone_within_the_hold_time() {
+    let lab = lab(false);
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+    let started = Instant::now();
+    lab.nodes[0].set_link(false);
+    lab.vipds[0].signal("KILL");
+    // The router holds a session 3 s without a keepalive (timers 1 3).
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[1, 2]), Duration::from_secs(8));
+    let gone = started.elapsed();
+    assert!(gone < Duration::from_millis(4500), "gone after {gone:?}");
+    eprintln!("node dead, no BFD -> route gone at the router: {gone:?}");
+}
