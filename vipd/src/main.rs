@@ -33,6 +33,31 @@ async fn kube_ended(task: &mut Option<fedplane_vipd::kubernetes::KubeJoin>) {
     }
 }
 
+/// SIGHUP in BGP mode: the `bgp:` section read again and handed to the BGP task; a bad one
+/// is refused (named in the log) and the running configuration and sessions stay.
+fn reload_bgp(
+    config_tx: &watch::Sender<String>,
+    routes_tx: &watch::Sender<std::collections::BTreeSet<ipnet::IpNet>>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let new = <Cli as clap::Parser>::try_parse()
+        .map_err(|e| e.to_string())
+        .and_then(|cli| Settings::resolve(cli).map_err(|e| e.to_string()))
+        .and_then(|s| {
+            s.bgp
+                .ok_or_else(|| "bgp: removed (restart to leave BGP mode)".to_owned())
+        })
+        .and_then(|b| fedplane_vipd::bgp::task::static_inputs(&b, up));
+    match new {
+        Ok((inputs, _, _)) => {
+            config_tx.send_replace(inputs.config.borrow().clone());
+            routes_tx.send_replace(inputs.routes.borrow().clone());
+            info!("SIGHUP: BGP settings reloaded");
+        }
+        Err(e) => error!(error = %e, "BGP reload refused: the running configuration stays"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let settings = Settings::resolve(Cli::parse())
         .unwrap_or_else(|e| fedplane_ops::exit_usage("fedplane-vipd", &e));
@@ -63,9 +88,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .kube
         .as_ref()
         .map(|_| Arc::new(KubeStatus::default()));
+    let bgp_up = settings
+        .bgp
+        .as_ref()
+        .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let probes = VipdProbes {
         health: health.clone(),
         kube: kube_status.clone(),
+        bgp: bgp_up.clone(),
     };
     // Before anything can report ready or act, so a SIGTERM is never the default (fatal) one.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -128,8 +158,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let bgp_cancel = CancellationToken::new();
     let mut bgp_task = None;
     let mut _bgp_senders = None;
-    if let Some(b) = &settings.bgp {
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let (Some(b), Some(up)) = (&settings.bgp, bgp_up.clone()) {
         let (inputs, config_tx, routes_tx) = fedplane_vipd::bgp::task::static_inputs(b, up)
             .map_err(|e| anyhow::anyhow!(e))
             .context("BGP mode")?;
@@ -153,6 +182,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 } else {
                     info!("SIGHUP: reloading the configuration");
                     groups.reload(&settings).await;
+                    if let (Some((config_tx, routes_tx)), Some(up)) = (&_bgp_senders, &bgp_up) {
+                        reload_bgp(config_tx, routes_tx, up.clone());
+                    }
                 }
             }
             _ = usr1.recv() => groups.dump(),

@@ -51,6 +51,8 @@ pub struct VipdProbes {
     pub health: Arc<Health>,
     /// Kubernetes mode: ready once the Services are listed.
     pub kube: Option<Arc<KubeStatus>>,
+    /// BGP mode: BIRD answers on its control socket with our configuration.
+    pub bgp: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl fedplane_ops::Probes for VipdProbes {
@@ -64,6 +66,12 @@ impl fedplane_ops::Probes for VipdProbes {
             .is_some_and(|k| !k.synced.load(Ordering::Relaxed))
         {
             Err("Services not listed yet".into())
+        } else if self
+            .bgp
+            .as_ref()
+            .is_some_and(|up| !up.load(Ordering::Relaxed))
+        {
+            Err("BGP: BIRD is not running our configuration (see the log)".into())
         } else {
             Ok(())
         }

@@ -241,3 +241,51 @@ fn without_bfd_a_dead_node_is_gone_within_the_hold_time() {
     assert!(gone < Duration::from_millis(4500), "gone after {gone:?}");
     eprintln!("node dead, no BFD -> route gone at the router: {gone:?}");
 }
+
+#[test]
+fn a_broken_peer_config_is_refused_by_name_and_the_session_stays() {
+    let lab = lab(true);
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+    let config = lab._dir.path().join("n1.yaml");
+    let good = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, good.replace("asn: 65000", "asn: 0")).expect("write");
+    lab.vipds[0].signal("HUP");
+    fedplane_testkit::wait_until(WAIT, "the refusal in the log", || {
+        let out = lab.vipds[0].output();
+        (out.contains("BGP reload refused") && out.contains("bgp.peers[tor].asn")).then_some(())
+    });
+    // The session stayed up: no flap, the route still there, BIRD still answering.
+    let metrics = lab.nodes[0].run(&["curl", "-sf", "http://127.0.0.1:9102/metrics"]);
+    assert!(
+        !metrics.contains("fedplane_vipd_bgp_session_flaps_total"),
+        "{metrics}"
+    );
+    assert_eq!(lab.router.nexthops(vip()), lab.hops(&[0, 1, 2]));
+    let ready = lab.nodes[0].run(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://127.0.0.1:9102/readyz",
+    ]);
+    assert_eq!(ready, "200");
+    // A good change is taken in place.
+    std::fs::write(&config, good.replace("hold_time: 3s", "hold_time: 6s")).expect("write");
+    lab.vipds[0].signal("HUP");
+    fedplane_testkit::wait_until(WAIT, "the reload in the log", || {
+        lab.vipds[0]
+            .output()
+            .contains("BGP settings reloaded")
+            .then_some(())
+    });
+    fedplane_testkit::wait_until(WAIT, "the reload counted", || {
+        let m = lab.nodes[0].run(&["curl", "-sf", "http://127.0.0.1:9102/metrics"]);
+        m.contains("fedplane_vipd_bgp_engine_reloads_total{result=\"ok\"} 2")
+            .then_some(())
+    });
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+}
