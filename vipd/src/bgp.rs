@@ -12,6 +12,7 @@
 //!   daemon restarted if it exits, its control socket asked about the sessions.
 //! - [`task`]: the BGP task: BIRD configured, the routes kept in the table, the sessions
 //!   followed; on shutdown the routes are withdrawn before BIRD stops.
+//! - [`views`]: Nodes, EndpointSlices and Services as the decision sees them.
 //! - [`decide`]: which routes this node announces, and why each address it does not: pool
 //!   mode, `externalTrafficPolicy`, ready endpoints on this node and elsewhere, the node
 //!   cordoned, excluded or shutting down. Free of I/O, property-tested.
@@ -22,3 +23,4 @@ pub mod decide;
 pub mod engine;
 pub mod routes;
 pub mod task;
+pub mod views;
