@@ -55,6 +55,8 @@ pub(crate) struct Assigner {
     fresh: Fresh,
     /// Whether the quorum list of this term as leader is in.
     relisted: bool,
+    /// The pools of the last pass.
+    last_pools: Pools,
 }
 
 impl Assigner {
@@ -80,6 +82,7 @@ impl Assigner {
             homeless: BTreeSet::new(),
             fresh: Fresh::default(),
             relisted: false,
+            last_pools: Pools::default(),
         }
     }
 
@@ -123,9 +126,9 @@ impl Assigner {
         // The first pass releases nothing: it only learns what is in use.
         self.quarantine.observe(&ipam::in_use(&svcs), now);
         metrics::gauge!("fedplane_vipd_quarantined_addresses").set(self.quarantine.len() as f64);
-        self.announce(&svcs);
-
         let pools = self.pools(pools_cm);
+        self.announce(&svcs, &pools);
+        self.last_pools.clone_from(&pools);
         let legacy = self.legacy(legacy_cm);
         let Some(until) = leading else {
             metrics::gauge!("fedplane_vipd_leader").set(0.0);
@@ -159,12 +162,23 @@ impl Assigner {
         failed
     }
 
-    /// Spreads the addresses in our Services' status over the groups.
-    fn announce(&mut self, svcs: &[Svc]) {
+    /// The pools of the last pass (the BGP side reads them).
+    pub(crate) fn pools_in_use(&self) -> &Pools {
+        &self.last_pools
+    }
+
+    /// Spreads the addresses in our Services' status over the groups (those of `mode: bgp`
+    /// pools are announced over BGP instead).
+    fn announce(&mut self, svcs: &[Svc], pools: &Pools) {
         let addresses: BTreeSet<IpAddr> = svcs
             .iter()
             .filter(|s| s.kind == Kind::Ours)
             .flat_map(|s| s.current.iter().copied())
+            .filter(|ip| {
+                pools
+                    .pool_of(*ip)
+                    .is_none_or(|p| p.mode != crate::ipam::Mode::Bgp)
+            })
             .collect();
         metrics::gauge!("fedplane_vipd_service_addresses").set(addresses.len() as f64);
         let ids: Vec<GroupId> = self.groups.iter().map(|g| g.id).collect();
@@ -207,7 +221,13 @@ impl Assigner {
             None => Err("no config.yaml in the pool ConfigMap".to_owned()),
             Some(t) => Pools::from_yaml(&t)
                 .map_err(|e| e.to_string())
-                .and_then(refuse_bgp_pools),
+                .and_then(|p| {
+                    if self.settings.bgp.is_some() {
+                        Ok(p)
+                    } else {
+                        refuse_bgp_pools(p)
+                    }
+                }),
         };
         match parsed {
             Ok(p) => {
@@ -365,12 +385,12 @@ impl Assigner {
     }
 }
 
-/// BGP pools are read and checked ([`crate::bgp::config`]) but not announced by this version
-/// yet: refused (the last valid pools stay) rather than silently held with VRRP.
+/// Without `--bgp`, BGP pools are refused (the last valid pools stay) rather than silently
+/// held with VRRP.
 fn refuse_bgp_pools(pools: Pools) -> Result<Pools, String> {
     if let Some(p) = pools.iter().find(|p| p.mode == crate::ipam::Mode::Bgp) {
         return Err(format!(
-            "pools[{}].mode: bgp is not available in this version of fedplane-vipd yet",
+            "pools[{}].mode: bgp needs fedplane-vipd --bgp",
             p.name
         ));
     }

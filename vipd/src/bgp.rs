@@ -12,6 +12,8 @@
 //!   daemon restarted if it exits, its control socket asked about the sessions.
 //! - [`task`]: the BGP task: BIRD configured, the routes kept in the table, the sessions
 //!   followed; on shutdown the routes are withdrawn before BIRD stops.
+//! - [`publish`]: what Kubernetes mode hands the BGP task on each pass: BIRD's configuration
+//!   for this node and the routes decided.
 //! - [`views`]: Nodes, EndpointSlices and Services as the decision sees them.
 //! - [`decide`]: which routes this node announces, and why each address it does not: pool
 //!   mode, `externalTrafficPolicy`, ready endpoints on this node and elsewhere, the node
@@ -21,6 +23,7 @@ pub mod bird;
 pub mod config;
 pub mod decide;
 pub mod engine;
+pub mod publish;
 pub mod routes;
 pub mod task;
 pub mod views;

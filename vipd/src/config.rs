@@ -154,6 +154,11 @@ pub struct Cli {
     /// How long a released address waits before another Service may get it.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub quarantine: Duration,
+    /// Kubernetes mode: announce the addresses of `mode: bgp` pools over BGP (BIRD 2 as the
+    /// speaker), by the Services' externalTrafficPolicy and ready endpoints; watches
+    /// EndpointSlices and this node's Node (read access to both)
+    #[arg(long)]
+    pub bgp: bool,
     /// BGP mode: the BIRD 2 program fedplane-vipd runs as its BGP speaker
     #[arg(long, default_value = "bird", value_name = "PATH")]
     pub bird: PathBuf,
@@ -227,18 +232,20 @@ impl Settings {
             },
         };
         let kube = if cli.kubernetes {
-            Some(kube_settings(&cli, node, &described.pools)?)
+            Some(kube_settings(
+                &cli,
+                node,
+                &described.pools,
+                described.bgp.as_ref(),
+            )?)
         } else if !described.pools.is_empty() {
             return Err(invalid("pools are only used with --kubernetes"));
         } else {
             None
         };
         let bgp = match described.bgp {
-            Some(_) if cli.kubernetes => {
-                return Err(invalid(
-                    "bgp: with --kubernetes the BGP settings come with the pools (not available in this version yet)",
-                ));
-            }
+            // Kubernetes mode: the section went with the pools.
+            Some(_) if cli.kubernetes => None,
             Some(spec) => {
                 let settings = crate::bgp::config::settings(&spec).map_err(invalid)?;
                 if spec.announce.is_empty() {

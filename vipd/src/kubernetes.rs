@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use fedplane_ops::kube::{self as watch_kube, Observer, Signal};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use tokio::sync::{Notify, oneshot, watch};
@@ -66,6 +67,15 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub use crate::probes::KubeStatus;
 
+/// Where Kubernetes mode hands BGP mode (`--bgp`) its configuration and routes.
+#[derive(Debug)]
+pub struct BgpSink {
+    /// BIRD's configuration (empty: no BGP).
+    pub config: watch::Sender<String>,
+    /// The routes to announce.
+    pub routes: watch::Sender<std::collections::BTreeSet<ipnet::IpNet>>,
+}
+
 /// Builds a client from `--kubeconfig`, or in-cluster settings, $KUBECONFIG, ~/.kube/config.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     let mut config = match kubeconfig {
@@ -91,7 +101,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
 /// [`KubeJoin::join`] waits until it has stopped (after `cancel`, the Lease released).
 #[derive(Debug)]
 pub struct KubeThread {
-    groups: oneshot::Sender<Vec<GroupSink>>,
+    groups: oneshot::Sender<(Vec<GroupSink>, Option<BgpSink>)>,
     done: oneshot::Receiver<()>,
 }
 
@@ -105,7 +115,7 @@ impl KubeThread {
         cancel: CancellationToken,
     ) -> Result<Self, KubeError> {
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (groups_tx, groups_rx) = oneshot::channel::<Vec<GroupSink>>();
+        let (groups_tx, groups_rx) = oneshot::channel::<(Vec<GroupSink>, Option<BgpSink>)>();
         let (done_tx, done_rx) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -125,8 +135,10 @@ impl KubeThread {
                         }
                     };
                     // The daemon gave up before starting us: nothing to do.
-                    let Ok(groups) = groups_rx.await else { return };
-                    run(settings, client, groups, ends, status, cancel).await;
+                    let Ok((groups, bgp)) = groups_rx.await else {
+                        return;
+                    };
+                    run(settings, client, groups, bgp, ends, status, cancel).await;
                 });
                 let _ = done_tx.send(());
             })?;
@@ -139,9 +151,10 @@ impl KubeThread {
         })
     }
 
-    /// Starts Kubernetes mode, feeding this node's VRRP `groups` their addresses.
-    pub fn run(self, groups: Vec<GroupSink>) -> KubeJoin {
-        let _ = self.groups.send(groups);
+    /// Starts Kubernetes mode, feeding this node's VRRP `groups` their addresses, and BGP
+    /// mode its configuration and routes when `bgp` is given.
+    pub fn run(self, groups: Vec<GroupSink>, bgp: Option<BgpSink>) -> KubeJoin {
+        let _ = self.groups.send((groups, bgp));
         KubeJoin(self.done)
     }
 }
@@ -169,6 +182,7 @@ pub async fn run(
     settings: KubeSettings,
     client: Client,
     groups: Vec<GroupSink>,
+    bgp: Option<BgpSink>,
     speakers: KubeEnds,
     status: Arc<KubeStatus>,
     cancel: CancellationToken,
@@ -196,6 +210,26 @@ pub async fn run(
     };
     let pools_cm = configmap(&settings.pools_configmap, &mut tasks);
     let legacy_cm = configmap(&settings.legacy_configmap, &mut tasks);
+    // BGP mode: which nodes run ready endpoints, and our own Node (labels, cordon, Ready).
+    let bgp_watches = bgp.as_ref().map(|_| {
+        (
+            watch_kube::spawn(
+                Api::<EndpointSlice>::all(client.clone()),
+                None,
+                wake.clone(),
+                &cancel,
+                &mut tasks,
+            ),
+            watch_kube::spawn(
+                Api::<Node>::all(client.clone()),
+                Some(settings.node_name.as_str()),
+                wake.clone(),
+                &cancel,
+                &mut tasks,
+            ),
+        )
+    });
+    let node_name = settings.node_name.clone();
 
     let (lead_tx, mut lead_rx) = watch::channel(None);
     let lease = settings.lease.clone();
@@ -245,7 +279,10 @@ pub async fn run(
         }
         let ready = services.listed()
             && pools_cm.as_ref().is_none_or(|c| c.listed())
-            && legacy_cm.as_ref().is_none_or(|c| c.listed());
+            && legacy_cm.as_ref().is_none_or(|c| c.listed())
+            && bgp_watches
+                .as_ref()
+                .is_none_or(|(s, n)| s.listed() && n.listed());
         if !ready {
             continue;
         }
@@ -259,6 +296,23 @@ pub async fn run(
                 leading,
             )
             .await;
+        if let (Some(sink), Some((slices, nodes))) = (&bgp, &bgp_watches) {
+            let node = nodes
+                .store
+                .state()
+                .into_iter()
+                .find(|n| n.metadata.name.as_deref() == Some(node_name.as_str()));
+            let slices: Vec<EndpointSlice> =
+                slices.store.state().iter().map(|s| (**s).clone()).collect();
+            let services = services.store.state();
+            publish_bgp(
+                sink,
+                a.pools_in_use(),
+                node.as_deref(),
+                &slices,
+                services.iter().map(|s| &**s),
+            );
+        }
         retry_at = failed.then(|| Instant::now() + backoff);
         backoff = if failed {
             (backoff * 2).min(RETRY_MAX)
@@ -268,6 +322,62 @@ pub async fn run(
     }
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
+}
+
+/// Hands BGP mode this node's configuration and routes (only when they change).
+fn publish_bgp<'a>(
+    sink: &BgpSink,
+    pools: &crate::ipam::Pools,
+    node: Option<&Node>,
+    slices: &[EndpointSlice],
+    services: impl IntoIterator<Item = &'a Service>,
+) {
+    let mut passwords = std::collections::BTreeMap::new();
+    for p in pools.bgp().into_iter().flat_map(|b| &b.peers) {
+        let Some(path) = &p.password_file else {
+            continue;
+        };
+        match std::fs::read_to_string(path) {
+            Ok(pw) => {
+                let pw = pw.trim_end_matches(['\n', '\r']).to_owned();
+                if crate::bgp::bird::quotable(&pw) && !pw.is_empty() && pw.len() <= 80 {
+                    passwords.insert(p.name.clone(), pw);
+                } else {
+                    warn!(peer = %p.name, "bgp.peers[].password_file: 1-80 characters without quotes, backslashes or line breaks; the session has no password");
+                }
+            }
+            Err(e) => {
+                warn!(peer = %p.name, path = %path.display(), error = %e, "cannot read the peer's password file")
+            }
+        }
+    }
+    let d = crate::bgp::publish::desired(pools, node, slices, services, &passwords, false);
+    if let Some(problem) = &d.problem {
+        warn!(problem, "BGP: not configured");
+    }
+    let mut reasons: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in d.decision.withdrawn.values() {
+        *reasons.entry(r.as_str()).or_default() += 1;
+    }
+    for r in crate::bgp::decide::Withdrawn::ALL {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("fedplane_vipd_bgp_withdrawn", "reason" => r.as_str())
+            .set(reasons.get(r.as_str()).copied().unwrap_or(0) as f64);
+    }
+    sink.config.send_if_modified(|c| {
+        let changed = *c != d.config;
+        if changed {
+            c.clone_from(&d.config);
+        }
+        changed
+    });
+    sink.routes.send_if_modified(|r| {
+        let changed = *r != d.routes;
+        if changed {
+            r.clone_from(&d.routes);
+        }
+        changed
+    });
 }
 
 /// Wakes the assigner on every change of a watched kind, and logs a watch's failures once.

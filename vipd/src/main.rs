@@ -88,10 +88,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .kube
         .as_ref()
         .map(|_| Arc::new(KubeStatus::default()));
-    let bgp_up = settings
-        .bgp
-        .as_ref()
-        .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let kube_bgp = settings.kube.as_ref().and_then(|k| k.bgp.clone());
+    let bgp_up = (settings.bgp.is_some() || kube_bgp.is_some())
+        .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let probes = VipdProbes {
         health: health.clone(),
         kube: kube_status.clone(),
@@ -152,12 +151,43 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             groups.start(g);
         }
     }
-    let mut kube_task = kube_thread.map(|t| t.run(senders));
-    // BGP mode without Kubernetes (bgp.announce): its own token, cancelled first on SIGTERM
-    // so that the routes are withdrawn before anything else stops.
+    // BGP mode: its own token, cancelled first on SIGTERM so that the routes are withdrawn
+    // before anything else stops.
     let bgp_cancel = CancellationToken::new();
     let mut bgp_task = None;
     let mut _bgp_senders = None;
+    let mut kube_bgp_sink = None;
+    if let (Some(engine), Some(up)) = (kube_bgp, bgp_up.clone()) {
+        // Kubernetes mode hands the configuration (empty until a pool is mode: bgp) and the
+        // routes; the kernel table and withdraw wait are the config file's (or the defaults).
+        let file_bgp = settings.kube.as_ref().and_then(|k| k.pools.bgp().cloned());
+        let (config_tx, config) = watch::channel(String::new());
+        let (routes_tx, routes) = watch::channel(std::collections::BTreeSet::new());
+        let inputs = fedplane_vipd::bgp::task::Inputs {
+            config,
+            routes,
+            table: file_bgp
+                .as_ref()
+                .map_or(fedplane_vipd::bgp::config::DEFAULT_TABLE, |b| b.table),
+            engine,
+            withdraw_wait: file_bgp
+                .as_ref()
+                .map_or(fedplane_vipd::bgp::config::DEFAULT_WITHDRAW_WAIT, |b| {
+                    b.withdraw_wait
+                }),
+            up,
+        };
+        info!("BGP mode (Kubernetes): announcing the addresses of mode: bgp pools");
+        bgp_task = Some(tokio::spawn(fedplane_vipd::bgp::task::run(
+            inputs,
+            bgp_cancel.clone(),
+        )));
+        kube_bgp_sink = Some(fedplane_vipd::kubernetes::BgpSink {
+            config: config_tx,
+            routes: routes_tx,
+        });
+    }
+    let mut kube_task = kube_thread.map(|t| t.run(senders, kube_bgp_sink));
     if let (Some(b), Some(up)) = (&settings.bgp, bgp_up.clone()) {
         let (inputs, config_tx, routes_tx) = fedplane_vipd::bgp::task::static_inputs(b, up)
             .map_err(|e| anyhow::anyhow!(e))
@@ -205,11 +235,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(t) = bgp_task {
         bgp_cancel.cancel();
-        let bound = settings
-            .bgp
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |b| b.settings.withdraw_wait)
-            + std::time::Duration::from_secs(10);
+        let bound =
+            fedplane_vipd::bgp::config::MAX_WITHDRAW_WAIT + std::time::Duration::from_secs(10);
         if tokio::time::timeout(bound, t).await.is_err() {
             warn!("BGP mode did not stop in time; exiting without it");
         }

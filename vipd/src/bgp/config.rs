@@ -22,6 +22,8 @@ pub const DEFAULT_BFD_MULTIPLIER: u8 = 3;
 pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(9);
 /// How long a SIGTERM waits at most for the peers to see the withdrawals.
 pub const DEFAULT_WITHDRAW_WAIT: Duration = Duration::from_secs(2);
+/// The longest `withdraw_wait` accepted.
+pub const MAX_WITHDRAW_WAIT: Duration = Duration::from_secs(60);
 
 /// A BFD setting: on with the defaults, off, or explicit timers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -430,7 +432,7 @@ pub fn settings(spec: &BgpSpec) -> Result<BgpSettings, String> {
         Some(s) => duration("bgp.withdraw_wait", s)?,
         None => DEFAULT_WITHDRAW_WAIT,
     };
-    if withdraw_wait > Duration::from_secs(60) {
+    if withdraw_wait > MAX_WITHDRAW_WAIT {
         return Err(format!(
             "bgp.withdraw_wait: {withdraw_wait:?} (at most 60s)"
         ));

@@ -76,6 +76,17 @@ pub enum Withdrawn {
 }
 
 impl Withdrawn {
+    /// Every reason.
+    pub const ALL: [Self; 7] = [
+        Self::Shutdown,
+        Self::Excluded,
+        Self::Cordoned,
+        Self::NodeNotReady,
+        Self::NotSelected,
+        Self::NoLocalEndpoint,
+        Self::NoEndpoints,
+    ];
+
     /// Label for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -49,19 +49,21 @@ pub async fn run(mut inputs: Inputs, cancel: CancellationToken) {
         }
     };
     let mut sessions: BTreeMap<String, Session> = BTreeMap::new();
-    let mut configured = false;
+    let mut configured;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let config = inputs.config.borrow_and_update().clone();
-    configured |= reconfigure(&mut engine, &config).await;
+    let mut config = inputs.config.borrow_and_update().clone();
+    configured = reconfigure(&mut engine, &config).await;
     let want = inputs.routes.borrow_and_update().clone();
     apply_routes(&table, &want).await;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             Ok(()) = inputs.config.changed() => {
-                let config = inputs.config.borrow_and_update().clone();
-                configured |= reconfigure(&mut engine, &config).await;
+                config = inputs.config.borrow_and_update().clone();
+                // (A refused configuration leaves the one in use running.)
+                configured = reconfigure(&mut engine, &config).await
+                    || (configured && !config.is_empty());
             }
             Ok(()) = inputs.routes.changed() => {
                 let want = inputs.routes.borrow_and_update().clone();
@@ -78,7 +80,13 @@ pub async fn run(mut inputs: Inputs, cancel: CancellationToken) {
                 // Routes removed behind our back come back.
                 let want = inputs.routes.borrow().clone();
                 apply_routes(&table, &want).await;
-                poll_sessions(&engine, &mut sessions, &inputs.up).await;
+                if config.is_empty() {
+                    // BGP is off (no bgp: section): nothing to be ready for.
+                    inputs.up.store(true, Ordering::Relaxed);
+                    sessions.clear();
+                } else {
+                    poll_sessions(&engine, &mut sessions, &inputs.up).await;
+                }
             }
         }
     }
@@ -94,7 +102,13 @@ pub async fn run(mut inputs: Inputs, cancel: CancellationToken) {
     info!("BGP: withdrawn and stopped");
 }
 
+/// Puts `config` in use; an empty one stops BIRD (no `bgp:` section any more). Whether
+/// BIRD runs our configuration now.
 async fn reconfigure(engine: &mut Engine, config: &str) -> bool {
+    if config.is_empty() {
+        engine.stop(Duration::from_secs(5)).await;
+        return false;
+    }
     match engine.configure(config).await {
         Ok(changed) => {
             if changed {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Cli, ConfigError, invalid};
-use crate::ipam::{PoolSpec, Pools};
+use crate::bgp::config::BgpSpec;
+use crate::bgp::engine::EngineSettings;
+use crate::ipam::{Mode, PoolSpec, Pools};
 
 /// A namespaced object's name, `NAMESPACE/NAME` on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct KubeSettings {
     pub legacy_configmap: Option<ObjectName>,
     /// Quarantine of released addresses.
     pub quarantine: Duration,
+    /// BGP mode (`--bgp`): where BIRD is.
+    pub bgp: Option<EngineSettings>,
 }
 
 fn namespaced(flag: &str, value: &str) -> Result<ObjectName, ConfigError> {
@@ -63,8 +67,17 @@ pub(super) fn kube_settings(
     cli: &Cli,
     node: String,
     pools: &[PoolSpec],
+    bgp: Option<&BgpSpec>,
 ) -> Result<KubeSettings, ConfigError> {
-    let pools = Pools::new(pools).map_err(|e| invalid(e.to_string()))?;
+    let pools = Pools::with_bgp(pools, bgp).map_err(|e| invalid(e.to_string()))?;
+    if let Some(p) = pools.iter().find(|p| p.mode == Mode::Bgp)
+        && !cli.bgp
+    {
+        return Err(invalid(format!(
+            "pools[{}].mode: bgp needs --bgp (BGP mode watches EndpointSlices and Nodes)",
+            p.name
+        )));
+    }
     if node.is_empty() {
         return Err(invalid("--kubernetes needs --node-name (or $NODE_NAME)"));
     }
@@ -89,5 +102,9 @@ pub(super) fn kube_settings(
             .map(|v| namespaced("--legacy-configmap", v))
             .transpose()?,
         quarantine: cli.quarantine,
+        bgp: cli.bgp.then(|| EngineSettings {
+            bird: cli.bird.clone(),
+            run_dir: cli.bgp_run_dir.clone(),
+        }),
     })
 }
