@@ -12,7 +12,17 @@ the address and its gratuitous ARP has arrived. fedplane-vipd and keepalived run
             makes the child resign cleanly). Bound: Master_Down = 3 x interval + skew.
   graceful: SIGTERM; the master resigns with priority 0. Bound: Skew = (256 - 100)/256 x interval.
 
-    benches/vipd-failover [--runs 20] [--interval-ms 100]     (as root)
+BGP rows, in the same run (`--no-bgp` leaves them out): an FRR router and three nodes running
+fedplane-vipd in BGP mode with BIRD, in network namespaces (vipd/tests/bgp_netns.rs and
+bgp_kube_netns.rs, run with FEDPLANE_BGP_ROUNDS=--runs). The clock runs until the router's
+kernel route to the address no longer (or again) names the node:
+
+  dead node, BFD 100 ms x 3:   link down, fedplane-vipd and BIRD killed. Bound: 3 x 100 ms.
+  dead node, hold time 3 s:    the same without BFD (FRR timers 1 3). Bound: the hold time.
+  last local endpoint gone:    a Local Service's EndpointSlice loses the node (Kubernetes
+                               API fake) -> that node's route withdrawn; and back.
+
+    benches/vipd-failover [--runs 20] [--interval-ms 100] [--no-bgp]     (as root)
 """
 
 import argparse
@@ -212,6 +222,7 @@ def main():
     ap.add_argument("--runs", type=int, default=20, help="failovers per implementation and kind")
     ap.add_argument("--interval-ms", type=int, default=100, help="advert interval of both")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
+    ap.add_argument("--no-bgp", action="store_true", help="leave out the BGP rows")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("vipd-failover needs root: it creates network namespaces")
@@ -230,6 +241,8 @@ def main():
     finally:
         lab.close()
 
+    bgp = {} if args.no_bgp else bgp_rows(args.runs)
+
     interval = args.interval_ms / 1000
     bounds = {True: 3 * interval + (256 - 100) / 256 * interval, False: (256 - 100) / 256 * interval}
     print()
@@ -242,6 +255,47 @@ def main():
         print(f"| {'crash (SIGKILL)' if crash else 'graceful (SIGTERM)'} | {ms(f, .5):.0f} ms / {ms(f, .99):.0f} ms"
               f" | {ms(k, .5):.0f} ms / {ms(k, .99):.0f} ms | {ms(f, .99) / ms(k, .99):.2f}"
               f" | {bounds[crash] * 1e3:.0f} ms |")
+
+
+    if bgp:
+        vrrp = fb.percentile(results[("fedplane-vipd", True)], .99) * 1e3
+        print()
+        print(f"BGP mode, {args.runs} runs each (FRR router, three nodes with BIRD):")
+        print()
+        print("| event | p50 / p99 | goal | p99 / VRRP crash failover p99 (same run) |")
+        print("|---|---|---|---|")
+        for key, what, goal in [("dead_node_bfd", "dead node -> route gone, BFD 100 ms x 3", "p99 <= 1 s (MetalLB FRR mode: 5-6 s, its authors)"),
+                                ("dead_node_hold", "dead node -> route gone, hold time 3 s", "<= hold time"),
+                                ("gone", "last local endpoint gone -> route withdrawn", "p99 <= 200 ms"),
+                                ("back", "local endpoint back -> route announced", "(MetalLB: 3-4 s)")]:
+            p50, p99 = bgp[key]
+            print(f"| {what} | {p50:.0f} ms / {p99:.0f} ms | {goal} | {p99 / vrrp:.2f} |")
+
+
+def bgp_rows(runs):
+    """The BGP rows, from the netns tests run FEDPLANE_BGP_ROUNDS times each: key -> (p50, p99) ms."""
+    env = dict(os.environ, FEDPLANE_BGP_ROUNDS=str(runs))
+    out = subprocess.run(
+        ["cargo", "test", "--locked", "-q", "-p", "fedplane-vipd", "--test", "bgp_netns", "--test", "bgp_kube_netns",
+         "--", "--nocapture", "--test-threads", "1", "dead", "announcements"],
+        cwd=fb.ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the BGP tests failed:\n{out.stdout}\n{out.stderr}")
+    rows = {}
+    for line in out.stderr.splitlines() + out.stdout.splitlines():
+        if not line.startswith("BGP "):
+            continue
+        f = dict(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
+        name = line.split()[1]
+        if name == "endpoint":
+            rows["gone"] = (float(f["gone_p50_ms"]), float(f["gone_p99_ms"]))
+            rows["back"] = (float(f["back_p50_ms"]), float(f["back_p99_ms"]))
+        else:
+            rows[name] = (float(f["p50_ms"]), float(f["p99_ms"]))
+    missing = {"dead_node_bfd", "dead_node_hold", "gone", "back"} - rows.keys()
+    if missing:
+        raise SystemExit(f"the BGP tests printed no figures for {missing}:\n{out.stderr}")
+    return rows
 
 
 if __name__ == "__main__":

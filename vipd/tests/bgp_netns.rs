@@ -205,41 +205,79 @@ fn sigterm_withdraws_the_route_before_fedplane_vipd_exits() {
     assert!(!lab.reached(6).is_empty());
 }
 
+/// Kills node `i` (link down, fedplane-vipd and its BIRD killed) `rounds` times, each time
+/// timing until the router's route leaves it, then brings it back; the times.
+fn dead_node_rounds(lab: &mut Lab, i: usize, bfd: bool, rounds: usize) -> Vec<Duration> {
+    let others: Vec<usize> = (0..3).filter(|j| *j != i).collect();
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        lab.router
+            .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+        if bfd {
+            // BFD up on the router for every peer before the cut.
+            fedplane_testkit::wait_until(WAIT, "BFD sessions up on the router", || {
+                let peers = lab.router.vtysh("show bfd peers brief");
+                (peers.matches(" up ").count() >= 3).then_some(())
+            });
+        }
+        let started = Instant::now();
+        lab.nodes[i].set_link(false);
+        lab.vipds[i].signal("KILL");
+        lab.router
+            .await_nexthops(vip(), &lab.hops(&others), Duration::from_secs(8));
+        times.push(started.elapsed());
+        if round + 1 < rounds {
+            // Back: the link (and its default route), fedplane-vipd and BIRD.
+            let _ = lab.vipds[i].wait_exit(Duration::from_secs(5));
+            lab.nodes[i].set_link(true);
+            let _ = lab.nodes[i].try_run(&["ip", "route", "add", "default", "via", "10.0.0.1"]);
+            let name = format!("n{}", i + 1);
+            lab.vipds[i] = vipd(&lab.nodes[i], &name, lab._dir.path(), bfd);
+        }
+    }
+    times
+}
+
+/// FEDPLANE_BGP_ROUNDS: how many times the dead-node tests kill a node (benches/vipd-failover
+/// reads their figures).
+fn rounds() -> usize {
+    std::env::var("FEDPLANE_BGP_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+}
+
+fn report(what: &str, times: &mut [Duration]) {
+    times.sort();
+    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_secs_f64() * 1e3;
+    eprintln!(
+        "BGP {what} rounds={} p50_ms={:.1} p99_ms={:.1}",
+        times.len(),
+        pct(50),
+        pct(99)
+    );
+}
+
 #[test]
 fn a_dead_node_is_gone_from_the_router_within_the_bfd_detection_time() {
-    let lab = lab(true);
-    lab.router
-        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
-    // Wait for BFD to be up on the router for every peer before the cut.
-    fedplane_testkit::wait_until(WAIT, "BFD sessions up on the router", || {
-        let peers = lab.router.vtysh("show bfd peers brief");
-        (peers.matches(" up ").count() >= 3).then_some(())
-    });
-    let started = Instant::now();
-    lab.nodes[2].set_link(false);
-    lab.vipds[2].signal("KILL");
-    lab.router
-        .await_nexthops(vip(), &lab.hops(&[0, 1]), Duration::from_secs(5));
-    let gone = started.elapsed();
+    let mut lab = lab(true);
+    let mut times = dead_node_rounds(&mut lab, 2, true, rounds());
     // BFD 100 ms × 3, plus the router's route update.
-    assert!(gone < Duration::from_secs(1), "gone after {gone:?}");
-    eprintln!("node dead -> route gone at the router: {gone:?}");
+    for gone in &times {
+        assert!(*gone < Duration::from_secs(1), "gone after {gone:?}");
+    }
+    report("dead_node_bfd", &mut times);
 }
 
 #[test]
 fn without_bfd_a_dead_node_is_gone_within_the_hold_time() {
-    let lab = lab(false);
-    lab.router
-        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
-    let started = Instant::now();
-    lab.nodes[0].set_link(false);
-    lab.vipds[0].signal("KILL");
+    let mut lab = lab(false);
+    let mut times = dead_node_rounds(&mut lab, 0, false, rounds());
     // The router holds a session 3 s without a keepalive (timers 1 3).
-    lab.router
-        .await_nexthops(vip(), &lab.hops(&[1, 2]), Duration::from_secs(8));
-    let gone = started.elapsed();
-    assert!(gone < Duration::from_millis(4500), "gone after {gone:?}");
-    eprintln!("node dead, no BFD -> route gone at the router: {gone:?}");
+    for gone in &times {
+        assert!(*gone < Duration::from_millis(4500), "gone after {gone:?}");
+    }
+    report("dead_node_hold", &mut times);
 }
 
 #[test]
