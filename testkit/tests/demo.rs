@@ -37,6 +37,10 @@ impl Drop for Demo {
 }
 
 fn start_demo() -> Demo {
+    start_demo_with(&[])
+}
+
+fn start_demo_with(args: &[&str]) -> Demo {
     let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     require_root();
     for (program, package) in [
@@ -56,6 +60,7 @@ fn start_demo() -> Demo {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cmd = Command::new("bash");
     cmd.arg(root.join("scripts/demo"))
+        .args(args)
         .env("FEDPLANE_BIN", bin_dir);
     Demo {
         daemon: Daemon::spawn("scripts/demo", cmd),
@@ -157,4 +162,46 @@ fn demo_stopped_half_way_cleans_up() {
     assert_eq!(status.code(), Some(143), "exit status of SIGTERM:\n{out}");
     assert!(out.contains("nothing left behind"), "{out}");
     assert_eq!(leftovers(pid), Vec::<String>::new(), "{out}");
+}
+
+#[test]
+fn the_bgp_variant_spreads_over_every_node_withdraws_a_dead_one_and_cleans_up() {
+    require_program("bird", "bird2");
+    require_program("vtysh", "frr");
+    let mut demo = start_demo_with(&["--bgp"]);
+    let pid = demo.daemon.pid();
+    let status = demo.daemon.wait_exit(RUN_TIMEOUT);
+    let out = demo.daemon.output();
+    assert!(status.success(), "the BGP demo failed ({status}):\n{out}");
+    for line in [
+        "nexthop via 10.0.0.11",
+        "nexthop via 10.0.0.12",
+        "nexthop via 10.0.0.13",
+        "the client: hello from node-1 hello from node-2",
+        "nothing left behind",
+    ] {
+        assert!(
+            out.contains(line),
+            "the BGP demo's output lacks {line:?}:\n{out}"
+        );
+    }
+    let ms: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("the router's route leaves node-3 "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no withdrawal time in the output:\n{out}"));
+    assert!(ms <= 1000, "withdrawn after {ms} ms, over 1 s:\n{out}");
+    assert_eq!(leftovers(pid), Vec::<String>::new(), "{out}");
+    let frr_left: Vec<_> = std::fs::read_dir("/var/run/frr")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("fpdemo{pid}-"))
+        })
+        .collect();
+    assert!(frr_left.is_empty(), "FRR directories left: {frr_left:?}");
 }
