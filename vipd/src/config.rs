@@ -232,6 +232,9 @@ impl Settings {
             },
         };
         let kube = if cli.kubernetes {
+            if cli.bgp {
+                check_run_dir(&cli.bgp_run_dir)?;
+            }
             Some(kube_settings(
                 &cli,
                 node,
@@ -251,6 +254,24 @@ impl Settings {
                 if spec.announce.is_empty() {
                     return Err(invalid("bgp.announce: no addresses to announce"));
                 }
+                for a in &spec.announce {
+                    let mapped = matches!(a, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+                    if a.is_unspecified() || a.is_loopback() || a.is_multicast() || mapped {
+                        return Err(invalid(format!(
+                            "bgp.announce: {a} is not a service address"
+                        )));
+                    }
+                    if !settings
+                        .peers
+                        .iter()
+                        .any(|p| p.address.is_ipv4() == a.is_ipv4())
+                    {
+                        return Err(invalid(format!(
+                            "bgp.announce: {a} has no peer of its family to be announced to"
+                        )));
+                    }
+                }
+                check_run_dir(&cli.bgp_run_dir)?;
                 Some(StaticBgp {
                     settings,
                     announce: spec.announce.clone(),
@@ -266,6 +287,18 @@ impl Settings {
         settings.bgp = bgp;
         Ok(settings)
     }
+}
+
+/// `--bgp-run-dir`: BIRD's control socket path there must fit a Unix socket address.
+fn check_run_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
+    let sock = dir.join("bird.ctl");
+    if sock.as_os_str().len() >= 108 {
+        return Err(invalid(format!(
+            "--bgp-run-dir {}: the control socket's path would be over the 107 bytes a Unix socket takes",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// What the flags or the config file describe, before Kubernetes mode is checked.

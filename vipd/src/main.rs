@@ -36,6 +36,7 @@ async fn kube_ended(task: &mut Option<fedplane_vipd::kubernetes::KubeJoin>) {
 /// SIGHUP in BGP mode: the `bgp:` section read again and handed to the BGP task; a bad one
 /// is refused (named in the log) and the running configuration and sessions stay.
 fn reload_bgp(
+    running: &fedplane_vipd::config::StaticBgp,
     config_tx: &watch::Sender<String>,
     routes_tx: &watch::Sender<std::collections::BTreeSet<ipnet::IpNet>>,
     up: Arc<std::sync::atomic::AtomicBool>,
@@ -47,7 +48,19 @@ fn reload_bgp(
             s.bgp
                 .ok_or_else(|| "bgp: removed (restart to leave BGP mode)".to_owned())
         })
-        .and_then(|b| fedplane_vipd::bgp::task::static_inputs(&b, up));
+        .and_then(|b| {
+            if b.settings.table != running.settings.table
+                || b.settings.withdraw_wait != running.settings.withdraw_wait
+                || b.engine.run_dir != running.engine.run_dir
+            {
+                return Err(
+                    "bgp.table, bgp.withdraw_wait and --bgp-run-dir change only with a restart"
+                        .into(),
+                );
+            }
+            // Checked by bird -p here, so a refused one changes nothing.
+            fedplane_vipd::bgp::task::static_inputs(&b, up)
+        });
     match new {
         Ok((inputs, _, _)) => {
             config_tx.send_replace(inputs.config.borrow().clone());
@@ -71,8 +84,11 @@ fn main() -> anyhow::Result<()> {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = fedplane_ops::install_metrics(describe_metrics)
         .context("cannot install the metrics recorder")?;
-    // Only a vipd with groups touches the interfaces (replicas that only assign may share one).
-    let _claim = if settings.groups.is_empty() {
+    // Only a vipd with groups or BGP touches the interfaces or the route table (replicas that
+    // only assign may share one).
+    let bgp_mode =
+        settings.bgp.is_some() || settings.kube.as_ref().is_some_and(|k| k.bgp.is_some());
+    let _claim = if settings.groups.is_empty() && !bgp_mode {
         None
     } else {
         Some(
@@ -212,8 +228,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 } else {
                     info!("SIGHUP: reloading the configuration");
                     groups.reload(&settings).await;
-                    if let (Some((config_tx, routes_tx)), Some(up)) = (&_bgp_senders, &bgp_up) {
-                        reload_bgp(config_tx, routes_tx, up.clone());
+                    if let (Some((config_tx, routes_tx)), Some(up), Some(b)) = (&_bgp_senders, &bgp_up, &settings.bgp) {
+                        reload_bgp(b, config_tx, routes_tx, up.clone());
                     }
                 }
             }

@@ -182,6 +182,24 @@ fn sigterm_withdraws_the_route_before_fedplane_vipd_exits() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let withdrawn = withdrawn.expect("the route via n2 withdrawn after SIGTERM");
+    // Withdrawn, not dropped with the session: fedplane-vipd and its BIRD still run then.
+    assert!(
+        lab.vipds[1].is_running(),
+        "fedplane-vipd exited before the withdrawal"
+    );
+    let n2_bird = lab.nodes[1]
+        .try_run(&["pgrep", "-x", "bird"])
+        .unwrap_or_default()
+        .lines()
+        .any(|pid| {
+            lab.nodes[1]
+                .try_run(&["ip", "netns", "identify", pid])
+                .is_ok_and(|ns| ns.trim() == lab.nodes[1].ns)
+        });
+    assert!(
+        n2_bird,
+        "n2's BIRD had stopped (Cease) before the withdrawal was seen"
+    );
     let status = lab.vipds[1].wait_exit(Duration::from_secs(15));
     let exited = started.elapsed();
     assert!(status.success(), "fedplane-vipd exits cleanly: {status}");
@@ -326,4 +344,33 @@ fn a_broken_peer_config_is_refused_by_name_and_the_session_stays() {
     });
     lab.router
         .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+}
+#[test]
+fn a_hung_bird_does_not_hold_the_shutdown() {
+    let mut lab = lab(true);
+    lab.router
+        .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
+    // n2's BIRD stops answering (SIGSTOP), then fedplane-vipd is told to stop.
+    let birds = lab.nodes[1]
+        .try_run(&["pgrep", "-x", "bird"])
+        .unwrap_or_default();
+    for pid in birds.lines() {
+        if lab.nodes[1]
+            .try_run(&["ip", "netns", "identify", pid])
+            .is_ok_and(|ns| ns.trim() == lab.nodes[1].ns)
+        {
+            lab.nodes[1].run(&["kill", "-STOP", pid]);
+        }
+    }
+    let started = Instant::now();
+    lab.vipds[1].signal("TERM");
+    let status = lab.vipds[1].wait_exit(Duration::from_secs(20));
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    // Within withdraw_wait (2 s) and BIRD's stop grace (5 s), not the 10 s bound.
+    assert!(took < Duration::from_secs(9), "stopped after {took:?}");
+    // The routes left the kernel table, and the router dropped n2 (its BFD went silent).
+    let table = lab.nodes[1].run(&["ip", "route", "show", "table", "102"]);
+    assert!(!table.contains(VIP), "{table}");
+    lab.router.await_nexthops(vip(), &lab.hops(&[0, 2]), WAIT);
 }

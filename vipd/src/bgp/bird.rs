@@ -33,9 +33,9 @@ fn community(c: Community) -> String {
 }
 
 /// Whether BIRD can carry `s` as a quoted string (its syntax has no escapes: no `"`, no
-/// backslash, no line break).
+/// backslash), and it holds no control character (a NUL would cut a password short).
 pub fn quotable(s: &str) -> bool {
-    !s.chars().any(|c| matches!(c, '"' | '\\' | '\n' | '\r'))
+    !s.chars().any(|c| c == '"' || c == '\\' || c.is_control())
 }
 
 /// What [`render`] needs besides the settings.

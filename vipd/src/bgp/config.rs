@@ -32,14 +32,19 @@ pub enum BfdSpec {
     /// `true` (the section's timers) or `false`.
     Flag(bool),
     /// `{interval: 100ms, multiplier: 3}`.
-    Timers {
-        /// Transmit and receive interval.
-        #[serde(default)]
-        interval: Option<String>,
-        /// Detection multiplier.
-        #[serde(default)]
-        multiplier: Option<u8>,
-    },
+    Timers(BfdTimers),
+}
+
+/// BFD timers as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdTimers {
+    /// Transmit and receive interval.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Detection multiplier.
+    #[serde(default)]
+    pub multiplier: Option<u8>,
 }
 
 /// Graceful restart: off, on with the default restart time, or a restart time.
@@ -49,10 +54,15 @@ pub enum GracefulSpec {
     /// `true` or `false`.
     Flag(bool),
     /// `{restart_time: 30s}`.
-    Time {
-        /// How long the peers keep our routes while we restart.
-        restart_time: String,
-    },
+    Time(GracefulTime),
+}
+
+/// A graceful restart time as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GracefulTime {
+    /// How long the peers keep our routes while we restart.
+    pub restart_time: String,
 }
 
 /// One BGP peer as written.
@@ -300,10 +310,10 @@ fn bfd(field: &str, spec: &BfdSpec, defaults: Bfd) -> Result<Option<Bfd>, String
     let (interval, multiplier) = match spec {
         BfdSpec::Flag(false) => return Ok(None),
         BfdSpec::Flag(true) => return Ok(Some(defaults)),
-        BfdSpec::Timers {
+        BfdSpec::Timers(BfdTimers {
             interval,
             multiplier,
-        } => (interval, multiplier),
+        }) => (interval, multiplier),
     };
     let interval = match interval {
         Some(s) => duration(&format!("{field}.interval"), s)?,
@@ -366,6 +376,23 @@ pub fn settings(spec: &BgpSpec) -> Result<BgpSettings, String> {
         if !names.insert(p.name.as_str()) {
             return Err(format!("bgp.peers: two peers named {}", p.name));
         }
+        if p.port == Some(0) {
+            return Err(format!("{f}.port: 0 (1-65535)"));
+        }
+        for (field, a) in [("address", Some(p.address)), ("source", p.source)] {
+            if let Some(IpAddr::V6(v6)) = a
+                && v6.is_unicast_link_local()
+            {
+                return Err(format!(
+                    "{f}.{field}: {v6} is link-local, which BIRD needs an interface for; use a global address"
+                ));
+            }
+            if let Some(a) = a
+                && (a.is_unspecified() || a.is_multicast() || a.is_loopback())
+            {
+                return Err(format!("{f}.{field}: {a} is not a peer's address"));
+            }
+        }
         if let Some(src) = p.source
             && src.is_ipv4() != p.address.is_ipv4()
         {
@@ -389,7 +416,7 @@ pub fn settings(spec: &BgpSpec) -> Result<BgpSettings, String> {
         let graceful_restart = match &p.graceful_restart {
             None | Some(GracefulSpec::Flag(false)) => None,
             Some(GracefulSpec::Flag(true)) => Some(Duration::from_secs(120)),
-            Some(GracefulSpec::Time { restart_time }) => {
+            Some(GracefulSpec::Time(GracefulTime { restart_time })) => {
                 let t = duration(&format!("{f}.graceful_restart.restart_time"), restart_time)?;
                 if t < Duration::from_secs(1) || t > Duration::from_secs(4095) {
                     return Err(format!(

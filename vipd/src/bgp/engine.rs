@@ -73,31 +73,16 @@ impl Engine {
 
     /// Writes `text` beside the configuration and has `bird -p` check it.
     async fn check(&self, text: &str) -> Result<PathBuf, EngineError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let io = |what: &str, p: &Path| format!("{what} {}", p.display());
-        let dir = &self.settings.run_dir;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| EngineError::Io(io("cannot create", dir), e))?;
-        let new = dir.join("bird.conf.new");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&new)
-            .map_err(|e| EngineError::Io(io("cannot write", &new), e))?;
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .map_err(|e| EngineError::Io(io("cannot write", &new), e))?;
+        let new = write_candidate(&self.settings.run_dir, text)?;
         let out = Command::new(&self.settings.bird)
             .arg("-p")
             .arg("-c")
             .arg(&new)
             .output()
             .await
-            .map_err(|e| EngineError::Io(io("cannot run", &self.settings.bird), e))?;
+            .map_err(|e| {
+                EngineError::Io(format!("cannot run {}", self.settings.bird.display()), e)
+            })?;
         if !out.status.success() {
             return Err(EngineError::Refused(
                 String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -137,6 +122,14 @@ impl Engine {
     /// Starts BIRD with the configuration written, and waits for its control socket.
     async fn start(&mut self) -> Result<(), EngineError> {
         let sock = self.socket();
+        // Another BIRD answering there (a second vipd on this run directory, or an orphan of
+        // ours) would be left unreachable and announcing: refuse.
+        if self.command("show status").await.is_ok() {
+            return Err(EngineError::Socket(format!(
+                "another BIRD answers on {}: stop it (or give this fedplane-vipd another --bgp-run-dir)",
+                sock.display()
+            )));
+        }
         let _ = std::fs::remove_file(&sock);
         // setpriv sets the parent-death signal in the child before BIRD runs: if vipd dies,
         // BIRD gets SIGTERM and closes its sessions (the peers withdraw at once).
@@ -172,12 +165,17 @@ impl Engine {
         }
     }
 
-    /// Restarts BIRD if it has exited (with the configuration in use). `Ok(true)`: restarted.
-    pub async fn ensure_running(&mut self) -> Result<bool, EngineError> {
-        if self.running() || self.config.is_none() {
+    /// Restarts BIRD if it has exited, or if it is `hung` (with the configuration in use).
+    /// `Ok(true)`: restarted.
+    pub async fn ensure_running(&mut self, hung: bool) -> Result<bool, EngineError> {
+        if self.config.is_none() || (self.running() && !hung) {
             return Ok(false);
         }
-        warn!("BIRD is not running; starting it again");
+        if hung {
+            self.stop(Duration::from_secs(2)).await;
+        } else {
+            warn!("BIRD is not running; starting it again");
+        }
         self.start().await?;
         Ok(true)
     }
@@ -242,5 +240,99 @@ impl Engine {
         if tokio::time::timeout(grace, child.wait()).await.is_err() {
             let _ = child.kill().await;
         }
+    }
+}
+
+/// Checks the run directory (created mode 0700 if missing; an existing one must be ours and
+/// closed to others, since the configuration holds the peers' passwords) and writes `text`
+/// to a fresh `bird.conf.new` in it (mode 0600, never through a symbolic link).
+fn write_candidate(dir: &Path, text: &str) -> Result<PathBuf, EngineError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    let io = |what: &str, p: &Path| format!("{what} {}", p.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| EngineError::Io(io("cannot create", dir), e))?;
+    let meta =
+        std::fs::symlink_metadata(dir).map_err(|e| EngineError::Io(io("cannot read", dir), e))?;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
+        return Err(EngineError::Io(
+            io("refusing the run directory", dir),
+            std::io::Error::other(
+                "it must be a directory of this user that others cannot write (mode 0700)",
+            ),
+        ));
+    }
+    let new = dir.join("bird.conf.new");
+    match std::fs::remove_file(&new) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(EngineError::Io(io("cannot remove", &new), e)),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&new)
+        .map_err(|e| EngineError::Io(io("cannot write", &new), e))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .map_err(|e| EngineError::Io(io("cannot write", &new), e))?;
+    Ok(new)
+}
+
+/// Has `bird -p` check `text` now (blocking): a configuration refused at start or on SIGHUP
+/// is refused before anything is applied.
+pub fn check_now(settings: &EngineSettings, text: &str) -> Result<(), String> {
+    let new = write_candidate(&settings.run_dir, text).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(&settings.bird)
+        .arg("-p")
+        .arg("-c")
+        .arg(&new)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", settings.bird.display()))?;
+    let _ = std::fs::remove_file(&new);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "BIRD refused the configuration: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_run_directory_must_be_closed_and_links_are_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("dir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let err = write_candidate(&open, "x")
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("refusing the run directory"), "{err}");
+        // A link planted where the candidate goes is replaced, never written through.
+        let run = dir.path().join("run");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").expect("victim");
+        write_candidate(&run, "first").expect("written");
+        std::fs::remove_file(run.join("bird.conf.new")).expect("rm");
+        std::os::unix::fs::symlink(&victim, run.join("bird.conf.new")).expect("symlink");
+        write_candidate(&run, "second").expect("written");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
+        let mode = std::fs::metadata(run.join("bird.conf.new"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

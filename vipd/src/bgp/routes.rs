@@ -22,6 +22,8 @@ pub struct Changes {
     pub added: Vec<IpNet>,
     /// Routes removed.
     pub removed: Vec<IpNet>,
+    /// Routes not added: another route to the destination is in the table (not ours).
+    pub blocked: Vec<IpNet>,
 }
 
 /// The routes to add and to remove to go from `have` to `want`.
@@ -29,6 +31,7 @@ pub fn diff(have: &BTreeSet<IpNet>, want: &BTreeSet<IpNet>) -> Changes {
     Changes {
         added: want.difference(have).copied().collect(),
         removed: have.difference(want).copied().collect(),
+        blocked: Vec::new(),
     }
 }
 
@@ -47,6 +50,11 @@ impl Table {
         Ok(Self { handle, table })
     }
 
+    /// The table's number.
+    pub fn id(&self) -> u32 {
+        self.table
+    }
+
     fn message(&self, net: IpNet) -> RouteMessage {
         let builder = RouteMessageBuilder::<IpAddr>::new();
         let builder = match builder.destination_prefix(net.addr(), net.prefix_len()) {
@@ -61,15 +69,14 @@ impl Table {
             .build()
     }
 
-    /// Adds (or replaces) the route to `net`.
-    pub async fn add(&self, net: IpNet) -> Result<(), NetlinkError> {
-        self.handle
-            .route()
-            .add(self.message(net))
-            .replace()
-            .execute()
-            .await?;
-        Ok(())
+    /// Adds the route to `net`. `Ok(false)`: a route to `net` is in the table already and is
+    /// not ours (another protocol or type): it is left alone, and ours is not added.
+    pub async fn add(&self, net: IpNet) -> Result<bool, NetlinkError> {
+        match self.handle.route().add(self.message(net)).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Removes the route to `net`; `Ok(false)`: it was not there.
@@ -113,7 +120,10 @@ impl Table {
                 _ => None,
             })
             .unwrap_or(u32::from(m.header.table));
-        if table != self.table || m.header.protocol != RouteProtocol::Other(ROUTE_PROTO) {
+        if table != self.table
+            || m.header.protocol != RouteProtocol::Other(ROUTE_PROTO)
+            || m.header.kind != RouteType::BlackHole
+        {
             return None;
         }
         let addr = m.attributes.iter().find_map(|a| match a {
@@ -127,12 +137,19 @@ impl Table {
         IpNet::new(addr, m.header.destination_prefix_length).ok()
     }
 
-    /// Makes the table hold exactly `want` of vipd's routes.
+    /// Makes the table hold exactly `want` of vipd's routes (as far as routes of others to
+    /// the same destinations, never touched, allow: those are in [`Changes::blocked`]).
     pub async fn apply(&self, want: &BTreeSet<IpNet>) -> Result<Changes, NetlinkError> {
-        let changes = diff(&self.ours().await?, want);
-        for net in &changes.added {
-            self.add(*net).await?;
+        let mut changes = diff(&self.ours().await?, want);
+        let mut added = Vec::new();
+        for net in std::mem::take(&mut changes.added) {
+            if self.add(net).await? {
+                added.push(net);
+            } else {
+                changes.blocked.push(net);
+            }
         }
+        changes.added = added;
         for net in &changes.removed {
             self.remove(*net).await?;
         }
@@ -201,6 +218,15 @@ mod tests {
                     !t.remove("10.4.0.1/32".parse().expect("net"))
                         .await
                         .expect("remove")
+                );
+                // Another protocol's route to a destination we want: left alone, reported.
+                let c = t
+                    .apply(&set(&["10.9.0.0/24", "10.4.0.0/28"]))
+                    .await
+                    .expect("apply");
+                assert_eq!(
+                    c.blocked,
+                    vec!["10.9.0.0/24".parse::<IpNet>().expect("net")]
                 );
                 t.apply(&BTreeSet::new()).await.expect("apply");
             });

@@ -19,6 +19,9 @@ use super::routes::Table;
 
 /// How often the sessions are read and BIRD's health checked.
 const POLL: Duration = Duration::from_secs(1);
+/// On shutdown, how long the sessions stay after the withdrawals went out (within
+/// `withdraw_wait`).
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// What the task is given.
 #[derive(Debug)]
@@ -38,6 +41,9 @@ pub struct Inputs {
     pub up: Arc<AtomicBool>,
 }
 
+/// Polls of a running BIRD that may fail in a row before it is taken for hung and restarted.
+const HUNG_AFTER: u32 = 3;
+
 /// Runs until `cancel`, then withdraws and stops BIRD.
 pub async fn run(mut inputs: Inputs, cancel: CancellationToken) {
     let mut engine = Engine::new(inputs.engine.clone());
@@ -49,92 +55,160 @@ pub async fn run(mut inputs: Inputs, cancel: CancellationToken) {
         }
     };
     let mut sessions: BTreeMap<String, Session> = BTreeMap::new();
-    let mut configured;
+    // Destinations another route holds in the table (logged when that changes).
+    let mut blocked: Vec<IpNet> = Vec::new();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut config = inputs.config.borrow_and_update().clone();
-    configured = reconfigure(&mut engine, &config).await;
+    // The routes first: BIRD must not announce what a killed run left in the table.
     let want = inputs.routes.borrow_and_update().clone();
-    apply_routes(&table, &want).await;
+    apply_routes(&table, &want, &mut blocked).await;
+    let mut config = inputs.config.borrow_and_update().clone();
+    // `configured`: BIRD was given a configuration of ours; `pending`: the one it should run,
+    // not in use yet (BIRD busy or down), tried again on every step.
+    let mut configured = false;
+    let mut pending = Some(config.clone());
+    let mut failed_polls = 0u32;
+    let mut backoff = POLL;
+    let mut next_start = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            Ok(()) = inputs.config.changed() => {
-                config = inputs.config.borrow_and_update().clone();
-                // (A refused configuration leaves the one in use running.)
-                configured = reconfigure(&mut engine, &config).await
-                    || (configured && !config.is_empty());
+        // Cancel first, and raced with every step that talks to BIRD: a hung BIRD must not
+        // delay the withdrawal.
+        let step = async {
+            tokio::select! {
+                biased;
+                Ok(()) = inputs.config.changed() => {
+                    config = inputs.config.borrow_and_update().clone();
+                    pending = Some(config.clone());
+                }
+                Ok(()) = inputs.routes.changed() => {
+                    let want = inputs.routes.borrow_and_update().clone();
+                    apply_routes(&table, &want, &mut blocked).await;
+                    return;
+                }
+                _ = tick.tick() => {
+                    // Routes removed behind our back come back.
+                    let want = inputs.routes.borrow().clone();
+                    apply_routes(&table, &want, &mut blocked).await;
+                }
             }
-            Ok(()) = inputs.routes.changed() => {
-                let want = inputs.routes.borrow_and_update().clone();
-                apply_routes(&table, &want).await;
+            if let Some(c) = pending.clone() {
+                match reconfigure(&mut engine, &c).await {
+                    Reconfigured::Done => {
+                        pending = None;
+                        configured = !c.is_empty();
+                    }
+                    // Refused: the one in use stays; not tried again until it changes.
+                    Reconfigured::Refused => pending = None,
+                    Reconfigured::Retry => {}
+                }
             }
-            _ = tick.tick() => {
-                if configured {
-                    match engine.ensure_running().await {
-                        Ok(true) => metrics::counter!("fedplane_vipd_bgp_engine_restarts_total").increment(1),
-                        Ok(false) => {}
-                        Err(e) => warn!(error = %e, "BGP: BIRD cannot be started again"),
+            if config.is_empty() {
+                // BGP is off (no bgp: section): nothing to be ready for.
+                inputs.up.store(true, Ordering::Relaxed);
+                sessions.clear();
+                return;
+            }
+            if configured && tokio::time::Instant::now() >= next_start {
+                let hung = failed_polls >= HUNG_AFTER;
+                if hung {
+                    warn!("BGP: BIRD does not answer on its control socket; restarting it");
+                }
+                match engine.ensure_running(hung).await {
+                    Ok(false) => {}
+                    restarted => {
+                        if let Err(e) = restarted {
+                            warn!(error = %e, "BGP: BIRD cannot be started again");
+                        } else {
+                            metrics::counter!("fedplane_vipd_bgp_engine_restarts_total")
+                                .increment(1);
+                        }
+                        failed_polls = 0;
+                        // Restarts back off, until BIRD answers again.
+                        next_start = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 }
-                // Routes removed behind our back come back.
-                let want = inputs.routes.borrow().clone();
-                apply_routes(&table, &want).await;
-                if config.is_empty() {
-                    // BGP is off (no bgp: section): nothing to be ready for.
-                    inputs.up.store(true, Ordering::Relaxed);
-                    sessions.clear();
-                } else {
-                    poll_sessions(&engine, &mut sessions, &inputs.up).await;
-                }
             }
+            if poll_sessions(&engine, &mut sessions, &inputs.up).await {
+                failed_polls = 0;
+                backoff = POLL;
+            } else {
+                failed_polls += 1;
+            }
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            () = step => {}
         }
     }
     // Withdraw first, then give the peers time to see it, then stop BIRD.
     info!("BGP: withdrawing every route before stopping");
-    apply_routes(&table, &BTreeSet::new()).await;
+    apply_routes(&table, &BTreeSet::new(), &mut blocked).await;
     let deadline = tokio::time::Instant::now() + inputs.withdraw_wait;
-    while tokio::time::Instant::now() < deadline && exporting(&engine, &sessions).await {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _ = tokio::time::timeout_at(deadline, async {
+        while exporting(&engine, &sessions).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The withdrawals are sent; the sessions stay a moment longer, so the routers act on
+        // them (and move the traffic) before the Cease.
+        tokio::time::sleep(SETTLE).await;
+    })
+    .await;
     inputs.up.store(false, Ordering::Relaxed);
     engine.stop(Duration::from_secs(5)).await;
     info!("BGP: withdrawn and stopped");
 }
 
-/// Puts `config` in use; an empty one stops BIRD (no `bgp:` section any more). Whether
-/// BIRD runs our configuration now.
-async fn reconfigure(engine: &mut Engine, config: &str) -> bool {
+/// What became of a configuration handed to BIRD.
+enum Reconfigured {
+    /// In use (or BIRD stopped, for an empty one).
+    Done,
+    /// Refused by `bird -p`; the one in use stays.
+    Refused,
+    /// Not now (BIRD busy or not answering): tried again.
+    Retry,
+}
+
+/// Puts `config` in use; an empty one stops BIRD (no `bgp:` section any more).
+async fn reconfigure(engine: &mut Engine, config: &str) -> Reconfigured {
     if config.is_empty() {
         engine.stop(Duration::from_secs(5)).await;
-        return false;
+        return Reconfigured::Done;
     }
     match engine.configure(config).await {
         Ok(changed) => {
             if changed {
+                info!("BGP: configuration in use");
                 metrics::counter!("fedplane_vipd_bgp_engine_reloads_total", "result" => "ok")
                     .increment(1);
             }
-            true
+            Reconfigured::Done
         }
         Err(e @ EngineError::Refused(_)) => {
             metrics::counter!("fedplane_vipd_bgp_engine_reloads_total", "result" => "refused")
                 .increment(1);
             warn!(error = %e, "BGP: configuration refused; the one in use stays");
-            false
+            Reconfigured::Refused
         }
         Err(e) => {
             metrics::counter!("fedplane_vipd_bgp_engine_reloads_total", "result" => "error")
                 .increment(1);
-            warn!(error = %e, "BGP: BIRD could not take the configuration");
-            false
+            warn!(error = %e, "BGP: BIRD could not take the configuration (tried again)");
+            Reconfigured::Retry
         }
     }
 }
 
-async fn apply_routes(table: &Table, want: &BTreeSet<IpNet>) {
+async fn apply_routes(table: &Table, want: &BTreeSet<IpNet>, blocked: &mut Vec<IpNet>) {
     match table.apply(want).await {
         Ok(c) => {
+            if c.blocked != *blocked {
+                if !c.blocked.is_empty() {
+                    warn!(routes = ?c.blocked, table = table.id(), "BGP: another route to these is in the table (not ours): left alone, not announced");
+                }
+                blocked.clone_from(&c.blocked);
+            }
             for (op, list) in [("add", &c.added), ("del", &c.removed)] {
                 if !list.is_empty() {
                     info!(op, routes = ?list, "BGP: routes changed");
@@ -154,11 +228,21 @@ async fn apply_routes(table: &Table, want: &BTreeSet<IpNet>) {
     }
 }
 
-async fn poll_sessions(engine: &Engine, sessions: &mut BTreeMap<String, Session>, up: &AtomicBool) {
+/// Reads the sessions into the metrics; whether BIRD answered.
+async fn poll_sessions(
+    engine: &Engine,
+    sessions: &mut BTreeMap<String, Session>,
+    up: &AtomicBool,
+) -> bool {
     match engine.command("show protocols").await {
         Ok(reply) => {
             up.store(true, Ordering::Relaxed);
             let now = bird::protocols(&reply);
+            for gone in sessions.keys().filter(|n| !now.contains_key(*n)) {
+                // A peer removed from the configuration: shown down (a gauge stays).
+                let peer = gone.strip_prefix("peer_").unwrap_or(gone).replace('_', "-");
+                metrics::gauge!("fedplane_vipd_bgp_session_state", "peer" => peer).set(0.0);
+            }
             for (name, state) in &now {
                 let peer = name.strip_prefix("peer_").unwrap_or(name).replace('_', "-");
                 if sessions.get(name) == Some(&Session::Established)
@@ -175,11 +259,13 @@ async fn poll_sessions(engine: &Engine, sessions: &mut BTreeMap<String, Session>
                     .set(state.gauge());
             }
             *sessions = now;
+            true
         }
         Err(e) => {
             if up.swap(false, Ordering::Relaxed) {
                 warn!(error = %e, "BGP: BIRD does not answer");
             }
+            false
         }
     }
 }
@@ -230,7 +316,7 @@ pub fn static_inputs(
         let pw = pw.trim_end_matches(['\n', '\r']).to_owned();
         if !bird::quotable(&pw) || pw.is_empty() || pw.len() > 80 {
             return Err(format!(
-                "bgp.peers[{}].password_file: the password must be 1-80 characters without quotes, backslashes or line breaks",
+                "bgp.peers[{}].password_file: the password must be 1-80 characters without quotes, backslashes or control characters",
                 p.name
             ));
         }
@@ -246,6 +332,7 @@ pub fn static_inputs(
             passwords: &passwords,
         },
     );
+    super::engine::check_now(&s.engine, &config)?;
     let routes: BTreeSet<IpNet> = s.announce.iter().map(|a| IpNet::from(*a)).collect();
     let (config_tx, config_rx) = watch::channel(config);
     let (routes_tx, routes_rx) = watch::channel(routes);

@@ -110,6 +110,22 @@ fn every_error_names_its_field() {
             "      asn: 65000\n      colour: red\n",
             "colour",
         ),
+        (
+            "      asn: 65000\n",
+            "      asn: 65000\n      port: 0\n",
+            "bgp.peers[tor-a].port: 0",
+        ),
+        (
+            "address: fd00::1",
+            "address: fe80::1",
+            "bgp.peers[tor-b].address: fe80::1 is link-local",
+        ),
+        (
+            "address: 10.0.0.1",
+            "address: 127.0.0.1",
+            "is not a peer's address",
+        ),
+        ("multiplier: 5", "multipler: 5", "bfd"),
     ] {
         assert!(BASE.contains(from), "{from}");
         let err = Pools::from_yaml(&BASE.replacen(from, to, 1))
