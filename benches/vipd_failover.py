@@ -265,7 +265,7 @@ def main():
         print("| event | p50 / p99 | goal | p99 / VRRP crash failover p99 (same run) |")
         print("|---|---|---|---|")
         for key, what, goal in [("dead_node_bfd", "dead node -> route gone, BFD 100 ms x 3", "p99 <= 1 s (MetalLB FRR mode: 5-6 s, its authors)"),
-                                ("dead_node_hold", "dead node -> route gone, hold time 3 s", "<= hold time"),
+                                ("dead_node_hold", "dead node -> route gone, hold time 3 s", "the hold time (3 s) + the route update"),
                                 ("gone", "last local endpoint gone -> route withdrawn", "p99 <= 200 ms"),
                                 ("back", "local endpoint back -> route announced", "(MetalLB: 3-4 s)")]:
             p50, p99 = bgp[key]
