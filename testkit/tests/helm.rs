@@ -689,7 +689,12 @@ fn the_comparison_finds_real_drift() {
     // external Service's policy) and what the vipd-bgp one adds (the flag, the run directory,
     // the capability, the RBAC, the peers' Secret, the bgp: section).
     let bgp_edits = [
-        ("templates/vipd.yaml", "- --bgp", "- --bgp=true"),
+        ("templates/vipd.yaml", "- --bgp\n", "- --bgp=true\n"),
+        (
+            "templates/vipd.yaml",
+            "--bgp-run-dir=/run/fedplane-vipd/bird",
+            "--bgp-run-dir=/run/fedplane-vipd",
+        ),
         (
             "templates/vipd.yaml",
             "mountPath: /run/fedplane-vipd",
@@ -2261,7 +2266,11 @@ fn the_vipd_bgp_values_render_the_flag_the_run_directory_the_rbac_and_the_settin
     assert_eq!(&args[..old_args.len()], &old_args[..], "the chart's args");
     assert_eq!(
         json!(&args[old_args.len()..]),
-        json!(["--bgp", "--bird=/usr/sbin/bird"])
+        json!([
+            "--bgp",
+            "--bgp-run-dir=/run/fedplane-vipd/bird",
+            "--bird=/usr/sbin/bird"
+        ])
     );
     assert_eq!(
         after["containers"][0]["securityContext"]["capabilities"]["add"],
