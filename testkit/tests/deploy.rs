@@ -162,6 +162,7 @@ fn rendered() -> Vec<(String, String)> {
         "examples/seeds/chn",
         "examples/etcd-tls",
         "examples/dns-transfer",
+        "examples/vipd-bgp",
     ] {
         assert!(
             names.iter().any(|n| n == want),

@@ -55,7 +55,7 @@ struct Example {
     helm: &'static [&'static str],
 }
 
-const EXAMPLES: [Example; 7] = [
+const EXAMPLES: [Example; 8] = [
     Example {
         kustomization: "examples/seeds/fcp",
         helm: &["-f", "deploy/helm/examples/seeds/fcp.yaml"],
@@ -94,11 +94,19 @@ const EXAMPLES: [Example; 7] = [
         kustomization: "examples/dns-transfer",
         helm: &["-f", "deploy/helm/examples/dns-transfer.yaml"],
     },
+    Example {
+        kustomization: "examples/vipd-bgp",
+        helm: &["-f", "deploy/helm/examples/vipd-bgp.yaml"],
+    },
 ];
 
 /// [`EXAMPLES`]' member cluster serving the zone to secondaries (transfers, NOTIFY, TSIG,
 /// UPDATE, the Service fedplane-dns-external).
 const DNS_TRANSFER: usize = 6;
+
+/// [`EXAMPLES`]' member cluster whose fedplane-vipd announces a pool over BGP (the flag, the
+/// run directory, the capability, the RBAC, the peers' Secret, the pools' bgp: section).
+const VIPD_BGP: usize = 7;
 
 /// The ConfigMaps and Secrets that kustomize's generators name with a hash of their content,
 /// so that a change rolls the pods that use them. The chart names them plainly and gives those
@@ -634,8 +642,8 @@ fn the_comparison_finds_real_drift() {
         ),
         (
             "templates/vipd.yaml",
-            "add: [\"NET_ADMIN\", \"NET_RAW\"]",
-            "add: [\"NET_ADMIN\"]",
+            "add: [\"NET_ADMIN\", \"NET_RAW\"",
+            "add: [\"NET_ADMIN\"",
         ),
         (
             "templates/_helpers.tpl",
@@ -677,27 +685,79 @@ fn the_comparison_finds_real_drift() {
             "the comparison misses {from:?} → {to:?} in {file}"
         );
     }
-    // The same for what the dns-transfer example adds: a flag, the Secret's mount, the
-    // external Service's policy.
-    let example = &EXAMPLES[DNS_TRANSFER];
-    let kustomized = from_kustomize(&kustomize(&deploy_dir().join(example.kustomization)));
-    for (file, from, to) in [
+    // The same for what the dns-transfer example adds (a flag, the Secret's mount, the
+    // external Service's policy) and what the vipd-bgp one adds (the flag, the run directory,
+    // the capability, the RBAC, the peers' Secret, the bgp: section).
+    let bgp_edits = [
+        ("templates/vipd.yaml", "- --bgp\n", "- --bgp=true\n"),
         (
-            "templates/dns.yaml",
-            "\"--notify=%s\"",
-            "\"--notify=%s,key=xfr\"",
+            "templates/vipd.yaml",
+            "--bgp-run-dir=/run/fedplane-vipd/bird",
+            "--bgp-run-dir=/run/fedplane-vipd",
         ),
         (
-            "templates/dns.yaml",
-            "mountPath: /etc/fedplane/tsig",
-            "mountPath: /etc/fedplane/keys",
+            "templates/vipd.yaml",
+            "mountPath: /run/fedplane-vipd",
+            "mountPath: /run/vipd",
+        ),
+        ("templates/vipd.yaml", "sizeLimit: 16Mi", "sizeLimit: 32Mi"),
+        (
+            "templates/vipd.yaml",
+            ", \"NET_BIND_SERVICE\"",
+            ", \"NET_BIND_SERVICE\", \"SYS_ADMIN\"",
         ),
         (
-            "templates/dns.yaml",
-            "externalTrafficPolicy: {{ .externalTrafficPolicy }}",
-            "externalTrafficPolicy: Cluster",
+            "templates/vipd.yaml",
+            "resources: [endpointslices]\n    verbs: [list, watch]",
+            "resources: [endpointslices]\n    verbs: [get, list, watch]",
         ),
-    ] {
+        (
+            "templates/vipd.yaml",
+            "resources: [nodes]",
+            "resources: [nodes, nodes/status]",
+        ),
+        (
+            "templates/vipd.yaml",
+            "mountPath: /etc/fedplane/bgp",
+            "mountPath: /etc/fedplane/peers",
+        ),
+        (
+            "templates/vipd-config.yaml",
+            "\"bgp\" .Values.vipd.bgp.settings",
+            "\"bgp\" (omit .Values.vipd.bgp.settings \"peers\")",
+        ),
+    ];
+    for (example, (file, from, to)) in [
+        (
+            DNS_TRANSFER,
+            (
+                "templates/dns.yaml",
+                "\"--notify=%s\"",
+                "\"--notify=%s,key=xfr\"",
+            ),
+        ),
+        (
+            DNS_TRANSFER,
+            (
+                "templates/dns.yaml",
+                "mountPath: /etc/fedplane/tsig",
+                "mountPath: /etc/fedplane/keys",
+            ),
+        ),
+        (
+            DNS_TRANSFER,
+            (
+                "templates/dns.yaml",
+                "externalTrafficPolicy: {{ .externalTrafficPolicy }}",
+                "externalTrafficPolicy: Cluster",
+            ),
+        ),
+    ]
+    .into_iter()
+    .chain(bgp_edits.into_iter().map(|e| (VIPD_BGP, e)))
+    {
+        let example = &EXAMPLES[example];
+        let kustomized = from_kustomize(&kustomize(&deploy_dir().join(example.kustomization)));
         let copy = tempfile::tempdir().expect("temp dir");
         copy_tree(&repo_dir().join(CHART), copy.path());
         let path = copy.path().join(file);
@@ -1491,6 +1551,38 @@ const BAD: &[Bad] = &[
             ],
         ],
     },
+    Bad {
+        what: "a bgp pool without BGP mode",
+        values: "vipd: {pools: [{name: rack, addresses: [10.9.0.0/24], mode: bgp}]}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: vipd.pools[0] (pool rack) is mode: bgp, which fedplane-vipd refuses without --bgp: set vipd.bgp.enabled",
+        ]],
+    },
+    Bad {
+        what: "BGP mode without its settings",
+        values: "vipd: {bgp: {enabled: true}}\n",
+        set: &[],
+        says: &[&["fedplane: vipd.bgp.enabled is true but vipd.bgp.settings is empty"]],
+    },
+    Bad {
+        what: "BGP settings without BGP mode",
+        values: "vipd: {bgp: {settings: {asn: 65001}}}\n",
+        set: &[],
+        says: &[&["fedplane: vipd.bgp.settings is set but vipd.bgp.enabled is false"]],
+    },
+    Bad {
+        what: "a misspelt peer key",
+        values: "vipd: {bgp: {enabled: true, settings: {asn: 65001, peers: [{name: tor, address: 10.0.0.1, asn: 65000, passwd_file: /x}]}}}\n",
+        set: &[],
+        says: &[SCHEMA, &["passwd_file"]],
+    },
+    Bad {
+        what: "a misspelt pool mode",
+        values: "vipd: {bgp: {enabled: true, settings: {asn: 65001}}, pools: [{name: rack, addresses: [10.9.0.0/24], mode: BGP}]}\n",
+        set: &[],
+        says: &[SCHEMA, &["mode"]],
+    },
 ];
 
 #[test]
@@ -2139,6 +2231,119 @@ fn the_dns_transfer_values_render_the_flags_the_keys_and_the_external_service_an
         assert!(!text.contains(absent), "the defaults render {absent:?}");
     }
     validate_strictly(&[file, write_objects(home.path(), "node-port", &node_port)]);
+}
+
+#[test]
+fn the_vipd_bgp_values_render_the_flag_the_run_directory_the_rbac_and_the_settings_and_validate() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let base = render(home.path(), &[]);
+    let settings = json!({"asn": 65001, "router_id": "auto",
+        "bfd": {"interval": "200ms", "multiplier": 5},
+        "withdraw_when_cordoned": false, "withdraw_wait": "3s",
+        "peers": [
+            {"name": "tor-a", "address": "10.0.0.1", "asn": 65000, "bfd": true,
+             "password_file": "/etc/fedplane/bgp/tor-a", "hold_time": "6s",
+             "node_selector": {"rack": "a"}},
+            {"name": "tor-v6", "address": "fd00::1", "asn": 4_200_000_000_u32, "port": 1179,
+             "graceful_restart": {"restart_time": "30s"}, "ebgp_multihop": 2}]});
+    let pools = json!([
+        {"name": "default", "addresses": ["10.4.0.0/24"]},
+        {"name": "rack", "addresses": ["10.9.0.0/24", "fd00:9::/120"], "mode": "bgp",
+         "bgp": {"communities": ["65001:100", "65001:1:2", "no-export"], "aggregation_length": 28,
+                 "aggregation_length_v6": 120, "node_selector": {"rack": "a"}}}]);
+    let values = home.path().join("bgp.yaml");
+    let vipd = json!({"pools": pools, "extraArgs": ["--bird=/usr/sbin/bird"],
+        "bgp": {"enabled": true, "settings": settings, "peerSecretName": "corp-bgp"}});
+    std::fs::write(&values, json!({"vipd": vipd}).to_string()).expect("write values");
+    let all = render(home.path(), &["-f", values.to_str().expect("UTF-8")]);
+
+    let (before, after) = (
+        &find(&base, "DaemonSet", "fedplane-vipd")["spec"]["template"]["spec"],
+        &find(&all, "DaemonSet", "fedplane-vipd")["spec"]["template"]["spec"],
+    );
+    let old_args = before["containers"][0]["args"].as_array().expect("args");
+    let args = after["containers"][0]["args"].as_array().expect("args");
+    assert_eq!(&args[..old_args.len()], &old_args[..], "the chart's args");
+    assert_eq!(
+        json!(&args[old_args.len()..]),
+        json!([
+            "--bgp",
+            "--bgp-run-dir=/run/fedplane-vipd/bird",
+            "--bird=/usr/sbin/bird"
+        ])
+    );
+    assert_eq!(
+        after["containers"][0]["securityContext"]["capabilities"]["add"],
+        json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"])
+    );
+    assert_eq!(
+        after["containers"][0]["volumeMounts"],
+        json!([
+            {"name": "config", "mountPath": "/etc/fedplane-vipd", "readOnly": true},
+            {"name": "bgp-run", "mountPath": "/run/fedplane-vipd"},
+            {"name": "bgp-peers", "mountPath": "/etc/fedplane/bgp", "readOnly": true},
+        ])
+    );
+    assert_eq!(
+        after["volumes"],
+        json!([
+            {"name": "config", "configMap": {"name": "fedplane-vipd-config"}},
+            {"name": "bgp-run", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            {"name": "bgp-peers", "secret": {"secretName": "corp-bgp"}},
+        ])
+    );
+    assert!(after["hostNetwork"].as_bool().expect("hostNetwork"));
+    // Exactly the two new rules, after the others.
+    let old_rules = find(&base, "ClusterRole", "fedplane-vipd")["rules"]
+        .as_array()
+        .expect("rules")
+        .clone();
+    let rules = find(&all, "ClusterRole", "fedplane-vipd")["rules"]
+        .as_array()
+        .expect("rules");
+    assert_eq!(&rules[..old_rules.len()], &old_rules[..]);
+    assert_eq!(
+        json!(&rules[old_rules.len()..]),
+        json!([
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        ])
+    );
+    // The pools document carries the pools and the bgp: section as given.
+    let data = find(&all, "ConfigMap", "fedplane-vipd-pools")["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml");
+    let doc: Value = serde_saphyr::from_str(data).expect("the pools document");
+    assert_eq!(doc, json!({"pools": pools, "bgp": settings}));
+    let file = write_objects(home.path(), "bgp", &all);
+
+    // Without a Secret: no peers' volume.
+    let plain = render(
+        home.path(),
+        &["--set", "vipd.bgp.enabled=true,vipd.bgp.settings.asn=65001"],
+    );
+    let spec = &find(&plain, "DaemonSet", "fedplane-vipd")["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["volumes"].as_array().expect("volumes").len(),
+        2,
+        "{}",
+        spec["volumes"]
+    );
+
+    // None of it by default.
+    let text: String = base.iter().map(Value::to_string).collect();
+    for absent in ["--bgp", "bgp-run", "NET_BIND_SERVICE", "/etc/fedplane/bgp"] {
+        assert!(!text.contains(absent), "the defaults render {absent:?}");
+    }
+    // (fedplane-controller-reader reads EndpointSlices and Nodes; fedplane-vipd does not.)
+    let role = find(&base, "ClusterRole", "fedplane-vipd")["rules"].to_string();
+    for absent in ["endpointslices", "nodes"] {
+        assert!(
+            !role.contains(absent),
+            "the default vipd ClusterRole has {absent}: {role}"
+        );
+    }
+    validate_strictly(&[file, write_objects(home.path(), "bgp-plain", &plain)]);
 }
 
 /// The paths of `values` down to its settings (a list, a scalar, an empty map such as

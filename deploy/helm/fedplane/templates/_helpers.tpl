@@ -324,7 +324,19 @@ The checks the schema cannot make, each failing with what to set. Rendered by va
 {{- fail (printf "fedplane: vipd.groups[%d] (VRID %v) is ipv6 with vrrp_version 2, which is IPv4 only: use 3" $i $g.vrid) }}
 {{- end }}
 {{- end }}
+{{- if and $v.vipd.bgp.settings (not $v.vipd.bgp.enabled) }}
+{{- fail "fedplane: vipd.bgp.settings is set but vipd.bgp.enabled is false: set it true (fedplane-vipd --bgp, its RBAC and run directory), or leave the settings out" }}
+{{- end }}
+{{- if and $v.vipd.bgp.enabled (not $v.vipd.bgp.settings) }}
+{{- fail "fedplane: vipd.bgp.enabled is true but vipd.bgp.settings is empty: give at least its asn and peers (the pools document's bgp: section)" }}
+{{- end }}
+{{- if and $v.vipd.bgp.peerSecretName (not $v.vipd.bgp.enabled) }}
+{{- fail "fedplane: vipd.bgp.peerSecretName is set but vipd.bgp.enabled is false" }}
+{{- end }}
 {{- range $i, $p := $v.vipd.pools }}
+{{- if and (eq ($p.mode | default "l2") "bgp") (not $v.vipd.bgp.enabled) }}
+{{- fail (printf "fedplane: vipd.pools[%d] (pool %s) is mode: bgp, which fedplane-vipd refuses without --bgp: set vipd.bgp.enabled (and vipd.bgp.settings, the asn and the peers)" $i $p.name) }}
+{{- end }}
 {{- range $field := list "addresses" "reserved" }}
 {{- range (index $p $field | default list) }}
 {{- include "fedplane.checkPoolEntry" (dict "at" (printf "vipd.pools[%d].%s (pool %s)" $i $field $p.name) "s" .) }}
