@@ -239,8 +239,8 @@ fn the_deploy_manifests_config_and_pools_are_valid() {
     }
     assert_eq!(
         pools.len(),
-        4,
-        "the member component's and the seeds': {pools:?}"
+        5,
+        "the member component's, the seeds' and the BGP example's: {pools:?}"
     );
 }
 
