@@ -15,6 +15,9 @@ use fedplane_testkit::netns::{Host, Lan};
 use fedplane_testkit::{Daemon, require_program};
 use tempfile::TempDir;
 
+mod common;
+use common::{readyz, web};
+
 const VIP: &str = "10.9.0.10";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -57,25 +60,6 @@ fn vipd(node: &Host, name: &str, dir: &Path, bfd: bool) -> Daemon {
     .map(ToString::to_string)
     .collect();
     node.spawn(Path::new(env!("CARGO_BIN_EXE_fedplane-vipd")), &args, &[])
-}
-
-fn web(node: &Host, name: &str, dir: &Path) -> Daemon {
-    let root = dir.join(format!("www-{name}"));
-    std::fs::create_dir_all(&root).expect("web root");
-    std::fs::write(root.join("name"), name).expect("web page");
-    let args: Vec<String> = [
-        "-m",
-        "http.server",
-        "8080",
-        "--bind",
-        "0.0.0.0",
-        "--directory",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .chain([root.to_string_lossy().into_owned()])
-    .collect();
-    node.spawn(Path::new("python3"), &args, &[])
 }
 
 fn lab(bfd: bool) -> Lab {
@@ -154,7 +138,7 @@ fn every_node_announces_the_address_and_the_router_spreads_over_them() {
         "ECMP reaches several nodes: {reached:?}"
     );
     // The BGP session state is in the metrics.
-    let metrics = lab.nodes[0].run(&["curl", "-sf", "http://127.0.0.1:9102/metrics"]);
+    let metrics = common::metrics(&lab.nodes[0]);
     assert!(
         metrics.contains("fedplane_vipd_bgp_session_state{peer=\"tor\"} 3"),
         "{metrics}"
@@ -314,22 +298,14 @@ fn a_broken_peer_config_is_refused_by_name_and_the_session_stays() {
         (out.contains("BGP reload refused") && out.contains("bgp.peers[tor].asn")).then_some(())
     });
     // The session stayed up: no flap, the route still there, BIRD still answering.
-    let metrics = lab.nodes[0].run(&["curl", "-sf", "http://127.0.0.1:9102/metrics"]);
+    let metrics = common::metrics(&lab.nodes[0]);
     assert!(
         !metrics.contains("fedplane_vipd_bgp_session_flaps_total"),
         "{metrics}"
     );
     assert_eq!(lab.router.nexthops(vip()), lab.hops(&[0, 1, 2]));
-    let ready = lab.nodes[0].run(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "http://127.0.0.1:9102/readyz",
-    ]);
-    assert_eq!(ready, "200");
+    let ready = readyz(&lab.nodes[0]);
+    assert!(ready.ends_with(" 200"), "{ready}");
     // A good change is taken in place.
     std::fs::write(&config, good.replace("hold_time: 3s", "hold_time: 6s")).expect("write");
     lab.vipds[0].signal("HUP");
@@ -340,7 +316,7 @@ fn a_broken_peer_config_is_refused_by_name_and_the_session_stays() {
             .then_some(())
     });
     fedplane_testkit::wait_until(WAIT, "the reload counted", || {
-        let m = lab.nodes[0].run(&["curl", "-sf", "http://127.0.0.1:9102/metrics"]);
+        let m = common::metrics(&lab.nodes[0]);
         m.contains("fedplane_vipd_bgp_engine_reloads_total{result=\"ok\"} 2")
             .then_some(())
     });

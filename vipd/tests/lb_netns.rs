@@ -14,6 +14,9 @@ use fedplane_testkit::{Daemon, wait_until};
 use serde_json::json;
 use tempfile::TempDir;
 
+mod common;
+use common::web;
+
 const WAIT: Duration = Duration::from_secs(20);
 /// Adverts every 100 ms: a backup of priority 100 takes over 3 × 100 ms + skew (60.9 ms) after
 /// the master's last advert; "well under a second" is the target.
@@ -60,26 +63,6 @@ fn vipd_with(
     .map(ToString::to_string)
     .collect();
     node.spawn(Path::new(env!("CARGO_BIN_EXE_fedplane-vipd")), &args, env)
-}
-
-/// A web server on port 8080 of `node` answering `/name` with the node's name.
-fn web(node: &Host, name: &str, dir: &Path) -> Daemon {
-    let root = dir.join(format!("www-{name}"));
-    std::fs::create_dir_all(&root).expect("web root");
-    std::fs::write(root.join("name"), name).expect("web page");
-    let args: Vec<String> = [
-        "-m",
-        "http.server",
-        "8080",
-        "--bind",
-        "0.0.0.0",
-        "--directory",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .chain([root.to_string_lossy().into_owned()])
-    .collect();
-    node.spawn(Path::new("python3"), &args, &[])
 }
 
 /// What the client gets from `http://ip:8080/name`.

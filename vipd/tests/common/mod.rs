@@ -195,3 +195,24 @@ pub fn vipd_config(host: &Host, config: &str) -> Daemon {
         &[],
     )
 }
+
+/// A web server on port 8080 of `node` (standing in for kube-proxy and the pods) answering
+/// `/name` with `name`; its files under `dir`.
+pub fn web(node: &Host, name: &str, dir: &Path) -> Daemon {
+    let root = dir.join(format!("www-{name}"));
+    std::fs::create_dir_all(&root).expect("web root");
+    std::fs::write(root.join("name"), name).expect("web page");
+    let args: Vec<String> = [
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "0.0.0.0",
+        "--directory",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .chain([root.to_string_lossy().into_owned()])
+    .collect();
+    node.spawn(Path::new("python3"), &args, &[])
+}
