@@ -39,11 +39,33 @@ impl Etcd {
         require_program("etcd", "etcd-server");
         require_program("etcdctl", "etcd-client");
         let mut e = Self::unstarted("test", tls);
-        e.initial_cluster = format!("test={}", e.peer_url());
         if tls {
             e.make_certificates();
         }
-        e.spawn();
+        // A port picked free can still be taken before etcd binds it (another test's server):
+        // then etcd exits at once saying so, and it is started again on other ports.
+        for attempt in 1.. {
+            e.initial_cluster = format!("test={}", e.peer_url());
+            e.spawn_unchecked();
+            let exited = wait_until(Duration::from_secs(20), "etcd to answer", || {
+                if !e.is_running() {
+                    return Some(true);
+                }
+                e.try_ctl(&["endpoint", "health"]).ok().map(|_| false)
+            });
+            if !exited {
+                break;
+            }
+            let log = std::fs::read_to_string(e.dir.path().join("etcd.log")).unwrap_or_default();
+            assert!(
+                attempt < 3 && log.contains("address already in use"),
+                "etcd exited at start (attempt {attempt})"
+            );
+            e.child = None;
+            let _ = std::fs::remove_dir_all(e.dir.path().join("data"));
+            e.client_port = free_port();
+            e.peer_port = free_port();
+        }
         e
     }
 

@@ -47,16 +47,40 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// A loopback port free for both TCP and UDP right now (the OS picks it, so parallel tests do
-/// not collide).
+/// A loopback port free for both TCP and UDP right now, for a server a test starts.
+///
+/// Ports come from below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), so the
+/// source port of some test's outgoing connection can never take one between this pick and the
+/// server's bind (an OS-picked ephemeral port can be reused that way: etcd once failed with
+/// "address already in use"). Within a process the ports are handed out in turn from a random
+/// start, so parallel tests of one binary never get the same one; across processes the random
+/// start and the bind check keep collisions unlikely.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RANGE: OnceLock<(u32, u32)> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let &(lo, hi) = RANGE.get_or_init(|| {
+        let ephemeral_lo = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32768);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id().wrapping_mul(2_654_435_761);
+        NEXT.store(seed, Ordering::Relaxed);
+        (10_000, ephemeral_lo.max(10_000 + 2_000))
+    });
+    for _ in 0..(hi - lo) {
+        let port = u16::try_from(lo + NEXT.fetch_add(1, Ordering::Relaxed) % (hi - lo))
+            .expect("port below 65536");
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free loopback port between {lo} and {hi}");
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
