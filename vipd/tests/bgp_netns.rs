@@ -137,12 +137,13 @@ fn every_node_announces_the_address_and_the_router_spreads_over_them() {
         reached.len() >= 2,
         "ECMP reaches several nodes: {reached:?}"
     );
-    // The BGP session state is in the metrics.
-    let metrics = common::metrics(&lab.nodes[0]);
-    assert!(
-        metrics.contains("fedplane_vipd_bgp_session_state{peer=\"tor\"} 3"),
-        "{metrics}"
-    );
+    // The BGP session state is in the metrics (read from BIRD once a second: awaited).
+    let established = "fedplane_vipd_bgp_session_state{peer=\"tor\"} 3";
+    let metrics = fedplane_testkit::wait_until_or(WAIT, || {
+        Some(common::metrics(&lab.nodes[0])).filter(|m| m.contains(established))
+    })
+    .unwrap_or_else(|| common::metrics(&lab.nodes[0]));
+    assert!(metrics.contains(established), "{metrics}");
     assert!(
         metrics.contains("fedplane_vipd_bgp_announced_prefixes 1"),
         "{metrics}"
