@@ -2293,7 +2293,7 @@ fn the_vipd_bgp_values_render_the_flag_the_run_directory_the_rbac_and_the_settin
         ])
     );
     assert!(after["hostNetwork"].as_bool().expect("hostNetwork"));
-    // Exactly the two new rules, after the others.
+    // Exactly the one new rule, after the others.
     let old_rules = find(&base, "ClusterRole", "fedplane-vipd")["rules"]
         .as_array()
         .expect("rules")
@@ -2305,7 +2305,6 @@ fn the_vipd_bgp_values_render_the_flag_the_run_directory_the_rbac_and_the_settin
     assert_eq!(
         json!(&rules[old_rules.len()..]),
         json!([
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
         ])
     );
@@ -2335,14 +2334,17 @@ fn the_vipd_bgp_values_render_the_flag_the_run_directory_the_rbac_and_the_settin
     for absent in ["--bgp", "bgp-run", "NET_BIND_SERVICE", "/etc/fedplane/bgp"] {
         assert!(!text.contains(absent), "the defaults render {absent:?}");
     }
-    // (fedplane-controller-reader reads EndpointSlices and Nodes; fedplane-vipd does not.)
+    // (fedplane-controller-reader reads EndpointSlices and Nodes; fedplane-vipd only the
+    // EndpointSlices, for the Local Services' addresses.)
     let role = find(&base, "ClusterRole", "fedplane-vipd")["rules"].to_string();
-    for absent in ["endpointslices", "nodes"] {
-        assert!(
-            !role.contains(absent),
-            "the default vipd ClusterRole has {absent}: {role}"
-        );
-    }
+    assert!(
+        !role.contains("nodes"),
+        "the default vipd ClusterRole has nodes: {role}"
+    );
+    assert!(
+        role.contains("endpointslices"),
+        "the default vipd ClusterRole lacks endpointslices: {role}"
+    );
     validate_strictly(&[file, write_objects(home.path(), "bgp-plain", &plain)]);
 }
 

@@ -57,6 +57,19 @@ pub(crate) struct Assigner {
     relisted: bool,
     /// The pools of the last pass.
     last_pools: Pools,
+    /// `Local` addresses held nowhere in the last pass (see [`services::Spread::unheld`]).
+    unheld: BTreeSet<IpAddr>,
+}
+
+/// What the endpoint rule of `Local` Services reads in a pass (see [`crate::services`]).
+#[derive(Debug)]
+pub(crate) struct LocalRule<'a> {
+    /// This node's name.
+    pub node: &'a str,
+    /// Per Service (`namespace/name`), the nodes with a ready endpoint.
+    pub ready: &'a BTreeMap<String, BTreeSet<String>>,
+    /// The node of each group's current master, where known.
+    pub masters: BTreeMap<GroupId, String>,
 }
 
 impl Assigner {
@@ -83,6 +96,7 @@ impl Assigner {
             fresh: Fresh::default(),
             relisted: false,
             last_pools: Pools::default(),
+            unheld: BTreeSet::new(),
         }
     }
 
@@ -96,12 +110,14 @@ impl Assigner {
         self.quarantine.next_expiry()
     }
 
-    /// One pass. Returns whether something failed and should be tried again.
+    /// One pass. Returns whether something failed and should be tried again. Without `local`
+    /// (the EndpointSlices not listed), `Local` Services' addresses are spread like the others.
     pub(crate) async fn pass(
         &mut self,
         services: &Store<Service>,
         pools_cm: Option<&Watched<ConfigMap>>,
         legacy_cm: Option<&Watched<ConfigMap>>,
+        local: Option<LocalRule<'_>>,
         leading: Option<Instant>,
     ) -> bool {
         let cache = services.state();
@@ -127,7 +143,19 @@ impl Assigner {
         self.quarantine.observe(&ipam::in_use(&svcs), now);
         metrics::gauge!("fedplane_vipd_quarantined_addresses").set(self.quarantine.len() as f64);
         let pools = self.pools(pools_cm);
-        self.announce(&svcs, &pools);
+        let endpoints = local.map(|l| services::Endpoints {
+            node: l.node.to_owned(),
+            local: services::Endpoints::local_addresses(
+                objects
+                    .iter()
+                    .zip(&svcs)
+                    .filter(|(_, s)| s.kind == Kind::Ours)
+                    .map(|(o, _)| &**o),
+                l.ready,
+            ),
+            masters: l.masters,
+        });
+        self.announce(&svcs, &pools, endpoints.as_ref());
         self.last_pools.clone_from(&pools);
         let legacy = self.legacy(legacy_cm);
         let Some(until) = leading else {
@@ -168,8 +196,8 @@ impl Assigner {
     }
 
     /// Spreads the addresses in our Services' status over the groups (those of `mode: bgp`
-    /// pools are announced over BGP instead).
-    fn announce(&mut self, svcs: &[Svc], pools: &Pools) {
+    /// pools are announced over BGP instead), `Local` ones by the endpoint rule.
+    fn announce(&mut self, svcs: &[Svc], pools: &Pools, endpoints: Option<&services::Endpoints>) {
         let addresses: BTreeSet<IpAddr> = svcs
             .iter()
             .filter(|s| s.kind == Kind::Ours)
@@ -182,7 +210,23 @@ impl Assigner {
             .collect();
         metrics::gauge!("fedplane_vipd_service_addresses").set(addresses.len() as f64);
         let ids: Vec<GroupId> = self.groups.iter().map(|g| g.id).collect();
-        let (per_group, homeless) = services::spread(&addresses, &ids);
+        let services::Spread {
+            per_group,
+            homeless,
+            gated,
+            unheld,
+        } = services::spread(&addresses, &ids, endpoints);
+        metrics::gauge!("fedplane_vipd_local_addresses_left_out").set(gated as f64);
+        metrics::gauge!("fedplane_vipd_local_addresses_unheld").set(unheld.len() as f64);
+        if unheld != self.unheld {
+            for ip in unheld.difference(&self.unheld) {
+                warn!(%ip, "address of an externalTrafficPolicy: Local Service held nowhere: no VRRP group's master runs a ready endpoint of it");
+            }
+            for ip in self.unheld.difference(&unheld) {
+                info!(%ip, "address of a Local Service can be held again: a group's master runs a ready endpoint");
+            }
+            self.unheld = unheld;
+        }
         for (group, ips) in self.groups.iter().zip(per_group) {
             let nets = Some(ips.into_iter().map(IpNet::from).collect::<Vec<_>>());
             group.addresses.send_if_modified(|old| {

@@ -253,12 +253,14 @@ pub async fn run_group(
             metrics::counter!("fedplane_vipd_socket_drops_total", &r.labels)
                 .absolute(u64::from(b.socket.drops()));
         }
+        r.publish_master();
     }
     let actions = r.fsm.shutdown();
     r.apply(actions).await;
     // Whatever the state machine did, nothing of ours stays on the interface.
     r.remove_all().await;
     r.publish_source(None);
+    r.publish_master();
     ctx.health.remove(&r.name);
     info!(vrid = r.cfg.fsm.vrid, interface = %r.cfg.interface, "group stopped");
     Ok(())
@@ -740,6 +742,18 @@ impl Runner {
         let Some(s) = &self.speakers else { return };
         let key = (self.cfg.interface.clone(), self.cfg.fsm.vrid, self.cfg.v6);
         s.own.send_if_modified(|m| match source {
+            Some(a) => m.insert(key, a) != Some(a),
+            None => m.remove(&key).is_some(),
+        });
+    }
+
+    /// Tells Kubernetes mode who this group takes for its master (the endpoint rule of
+    /// `Local` Services picks groups by their masters' nodes).
+    fn publish_master(&self) {
+        let Some(s) = &self.speakers else { return };
+        let key = (self.cfg.interface.clone(), self.cfg.fsm.vrid, self.cfg.v6);
+        let master = self.fsm.master();
+        s.masters.send_if_modified(|m| match master {
             Some(a) => m.insert(key, a) != Some(a),
             None => m.remove(&key).is_some(),
         });

@@ -124,6 +124,9 @@ pub struct Router {
     garp_at: Option<Instant>,
     /// When we last reacted to a lower-priority master (advert + announcement).
     reacted_at: Option<Instant>,
+    /// As a backup: the source of the last advert of a router that is master (`None` until
+    /// one is heard, and after a resignation).
+    heard_master: Option<IpAddr>,
 }
 
 impl Router {
@@ -141,12 +144,24 @@ impl Router {
             garp_left: 0,
             garp_at: None,
             reacted_at: None,
+            heard_master: None,
         }
     }
 
     /// Current state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Who is master, as far as this router knows: its own primary address as master, the
+    /// source of the adverts it follows as backup (`None` before the first, after a
+    /// resignation, in Initialize and Fault).
+    pub fn master(&self) -> Option<IpAddr> {
+        match self.state {
+            State::Master => Some(self.primary),
+            State::Backup => self.heard_master,
+            State::Initialize | State::Fault => None,
+        }
     }
 
     /// The settings.
@@ -252,11 +267,17 @@ impl Router {
             State::Backup => {
                 if heard.priority == RESIGN {
                     self.down_at = Some(now + self.skew());
-                } else if !self.may_preempt(now) || heard.priority >= self.cfg.priority {
-                    self.master_interval = heard.interval;
-                    self.down_at = Some(now + self.master_down());
+                    self.heard_master = None;
+                } else {
+                    // A lower-priority master we are about to preempt is master until then.
+                    self.heard_master = Some(heard.src);
+                    if !self.may_preempt(now) || heard.priority >= self.cfg.priority {
+                        self.master_interval = heard.interval;
+                        self.down_at = Some(now + self.master_down());
+                    }
+                    // Else a lower priority master with preemption on: let the down timer run
+                    // out.
                 }
-                // Else a lower priority master with preemption on: let the down timer run out.
             }
             State::Master => {
                 if heard.priority == RESIGN {
@@ -276,6 +297,7 @@ impl Router {
                     out.push(Action::Advertise(self.cfg.priority));
                     out.push(Action::RemoveAddresses);
                     self.become_backup(now, heard.interval, &mut out);
+                    self.heard_master = Some(heard.src);
                 } else if self.may_react(now) {
                     // A lower-priority router thinks it is master: tell it at once (RFC 9568),
                     // and announce again, since hosts may have followed its announcements.
@@ -346,6 +368,7 @@ impl Router {
         self.garp_at = None;
         self.garp_left = 0;
         self.reacted_at = None;
+        self.heard_master = None;
         if to != self.state {
             out.push(Action::Transition(self.state, to));
             self.state = to;

@@ -34,11 +34,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::assigner::{Assigner, GroupSink};
+use crate::assigner::{Assigner, GroupSink, LocalRule};
 use crate::config::{KubeSettings, ObjectName};
 use crate::daemon::sleep_until;
+use crate::ipam::Family;
 use crate::leader::{keep_lease, process_identity};
 use crate::lease::Elector;
+use crate::services::GroupId;
+use crate::speakers::GroupKey;
 use crate::speakers::KubeEnds;
 
 mod allowlist;
@@ -64,6 +67,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(fedplane_ops::kube::WATCH_TIM
 /// A failed status write is tried again after this long, doubling up to [`RETRY_MAX`].
 const RETRY: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// In L2 mode, passes wait this long for the EndpointSlices to be listed, then go on without.
+const SLICES_GRACE: Duration = Duration::from_secs(10);
 
 pub use crate::probes::KubeStatus;
 
@@ -210,26 +216,31 @@ pub async fn run(
     };
     let pools_cm = configmap(&settings.pools_configmap, &mut tasks);
     let legacy_cm = configmap(&settings.legacy_configmap, &mut tasks);
-    // BGP mode: which nodes run ready endpoints, and our own Node (labels, cordon, Ready).
-    let bgp_watches = bgp.as_ref().map(|_| {
-        (
-            watch_kube::spawn(
-                Api::<EndpointSlice>::all(client.clone()),
-                None,
-                wake.clone(),
-                &cancel,
-                &mut tasks,
-            ),
-            watch_kube::spawn(
-                Api::<Node>::all(client.clone()),
-                Some(settings.node_name.as_str()),
-                wake.clone(),
-                &cancel,
-                &mut tasks,
-            ),
+    // Which nodes run ready endpoints: `Local` Services' addresses follow them (L2 and BGP).
+    let slices = watch_kube::spawn(
+        Api::<EndpointSlice>::all(client.clone()),
+        None,
+        wake.clone(),
+        &cancel,
+        &mut tasks,
+    );
+    // BGP mode: our own Node (labels, cordon, Ready).
+    let own_node = bgp.as_ref().map(|_| {
+        watch_kube::spawn(
+            Api::<Node>::all(client.clone()),
+            Some(settings.node_name.as_str()),
+            wake.clone(),
+            &cancel,
+            &mut tasks,
         )
     });
     let node_name = settings.node_name.clone();
+    // Who each group takes for its master, and which node each VRRP source is.
+    let mut masters = speakers.masters.clone();
+    let own_sources = speakers.own.clone();
+    let (nodes_tx, mut speaker_nodes) = watch::channel(std::collections::BTreeMap::new());
+    let started = Instant::now();
+    let mut slices_warned = false;
 
     let (lead_tx, mut lead_rx) = watch::channel(None);
     let lease = settings.lease.clone();
@@ -248,6 +259,7 @@ pub async fn run(
         client.clone(),
         SpeakerSettings::from_env(&settings.lease.namespace, &settings.node_name),
         speakers,
+        nodes_tx,
         groups.len(),
         cancel.clone(),
     ));
@@ -259,7 +271,11 @@ pub async fn run(
         // The lead deadline too: a pass after it sees we no longer lead (so the next takeover
         // lists again) even when the Lease loop, stuck, published nothing.
         let lead_until = lead_rx.borrow().filter(|t| *t > Instant::now());
-        let wake = [a.next_expiry(), retry_at, lead_until]
+        // L2 mode still waiting for the EndpointSlices: a pass is due when the grace ends.
+        let grace_end = (bgp.is_none() && !slices.listed())
+            .then_some(started + SLICES_GRACE)
+            .filter(|t| *t > Instant::now());
+        let wake = [a.next_expiry(), retry_at, lead_until, grace_end]
             .into_iter()
             .flatten()
             .min();
@@ -272,44 +288,64 @@ pub async fn run(
                 break;
             }
             () = changed.notified() => {}
+            Ok(()) = masters.changed() => {}
+            Ok(()) = speaker_nodes.changed() => {}
             // Every change is a gain or a loss: a takeover lists again, even if a loss and
             // a gain came between two passes.
             res = lead_rx.changed() => if res.is_err() { break } else { a.lease_changed() },
             () = sleep_until(wake) => {}
         }
+        // Without the EndpointSlices (not allowed to list them?), L2 mode goes on after a
+        // grace, spreading `Local` Services' addresses like the others; BGP mode waits.
+        let slices_late = bgp.is_none() && started.elapsed() >= SLICES_GRACE;
         let ready = services.listed()
             && pools_cm.as_ref().is_none_or(|c| c.listed())
             && legacy_cm.as_ref().is_none_or(|c| c.listed())
-            && bgp_watches
-                .as_ref()
-                .is_none_or(|(s, n)| s.listed() && n.listed());
+            && (slices.listed() || slices_late)
+            && own_node.as_ref().is_none_or(|n| n.listed());
         if !ready {
             continue;
         }
+        if !slices.listed() && !slices_warned {
+            warn!(
+                "EndpointSlices not listed (can vipd list and watch discovery.k8s.io endpointslices?): addresses of externalTrafficPolicy: Local Services are held without regard to their endpoints until they are"
+            );
+            slices_warned = true;
+        }
+        let ready_nodes = crate::bgp::views::ready_nodes(slices.store.state().iter().map(|s| &**s));
         status.synced.store(true, Ordering::Relaxed);
         let leading = lead_rx.borrow_and_update().filter(|t| *t > Instant::now());
+        let local = slices.listed().then(|| LocalRule {
+            node: &node_name,
+            ready: &ready_nodes,
+            masters: master_nodes(
+                &masters.borrow_and_update(),
+                &own_sources.borrow(),
+                &speaker_nodes.borrow_and_update(),
+                &node_name,
+            ),
+        });
         let failed = a
             .pass(
                 &services.store,
                 pools_cm.as_ref(),
                 legacy_cm.as_ref(),
+                local,
                 leading,
             )
             .await;
-        if let (Some(sink), Some((slices, nodes))) = (&bgp, &bgp_watches) {
+        if let (Some(sink), Some(nodes)) = (&bgp, &own_node) {
             let node = nodes
                 .store
                 .state()
                 .into_iter()
                 .find(|n| n.metadata.name.as_deref() == Some(node_name.as_str()));
-            let slices: Vec<EndpointSlice> =
-                slices.store.state().iter().map(|s| (**s).clone()).collect();
             let services = services.store.state();
             publish_bgp(
                 sink,
                 a.pools_in_use(),
                 node.as_deref(),
-                &slices,
+                &ready_nodes,
                 services.iter().map(|s| &**s),
             );
         }
@@ -324,12 +360,40 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
+/// The node of each group's master: our own sources are this node, the others' are looked up
+/// in the speakers' Pods (unknown sources are left out).
+fn master_nodes(
+    masters: &std::collections::BTreeMap<GroupKey, std::net::IpAddr>,
+    own: &std::collections::BTreeMap<GroupKey, std::net::IpAddr>,
+    speakers: &std::collections::BTreeMap<std::net::IpAddr, String>,
+    node_name: &str,
+) -> std::collections::BTreeMap<GroupId, String> {
+    masters
+        .iter()
+        .filter_map(|((_, vrid, v6), ip)| {
+            let node = if own.values().any(|o| o == ip) {
+                node_name.to_owned()
+            } else {
+                speakers.get(ip)?.clone()
+            };
+            let family = if *v6 { Family::V6 } else { Family::V4 };
+            Some((
+                GroupId {
+                    family,
+                    vrid: *vrid,
+                },
+                node,
+            ))
+        })
+        .collect()
+}
+
 /// Hands BGP mode this node's configuration and routes (only when they change).
 fn publish_bgp<'a>(
     sink: &BgpSink,
     pools: &crate::ipam::Pools,
     node: Option<&Node>,
-    slices: &[EndpointSlice],
+    ready: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     services: impl IntoIterator<Item = &'a Service>,
 ) {
     let mut passwords = std::collections::BTreeMap::new();
@@ -351,7 +415,7 @@ fn publish_bgp<'a>(
             }
         }
     }
-    let d = crate::bgp::publish::desired(pools, node, slices, services, &passwords, false);
+    let d = crate::bgp::publish::desired(pools, node, ready, services, &passwords, false);
     if let Some(problem) = &d.problem {
         warn!(problem, "BGP: not configured");
     }

@@ -173,21 +173,8 @@ pub fn decide(
             pod.metadata.namespace.as_deref().unwrap_or_default(),
             pod.metadata.name.as_deref().unwrap_or_default()
         );
-        let ips = status
-            .pod_ips
-            .iter()
-            .flatten()
-            .map(|p| p.ip.clone())
-            .chain(status.host_ips.iter().flatten().map(|h| h.ip.clone()))
-            .chain(status.pod_ip.clone())
-            .chain(status.host_ip.clone());
-        allowed.extend(ips.filter_map(|ip| ip.parse::<IpAddr>().ok()));
-        let annotation = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SOURCES_ANNOTATION));
-        match annotation.map(|a| parse_sources(a)) {
+        allowed.extend(pod_addresses(&status));
+        match annotation(pod).map(parse_sources) {
             None => missing.push(name),
             Some(None) => malformed.push(name),
             Some(Some(sources)) => allowed.extend(sources),
@@ -201,6 +188,52 @@ pub fn decide(
         malformed,
         unselected,
     }
+}
+
+/// A Pod's addresses: `status.podIPs`/`podIP` and `status.hostIPs`/`hostIP`.
+fn pod_addresses(status: &k8s_openapi::api::core::v1::PodStatus) -> impl Iterator<Item = IpAddr> {
+    status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .chain(status.host_ips.iter().flatten().map(|h| h.ip.as_str()))
+        .chain(status.pod_ip.as_deref())
+        .chain(status.host_ip.as_deref())
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+}
+
+/// A Pod's [`SOURCES_ANNOTATION`].
+fn annotation(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SOURCES_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// Which node each VRRP source belongs to: the addresses and published sources of the
+/// running speaker Pods (those `selector` picks; every Pod without one) → their
+/// `spec.nodeName`. Used to tell which node a group's master is.
+pub fn speaker_nodes(pods: &[&Pod], selector: Option<&Selector>) -> BTreeMap<IpAddr, String> {
+    let mut out = BTreeMap::new();
+    for pod in pods {
+        if selector.is_some_and(|s| !s.matches(pod.metadata.labels.as_ref())) {
+            continue;
+        }
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        let status = pod.status.clone().unwrap_or_default();
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let published = annotation(pod).and_then(parse_sources).unwrap_or_default();
+        for ip in pod_addresses(&status).chain(published) {
+            out.insert(ip, node.clone());
+        }
+    }
+    out
 }
 
 /// What this vipd should write in its own Pod's annotation, if anything: our groups' sources

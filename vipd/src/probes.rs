@@ -115,6 +115,14 @@ pub fn describe_metrics() {
         "Addresses in the status of the LoadBalancer Services served"
     );
     describe_gauge!(
+        "fedplane_vipd_local_addresses_left_out",
+        "Addresses of externalTrafficPolicy: Local Services this node leaves out of its groups: no ready endpoint here"
+    );
+    describe_gauge!(
+        "fedplane_vipd_local_addresses_unheld",
+        "Addresses of externalTrafficPolicy: Local Services held nowhere: no VRRP group's master runs a ready endpoint"
+    );
+    describe_gauge!(
         "fedplane_vipd_quarantined_addresses",
         "Released addresses waiting out the quarantine"
     );

@@ -1,7 +1,28 @@
 //! Kubernetes objects as assignment and announcing see them, free of I/O: a Service → [`Svc`],
 //! the legacy kube-keepalived-vip ConfigMap → a map of kept addresses, addresses → VRRP
-//! groups ([`spread`] by the rendezvous hash [`pick_group`]), the status patch that
-//! publishes the addresses, and [`Fresh`]: what the Lease holder plans from.
+//! groups ([`spread`] by the rendezvous hash [`pick_group`], with the endpoint rule of
+//! `Local` Services), the status patch that publishes the addresses, and [`Fresh`]: what the
+//! Lease holder plans from.
+//!
+//! # The endpoint rule: `Local` Services' addresses follow their endpoints
+//!
+//! kube-proxy drops traffic for a Service with `externalTrafficPolicy: Local` on a node that
+//! runs none of its ready endpoints. So an address of such a Service must be held only by a
+//! node that runs one. A group's master holds every address of the group, and a group holds
+//! many Services' addresses, so no priority can follow one Service's endpoints; instead the
+//! address goes to a group whose master can hold it ([`spread`] with [`Endpoints`]):
+//! - **gate**: a node lists a `Local` address in its groups only while it runs a ready endpoint
+//!   of the Service (a node without one never holds it, whichever group it masters);
+//! - **pick**: among the groups of the address's family whose current master (each group knows
+//!   it from the adverts; the source → node map comes from the vipd Pods) runs a ready
+//!   endpoint, the rendezvous pick; every node computes the same from the same masters and
+//!   EndpointSlices. When no group's master runs one, the address is held nowhere
+//!   ([`Spread::unheld`]): reachable nowhere, but never on a node that drops its traffic. With
+//!   at least as many groups as nodes, spread by `priority: auto`, most nodes master a group.
+//!
+//! When the master of the address's group changes to a node without an endpoint, the new
+//! master does not hold it (gate) and every node picks another group within one pass: the
+//! address moves with a gap of about the time the nodes take to see the new master.
 //!
 //! # Planning from fresh data
 //!
@@ -158,7 +179,7 @@ pub fn legacy_map(data: &BTreeMap<String, String>) -> (BTreeMap<IpAddr, String>,
 }
 
 /// Which VRRP group: its family and VRID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupId {
     /// The family of its addresses.
     pub family: Family,
@@ -166,33 +187,117 @@ pub struct GroupId {
     pub vrid: u8,
 }
 
-/// Spreads the addresses over the groups: the result holds each group's addresses, in the
-/// order of `groups`. Each address goes to one group of its family by [`pick_group`];
-/// addresses of a family without a group are returned apart.
+/// What the endpoint rule needs to know (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// This node's name.
+    pub node: String,
+    /// Each address of a `Local` Service → the nodes that run a ready endpoint of it.
+    pub local: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The node of each group's current master, where known.
+    pub masters: BTreeMap<GroupId, String>,
+}
+
+impl Endpoints {
+    /// The addresses of the `Local` Services among `services` → the nodes with a ready
+    /// endpoint of their Service (`ready`: per `namespace/name`).
+    pub fn local_addresses<'a>(
+        services: impl IntoIterator<Item = &'a Service>,
+        ready: &BTreeMap<String, BTreeSet<String>>,
+    ) -> BTreeMap<IpAddr, BTreeSet<String>> {
+        let mut out = BTreeMap::new();
+        for s in services {
+            let local = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.external_traffic_policy.as_deref())
+                == Some("Local");
+            if !local {
+                continue;
+            }
+            let nodes = ready.get(&key_of(s)).cloned().unwrap_or_default();
+            let addresses = s
+                .status
+                .as_ref()
+                .and_then(|st| st.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok());
+            for ip in addresses {
+                out.insert(ip, nodes.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Where this node puts the addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spread {
+    /// Each group's addresses, in the order of the groups.
+    pub per_group: Vec<BTreeSet<IpAddr>>,
+    /// Addresses of a family without a group here.
+    pub homeless: BTreeSet<IpAddr>,
+    /// `Local` addresses this node leaves out: it runs no ready endpoint of their Service.
+    pub gated: usize,
+    /// `Local` addresses held nowhere: no group's master runs a ready endpoint.
+    pub unheld: BTreeSet<IpAddr>,
+}
+
+/// Spreads the addresses over the groups, in the order of `groups`. Each address goes to one
+/// group of its family by [`pick_group`]; with `endpoints`, a `Local` address only where this
+/// node runs a ready endpoint, to a group whose master runs one (see the module docs).
 pub fn spread(
     addresses: &BTreeSet<IpAddr>,
     groups: &[GroupId],
-) -> (Vec<BTreeSet<IpAddr>>, BTreeSet<IpAddr>) {
-    let mut out = vec![BTreeSet::new(); groups.len()];
-    let mut homeless = BTreeSet::new();
+    endpoints: Option<&Endpoints>,
+) -> Spread {
+    let mut out = Spread {
+        per_group: vec![BTreeSet::new(); groups.len()],
+        ..Spread::default()
+    };
     for ip in addresses {
         let family = Family::of(*ip);
-        let vrids: Vec<u8> = groups
+        let mut vrids: Vec<u8> = groups
             .iter()
             .filter(|g| g.family == family)
             .map(|g| g.vrid)
             .collect();
+        if let Some((e, ready)) = endpoints.and_then(|e| Some((e, e.local.get(ip)?))) {
+            let can_hold: Vec<u8> = vrids
+                .iter()
+                .copied()
+                .filter(|vrid| {
+                    e.masters
+                        .get(&GroupId {
+                            family,
+                            vrid: *vrid,
+                        })
+                        .is_some_and(|node| ready.contains(node))
+                })
+                .collect();
+            if can_hold.is_empty() {
+                out.unheld.insert(*ip);
+            } else {
+                vrids = can_hold;
+            }
+            if !ready.contains(&e.node) {
+                out.gated += 1;
+                continue;
+            }
+        }
         let picked = pick_group(*ip, &vrids).map(|vrid| GroupId { family, vrid });
         match picked.and_then(|id| groups.iter().position(|g| *g == id)) {
             Some(i) => {
-                out[i].insert(*ip);
+                out.per_group[i].insert(*ip);
             }
             None => {
-                homeless.insert(*ip);
+                out.homeless.insert(*ip);
             }
         }
     }
-    (out, homeless)
+    out
 }
 
 /// The merge patch that sets a Service's `status.loadBalancer.ingress` to `ips` (none: `{}`).

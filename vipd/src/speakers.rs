@@ -1,6 +1,7 @@
 //! Who may speak VRRP in Kubernetes mode, between this node's groups and the Kubernetes task:
 //! the sources allowed to advertise (learnt from the cluster), the sources this node's groups
-//! send from (published for the other nodes), and the refused speakers (reported as Events).
+//! send from (published for the other nodes), the refused speakers (reported as Events), and
+//! who each group takes for its master (the endpoint rule of `Local` Services follows it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -38,6 +39,9 @@ pub struct KubeEnds {
     pub own: watch::Receiver<BTreeMap<GroupKey, IpAddr>>,
     /// Refused speakers, to report.
     pub foreign: mpsc::Receiver<Foreign>,
+    /// Each group's master, as far as the group knows (its source address; groups that know
+    /// none are absent).
+    pub masters: watch::Receiver<BTreeMap<GroupKey, IpAddr>>,
 }
 
 /// The groups' ends (cloned for each group).
@@ -49,6 +53,8 @@ pub struct GroupEnds {
     pub own: Arc<watch::Sender<BTreeMap<GroupKey, IpAddr>>>,
     /// Where a group reports a refused speaker (`try_send`: never blocks a group).
     pub foreign: mpsc::Sender<Foreign>,
+    /// Where a group publishes its master.
+    pub masters: Arc<watch::Sender<BTreeMap<GroupKey, IpAddr>>>,
 }
 
 /// Connected ends for the Kubernetes task and the groups.
@@ -56,16 +62,19 @@ pub fn channels() -> (KubeEnds, GroupEnds) {
     let (allowed_tx, allowed_rx) = watch::channel(None);
     let (own_tx, own_rx) = watch::channel(BTreeMap::new());
     let (foreign_tx, foreign_rx) = mpsc::channel(FOREIGN_QUEUE);
+    let (masters_tx, masters_rx) = watch::channel(BTreeMap::new());
     (
         KubeEnds {
             allowed: allowed_tx,
             own: own_rx,
             foreign: foreign_rx,
+            masters: masters_rx,
         },
         GroupEnds {
             allowed: allowed_rx,
             own: Arc::new(own_tx),
             foreign: foreign_tx,
+            masters: Arc::new(masters_tx),
         },
     )
 }

@@ -465,7 +465,14 @@ async fn a_failed_event_create_still_spends_the_sources_report() {
         selector: Some(selector()),
         node_name: "node-a".into(),
     };
-    let task = tokio::spawn(speak(c, settings, kube, 0, cancel.clone()));
+    let task = tokio::spawn(speak(
+        c,
+        settings,
+        kube,
+        tokio::sync::watch::channel(Default::default()).0,
+        0,
+        cancel.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let refuse_from = |source: &str| {
         groups

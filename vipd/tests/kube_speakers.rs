@@ -5,7 +5,7 @@
 //! published or without `$POD_NAME`, and refused speakers reported as rate-limited Warning
 //! Events on our Pod (on the Node without one).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -99,7 +99,15 @@ async fn the_allowlist_is_the_speaker_pods_and_refusals_are_reported_once_per_so
     let mut allowed = groups.allowed.clone();
     let cancel = CancellationToken::new();
     let c = client(Some(&kubeconfig)).await.expect("client");
-    let task = tokio::spawn(speak(c, settings(Some("vipd-a")), kube, 2, cancel.clone()));
+    let (nodes_tx, mut nodes) = watch::channel(BTreeMap::new());
+    let task = tokio::spawn(speak(
+        c,
+        settings(Some("vipd-a")),
+        kube,
+        nodes_tx,
+        2,
+        cancel.clone(),
+    ));
 
     // One of our two groups has a source: not published yet, so no allowlist anywhere.
     groups.own.send_modify(|o| {
@@ -134,6 +142,23 @@ async fn the_allowlist_is_the_speaker_pods_and_refusals_are_reported_once_per_so
     let mut with_c = want.clone();
     with_c.extend(ips(&["192.0.2.13", "fe80::c"]));
     wait_allowed(&mut allowed, Some(with_c)).await;
+    // Which node each speaker's address and published source is (a group's master → node).
+    let c_source: IpAddr = "fe80::c".parse().expect("ip");
+    let mapped = tokio::time::timeout(WAIT, async {
+        nodes.wait_for(|n| n.contains_key(&c_source)).await.is_ok()
+    })
+    .await;
+    assert_eq!(mapped, Ok(true), "fe80::c mapped to its node");
+    let node_of = |ip: &str| {
+        nodes
+            .borrow()
+            .get(&ip.parse::<IpAddr>().expect("ip"))
+            .cloned()
+    };
+    assert_eq!(node_of("fe80::c").as_deref(), Some("vipd-c"));
+    assert_eq!(node_of("192.0.2.12").as_deref(), Some("vipd-b"));
+    assert_eq!(node_of("fe80::b").as_deref(), Some("vipd-b"));
+    assert_eq!(node_of("192.0.2.99"), None, "not a speaker");
     // Gone: no longer allowed.
     fake.delete("v1", "Pod", Some("fedplane-system"), "vipd-c");
     wait_allowed(&mut allowed, Some(want)).await;
@@ -180,7 +205,14 @@ async fn without_our_pod_name_there_is_no_allowlist_and_refusals_go_on_the_node(
     let (kube, groups) = channels();
     let cancel = CancellationToken::new();
     let c = client(Some(&kubeconfig)).await.expect("client");
-    let task = tokio::spawn(speak(c, settings(None), kube, 0, cancel.clone()));
+    let task = tokio::spawn(speak(
+        c,
+        settings(None),
+        kube,
+        tokio::sync::watch::channel(Default::default()).0,
+        0,
+        cancel.clone(),
+    ));
     refuse(&groups, "192.0.2.66");
     let events = wait_for("a ForeignVRRPSpeaker Event", || {
         let e = foreign_events(&fake);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use fedplane_testkit::kube_fake::{FakeKubeApi, Options, write_kubeconfig};
 use fedplane_testkit::netns::{Host, Lan};
 use fedplane_testkit::{Daemon, wait_until};
+use fedplane_vipd::services::pick_group;
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -35,15 +36,27 @@ fn vipd_with(
     dir: &Path,
     env: &[(&str, &str)],
 ) -> Daemon {
+    vipd_groups(node, name, &[(61, priority)], kubeconfig, dir, env)
+}
+
+/// [`vipd_with`] running one group per `(vrid, priority)`.
+fn vipd_groups(
+    node: &Host,
+    name: &str,
+    groups: &[(u8, u8)],
+    kubeconfig: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Daemon {
     let config = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &config,
-        format!(
-            "groups:\n  - vrid: 61\n    interface: eth0\n    family: ipv4\n    priority: {priority}\n    advert_interval: 100ms\n\
-             pools:\n  - name: default\n    addresses: [10.0.0.64/28]\n"
-        ),
-    )
-    .expect("write the config");
+    let mut text = String::from("groups:\n");
+    for (vrid, priority) in groups {
+        text.push_str(&format!(
+            "  - vrid: {vrid}\n    interface: eth0\n    family: ipv4\n    priority: {priority}\n    advert_interval: 100ms\n"
+        ));
+    }
+    text.push_str("pools:\n  - name: default\n    addresses: [10.0.0.64/28]\n");
+    std::fs::write(&config, text).expect("write the config");
     let args: Vec<String> = [
         "--kubernetes",
         "--config",
@@ -248,5 +261,165 @@ for _ in range(20):
             })
         },
     );
+    drop(lan);
+}
+
+/// An EndpointSlice of Service `default/<service>` with one ready endpoint on each of `nodes`.
+fn slice(service: &str, nodes: &[&str]) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            json!({"addresses": [format!("10.1.0.{}", i + 1)], "nodeName": n,
+                   "conditions": {"ready": true}})
+        })
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "default", "name": format!("{service}-abc"),
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4", "endpoints": endpoints})
+}
+
+/// Which of `nodes` hold `ip` (their names).
+fn holders(nodes: &[(&str, &Host)], ip: IpAddr) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|(_, h)| h.has_address(ip))
+        .map(|(n, _)| (*n).to_owned())
+        .collect()
+}
+
+#[test]
+fn the_address_of_a_local_service_is_held_only_where_a_ready_endpoint_runs() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut lan = Lan::new();
+    let api = lan.add_host("10.0.0.250/24", None);
+    let hosts: Vec<Host> = (1..=3)
+        .map(|i| lan.add_host(&format!("10.0.0.{i}/24"), None))
+        .collect();
+    let client = lan.add_host("10.0.0.100/24", None);
+    let fake = FakeKubeApi::start_with(Options {
+        netns: Some((api.ns.clone(), "10.0.0.250".parse().expect("ip"))),
+        ..Options::default()
+    });
+    let kubeconfig = write_kubeconfig(dir.path(), &[("member", &fake)]);
+    // Three groups, each mastered by another node (priority 150 on one, 100 and 50 on the
+    // others), so each node masters one group.
+    let names = ["node1", "node2", "node3"];
+    let mut vipds = Vec::new();
+    let mut webs = Vec::new();
+    for (i, (host, name)) in hosts.iter().zip(names).enumerate() {
+        fake.apply(vipd_pod(name, &format!("10.0.0.{}", i + 1)));
+        let groups: Vec<(u8, u8)> = (0..3usize)
+            .map(|g| {
+                let vrid = 61 + u8::try_from(g).expect("vrid");
+                let priority = [150, 100, 50][(g + 3 - i) % 3];
+                (vrid, priority)
+            })
+            .collect();
+        let pod = format!("vipd-{name}");
+        webs.push(web(host, name, dir.path()));
+        vipds.push(vipd_groups(
+            host,
+            name,
+            &groups,
+            &kubeconfig,
+            dir.path(),
+            &[("POD_NAME", pod.as_str())],
+        ));
+    }
+    let nodes: Vec<(&str, &Host)> = names.iter().copied().zip(hosts.iter()).collect();
+
+    fake.apply(slice("web", &["node2"]));
+    fake.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "web"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 8080}]},
+    }));
+    let ip: IpAddr = wait_until(WAIT, "an address in the Service's status", || {
+        let s = fake.get("v1", "Service", Some("default"), "web")?;
+        s["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()?
+            .parse()
+            .ok()
+    });
+    let held_by = |want: &[&str]| {
+        let want: Vec<String> = want.iter().map(ToString::to_string).collect();
+        wait_until(WAIT, &format!("{ip} held by {want:?} alone"), || {
+            (holders(&nodes, ip) == want).then_some(())
+        });
+    };
+    held_by(&["node2"]);
+    let got = wait_until(WAIT, "the client to reach node2", || {
+        fetch(&client, ip).filter(|n| n == "node2")
+    });
+    assert_eq!(got, "node2");
+
+    // The endpoint moves to node3: so does the address.
+    let moved = Instant::now();
+    fake.apply(slice("web", &["node3"]));
+    held_by(&["node3"]);
+    eprintln!("address followed its endpoint in {:?}", moved.elapsed());
+    wait_until(WAIT, "the client to reach node3", || {
+        fetch(&client, ip).filter(|n| n == "node3")
+    });
+
+    // No ready endpoint anywhere: held nowhere, and said so.
+    fake.apply(slice("web", &[]));
+    held_by(&[]);
+    wait_until(WAIT, "the unheld gauge on node1", || {
+        (metric(&hosts[0], "fedplane_vipd_local_addresses_unheld", "") == 1.0).then_some(())
+    });
+
+    // Endpoints on two nodes; the one holding it is killed. Group 61+g is mastered by node g
+    // (150) with node g-1 as its backup (100): the pair is chosen so that the killed holder's
+    // group passes to the node without an endpoint, which must not hold the address; the
+    // address moves to the group the other endpoint node masters.
+    let pick = |a: usize, b: usize| {
+        let vrid = pick_group(ip, &[61 + a as u8, 61 + b as u8]).expect("a group");
+        usize::from(vrid - 61)
+    };
+    let (a, b) = [(0, 1), (1, 2), (0, 2)]
+        .into_iter()
+        .find(|&(a, b)| {
+            let backup = (pick(a, b) + 2) % 3;
+            backup != a && backup != b
+        })
+        .expect("rendezvous picks are ordered, so some pair has it");
+    let dead = pick(a, b);
+    let survivor = if dead == a { b } else { a };
+    let other = names[survivor];
+    fake.apply(slice("web", &[names[a], names[b]]));
+    held_by(&[names[dead]]);
+    vipds[dead].signal("KILL");
+    let killed = Instant::now();
+    wait_until(WAIT, &format!("{other} to hold the address"), || {
+        hosts[survivor].has_address(ip).then_some(())
+    });
+    eprintln!(
+        "{other} held the address {:?} after {}'s vipd was killed (its group's new master has no endpoint)",
+        killed.elapsed(),
+        names[dead]
+    );
+    let bystander = 3 - a - b;
+    assert!(
+        !hosts[bystander].has_address(ip),
+        "{} took the address without an endpoint",
+        names[bystander]
+    );
+    // The killed vipd left the address on its interface (SIGKILL): take it off, as the node's
+    // restart would; then no live node but the other endpoint node holds it.
+    hosts[dead].run(&["ip", "addr", "del", &format!("{ip}/32"), "dev", "eth0"]);
+    let live: Vec<(&str, &Host)> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(holders(&live, ip), [other]);
+    wait_until(WAIT, &format!("the client to reach {other}"), || {
+        fetch(&client, ip).filter(|n| n == other)
+    });
+    vipds[dead].wait_exit(WAIT);
     drop(lan);
 }

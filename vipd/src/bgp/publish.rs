@@ -6,12 +6,11 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::bird;
 use super::config::RouterId;
 use super::decide::{Decision, NodeView, decide};
-use super::views::{node_view, ready_nodes, svc_views};
+use super::views::{node_view, svc_views};
 use crate::ipam::Pools;
 
 /// The BGP task's inputs for this node.
@@ -41,11 +40,12 @@ pub fn node_ipv4(node: &Node) -> Option<Ipv4Addr> {
 }
 
 /// This node's configuration and routes. `node` is our Node (`None`: not seen yet, so
-/// nothing is announced); `passwords` the peers' TCP-MD5 passwords read from their files.
+/// nothing is announced); `ready` the nodes with a ready endpoint per Service
+/// ([`ready_nodes`]); `passwords` the peers' TCP-MD5 passwords read from their files.
 pub fn desired<'a>(
     pools: &Pools,
     node: Option<&Node>,
-    slices: &[EndpointSlice],
+    ready: &BTreeMap<String, BTreeSet<String>>,
     services: impl IntoIterator<Item = &'a Service>,
     passwords: &BTreeMap<String, String>,
     shutting_down: bool,
@@ -55,7 +55,7 @@ pub fn desired<'a>(
     };
     let view = node.map_or_else(NodeView::default, |n| node_view(n, shutting_down));
     let svcs: Vec<Service> = services.into_iter().cloned().collect();
-    let decision = decide(&view, pools, &svc_views(&svcs, &ready_nodes(slices)));
+    let decision = decide(&view, pools, &svc_views(&svcs, ready));
     let router_id = match bgp.router_id {
         RouterId::Fixed(a) => Some(a),
         RouterId::Auto => node.and_then(node_ipv4),
@@ -88,7 +88,10 @@ pub fn desired<'a>(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::json;
+
+    use crate::bgp::views::ready_nodes;
 
     use super::*;
 
@@ -115,7 +118,7 @@ mod tests {
         let d = desired(
             &pools,
             Some(&node),
-            &[slice],
+            &ready_nodes([&slice]),
             [&svc],
             &BTreeMap::new(),
             false,
@@ -123,13 +126,27 @@ mod tests {
         assert!(d.config.contains("router id 10.0.0.11;"), "{}", d.config);
         assert_eq!(d.routes.len(), 1);
         // Not seen our Node yet: nothing announced, and no router ID to configure with.
-        let d = desired(&pools, None, &[], [&svc], &BTreeMap::new(), false);
+        let d = desired(
+            &pools,
+            None,
+            &BTreeMap::new(),
+            [&svc],
+            &BTreeMap::new(),
+            false,
+        );
         assert!(d.routes.is_empty() && d.problem.is_some());
         // No bgp: section: BGP is off.
         let plain =
             Pools::from_yaml("pools:\n  - {name: p, addresses: [10.5.0.0/24]}\n").expect("valid");
         assert_eq!(
-            desired(&plain, Some(&node), &[], [&svc], &BTreeMap::new(), false),
+            desired(
+                &plain,
+                Some(&node),
+                &BTreeMap::new(),
+                [&svc],
+                &BTreeMap::new(),
+                false
+            ),
             Desired::default()
         );
     }

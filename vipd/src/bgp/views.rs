@@ -37,7 +37,9 @@ pub fn node_view(node: &Node, shutting_down: bool) -> NodeView {
 /// Per Service (`namespace/name`), the nodes that run a ready endpoint of it. An endpoint
 /// whose `ready` condition is unset counts as ready (the API's meaning of nil); a terminating
 /// one that still serves does not.
-pub fn ready_nodes(slices: &[EndpointSlice]) -> BTreeMap<String, BTreeSet<String>> {
+pub fn ready_nodes<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for slice in slices {
         let Some(svc) = slice

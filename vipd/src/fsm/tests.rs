@@ -555,3 +555,28 @@ fn a_reconfigured_master_stays_master_and_advertises_a_lowered_priority_at_once(
             .is_some_and(|d| d <= t1 + Duration::from_secs(1))
     );
 }
+
+#[test]
+fn each_router_knows_who_is_master() {
+    let t0 = Instant::now();
+    let mut g = Router::new(cfg(100), ip(1), t0);
+    assert_eq!(g.master(), None, "initialize");
+    g.start(t0);
+    assert_eq!(g.master(), None, "a backup that heard nobody yet");
+    g.on_advert(heard(2, 150), t0 + MS);
+    assert_eq!(g.master(), Some(ip(2)), "the master it follows");
+    // A lower master it is about to preempt is still master until then.
+    g.on_advert(heard(3, 50), t0 + 2 * MS);
+    assert_eq!(g.master(), Some(ip(3)));
+    g.on_advert(heard(3, RESIGN), t0 + 3 * MS);
+    assert_eq!(g.master(), None, "after a resignation");
+    let down = g.next_deadline().expect("down timer");
+    g.on_timer(down);
+    assert_eq!(g.master(), Some(ip(1)), "itself as master");
+    // It yields to a higher priority: that one is master.
+    g.on_advert(heard(4, 200), down + MS);
+    assert_eq!(g.state(), State::Backup);
+    assert_eq!(g.master(), Some(ip(4)));
+    g.on_link(false, down + 2 * MS);
+    assert_eq!(g.master(), None, "fault");
+}

@@ -63,12 +63,14 @@ impl SpeakerSettings {
 }
 
 /// Runs until `cancel`: the allowlist into `ends.allowed` (none until the Pods are listed),
-/// this vipd's sources (`ends.own`, once each of its `groups` has one) onto its Pod, and an
-/// Event for each refused speaker of `ends.foreign` (rate-limited).
+/// this vipd's sources (`ends.own`, once each of its `groups` has one) onto its Pod, an
+/// Event for each refused speaker of `ends.foreign` (rate-limited), and which node each
+/// speaker's source belongs to into `nodes` ([`peers::speaker_nodes`]).
 pub async fn speak(
     client: Client,
     settings: SpeakerSettings,
     mut ends: KubeEnds,
+    nodes: tokio::sync::watch::Sender<std::collections::BTreeMap<IpAddr, String>>,
     groups: usize,
     cancel: CancellationToken,
 ) {
@@ -125,6 +127,14 @@ pub async fn speak(
         let own: BTreeSet<IpAddr> = own_map.values().copied().collect();
         let state = pods.store.state();
         let refs: Vec<&Pod> = state.iter().map(AsRef::as_ref).collect();
+        let speaker_nodes = peers::speaker_nodes(&refs, settings.selector.as_ref());
+        nodes.send_if_modified(|old| {
+            let changed = *old != speaker_nodes;
+            if changed {
+                *old = speaker_nodes;
+            }
+            changed
+        });
         let decision = match &settings.selector {
             Some(sel) => peers::decide(&refs, sel, &own, settings.pod_name.as_deref()),
             None => Decision {

@@ -75,12 +75,16 @@ fn addresses_spread_over_their_familys_groups() {
         family: Family::V4,
         vrid,
     };
-    let (groups, homeless) = spread(&ips, &[group(61), group(62)]);
+    let Spread {
+        per_group: groups,
+        homeless,
+        ..
+    } = spread(&ips, &[group(61), group(62)], None);
     assert_eq!(groups[0].len() + groups[1].len(), 40);
     assert!(!groups[0].is_empty() && !groups[1].is_empty());
     assert_eq!(homeless.len(), 1);
     // Another node listing its groups the other way round agrees.
-    let (other, _) = spread(&ips, &[group(62), group(61)]);
+    let other = spread(&ips, &[group(62), group(61)], None).per_group;
     assert_eq!((&groups[0], &groups[1]), (&other[1], &other[0]));
 }
 
@@ -197,4 +201,83 @@ fn our_own_writes_are_planned_from_until_the_cache_shows_them() {
         [("default/web".to_owned(), vec![])]
     );
     assert!(fresh.is_empty());
+}
+
+/// `Local` addresses under the endpoint rule, as every node computes it from one view of the
+/// groups' masters and the endpoints: an address is held only by a node with a ready endpoint,
+/// and by exactly one node whenever some group's master has one.
+mod endpoint_rule {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    proptest! {
+        #[test]
+        fn local_addresses_are_held_once_and_only_where_an_endpoint_runs(
+            nodes in 1usize..6,
+            // Each group's master: a node index (beyond the nodes: none known).
+            masters in prop::collection::vec(0usize..8, 1..6),
+            // Each address's ready nodes, as bits.
+            ready in prop::collection::vec(0u8..64, 1..12),
+            cluster in prop::collection::vec(any::<bool>(), 12),
+        ) {
+            let groups: Vec<GroupId> = (0..masters.len())
+                .map(|v| GroupId { family: Family::V4, vrid: u8::try_from(v + 1).expect("vrid") })
+                .collect();
+            let addresses: BTreeSet<IpAddr> = (0..ready.len())
+                .map(|i| IpAddr::from([10, 0, 0, u8::try_from(i + 1).expect("ip")]))
+                .collect();
+            let local: BTreeMap<IpAddr, BTreeSet<String>> = addresses
+                .iter()
+                .zip(&ready)
+                .zip(&cluster)
+                .filter(|(_, c)| !**c)
+                .map(|((ip, bits), _)| {
+                    (*ip, (0..nodes).filter(|n| bits & (1 << n) != 0).map(node).collect())
+                })
+                .collect();
+            let master_of: BTreeMap<GroupId, String> = groups
+                .iter()
+                .zip(&masters)
+                .filter(|(_, m)| **m < nodes)
+                .map(|(g, m)| (*g, node(*m)))
+                .collect();
+            // What each node holds: the addresses of the groups it masters, by its own spread.
+            let mut holders: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+            let mut unheld = None;
+            for n in 0..nodes {
+                let e = Endpoints { node: node(n), local: local.clone(), masters: master_of.clone() };
+                let s = spread(&addresses, &groups, Some(&e));
+                prop_assert!(unheld.is_none_or(|u| u == s.unheld), "nodes agree on the unheld");
+                unheld = Some(s.unheld.clone());
+                for (g, ips) in groups.iter().zip(&s.per_group) {
+                    if master_of.get(g) == Some(&node(n)) {
+                        for ip in ips {
+                            holders.entry(*ip).or_default().push(node(n));
+                        }
+                    }
+                }
+            }
+            let unheld = unheld.unwrap_or_default();
+            for ip in &addresses {
+                let held_by = holders.get(ip).cloned().unwrap_or_default();
+                match local.get(ip) {
+                    Some(ready) => {
+                        prop_assert!(held_by.iter().all(|n| ready.contains(n)), "{ip} on {held_by:?}, endpoints on {ready:?}");
+                        let can = master_of.values().any(|m| ready.contains(m));
+                        prop_assert_eq!(held_by.len(), usize::from(can), "{} held by {:?}", ip, held_by);
+                        prop_assert_eq!(unheld.contains(ip), !can);
+                    }
+                    // Cluster: held once if its group has a master, whatever the endpoints.
+                    None => {
+                        prop_assert!(held_by.len() <= 1);
+                        prop_assert!(!unheld.contains(ip));
+                    }
+                }
+            }
+        }
+    }
 }
