@@ -10,6 +10,12 @@
 //! | region | `<svc>.<ns>.<fed>.svc.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the region, else a CNAME to the global name |
 //! | zone | `<svc>.<ns>.<fed>.svc.<zone>.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the zone, else a CNAME to the region name |
 //!
+//! Each named port of the Service (of the first cluster that has it) gets an SRV record at
+//! each level, `_<port>._<protocol>.<level name>`, as kube-dns published them: the port, and
+//! as target the name that holds the addresses for that level — the level's own name, or,
+//! where it falls back, the region or global name its CNAME chain ends at (an SRV target must
+//! not be an alias, RFC 2782). No level holds addresses (no healthy cluster): no SRV records.
+//!
 //! Zone and region names exist for every locality of every member cluster (its nodes'
 //! localities), whether it has the Service or not (a pod asks its own cluster's zone name first,
 //! through the federation short names, and must be sent on to the region and global names), and
@@ -20,7 +26,8 @@
 //! - an address: `<name key>/<cluster>/<address label>`, e.g.
 //!   `/skydns/com/example/svc/federation/default/hello-world/fcp/10-210-1-68`: one subtree per
 //!   cluster, so clusters never write the same key;
-//! - a CNAME: `<name key>/_cname` (`_` cannot start a cluster name).
+//! - a CNAME: `<name key>/_cname` (`_` cannot start a cluster name);
+//! - an SRV record: `<SRV name key>/_srv`, e.g. `…/hello-world/_tcp/_http/_srv`.
 //!
 //! Values: `{"host":…,"ttl":…,"managed-by":"fedplane-controller/<fed>"}`. The `managed-by`
 //! field is our ownership marker: only keys that carry ours are ever changed or deleted.
@@ -38,6 +45,8 @@ use crate::view::{ClusterView, Locality, ServiceId};
 pub const OWNER_FIELD: &str = "managed-by";
 /// Leaf label of a CNAME record.
 pub const CNAME_LEAF: &str = "_cname";
+/// Leaf label of an SRV record.
+pub const SRV_LEAF: &str = "_srv";
 
 /// Where and how records are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +122,9 @@ pub struct OwnedValue {
     /// Relative weight of the address (`weighted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// The port of an SRV record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// The owner marker of a stored value, if it is JSON with one.
@@ -199,6 +211,7 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
             zone: at.map(|l| l.zone.clone()),
             region: at.map(|l| l.region.clone()),
             weight,
+            port: None,
         })
         .unwrap_or_default()
     };
@@ -278,26 +291,56 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
         }
         !picked.is_empty()
     };
+    // Each level's name, and the name holding its addresses (the SRV target).
+    let mut levels: Vec<(String, Option<String>)> = Vec::new();
     let global = naming.global_name(svc);
-    put_addresses(out, &global, strategy, &|_| true);
+    let global_target = put_addresses(out, &global, strategy, &|_| true).then(|| global.clone());
+    levels.push((global.clone(), global_target.clone()));
     let regions: BTreeSet<&str> = zones.iter().map(|l| l.region.as_str()).collect();
+    let mut region_targets: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for region in regions {
         let name = naming.region_name(svc, region);
-        if !put_addresses(out, &name, strategy, &|at| {
+        let target = if put_addresses(out, &name, strategy, &|at| {
             at.iter().any(|l| l.region == region)
         }) {
+            Some(name.clone())
+        } else {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
                 value(global.clone(), None, None),
             );
-        }
+            global_target.clone()
+        };
+        region_targets.insert(region, target.clone());
+        levels.push((name, target));
     }
     for l in zones {
         let name = naming.zone_name(svc, l);
-        if !put_addresses(out, &name, &Strategy::All, &|at| at.contains(l)) {
+        let target = if put_addresses(out, &name, &Strategy::All, &|at| at.contains(l)) {
+            Some(name.clone())
+        } else {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
                 value(naming.region_name(svc, &l.region), None, None),
+            );
+            region_targets.get(l.region.as_str()).cloned().flatten()
+        };
+        levels.push((name, target));
+    }
+    for port in &first.ports {
+        for (name, target) in &levels {
+            let Some(target) = target else { continue };
+            let srv = format!("_{}._{}.{name}", port.name, port.protocol);
+            out.insert(
+                format!("{}/{SRV_LEAF}", naming.key(&srv)),
+                serde_json::to_string(&OwnedValue {
+                    host: target.clone(),
+                    ttl: naming.ttl,
+                    managed_by: owner.clone(),
+                    port: Some(port.port),
+                    ..OwnedValue::default()
+                })
+                .unwrap_or_default(),
             );
         }
     }

@@ -444,10 +444,13 @@ fn is_cname(key: &str) -> bool {
         .is_some_and(|k| k.ends_with('/'))
 }
 
-/// The key of the name a record key belongs to: `<name>/_cname` or `<name>/<cluster>/<address>`.
+/// The key of the name a record key belongs to: `<name>/_cname`, `<name>/_srv` or
+/// `<name>/<cluster>/<address>`.
 fn name_key(key: &str) -> &str {
-    if is_cname(key) {
-        return &key[..key.len() - crate::plan::CNAME_LEAF.len() - 1];
+    for leaf in [crate::plan::CNAME_LEAF, crate::plan::SRV_LEAF] {
+        if let Some(name) = key.strip_suffix(leaf).and_then(|k| k.strip_suffix('/')) {
+            return name;
+        }
     }
     key.rsplitn(3, '/').nth(2).unwrap_or(key)
 }

@@ -10,6 +10,8 @@
 //! - An endpoint sits where its node sits (`nodeName`); without a known node, the endpoint's
 //!   own `zone` is used when that zone belongs to exactly one region of the cluster.
 //! - Ready: EndpointSlice `conditions.ready` true, or unset (the API's "unknown, treat as ready").
+//! - Named ports (`spec.ports[].name`, a DNS label; protocol TCP, UDP or SCTP) get SRV records;
+//!   unnamed ports do not, as in kube-dns.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -69,6 +71,19 @@ pub struct ServiceHealth {
     pub ready_localities: BTreeSet<Locality>,
     /// Its traffic policy in this cluster (from its annotations).
     pub policy: Policy,
+    /// Its named ports, sorted.
+    pub ports: Vec<NamedPort>,
+}
+
+/// A named port of a Service: an SRV record `_<name>._<protocol>.<service name>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamedPort {
+    /// `spec.ports[].name`.
+    pub name: String,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// `spec.ports[].port`.
+    pub port: u16,
 }
 
 impl ServiceHealth {
@@ -92,7 +107,7 @@ pub struct ClusterView {
 impl ClusterView {
     /// The same cluster with every Service unhealthy: what a cluster unreachable for longer
     /// than the grace period contributes (its zone names fall back to CNAMEs). Its Services
-    /// keep their policies, so a strategy it decides stays in force.
+    /// keep their policies and ports, so a strategy it decides stays in force.
     pub fn withdrawn(&self) -> Self {
         Self {
             name: self.name.clone(),
@@ -101,11 +116,11 @@ impl ClusterView {
                 .services
                 .iter()
                 .map(|(id, h)| {
-                    let policy = h.policy.clone();
                     (
                         id.clone(),
                         ServiceHealth {
-                            policy,
+                            policy: h.policy.clone(),
+                            ports: h.ports.clone(),
                             ..ServiceHealth::default()
                         },
                     )
@@ -270,11 +285,13 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                 service: Some((id.clone(), kind)),
             });
         }
+        let ports = named_ports(svc, &id, &mut ignored);
         services.insert(
             id,
             ServiceHealth {
                 ingress,
                 policy,
+                ports,
                 ..ServiceHealth::default()
             },
         );
@@ -329,6 +346,47 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
         },
         ignored,
     )
+}
+
+/// The Service's named ports, sorted; a name that is no DNS label or an unknown protocol is
+/// left out with a reason.
+fn named_ports(svc: &Service, id: &ServiceId, ignored: &mut Vec<Ignored>) -> Vec<NamedPort> {
+    let mut out = Vec::new();
+    for p in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
+        let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+        let problem = match (dns_label(name), u16::try_from(p.port)) {
+            (Err(e), _) => Some(format!("port name {e}: no SRV record")),
+            (_, Err(_)) | (_, Ok(0)) => Some(format!(
+                "port {name}: {} is not a port: no SRV record",
+                p.port
+            )),
+            _ if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") => Some(format!(
+                "port {name}: protocol {:?} is not TCP, UDP or SCTP: no SRV record",
+                p.protocol
+            )),
+            (Ok(()), Ok(port)) => {
+                out.push(NamedPort {
+                    name: name.to_owned(),
+                    protocol,
+                    port,
+                });
+                None
+            }
+        };
+        if let Some(reason) = problem {
+            ignored.push(Ignored {
+                object: format!("Service {id}"),
+                reason,
+                service: None,
+            });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The Service's id when it is federated.

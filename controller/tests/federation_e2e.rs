@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fedplane_testkit::{Etcd, http_get, wait_until};
+use fedplane_testkit::{Etcd, dig, http_get, wait_until};
 use serde_json::json;
 
 #[test]
@@ -328,4 +328,86 @@ fn an_etcd_outage_shorter_than_the_lease_keeps_the_leadership_and_the_writes_res
     fed.await_a(GLOBAL, &["10.210.2.65", "10.210.3.65"]);
     assert_eq!(c.metric("fedplane_controller_leader"), 1.0);
     assert!(!c.daemon.output().contains("campaigning again"));
+}
+
+/// `hello-world` in every cluster with the named ports `http` (8080/TCP) and `dns` (53/UDP)
+/// and an unnamed one.
+fn name_the_ports(fed: &Federation) {
+    for (cluster, ..) in SEEDS {
+        let fake = fed.fake(cluster);
+        let mut svc = fake
+            .get("v1", "Service", Some("default"), "hello-world")
+            .expect("seed Service");
+        svc["spec"]["ports"] = json!([
+            {"name": "http", "port": 8080, "protocol": "TCP"},
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"port": 9000, "protocol": "TCP"},
+        ]);
+        fake.apply(svc);
+    }
+}
+
+fn await_srv(fed: &Federation, name: &str, want: &[String]) {
+    wait_until(WAIT, &format!("{name} SRV to answer {want:?}"), || {
+        let d = dig("127.0.0.1", fed.dns_port, &[name, "SRV"]);
+        (d.status == "NOERROR" && d.answers("SRV") == want).then_some(())
+    });
+}
+
+#[test]
+fn named_ports_answer_srv_at_every_level_and_follow_the_fallback() {
+    // fedplane-dns as a pod in fcp's zone asks it, through the federation short names.
+    let fed = Federation::start_with(&[
+        "--federation".into(),
+        "federation=example.com".into(),
+        "--locality".into(),
+        "zone=fr,region=europe".into(),
+    ]);
+    name_the_ports(&fed);
+    let _c = fed.controller(&[]);
+    let srv = |port: u16, target: &str| vec![format!("10 100 {port} {target}.")];
+    for name in [GLOBAL, EUROPE, FR, AMERICA, US] {
+        await_srv(&fed, &format!("_http._tcp.{name}"), &srv(8080, name));
+        await_srv(&fed, &format!("_dns._udp.{name}"), &srv(53, name));
+    }
+    // A pod's kube-dns SRV name: an alias of its cluster's zone-level SRV name.
+    let short = "_http._tcp.hello-world.default.federation.svc.cluster.local";
+    let d = dig("127.0.0.1", fed.dns_port, &[short, "SRV"]);
+    assert_eq!(d.answers("SRV"), srv(8080, FR), "{}", d.raw);
+    assert_eq!(
+        d.answers("CNAME"),
+        [format!("_http._tcp.{FR}.")],
+        "{}",
+        d.raw
+    );
+    let ent = dig(
+        "127.0.0.1",
+        fed.dns_port,
+        &[
+            "_tcp.hello-world.default.federation.svc.cluster.local",
+            "SRV",
+        ],
+    );
+    assert_eq!(ent.status, "NOERROR", "an empty non-terminal: {}", ent.raw);
+    // No SRV for the unnamed port, nor for a protocol the port does not have.
+    for name in [
+        format!("_http._udp.{GLOBAL}"),
+        format!("_9000._tcp.{GLOBAL}"),
+    ] {
+        let d = dig("127.0.0.1", fed.dns_port, &[&name, "SRV"]);
+        assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
+    }
+    // fcp loses its endpoints: europe and fr fall back, and their SRV records name the global
+    // name, which holds the addresses (not the CNAMEs on the way).
+    set_ready(fed.fake("fcp"), "fcp", false);
+    await_srv(&fed, &format!("_http._tcp.{FR}"), &srv(8080, GLOBAL));
+    await_srv(&fed, &format!("_http._tcp.{EUROPE}"), &srv(8080, GLOBAL));
+    await_srv(&fed, &format!("_http._tcp.{US}"), &srv(8080, US));
+    // The fallback names are still CNAMEs, and the level names still answer their addresses.
+    fed.await_cname(FR, EUROPE);
+    fed.await_a(GLOBAL, &["10.210.2.65", "10.210.3.65"]);
+    fed.await_a(US, &["10.210.3.65"]);
+    set_ready(fed.fake("fcp"), "fcp", true);
+    await_srv(&fed, &format!("_http._tcp.{FR}"), &srv(8080, FR));
+    fed.await_a(FR, &["10.210.1.68"]);
 }

@@ -7,9 +7,11 @@
 //! followed by the rest of the chain that fedplane-controller's records make (the zone name
 //! falls back to the region and the global name when the cluster has no healthy endpoint).
 //! Without a zone the CNAME names the region level; without either, the global name. A
-//! namespace's name (`<ns>.<NAME>.svc.<cluster-domain>`) exists and holds nothing (NODATA:
-//! services are below it); any other name below `<NAME>.svc.<cluster-domain>` does not exist;
-//! the suffix itself exists, holding only its SOA.
+//! named port's SRV name, `_<port>._<proto>.<svc>.<ns>.<NAME>.svc.<cluster-domain>`, is an alias
+//! of the same level's `_<port>._<proto>.…` name in the same way (kube-dns's SRV names). A
+//! namespace's name (`<ns>.<NAME>.svc.<cluster-domain>`) and `_<proto>.<svc>.<ns>.…` exist and
+//! hold nothing (NODATA: names are below them); any other name below
+//! `<NAME>.svc.<cluster-domain>` does not exist; the suffix itself exists, holding only its SOA.
 
 use hickory_proto::rr::Name;
 
@@ -59,12 +61,14 @@ pub struct Federations {
 /// What a name below a federation suffix is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Short {
-    /// `<svc>.<ns>.<NAME>.svc.<cluster-domain>`: an alias of this name.
+    /// `<svc>.<ns>.<NAME>.svc.<cluster-domain>` (or its SRV name
+    /// `_<port>._<proto>.<svc>.<ns>…`): an alias of this name.
     Alias(Name),
     /// The suffix itself: exists, holds only its SOA.
     Apex(Suffix),
-    /// `<ns>.<NAME>.svc.<cluster-domain>`: exists (services are below it), holds nothing:
-    /// NODATA, as an empty non-terminal (RFC 8020: NXDOMAIN would deny every name below).
+    /// `<ns>.<NAME>.svc.<cluster-domain>` or `_<proto>.<svc>.<ns>…`: exists (names are below
+    /// it), holds nothing: NODATA, as an empty non-terminal (RFC 8020: NXDOMAIN would deny
+    /// every name below).
     Empty(Suffix),
     /// Any other name below the suffix: NXDOMAIN, with the suffix's SOA.
     NxDomain(Suffix),
@@ -173,13 +177,20 @@ impl Federations {
             name: f.suffix.clone(),
             domain: f.domain.clone(),
         };
+        let labels: Vec<&[u8]> = lname.iter().take(below.min(4)).collect();
+        let underscored = |n: usize| labels.iter().take(n).all(|l| l.starts_with(b"_"));
         Some(match below {
             0 => Short::Apex(suffix()),
             1 => Short::Empty(suffix()),
-            2 => {
-                let labels: Vec<&[u8]> = lname.iter().take(2).collect();
-                let (svc, ns) = (labels[0], labels[1]);
-                let mut target = Name::from_labels([svc, ns, f.name.as_bytes(), b"svc"]).ok()?;
+            3 if underscored(1) => Short::Empty(suffix()),
+            2 | 4 if below == 2 || underscored(2) => {
+                let mut target = Name::from_labels(
+                    labels
+                        .iter()
+                        .copied()
+                        .chain([f.name.as_bytes(), b"svc".as_slice()]),
+                )
+                .ok()?;
                 for level in [&self.zone, &self.region].into_iter().flatten() {
                     target = Name::from_labels(target.iter().chain([level.as_bytes()])).ok()?;
                 }
@@ -231,6 +242,19 @@ mod tests {
             feds("").classify(&name("a.b.federation.svc.cluster.local.")),
             Some(Short::Alias(name("a.b.federation.svc.example.com.")))
         );
+        // A named port's SRV name, and the protocol's empty non-terminal above it.
+        assert_eq!(
+            f.classify(&name(
+                "_http._tcp.hello.default.federation.svc.cluster.local."
+            )),
+            Some(Short::Alias(name(
+                "_http._tcp.hello.default.federation.svc.fr.europe.example.com."
+            )))
+        );
+        assert!(matches!(
+            f.classify(&name("_tcp.hello.default.federation.svc.cluster.local.")),
+            Some(Short::Empty(_))
+        ));
     }
 
     #[test]
@@ -251,6 +275,8 @@ mod tests {
         for n in [
             "x.hello.default.federation.svc.cluster.local.",
             "y.x.hello.default.federation.svc.cluster.local.",
+            "_http.x.hello.default.federation.svc.cluster.local.",
+            "z._http._tcp.hello.default.federation.svc.cluster.local.",
         ] {
             assert_eq!(
                 f.classify(&name(n)),

@@ -42,7 +42,7 @@ fn answers(d: &Desired, n: &Naming, name: &str) -> Vec<String> {
     let key = format!("{}/", n.key(name));
     let mut hosts: Vec<String> = d
         .iter()
-        .filter(|(k, _)| k.starts_with(&key))
+        .filter(|(k, _)| k.starts_with(&key) && !is_srv(k))
         .map(|(_, v)| {
             serde_json::from_str::<OwnedValue>(v)
                 .expect("our value parses")
@@ -212,9 +212,18 @@ fn with_strategy(mut clusters: Vec<ClusterView>, strategy: &policy::Strategy) ->
 }
 
 /// name → (cluster leaf, value) of each address record.
+/// Whether `key` is an SRV record's (below its level name's key, so a SkyDNS reader counts it
+/// in that name's subtree; fedplane-dns leaves its name host out of the address answers
+/// there, and out of the CNAME of a fallback name, whose `_cname` sorts first).
+fn is_srv(key: &str) -> bool {
+    key.ends_with(&format!("/{SRV_LEAF}"))
+}
+
+/// The address and CNAME records of `name`, by their first leaf label (the cluster).
 fn records(d: &Desired, n: &Naming, name: &str) -> Vec<(String, OwnedValue)> {
     let key = format!("{}/", n.key(name));
     d.iter()
+        .filter(|(k, _)| !is_srv(k))
         .filter_map(|(k, v)| {
             let leaf = k.strip_prefix(&key)?;
             let cluster = leaf.split('/').next()?.to_owned();
@@ -523,6 +532,7 @@ fn arb_health() -> impl Strategy<Value = ServiceHealth> {
                 ready_localities
             },
             policy: Policy::default(),
+            ports: Vec::new(),
         })
 }
 
@@ -542,7 +552,15 @@ fn arb_clusters() -> impl Strategy<Value = Vec<ClusterView>> {
                 localities,
                 services: services
                     .into_iter()
-                    .map(|(s, h)| {
+                    .map(|(s, mut h)| {
+                        // Service `s<n>` has the named ports p0…p<n-1>, in every cluster.
+                        h.ports = (0..u16::from(s))
+                            .map(|p| view::NamedPort {
+                                name: format!("p{p}"),
+                                protocol: if p == 0 { "tcp" } else { "udp" }.into(),
+                                port: 8000 + p,
+                            })
+                            .collect();
                         (
                             ServiceId {
                                 namespace: "ns".into(),
@@ -569,6 +587,17 @@ proptest! {
         for (k, v) in &d {
             let value: OwnedValue = serde_json::from_str(v).expect("our value parses");
             prop_assert_eq!(&value.managed_by, "fedplane-controller/federation");
+            if is_srv(k) {
+                // An SRV record: a port of its Service, targeting a name that holds addresses.
+                let port = value.port.expect("an SRV record has a port");
+                prop_assert!((8000..8003).contains(&port), "{k}: port {port}");
+                let target = format!("{}/", n.key(&value.host));
+                prop_assert!(d.iter().any(|(t, tv)| t.starts_with(&target)
+                    && !is_srv(t)
+                    && serde_json::from_str::<OwnedValue>(tv).is_ok_and(|tv| tv.host.parse::<IpAddr>().is_ok())),
+                    "{k}: target {} holds no address", value.host);
+                continue;
+            }
             let (name_key, leaf) = match k.strip_suffix(&format!("/{CNAME_LEAF}")) {
                 Some(name_key) => (name_key.to_owned(), CNAME_LEAF),
                 None => {
@@ -636,7 +665,7 @@ proptest! {
         let d2 = plan(&n, &next);
         let others = |d: &Desired| -> Desired {
             d.iter()
-                .filter(|(k, _)| !k.ends_with(CNAME_LEAF) && !k.contains("/c0/"))
+                .filter(|(k, _)| !k.ends_with(CNAME_LEAF) && !is_srv(k) && !k.contains("/c0/"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
@@ -762,4 +791,78 @@ proptest! {
             }
         }
     }
+}
+
+/// The SRV records of `name`: (target, port).
+fn srv(d: &Desired, n: &Naming, name: &str) -> Vec<(String, u16)> {
+    d.get(&format!("{}/{SRV_LEAF}", n.key(name)))
+        .map(|v| {
+            let v: OwnedValue = serde_json::from_str(v).expect("our value parses");
+            (v.host, v.port.expect("an SRV record has a port"))
+        })
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn named_ports_get_srv_records_at_every_level_targeting_the_name_that_holds_the_addresses() {
+    let n = naming();
+    let with_ports = |ready: [usize; 3]| {
+        let mut v = seeds(ready);
+        for c in &mut v {
+            for h in c.services.values_mut() {
+                h.ports = vec![
+                    view::NamedPort {
+                        name: "dns".into(),
+                        protocol: "udp".into(),
+                        port: 53,
+                    },
+                    view::NamedPort {
+                        name: "http".into(),
+                        protocol: "tcp".into(),
+                        port: 8080,
+                    },
+                ];
+            }
+        }
+        v
+    };
+    let g = "hello-world.default.federation.svc.example.com";
+    let europe = "hello-world.default.federation.svc.europe.example.com";
+    let fr = "hello-world.default.federation.svc.fr.europe.example.com";
+    let us = "hello-world.default.federation.svc.us.america.example.com";
+    // fcp has no ready endpoint: europe and fr fall back to the global name.
+    let d = plan(&n, &with_ports([0, 2, 2]));
+    assert_eq!(srv(&d, &n, &format!("_http._tcp.{g}")), [(g.into(), 8080)]);
+    assert_eq!(srv(&d, &n, &format!("_dns._udp.{g}")), [(g.into(), 53)]);
+    assert_eq!(
+        srv(&d, &n, &format!("_http._tcp.{us}")),
+        [(us.into(), 8080)]
+    );
+    assert_eq!(
+        srv(&d, &n, &format!("_http._tcp.{europe}")),
+        [(g.into(), 8080)]
+    );
+    assert_eq!(srv(&d, &n, &format!("_http._tcp.{fr}")), [(g.into(), 8080)]);
+    // The fallback names stay CNAMEs: `_cname` sorts before the `_tcp`/`_udp` subtrees.
+    assert!(d.contains_key(&format!("{}/{CNAME_LEAF}", n.key(fr))));
+    // All ready: each level targets itself.
+    let d = plan(&n, &with_ports([2, 2, 2]));
+    assert_eq!(
+        srv(&d, &n, &format!("_http._tcp.{fr}")),
+        [(fr.into(), 8080)]
+    );
+    assert_eq!(
+        srv(&d, &n, &format!("_http._tcp.{europe}")),
+        [(europe.into(), 8080)]
+    );
+    // Nothing healthy: no SRV record anywhere (a target would resolve to nothing).
+    let d = plan(&n, &with_ports([0, 0, 0]));
+    assert!(
+        d.keys().all(|k| !k.ends_with(&format!("/{SRV_LEAF}"))),
+        "{d:#?}"
+    );
+    // Unnamed ports: none either (the seeds' hello-world).
+    let d = plan(&n, &seeds([2, 2, 2]));
+    assert!(d.keys().all(|k| !k.ends_with(&format!("/{SRV_LEAF}"))));
 }

@@ -204,3 +204,47 @@ fn bad_labels_and_ingress_are_ignored_with_a_reason() {
         vec!["10.0.0.9".parse::<IpAddr>().expect("ip")]
     );
 }
+
+#[test]
+fn named_ports_are_read_and_bad_ones_left_out_with_a_reason() {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": "web"},
+        "spec": {"type": "LoadBalancer", "ports": [
+            {"name": "https", "port": 443},
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"port": 8080},
+            {"name": "Bad_Name", "port": 1},
+            {"name": "quic", "port": 443, "protocol": "HTTP3"},
+            {"name": "big", "port": 70000},
+        ]},
+    }))
+    .expect("Service");
+    let objects = ClusterObjects {
+        services: vec![Arc::new(svc)],
+        ..ClusterObjects::default()
+    };
+    let (view, ignored) = build(&settings("fcp"), &objects);
+    let id = ServiceId {
+        namespace: "default".into(),
+        name: "web".into(),
+    };
+    let port = |name: &str, protocol: &str, port| NamedPort {
+        name: name.into(),
+        protocol: protocol.into(),
+        port,
+    };
+    assert_eq!(
+        view.services[&id].ports,
+        [port("dns", "udp", 53), port("https", "tcp", 443)]
+    );
+    let reasons: Vec<&str> = ignored.iter().map(|i| i.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("Bad_Name")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("HTTP3")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("70000")), "{reasons:?}");
+    // A withdrawn cluster keeps the ports (the first cluster's decide the SRV records).
+    assert_eq!(view.withdrawn().services[&id].ports.len(), 2);
+}
