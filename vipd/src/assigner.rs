@@ -219,11 +219,19 @@ impl Assigner {
         metrics::gauge!("fedplane_vipd_local_addresses_left_out").set(gated as f64);
         metrics::gauge!("fedplane_vipd_local_addresses_unheld").set(unheld.len() as f64);
         if unheld != self.unheld {
-            for ip in unheld.difference(&self.unheld) {
-                warn!(%ip, "address of an externalTrafficPolicy: Local Service held nowhere: no VRRP group's master runs a ready endpoint of it");
+            // One line per change, however many addresses (a failover moves them all).
+            let sample = |s: &mut dyn Iterator<Item = &IpAddr>| -> Vec<IpAddr> {
+                s.take(5).copied().collect()
+            };
+            let new = unheld.difference(&self.unheld).count();
+            if new > 0 {
+                warn!(count = new, first = ?sample(&mut unheld.difference(&self.unheld)),
+                    "addresses of externalTrafficPolicy: Local Services held nowhere: no VRRP group's master runs a ready endpoint of their Service (fedplane_vipd_local_addresses_unheld)");
             }
-            for ip in self.unheld.difference(&unheld) {
-                info!(%ip, "address of a Local Service can be held again: a group's master runs a ready endpoint");
+            let back = self.unheld.difference(&unheld).count();
+            if back > 0 {
+                info!(count = back, first = ?sample(&mut self.unheld.difference(&unheld)),
+                    "addresses of Local Services can be held again: a group's master runs a ready endpoint");
             }
             self.unheld = unheld;
         }

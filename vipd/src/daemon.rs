@@ -93,6 +93,8 @@ struct Runner {
     clamp_warned: Option<Instant>,
     /// Kubernetes mode: who may speak, our source for the others, refusals to report.
     speakers: Option<GroupEnds>,
+    /// The master last published to Kubernetes mode.
+    master_published: Option<IpAddr>,
 }
 
 /// The interface a group runs on, as last seen, and the sockets bound to it.
@@ -384,6 +386,7 @@ impl Runner {
             foreign_warned: BTreeMap::new(),
             clamp_warned: None,
             speakers,
+            master_published: None,
         }
     }
 
@@ -749,10 +752,15 @@ impl Runner {
 
     /// Tells Kubernetes mode who this group takes for its master (the endpoint rule of
     /// `Local` Services picks groups by their masters' nodes).
-    fn publish_master(&self) {
+    fn publish_master(&mut self) {
         let Some(s) = &self.speakers else { return };
-        let key = (self.cfg.interface.clone(), self.cfg.fsm.vrid, self.cfg.v6);
         let master = self.fsm.master();
+        // Called at every turn of the group's loop (every advert): cheap when nothing changed.
+        if master == self.master_published {
+            return;
+        }
+        self.master_published = master;
+        let key = (self.cfg.interface.clone(), self.cfg.fsm.vrid, self.cfg.v6);
         s.masters.send_if_modified(|m| match master {
             Some(a) => m.insert(key, a) != Some(a),
             None => m.remove(&key).is_some(),

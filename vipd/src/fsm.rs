@@ -124,9 +124,10 @@ pub struct Router {
     garp_at: Option<Instant>,
     /// When we last reacted to a lower-priority master (advert + announcement).
     reacted_at: Option<Instant>,
-    /// As a backup: the source of the last advert of a router that is master (`None` until
-    /// one is heard, and after a resignation).
-    heard_master: Option<IpAddr>,
+    /// As a backup: the router taken for master — the highest-priority advertiser that has
+    /// not missed an advert (source, priority, when last heard); `None` until one is heard,
+    /// and after it resigns.
+    heard_master: Option<(IpAddr, u8, Instant)>,
 }
 
 impl Router {
@@ -159,7 +160,7 @@ impl Router {
     pub fn master(&self) -> Option<IpAddr> {
         match self.state {
             State::Master => Some(self.primary),
-            State::Backup => self.heard_master,
+            State::Backup => self.heard_master.map(|(src, ..)| src),
             State::Initialize | State::Fault => None,
         }
     }
@@ -267,10 +268,11 @@ impl Router {
             State::Backup => {
                 if heard.priority == RESIGN {
                     self.down_at = Some(now + self.skew());
-                    self.heard_master = None;
+                    if self.heard_master.is_some_and(|(src, ..)| src == heard.src) {
+                        self.heard_master = None;
+                    }
                 } else {
-                    // A lower-priority master we are about to preempt is master until then.
-                    self.heard_master = Some(heard.src);
+                    self.follow(heard, now);
                     if !self.may_preempt(now) || heard.priority >= self.cfg.priority {
                         self.master_interval = heard.interval;
                         self.down_at = Some(now + self.master_down());
@@ -297,7 +299,7 @@ impl Router {
                     out.push(Action::Advertise(self.cfg.priority));
                     out.push(Action::RemoveAddresses);
                     self.become_backup(now, heard.interval, &mut out);
-                    self.heard_master = Some(heard.src);
+                    self.follow(heard, now);
                 } else if self.may_react(now) {
                     // A lower-priority router thinks it is master: tell it at once (RFC 9568),
                     // and announce again, since hosts may have followed its announcements.
@@ -333,6 +335,27 @@ impl Router {
             _ => {}
         }
         out
+    }
+
+    /// Takes the advertiser for master if it outranks the one taken (priority, then address,
+    /// as the RFC's election), is that one, or that one missed an advert (silent for 1.5
+    /// advert intervals: a dead master's successor is taken at its first advert):
+    /// a lower-priority router that also advertises (a split, or a preempted master's last
+    /// advert) does not make the master seem to change back and forth. A lower-priority
+    /// master we are about to preempt is master until then.
+    fn follow(&mut self, heard: Heard, now: Instant) {
+        let takes = match self.heard_master {
+            None => true,
+            Some((src, priority, at)) => {
+                src == heard.src
+                    || heard.priority > priority
+                    || (heard.priority == priority && ip_gt(heard.src, src))
+                    || now >= at + self.master_interval * 3 / 2
+            }
+        };
+        if takes {
+            self.heard_master = Some((heard.src, heard.priority, now));
+        }
     }
 
     /// Whether an advert heard may make us answer out of turn: at most once per interval.

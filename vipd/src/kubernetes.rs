@@ -217,13 +217,18 @@ pub async fn run(
     let pools_cm = configmap(&settings.pools_configmap, &mut tasks);
     let legacy_cm = configmap(&settings.legacy_configmap, &mut tasks);
     // Which nodes run ready endpoints: `Local` Services' addresses follow them (L2 and BGP).
+    // Their own wake-up: a change of some slice (pods come and go everywhere) costs a pass only
+    // when it changes which nodes run ready endpoints.
+    let slices_changed = Arc::new(Notify::new());
     let slices = watch_kube::spawn(
         Api::<EndpointSlice>::all(client.clone()),
         None,
-        wake.clone(),
+        Wake(slices_changed.clone()),
         &cancel,
         &mut tasks,
     );
+    let mut ready_nodes = std::collections::BTreeMap::new();
+    let mut slices_were_listed = false;
     // BGP mode: our own Node (labels, cordon, Ready).
     let own_node = bgp.as_ref().map(|_| {
         watch_kube::spawn(
@@ -288,6 +293,13 @@ pub async fn run(
                 break;
             }
             () = changed.notified() => {}
+            () = slices_changed.notified() => {
+                let now = crate::bgp::views::ready_nodes(slices.store.state().iter().map(|s| &**s));
+                if now == ready_nodes && slices.listed() == slices_were_listed {
+                    continue;
+                }
+                ready_nodes = now;
+            }
             Ok(()) = masters.changed() => {}
             Ok(()) = speaker_nodes.changed() => {}
             // Every change is a gain or a loss: a takeover lists again, even if a loss and
@@ -312,7 +324,15 @@ pub async fn run(
             );
             slices_warned = true;
         }
-        let ready_nodes = crate::bgp::views::ready_nodes(slices.store.state().iter().map(|s| &**s));
+        if slices.listed() && !slices_were_listed {
+            if slices_warned {
+                info!(
+                    "EndpointSlices listed: addresses of externalTrafficPolicy: Local Services follow their endpoints now"
+                );
+            }
+            ready_nodes = crate::bgp::views::ready_nodes(slices.store.state().iter().map(|s| &**s));
+        }
+        slices_were_listed = slices.listed();
         status.synced.store(true, Ordering::Relaxed);
         let leading = lead_rx.borrow_and_update().filter(|t| *t > Instant::now());
         let local = slices.listed().then(|| LocalRule {

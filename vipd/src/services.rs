@@ -13,12 +13,18 @@
 //! address goes to a group whose master can hold it ([`spread`] with [`Endpoints`]):
 //! - **gate**: a node lists a `Local` address in its groups only while it runs a ready endpoint
 //!   of the Service (a node without one never holds it, whichever group it masters);
-//! - **pick**: among the groups of the address's family whose current master (each group knows
-//!   it from the adverts; the source → node map comes from the vipd Pods) runs a ready
-//!   endpoint, the rendezvous pick; every node computes the same from the same masters and
-//!   EndpointSlices. When no group's master runs one, the address is held nowhere
-//!   ([`Spread::unheld`]): reachable nowhere, but never on a node that drops its traffic. With
-//!   at least as many groups as nodes, spread by `priority: auto`, most nodes master a group.
+//! - **pick**: the groups of the address's family in rendezvous order ([`ranked_groups`]); the
+//!   first whose current master runs a ready endpoint, or whose master this node does not know
+//!   (each group knows its master from the adverts; the source → node map comes from the vipd
+//!   Pods). Deferring to an unknown master is what keeps two nodes from holding one address
+//!   when their views differ (one knows a group's master, another does not yet, or has it in
+//!   fault): a node holds the address only in the group it masters, and every group ranked
+//!   before it is known to it to have a master without an endpoint — a fact no other node can
+//!   see differently, so no other node picks a later group it masters. An incomplete view can
+//!   leave the address unheld for a while; never held twice. When every group's master is
+//!   known and none runs an endpoint, the address is held nowhere ([`Spread::unheld`]):
+//!   reachable nowhere, but never on a node that drops its traffic. With at least as many
+//!   groups as nodes, spread by `priority: auto`, most nodes master a group.
 //!
 //! When the master of the address's group changes to a node without an endpoint, the new
 //! master does not hold it (gate) and every node picks another group within one pass: the
@@ -194,7 +200,7 @@ pub struct Endpoints {
     pub node: String,
     /// Each address of a `Local` Service → the nodes that run a ready endpoint of it.
     pub local: BTreeMap<IpAddr, BTreeSet<String>>,
-    /// The node of each group's current master, where known.
+    /// The node of each group's current master, where known (absent: unknown).
     pub masters: BTreeMap<GroupId, String>,
 }
 
@@ -241,7 +247,8 @@ pub struct Spread {
     pub homeless: BTreeSet<IpAddr>,
     /// `Local` addresses this node leaves out: it runs no ready endpoint of their Service.
     pub gated: usize,
-    /// `Local` addresses held nowhere: no group's master runs a ready endpoint.
+    /// `Local` addresses held nowhere: every group's master is known and none runs a ready
+    /// endpoint.
     pub unheld: BTreeSet<IpAddr>,
 }
 
@@ -259,35 +266,34 @@ pub fn spread(
     };
     for ip in addresses {
         let family = Family::of(*ip);
-        let mut vrids: Vec<u8> = groups
+        let vrids: Vec<u8> = groups
             .iter()
             .filter(|g| g.family == family)
             .map(|g| g.vrid)
             .collect();
+        let mut picked = pick_group(*ip, &vrids);
         if let Some((e, ready)) = endpoints.and_then(|e| Some((e, e.local.get(ip)?))) {
-            let can_hold: Vec<u8> = vrids
-                .iter()
-                .copied()
-                .filter(|vrid| {
-                    e.masters
-                        .get(&GroupId {
-                            family,
-                            vrid: *vrid,
-                        })
-                        .is_some_and(|node| ready.contains(node))
-                })
-                .collect();
-            if can_hold.is_empty() {
-                out.unheld.insert(*ip);
-            } else {
-                vrids = can_hold;
+            let can_hold = ranked_groups(*ip, &vrids).into_iter().find(|vrid| {
+                e.masters
+                    .get(&GroupId {
+                        family,
+                        vrid: *vrid,
+                    })
+                    .is_none_or(|node| ready.contains(node))
+            });
+            match can_hold {
+                Some(vrid) => picked = Some(vrid),
+                None if !vrids.is_empty() => {
+                    out.unheld.insert(*ip);
+                }
+                None => {}
             }
             if !ready.contains(&e.node) {
                 out.gated += 1;
                 continue;
             }
         }
-        let picked = pick_group(*ip, &vrids).map(|vrid| GroupId { family, vrid });
+        let picked = picked.map(|vrid| GroupId { family, vrid });
         match picked.and_then(|id| groups.iter().position(|g| *g == id)) {
             Some(i) => {
                 out.per_group[i].insert(*ip);
@@ -315,24 +321,38 @@ pub fn status_patch(ips: &[IpAddr]) -> Value {
 /// same group whatever the order of its list, and adding a group moves only the addresses the
 /// new group wins.
 pub fn pick_group(ip: IpAddr, vrids: &[u8]) -> Option<u8> {
+    vrids
+        .iter()
+        .copied()
+        .max_by_key(|v| (rendezvous(ip, *v), *v))
+}
+
+/// The groups `vrids` in rendezvous order for `ip`: [`pick_group`]'s choice first, then the
+/// one it would choose without it, and so on.
+pub fn ranked_groups(ip: IpAddr, vrids: &[u8]) -> Vec<u8> {
+    let mut out = vrids.to_vec();
+    out.sort_unstable_by_key(|v| std::cmp::Reverse((rendezvous(ip, *v), *v)));
+    out.dedup();
+    out
+}
+
+/// The rendezvous hash of (VRID, address): FNV-1a, then MurmurHash3's finalizer.
+fn rendezvous(ip: IpAddr, vrid: u8) -> u64 {
     let octets = match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     };
-    let hash = |vrid: u8| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in std::iter::once(vrid).chain(octets.iter().copied()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // FNV-1a leaves the high bits poorly mixed: finish with MurmurHash3's fmix64.
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    };
-    vrids.iter().copied().max_by_key(|v| (hash(*v), *v))
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::iter::once(vrid).chain(octets.iter().copied()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // FNV-1a leaves the high bits poorly mixed: finish with MurmurHash3's fmix64.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// One correction of the watch cache.

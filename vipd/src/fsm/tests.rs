@@ -565,13 +565,25 @@ fn each_router_knows_who_is_master() {
     assert_eq!(g.master(), None, "a backup that heard nobody yet");
     g.on_advert(heard(2, 150), t0 + MS);
     assert_eq!(g.master(), Some(ip(2)), "the master it follows");
-    // A lower master it is about to preempt is still master until then.
+    // A lower-priority advertiser (a split, a preempted master's last word) is not taken
+    // for master while the master is heard.
     g.on_advert(heard(3, 50), t0 + 2 * MS);
-    assert_eq!(g.master(), Some(ip(3)));
+    assert_eq!(g.master(), Some(ip(2)));
+    // Another's resignation changes nothing; the master's own does.
     g.on_advert(heard(3, RESIGN), t0 + 3 * MS);
-    assert_eq!(g.master(), None, "after a resignation");
+    assert_eq!(g.master(), Some(ip(2)));
+    g.on_advert(heard(2, RESIGN), t0 + 4 * MS);
+    assert_eq!(g.master(), None, "after the master's resignation");
+    // A lower master it is about to preempt is master until then.
+    g.on_advert(heard(3, 50), t0 + 5 * MS);
+    assert_eq!(g.master(), Some(ip(3)));
+    // One that missed an advert gives way to whoever is heard.
+    let later = t0 + 5 * MS + 150 * MS;
+    g.on_advert(heard(5, 40), later);
+    assert_eq!(g.master(), Some(ip(5)));
     let down = g.next_deadline().expect("down timer");
     g.on_timer(down);
+    assert_eq!(g.state(), State::Master);
     assert_eq!(g.master(), Some(ip(1)), "itself as master");
     // It yields to a higher priority: that one is master.
     g.on_advert(heard(4, 200), down + MS);
