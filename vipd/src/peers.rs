@@ -137,36 +137,10 @@ pub fn decide(
     own_pod: Option<&str>,
 ) -> Decision {
     let mut own_selected = false;
-    // The speakers are our own Pod's siblings: Pods with the same controller (the DaemonSet)
-    // as ours, when ours has one; a Pod that merely copies the label is not one.
-    let controller = |p: &Pod| {
-        p.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.clone())
-    };
-    let own_controller = own_pod.and_then(|name| {
-        pods.iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name))
-            .and_then(|p| controller(p))
-    });
     let mut allowed = own.clone();
     let mut missing = Vec::new();
     let mut malformed = Vec::new();
-    for pod in pods {
-        if !selector.matches(pod.metadata.labels.as_ref())
-            || own_controller
-                .as_ref()
-                .is_some_and(|c| controller(pod).as_ref() != Some(c))
-        {
-            continue;
-        }
-        let status = pod.status.clone().unwrap_or_default();
-        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            continue;
-        }
+    for (pod, status) in speakers(pods, Some(selector), own_pod) {
         own_selected |= own_pod.is_some() && pod.metadata.name.as_deref() == own_pod;
         let name = format!(
             "{}/{}",
@@ -188,6 +162,40 @@ pub fn decide(
         malformed,
         unselected,
     }
+}
+
+/// The running speaker Pods (with their status): those `selector` picks (without one, every
+/// Pod) that are our own Pod's siblings — Pods with the same controller (the DaemonSet) as
+/// ours, when ours has one; a Pod that merely copies the label is not one.
+fn speakers<'a>(
+    pods: &'a [&'a Pod],
+    selector: Option<&'a Selector>,
+    own_pod: Option<&str>,
+) -> impl Iterator<Item = (&'a Pod, k8s_openapi::api::core::v1::PodStatus)> {
+    let controller = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone())
+    };
+    let own_controller = own_pod.and_then(|name| {
+        pods.iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .and_then(|p| controller(p))
+    });
+    pods.iter().copied().filter_map(move |pod| {
+        if selector.is_some_and(|s| !s.matches(pod.metadata.labels.as_ref()))
+            || own_controller
+                .as_ref()
+                .is_some_and(|c| controller(pod).as_ref() != Some(c))
+        {
+            return None;
+        }
+        let status = pod.status.clone().unwrap_or_default();
+        (!matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))).then_some((pod, status))
+    })
 }
 
 /// A Pod's addresses: `status.podIPs`/`podIP` and `status.hostIPs`/`hostIP`.
@@ -213,27 +221,34 @@ fn annotation(pod: &Pod) -> Option<&str> {
 }
 
 /// Which node each VRRP source belongs to: the addresses and published sources of the
-/// running speaker Pods (those `selector` picks; every Pod without one) → their
-/// `spec.nodeName`. Used to tell which node a group's master is.
-pub fn speaker_nodes(pods: &[&Pod], selector: Option<&Selector>) -> BTreeMap<IpAddr, String> {
-    let mut out = BTreeMap::new();
-    for pod in pods {
-        if selector.is_some_and(|s| !s.matches(pod.metadata.labels.as_ref())) {
-            continue;
-        }
+/// running speaker Pods (as for the allowlist: those `selector` picks, every Pod without one,
+/// siblings of `own_pod`) → their `spec.nodeName`. Used to tell which node a group's master
+/// is. A source two Pods on different nodes claim is left out (unknown, which the endpoint
+/// rule treats as such).
+pub fn speaker_nodes(
+    pods: &[&Pod],
+    selector: Option<&Selector>,
+    own_pod: Option<&str>,
+) -> BTreeMap<IpAddr, String> {
+    let mut out: BTreeMap<IpAddr, Option<String>> = BTreeMap::new();
+    for (pod, status) in speakers(pods, selector, own_pod) {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             continue;
         };
-        let status = pod.status.clone().unwrap_or_default();
-        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            continue;
-        }
         let published = annotation(pod).and_then(parse_sources).unwrap_or_default();
         for ip in pod_addresses(&status).chain(published) {
-            out.insert(ip, node.clone());
+            out.entry(ip)
+                .and_modify(|n| {
+                    if n.as_ref() != Some(&node) {
+                        *n = None;
+                    }
+                })
+                .or_insert_with(|| Some(node.clone()));
         }
     }
-    out
+    out.into_iter()
+        .filter_map(|(ip, node)| Some((ip, node?)))
+        .collect()
 }
 
 /// What this vipd should write in its own Pod's annotation, if anything: our groups' sources

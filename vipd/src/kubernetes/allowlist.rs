@@ -127,7 +127,11 @@ pub async fn speak(
         let own: BTreeSet<IpAddr> = own_map.values().copied().collect();
         let state = pods.store.state();
         let refs: Vec<&Pod> = state.iter().map(AsRef::as_ref).collect();
-        let speaker_nodes = peers::speaker_nodes(&refs, settings.selector.as_ref());
+        let speaker_nodes = peers::speaker_nodes(
+            &refs,
+            settings.selector.as_ref(),
+            settings.pod_name.as_deref(),
+        );
         nodes.send_if_modified(|old| {
             let changed = *old != speaker_nodes;
             if changed {

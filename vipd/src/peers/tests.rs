@@ -157,3 +157,30 @@ fn a_selector_that_does_not_pick_our_own_pod_gives_no_allowlist() {
     assert_eq!(d.allowed, None);
     assert!(d.unselected);
 }
+
+#[test]
+fn each_speakers_sources_map_to_its_node_and_disputed_ones_to_none() {
+    let sel = Selector::parse(DEFAULT_SELECTOR).expect("selector");
+    let a = pod(&format!("{SPEAKER}\nspec: {{nodeName: n1}}"));
+    // Claims one of a's sources from another node: that source is nobody's.
+    let b = pod("metadata: {namespace: fedplane-system, name: vipd-b, \
+        labels: {app.kubernetes.io/name: fedplane-vipd}, \
+        annotations: {vipd.fedplane.io/vrrp-sources: 'fe80::a,fe80::b'}}\n\
+        spec: {nodeName: n2}\n\
+        status: {phase: Running, podIP: 192.0.2.12}");
+    let not_speaker = pod(
+        "metadata: {namespace: fedplane-system, name: dns, labels: {app: dns}}\n\
+        spec: {nodeName: n3}\nstatus: {podIP: 192.0.2.99}",
+    );
+    let map = speaker_nodes(&[&a, &b, &not_speaker], Some(&sel), Some("vipd-a"));
+    let node = |ip: &str| {
+        map.get(&ip.parse::<IpAddr>().expect("ip"))
+            .map(String::as_str)
+    };
+    assert_eq!(node("192.0.2.11"), Some("n1"));
+    assert_eq!(node("2001:db8::11"), Some("n1"));
+    assert_eq!(node("192.0.2.12"), Some("n2"));
+    assert_eq!(node("fe80::b"), Some("n2"));
+    assert_eq!(node("fe80::a"), None, "disputed");
+    assert_eq!(node("192.0.2.99"), None, "not a speaker");
+}
