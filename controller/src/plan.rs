@@ -23,6 +23,9 @@
 //! ready endpoints have no known locality counts in all of its own localities.
 //!
 //! Keys (SkyDNS layout, labels reversed under the prefix):
+//! - a hostname-only ingress entry: `<name key>/<cluster>/h-<hash>`, the hostname as `host`: a
+//!   name whose records are all such is a CNAME to the first (fedplane-dns, CoreDNS); beside
+//!   addresses it is left out of the answer;
 //! - an address: `<name key>/<cluster>/<address label>`, e.g.
 //!   `/skydns/com/example/svc/federation/default/hello-world/fcp/10-210-1-68`: one subtree per
 //!   cluster, so clusters never write the same key;
@@ -101,6 +104,17 @@ impl Naming {
 /// `fd00::1` → `fd00--1`.
 pub fn address_label(ip: &IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
+}
+
+/// The label under which an ingress hostname is stored: `h-` and 16 hex digits of its FNV-1a
+/// hash (a hostname may be longer than a label).
+pub fn hostname_label(host: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in host.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("h-{h:016x}")
 }
 
 /// The JSON value of one of our records.
@@ -246,20 +260,31 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
             healthy.push(Healthy {
                 cluster: &c.name,
                 ips: &h.ingress,
+                hostnames: &h.hostnames,
                 at,
                 rank,
             });
         }
     }
     // Puts the addresses of the healthy clusters that `filter` picks under `name`, chosen by
-    // `strategy` (the zone names answer every cluster picked); false when it picks none.
+    // `strategy` (the zone names answer every cluster picked); `None` when it picks none, else
+    // whether an address (not only hostnames) was written.
     let put_addresses = |out: &mut Desired,
                          name: &str,
                          strategy: &Strategy,
                          filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
         let key = naming.key(name);
         let picked: Vec<&Healthy<'_>> = healthy.iter().filter(|h| filter(&h.at)).collect();
+        let mut wrote_ip = false;
         for (h, how) in choose(strategy, picked.clone()) {
+            wrote_ip |= !h.ips.is_empty();
+            // A load balancer known by name: a name record (plain, whatever the strategy).
+            // fedplane-dns (as CoreDNS) answers the addresses of a name when it has any, and
+            // a CNAME to its first name record otherwise.
+            for host in h.hostnames {
+                let leaf = format!("{key}/{}/{}", h.cluster, hostname_label(host));
+                out.insert(leaf, value(host.clone(), None, None));
+            }
             for ip in h.ips {
                 let leaf = format!("{key}/{}/{}", h.cluster, address_label(ip));
                 match &how {
@@ -289,42 +314,54 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
                 }
             }
         }
-        !picked.is_empty()
+        (!picked.is_empty()).then_some(wrote_ip)
     };
-    // Each level's name, and the name holding its addresses (the SRV target).
+    // Each level's name and its SRV target: the name holding the addresses, itself or where
+    // its CNAMEs end. A level of hostnames only is a CNAME to one: its SRV name would need a
+    // target that is no alias, and an SRV record below it would sort before its hostname
+    // records (`_` before letters) and become its CNAME: none there, nor below levels ending
+    // their chain there.
     let mut levels: Vec<(String, Option<String>)> = Vec::new();
+    let held_target = |held: Option<bool>, name: &str, fallback: Option<String>| match held {
+        Some(true) => Some(name.to_owned()),
+        Some(false) => None,
+        None => fallback,
+    };
     let global = naming.global_name(svc);
-    let global_target = put_addresses(out, &global, strategy, &|_| true).then(|| global.clone());
+    let global_target = held_target(
+        put_addresses(out, &global, strategy, &|_| true),
+        &global,
+        None,
+    );
     levels.push((global.clone(), global_target.clone()));
     let regions: BTreeSet<&str> = zones.iter().map(|l| l.region.as_str()).collect();
     let mut region_targets: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for region in regions {
         let name = naming.region_name(svc, region);
-        let target = if put_addresses(out, &name, strategy, &|at| {
+        let held = put_addresses(out, &name, strategy, &|at| {
             at.iter().any(|l| l.region == region)
-        }) {
-            Some(name.clone())
-        } else {
+        });
+        if held.is_none() {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
                 value(global.clone(), None, None),
             );
-            global_target.clone()
-        };
+        }
+        let target = held_target(held, &name, global_target.clone());
         region_targets.insert(region, target.clone());
         levels.push((name, target));
     }
     for l in zones {
         let name = naming.zone_name(svc, l);
-        let target = if put_addresses(out, &name, &Strategy::All, &|at| at.contains(l)) {
-            Some(name.clone())
-        } else {
+        let held = put_addresses(out, &name, &Strategy::All, &|at| at.contains(l));
+        if held.is_none() {
             out.insert(
                 format!("{}/{CNAME_LEAF}", naming.key(&name)),
                 value(naming.region_name(svc, &l.region), None, None),
             );
-            region_targets.get(l.region.as_str()).cloned().flatten()
-        };
+        }
+        let fallback = region_targets.get(l.region.as_str()).cloned().flatten();
+        let target = held_target(held, &name, fallback);
         levels.push((name, target));
     }
     for port in &first.ports {
@@ -351,6 +388,8 @@ struct Healthy<'a> {
     cluster: &'a str,
     /// Its ingress addresses.
     ips: &'a [IpAddr],
+    /// Its ingress hostnames.
+    hostnames: &'a [String],
     /// The localities it is healthy in.
     at: BTreeSet<&'a Locality>,
     /// Its place in the failover order (else its place in `--cluster` order).

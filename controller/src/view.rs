@@ -65,6 +65,9 @@ impl std::fmt::Display for ServiceId {
 pub struct ServiceHealth {
     /// `status.loadBalancer.ingress[].ip`, sorted, without duplicates.
     pub ingress: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].hostname` of the entries without an ip (a load balancer
+    /// known by name), lower case without the final dot, sorted, without duplicates.
+    pub hostnames: Vec<String>,
     /// Ready endpoints over all its EndpointSlices.
     pub ready_endpoints: usize,
     /// Localities of those ready endpoints (those whose locality is known).
@@ -87,9 +90,9 @@ pub struct NamedPort {
 }
 
 impl ServiceHealth {
-    /// Healthy: an ingress IP and at least one ready endpoint.
+    /// Healthy: an ingress IP or hostname and at least one ready endpoint.
     pub fn healthy(&self) -> bool {
-        !self.ingress.is_empty() && self.ready_endpoints > 0
+        (!self.ingress.is_empty() || !self.hostnames.is_empty()) && self.ready_endpoints > 0
     }
 }
 
@@ -244,6 +247,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             continue;
         }
         let mut ingress = Vec::new();
+        let mut hostnames = Vec::new();
         let status_ingress = svc
             .status
             .as_ref()
@@ -257,18 +261,21 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                     reason: format!("ingress ip {:?} is not an IP address", ing.ip),
                     service: None,
                 }),
-                None => ignored.push(Ignored {
-                    object: format!("Service {id}"),
-                    reason: format!(
-                        "ingress {:?} has a hostname but no ip; only IPs are published",
-                        ing.hostname
-                    ),
-                    service: None,
-                }),
+                None => match ing.hostname.as_deref().map(hostname) {
+                    Some(Ok(h)) => hostnames.push(h),
+                    Some(Err(reason)) => ignored.push(Ignored {
+                        object: format!("Service {id}"),
+                        reason,
+                        service: None,
+                    }),
+                    None => {}
+                },
             }
         }
         ingress.sort_unstable();
         ingress.dedup();
+        hostnames.sort_unstable();
+        hostnames.dedup();
         let (policy, problems) =
             policy::parse(svc.metadata.annotations.as_ref(), &settings.members);
         for reason in problems {
@@ -290,6 +297,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             id,
             ServiceHealth {
                 ingress,
+                hostnames,
                 policy,
                 ports,
                 ..ServiceHealth::default()
@@ -417,6 +425,25 @@ fn locality(region: String, zone: String) -> Result<Locality, String> {
     dns_label(&region)
         .and(dns_label(&zone))
         .map(|()| Locality { region, zone })
+}
+
+/// An ingress hostname as a CNAME target: lower case, without the final dot, each label
+/// 1–63 of `a-z 0-9 - _`, at most 253 characters.
+fn hostname(h: &str) -> Result<String, String> {
+    let name = h.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!("ingress hostname {h:?} is not a DNS name"))
+    }
 }
 
 /// Whether `s` can be one label of a DNS name: 1–63 of `a-z 0-9 -`, not starting or ending

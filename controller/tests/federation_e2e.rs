@@ -411,3 +411,27 @@ fn named_ports_answer_srv_at_every_level_and_follow_the_fallback() {
     await_srv(&fed, &format!("_http._tcp.{FR}"), &srv(8080, FR));
     fed.await_a(FR, &["10.210.1.68"]);
 }
+
+#[test]
+fn a_load_balancer_known_by_hostname_is_a_cname_where_it_alone_answers() {
+    let fed = Federation::start();
+    let usa = fed.fake("usa");
+    let mut svc = usa
+        .get("v1", "Service", Some("default"), "hello-world")
+        .expect("seed Service");
+    svc["status"]["loadBalancer"]["ingress"] = json!([{"hostname": "lb-1.usa.example.net"}]);
+    usa.apply(svc);
+    let _c = fed.controller(&[]);
+    // Its zone and region names: a CNAME to the hostname (out of the zone, so no address).
+    fed.await_cname(US, "lb-1.usa.example.net");
+    fed.await_cname(AMERICA, "lb-1.usa.example.net");
+    // The global name answers the others' addresses (a name beside addresses is left out).
+    fed.await_a(GLOBAL, &["10.210.1.68", "10.210.2.65"]);
+    // The hostname goes: its names fall back like any cluster without an ingress.
+    let mut svc = usa
+        .get("v1", "Service", Some("default"), "hello-world")
+        .expect("seed Service");
+    svc["status"]["loadBalancer"]["ingress"] = json!([]);
+    usa.apply(svc);
+    fed.await_cname(US, AMERICA);
+}

@@ -533,6 +533,7 @@ fn arb_health() -> impl Strategy<Value = ServiceHealth> {
             },
             policy: Policy::default(),
             ports: Vec::new(),
+            hostnames: Vec::new(),
         })
 }
 
@@ -865,4 +866,51 @@ fn named_ports_get_srv_records_at_every_level_targeting_the_name_that_holds_the_
     // Unnamed ports: none either (the seeds' hello-world).
     let d = plan(&n, &seeds([2, 2, 2]));
     assert!(d.keys().all(|k| !k.ends_with(&format!("/{SRV_LEAF}"))));
+}
+
+#[test]
+fn a_hostname_only_load_balancer_is_a_name_record_and_gets_no_srv_record() {
+    let n = naming();
+    let mut clusters = seeds([2, 2, 2]);
+    for c in &mut clusters {
+        for h in c.services.values_mut() {
+            h.ports = vec![view::NamedPort {
+                name: "http".into(),
+                protocol: "tcp".into(),
+                port: 8080,
+            }];
+            if c.name == "usa" {
+                h.ingress.clear();
+                h.hostnames = vec!["lb-1.usa.example.net".into()];
+            }
+        }
+    }
+    let d = plan(&n, &clusters);
+    let us = "hello-world.default.federation.svc.us.america.example.com";
+    let america = "hello-world.default.federation.svc.america.example.com";
+    // The zone and region names of usa: the hostname alone (fedplane-dns answers a CNAME).
+    assert_eq!(answers(&d, &n, us), ["lb-1.usa.example.net"]);
+    assert_eq!(answers(&d, &n, america), ["lb-1.usa.example.net"]);
+    let leaf = format!(
+        "{}/usa/{}",
+        n.key(us),
+        hostname_label("lb-1.usa.example.net")
+    );
+    assert!(d.contains_key(&leaf), "{d:#?}");
+    // Beside the others' addresses at the global name (where it is left out of A answers).
+    assert_eq!(
+        answers(&d, &n, GLOBAL),
+        ["10.210.1.68", "10.210.2.65", "lb-1.usa.example.net"]
+    );
+    // No SRV record at a name that is a CNAME to a hostname (nor below it); the others have.
+    assert!(srv(&d, &n, &format!("_http._tcp.{us}")).is_empty());
+    assert!(srv(&d, &n, &format!("_http._tcp.{america}")).is_empty());
+    assert_eq!(
+        srv(&d, &n, &format!("_http._tcp.{GLOBAL}")),
+        [(GLOBAL.to_owned(), 8080)]
+    );
+    assert_eq!(
+        srv(&d, &n, &format!("_http._tcp.{FR_NAME}")),
+        [(FR_NAME.to_owned(), 8080)]
+    );
 }

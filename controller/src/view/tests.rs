@@ -177,7 +177,8 @@ fn bad_labels_and_ingress_are_ignored_with_a_reason() {
             "metadata": {"namespace": "default", "name": "hello-world"},
             "spec": {"type": "LoadBalancer"},
             "status": {"loadBalancer": {"ingress": [
-                {"ip": "not-an-ip"}, {"hostname": "lb.example.net"}, {"ip": "10.0.0.9"}]}},
+                {"ip": "not-an-ip"}, {"hostname": "LB.Example.NET."}, {"hostname": "bad name"},
+                {"ip": "10.0.0.9"}]}},
         }))
         .expect("service JSON"),
     );
@@ -202,6 +203,14 @@ fn bad_labels_and_ingress_are_ignored_with_a_reason() {
     assert_eq!(
         view.services[&hello()].ingress,
         vec!["10.0.0.9".parse::<IpAddr>().expect("ip")]
+    );
+    // A hostname-only entry is kept (lower case, no final dot); one that is no name is not.
+    assert_eq!(view.services[&hello()].hostnames, ["lb.example.net"]);
+    assert!(
+        ignored
+            .iter()
+            .any(|i| i.reason.contains("\"bad name\" is not a DNS name")),
+        "{ignored:#?}"
     );
 }
 
