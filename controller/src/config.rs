@@ -13,7 +13,7 @@ use crate::plan::Naming;
 use crate::prober::ProbeTiming;
 use crate::reconcile::Options;
 use crate::selector::Selector;
-use crate::view::{ViewSettings, dns_label};
+use crate::view::{Sources, ViewSettings, dns_label};
 
 /// Writes the zone, region and global records of every federated Service into etcd, from the
 /// Services, EndpointSlices and Nodes of every member cluster.
@@ -47,7 +47,8 @@ pub struct Cli {
     #[arg(long)]
     pub all_contexts: bool,
     /// Member cluster read from a file of `kubectl get nodes,services,endpointslices -A -o
-    /// yaml` (or -o json) instead of a live API server (repeatable)
+    /// yaml` (or -o json; add ingresses with --source ingress) instead of a live API server
+    /// (repeatable)
     #[arg(long = "snapshot", value_name = "NAME=FILE")]
     pub snapshots: Vec<String>,
     /// Region of every node of cluster NAME, over its node labels (repeatable)
@@ -56,10 +57,22 @@ pub struct Cli {
     /// Zone of every node of cluster NAME, over its node labels (repeatable)
     #[arg(long = "cluster-zone", value_name = "NAME=ZONE")]
     pub cluster_zones: Vec<String>,
-    /// Federate only the LoadBalancer Services whose labels match, e.g. 'tier=web,!canary'
-    /// [default: all; the annotation fedplane.io/federate: "false" opts one out]
+    /// Federate only the LoadBalancer Services (and Ingresses) whose labels match, e.g.
+    /// 'tier=web,!canary' [default: all; the annotation fedplane.io/federate: "false" opts one
+    /// out]
     #[arg(long, value_name = "SELECTOR")]
     pub service_selector: Option<Selector>,
+    /// What gives names, comma-separated (repeatable): service (LoadBalancer Services'
+    /// zone, region and global names), ingress (each Ingress rule's host inside --domain,
+    /// with the Ingress's addresses from every cluster where it is healthy: a backend
+    /// Service with a ready endpoint, every backend with fedplane.io/backend-health: all)
+    #[arg(
+        long = "source",
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "service"
+    )]
+    pub sources: Vec<String>,
     /// TTL of every record, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub ttl: u32,
@@ -173,6 +186,21 @@ impl Settings {
         }
         dns_label(&cli.federation).map_err(|e| ConfigError(format!("--federation: {e}")))?;
         let etcd = cli.etcd.resolve(password_env).map_err(ConfigError)?;
+        let mut sources = Sources {
+            service: false,
+            ingress: false,
+        };
+        for s in &cli.sources {
+            match s.trim() {
+                "service" => sources.service = true,
+                "ingress" => sources.ingress = true,
+                other => {
+                    return Err(ConfigError(format!(
+                        "--source {other:?}: expected service or ingress"
+                    )));
+                }
+            }
+        }
 
         let mut clusters: Vec<ClusterConfig> = Vec::new();
         let mut add = |name: &str, source: Source| -> Result<(), ConfigError> {
@@ -188,6 +216,9 @@ impl Settings {
                 view: ViewSettings {
                     cluster: name.to_owned(),
                     selector: cli.service_selector.clone(),
+                    sources,
+                    domain: domain.clone(),
+                    federation: cli.federation.clone(),
                     ..ViewSettings::default()
                 },
                 source,

@@ -66,5 +66,6 @@ pub fn seed_cluster(region: &str, zone: &str, ip: &str, ready: usize) -> Cluster
             "hello-world",
             &[("n1", ready > 0), ("n2", ready > 1)],
         )],
+        ..ClusterObjects::default()
     }
 }

@@ -10,6 +10,9 @@
 //! | region | `<svc>.<ns>.<fed>.svc.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the region, else a CNAME to the global name |
 //! | zone | `<svc>.<ns>.<fed>.svc.<zone>.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the zone, else a CNAME to the region name |
 //!
+//! An Ingress host (`--source ingress`) is one name, the host itself: the addresses of every
+//! cluster where its Ingress is healthy, chosen by its strategy; none when none is healthy.
+//!
 //! Each named port of the Service (of the first cluster that has it) gets an SRV record at
 //! each level, `_<port>._<protocol>.<level name>`, as kube-dns published them: the port, and
 //! as target the name that holds the addresses for that level — the level's own name, or,
@@ -42,7 +45,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Strategy;
-use crate::view::{ClusterView, Locality, ServiceId};
+use crate::view::{ClusterView, Locality, ServiceHealth, ServiceId};
 
 /// JSON field that marks a value as written by us.
 pub const OWNER_FIELD: &str = "managed-by";
@@ -161,11 +164,15 @@ pub fn plan(naming: &Naming, clusters: &[ClusterView]) -> Desired {
     for svc in services {
         plan_service(naming, clusters, svc, &mut out);
     }
+    let hosts: BTreeSet<&String> = clusters.iter().flat_map(|c| c.hosts.keys()).collect();
+    for host in hosts {
+        plan_host(naming, clusters, host, &mut out);
+    }
     out
 }
 
 /// Brings `desired` (the plan of `old`) to the plan of `new`, recomputing only the Services
-/// whose health changed in some cluster. Returns the keys that may have changed, or `None`
+/// and Ingress hosts whose health changed in some cluster. Returns the keys that may have changed, or `None`
 /// when the clusters or their localities changed and `desired` was recomputed whole.
 pub fn replan(
     naming: &Naming,
@@ -198,49 +205,74 @@ pub fn replan(
             }
         }
     }
+    let mut hosts: BTreeSet<&String> = BTreeSet::new();
+    for (o, n) in old.iter().zip(new) {
+        if o.hosts == n.hosts {
+            continue;
+        }
+        for (host, h) in &o.hosts {
+            if n.hosts.get(host) != Some(h) {
+                hosts.insert(host);
+            }
+        }
+        for (host, h) in &n.hosts {
+            if o.hosts.get(host) != Some(h) {
+                hosts.insert(host);
+            }
+        }
+    }
     let mut keys = BTreeSet::new();
-    for svc in changed {
+    let mut patch = |plan_one: &dyn Fn(&[ClusterView], &mut Desired)| {
         let mut before = Desired::new();
-        plan_service(naming, old, svc, &mut before);
+        plan_one(old, &mut before);
         let mut after = Desired::new();
-        plan_service(naming, new, svc, &mut after);
+        plan_one(new, &mut after);
         for k in before.keys() {
             desired.remove(k);
         }
         keys.extend(before.into_keys());
         keys.extend(after.keys().cloned());
         desired.extend(after);
+    };
+    for svc in changed {
+        patch(&|c, out| plan_service(naming, c, svc, out));
+    }
+    for host in hosts {
+        patch(&|c, out| plan_host(naming, c, host, out));
     }
     Some(keys)
 }
 
-/// Adds the records of one Service to `out`.
-fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out: &mut Desired) {
-    let owner = naming.owner();
-    let value = |host: String, at: Option<&Locality>, weight: Option<u32>| {
-        serde_json::to_string(&OwnedValue {
-            host,
-            ttl: naming.ttl,
-            managed_by: owner.clone(),
-            zone: at.map(|l| l.zone.clone()),
-            region: at.map(|l| l.region.clone()),
-            weight,
-            port: None,
-        })
-        .unwrap_or_default()
-    };
-    // The first cluster that has the Service decides its strategy; a Service no cluster has
-    // has no names.
-    let Some(first) = clusters.iter().find_map(|c| c.services.get(svc)) else {
-        return;
-    };
-    let strategy = &first.policy.strategy;
-    // Every member's localities, whether it has the Service or not: a pod there asks its own
-    // zone name first (the federation short names), which must fall back, not be NXDOMAIN.
-    let mut zones: BTreeSet<&Locality> = clusters.iter().flat_map(|c| &c.localities).collect();
-    let mut healthy: Vec<Healthy<'_>> = Vec::new();
+/// The value of one of our records.
+fn record_value(
+    naming: &Naming,
+    host: String,
+    at: Option<&Locality>,
+    weight: Option<u32>,
+) -> String {
+    serde_json::to_string(&OwnedValue {
+        host,
+        ttl: naming.ttl,
+        managed_by: naming.owner(),
+        zone: at.map(|l| l.zone.clone()),
+        region: at.map(|l| l.region.clone()),
+        weight,
+        port: None,
+    })
+    .unwrap_or_default()
+}
+
+/// The clusters where the entry `get` reads is healthy, with their localities and rank under
+/// `strategy`; and every locality where it has ready endpoints.
+fn healthy_clusters<'a>(
+    clusters: &'a [ClusterView],
+    strategy: &Strategy,
+    get: impl Fn(&'a ClusterView) -> Option<&'a ServiceHealth>,
+) -> (Vec<Healthy<'a>>, BTreeSet<&'a Locality>) {
+    let mut zones = BTreeSet::new();
+    let mut healthy = Vec::new();
     for (rank, c) in clusters.iter().enumerate() {
-        let Some(h) = c.services.get(svc) else {
+        let Some(h) = get(c) else {
             continue;
         };
         zones.extend(&h.ready_localities);
@@ -266,15 +298,23 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
             });
         }
     }
-    // Puts the addresses of the healthy clusters that `filter` picks under `name`, chosen by
-    // `strategy` (the zone names answer every cluster picked); `None` when it picks none, else
-    // whether an address (not only hostnames) was written.
-    let put_addresses = |out: &mut Desired,
-                         name: &str,
-                         strategy: &Strategy,
-                         filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
+    (healthy, zones)
+}
+
+/// Puts the addresses of the `picked` healthy clusters under `name`, chosen by `strategy`;
+/// `None` when none is picked, else whether an address (not only hostnames) was written.
+fn put_records(
+    naming: &Naming,
+    out: &mut Desired,
+    name: &str,
+    strategy: &Strategy,
+    picked: Vec<&Healthy<'_>>,
+) -> Option<bool> {
+    let value = |host: String, at: Option<&Locality>, weight: Option<u32>| {
+        record_value(naming, host, at, weight)
+    };
+    {
         let key = naming.key(name);
-        let picked: Vec<&Healthy<'_>> = healthy.iter().filter(|h| filter(&h.at)).collect();
         let mut wrote_ip = false;
         for (h, how) in choose(strategy, picked.clone()) {
             wrote_ip |= !h.ips.is_empty();
@@ -315,6 +355,49 @@ fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out:
             }
         }
         (!picked.is_empty()).then_some(wrote_ip)
+    }
+}
+
+/// Adds the records of one Ingress host to `out`: the addresses of every cluster where its
+/// Ingress is healthy, chosen by the strategy of the first cluster that has it; no levels,
+/// no fallback.
+fn plan_host(naming: &Naming, clusters: &[ClusterView], host: &str, out: &mut Desired) {
+    let Some(first) = clusters.iter().find_map(|c| c.hosts.get(host)) else {
+        return;
+    };
+    let strategy = &first.policy.strategy;
+    let (healthy, _) = healthy_clusters(clusters, strategy, |c| c.hosts.get(host));
+    put_records(naming, out, host, strategy, healthy.iter().collect());
+}
+
+/// Adds the records of one Service to `out`.
+fn plan_service(naming: &Naming, clusters: &[ClusterView], svc: &ServiceId, out: &mut Desired) {
+    let owner = naming.owner();
+    let value = |host: String, at: Option<&Locality>, weight: Option<u32>| {
+        record_value(naming, host, at, weight)
+    };
+    // The first cluster that has the Service decides its strategy; a Service no cluster has
+    // has no names.
+    let Some(first) = clusters.iter().find_map(|c| c.services.get(svc)) else {
+        return;
+    };
+    let strategy = &first.policy.strategy;
+    let (healthy, ready_zones) = healthy_clusters(clusters, strategy, |c| c.services.get(svc));
+    // Every member's localities, whether it has the Service or not: a pod there asks its own
+    // zone name first (the federation short names), which must fall back, not be NXDOMAIN.
+    let mut zones: BTreeSet<&Locality> = clusters.iter().flat_map(|c| &c.localities).collect();
+    zones.extend(ready_zones);
+    let put_addresses = |out: &mut Desired,
+                         name: &str,
+                         strategy: &Strategy,
+                         filter: &dyn Fn(&BTreeSet<&Locality>) -> bool| {
+        put_records(
+            naming,
+            out,
+            name,
+            strategy,
+            healthy.iter().filter(|h| filter(&h.at)).collect(),
+        )
     };
     // Each level's name and its SRV target: the name holding the addresses, itself or where
     // its CNAMEs end. A level of hostnames only is a CNAME to one: its SRV name would need a

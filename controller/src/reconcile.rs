@@ -511,8 +511,8 @@ fn report(reported: &mut BTreeSet<Ignored>, c: &Cluster, ignored: &[Ignored]) {
     let now: BTreeSet<Ignored> = ignored.iter().cloned().collect();
     for item in now.difference(reported) {
         warn!(cluster, object = %item.object, reason = %item.reason, "ignored");
-        if let Some((service, reason)) = &item.service {
-            c.warn(service, reason, &item.reason);
+        if let Some((regarding, reason)) = &item.event {
+            c.warn(regarding, reason, &item.reason);
         }
     }
     *reported = now;

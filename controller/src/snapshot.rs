@@ -3,7 +3,7 @@
 //! The file is what `kubectl get nodes,services,endpointslices -A -o yaml` (or `-o json`)
 //! prints: a `kind: List` whose items carry their own `kind`. Several YAML documents, and
 //! single objects, are read too. Objects of other kinds are skipped and reported; a Node,
-//! Service or EndpointSlice that does not parse is an error naming it.
+//! Service, EndpointSlice or Ingress that does not parse is an error naming it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub enum SnapshotError {
 /// The objects of one snapshot, and the kinds it skipped with their counts.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Nodes, Services and EndpointSlices.
+    /// Nodes, Services, EndpointSlices and Ingresses.
     pub objects: ClusterObjects,
     /// `(kind, count)` of the objects that were skipped.
     pub skipped: Vec<(String, usize)>,
@@ -115,6 +115,7 @@ pub fn parse(text: &str, path: &str) -> Result<Snapshot, SnapshotError> {
             "Node" => snap.objects.nodes.push(object(path, i, &kind, item)?),
             "Service" => snap.objects.services.push(object(path, i, &kind, item)?),
             "EndpointSlice" => snap.objects.slices.push(object(path, i, &kind, item)?),
+            "Ingress" => snap.objects.ingresses.push(object(path, i, &kind, item)?),
             _ => match snap.skipped.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
                 None => snap.skipped.push((kind, 1)),
@@ -181,6 +182,11 @@ items:
   - addresses: [10.244.1.5]
     nodeName: n1
     conditions: {ready: true}
+- apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata: {name: shop, namespace: default}
+  spec: {rules: [{host: shop.example.com}]}
+  status: {loadBalancer: {ingress: [{ip: 10.210.1.80}]}}
 - apiVersion: v1
   kind: ConfigMap
   metadata: {name: x, namespace: default}
@@ -192,6 +198,7 @@ items:
         assert_eq!(s.objects.nodes.len(), 1);
         assert_eq!(s.objects.services.len(), 1);
         assert_eq!(s.objects.slices.len(), 1);
+        assert_eq!(s.objects.ingresses.len(), 1);
         assert_eq!(s.skipped, vec![("ConfigMap".to_owned(), 1)]);
     }
 

@@ -1,5 +1,6 @@
-//! Where each member cluster's objects come from: a live API server (three watches of
-//! [`fedplane_ops::kube`]: Services, EndpointSlices, Nodes) or a snapshot file. Each cluster tracks its
+//! Where each member cluster's objects come from: a live API server (watches of
+//! [`fedplane_ops::kube`]: Nodes, Services, EndpointSlices, and Ingresses with `--source
+//! ingress`) or a snapshot file. Each cluster tracks its
 //! [`Link`] and a generation that moves on every change, and wakes the reconcile loop.
 
 use std::fmt::Debug;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use fedplane_ops::kube::{Observer, Signal};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -21,16 +23,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::reach::Link;
-use crate::view::{ClusterObjects, ServiceId, ViewSettings};
+use crate::view::{ClusterObjects, Regarding, ViewSettings};
 
-const KINDS: [&str; 3] = ["Node", "Service", "EndpointSlice"];
+const KINDS: [&str; 4] = ["Node", "Service", "EndpointSlice", "Ingress"];
 
 #[derive(Debug, Default)]
 struct LinkState {
-    /// Per watcher: listed at least once.
-    listed: [bool; 3],
+    /// Per watcher: listed at least once (a kind not watched counts as listed).
+    listed: [bool; 4],
     /// Per watcher: its last event was an error.
-    failing: [bool; 3],
+    failing: [bool; 4],
     /// When the first of the current failures began.
     failing_since: Option<Instant>,
     /// Moves on every change of objects.
@@ -55,6 +57,7 @@ enum Objects {
         nodes: Store<Node>,
         services: Store<Service>,
         slices: Store<EndpointSlice>,
+        ingresses: Option<Store<Ingress>>,
         recorder: Recorder,
     },
 }
@@ -80,7 +83,7 @@ impl Cluster {
     /// A cluster read once from a snapshot: always connected, never changes.
     pub fn from_snapshot(view: ViewSettings, objects: ClusterObjects) -> Self {
         let state = LinkState {
-            listed: [true; 3],
+            listed: [true; 4],
             ..LinkState::default()
         };
         metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => view.cluster.clone())
@@ -100,7 +103,10 @@ impl Cluster {
         cancel: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) -> Self {
-        let state = Arc::new(Mutex::new(LinkState::default()));
+        let state = Arc::new(Mutex::new(LinkState {
+            listed: [false, false, false, !view.sources.ingress],
+            ..LinkState::default()
+        }));
         metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => view.cluster.clone())
             .set(0.0);
         let w = Watch {
@@ -112,6 +118,10 @@ impl Cluster {
         let nodes = w.spawn::<Node>(Api::all(client.clone()), 0, tasks);
         let services = w.spawn::<Service>(Api::all(client.clone()), 1, tasks);
         let slices = w.spawn::<EndpointSlice>(Api::all(client.clone()), 2, tasks);
+        let ingresses = view
+            .sources
+            .ingress
+            .then(|| w.spawn::<Ingress>(Api::all(client.clone()), 3, tasks));
         let recorder = Recorder::new(
             client,
             Reporter {
@@ -126,25 +136,36 @@ impl Cluster {
                 nodes,
                 services,
                 slices,
+                ingresses,
                 recorder,
             },
         }
     }
 
-    /// Records a Warning Event on a Service of a live cluster (in the background: a cluster
-    /// that cannot take it costs a debug line, nothing else).
-    pub fn warn(&self, service: &ServiceId, reason: &str, note: &str) {
+    /// Records a Warning Event on a Service or Ingress of a live cluster (in the background: a
+    /// cluster that cannot take it costs a debug line, nothing else).
+    pub fn warn(&self, regarding: &Regarding, reason: &str, note: &str) {
         let Objects::Live {
-            services, recorder, ..
+            services,
+            ingresses,
+            recorder,
+            ..
         } = &self.objects
         else {
             return;
         };
-        let key = ObjectRef::new(&service.name).within(&service.namespace);
-        let Some(svc) = services.get(&key) else {
+        let reference = match regarding {
+            Regarding::Service(id) => services
+                .get(&ObjectRef::new(&id.name).within(&id.namespace))
+                .map(|o| o.object_ref(&())),
+            Regarding::Ingress(id) => ingresses.as_ref().and_then(|s| {
+                s.get(&ObjectRef::new(&id.name).within(&id.namespace))
+                    .map(|o| o.object_ref(&()))
+            }),
+        };
+        let Some(reference) = reference else {
             return;
         };
-        let reference = svc.object_ref(&());
         let recorder = recorder.clone();
         let event = Event {
             type_: EventType::Warning,
@@ -184,11 +205,13 @@ impl Cluster {
                 nodes,
                 services,
                 slices,
+                ingresses,
                 ..
             } => ClusterObjects {
                 nodes: nodes.state(),
                 services: services.state(),
                 slices: slices.state(),
+                ingresses: ingresses.as_ref().map(Store::state).unwrap_or_default(),
             },
         }
     }

@@ -12,6 +12,15 @@
 //! - Ready: EndpointSlice `conditions.ready` true, or unset (the API's "unknown, treat as ready").
 //! - Named ports (`spec.ports[].name`, a DNS label; protocol TCP, UDP or SCTP) get SRV records;
 //!   unnamed ports do not, as in kube-dns.
+//! - Ingresses (`--source ingress`): each `spec.rules[].host` inside the domain (a `*.` first
+//!   label makes a wildcard name) is a name of its own, with the Ingress's
+//!   `status.loadBalancer.ingress`; the same selector and opt-out annotation as Services.
+//!   Healthy: an address and a backend Service (rules' paths and `defaultBackend`) with a ready
+//!   endpoint — every backend with [`BACKEND_HEALTH`]` = "all"`; an Ingress without Service
+//!   backends counts as ready. Hosts inside the federation's Service names
+//!   (`….<fed>.svc.…`) are refused (those names are the Services'). Two Ingresses of one
+//!   cluster claiming a host: the older (creation time, then namespace/name) keeps it, the
+//!   other gets a Warning Event; the choice moves only when the older one goes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -19,12 +28,16 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 
 use crate::policy::{self, Policy};
 use crate::selector::Selector;
 
-/// Annotation on a Service: `"false"` keeps it out of the federation.
+/// Annotation on a Service or Ingress: `"false"` keeps it out of the federation.
 pub const OPT_OUT: &str = "fedplane.io/federate";
+/// Annotation on an Ingress: `all` makes it healthy only while every backend Service has a
+/// ready endpoint (default `any`: one is enough), as k8gb's `serviceHealthPolicy`.
+pub const BACKEND_HEALTH: &str = "fedplane.io/backend-health";
 /// The label EndpointSlices carry with their Service's name.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const REGION_LABELS: [&str; 2] = [
@@ -105,6 +118,10 @@ pub struct ClusterView {
     pub localities: BTreeSet<Locality>,
     /// Its federated Services.
     pub services: BTreeMap<ServiceId, ServiceHealth>,
+    /// Its Ingress hosts (`--source ingress`): host name → the claiming Ingress's addresses,
+    /// health (`ready_endpoints`: ready endpoints of its backends, 0 when unhealthy) and
+    /// policy.
+    pub hosts: BTreeMap<String, ServiceHealth>,
 }
 
 impl ClusterView {
@@ -129,6 +146,19 @@ impl ClusterView {
                     )
                 })
                 .collect(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|(host, h)| {
+                    (
+                        host.clone(),
+                        ServiceHealth {
+                            policy: h.policy.clone(),
+                            ..ServiceHealth::default()
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -142,6 +172,26 @@ pub struct ClusterObjects {
     pub services: Vec<Arc<Service>>,
     /// EndpointSlices (all namespaces).
     pub slices: Vec<Arc<EndpointSlice>>,
+    /// Ingresses (all namespaces; empty unless `--source ingress`).
+    pub ingresses: Vec<Arc<Ingress>>,
+}
+
+/// Which kinds of objects give names (`--source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    /// LoadBalancer Services (`service`, the default).
+    pub service: bool,
+    /// Ingress hosts (`ingress`).
+    pub ingress: bool,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            service: true,
+            ingress: false,
+        }
+    }
 }
 
 /// How one cluster's objects are read.
@@ -157,6 +207,12 @@ pub struct ViewSettings {
     pub selector: Option<Selector>,
     /// Every member cluster's name (for the annotations that name clusters); empty: unknown.
     pub members: Vec<String>,
+    /// `--source`.
+    pub sources: Sources,
+    /// The DNS zone (Ingress hosts must be inside it), lower case without the final dot.
+    pub domain: String,
+    /// The federation's name (Ingress hosts must not be its Services' names).
+    pub federation: String,
 }
 
 /// An object (or part of one) that was left out, and why; logged and counted.
@@ -166,8 +222,17 @@ pub struct Ignored {
     pub object: String,
     /// What is wrong with it.
     pub reason: String,
-    /// The Service it is about and the reason of the Warning Event that says so on it.
-    pub service: Option<(ServiceId, &'static str)>,
+    /// The object it is about and the reason of the Warning Event that says so on it.
+    pub event: Option<(Regarding, &'static str)>,
+}
+
+/// The object a Warning Event goes on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Regarding {
+    /// A Service.
+    Service(ServiceId),
+    /// An Ingress (its namespace and name).
+    Ingress(ServiceId),
 }
 
 /// Builds the view of one cluster.
@@ -196,7 +261,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                 Err(reason) => ignored.push(Ignored {
                     object: format!("Node {name}"),
                     reason,
-                    service: None,
+                    event: None,
                 }),
             },
             (None, None) => {}
@@ -207,7 +272,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
                     if r.is_some() { "region" } else { "zone" },
                     if r.is_some() { "zone" } else { "region" },
                 ),
-                service: None,
+                event: None,
             }),
         }
     }
@@ -220,7 +285,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             Err(reason) => ignored.push(Ignored {
                 object: format!("cluster {}", settings.cluster),
                 reason,
-                service: None,
+                event: None,
             }),
         }
     }
@@ -234,7 +299,12 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
     }
 
     let mut services = BTreeMap::new();
-    for svc in &objects.services {
+    let service_objects = if settings.sources.service {
+        &objects.services[..]
+    } else {
+        &[]
+    };
+    for svc in service_objects {
         let Some(id) = federated(svc, settings.selector.as_ref()) else {
             continue;
         };
@@ -242,56 +312,27 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             ignored.push(Ignored {
                 object: format!("Service {id}"),
                 reason,
-                service: None,
+                event: None,
             });
             continue;
         }
-        let mut ingress = Vec::new();
-        let mut hostnames = Vec::new();
-        let status_ingress = svc
+        let entries = svc
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref());
-        for ing in status_ingress.into_iter().flatten() {
-            match ing.ip.as_deref().map(str::parse::<IpAddr>) {
-                Some(Ok(ip)) => ingress.push(ip),
-                Some(Err(_)) => ignored.push(Ignored {
-                    object: format!("Service {id}"),
-                    reason: format!("ingress ip {:?} is not an IP address", ing.ip),
-                    service: None,
-                }),
-                None => match ing.hostname.as_deref().map(hostname) {
-                    Some(Ok(h)) => hostnames.push(h),
-                    Some(Err(reason)) => ignored.push(Ignored {
-                        object: format!("Service {id}"),
-                        reason,
-                        service: None,
-                    }),
-                    None => {}
-                },
-            }
-        }
-        ingress.sort_unstable();
-        ingress.dedup();
-        hostnames.sort_unstable();
-        hostnames.dedup();
-        let (policy, problems) =
-            policy::parse(svc.metadata.annotations.as_ref(), &settings.members);
-        for reason in problems {
-            // One Event reason per annotation kind: Events of one reason on one object are
-            // folded into one series, which would hide all but the last problem.
-            let kind = if reason.starts_with(policy::HEALTH_CHECK) {
-                "InvalidHealthCheck"
-            } else {
-                "InvalidStrategy"
-            };
-            ignored.push(Ignored {
-                object: format!("Service {id}"),
-                reason,
-                service: Some((id.clone(), kind)),
-            });
-        }
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|i| (i.ip.as_deref(), i.hostname.as_deref()));
+        let object = format!("Service {id}");
+        let (ingress, hostnames) = lb_addresses(entries, &object, &mut ignored);
+        let policy = read_policy(
+            svc.metadata.annotations.as_ref(),
+            settings,
+            &object,
+            &Regarding::Service(id.clone()),
+            &mut ignored,
+        );
         let ports = named_ports(svc, &id, &mut ignored);
         services.insert(
             id,
@@ -344,6 +385,11 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             }
         }
     }
+    let hosts = if settings.sources.ingress {
+        ingress_hosts(settings, objects, &mut ignored)
+    } else {
+        BTreeMap::new()
+    };
     ignored.sort();
     ignored.dedup();
     (
@@ -351,9 +397,251 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             name: settings.cluster.clone(),
             localities,
             services,
+            hosts,
         },
         ignored,
     )
+}
+
+/// A load balancer's `status.loadBalancer.ingress` entries (ip, hostname) → its addresses and
+/// the hostnames of the entries without an ip, each sorted without duplicates; what makes no
+/// sense is left out with a reason.
+fn lb_addresses<'a>(
+    entries: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    object: &str,
+    ignored: &mut Vec<Ignored>,
+) -> (Vec<IpAddr>, Vec<String>) {
+    let (mut ips, mut hostnames) = (Vec::new(), Vec::new());
+    for (ip, host) in entries {
+        let problem = match (ip.map(str::parse::<IpAddr>), host.map(hostname)) {
+            (Some(Ok(ip)), _) => {
+                ips.push(ip);
+                None
+            }
+            (Some(Err(_)), _) => Some(format!("ingress ip {ip:?} is not an IP address")),
+            (None, Some(Ok(h))) => {
+                hostnames.push(h);
+                None
+            }
+            (None, Some(Err(reason))) => Some(reason),
+            (None, None) => None,
+        };
+        if let Some(reason) = problem {
+            ignored.push(Ignored {
+                object: object.to_owned(),
+                reason,
+                event: None,
+            });
+        }
+    }
+    ips.sort_unstable();
+    ips.dedup();
+    hostnames.sort_unstable();
+    hostnames.dedup();
+    (ips, hostnames)
+}
+
+/// The traffic policy of an object's annotations; each problem is left out with a reason and
+/// a Warning Event on `regarding`.
+fn read_policy(
+    annotations: Option<&BTreeMap<String, String>>,
+    settings: &ViewSettings,
+    object: &str,
+    regarding: &Regarding,
+    ignored: &mut Vec<Ignored>,
+) -> Policy {
+    let (policy, problems) = policy::parse(annotations, &settings.members);
+    for reason in problems {
+        // One Event reason per annotation kind: Events of one reason on one object are
+        // folded into one series, which would hide all but the last problem.
+        let kind = if reason.starts_with(policy::HEALTH_CHECK) {
+            "InvalidHealthCheck"
+        } else {
+            "InvalidStrategy"
+        };
+        ignored.push(Ignored {
+            object: object.to_owned(),
+            reason,
+            event: Some((regarding.clone(), kind)),
+        });
+    }
+    policy
+}
+
+/// The hosts of the cluster's federated Ingresses (see the module docs).
+fn ingress_hosts(
+    settings: &ViewSettings,
+    objects: &ClusterObjects,
+    ignored: &mut Vec<Ignored>,
+) -> BTreeMap<String, ServiceHealth> {
+    // Ready endpoints per Service, any Service (backends need not be LoadBalancers).
+    let mut ready: HashMap<(&str, &str), usize> = HashMap::new();
+    for slice in &objects.slices {
+        let Some(name) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        let n = slice
+            .endpoints
+            .iter()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .count();
+        *ready.entry((namespace, name.as_str())).or_default() += n;
+    }
+    // Older first: the first to claim a host keeps it.
+    let mut ingresses: Vec<&Arc<Ingress>> = objects.ingresses.iter().collect();
+    ingresses.sort_by_key(|i| {
+        (
+            i.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            i.metadata.namespace.clone(),
+            i.metadata.name.clone(),
+        )
+    });
+    let mut hosts: BTreeMap<String, ServiceHealth> = BTreeMap::new();
+    let mut owners: BTreeMap<String, ServiceId> = BTreeMap::new();
+    for ing in ingresses {
+        let meta = &ing.metadata;
+        let opted_out = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(OPT_OUT))
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+        if opted_out
+            || settings
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.matches(meta.labels.as_ref()))
+        {
+            continue;
+        }
+        let id = ServiceId {
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: meta.name.clone().unwrap_or_default(),
+        };
+        let object = format!("Ingress {id}");
+        let entries = ing
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|i| (i.ip.as_deref(), i.hostname.as_deref()));
+        let (addresses, hostnames) = lb_addresses(entries, &object, ignored);
+        let policy = read_policy(
+            meta.annotations.as_ref(),
+            settings,
+            &object,
+            &Regarding::Ingress(id.clone()),
+            ignored,
+        );
+        let spec = ing.spec.as_ref();
+        let backends: BTreeSet<&str> = spec
+            .and_then(|s| s.default_backend.as_ref())
+            .into_iter()
+            .chain(
+                spec.and_then(|s| s.rules.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.http.as_ref())
+                    .flat_map(|h| h.paths.iter().map(|p| &p.backend)),
+            )
+            .filter_map(|b| Some(b.service.as_ref()?.name.as_str()))
+            .collect();
+        let counts: Vec<usize> = backends
+            .iter()
+            .map(|b| {
+                ready
+                    .get(&(id.namespace.as_str(), *b))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let all = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(BACKEND_HEALTH))
+            .is_some_and(|v| v.eq_ignore_ascii_case("all"));
+        let ready_endpoints = if counts.is_empty() {
+            1 // no Service backend: nothing to judge it by
+        } else if all && counts.contains(&0) {
+            0
+        } else {
+            counts.iter().sum()
+        };
+        let rule_hosts = spec
+            .and_then(|s| s.rules.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.host.as_deref());
+        for raw in rule_hosts {
+            let host = raw.trim_end_matches('.').to_ascii_lowercase();
+            let problem = ingress_host_problem(&host, settings);
+            if let Some(reason) = problem {
+                ignored.push(Ignored {
+                    object: object.clone(),
+                    reason: format!("host {raw:?} {reason}: no record"),
+                    event: None,
+                });
+                continue;
+            }
+            if let Some(owner) = owners.get(&host) {
+                if *owner != id {
+                    ignored.push(Ignored {
+                        object: object.clone(),
+                        reason: format!(
+                            "host {host} is claimed by the older Ingress {owner}: no record from this one"
+                        ),
+                        event: Some((Regarding::Ingress(id.clone()), "HostConflict")),
+                    });
+                }
+                continue;
+            }
+            owners.insert(host.clone(), id.clone());
+            hosts.insert(
+                host,
+                ServiceHealth {
+                    ingress: addresses.clone(),
+                    hostnames: hostnames.clone(),
+                    ready_endpoints,
+                    policy: policy.clone(),
+                    ..ServiceHealth::default()
+                },
+            );
+        }
+    }
+    hosts
+}
+
+/// Why an Ingress host cannot be a name of ours, if it cannot.
+fn ingress_host_problem(host: &str, settings: &ViewSettings) -> Option<String> {
+    let domain = &settings.domain;
+    let Some(relative) = host
+        .strip_suffix(domain.as_str())
+        .and_then(|h| h.strip_suffix('.'))
+    else {
+        return Some(format!("is not inside {domain}"));
+    };
+    let labels: Vec<&str> = relative.split('.').collect();
+    let valid = labels
+        .iter()
+        .enumerate()
+        .all(|(i, l)| (i == 0 && *l == "*") || dns_label(l).is_ok());
+    if !valid {
+        return Some("is not a DNS name (a-z, 0-9, '-'; a wildcard only as `*.` first)".into());
+    }
+    let fed = settings.federation.as_str();
+    if labels.windows(2).any(|w| w[0] == fed && w[1] == "svc") {
+        return Some(format!(
+            "is inside the names of the federation's Services (…{fed}.svc…)"
+        ));
+    }
+    None
 }
 
 /// The Service's named ports, sorted; a name that is no DNS label or an unknown protocol is
@@ -388,7 +676,7 @@ fn named_ports(svc: &Service, id: &ServiceId, ignored: &mut Vec<Ignored>) -> Vec
             ignored.push(Ignored {
                 object: format!("Service {id}"),
                 reason,
-                service: None,
+                event: None,
             });
         }
     }

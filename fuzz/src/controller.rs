@@ -8,7 +8,8 @@ use fedplane_dns::key::{check_key, key_to_name};
 use fedplane_dns::record::Record;
 use hickory_proto::rr::Name;
 
-/// A `--snapshot` file (`kubectl get nodes,services,endpointslices -A -o yaml` or `-o json`):
+/// A `--snapshot` file (`kubectl get nodes,services,endpointslices,ingresses -A -o yaml` or
+/// `-o json`):
 /// when it reads, the records planned from it (as the only cluster, with its own localities
 /// and with overridden ones) are keys fedplane-dns accepts, inside the zone, whose values
 /// parse as SkyDNS records and carry the controller's owner marker; and planning is
@@ -27,9 +28,17 @@ pub fn controller_snapshot(data: &[u8]) {
         ttl: 30,
     };
     let zone = Name::from_ascii("example.com.").expect("zone");
+    // Ingress hosts too (the sources `service,ingress`).
+    let sources = view::Sources {
+        service: true,
+        ingress: true,
+    };
     let settings = [
         ViewSettings {
             cluster: "fcp".into(),
+            sources,
+            domain: "example.com".into(),
+            federation: "federation".into(),
             ..ViewSettings::default()
         },
         ViewSettings {
@@ -38,6 +47,9 @@ pub fn controller_snapshot(data: &[u8]) {
             zone: Some("us-1".into()),
             selector: None,
             members: vec!["fcp".into(), "usa".into()],
+            sources,
+            domain: "example.com".into(),
+            federation: "federation".into(),
         },
     ];
     for s in &settings {

@@ -15,7 +15,8 @@
 //!   cluster-scoped collections, objects, `/status`), `GET /version`, `/api`, `/apis` and the
 //!   per-group-version discovery documents. The kinds served are the table in `kinds.rs`
 //!   (Service, Node, ConfigMap, Namespace, Event, Endpoints, EndpointSlice,
-//!   events.k8s.io Event, Lease, Pod); anything else is a 404 `Status`.
+//!   events.k8s.io Event, Lease, Pod, networking.k8s.io Ingress); anything else is a 404
+//!   `Status`.
 //! - One global resourceVersion (etcd's revision) bumped by every write; `uid`,
 //!   `creationTimestamp` and `generation` kept by the server; an update that changes nothing
 //!   writes nothing (no new resourceVersion, no watch event), as in the real server.

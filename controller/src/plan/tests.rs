@@ -551,6 +551,7 @@ fn arb_clusters() -> impl Strategy<Value = Vec<ClusterView>> {
             .map(|(i, (localities, services))| ClusterView {
                 name: format!("c{i}"),
                 localities,
+                hosts: BTreeMap::new(),
                 services: services
                     .into_iter()
                     .map(|(s, mut h)| {
@@ -913,4 +914,49 @@ fn a_hostname_only_load_balancer_is_a_name_record_and_gets_no_srv_record() {
         srv(&d, &n, &format!("_http._tcp.{FR_NAME}")),
         [(FR_NAME.to_owned(), 8080)]
     );
+}
+
+#[test]
+fn an_ingress_host_answers_every_cluster_where_it_is_healthy_and_replans_alone() {
+    let n = naming();
+    let host = |ip: &str, ready: usize| ServiceHealth {
+        ingress: vec![ip.parse().expect("ip")],
+        ready_endpoints: ready,
+        ..ServiceHealth::default()
+    };
+    let mut before = seeds([2, 2, 2]);
+    before[0]
+        .hosts
+        .insert("shop.example.com".into(), host("10.210.1.80", 1));
+    before[1]
+        .hosts
+        .insert("shop.example.com".into(), host("10.210.3.80", 1));
+    before[2]
+        .hosts
+        .insert("shop.example.com".into(), host("10.210.2.80", 0));
+    let d = plan(&n, &before);
+    assert_eq!(
+        answers(&d, &n, "shop.example.com"),
+        ["10.210.1.80", "10.210.3.80"]
+    );
+    assert!(d.contains_key("/skydns/com/example/shop/fcp/10-210-1-80"));
+    // A change of one host's health is replanned alone, to the full plan's result.
+    let mut after = before.clone();
+    after[1]
+        .hosts
+        .insert("shop.example.com".into(), host("10.210.3.80", 0));
+    let mut desired = d.clone();
+    let keys = replan(&n, &before, &after, &mut desired).expect("incremental");
+    assert_eq!(desired, plan(&n, &after));
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("/skydns/com/example/shop/")),
+        "{keys:?}"
+    );
+    assert_eq!(answers(&desired, &n, "shop.example.com"), ["10.210.1.80"]);
+    // Healthy nowhere: no record.
+    for c in &mut after {
+        c.hosts.clear();
+    }
+    assert!(answers(&plan(&n, &after), &n, "shop.example.com").is_empty());
 }

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::fixtures::{lb_service, node, seed_cluster, slice};
@@ -106,6 +106,7 @@ fn endpoints_in_several_zones_count_in_each() {
         nodes: vec![node("a", "europe", "fr"), node("b", "europe", "de")],
         services: vec![lb_service("default", "hello-world", &["10.0.0.1"])],
         slices: vec![slice("default", "hello-world", &[("a", true), ("b", true)])],
+        ..ClusterObjects::default()
     };
     let (view, _) = build(&settings("c"), &objects);
     assert_eq!(
@@ -164,6 +165,7 @@ fn an_endpoint_without_a_node_is_placed_by_its_zone_when_the_zone_is_unambiguous
         nodes: vec![node("a", "europe", "fr")],
         services: vec![lb_service("default", "hello-world", &["10.0.0.1"])],
         slices: vec![s],
+        ..ClusterObjects::default()
     };
     let h = &build(&settings("c"), &objects).0.services[&hello()];
     assert_eq!(h.ready_endpoints, 2, "unset ready counts as ready");
@@ -186,6 +188,7 @@ fn bad_labels_and_ingress_are_ignored_with_a_reason() {
         nodes: vec![node("a", "eu.west", "fr"), node("b", "europe", "fr")],
         services: vec![bad_ingress, lb_service("Bad_NS", "x", &["10.0.0.2"])],
         slices: vec![],
+        ..ClusterObjects::default()
     };
     let (view, ignored) = build(&settings("c"), &objects);
     let objects: Vec<&str> = ignored.iter().map(|i| i.object.as_str()).collect();
@@ -256,4 +259,191 @@ fn named_ports_are_read_and_bad_ones_left_out_with_a_reason() {
     assert!(reasons.iter().any(|r| r.contains("70000")), "{reasons:?}");
     // A withdrawn cluster keeps the ports (the first cluster's decide the SRV records).
     assert_eq!(view.withdrawn().services[&id].ports.len(), 2);
+}
+
+fn ingress_settings() -> ViewSettings {
+    ViewSettings {
+        cluster: "fcp".into(),
+        sources: Sources {
+            service: true,
+            ingress: true,
+        },
+        domain: "example.com".into(),
+        federation: "federation".into(),
+        ..ViewSettings::default()
+    }
+}
+
+fn an_ingress(
+    name: &str,
+    created: &str,
+    hosts: &[&str],
+    backends: &[&str],
+    extra: Value,
+) -> Arc<Ingress> {
+    let paths: Vec<Value> = backends
+        .iter()
+        .map(|b| {
+            json!({"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": b, "port": {"number": 80}}}})
+        })
+        .collect();
+    let rules: Vec<Value> = hosts
+        .iter()
+        .map(|h| json!({"host": h, "http": {"paths": paths}}))
+        .collect();
+    let mut v = json!({
+        "metadata": {"namespace": "shop", "name": name, "creationTimestamp": created},
+        "spec": {"rules": rules},
+        "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.80"}, {"hostname": "lb.example.net"}]}},
+    });
+    if let Value::Object(extra) = extra {
+        for (k, x) in extra {
+            v["metadata"][k] = x;
+        }
+    }
+    Arc::new(serde_json::from_value(v).expect("Ingress"))
+}
+
+fn ready_slice(service: &str, ready: bool) -> Arc<EndpointSlice> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "shop", "name": format!("{service}-1"),
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.1.1"], "conditions": {"ready": ready}}],
+        }))
+        .expect("slice"),
+    )
+}
+
+#[test]
+fn ingress_hosts_inside_the_domain_with_health_from_their_backends() {
+    let objects = ClusterObjects {
+        slices: vec![ready_slice("web", true), ready_slice("api", false)],
+        ingresses: vec![
+            an_ingress(
+                "any",
+                "2026-01-01T00:00:00Z",
+                &[
+                    "Shop.Example.COM.",
+                    "*.apps.example.com",
+                    "elsewhere.org",
+                    "a.b.federation.svc.example.com",
+                    "x_y.example.com",
+                ],
+                &["web", "api"],
+                json!({}),
+            ),
+            an_ingress(
+                "all",
+                "2026-01-01T00:00:00Z",
+                &["all.example.com"],
+                &["web", "api"],
+                json!({"annotations": {"fedplane.io/backend-health": "all"}}),
+            ),
+            an_ingress(
+                "none",
+                "2026-01-01T00:00:00Z",
+                &["static.example.com"],
+                &[],
+                json!({}),
+            ),
+            an_ingress(
+                "out",
+                "2026-01-01T00:00:00Z",
+                &["out.example.com"],
+                &["web"],
+                json!({"annotations": {"fedplane.io/federate": "false"}}),
+            ),
+        ],
+        ..ClusterObjects::default()
+    };
+    let (view, ignored) = build(&ingress_settings(), &objects);
+    let hosts: Vec<&str> = view.hosts.keys().map(String::as_str).collect();
+    assert_eq!(
+        hosts,
+        [
+            "*.apps.example.com",
+            "all.example.com",
+            "shop.example.com",
+            "static.example.com"
+        ]
+    );
+    let h = &view.hosts["shop.example.com"];
+    assert!(h.healthy(), "one ready backend is enough");
+    assert_eq!(h.ingress, ["10.0.0.80".parse::<IpAddr>().expect("ip")]);
+    assert_eq!(h.hostnames, ["lb.example.net"]);
+    assert!(
+        !view.hosts["all.example.com"].healthy(),
+        "every backend must be ready"
+    );
+    assert!(
+        view.hosts["static.example.com"].healthy(),
+        "no Service backend to judge by"
+    );
+    let reasons: Vec<&str> = ignored.iter().map(|i| i.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    for bad in [
+        "elsewhere.org",
+        "a.b.federation.svc.example.com",
+        "x_y.example.com",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(bad)),
+            "{bad}: {reasons:?}"
+        );
+    }
+    // Without the source, no hosts.
+    let (plain, _) = build(&settings("fcp"), &objects);
+    assert!(plain.hosts.is_empty());
+}
+
+#[test]
+fn the_older_ingress_keeps_a_host_and_the_younger_gets_a_warning() {
+    let young = an_ingress(
+        "a-young",
+        "2026-06-01T00:00:00Z",
+        &["shop.example.com"],
+        &[],
+        json!({}),
+    );
+    let old = an_ingress(
+        "z-old",
+        "2026-01-01T00:00:00Z",
+        &["shop.example.com"],
+        &[],
+        json!({}),
+    );
+    let mut young_ip = (*young).clone();
+    young_ip.status =
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.99"}]}}))
+            .expect("status");
+    for order in [
+        vec![Arc::new(young_ip.clone()), old.clone()],
+        vec![old.clone(), Arc::new(young_ip.clone())],
+    ] {
+        let objects = ClusterObjects {
+            ingresses: order,
+            ..ClusterObjects::default()
+        };
+        let (view, ignored) = build(&ingress_settings(), &objects);
+        assert_eq!(
+            view.hosts["shop.example.com"].ingress,
+            ["10.0.0.80".parse::<IpAddr>().expect("ip")],
+            "the older one's addresses"
+        );
+        let conflict: Vec<&Ignored> = ignored.iter().filter(|i| i.event.is_some()).collect();
+        assert_eq!(conflict.len(), 1, "{ignored:?}");
+        assert_eq!(
+            conflict[0].event,
+            Some((
+                Regarding::Ingress(ServiceId {
+                    namespace: "shop".into(),
+                    name: "a-young".into()
+                }),
+                "HostConflict"
+            ))
+        );
+    }
 }

@@ -79,7 +79,7 @@ const fn res(
 }
 
 /// Every resource the fake knows; an index into this table identifies a resource.
-pub(crate) static RESOURCES: [Resource; 10] = [
+pub(crate) static RESOURCES: [Resource; 11] = [
     Resource {
         reset_status_on_create: true,
         ..res("", "v1", "Service", "services", true, true)
@@ -109,6 +109,14 @@ pub(crate) static RESOURCES: [Resource; 10] = [
         fields: &["spec.nodeName", "status.phase"],
         ..res("", "v1", "Pod", "pods", true, true)
     },
+    res(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        true,
+        true,
+    ),
 ];
 
 /// The resource for an object's `apiVersion` and `kind`.

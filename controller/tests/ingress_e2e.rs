@@ -1,0 +1,206 @@
+//! fedplane-controller's Ingress source end to end (`--source service,ingress`): the seed's
+//! three member clusters (test fakes of the Kubernetes API server, speaking the real
+//! list/watch protocol to the real kube client), real etcd, the real fedplane-dns and dig.
+//! An Ingress host inside the domain answers the Ingress's addresses of every cluster where a
+//! backend Service has a ready endpoint; it follows health, disappears on delete, a younger
+//! Ingress claiming the same host gets a Warning Event and changes nothing, and a cluster
+//! unreachable past the grace period is withdrawn.
+
+mod common;
+
+use common::*;
+use fedplane_testkit::kube_fake::FakeKubeApi;
+use fedplane_testkit::wait_until;
+use serde_json::{Value, json};
+
+const SHOP: &str = "shop.example.com";
+
+/// The backend Service `shop` with one endpoint, ready or not.
+fn backend(fake: &FakeKubeApi, ready: bool) {
+    fake.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "shop"},
+        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}));
+    fake.apply(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "default", "name": "shop-1",
+                     "labels": {"kubernetes.io/service-name": "shop"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.9.9"], "conditions": {"ready": ready}}]}),
+    );
+}
+
+fn ingress(name: &str, hosts: &[&str], status: Value) -> Value {
+    let rules: Vec<Value> = hosts
+        .iter()
+        .map(|h| {
+            json!({"host": h, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "shop", "port": {"number": 80}}}}]}})
+        })
+        .collect();
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"namespace": "default", "name": name},
+        "spec": {"rules": rules},
+        "status": {"loadBalancer": {"ingress": status}}})
+}
+
+#[test]
+fn ingress_hosts_answer_the_healthy_clusters_follow_health_and_go_with_their_ingress() {
+    let fed = Federation::start();
+    for (cluster, ip, ready) in [
+        ("fcp", "10.210.1.80", true),
+        ("usa", "10.210.3.80", true),
+        ("chn", "10.210.2.80", false),
+    ] {
+        let fake = fed.fake(cluster);
+        backend(fake, ready);
+        fake.apply(ingress(
+            "shop",
+            &[
+                SHOP,
+                "shop.other.org",
+                "x.default.federation.svc.example.com",
+            ],
+            json!([{"ip": ip}]),
+        ));
+    }
+    let c = fed.controller(&["--source", "service,ingress", "--unreachable-grace", "2s"]);
+    // chn's backend has no ready endpoint: not answered.
+    fed.await_a(SHOP, &["10.210.1.80", "10.210.3.80"]);
+    // The Services' names are there as before.
+    fed.await_a(GLOBAL, &all_ips());
+    // Hosts outside the domain, or inside the federation's Service names, are left out.
+    wait_until(WAIT, "the refused hosts in the log", || {
+        let out = c.daemon.output();
+        (out.contains("shop.other.org") && out.contains("x.default.federation.svc.example.com"))
+            .then_some(())
+    });
+    fed.await_nxdomain("x.default.federation.svc.example.com");
+
+    // Health follows the backends.
+    backend(fed.fake("fcp"), false);
+    fed.await_a(SHOP, &["10.210.3.80"]);
+    backend(fed.fake("chn"), true);
+    backend(fed.fake("fcp"), true);
+    fed.await_a(SHOP, &["10.210.1.80", "10.210.2.80", "10.210.3.80"]);
+
+    // A younger Ingress claiming the host in fcp: a Warning Event on it, nothing changes.
+    fed.fake("fcp").apply(ingress(
+        "shop-copy",
+        &[SHOP],
+        json!([{"ip": "10.210.1.99"}]),
+    ));
+    wait_until(WAIT, "a HostConflict Warning Event on shop-copy", || {
+        fed.fake("fcp").events().into_iter().find(|e| {
+            e["reason"] == "HostConflict"
+                && e["regarding"]["name"] == "shop-copy"
+                && e["type"] == "Warning"
+        })
+    });
+    let d = fed.q(SHOP);
+    assert_eq!(
+        d.answers("A"),
+        ["10.210.1.80", "10.210.2.80", "10.210.3.80"],
+        "{}",
+        d.raw
+    );
+
+    // A cluster unreachable past the grace period is withdrawn; back, it answers again.
+    fed.fake("chn").set_reachable(false);
+    fed.await_a(SHOP, &["10.210.1.80", "10.210.3.80"]);
+    fed.fake("chn").set_reachable(true);
+    fed.await_a(SHOP, &["10.210.1.80", "10.210.2.80", "10.210.3.80"]);
+
+    // Deleted where it was: gone from there; deleted everywhere: the name is gone.
+    fed.fake("usa")
+        .delete("networking.k8s.io/v1", "Ingress", Some("default"), "shop");
+    fed.await_a(SHOP, &["10.210.1.80", "10.210.2.80"]);
+    for cluster in ["fcp", "chn"] {
+        let fake = fed.fake(cluster);
+        fake.delete("networking.k8s.io/v1", "Ingress", Some("default"), "shop");
+        fake.delete(
+            "networking.k8s.io/v1",
+            "Ingress",
+            Some("default"),
+            "shop-copy",
+        );
+    }
+    fed.await_nxdomain(SHOP);
+}
+
+#[test]
+fn without_the_ingress_source_ingresses_are_not_read() {
+    let fed = Federation::start();
+    backend(fed.fake("fcp"), true);
+    fed.fake("fcp")
+        .apply(ingress("shop", &[SHOP], json!([{"ip": "10.210.1.80"}])));
+    let c = fed.controller(&[]);
+    c.await_synced();
+    fed.await_a(GLOBAL, &all_ips());
+    assert_eq!(fed.q(SHOP).status, "NXDOMAIN");
+    assert!(
+        !fed.fake("fcp")
+            .requests()
+            .iter()
+            .any(|(_, path)| path.contains("ingresses")),
+        "ingresses were requested"
+    );
+}
+
+#[test]
+fn snapshot_files_with_ingresses_give_the_same_records_as_the_live_clusters() {
+    let fed = Federation::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut args = vec![
+        "--once".to_owned(),
+        "--source".into(),
+        "service,ingress".into(),
+    ];
+    for (cluster, ip) in [
+        ("fcp", "10.210.1.80"),
+        ("usa", "10.210.3.80"),
+        ("chn", "10.210.2.80"),
+    ] {
+        let fake = fed.fake(cluster);
+        backend(fake, cluster != "chn");
+        let ing = ingress("shop", &[SHOP, "www.example.com"], json!([{"ip": ip}]));
+        fake.apply(ing.clone());
+        // The same objects as a file: the seed's, then ours as more YAML documents.
+        let mut text = std::fs::read_to_string(seed_file(cluster)).expect("seed file");
+        for object in [
+            fake.get("v1", "Service", Some("default"), "shop")
+                .expect("Service"),
+            fake.get(
+                "discovery.k8s.io/v1",
+                "EndpointSlice",
+                Some("default"),
+                "shop-1",
+            )
+            .expect("EndpointSlice"),
+            ing,
+        ] {
+            text.push_str(&format!("\n---\n{object}\n"));
+        }
+        let file = dir.path().join(format!("{cluster}.yaml"));
+        std::fs::write(&file, text).expect("write the snapshot");
+        args.extend(["--snapshot".into(), format!("{cluster}={}", file.display())]);
+    }
+    let _c = fed.controller(&["--source", "service,ingress"]);
+    fed.await_a(SHOP, &["10.210.1.80", "10.210.3.80"]);
+    fed.await_a("www.example.com", &["10.210.1.80", "10.210.3.80"]);
+    fed.await_a(GLOBAL, &all_ips());
+    let live: Vec<(String, String)> = fed.records().into_iter().map(|(k, v, _)| (k, v)).collect();
+
+    let other = fedplane_testkit::Etcd::start();
+    let mut once = Controller::start(&other, args);
+    assert!(
+        once.daemon.wait_exit(WAIT).success(),
+        "{}",
+        once.daemon.output()
+    );
+    let snap: Vec<(String, String)> = other
+        .dump("/skydns")
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    assert_eq!(live, snap);
+}
