@@ -4,7 +4,9 @@
 //! `kubectl apply -k` runs it; every rendered object (plus the standalone manifests) passes
 //! `kubernetes-validate --strict` against Kubernetes 1.33 and 1.37. The programs' arguments in
 //! the manifests are flags the binaries have, every `$(VAR)` in them is defined, and the
-//! Dockerfile builds each of them. `scripts/install-deps --tools` installs the tools.
+//! Dockerfile builds each of them. The optional components add exactly what they say where
+//! their objects are (components/controller-ingress: the controller's flag on the host, one rule
+//! of the reader's ClusterRole on a member). `scripts/install-deps --tools` installs the tools.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -163,6 +165,7 @@ fn rendered() -> Vec<(String, String)> {
         "examples/etcd-tls",
         "examples/dns-transfer",
         "examples/vipd-bgp",
+        "examples/controller-ingress",
     ] {
         assert!(
             names.iter().any(|n| n == want),
@@ -295,4 +298,81 @@ fn the_manifests_pass_only_flags_the_binaries_have_and_define_every_variable() {
             "the Dockerfile does not build and copy {binary}"
         );
     }
+}
+
+/// components/controller-ingress in a host overlay adds `--source=service,ingress` to the
+/// controller's args and nothing else; in a member overlay one rule to the ClusterRole
+/// fedplane-controller-reader (list/watch on Ingresses) and nothing else; each patch does
+/// nothing where its object is not, with every kubectl of [`KUBECTLS`]. Without it, neither
+/// renders. Both renders validate strictly.
+#[test]
+fn the_controller_ingress_component_adds_the_flag_on_the_host_and_the_rule_on_members() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let deploy = tmp.path().join("deploy");
+    copy_tree(&deploy_dir(), &deploy);
+    let rule = serde_json::json!({"apiGroups": ["networking.k8s.io"],
+        "resources": ["ingresses"], "verbs": ["list", "watch"]});
+    let mut files = Vec::new();
+    for (role, kind, name, path, added) in [
+        (
+            "host",
+            "Deployment",
+            "fedplane-controller",
+            "/spec/template/spec/containers/0/args",
+            Value::from("--source=service,ingress"),
+        ),
+        (
+            "member",
+            "ClusterRole",
+            "fedplane-controller-reader",
+            "/rules",
+            rule,
+        ),
+    ] {
+        let dir = deploy.join("sites").join(role);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+                 resources: [../../overlays/{role}]\n\
+                 components: [../../components/controller-ingress]\n"
+            ),
+        )
+        .expect("write the overlay");
+        let plain_yaml = kustomize(&deploy.join("overlays").join(role));
+        for absent in ["--source", "ingresses"] {
+            assert!(
+                !plain_yaml.contains(absent),
+                "overlays/{role} renders {absent:?}"
+            );
+        }
+        let yaml = kustomize(&dir);
+        let (plain, with) = (objects(&plain_yaml), objects(&yaml));
+        let is_it = |o: &Value| o["kind"] == kind && o["metadata"]["name"] == name;
+        let list = |o: &Value| {
+            o.pointer(path)
+                .and_then(Value::as_array)
+                .unwrap_or_else(|| panic!("{role}: {kind} {name} has no {path}"))
+                .clone()
+        };
+        let before = list(plain.iter().find(|o| is_it(o)).expect("the object"));
+        let after = list(with.iter().find(|o| is_it(o)).expect("the object"));
+        assert_eq!(&after[..before.len()], &before[..], "{role}");
+        assert_eq!(
+            &after[before.len()..],
+            &[added],
+            "{role}: what the component adds"
+        );
+        // Nothing else: with the list put back, the objects are the overlay's.
+        let mut put_back = with.clone();
+        for o in put_back.iter_mut().filter(|o| is_it(o)) {
+            *o.pointer_mut(path).expect("the list") = Value::from(before.clone());
+        }
+        assert_eq!(put_back, plain, "{role}: the component changes more");
+        let file = tmp.path().join(format!("{role}.yaml"));
+        std::fs::write(&file, yaml).expect("write the render");
+        files.push(file);
+    }
+    validate_strictly(&files);
 }

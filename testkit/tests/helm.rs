@@ -6,8 +6,8 @@
 //! - for every example, Helm 3 and Helm 4 render the same objects, which pass
 //!   `kubernetes-validate --strict` against Kubernetes 1.33 and 1.37;
 //! - for every example (the seeds' three clusters in `deploy/helm/examples/seeds`, the host and
-//!   member overlays, one cluster with etcd over TLS, one serving the zone to secondaries), the
-//!   chart renders the objects that
+//!   member overlays, one cluster with etcd over TLS, one serving the zone to secondaries, one
+//!   announcing a pool over BGP, one publishing Ingress hosts), the chart renders the objects that
 //!   kustomize renders for the matching kustomization, up to what legitimately differs and
 //!   nothing else ([`from_helm`], [`from_kustomize`]): Helm's own labels, kustomize's hash
 //!   suffixes on generated names, the chart's checksum annotations in their stead, the
@@ -26,6 +26,9 @@
 //! - the values of fedplane-dns's transfers, NOTIFY, TSIG and UPDATE render the flags, the TSIG
 //!   Secret's volume and the Service fedplane-dns-external, and validate; with none of them
 //!   set, none of it renders;
+//! - `controller.sources` renders `--source` on the host role and exactly one more rule of
+//!   fedplane-controller-reader on the member role when it has `ingress`, and validates; by
+//!   default neither renders;
 //! - every value is typed in the schema and documented in the chart's README.
 //!
 //! `scripts/install-deps --tools` installs Helm, kubectl and kubernetes-validate.
@@ -55,7 +58,7 @@ struct Example {
     helm: &'static [&'static str],
 }
 
-const EXAMPLES: [Example; 8] = [
+const EXAMPLES: [Example; 9] = [
     Example {
         kustomization: "examples/seeds/fcp",
         helm: &["-f", "deploy/helm/examples/seeds/fcp.yaml"],
@@ -98,6 +101,15 @@ const EXAMPLES: [Example; 8] = [
         kustomization: "examples/vipd-bgp",
         helm: &["-f", "deploy/helm/examples/vipd-bgp.yaml"],
     },
+    Example {
+        kustomization: "examples/controller-ingress",
+        helm: &[
+            "-f",
+            "deploy/helm/examples/controller-ingress.yaml",
+            "--set-file",
+            "controller.kubeconfig=deploy/overlays/host/members.kubeconfig",
+        ],
+    },
 ];
 
 /// [`EXAMPLES`]' member cluster serving the zone to secondaries (transfers, NOTIFY, TSIG,
@@ -107,6 +119,10 @@ const DNS_TRANSFER: usize = 6;
 /// [`EXAMPLES`]' member cluster whose fedplane-vipd announces a pool over BGP (the flag, the
 /// run directory, the capability, the RBAC, the peers' Secret, the pools' bgp: section).
 const VIPD_BGP: usize = 7;
+
+/// [`EXAMPLES`]' cluster, host and member, whose controller publishes Ingress hosts (the flag,
+/// the reader's rule on Ingresses).
+const CONTROLLER_INGRESS: usize = 8;
 
 /// The ConfigMaps and Secrets that kustomize's generators name with a hash of their content,
 /// so that a change rolls the pods that use them. The chart names them plainly and gives those
@@ -686,8 +702,9 @@ fn the_comparison_finds_real_drift() {
         );
     }
     // The same for what the dns-transfer example adds (a flag, the Secret's mount, the
-    // external Service's policy) and what the vipd-bgp one adds (the flag, the run directory,
-    // the capability, the RBAC, the peers' Secret, the bgp: section).
+    // external Service's policy), what the vipd-bgp one adds (the flag, the run directory,
+    // the capability, the RBAC, the peers' Secret, the bgp: section) and what the
+    // controller-ingress one adds (the flag, the reader's rule).
     let bgp_edits = [
         ("templates/vipd.yaml", "- --bgp\n", "- --bgp=true\n"),
         (
@@ -727,6 +744,23 @@ fn the_comparison_finds_real_drift() {
             "\"bgp\" (omit .Values.vipd.bgp.settings \"peers\")",
         ),
     ];
+    let ingress_edits = [
+        (
+            "templates/controller.yaml",
+            "join \",\" .Values.controller.sources",
+            "join \";\" .Values.controller.sources",
+        ),
+        (
+            "templates/controller-access.yaml",
+            "resources: [ingresses]",
+            "resources: [ingresses, ingresses/status]",
+        ),
+        (
+            "templates/controller-access.yaml",
+            "apiGroups: [networking.k8s.io]",
+            "apiGroups: [extensions, networking.k8s.io]",
+        ),
+    ];
     for (example, (file, from, to)) in [
         (
             DNS_TRANSFER,
@@ -755,6 +789,7 @@ fn the_comparison_finds_real_drift() {
     ]
     .into_iter()
     .chain(bgp_edits.into_iter().map(|e| (VIPD_BGP, e)))
+    .chain(ingress_edits.into_iter().map(|e| (CONTROLLER_INGRESS, e)))
     {
         let example = &EXAMPLES[example];
         let kustomized = from_kustomize(&kustomize(&deploy_dir().join(example.kustomization)));
@@ -1265,6 +1300,58 @@ const BAD: &[Bad] = &[
         says: &[&[
             "fedplane: controller.extraArgs has \"--etcd-ca=/ca.crt\", a flag the chart passes itself (--etcd-ca=/etc/fedplane/etcd/ca.crt)",
         ]],
+    },
+    Bad {
+        what: "--source in extraArgs (the members' RBAC follows controller.sources)",
+        values: "roles: {host: true}\ncontroller: {existingSecret: members, extraArgs: ['--source=service,ingress']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: controller.extraArgs has \"--source=service,ingress\": set controller.sources instead (now [\"service\"])",
+        ]],
+    },
+    Bad {
+        what: "--source in extraArgs as two items, with controller.sources set",
+        values: "roles: {host: true}\ncontroller: {existingSecret: members, sources: [service, ingress], extraArgs: ['--source', 'ingress']}\n",
+        set: &[],
+        says: &[&[
+            "fedplane: controller.extraArgs has \"--source\": set controller.sources instead (now [\"service\",\"ingress\"])",
+        ]],
+    },
+    Bad {
+        what: "a source the controller does not have",
+        values: "controller: {sources: [service, gateway]}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "controller.sources.1 must be one of the following: \"service\", \"ingress\"",
+                "at '/controller/sources/1': value must be one of 'service', 'ingress'",
+            ],
+        ],
+    },
+    Bad {
+        what: "a source given twice",
+        values: "controller: {sources: [ingress, ingress]}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "controller.sources: array items[0,1] must be unique",
+                "at '/controller/sources': items at 0 and 1 are equal",
+            ],
+        ],
+    },
+    Bad {
+        what: "no source",
+        values: "controller: {sources: []}\n",
+        set: &[],
+        says: &[
+            SCHEMA,
+            &[
+                "controller.sources: Array must have at least 1 items",
+                "at '/controller/sources': minItems: got 0, want 1",
+            ],
+        ],
     },
     Bad {
         what: "an empty extra argument",
@@ -2346,6 +2433,139 @@ fn the_vipd_bgp_values_render_the_flag_the_run_directory_the_rbac_and_the_settin
         "the default vipd ClusterRole lacks endpointslices: {role}"
     );
     validate_strictly(&[file, write_objects(home.path(), "bgp-plain", &plain)]);
+}
+
+/// `controller.sources`: by default neither `--source` nor a rule on Ingresses renders, and
+/// `[service]` given renders the defaults byte for byte; with `ingress`, the controller gets
+/// `--source=<the list>` after the chart's flags (before `extraArgs`), and
+/// fedplane-controller-reader exactly one more rule, after the others; nothing else changes,
+/// and each role renders its part alone.
+#[test]
+fn the_controller_sources_render_the_flag_and_the_readers_rule_and_validate() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let both = [
+        "--set",
+        "roles.host=true",
+        "--set-file",
+        "controller.kubeconfig=deploy/overlays/host/members.kubeconfig",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        both.iter().chain(extra).copied().collect()
+    };
+    let base_yaml = render_yaml(home.path(), &both);
+    assert_eq!(
+        base_yaml,
+        render_yaml(
+            home.path(),
+            &with(&["--set", "controller.sources={service}"])
+        ),
+        "[service] given is not the default render"
+    );
+    for absent in ["--source", "ingresses", "networking.k8s.io"] {
+        assert!(
+            !base_yaml.contains(absent),
+            "the defaults render {absent:?}"
+        );
+    }
+    let base = objects(&base_yaml);
+    let args_of = |all: &[Value]| -> Vec<Value> {
+        find(all, "Deployment", "fedplane-controller")["spec"]["template"]["spec"]["containers"][0]
+            ["args"]
+            .as_array()
+            .expect("args")
+            .clone()
+    };
+    let rules_of = |all: &[Value]| -> Vec<Value> {
+        find(all, "ClusterRole", "fedplane-controller-reader")["rules"]
+            .as_array()
+            .expect("rules")
+            .clone()
+    };
+    let (old_args, old_rules) = (args_of(&base), rules_of(&base));
+    let rule = json!({"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"],
+        "verbs": ["list", "watch"]});
+    let mut files = Vec::new();
+    for (i, (sources, extra_args, new_args)) in [
+        (
+            "{service,ingress}",
+            json!([]),
+            json!(["--source=service,ingress"]),
+        ),
+        ("{ingress}", json!([]), json!(["--source=ingress"])),
+        (
+            "{ingress,service}",
+            json!(["--unreachable-grace=10m"]),
+            json!(["--source=ingress,service", "--unreachable-grace=10m"]),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sources = format!("controller.sources={sources}");
+        let extra = set_json("controller.extraArgs", &extra_args);
+        let mut args: Vec<&str> = both.to_vec();
+        args.extend(["--set", &sources, "--set-json", &extra]);
+        let all = render(home.path(), &args);
+        let (args_now, rules_now) = (args_of(&all), rules_of(&all));
+        assert_eq!(&args_now[..old_args.len()], &old_args[..], "{sources}");
+        assert_eq!(json!(&args_now[old_args.len()..]), new_args, "{sources}");
+        assert_eq!(&rules_now[..old_rules.len()], &old_rules[..], "{sources}");
+        assert_eq!(
+            json!(&rules_now[old_rules.len()..]),
+            json!([rule]),
+            "{sources}"
+        );
+        // Nothing else: the objects, with the two lists put back, are the defaults'.
+        let mut put_back = all.clone();
+        for o in &mut put_back {
+            if o["kind"] == "Deployment" && o["metadata"]["name"] == "fedplane-controller" {
+                o["spec"]["template"]["spec"]["containers"][0]["args"] = json!(old_args);
+            }
+            if o["kind"] == "ClusterRole" && o["metadata"]["name"] == "fedplane-controller-reader" {
+                o["rules"] = json!(old_rules);
+            }
+        }
+        assert_eq!(
+            put_back, base,
+            "{sources} changes more than the flag and the rule"
+        );
+        files.push(write_objects(home.path(), &format!("sources-{i}"), &all));
+    }
+    // Each role its part: the host the flag (and no reader), a member the rule (and no
+    // controller).
+    let host = render(
+        home.path(),
+        &with(&[
+            "--set",
+            "roles.member=false,controller.sources={service,ingress}",
+        ]),
+    );
+    assert_eq!(
+        args_of(&host).last(),
+        Some(&json!("--source=service,ingress"))
+    );
+    assert!(
+        !host
+            .iter()
+            .any(|o| o["metadata"]["name"] == "fedplane-controller-reader"),
+        "the host role renders the reader: {:?}",
+        keys(&host)
+    );
+    let member = render(
+        home.path(),
+        &["--set", "controller.sources={service,ingress}"],
+    );
+    assert_eq!(rules_of(&member).last(), Some(&rule));
+    assert!(
+        !member
+            .iter()
+            .any(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "fedplane-controller"),
+        "the member role renders the controller: {:?}",
+        keys(&member)
+    );
+    files.push(write_objects(home.path(), "sources-host", &host));
+    files.push(write_objects(home.path(), "sources-member", &member));
+    validate_strictly(&files);
 }
 
 /// The paths of `values` down to its settings (a list, a scalar, an empty map such as

@@ -263,6 +263,11 @@ The checks the schema cannot make, each failing with what to set. Rendered by va
 {{- fail (printf "fedplane: namespace.create is true, but the release is installed into that namespace (--namespace %s): Helm keeps the release's record there, so it cannot create or adopt the namespace itself. Either install the release into another, existing namespace (helm install --namespace default ...) or set namespace.create to false (and use --create-namespace)" $v.namespace.name) }}
 {{- end }}
 {{- if $v.roles.host }}
+{{- range $v.controller.extraArgs }}
+{{- if eq (regexReplaceAll "=.*$" . "") "--source" }}
+{{- fail (printf "fedplane: controller.extraArgs has %q: set controller.sources instead (now %s): the members' fedplane-controller-reader gets the read permissions of the sources listed there, not of a flag" . (toJson $v.controller.sources)) }}
+{{- end }}
+{{- end }}
 {{- include "fedplane.validateProgram" (dict "key" "controller" "values" $v.controller "program" "fedplane-controller" "args" (include "fedplane.controller.args" .) "repeatable" (list) "env" (include "fedplane.settingsEnv" . | fromYaml)) }}
 {{- end }}
 {{- if $v.roles.member }}
