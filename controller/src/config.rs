@@ -100,7 +100,9 @@ pub struct Cli {
     /// This replica's name in the election [default: $HOSTNAME, else fedplane-controller-<pid>]
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
-    /// After a change, wait this long for more before writing, so a burst is one write
+    /// Changes are batched over this long: one after a quiet spell is written at once, and
+    /// changes coming faster are written at most once per this interval (a burst is one
+    /// write)
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
     pub debounce: Duration,
     /// Re-read our keys from etcd this often, to repair keys changed behind our back

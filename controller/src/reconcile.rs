@@ -93,9 +93,9 @@ pub struct Reconciler {
     changed: Arc<Notify>,
     status: Arc<Status>,
     started: Instant,
-    /// Per cluster: the generation its cached view was built from, the view, and what it
-    /// ignored.
-    cache: Vec<Option<(u64, ClusterView, Vec<Ignored>)>>,
+    /// Per cluster: the generations its cached view was built from, the view, what it
+    /// ignored, and its Nodes' fingerprint.
+    cache: Vec<Option<CachedView>>,
     /// Per cluster: what was reported as ignored, so each is logged once.
     reported: Vec<BTreeSet<Ignored>>,
     /// Per cluster: its contribution at the last plan, so changes are logged once.
@@ -106,6 +106,17 @@ pub struct Reconciler {
     full_diff: bool,
     /// The health checks' results, shared with the prober.
     health: Arc<Mutex<Health>>,
+    /// When the last change was taken up (the adaptive debounce, see [`Self::wait`]).
+    last_change: Option<Instant>,
+}
+
+/// A cluster's view as last built (see [`Reconciler::views`]).
+#[derive(Debug, Clone)]
+struct CachedView {
+    generations: [u64; 4],
+    view: ClusterView,
+    ignored: Vec<Ignored>,
+    nodes: Vec<(String, Option<String>, Option<String>)>,
 }
 
 enum Wake {
@@ -132,6 +143,7 @@ impl Reconciler {
             changed,
             status,
             started: Instant::now(),
+            last_change: None,
             cache: vec![None; n],
             reported: vec![BTreeSet::new(); n],
             contributions: vec![None; n],
@@ -399,10 +411,13 @@ impl Reconciler {
         (records, store.without_foreign(changes))
     }
 
-    /// Waits for a change (then the debounce), a grace deadline, the resync time, lost
-    /// leadership or SIGTERM.
+    /// Waits for a change, a grace deadline, the resync time, lost leadership or SIGTERM.
+    ///
+    /// The debounce adapts: a change after a quiet spell (none taken up for `--debounce`) is
+    /// taken up at once, with no floor on its latency; changes coming faster are batched,
+    /// taken up at most once per `--debounce` (what arrives meanwhile waits for the next).
     async fn wait(
-        &self,
+        &mut self,
         lost: &CancellationToken,
         cancel: &CancellationToken,
         resync: tokio::time::Instant,
@@ -414,19 +429,29 @@ impl Reconciler {
             .filter_map(|c| reach::next_change(c.link(), self.started, now, self.opts.grace))
             .min()
             .map_or(resync, |d| tokio::time::Instant::from_std(d).min(resync));
-        tokio::select! {
-            () = self.changed.notified() => {
-                tokio::select! {
-                    () = tokio::time::sleep(self.opts.debounce) => Wake::Changed,
-                    () = cancel.cancelled() => Wake::Stop,
-                }
-            }
+        let wake = tokio::select! {
+            () = self.changed.notified() => None,
             () = tokio::time::sleep_until(deadline) => {
-                if deadline >= resync { Wake::Resync } else { Wake::Changed }
+                Some(if deadline >= resync { Wake::Resync } else { Wake::Changed })
             }
-            () = lost.cancelled() => Wake::Lost,
-            () = cancel.cancelled() => Wake::Stop,
+            () = lost.cancelled() => Some(Wake::Lost),
+            () = cancel.cancelled() => Some(Wake::Stop),
+        };
+        if let Some(wake) = wake {
+            return wake;
         }
+        let now = Instant::now();
+        let due = self
+            .last_change
+            .map_or(now, |t| (t + self.opts.debounce).max(now));
+        if due > now {
+            tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {}
+                () = cancel.cancelled() => return Wake::Stop,
+            }
+        }
+        self.last_change = Some(Instant::now());
+        Wake::Changed
     }
 
     /// The views to plan from, or `None` while a cluster not yet listed is still awaited. A
@@ -464,12 +489,34 @@ impl Reconciler {
                 Contribution::Live | Contribution::Held => {}
                 Contribution::Withdrawn => {}
             }
-            let generation = c.generation();
-            if !matches!(&self.cache[i], Some((g, ..)) if *g == generation) {
-                let (v, ignored) = view::build(&c.view, &c.objects());
-                self.cache[i] = Some((generation, v, ignored));
+            let generations = c.generations();
+            match &mut self.cache[i] {
+                Some(cached) if cached.generations == generations => {}
+                // Only Nodes changed, and not what the view reads of them (heartbeats,
+                // status, other labels): the view stands.
+                Some(cached)
+                    if cached.generations[1..] == generations[1..]
+                        && cached.nodes == view::node_fingerprint(&c.view, &c.objects().nodes) =>
+                {
+                    cached.generations = generations;
+                }
+                slot => {
+                    let objects = c.objects();
+                    let (view, ignored) = view::build(&c.view, &objects);
+                    *slot = Some(CachedView {
+                        generations,
+                        view,
+                        ignored,
+                        nodes: view::node_fingerprint(&c.view, &objects.nodes),
+                    });
+                }
             }
-            let Some((_, fresh, ignored)) = &self.cache[i] else {
+            let Some(CachedView {
+                view: fresh,
+                ignored,
+                ..
+            }) = &self.cache[i]
+            else {
                 continue;
             };
             // A standby reports nothing: once elected, it reports what is still there.

@@ -1,7 +1,8 @@
 //! Where each member cluster's objects come from: a live API server (watches of
 //! [`fedplane_ops::kube`]: Nodes, Services, EndpointSlices, and Ingresses with `--source
 //! ingress`) or a snapshot file. Each cluster tracks its
-//! [`Link`] and a generation that moves on every change, and wakes the reconcile loop.
+//! [`Link`] and, per kind, a generation that moves on every change of that kind, and wakes
+//! the reconcile loop.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -35,8 +36,8 @@ struct LinkState {
     failing: [bool; 4],
     /// When the first of the current failures began.
     failing_since: Option<Instant>,
-    /// Moves on every change of objects.
-    generation: u64,
+    /// Per watcher: moves on every change of its objects.
+    generations: [u64; 4],
 }
 
 impl LinkState {
@@ -192,9 +193,10 @@ impl Cluster {
         self.lock().link()
     }
 
-    /// Moves whenever the objects change.
-    pub fn generation(&self) -> u64 {
-        self.lock().generation
+    /// Per kind (Nodes, Services, EndpointSlices, Ingresses): moves whenever its objects
+    /// change.
+    pub fn generations(&self) -> [u64; 4] {
+        self.lock().generations
     }
 
     /// The objects now (cheap: shared references).
@@ -292,7 +294,7 @@ impl Watch {
             if matches!(signal, Signal::Listed) {
                 s.listed[index] = true;
             }
-            s.generation += 1;
+            s.generations[index] += 1;
         }
         self.gauge();
         self.changed.notify_one();

@@ -235,6 +235,41 @@ pub enum Regarding {
     Ingress(ServiceId),
 }
 
+/// What a cluster's view takes from its Nodes: each node's name and region and zone labels
+/// (after the cluster's overrides). A Node change that leaves it alone (status, heartbeats,
+/// other labels) leaves the view as it was.
+pub fn node_fingerprint(
+    settings: &ViewSettings,
+    nodes: &[Arc<Node>],
+) -> Vec<(String, Option<String>, Option<String>)> {
+    let mut out: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let labels = node.metadata.labels.as_ref();
+            let label = |keys: [&str; 2]| {
+                keys.iter()
+                    .find_map(|k| labels.and_then(|l| l.get(*k)))
+                    .map(|v| v.to_ascii_lowercase())
+            };
+            (
+                node.metadata.name.clone().unwrap_or_default(),
+                settings
+                    .region
+                    .as_ref()
+                    .map(|r| r.to_ascii_lowercase())
+                    .or_else(|| label(REGION_LABELS)),
+                settings
+                    .zone
+                    .as_ref()
+                    .map(|z| z.to_ascii_lowercase())
+                    .or_else(|| label(ZONE_LABELS)),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Builds the view of one cluster.
 pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView, Vec<Ignored>) {
     let mut ignored = Vec::new();

@@ -447,3 +447,36 @@ fn the_older_ingress_keeps_a_host_and_the_younger_gets_a_warning() {
         );
     }
 }
+
+#[test]
+fn the_node_fingerprint_moves_only_with_what_the_view_reads() {
+    let s = settings("fcp");
+    let base = node("a", "europe", "fr");
+    let fp = node_fingerprint(&s, std::slice::from_ref(&base));
+    // Status, other labels, annotations: the same fingerprint.
+    let mut busy = (*base).clone();
+    busy.status =
+        serde_json::from_value(json!({"conditions": [{"type": "Ready", "status": "False"}]}))
+            .expect("status");
+    busy.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("kubernetes.io/arch".into(), "arm64".into());
+    assert_eq!(node_fingerprint(&s, &[Arc::new(busy)]), fp);
+    // A zone label, or another node: another one.
+    assert_ne!(node_fingerprint(&s, &[node("a", "europe", "de")]), fp);
+    assert_ne!(
+        node_fingerprint(&s, &[base.clone(), node("b", "europe", "fr")]),
+        fp
+    );
+    // With an override, the labels do not matter.
+    let fixed = ViewSettings {
+        region: Some("Europe".into()),
+        zone: Some("fr".into()),
+        ..settings("fcp")
+    };
+    assert_eq!(
+        node_fingerprint(&fixed, &[node("a", "asia", "cn")]),
+        node_fingerprint(&fixed, &[base])
+    );
+}
