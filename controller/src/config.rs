@@ -47,7 +47,7 @@ pub struct Cli {
     #[arg(long)]
     pub all_contexts: bool,
     /// Member cluster read from a file of `kubectl get nodes,services,endpointslices -A -o
-    /// yaml` (or -o json; add ingresses with --source ingress) instead of a live API server
+    /// yaml` (or -o json; add ingresses with --source service,ingress) instead of a live API server
     /// (repeatable)
     #[arg(long = "snapshot", value_name = "NAME=FILE")]
     pub snapshots: Vec<String>,

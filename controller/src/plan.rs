@@ -45,7 +45,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Strategy;
-use crate::view::{ClusterView, Locality, ServiceHealth, ServiceId};
+use crate::view::{ClusterView, HostEntry, Locality, ServiceHealth, ServiceId};
 
 /// JSON field that marks a value as written by us.
 pub const OWNER_FIELD: &str = "managed-by";
@@ -164,8 +164,9 @@ pub fn plan(naming: &Naming, clusters: &[ClusterView]) -> Desired {
     for svc in services {
         plan_service(naming, clusters, svc, &mut out);
     }
+    let refused = refused_hosts(naming, clusters);
     let hosts: BTreeSet<&String> = clusters.iter().flat_map(|c| c.hosts.keys()).collect();
-    for host in hosts {
+    for host in hosts.into_iter().filter(|h| !refused.contains_key(*h)) {
         plan_host(naming, clusters, host, &mut out);
     }
     out
@@ -185,10 +186,12 @@ pub fn replan(
             .iter()
             .zip(new)
             .all(|(o, n)| o.name == n.name && o.localities == n.localities);
-    if !same_clusters {
+    // Which hosts are refused depends on every view: when that changes, plan whole.
+    if !same_clusters || refused_hosts(naming, old) != refused_hosts(naming, new) {
         *desired = plan(naming, new);
         return None;
     }
+    let refused = refused_hosts(naming, new);
     let mut changed: BTreeSet<&ServiceId> = BTreeSet::new();
     for (o, n) in old.iter().zip(new) {
         if o.services == n.services {
@@ -237,7 +240,7 @@ pub fn replan(
     for svc in changed {
         patch(&|c, out| plan_service(naming, c, svc, out));
     }
-    for host in hosts {
+    for host in hosts.into_iter().filter(|h| !refused.contains_key(*h)) {
         patch(&|c, out| plan_host(naming, c, host, out));
     }
     Some(keys)
@@ -358,15 +361,88 @@ fn put_records(
     }
 }
 
+/// The Ingress that keeps `host` across the clusters: the oldest claim (creation time, then
+/// namespace/name; an unknown time last), so a tenant of another cluster cannot join or take
+/// over a host by creating another Ingress for it.
+pub fn host_owner<'a>(clusters: &'a [ClusterView], host: &str) -> Option<&'a ServiceId> {
+    clusters
+        .iter()
+        .filter_map(|c| c.hosts.get(host))
+        .min_by_key(|e| (e.created.is_empty(), &e.created, &e.owner))
+        .map(|e| &e.owner)
+}
+
+/// The Ingress hosts that get no record, with why: a host that is an ancestor of other names
+/// would answer their records too (every key below a name's key is one of its records):
+/// `svc.<domain>` and the region and zone labels where Services have names
+/// (`<region>`, `<zone>.<region>`, `svc.<region>`, `svc.<zone>.<region>`), and a host with
+/// another (not wildcard) host below it. Pure; the planner leaves them out, the loop logs them.
+pub fn refused_hosts(naming: &Naming, clusters: &[ClusterView]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let hosts: BTreeSet<&String> = clusters.iter().flat_map(|c| c.hosts.keys()).collect();
+    if hosts.is_empty() {
+        return out;
+    }
+    let has_services = clusters.iter().any(|c| !c.services.is_empty());
+    let mut reserved: BTreeSet<String> = BTreeSet::new();
+    if has_services {
+        reserved.insert(format!("svc.{}", naming.domain));
+        let localities = clusters.iter().flat_map(|c| {
+            c.localities
+                .iter()
+                .chain(c.services.values().flat_map(|h| &h.ready_localities))
+        });
+        for l in localities {
+            for n in [
+                l.region.clone(),
+                format!("svc.{}", l.region),
+                format!("{}.{}", l.zone, l.region),
+                format!("svc.{}.{}", l.zone, l.region),
+            ] {
+                reserved.insert(format!("{n}.{}", naming.domain));
+            }
+        }
+    }
+    for host in &hosts {
+        if reserved.contains(*host) {
+            out.insert(
+                (*host).clone(),
+                "is an ancestor of the federation's Service names: it would answer their records"
+                    .to_owned(),
+            );
+            continue;
+        }
+        let below = format!(".{host}");
+        if let Some(child) = hosts
+            .iter()
+            .find(|h| h.ends_with(&below) && !h.starts_with("*.") && !h.contains(".*."))
+        {
+            out.insert(
+                (*host).clone(),
+                format!("has the Ingress host {child} below it: it would answer its records"),
+            );
+        }
+    }
+    out
+}
+
 /// Adds the records of one Ingress host to `out`: the addresses of every cluster where its
-/// Ingress is healthy, chosen by the strategy of the first cluster that has it; no levels,
-/// no fallback.
+/// owning Ingress ([`host_owner`]) is healthy, chosen by the strategy of the first cluster
+/// that has it; no levels, no fallback.
 fn plan_host(naming: &Naming, clusters: &[ClusterView], host: &str, out: &mut Desired) {
-    let Some(first) = clusters.iter().find_map(|c| c.hosts.get(host)) else {
+    let Some(owner) = host_owner(clusters, host) else {
         return;
     };
-    let strategy = &first.policy.strategy;
-    let (healthy, _) = healthy_clusters(clusters, strategy, |c| c.hosts.get(host));
+    fn owned<'a>(c: &'a ClusterView, host: &str, owner: &ServiceId) -> Option<&'a HostEntry> {
+        c.hosts.get(host).filter(|e| e.owner == *owner)
+    }
+    let Some(first) = clusters.iter().find_map(|c| owned(c, host, owner)) else {
+        return;
+    };
+    let strategy = &first.health.policy.strategy;
+    let (healthy, _) = healthy_clusters(clusters, strategy, |c| {
+        owned(c, host, owner).map(|e| &e.health)
+    });
     put_records(naming, out, host, strategy, healthy.iter().collect());
 }
 

@@ -19,7 +19,7 @@ use crate::prober::{self, ProbeTiming};
 use crate::reach::{self, Contribution};
 use crate::source::Cluster;
 use crate::store::{Store, StoreError};
-use crate::view::{self, ClusterView, Ignored};
+use crate::view::{self, ClusterView, Ignored, Regarding};
 
 /// The first pause after an etcd error; doubled at each error in a row.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -108,6 +108,9 @@ pub struct Reconciler {
     health: Arc<Mutex<Health>>,
     /// When the last change was taken up (the adaptive debounce, see [`Self::wait`]).
     last_change: Option<Instant>,
+    /// Ingress hosts refused and Ingresses that lost a host to another cluster's, as last
+    /// reported (each is logged, and each loser gets its Event, once).
+    hosts_reported: BTreeSet<(usize, String, String)>,
 }
 
 /// A cluster's view as last built (see [`Reconciler::views`]).
@@ -144,6 +147,7 @@ impl Reconciler {
             status,
             started: Instant::now(),
             last_change: None,
+            hosts_reported: BTreeSet::new(),
             cache: vec![None; n],
             reported: vec![BTreeSet::new(); n],
             contributions: vec![None; n],
@@ -339,6 +343,7 @@ impl Reconciler {
                 }
             };
             let t = Instant::now();
+            self.report_hosts(&views);
             let (records, changes) = self.plan(views, store);
             metrics::gauge!("fedplane_controller_records").set(records as f64);
             if self.opts.dry_run {
@@ -409,6 +414,51 @@ impl Reconciler {
         let records = desired.len();
         self.planned = Some((views, desired));
         (records, store.without_foreign(changes))
+    }
+
+    /// Logs the Ingress hosts the planner refuses, and records a Warning Event on each
+    /// Ingress whose host another cluster's older Ingress keeps (once each).
+    fn report_hosts(&mut self, views: &[ClusterView]) {
+        if views.iter().all(|v| v.hosts.is_empty()) {
+            return;
+        }
+        let mut now = BTreeSet::new();
+        for (host, reason) in plan::refused_hosts(&self.opts.naming, views) {
+            now.insert((usize::MAX, host, reason));
+        }
+        for (i, v) in views.iter().enumerate() {
+            for (host, e) in &v.hosts {
+                let Some(owner) = plan::host_owner(views, host) else {
+                    continue;
+                };
+                if e.owner != *owner {
+                    now.insert((i, host.clone(), format!("{}|{owner}", e.owner)));
+                }
+            }
+        }
+        for item in now.difference(&self.hosts_reported) {
+            let (i, host, what) = item;
+            if *i == usize::MAX {
+                warn!(host = %host, reason = %what, "Ingress host left without records");
+                continue;
+            }
+            let Some(c) = self
+                .clusters
+                .iter()
+                .find(|c| c.view.cluster == views[*i].name)
+            else {
+                continue;
+            };
+            let (loser, owner) = what.split_once('|').unwrap_or((what, ""));
+            let note = format!(
+                "host {host} is kept by the older Ingress {owner} (in another cluster): no record from this one"
+            );
+            warn!(cluster = %views[*i].name, ingress = %loser, host = %host, %owner, "Ingress host claimed by an older Ingress of another cluster");
+            if let Some(e) = v_owner(&views[*i], host) {
+                c.warn(&Regarding::Ingress(e.clone()), "HostConflict", &note);
+            }
+        }
+        self.hosts_reported = now;
     }
 
     /// Waits for a change, a grace deadline, the resync time, lost leadership or SIGTERM.
@@ -563,6 +613,11 @@ fn report(reported: &mut BTreeSet<Ignored>, c: &Cluster, ignored: &[Ignored]) {
         }
     }
     *reported = now;
+}
+
+/// The Ingress holding `host` in one cluster's view.
+fn v_owner<'a>(v: &'a ClusterView, host: &str) -> Option<&'a crate::view::ServiceId> {
+    v.hosts.get(host).map(|e| &e.owner)
 }
 
 fn print_changes(changes: &[Change]) {

@@ -115,7 +115,13 @@ pub fn parse(text: &str, path: &str) -> Result<Snapshot, SnapshotError> {
             "Node" => snap.objects.nodes.push(object(path, i, &kind, item)?),
             "Service" => snap.objects.services.push(object(path, i, &kind, item)?),
             "EndpointSlice" => snap.objects.slices.push(object(path, i, &kind, item)?),
-            "Ingress" => snap.objects.ingresses.push(object(path, i, &kind, item)?),
+            // Only networking.k8s.io/v1 (older versions are skipped like other kinds).
+            "Ingress"
+                if item.get("apiVersion").and_then(Value::as_str)
+                    == Some("networking.k8s.io/v1") =>
+            {
+                snap.objects.ingresses.push(object(path, i, &kind, item)?);
+            }
             _ => match snap.skipped.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
                 None => snap.skipped.push((kind, 1)),

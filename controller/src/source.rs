@@ -27,6 +27,14 @@ use crate::reach::Link;
 use crate::view::{ClusterObjects, Regarding, ViewSettings};
 
 const KINDS: [&str; 4] = ["Node", "Service", "EndpointSlice", "Ingress"];
+/// The Ingress watch's index in [`KINDS`]. It does not decide whether the cluster is
+/// reachable: a failing Ingress watch (no permission on a member, say) must not withdraw the
+/// cluster's Services; its hosts stay as last seen.
+const INGRESS: usize = 3;
+/// How long a cluster waits for its Ingresses to be listed before it counts as listed
+/// without them (so a member that does not let us list Ingresses costs this once, not its
+/// Services' records).
+const INGRESS_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 struct LinkState {
@@ -36,13 +44,19 @@ struct LinkState {
     failing: [bool; 4],
     /// When the first of the current failures began.
     failing_since: Option<Instant>,
+    /// When the watches started (live clusters).
+    started: Option<Instant>,
     /// Per watcher: moves on every change of its objects.
     generations: [u64; 4],
 }
 
 impl LinkState {
     fn link(&self) -> Link {
-        if !self.listed.iter().all(|l| *l) {
+        let ingress_awaited = !self.listed[INGRESS]
+            && self
+                .started
+                .is_some_and(|t| t.elapsed() < INGRESS_LIST_WAIT);
+        if !self.listed[..INGRESS].iter().all(|l| *l) || ingress_awaited {
             Link::Pending
         } else if let Some(since) = self.failing_since {
             Link::Unreachable { since }
@@ -106,6 +120,7 @@ impl Cluster {
     ) -> Self {
         let state = Arc::new(Mutex::new(LinkState {
             listed: [false, false, false, !view.sources.ingress],
+            started: Some(Instant::now()),
             ..LinkState::default()
         }));
         metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => view.cluster.clone())
@@ -119,10 +134,22 @@ impl Cluster {
         let nodes = w.spawn::<Node>(Api::all(client.clone()), 0, tasks);
         let services = w.spawn::<Service>(Api::all(client.clone()), 1, tasks);
         let slices = w.spawn::<EndpointSlice>(Api::all(client.clone()), 2, tasks);
-        let ingresses = view
-            .sources
-            .ingress
-            .then(|| w.spawn::<Ingress>(Api::all(client.clone()), 3, tasks));
+        let ingresses = view.sources.ingress.then(|| {
+            // The end of the wait for the Ingresses' list must wake the loop.
+            let (w2, cancel) = (w.clone(), cancel.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(INGRESS_LIST_WAIT) => {
+                        if !w2.lock().listed[INGRESS] {
+                            tracing::error!(cluster = %w2.cluster, "Ingresses not listed after {INGRESS_LIST_WAIT:?} (may fedplane-controller-reader list and watch networking.k8s.io ingresses there?): the cluster's Services are published without its Ingress hosts");
+                            w2.changed.notify_one();
+                        }
+                    }
+                    () = cancel.cancelled() => {}
+                }
+            });
+            w.spawn::<Ingress>(Api::all(client.clone()), INGRESS, tasks)
+        });
         let recorder = Recorder::new(
             client,
             Reporter {
@@ -264,7 +291,11 @@ impl Watch {
     fn recovered(&self, index: usize) {
         let mut s = self.lock();
         s.failing[index] = false;
-        if s.failing_since.is_some() && !s.failing.iter().any(|f| *f) {
+        if index == INGRESS {
+            info!(cluster = %self.cluster, "Ingress watch recovered");
+            return;
+        }
+        if s.failing_since.is_some() && !s.failing[..INGRESS].iter().any(|f| *f) {
             info!(cluster = %self.cluster, "cluster reachable again");
             s.failing_since = None;
             drop(s);
@@ -302,6 +333,14 @@ impl Watch {
 
     fn on_error(&self, index: usize, e: &watcher::Error) {
         let mut s = self.lock();
+        if index == INGRESS {
+            if !s.failing[INGRESS] {
+                warn!(cluster = %self.cluster, error = %e,
+                    "Ingress watch failing (may fedplane-controller-reader list and watch networking.k8s.io ingresses?); the cluster's Ingress hosts stay as last seen, its Services are not affected");
+            }
+            s.failing[INGRESS] = true;
+            return;
+        }
         s.failing[index] = true;
         if s.failing_since.is_none() {
             warn!(cluster = %self.cluster, kind = KINDS[index], error = %e,

@@ -417,7 +417,13 @@ fn split(changes: Vec<Change>) -> Split {
 /// changed addresses come before the deletes, and a new CNAME comes with the last deletes.
 /// Between steps the name may hold part of its old and new addresses.
 fn steps(mut name: Vec<Change>) -> Vec<Vec<Change>> {
-    name.sort_by_key(|c| match (is_cname(c.key()), c) {
+    // SRV records (below the name, name-valued) are deleted first and written after the
+    // addresses: a name left with only them would be a CNAME to its own SRV target.
+    let is_srv = |k: &str| {
+        k.strip_suffix(crate::plan::SRV_LEAF)
+            .is_some_and(|k| k.ends_with('/'))
+    };
+    name.sort_by_key(|c| match (is_cname(c.key()) || is_srv(c.key()), c) {
         (true, Change::Delete { .. }) => 0,
         (false, Change::Create { .. } | Change::Update { .. }) => 1,
         (false, Change::Delete { .. }) => 2,
@@ -444,13 +450,21 @@ fn is_cname(key: &str) -> bool {
         .is_some_and(|k| k.ends_with('/'))
 }
 
-/// The key of the name a record key belongs to: `<name>/_cname`, `<name>/_srv` or
-/// `<name>/<cluster>/<address>`.
+/// The key of the name a record key belongs to: `<name>/_cname`, `<name>/<cluster>/<address>`;
+/// an SRV record `<name>/_<proto>/_<port>/_srv` goes with `<name>`, whose subtree holds it (so
+/// the name is never left holding only its SRV records between two transactions).
 fn name_key(key: &str) -> &str {
-    for leaf in [crate::plan::CNAME_LEAF, crate::plan::SRV_LEAF] {
-        if let Some(name) = key.strip_suffix(leaf).and_then(|k| k.strip_suffix('/')) {
-            return name;
-        }
+    if let Some(name) = key
+        .strip_suffix(crate::plan::CNAME_LEAF)
+        .and_then(|k| k.strip_suffix('/'))
+    {
+        return name;
+    }
+    if let Some(srv) = key
+        .strip_suffix(crate::plan::SRV_LEAF)
+        .and_then(|k| k.strip_suffix('/'))
+    {
+        return srv.rsplitn(3, '/').nth(2).unwrap_or(srv);
     }
     key.rsplitn(3, '/').nth(2).unwrap_or(key)
 }
@@ -538,6 +552,11 @@ mod tests {
             "/skydns/com/example/svc/x"
         );
         assert!(!is_cname("/skydns/com/example/svc/x_cname"));
+        // An SRV record goes with the name whose subtree holds it.
+        assert_eq!(
+            name_key("/skydns/com/example/svc/x/_tcp/_http/_srv"),
+            "/skydns/com/example/svc/x"
+        );
     }
 
     #[test]

@@ -58,8 +58,8 @@ pub struct Locality {
     pub zone: String,
 }
 
-/// A Service by namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A Service (or Ingress) by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ServiceId {
     /// Namespace.
     pub namespace: String,
@@ -118,10 +118,22 @@ pub struct ClusterView {
     pub localities: BTreeSet<Locality>,
     /// Its federated Services.
     pub services: BTreeMap<ServiceId, ServiceHealth>,
-    /// Its Ingress hosts (`--source ingress`): host name → the claiming Ingress's addresses,
-    /// health (`ready_endpoints`: ready endpoints of its backends, 0 when unhealthy) and
-    /// policy.
-    pub hosts: BTreeMap<String, ServiceHealth>,
+    /// Its Ingress hosts (`--source ingress`): host name → the claiming Ingress and its
+    /// addresses, health and policy.
+    pub hosts: BTreeMap<String, HostEntry>,
+}
+
+/// One Ingress host in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostEntry {
+    /// The Ingress claiming it (the older one when several do).
+    pub owner: ServiceId,
+    /// Its creation time (RFC 3339; empty when unknown): across clusters, the oldest claim
+    /// keeps the host.
+    pub created: String,
+    /// Its addresses, and `ready_endpoints` the ready endpoints of the host's backends (0 when
+    /// unhealthy), and its policy.
+    pub health: ServiceHealth,
 }
 
 impl ClusterView {
@@ -152,9 +164,12 @@ impl ClusterView {
                 .map(|(host, h)| {
                     (
                         host.clone(),
-                        ServiceHealth {
-                            policy: h.policy.clone(),
-                            ..ServiceHealth::default()
+                        HostEntry {
+                            health: ServiceHealth {
+                                policy: h.health.policy.clone(),
+                                ..ServiceHealth::default()
+                            },
+                            ..h.clone()
                         },
                     )
                 })
@@ -508,7 +523,7 @@ fn ingress_hosts(
     settings: &ViewSettings,
     objects: &ClusterObjects,
     ignored: &mut Vec<Ignored>,
-) -> BTreeMap<String, ServiceHealth> {
+) -> BTreeMap<String, HostEntry> {
     // Ready endpoints per Service, any Service (backends need not be LoadBalancers).
     let mut ready: HashMap<(&str, &str), usize> = HashMap::new();
     for slice in &objects.slices {
@@ -537,8 +552,7 @@ fn ingress_hosts(
             i.metadata.name.clone(),
         )
     });
-    let mut hosts: BTreeMap<String, ServiceHealth> = BTreeMap::new();
-    let mut owners: BTreeMap<String, ServiceId> = BTreeMap::new();
+    let mut hosts: BTreeMap<String, HostEntry> = BTreeMap::new();
     for ing in ingresses {
         let meta = &ing.metadata;
         let opted_out = meta
@@ -575,49 +589,39 @@ fn ingress_hosts(
             &Regarding::Ingress(id.clone()),
             ignored,
         );
+        if policy.check.is_some() {
+            ignored.push(Ignored {
+                object: object.clone(),
+                reason: format!(
+                    "{}: health checks are not run for Ingress hosts (their backends' endpoints decide)",
+                    policy::HEALTH_CHECK
+                ),
+                event: Some((Regarding::Ingress(id.clone()), "InvalidHealthCheck")),
+            });
+        }
         let spec = ing.spec.as_ref();
-        let backends: BTreeSet<&str> = spec
+        let service_of = |b: &k8s_openapi::api::networking::v1::IngressBackend| {
+            b.service.as_ref().map(|s| s.name.clone())
+        };
+        let default_backend: Option<String> = spec
             .and_then(|s| s.default_backend.as_ref())
-            .into_iter()
-            .chain(
-                spec.and_then(|s| s.rules.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r.http.as_ref())
-                    .flat_map(|h| h.paths.iter().map(|p| &p.backend)),
-            )
-            .filter_map(|b| Some(b.service.as_ref()?.name.as_str()))
-            .collect();
-        let counts: Vec<usize> = backends
-            .iter()
-            .map(|b| {
-                ready
-                    .get(&(id.namespace.as_str(), *b))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .collect();
+            .and_then(service_of);
         let all = meta
             .annotations
             .as_ref()
             .and_then(|a| a.get(BACKEND_HEALTH))
             .is_some_and(|v| v.eq_ignore_ascii_case("all"));
-        let ready_endpoints = if counts.is_empty() {
-            1 // no Service backend: nothing to judge it by
-        } else if all && counts.contains(&0) {
-            0
-        } else {
-            counts.iter().sum()
-        };
-        let rule_hosts = spec
-            .and_then(|s| s.rules.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r.host.as_deref());
-        for raw in rule_hosts {
+        let created = meta
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        for rule in spec.and_then(|s| s.rules.as_ref()).into_iter().flatten() {
+            let Some(raw) = rule.host.as_deref() else {
+                continue;
+            };
             let host = raw.trim_end_matches('.').to_ascii_lowercase();
-            let problem = ingress_host_problem(&host, settings);
-            if let Some(reason) = problem {
+            if let Some(reason) = ingress_host_problem(&host, settings) {
                 ignored.push(Ignored {
                     object: object.clone(),
                     reason: format!("host {raw:?} {reason}: no record"),
@@ -625,7 +629,7 @@ fn ingress_hosts(
                 });
                 continue;
             }
-            if let Some(owner) = owners.get(&host) {
+            if let Some(owner) = hosts.get(&host).map(|e| &e.owner) {
                 if *owner != id {
                     ignored.push(Ignored {
                         object: object.clone(),
@@ -637,15 +641,57 @@ fn ingress_hosts(
                 }
                 continue;
             }
-            owners.insert(host.clone(), id.clone());
+            // This host's backends: its rule's paths, else the default backend.
+            let mut backends: BTreeSet<String> = rule
+                .http
+                .iter()
+                .flat_map(|h| h.paths.iter().filter_map(|p| service_of(&p.backend)))
+                .collect();
+            if backends.is_empty() {
+                backends.extend(default_backend.clone());
+            }
+            let counts: Vec<usize> = backends
+                .iter()
+                .map(|b| {
+                    ready
+                        .get(&(id.namespace.as_str(), b.as_str()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let ready_endpoints = if counts.is_empty() {
+                1 // no Service backend: nothing to judge it by
+            } else if all && counts.contains(&0) {
+                0
+            } else {
+                counts.iter().sum()
+            };
+            // A load balancer named as the host itself (or below it) would make it an alias
+            // of itself.
+            let own_hostnames: Vec<String> = hostnames
+                .iter()
+                .filter(|h| **h != host && !h.ends_with(&format!(".{host}")))
+                .cloned()
+                .collect();
+            if own_hostnames.len() < hostnames.len() {
+                ignored.push(Ignored {
+                    object: object.clone(),
+                    reason: format!("a load balancer hostname at or below {host} is left out of its records (it would be its own alias)"),
+                    event: None,
+                });
+            }
             hosts.insert(
                 host,
-                ServiceHealth {
-                    ingress: addresses.clone(),
-                    hostnames: hostnames.clone(),
-                    ready_endpoints,
-                    policy: policy.clone(),
-                    ..ServiceHealth::default()
+                HostEntry {
+                    owner: id.clone(),
+                    created: created.clone(),
+                    health: ServiceHealth {
+                        ingress: addresses.clone(),
+                        hostnames: own_hostnames,
+                        ready_endpoints,
+                        policy: policy.clone(),
+                        ..ServiceHealth::default()
+                    },
                 },
             );
         }
@@ -675,6 +721,22 @@ fn ingress_host_problem(host: &str, settings: &ViewSettings) -> Option<String> {
         return Some(format!(
             "is inside the names of the federation's Services (…{fed}.svc…)"
         ));
+    }
+    if labels.last() == Some(&"dns") {
+        return Some(format!(
+            "is at or below dns.{domain}, where the zone's apex addresses and name servers are"
+        ));
+    }
+    if labels == ["*"] {
+        return Some(format!("is a wildcard for all of {domain}"));
+    }
+    // Its longest record name: an IPv6 address label (39) below the longest cluster name.
+    let longest_cluster = settings.members.iter().map(String::len).max().unwrap_or(63);
+    if host.len() + longest_cluster + 39 + 2 > 253 {
+        return Some(
+            "is too long: its records' names (address.cluster.host) would pass 253 characters"
+                .to_owned(),
+        );
     }
     None
 }

@@ -1098,7 +1098,9 @@ impl<'a> Resolver<'a> {
 
 /// The alias (CNAME target) of a name: a name that lists only names (no addresses), never the
 /// apex. An alias holds no other data (RFC 1034 3.6.2), except that SRV and PTR queries read
-/// name hosts as SRV targets and PTR names, as SkyDNS does.
+/// name hosts as SRV targets and PTR names, as SkyDNS does. A name host with a port (an SRV
+/// record, such as fedplane-controller's `_<port>._<proto>.<name>`) is no alias: the name
+/// answers SRV, and NODATA otherwise (in transfers too).
 fn alias_of(entries: &[&Entry], apex: bool) -> Option<Name> {
     let has_address = entries
         .iter()
@@ -1107,7 +1109,7 @@ fn alias_of(entries: &[&Entry], apex: bool) -> Option<Name> {
         return None;
     }
     entries.iter().find_map(|e| match &e.record.host {
-        Host::Name(n) if !e.record.mail => Some(n.clone()),
+        Host::Name(n) if !e.record.mail && e.record.port.unwrap_or(0) == 0 => Some(n.clone()),
         _ => None,
     })
 }

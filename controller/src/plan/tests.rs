@@ -919,10 +919,17 @@ fn a_hostname_only_load_balancer_is_a_name_record_and_gets_no_srv_record() {
 #[test]
 fn an_ingress_host_answers_every_cluster_where_it_is_healthy_and_replans_alone() {
     let n = naming();
-    let host = |ip: &str, ready: usize| ServiceHealth {
-        ingress: vec![ip.parse().expect("ip")],
-        ready_endpoints: ready,
-        ..ServiceHealth::default()
+    let host = |ip: &str, ready: usize| view::HostEntry {
+        owner: ServiceId {
+            namespace: "shop".into(),
+            name: "shop".into(),
+        },
+        created: "2026-01-01T00:00:00Z".into(),
+        health: ServiceHealth {
+            ingress: vec![ip.parse().expect("ip")],
+            ready_endpoints: ready,
+            ..ServiceHealth::default()
+        },
     };
     let mut before = seeds([2, 2, 2]);
     before[0]
@@ -959,4 +966,87 @@ fn an_ingress_host_answers_every_cluster_where_it_is_healthy_and_replans_alone()
         c.hosts.clear();
     }
     assert!(answers(&plan(&n, &after), &n, "shop.example.com").is_empty());
+}
+
+#[test]
+fn a_host_keeps_to_its_oldest_ingress_across_clusters_and_ancestors_of_other_names_are_refused() {
+    let n = naming();
+    let entry = |ns: &str, created: &str, ip: &str| view::HostEntry {
+        owner: ServiceId {
+            namespace: ns.into(),
+            name: "shop".into(),
+        },
+        created: created.into(),
+        health: ServiceHealth {
+            ingress: vec![ip.parse().expect("ip")],
+            ready_endpoints: 1,
+            ..ServiceHealth::default()
+        },
+    };
+    let mut v = seeds([2, 2, 2]);
+    // usa's team-a Ingress is the oldest; chn's sandbox one (first in cluster order, younger)
+    // joins nothing, whatever its strategy.
+    v.rotate_right(1); // chn first
+    v[0].hosts.insert(
+        "shop.example.com".into(),
+        entry("sandbox", "2026-06-01T00:00:00Z", "10.9.9.9"),
+    );
+    v[2].hosts.insert(
+        "shop.example.com".into(),
+        entry("team-a", "2026-01-01T00:00:00Z", "10.210.3.80"),
+    );
+    v[1].hosts.insert(
+        "shop.example.com".into(),
+        entry("team-a", "2026-02-01T00:00:00Z", "10.210.1.80"),
+    );
+    let owner = host_owner(&v, "shop.example.com").expect("an owner");
+    assert_eq!(owner.namespace, "team-a");
+    let d = plan(&n, &v);
+    assert_eq!(
+        answers(&d, &n, "shop.example.com"),
+        ["10.210.1.80", "10.210.3.80"]
+    );
+    // Hosts that are ancestors of other names: refused, and only those.
+    for h in [
+        "svc.example.com",
+        "europe.example.com",
+        "fr.europe.example.com",
+        "svc.us.america.example.com",
+        "a.example.com",
+        "x.a.example.com",
+        "*.b.example.com",
+        "b.example.com",
+    ] {
+        v[0].hosts
+            .insert(h.into(), entry("x", "2026-01-01T00:00:00Z", "10.8.8.8"));
+    }
+    let refused = refused_hosts(&n, &v);
+    let names: Vec<&str> = refused.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "a.example.com",
+            "europe.example.com",
+            "fr.europe.example.com",
+            "svc.example.com",
+            "svc.us.america.example.com"
+        ]
+    );
+    let d = plan(&n, &v);
+    assert!(answers(&d, &n, "x.a.example.com") == ["10.8.8.8"]);
+    assert!(
+        !d.keys().any(|k| k.starts_with("/skydns/com/example/a/c")),
+        "a.example.com has no record of its own"
+    );
+    // A wildcard below is no conflict (fedplane-dns keeps wildcard keys out of a name's
+    // subtree, RFC 4592).
+    assert!(
+        d.contains_key(&format!("/skydns/com/example/b/{}/10-8-8-8", v[0].name)),
+        "{d:#?}"
+    );
+    assert_eq!(
+        answers(&d, &n, GLOBAL),
+        ["10.210.1.68", "10.210.2.65", "10.210.3.65"],
+        "the Services' names are untouched"
+    );
 }

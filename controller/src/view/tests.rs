@@ -331,6 +331,8 @@ fn ingress_hosts_inside_the_domain_with_health_from_their_backends() {
                     "elsewhere.org",
                     "a.b.federation.svc.example.com",
                     "x_y.example.com",
+                    "apex.dns.example.com",
+                    "*.example.com",
                 ],
                 &["web", "api"],
                 json!({}),
@@ -371,20 +373,25 @@ fn ingress_hosts_inside_the_domain_with_health_from_their_backends() {
         ]
     );
     let h = &view.hosts["shop.example.com"];
-    assert!(h.healthy(), "one ready backend is enough");
-    assert_eq!(h.ingress, ["10.0.0.80".parse::<IpAddr>().expect("ip")]);
-    assert_eq!(h.hostnames, ["lb.example.net"]);
+    assert!(h.health.healthy(), "one ready backend is enough");
+    assert_eq!(
+        h.health.ingress,
+        ["10.0.0.80".parse::<IpAddr>().expect("ip")]
+    );
+    assert_eq!(h.health.hostnames, ["lb.example.net"]);
     assert!(
-        !view.hosts["all.example.com"].healthy(),
+        !view.hosts["all.example.com"].health.healthy(),
         "every backend must be ready"
     );
     assert!(
-        view.hosts["static.example.com"].healthy(),
+        view.hosts["static.example.com"].health.healthy(),
         "no Service backend to judge by"
     );
     let reasons: Vec<&str> = ignored.iter().map(|i| i.reason.as_str()).collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     for bad in [
+        "apex.dns.example.com",
+        "\"*.example.com\"",
         "elsewhere.org",
         "a.b.federation.svc.example.com",
         "x_y.example.com",
@@ -429,7 +436,7 @@ fn the_older_ingress_keeps_a_host_and_the_younger_gets_a_warning() {
         };
         let (view, ignored) = build(&ingress_settings(), &objects);
         assert_eq!(
-            view.hosts["shop.example.com"].ingress,
+            view.hosts["shop.example.com"].health.ingress,
             ["10.0.0.80".parse::<IpAddr>().expect("ip")],
             "the older one's addresses"
         );
@@ -478,5 +485,40 @@ fn the_node_fingerprint_moves_only_with_what_the_view_reads() {
     assert_eq!(
         node_fingerprint(&fixed, &[node("a", "asia", "cn")]),
         node_fingerprint(&fixed, &[base])
+    );
+}
+
+#[test]
+fn each_host_is_judged_by_its_own_rules_backends() {
+    let ing: Arc<Ingress> = Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "shop", "name": "two", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {
+                "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}},
+                "rules": [
+                    {"host": "shop.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}},
+                    {"host": "blog.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "api", "port": {"number": 80}}}}]}},
+                    {"host": "plain.example.com"},
+                ]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.80"}]}},
+        }))
+        .expect("Ingress"),
+    );
+    let objects = ClusterObjects {
+        slices: vec![ready_slice("web", true), ready_slice("api", false)],
+        ingresses: vec![ing],
+        ..ClusterObjects::default()
+    };
+    let (view, _) = build(&ingress_settings(), &objects);
+    assert!(view.hosts["shop.example.com"].health.healthy());
+    assert!(
+        !view.hosts["blog.example.com"].health.healthy(),
+        "its own backend has none ready"
+    );
+    assert!(
+        view.hosts["plain.example.com"].health.healthy(),
+        "the default backend"
     );
 }
