@@ -204,3 +204,29 @@ fn snapshot_files_with_ingresses_give_the_same_records_as_the_live_clusters() {
         .collect();
     assert_eq!(live, snap);
 }
+
+#[test]
+fn another_clusters_younger_ingress_cannot_join_a_host() {
+    let fed = Federation::start();
+    backend(fed.fake("fcp"), true);
+    fed.fake("fcp")
+        .apply(ingress("shop", &[SHOP], json!([{"ip": "10.210.1.80"}])));
+    // In usa, another team's Ingress (another namespace and name) claims the same host.
+    let usa = fed.fake("usa");
+    usa.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sandbox"}}));
+    let mut evil = ingress("evil", &[SHOP], json!([{"ip": "10.210.3.99"}]));
+    evil["metadata"]["namespace"] = json!("sandbox");
+    evil["spec"]["rules"][0]["http"] = json!(null);
+    usa.apply(evil);
+    let _c = fed.controller(&["--source", "service,ingress"]);
+    fed.await_a(SHOP, &["10.210.1.80"]);
+    wait_until(WAIT, "a HostConflict Warning Event on sandbox/evil", || {
+        usa.events().into_iter().find(|e| {
+            e["reason"] == "HostConflict"
+                && e["regarding"]["name"] == "evil"
+                && e["regarding"]["namespace"] == "sandbox"
+        })
+    });
+    let d = fed.q(SHOP);
+    assert_eq!(d.answers("A"), ["10.210.1.80"], "{}", d.raw);
+}
