@@ -555,22 +555,8 @@ fn ingress_hosts(
     let mut hosts: BTreeMap<String, HostEntry> = BTreeMap::new();
     for ing in ingresses {
         let meta = &ing.metadata;
-        let opted_out = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(OPT_OUT))
-            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
-        if opted_out
-            || settings
-                .selector
-                .as_ref()
-                .is_some_and(|s| !s.matches(meta.labels.as_ref()))
-        {
+        let Some(id) = selected(meta, settings.selector.as_ref()) else {
             continue;
-        }
-        let id = ServiceId {
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-            name: meta.name.clone().unwrap_or_default(),
         };
         let object = format!("Ingress {id}");
         let entries = ing
@@ -788,7 +774,14 @@ fn federated(svc: &Service, selector: Option<&Selector>) -> Option<ServiceId> {
     if spec.type_.as_deref() != Some("LoadBalancer") {
         return None;
     }
-    let meta = &svc.metadata;
+    selected(&svc.metadata, selector)
+}
+
+/// The object's id unless it opts out or `selector` does not pick it.
+fn selected(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    selector: Option<&Selector>,
+) -> Option<ServiceId> {
     if meta
         .annotations
         .as_ref()
