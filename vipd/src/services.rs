@@ -116,15 +116,7 @@ pub fn svc_of(s: &Service, class: &str) -> Svc {
         (None, Some(ip)) => parse_request(ip, "spec.loadBalancerIP"),
         (None, None) => (Vec::new(), None),
     };
-    let current = s
-        .status
-        .as_ref()
-        .and_then(|st| st.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect();
+    let current = status_addresses(s).collect();
     Svc {
         key: key_of(s),
         created: s
@@ -144,6 +136,18 @@ pub fn svc_of(s: &Service, class: &str) -> Svc {
         pool: annotations.get(POOL_ANNOTATION).cloned(),
         current,
     }
+}
+
+/// The addresses in a Service's `status.loadBalancer.ingress` (entries without a parsable
+/// `ip` skipped).
+pub fn status_addresses(s: &Service) -> impl Iterator<Item = IpAddr> + '_ {
+    s.status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
 }
 
 fn parse_request(list: &str, what: &str) -> (Vec<IpAddr>, Option<String>) {
@@ -222,15 +226,7 @@ impl Endpoints {
                 continue;
             }
             let nodes = ready.get(&key_of(s)).cloned().unwrap_or_default();
-            let addresses = s
-                .status
-                .as_ref()
-                .and_then(|st| st.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok());
-            for ip in addresses {
+            for ip in status_addresses(s) {
                 out.insert(ip, nodes.clone());
             }
         }

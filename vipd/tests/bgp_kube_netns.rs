@@ -17,6 +17,9 @@ use fedplane_testkit::{Daemon, require_program, wait_until};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+mod common;
+use common::slice;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 fn vipd(node: &Host, name: &str, kubeconfig: &Path, dir: &Path) -> Daemon {
@@ -65,21 +68,6 @@ fn service(name: &str, policy: &str) -> Value {
         "metadata": {"namespace": "default", "name": name},
         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
                  "ports": [{"port": 8080}]}})
-}
-
-fn slice(service: &str, nodes: &[&str]) -> Value {
-    let endpoints: Vec<Value> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            json!({"addresses": [format!("10.1.0.{}", i + 1)], "nodeName": n,
-                             "conditions": {"ready": true}})
-        })
-        .collect();
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"namespace": "default", "name": format!("{service}-abc"),
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4", "endpoints": endpoints})
 }
 
 fn address(fake: &FakeKubeApi, name: &str) -> IpAddr {

@@ -16,7 +16,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 mod common;
-use common::web;
+use common::{slice, web};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// Adverts every 100 ms: a backup of priority 100 takes over 3 × 100 ms + skew (60.9 ms) after
@@ -262,22 +262,6 @@ for _ in range(20):
         },
     );
     drop(lan);
-}
-
-/// An EndpointSlice of Service `default/<service>` with one ready endpoint on each of `nodes`.
-fn slice(service: &str, nodes: &[&str]) -> serde_json::Value {
-    let endpoints: Vec<serde_json::Value> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            json!({"addresses": [format!("10.1.0.{}", i + 1)], "nodeName": n,
-                   "conditions": {"ready": true}})
-        })
-        .collect();
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"namespace": "default", "name": format!("{service}-abc"),
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4", "endpoints": endpoints})
 }
 
 /// Which of `nodes` hold `ip` (their names).

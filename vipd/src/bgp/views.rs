@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::decide::{NodeView, SvcView};
-use crate::services::key_of;
+use crate::services::{key_of, status_addresses};
 
 /// The label an EndpointSlice names its Service with.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -70,15 +70,7 @@ pub fn svc_views(services: &[Service], ready: &BTreeMap<String, BTreeSet<String>
     services
         .iter()
         .filter_map(|s| {
-            let addresses: Vec<std::net::IpAddr> = s
-                .status
-                .as_ref()
-                .and_then(|st| st.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
-                .collect();
+            let addresses: Vec<std::net::IpAddr> = status_addresses(s).collect();
             if addresses.is_empty() {
                 return None;
             }

@@ -216,3 +216,19 @@ pub fn web(node: &Host, name: &str, dir: &Path) -> Daemon {
     .collect();
     node.spawn(Path::new("python3"), &args, &[])
 }
+
+/// An EndpointSlice of Service `default/<service>` with one ready endpoint on each of `nodes`.
+pub fn slice(service: &str, nodes: &[&str]) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            serde_json::json!({"addresses": [format!("10.1.0.{}", i + 1)], "nodeName": n,
+                               "conditions": {"ready": true}})
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "default", "name": format!("{service}-abc"),
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4", "endpoints": endpoints})
+}
