@@ -109,21 +109,26 @@ impl Lab {
             .collect()
     }
 
-    /// The node names the router reaches over `n` fresh connections to the address.
-    fn reached(&self, n: usize) -> BTreeSet<String> {
-        (0..n)
-            .filter_map(|_| {
-                self.router_host
-                    .try_run(&[
-                        "curl",
-                        "-sf",
-                        "--max-time",
-                        "2",
-                        &format!("http://{VIP}:8080/name"),
-                    ])
-                    .ok()
-            })
-            .collect()
+    /// The node names the router reaches over `n` fresh connections to the address, and
+    /// the errors of those that failed.
+    fn reached(&self, n: usize) -> (BTreeSet<String>, Vec<String>) {
+        let (mut names, mut errors) = (BTreeSet::new(), Vec::new());
+        for _ in 0..n {
+            match self.router_host.try_run(&[
+                "curl",
+                "-sS",
+                "-f",
+                "--max-time",
+                "2",
+                &format!("http://{VIP}:8080/name"),
+            ]) {
+                Ok(name) => {
+                    names.insert(name);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        (names, errors)
     }
 }
 
@@ -132,10 +137,11 @@ fn every_node_announces_the_address_and_the_router_spreads_over_them() {
     let lab = lab(true);
     lab.router
         .await_nexthops(vip(), &lab.hops(&[0, 1, 2]), WAIT);
-    let reached = lab.reached(24);
+    let (reached, errors) = lab.reached(24);
     assert!(
         reached.len() >= 2,
-        "ECMP reaches several nodes: {reached:?}"
+        "ECMP reaches several nodes: {reached:?}; failures: {errors:#?}\nroute: {}",
+        lab.router_host.run(&["ip", "route", "show", VIP])
     );
     // The BGP session state is in the metrics (read from BIRD once a second: awaited).
     let established = "fedplane_vipd_bgp_session_state{peer=\"tor\"} 3";
@@ -206,7 +212,7 @@ fn sigterm_withdraws_the_route_before_fedplane_vipd_exits() {
     );
     // The others still answer (the router's route may be rewritten for a moment).
     fedplane_testkit::wait_until(WAIT, "the router to reach n1 or n3", || {
-        lab.reached(1).into_iter().find(|n| n != "n2")
+        lab.reached(1).0.into_iter().find(|n| n != "n2")
     });
 }
 

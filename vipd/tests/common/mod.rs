@@ -214,7 +214,18 @@ pub fn web(node: &Host, name: &str, dir: &Path) -> Daemon {
     .map(ToString::to_string)
     .chain([root.to_string_lossy().into_owned()])
     .collect();
-    node.spawn(Path::new("python3"), &args, &[])
+    let server = node.spawn(Path::new("python3"), &args, &[]);
+    // Serving before the test goes on: a loaded machine takes seconds to start Python.
+    let page = "http://127.0.0.1:8080/name";
+    let served = fedplane_testkit::wait_until_or(Duration::from_secs(30), || {
+        node.try_run(&["curl", "-sf", "--max-time", "2", page]).ok()
+    });
+    assert_eq!(
+        served.as_deref(),
+        Some(name),
+        "the web server of {name} did not serve {page} within 30 s"
+    );
+    server
 }
 
 /// An EndpointSlice of Service `default/<service>` with one ready endpoint on each of `nodes`.
