@@ -47,8 +47,8 @@ pub struct Cli {
     #[arg(long)]
     pub all_contexts: bool,
     /// Member cluster read from a file of `kubectl get nodes,services,endpointslices -A -o
-    /// yaml` (or -o json; add ingresses with --source service,ingress) instead of a live API server
-    /// (repeatable)
+    /// yaml` (or -o json; add ingresses, gateways, httproutes, grpcroutes, tlsroutes,
+    /// dnsendpoints for those sources) instead of a live API server (repeatable)
     #[arg(long = "snapshot", value_name = "NAME=FILE")]
     pub snapshots: Vec<String>,
     /// Region of every node of cluster NAME, over its node labels (repeatable)
@@ -63,9 +63,13 @@ pub struct Cli {
     #[arg(long, value_name = "SELECTOR")]
     pub service_selector: Option<Selector>,
     /// What gives names, comma-separated (repeatable): service (LoadBalancer Services'
-    /// zone, region and global names), ingress (each Ingress rule's host inside --domain,
+    /// zone, region and global names); ingress (each Ingress rule's host inside --domain,
     /// with the Ingress's addresses from every cluster where it is healthy: a backend
-    /// Service with a ready endpoint, every backend with fedplane.io/backend-health: all)
+    /// Service with a ready endpoint, every backend with fedplane.io/backend-health: all);
+    /// gateway-httproute, gateway-grpcroute, gateway-tlsroute (each route hostname, with the
+    /// addresses of the Gateways that accepted the route, healthy as Ingresses by its
+    /// backendRefs); dnsendpoint (ExternalDNS's DNSEndpoints: their A, AAAA, CNAME, TXT, SRV
+    /// and MX records as they are). Of two objects claiming a name the older keeps it
     #[arg(
         long = "source",
         value_name = "LIST",
@@ -188,19 +192,13 @@ impl Settings {
         }
         dns_label(&cli.federation).map_err(|e| ConfigError(format!("--federation: {e}")))?;
         let etcd = cli.etcd.resolve(password_env).map_err(ConfigError)?;
-        let mut sources = Sources {
-            service: false,
-            ingress: false,
-        };
+        let mut sources = Sources::none();
         for s in &cli.sources {
-            match s.trim() {
-                "service" => sources.service = true,
-                "ingress" => sources.ingress = true,
-                other => {
-                    return Err(ConfigError(format!(
-                        "--source {other:?}: expected service or ingress"
-                    )));
-                }
+            if !sources.enable(s.trim()) {
+                return Err(ConfigError(format!(
+                    "--source {s:?}: expected one or more of {}",
+                    Sources::NAMES.join(", ")
+                )));
             }
         }
 

@@ -22,6 +22,7 @@ pub mod election;
 #[cfg(test)]
 mod fixtures;
 pub mod health;
+pub mod kinds;
 pub mod plan;
 pub mod policy;
 pub mod prober;

@@ -45,7 +45,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Strategy;
-use crate::view::{ClusterView, HostEntry, Locality, ServiceHealth, ServiceId};
+use crate::view::{ClusterView, Extra, HostEntry, Locality, Regarding, ServiceHealth, ServiceId};
 
 /// JSON field that marks a value as written by us.
 pub const OWNER_FIELD: &str = "managed-by";
@@ -112,18 +112,24 @@ pub fn address_label(ip: &IpAddr) -> String {
 /// The label under which an ingress hostname is stored: `h-` and 16 hex digits of its FNV-1a
 /// hash (a hostname may be longer than a label).
 pub fn hostname_label(host: &str) -> String {
+    format!("h-{:016x}", fnv1a(host))
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in host.bytes() {
+    for b in s.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("h-{h:016x}")
+    h
 }
 
 /// The JSON value of one of our records.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OwnedValue {
-    /// Address or CNAME target.
+    /// Address or CNAME target (or SRV target, mail exchanger); empty for a TXT record.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// TTL in seconds.
     pub ttl: u32,
@@ -142,6 +148,15 @@ pub struct OwnedValue {
     /// The port of an SRV record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// SRV priority, MX preference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    /// TXT data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// An MX record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mail: bool,
 }
 
 /// The owner marker of a stored value, if it is JSON with one.
@@ -260,7 +275,7 @@ fn record_value(
         zone: at.map(|l| l.zone.clone()),
         region: at.map(|l| l.region.clone()),
         weight,
-        port: None,
+        ..OwnedValue::default()
     })
     .unwrap_or_default()
 }
@@ -361,10 +376,10 @@ fn put_records(
     }
 }
 
-/// The Ingress that keeps `host` across the clusters: the oldest claim (creation time, then
-/// namespace/name; an unknown time last), so a tenant of another cluster cannot join or take
-/// over a host by creating another Ingress for it.
-pub fn host_owner<'a>(clusters: &'a [ClusterView], host: &str) -> Option<&'a ServiceId> {
+/// The object that keeps `host` across the clusters: the oldest claim (creation time, then
+/// kind and namespace/name; an unknown time last), so a tenant of another cluster cannot join
+/// or take over a host by creating another object for it.
+pub fn host_owner<'a>(clusters: &'a [ClusterView], host: &str) -> Option<&'a Regarding> {
     clusters
         .iter()
         .filter_map(|c| c.hosts.get(host))
@@ -412,38 +427,93 @@ pub fn refused_hosts(naming: &Naming, clusters: &[ClusterView]) -> BTreeMap<Stri
             );
             continue;
         }
+        // Wildcards and `_` names (SRV, TXT of DNSEndpoints such as `_sip._tcp.<host>`) are
+        // no names the host would answer for.
         let below = format!(".{host}");
-        if let Some(child) = hosts
-            .iter()
-            .find(|h| h.ends_with(&below) && !h.starts_with("*.") && !h.contains(".*."))
-        {
+        if let Some(child) = hosts.iter().find(|h| {
+            h.strip_suffix(&below)
+                .is_some_and(|rest| !rest.starts_with(['*', '_']) && !rest.contains(".*."))
+        }) {
             out.insert(
                 (*host).clone(),
-                format!("has the Ingress host {child} below it: it would answer its records"),
+                format!("has the host {child} below it: it would answer its records"),
             );
         }
     }
     out
 }
 
-/// Adds the records of one Ingress host to `out`: the addresses of every cluster where its
-/// owning Ingress ([`host_owner`]) is healthy, chosen by the strategy of the first cluster
-/// that has it; no levels, no fallback.
+/// Adds the records of one host to `out`: the addresses of every cluster where its owning
+/// object ([`host_owner`]) is healthy, chosen by the strategy of the first cluster that has
+/// it, and its other records (TXT, SRV, MX: every cluster's, once each); no levels, no
+/// fallback.
 fn plan_host(naming: &Naming, clusters: &[ClusterView], host: &str, out: &mut Desired) {
     let Some(owner) = host_owner(clusters, host) else {
         return;
     };
-    fn owned<'a>(c: &'a ClusterView, host: &str, owner: &ServiceId) -> Option<&'a HostEntry> {
+    fn owned<'a>(c: &'a ClusterView, host: &str, owner: &Regarding) -> Option<&'a HostEntry> {
         c.hosts.get(host).filter(|e| e.owner == *owner)
     }
     let Some(first) = clusters.iter().find_map(|c| owned(c, host, owner)) else {
         return;
+    };
+    let ttl_naming;
+    let naming = match first.ttl {
+        Some(ttl) if ttl != naming.ttl => {
+            ttl_naming = Naming {
+                ttl,
+                ..naming.clone()
+            };
+            &ttl_naming
+        }
+        _ => naming,
     };
     let strategy = &first.health.policy.strategy;
     let (healthy, _) = healthy_clusters(clusters, strategy, |c| {
         owned(c, host, owner).map(|e| &e.health)
     });
     put_records(naming, out, host, strategy, healthy.iter().collect());
+    let extras: BTreeSet<&Extra> = clusters
+        .iter()
+        .filter_map(|c| owned(c, host, owner))
+        .flat_map(|e| &e.extras)
+        .collect();
+    let key = naming.key(host);
+    for extra in extras {
+        let mut value = OwnedValue {
+            ttl: naming.ttl,
+            managed_by: naming.owner(),
+            ..OwnedValue::default()
+        };
+        let leaf = match extra {
+            Extra::Text(text) => {
+                value.text = Some(text.clone());
+                "_t"
+            }
+            Extra::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => {
+                value.host.clone_from(target);
+                value.port = Some(*port);
+                value.priority = Some(*priority);
+                value.weight = Some(u32::from(*weight));
+                "_s"
+            }
+            Extra::Mx { preference, host } => {
+                value.host.clone_from(host);
+                value.priority = Some(*preference);
+                value.mail = true;
+                "_m"
+            }
+        };
+        out.insert(
+            format!("{key}/{leaf}-{:016x}", fnv1a(&format!("{extra:?}"))),
+            serde_json::to_string(&value).unwrap_or_default(),
+        );
+    }
 }
 
 /// Adds the records of one Service to `out`.

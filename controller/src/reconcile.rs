@@ -19,7 +19,7 @@ use crate::prober::{self, ProbeTiming};
 use crate::reach::{self, Contribution};
 use crate::source::Cluster;
 use crate::store::{Store, StoreError};
-use crate::view::{self, ClusterView, Ignored, Regarding};
+use crate::view::{self, ClusterView, Ignored};
 
 /// The first pause after an etcd error; doubled at each error in a row.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -108,7 +108,7 @@ pub struct Reconciler {
     health: Arc<Mutex<Health>>,
     /// When the last change was taken up (the adaptive debounce, see [`Self::wait`]).
     last_change: Option<Instant>,
-    /// Ingress hosts refused and Ingresses that lost a host to another cluster's, as last
+    /// Hosts refused and objects that lost a host to another cluster's, as last
     /// reported (each is logged, and each loser gets its Event, once).
     hosts_reported: BTreeSet<(usize, String, String)>,
 }
@@ -116,7 +116,7 @@ pub struct Reconciler {
 /// A cluster's view as last built (see [`Reconciler::views`]).
 #[derive(Debug, Clone)]
 struct CachedView {
-    generations: [u64; 4],
+    generations: [u64; crate::source::KIND_COUNT],
     view: ClusterView,
     ignored: Vec<Ignored>,
     nodes: Vec<(String, Option<String>, Option<String>)>,
@@ -416,8 +416,8 @@ impl Reconciler {
         (records, store.without_foreign(changes))
     }
 
-    /// Logs the Ingress hosts the planner refuses, and records a Warning Event on each
-    /// Ingress whose host another cluster's older Ingress keeps (once each).
+    /// Logs the hosts the planner refuses, and records a Warning Event on each object
+    /// whose host another cluster's older object keeps (once each).
     fn report_hosts(&mut self, views: &[ClusterView]) {
         if views.iter().all(|v| v.hosts.is_empty()) {
             return;
@@ -439,7 +439,7 @@ impl Reconciler {
         for item in now.difference(&self.hosts_reported) {
             let (i, host, what) = item;
             if *i == usize::MAX {
-                warn!(host = %host, reason = %what, "Ingress host left without records");
+                warn!(host = %host, reason = %what, "host left without records");
                 continue;
             }
             let Some(c) = self
@@ -451,11 +451,11 @@ impl Reconciler {
             };
             let (loser, owner) = what.split_once('|').unwrap_or((what, ""));
             let note = format!(
-                "host {host} is kept by the older Ingress {owner} (in another cluster): no record from this one"
+                "host {host} is kept by the older {owner} (in another cluster): no record from this one"
             );
-            warn!(cluster = %views[*i].name, ingress = %loser, host = %host, %owner, "Ingress host claimed by an older Ingress of another cluster");
-            if let Some(e) = v_owner(&views[*i], host) {
-                c.warn(&Regarding::Ingress(e.clone()), "HostConflict", &note);
+            warn!(cluster = %views[*i].name, object = %loser, host = %host, %owner, "host claimed by an older object of another cluster");
+            if let Some(e) = views[*i].hosts.get(host) {
+                c.warn(&e.owner, "HostConflict", &note);
             }
         }
         self.hosts_reported = now;
@@ -613,11 +613,6 @@ fn report(reported: &mut BTreeSet<Ignored>, c: &Cluster, ignored: &[Ignored]) {
         }
     }
     *reported = now;
-}
-
-/// The Ingress holding `host` in one cluster's view.
-fn v_owner<'a>(v: &'a ClusterView, host: &str) -> Option<&'a crate::view::ServiceId> {
-    v.hosts.get(host).map(|e| &e.owner)
 }
 
 fn print_changes(changes: &[Change]) {

@@ -2,8 +2,11 @@
 //!
 //! The file is what `kubectl get nodes,services,endpointslices -A -o yaml` (or `-o json`)
 //! prints: a `kind: List` whose items carry their own `kind`. Several YAML documents, and
-//! single objects, are read too. Objects of other kinds are skipped and reported; a Node,
-//! Service, EndpointSlice or Ingress that does not parse is an error naming it.
+//! single objects, are read too. Ingresses (`networking.k8s.io/v1`), Gateways, HTTPRoutes and
+//! GRPCRoutes (`gateway.networking.k8s.io/v1`), TLSRoutes (`…/v1alpha2`) and DNSEndpoints
+//! (`externaldns.k8s.io/v1alpha1`) are read for the host sources. Objects of other kinds or
+//! versions are skipped and reported; an object of a read kind that does not parse is an
+//! error naming it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -116,11 +119,25 @@ pub fn parse(text: &str, path: &str) -> Result<Snapshot, SnapshotError> {
             "Service" => snap.objects.services.push(object(path, i, &kind, item)?),
             "EndpointSlice" => snap.objects.slices.push(object(path, i, &kind, item)?),
             // Only networking.k8s.io/v1 (older versions are skipped like other kinds).
-            "Ingress"
-                if item.get("apiVersion").and_then(Value::as_str)
-                    == Some("networking.k8s.io/v1") =>
-            {
+            "Ingress" if api_version(&item) == Some("networking.k8s.io/v1") => {
                 snap.objects.ingresses.push(object(path, i, &kind, item)?);
+            }
+            "Gateway" if api_version(&item) == Some("gateway.networking.k8s.io/v1") => {
+                snap.objects.gateways.push(object(path, i, &kind, item)?);
+            }
+            "HTTPRoute" if api_version(&item) == Some("gateway.networking.k8s.io/v1") => {
+                snap.objects.http_routes.push(object(path, i, &kind, item)?);
+            }
+            "GRPCRoute" if api_version(&item) == Some("gateway.networking.k8s.io/v1") => {
+                snap.objects.grpc_routes.push(object(path, i, &kind, item)?);
+            }
+            "TLSRoute" if api_version(&item) == Some("gateway.networking.k8s.io/v1alpha2") => {
+                snap.objects.tls_routes.push(object(path, i, &kind, item)?);
+            }
+            "DNSEndpoint" if api_version(&item) == Some("externaldns.k8s.io/v1alpha1") => {
+                snap.objects
+                    .dns_endpoints
+                    .push(object(path, i, &kind, item)?);
             }
             _ => match snap.skipped.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
@@ -129,6 +146,10 @@ pub fn parse(text: &str, path: &str) -> Result<Snapshot, SnapshotError> {
         }
     }
     Ok(snap)
+}
+
+fn api_version(item: &Value) -> Option<&str> {
+    item.get("apiVersion").and_then(Value::as_str)
 }
 
 fn object<T: DeserializeOwned>(

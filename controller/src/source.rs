@@ -1,8 +1,13 @@
 //! Where each member cluster's objects come from: a live API server (watches of
-//! [`fedplane_ops::kube`]: Nodes, Services, EndpointSlices, and Ingresses with `--source
-//! ingress`) or a snapshot file. Each cluster tracks its
-//! [`Link`] and, per kind, a generation that moves on every change of that kind, and wakes
-//! the reconcile loop.
+//! [`fedplane_ops::kube`]: Nodes, Services, EndpointSlices, and the kinds of the host sources
+//! `--source` turns on: Ingresses, Gateways and their routes, DNSEndpoints) or a snapshot
+//! file. Each cluster tracks its [`Link`] and, per kind, a generation that moves on every
+//! change of that kind, and wakes the reconcile loop.
+//!
+//! The watches of the host sources do not decide whether a cluster is reachable: a failing one
+//! (no permission on a member, a CRD not installed there) must not withdraw the cluster's
+//! Services; its hosts stay as last seen. A cluster waits [`OPTIONAL_LIST_WAIT`] for their
+//! first lists, then counts as listed without them.
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -10,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use fedplane_ops::kube::{Observer, Signal};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -23,40 +29,64 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::kinds::{DnsEndpoint, Gateway, GrpcRoute, HttpRoute, TlsRoute};
 use crate::reach::Link;
-use crate::view::{ClusterObjects, Regarding, ViewSettings};
+use crate::view::{ClusterObjects, Kind, Regarding, ViewSettings};
 
-const KINDS: [&str; 4] = ["Node", "Service", "EndpointSlice", "Ingress"];
-/// The Ingress watch's index in [`KINDS`]. It does not decide whether the cluster is
-/// reachable: a failing Ingress watch (no permission on a member, say) must not withdraw the
-/// cluster's Services; its hosts stay as last seen.
-const INGRESS: usize = 3;
-/// How long a cluster waits for its Ingresses to be listed before it counts as listed
-/// without them (so a member that does not let us list Ingresses costs this once, not its
-/// Services' records).
-const INGRESS_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The watched kinds, in the order of [`Cluster::generations`].
+pub const KINDS: [&str; KIND_COUNT] = [
+    "Node",
+    "Service",
+    "EndpointSlice",
+    "Ingress",
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+    "TLSRoute",
+    "DNSEndpoint",
+];
+/// How many kinds are watched (at most).
+pub const KIND_COUNT: usize = 9;
+/// The index in [`KINDS`] of the first kind of a host source: it and those after it do not
+/// decide whether the cluster is reachable.
+const OPTIONAL: usize = 3;
+/// How long a cluster waits for the kinds of its host sources to be listed before it counts
+/// as listed without them (so a member that does not let us list Ingresses, or lacks the
+/// Gateway API CRDs, costs this once, not its Services' records).
+pub const OPTIONAL_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where and how to read one optional kind: its API group and resource, for the hints of
+/// the logs.
+const OPTIONAL_RESOURCES: [&str; KIND_COUNT - OPTIONAL] = [
+    "networking.k8s.io ingresses",
+    "gateway.networking.k8s.io gateways",
+    "gateway.networking.k8s.io httproutes",
+    "gateway.networking.k8s.io grpcroutes",
+    "gateway.networking.k8s.io tlsroutes",
+    "externaldns.k8s.io dnsendpoints",
+];
 
 #[derive(Debug, Default)]
 struct LinkState {
     /// Per watcher: listed at least once (a kind not watched counts as listed).
-    listed: [bool; 4],
+    listed: [bool; KIND_COUNT],
     /// Per watcher: its last event was an error.
-    failing: [bool; 4],
+    failing: [bool; KIND_COUNT],
     /// When the first of the current failures began.
     failing_since: Option<Instant>,
     /// When the watches started (live clusters).
     started: Option<Instant>,
     /// Per watcher: moves on every change of its objects.
-    generations: [u64; 4],
+    generations: [u64; KIND_COUNT],
 }
 
 impl LinkState {
     fn link(&self) -> Link {
-        let ingress_awaited = !self.listed[INGRESS]
+        let optional_awaited = !self.listed[OPTIONAL..].iter().all(|l| *l)
             && self
                 .started
-                .is_some_and(|t| t.elapsed() < INGRESS_LIST_WAIT);
-        if !self.listed[..INGRESS].iter().all(|l| *l) || ingress_awaited {
+                .is_some_and(|t| t.elapsed() < OPTIONAL_LIST_WAIT);
+        if !self.listed[..OPTIONAL].iter().all(|l| *l) || optional_awaited {
             Link::Pending
         } else if let Some(since) = self.failing_since {
             Link::Unreachable { since }
@@ -73,6 +103,11 @@ enum Objects {
         services: Store<Service>,
         slices: Store<EndpointSlice>,
         ingresses: Option<Store<Ingress>>,
+        gateways: Option<Store<Gateway>>,
+        http_routes: Option<Store<HttpRoute>>,
+        grpc_routes: Option<Store<GrpcRoute>>,
+        tls_routes: Option<Store<TlsRoute>>,
+        dns_endpoints: Option<Store<DnsEndpoint>>,
         recorder: Recorder,
     },
 }
@@ -98,7 +133,7 @@ impl Cluster {
     /// A cluster read once from a snapshot: always connected, never changes.
     pub fn from_snapshot(view: ViewSettings, objects: ClusterObjects) -> Self {
         let state = LinkState {
-            listed: [true; 4],
+            listed: [true; KIND_COUNT],
             ..LinkState::default()
         };
         metrics::gauge!("fedplane_controller_cluster_connected", "cluster" => view.cluster.clone())
@@ -118,8 +153,20 @@ impl Cluster {
         cancel: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) -> Self {
+        let sources = view.sources;
+        let watched = [
+            true,
+            true,
+            true,
+            sources.ingress,
+            sources.gateway(),
+            sources.http_route,
+            sources.grpc_route,
+            sources.tls_route,
+            sources.dns_endpoint,
+        ];
         let state = Arc::new(Mutex::new(LinkState {
-            listed: [false, false, false, !view.sources.ingress],
+            listed: watched.map(|w| !w),
             started: Some(Instant::now()),
             ..LinkState::default()
         }));
@@ -134,22 +181,34 @@ impl Cluster {
         let nodes = w.spawn::<Node>(Api::all(client.clone()), 0, tasks);
         let services = w.spawn::<Service>(Api::all(client.clone()), 1, tasks);
         let slices = w.spawn::<EndpointSlice>(Api::all(client.clone()), 2, tasks);
-        let ingresses = view.sources.ingress.then(|| {
-            // The end of the wait for the Ingresses' list must wake the loop.
+        if watched[OPTIONAL..].iter().any(|w| *w) {
+            // The end of the wait for the optional kinds' lists must wake the loop.
             let (w2, cancel) = (w.clone(), cancel.clone());
             tasks.spawn(async move {
                 tokio::select! {
-                    () = tokio::time::sleep(INGRESS_LIST_WAIT) => {
-                        if !w2.lock().listed[INGRESS] {
-                            tracing::error!(cluster = %w2.cluster, "Ingresses not listed after {INGRESS_LIST_WAIT:?} (may fedplane-controller-reader list and watch networking.k8s.io ingresses there?): the cluster's Services are published without its Ingress hosts");
+                    () = tokio::time::sleep(OPTIONAL_LIST_WAIT) => {
+                        let listed = w2.lock().listed;
+                        for i in (OPTIONAL..KIND_COUNT).filter(|i| !listed[*i]) {
+                            tracing::error!(cluster = %w2.cluster, kind = KINDS[i], "not listed after {OPTIONAL_LIST_WAIT:?} (may fedplane-controller-reader list and watch {} there, and is the CRD installed?): the cluster's Services are published without these hosts", OPTIONAL_RESOURCES[i - OPTIONAL]);
+                        }
+                        if listed.iter().any(|l| !l) {
                             w2.changed.notify_one();
                         }
                     }
                     () = cancel.cancelled() => {}
                 }
             });
-            w.spawn::<Ingress>(Api::all(client.clone()), INGRESS, tasks)
-        });
+        }
+        let ingresses = watched[3].then(|| w.spawn::<Ingress>(Api::all(client.clone()), 3, tasks));
+        let gateways = watched[4].then(|| w.spawn::<Gateway>(Api::all(client.clone()), 4, tasks));
+        let http_routes =
+            watched[5].then(|| w.spawn::<HttpRoute>(Api::all(client.clone()), 5, tasks));
+        let grpc_routes =
+            watched[6].then(|| w.spawn::<GrpcRoute>(Api::all(client.clone()), 6, tasks));
+        let tls_routes =
+            watched[7].then(|| w.spawn::<TlsRoute>(Api::all(client.clone()), 7, tasks));
+        let dns_endpoints =
+            watched[8].then(|| w.spawn::<DnsEndpoint>(Api::all(client.clone()), 8, tasks));
         let recorder = Recorder::new(
             client,
             Reporter {
@@ -165,31 +224,48 @@ impl Cluster {
                 services,
                 slices,
                 ingresses,
+                gateways,
+                http_routes,
+                grpc_routes,
+                tls_routes,
+                dns_endpoints,
                 recorder,
             },
         }
     }
 
-    /// Records a Warning Event on a Service or Ingress of a live cluster (in the background: a
-    /// cluster that cannot take it costs a debug line, nothing else).
+    /// Records a Warning Event on an object of a live cluster (in the background: a cluster
+    /// that cannot take it costs a debug line, nothing else).
     pub fn warn(&self, regarding: &Regarding, reason: &str, note: &str) {
         let Objects::Live {
             services,
             ingresses,
+            http_routes,
+            grpc_routes,
+            tls_routes,
+            dns_endpoints,
             recorder,
             ..
         } = &self.objects
         else {
             return;
         };
-        let reference = match regarding {
-            Regarding::Service(id) => services
+        fn find<K>(store: Option<&Store<K>>, id: &crate::view::ServiceId) -> Option<ObjectReference>
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            store?
                 .get(&ObjectRef::new(&id.name).within(&id.namespace))
-                .map(|o| o.object_ref(&())),
-            Regarding::Ingress(id) => ingresses.as_ref().and_then(|s| {
-                s.get(&ObjectRef::new(&id.name).within(&id.namespace))
-                    .map(|o| o.object_ref(&()))
-            }),
+                .map(|o| o.object_ref(&()))
+        }
+        let id = &regarding.id;
+        let reference = match regarding.kind {
+            Kind::Service => find(Some(services), id),
+            Kind::Ingress => find(ingresses.as_ref(), id),
+            Kind::HttpRoute => find(http_routes.as_ref(), id),
+            Kind::GrpcRoute => find(grpc_routes.as_ref(), id),
+            Kind::TlsRoute => find(tls_routes.as_ref(), id),
+            Kind::DnsEndpoint => find(dns_endpoints.as_ref(), id),
         };
         let Some(reference) = reference else {
             return;
@@ -220,9 +296,8 @@ impl Cluster {
         self.lock().link()
     }
 
-    /// Per kind (Nodes, Services, EndpointSlices, Ingresses): moves whenever its objects
-    /// change.
-    pub fn generations(&self) -> [u64; 4] {
+    /// Per kind (in [`KINDS`] order): moves whenever its objects change.
+    pub fn generations(&self) -> [u64; KIND_COUNT] {
         self.lock().generations
     }
 
@@ -235,12 +310,22 @@ impl Cluster {
                 services,
                 slices,
                 ingresses,
+                gateways,
+                http_routes,
+                grpc_routes,
+                tls_routes,
+                dns_endpoints,
                 ..
             } => ClusterObjects {
                 nodes: nodes.state(),
                 services: services.state(),
                 slices: slices.state(),
                 ingresses: ingresses.as_ref().map(Store::state).unwrap_or_default(),
+                gateways: gateways.as_ref().map(Store::state).unwrap_or_default(),
+                http_routes: http_routes.as_ref().map(Store::state).unwrap_or_default(),
+                grpc_routes: grpc_routes.as_ref().map(Store::state).unwrap_or_default(),
+                tls_routes: tls_routes.as_ref().map(Store::state).unwrap_or_default(),
+                dns_endpoints: dns_endpoints.as_ref().map(Store::state).unwrap_or_default(),
             },
         }
     }
@@ -255,7 +340,7 @@ struct Watch {
     cancel: CancellationToken,
 }
 
-/// One of a cluster's three watchers, as [`fedplane_ops::kube`] reports to it.
+/// One of a cluster's watchers, as [`fedplane_ops::kube`] reports to it.
 struct Watcher {
     watch: Watch,
     index: usize,
@@ -291,11 +376,11 @@ impl Watch {
     fn recovered(&self, index: usize) {
         let mut s = self.lock();
         s.failing[index] = false;
-        if index == INGRESS {
-            info!(cluster = %self.cluster, "Ingress watch recovered");
+        if index >= OPTIONAL {
+            info!(cluster = %self.cluster, kind = KINDS[index], "watch recovered");
             return;
         }
-        if s.failing_since.is_some() && !s.failing[..INGRESS].iter().any(|f| *f) {
+        if s.failing_since.is_some() && !s.failing[..OPTIONAL].iter().any(|f| *f) {
             info!(cluster = %self.cluster, "cluster reachable again");
             s.failing_since = None;
             drop(s);
@@ -333,12 +418,12 @@ impl Watch {
 
     fn on_error(&self, index: usize, e: &watcher::Error) {
         let mut s = self.lock();
-        if index == INGRESS {
-            if !s.failing[INGRESS] {
-                warn!(cluster = %self.cluster, error = %e,
-                    "Ingress watch failing (may fedplane-controller-reader list and watch networking.k8s.io ingresses?); the cluster's Ingress hosts stay as last seen, its Services are not affected");
+        if index >= OPTIONAL {
+            if !s.failing[index] {
+                warn!(cluster = %self.cluster, kind = KINDS[index], error = %e,
+                    "watch failing (may fedplane-controller-reader list and watch {}, and is the CRD installed?); the cluster's hosts of this kind stay as last seen, its Services are not affected", OPTIONAL_RESOURCES[index - OPTIONAL]);
             }
-            s.failing[INGRESS] = true;
+            s.failing[index] = true;
             return;
         }
         s.failing[index] = true;

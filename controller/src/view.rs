@@ -12,15 +12,10 @@
 //! - Ready: EndpointSlice `conditions.ready` true, or unset (the API's "unknown, treat as ready").
 //! - Named ports (`spec.ports[].name`, a DNS label; protocol TCP, UDP or SCTP) get SRV records;
 //!   unnamed ports do not, as in kube-dns.
-//! - Ingresses (`--source ingress`): each `spec.rules[].host` inside the domain (a `*.` first
-//!   label makes a wildcard name) is a name of its own, with the Ingress's
-//!   `status.loadBalancer.ingress`; the same selector and opt-out annotation as Services.
-//!   Healthy: an address and a backend Service (rules' paths and `defaultBackend`) with a ready
-//!   endpoint — every backend with [`BACKEND_HEALTH`]` = "all"`; an Ingress without Service
-//!   backends counts as ready. Hosts inside the federation's Service names
-//!   (`….<fed>.svc.…`) are refused (those names are the Services'). Two Ingresses of one
-//!   cluster claiming a host: the older (creation time, then namespace/name) keeps it, the
-//!   other gets a Warning Event; the choice moves only when the older one goes.
+//! - Host names (`--source ingress`, `gateway-httproute`, `gateway-grpcroute`,
+//!   `gateway-tlsroute`, `dnsendpoint`): see [`hosts`]. The same selector and opt-out
+//!   annotation as Services. Hosts must be inside the domain and outside the federation's
+//!   Service names (`….<fed>.svc.…`) and `dns.<domain>`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -30,12 +25,14 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
+use crate::kinds::{DnsEndpoint, Gateway, GrpcRoute, HttpRoute, TlsRoute};
 use crate::policy::{self, Policy};
 use crate::selector::Selector;
 
-/// Annotation on a Service or Ingress: `"false"` keeps it out of the federation.
+/// Annotation on a Service (or another source's object): `"false"` keeps it out of the
+/// federation.
 pub const OPT_OUT: &str = "fedplane.io/federate";
-/// Annotation on an Ingress: `all` makes it healthy only while every backend Service has a
+/// Annotation on an Ingress or route: `all` makes it healthy only while every backend Service has a
 /// ready endpoint (default `any`: one is enough), as k8gb's `serviceHealthPolicy`.
 pub const BACKEND_HEALTH: &str = "fedplane.io/backend-health";
 /// The label EndpointSlices carry with their Service's name.
@@ -58,7 +55,7 @@ pub struct Locality {
     pub zone: String,
 }
 
-/// A Service (or Ingress) by namespace and name.
+/// A Service (or another namespaced object) by namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ServiceId {
     /// Namespace.
@@ -118,22 +115,51 @@ pub struct ClusterView {
     pub localities: BTreeSet<Locality>,
     /// Its federated Services.
     pub services: BTreeMap<ServiceId, ServiceHealth>,
-    /// Its Ingress hosts (`--source ingress`): host name → the claiming Ingress and its
+    /// Its host names (Ingresses, routes, DNSEndpoints): host name → the claiming object and its
     /// addresses, health and policy.
     pub hosts: BTreeMap<String, HostEntry>,
 }
 
-/// One Ingress host in one cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// One host name (of an Ingress, a Gateway API route or a DNSEndpoint) in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostEntry {
-    /// The Ingress claiming it (the older one when several do).
-    pub owner: ServiceId,
+    /// The object claiming it (the older one when several do).
+    pub owner: Regarding,
     /// Its creation time (RFC 3339; empty when unknown): across clusters, the oldest claim
     /// keeps the host.
     pub created: String,
     /// Its addresses, and `ready_endpoints` the ready endpoints of the host's backends (0 when
     /// unhealthy), and its policy.
     pub health: ServiceHealth,
+    /// The TTL of its records (a DNSEndpoint's `recordTTL`); none: `--ttl`.
+    pub ttl: Option<u32>,
+    /// Its records other than addresses and aliases (DNSEndpoints), sorted.
+    pub extras: Vec<Extra>,
+}
+
+/// A record of a host other than an address or an alias (from a DNSEndpoint).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Extra {
+    /// TXT.
+    Text(String),
+    /// SRV.
+    Srv {
+        /// Priority.
+        priority: u16,
+        /// Weight.
+        weight: u16,
+        /// Port.
+        port: u16,
+        /// Target, lower case without the final dot.
+        target: String,
+    },
+    /// MX.
+    Mx {
+        /// Preference.
+        preference: u16,
+        /// Mail exchanger, lower case without the final dot.
+        host: String,
+    },
 }
 
 impl ClusterView {
@@ -165,11 +191,14 @@ impl ClusterView {
                     (
                         host.clone(),
                         HostEntry {
+                            owner: h.owner.clone(),
+                            created: h.created.clone(),
                             health: ServiceHealth {
                                 policy: h.health.policy.clone(),
                                 ..ServiceHealth::default()
                             },
-                            ..h.clone()
+                            ttl: None,
+                            extras: Vec::new(),
                         },
                     )
                 })
@@ -189,6 +218,16 @@ pub struct ClusterObjects {
     pub slices: Vec<Arc<EndpointSlice>>,
     /// Ingresses (all namespaces; empty unless `--source ingress`).
     pub ingresses: Vec<Arc<Ingress>>,
+    /// Gateways (empty unless a `gateway-*` source is on).
+    pub gateways: Vec<Arc<Gateway>>,
+    /// HTTPRoutes (`--source gateway-httproute`).
+    pub http_routes: Vec<Arc<HttpRoute>>,
+    /// GRPCRoutes (`--source gateway-grpcroute`).
+    pub grpc_routes: Vec<Arc<GrpcRoute>>,
+    /// TLSRoutes (`--source gateway-tlsroute`).
+    pub tls_routes: Vec<Arc<TlsRoute>>,
+    /// DNSEndpoints (`--source dnsendpoint`).
+    pub dns_endpoints: Vec<Arc<DnsEndpoint>>,
 }
 
 /// Which kinds of objects give names (`--source`).
@@ -198,14 +237,72 @@ pub struct Sources {
     pub service: bool,
     /// Ingress hosts (`ingress`).
     pub ingress: bool,
+    /// HTTPRoute hostnames (`gateway-httproute`).
+    pub http_route: bool,
+    /// GRPCRoute hostnames (`gateway-grpcroute`).
+    pub grpc_route: bool,
+    /// TLSRoute hostnames (`gateway-tlsroute`).
+    pub tls_route: bool,
+    /// DNSEndpoint records (`dnsendpoint`).
+    pub dns_endpoint: bool,
 }
 
 impl Default for Sources {
     fn default() -> Self {
         Self {
             service: true,
-            ingress: false,
+            ..Self::none()
         }
+    }
+}
+
+impl Sources {
+    /// The `--source` values, as the flag spells them.
+    pub const NAMES: [&str; 6] = [
+        "service",
+        "ingress",
+        "gateway-httproute",
+        "gateway-grpcroute",
+        "gateway-tlsroute",
+        "dnsendpoint",
+    ];
+
+    /// No source at all.
+    pub const fn none() -> Self {
+        Self {
+            service: false,
+            ingress: false,
+            http_route: false,
+            grpc_route: false,
+            tls_route: false,
+            dns_endpoint: false,
+        }
+    }
+
+    /// Turns on the source `name` (one of [`Sources::NAMES`]); false when there is none of
+    /// that name.
+    pub fn enable(&mut self, name: &str) -> bool {
+        let flag = match name {
+            "service" => &mut self.service,
+            "ingress" => &mut self.ingress,
+            "gateway-httproute" => &mut self.http_route,
+            "gateway-grpcroute" => &mut self.grpc_route,
+            "gateway-tlsroute" => &mut self.tls_route,
+            "dnsendpoint" => &mut self.dns_endpoint,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
+
+    /// Whether a Gateway API route source is on (the Gateways are watched then).
+    pub fn gateway(&self) -> bool {
+        self.http_route || self.grpc_route || self.tls_route
+    }
+
+    /// Whether a source of host names (anything but Services) is on.
+    pub fn hosts(&self) -> bool {
+        self.ingress || self.gateway() || self.dns_endpoint
     }
 }
 
@@ -224,9 +321,9 @@ pub struct ViewSettings {
     pub members: Vec<String>,
     /// `--source`.
     pub sources: Sources,
-    /// The DNS zone (Ingress hosts must be inside it), lower case without the final dot.
+    /// The DNS zone (hosts must be inside it), lower case without the final dot.
     pub domain: String,
-    /// The federation's name (Ingress hosts must not be its Services' names).
+    /// The federation's name (hosts must not be its Services' names).
     pub federation: String,
 }
 
@@ -241,13 +338,59 @@ pub struct Ignored {
     pub event: Option<(Regarding, &'static str)>,
 }
 
-/// The object a Warning Event goes on.
+/// A kind of object the controller reads names from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Service.
+    Service,
+    /// Ingress.
+    Ingress,
+    /// HTTPRoute.
+    HttpRoute,
+    /// GRPCRoute.
+    GrpcRoute,
+    /// TLSRoute.
+    TlsRoute,
+    /// DNSEndpoint.
+    DnsEndpoint,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Service => "Service",
+            Self::Ingress => "Ingress",
+            Self::HttpRoute => "HTTPRoute",
+            Self::GrpcRoute => "GRPCRoute",
+            Self::TlsRoute => "TLSRoute",
+            Self::DnsEndpoint => "DNSEndpoint",
+        })
+    }
+}
+
+/// An object by kind, namespace and name: what a Warning Event goes on, what owns a host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Regarding {
+pub struct Regarding {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its namespace and name.
+    pub id: ServiceId,
+}
+
+impl Regarding {
     /// A Service.
-    Service(ServiceId),
-    /// An Ingress (its namespace and name).
-    Ingress(ServiceId),
+    pub fn service(id: ServiceId) -> Self {
+        Self {
+            kind: Kind::Service,
+            id,
+        }
+    }
+}
+
+impl std::fmt::Display for Regarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
 }
 
 /// What a cluster's view takes from its Nodes: each node's name and region and zone labels
@@ -380,7 +523,7 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             svc.metadata.annotations.as_ref(),
             settings,
             &object,
-            &Regarding::Service(id.clone()),
+            &Regarding::service(id.clone()),
             &mut ignored,
         );
         let ports = named_ports(svc, &id, &mut ignored);
@@ -435,8 +578,8 @@ pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView,
             }
         }
     }
-    let hosts = if settings.sources.ingress {
-        ingress_hosts(settings, objects, &mut ignored)
+    let hosts = if settings.sources.hosts() {
+        hosts::hosts(settings, objects, &mut ignored)
     } else {
         BTreeMap::new()
     };
@@ -516,215 +659,6 @@ fn read_policy(
         });
     }
     policy
-}
-
-/// The hosts of the cluster's federated Ingresses (see the module docs).
-fn ingress_hosts(
-    settings: &ViewSettings,
-    objects: &ClusterObjects,
-    ignored: &mut Vec<Ignored>,
-) -> BTreeMap<String, HostEntry> {
-    // Ready endpoints per Service, any Service (backends need not be LoadBalancers).
-    let mut ready: HashMap<(&str, &str), usize> = HashMap::new();
-    for slice in &objects.slices {
-        let Some(name) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
-        let n = slice
-            .endpoints
-            .iter()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .count();
-        *ready.entry((namespace, name.as_str())).or_default() += n;
-    }
-    // Older first: the first to claim a host keeps it.
-    let mut ingresses: Vec<&Arc<Ingress>> = objects.ingresses.iter().collect();
-    ingresses.sort_by_key(|i| {
-        (
-            i.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            i.metadata.namespace.clone(),
-            i.metadata.name.clone(),
-        )
-    });
-    let mut hosts: BTreeMap<String, HostEntry> = BTreeMap::new();
-    for ing in ingresses {
-        let meta = &ing.metadata;
-        let Some(id) = selected(meta, settings.selector.as_ref()) else {
-            continue;
-        };
-        let object = format!("Ingress {id}");
-        let entries = ing
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|i| (i.ip.as_deref(), i.hostname.as_deref()));
-        let (addresses, hostnames) = lb_addresses(entries, &object, ignored);
-        let policy = read_policy(
-            meta.annotations.as_ref(),
-            settings,
-            &object,
-            &Regarding::Ingress(id.clone()),
-            ignored,
-        );
-        if policy.check.is_some() {
-            ignored.push(Ignored {
-                object: object.clone(),
-                reason: format!(
-                    "{}: health checks are not run for Ingress hosts (their backends' endpoints decide)",
-                    policy::HEALTH_CHECK
-                ),
-                event: Some((Regarding::Ingress(id.clone()), "InvalidHealthCheck")),
-            });
-        }
-        let spec = ing.spec.as_ref();
-        let service_of = |b: &k8s_openapi::api::networking::v1::IngressBackend| {
-            b.service.as_ref().map(|s| s.name.clone())
-        };
-        let default_backend: Option<String> = spec
-            .and_then(|s| s.default_backend.as_ref())
-            .and_then(service_of);
-        let all = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(BACKEND_HEALTH))
-            .is_some_and(|v| v.eq_ignore_ascii_case("all"));
-        let created = meta
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
-        for rule in spec.and_then(|s| s.rules.as_ref()).into_iter().flatten() {
-            let Some(raw) = rule.host.as_deref() else {
-                continue;
-            };
-            let host = raw.trim_end_matches('.').to_ascii_lowercase();
-            if let Some(reason) = ingress_host_problem(&host, settings) {
-                ignored.push(Ignored {
-                    object: object.clone(),
-                    reason: format!("host {raw:?} {reason}: no record"),
-                    event: None,
-                });
-                continue;
-            }
-            if let Some(owner) = hosts.get(&host).map(|e| &e.owner) {
-                if *owner != id {
-                    ignored.push(Ignored {
-                        object: object.clone(),
-                        reason: format!(
-                            "host {host} is claimed by the older Ingress {owner}: no record from this one"
-                        ),
-                        event: Some((Regarding::Ingress(id.clone()), "HostConflict")),
-                    });
-                }
-                continue;
-            }
-            // This host's backends: its rule's paths, else the default backend.
-            let mut backends: BTreeSet<String> = rule
-                .http
-                .iter()
-                .flat_map(|h| h.paths.iter().filter_map(|p| service_of(&p.backend)))
-                .collect();
-            if backends.is_empty() {
-                backends.extend(default_backend.clone());
-            }
-            let counts: Vec<usize> = backends
-                .iter()
-                .map(|b| {
-                    ready
-                        .get(&(id.namespace.as_str(), b.as_str()))
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let ready_endpoints = if counts.is_empty() {
-                1 // no Service backend: nothing to judge it by
-            } else if all && counts.contains(&0) {
-                0
-            } else {
-                counts.iter().sum()
-            };
-            // A load balancer named as the host itself (or below it) would make it an alias
-            // of itself.
-            let own_hostnames: Vec<String> = hostnames
-                .iter()
-                .filter(|h| **h != host && !h.ends_with(&format!(".{host}")))
-                .cloned()
-                .collect();
-            if own_hostnames.len() < hostnames.len() {
-                ignored.push(Ignored {
-                    object: object.clone(),
-                    reason: format!("a load balancer hostname at or below {host} is left out of its records (it would be its own alias)"),
-                    event: None,
-                });
-            }
-            hosts.insert(
-                host,
-                HostEntry {
-                    owner: id.clone(),
-                    created: created.clone(),
-                    health: ServiceHealth {
-                        ingress: addresses.clone(),
-                        hostnames: own_hostnames,
-                        ready_endpoints,
-                        policy: policy.clone(),
-                        ..ServiceHealth::default()
-                    },
-                },
-            );
-        }
-    }
-    hosts
-}
-
-/// Why an Ingress host cannot be a name of ours, if it cannot.
-fn ingress_host_problem(host: &str, settings: &ViewSettings) -> Option<String> {
-    let domain = &settings.domain;
-    let Some(relative) = host
-        .strip_suffix(domain.as_str())
-        .and_then(|h| h.strip_suffix('.'))
-    else {
-        return Some(format!("is not inside {domain}"));
-    };
-    let labels: Vec<&str> = relative.split('.').collect();
-    let valid = labels
-        .iter()
-        .enumerate()
-        .all(|(i, l)| (i == 0 && *l == "*") || dns_label(l).is_ok());
-    if !valid {
-        return Some("is not a DNS name (a-z, 0-9, '-'; a wildcard only as `*.` first)".into());
-    }
-    let fed = settings.federation.as_str();
-    if labels.windows(2).any(|w| w[0] == fed && w[1] == "svc") {
-        return Some(format!(
-            "is inside the names of the federation's Services (…{fed}.svc…)"
-        ));
-    }
-    if labels.last() == Some(&"dns") {
-        return Some(format!(
-            "is at or below dns.{domain}, where the zone's apex addresses and name servers are"
-        ));
-    }
-    if labels == ["*"] {
-        return Some(format!("is a wildcard for all of {domain}"));
-    }
-    // Its longest record name: an IPv6 address label (39) below the longest cluster name.
-    let longest_cluster = settings.members.iter().map(String::len).max().unwrap_or(63);
-    if host.len() + longest_cluster + 39 + 2 > 253 {
-        return Some(
-            "is too long: its records' names (address.cluster.host) would pass 253 characters"
-                .to_owned(),
-        );
-    }
-    None
 }
 
 /// The Service's named ports, sorted; a name that is no DNS label or an unknown protocol is
@@ -842,5 +776,6 @@ pub fn dns_label(s: &str) -> Result<(), String> {
     }
 }
 
+pub mod hosts;
 #[cfg(test)]
 mod tests;

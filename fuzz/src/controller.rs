@@ -28,11 +28,11 @@ pub fn controller_snapshot(data: &[u8]) {
         ttl: 30,
     };
     let zone = Name::from_ascii("example.com.").expect("zone");
-    // Ingress hosts too (the sources `service,ingress`).
-    let sources = view::Sources {
-        service: true,
-        ingress: true,
-    };
+    // Every source.
+    let mut sources = view::Sources::none();
+    for name in view::Sources::NAMES {
+        sources.enable(name);
+    }
     let settings = [
         ViewSettings {
             cluster: "fcp".into(),

@@ -15,8 +15,11 @@
 //!   cluster-scoped collections, objects, `/status`), `GET /version`, `/api`, `/apis` and the
 //!   per-group-version discovery documents. The kinds served are the table in `kinds.rs`
 //!   (Service, Node, ConfigMap, Namespace, Event, Endpoints, EndpointSlice,
-//!   events.k8s.io Event, Lease, Pod, networking.k8s.io Ingress); anything else is a 404
-//!   `Status`.
+//!   events.k8s.io Event, Lease, Pod, networking.k8s.io Ingress, gateway.networking.k8s.io
+//!   Gateway, HTTPRoute and GRPCRoute (v1) and TLSRoute (v1alpha2), externaldns.k8s.io
+//!   DNSEndpoint (v1alpha1)); anything else is a 404 `Status`. The custom kinds are served as
+//!   if their CRDs were installed, with a `/status` subresource (as their CRDs declare; the
+//!   DNSEndpoint CRD declares one too).
 //! - One global resourceVersion (etcd's revision) bumped by every write; `uid`,
 //!   `creationTimestamp` and `generation` kept by the server; an update that changes nothing
 //!   writes nothing (no new resourceVersion, no watch event), as in the real server.

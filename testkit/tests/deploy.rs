@@ -5,8 +5,8 @@
 //! `kubernetes-validate --strict` against Kubernetes 1.33 and 1.37. The programs' arguments in
 //! the manifests are flags the binaries have, every `$(VAR)` in them is defined, and the
 //! Dockerfile builds each of them. The optional components add exactly what they say where
-//! their objects are (components/controller-ingress: the controller's flag on the host, one rule
-//! of the reader's ClusterRole on a member). `scripts/install-deps --tools` installs the tools.
+//! their objects are (components/controller-<source>: the controller's flag on the host, one
+//! rule of the reader's ClusterRole on a member). `scripts/install-deps --tools` installs the tools.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -300,26 +300,62 @@ fn the_manifests_pass_only_flags_the_binaries_have_and_define_every_variable() {
     }
 }
 
-/// components/controller-ingress in a host overlay adds `--source=service,ingress` to the
-/// controller's args and nothing else; in a member overlay one rule to the ClusterRole
-/// fedplane-controller-reader (list/watch on Ingresses) and nothing else; each patch does
-/// nothing where its object is not, with every kubectl of [`KUBECTLS`]. Without it, neither
-/// renders. Both renders validate strictly.
+/// Each controller source's component (components/controller-ingress,
+/// controller-gateway-httproute, -grpcroute, -tlsroute, controller-dnsendpoint) in a host
+/// overlay adds `--source=service,<source>` to the controller's args and nothing else; in a
+/// member overlay one rule to the ClusterRole fedplane-controller-reader (list/watch on its
+/// kinds) and nothing else; each patch does nothing where its object is not, with every
+/// kubectl of [`KUBECTLS`]. Without them, neither renders. The renders validate strictly.
 #[test]
-fn the_controller_ingress_component_adds_the_flag_on_the_host_and_the_rule_on_members() {
+fn the_controller_source_components_add_the_flag_on_the_host_and_the_rule_on_members() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let deploy = tmp.path().join("deploy");
     copy_tree(&deploy_dir(), &deploy);
-    let rule = serde_json::json!({"apiGroups": ["networking.k8s.io"],
-        "resources": ["ingresses"], "verbs": ["list", "watch"]});
     let mut files = Vec::new();
+    for (source, group, resources) in [
+        ("ingress", "networking.k8s.io", vec!["ingresses"]),
+        (
+            "gateway-httproute",
+            "gateway.networking.k8s.io",
+            vec!["gateways", "httproutes"],
+        ),
+        (
+            "gateway-grpcroute",
+            "gateway.networking.k8s.io",
+            vec!["gateways", "grpcroutes"],
+        ),
+        (
+            "gateway-tlsroute",
+            "gateway.networking.k8s.io",
+            vec!["gateways", "tlsroutes"],
+        ),
+        ("dnsendpoint", "externaldns.k8s.io", vec!["dnsendpoints"]),
+    ] {
+        let component = format!("controller-{source}");
+        let rule = serde_json::json!({"apiGroups": [group], "resources": resources,
+            "verbs": ["list", "watch"]});
+        component_adds(&deploy, &component, source, rule, tmp.path(), &mut files);
+    }
+    validate_strictly(&files);
+}
+
+/// What [`the_controller_source_components_add_the_flag_on_the_host_and_the_rule_on_members`]
+/// checks of one component; each render goes to `files`.
+fn component_adds(
+    deploy: &Path,
+    component: &str,
+    source: &str,
+    rule: Value,
+    tmp: &Path,
+    files: &mut Vec<PathBuf>,
+) {
     for (role, kind, name, path, added) in [
         (
             "host",
             "Deployment",
             "fedplane-controller",
             "/spec/template/spec/containers/0/args",
-            Value::from("--source=service,ingress"),
+            Value::from(format!("--source=service,{source}")),
         ),
         (
             "member",
@@ -329,19 +365,25 @@ fn the_controller_ingress_component_adds_the_flag_on_the_host_and_the_rule_on_me
             rule,
         ),
     ] {
-        let dir = deploy.join("sites").join(role);
+        let dir = deploy.join("sites").join(format!("{component}-{role}"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(
             dir.join("kustomization.yaml"),
             format!(
                 "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
                  resources: [../../overlays/{role}]\n\
-                 components: [../../components/controller-ingress]\n"
+                 components: [../../components/{component}]\n"
             ),
         )
         .expect("write the overlay");
         let plain_yaml = kustomize(&deploy.join("overlays").join(role));
-        for absent in ["--source", "ingresses"] {
+        for absent in [
+            "--source",
+            "ingresses",
+            "gateways",
+            "httproutes",
+            "dnsendpoints",
+        ] {
             assert!(
                 !plain_yaml.contains(absent),
                 "overlays/{role} renders {absent:?}"
@@ -358,21 +400,23 @@ fn the_controller_ingress_component_adds_the_flag_on_the_host_and_the_rule_on_me
         };
         let before = list(plain.iter().find(|o| is_it(o)).expect("the object"));
         let after = list(with.iter().find(|o| is_it(o)).expect("the object"));
-        assert_eq!(&after[..before.len()], &before[..], "{role}");
+        assert_eq!(&after[..before.len()], &before[..], "{component} {role}");
         assert_eq!(
             &after[before.len()..],
             &[added],
-            "{role}: what the component adds"
+            "{component} {role}: what the component adds"
         );
         // Nothing else: with the list put back, the objects are the overlay's.
         let mut put_back = with.clone();
         for o in put_back.iter_mut().filter(|o| is_it(o)) {
             *o.pointer_mut(path).expect("the list") = Value::from(before.clone());
         }
-        assert_eq!(put_back, plain, "{role}: the component changes more");
-        let file = tmp.path().join(format!("{role}.yaml"));
+        assert_eq!(
+            put_back, plain,
+            "{component} {role}: the component changes more"
+        );
+        let file = tmp.join(format!("{component}-{role}.yaml"));
         std::fs::write(&file, yaml).expect("write the render");
         files.push(file);
     }
-    validate_strictly(&files);
 }

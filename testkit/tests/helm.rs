@@ -26,9 +26,9 @@
 //! - the values of fedplane-dns's transfers, NOTIFY, TSIG and UPDATE render the flags, the TSIG
 //!   Secret's volume and the Service fedplane-dns-external, and validate; with none of them
 //!   set, none of it renders;
-//! - `controller.sources` renders `--source` on the host role and exactly one more rule of
-//!   fedplane-controller-reader on the member role when it has `ingress`, and validates; by
-//!   default neither renders;
+//! - `controller.sources` renders `--source` on the host role and on the member role exactly
+//!   the rules of fedplane-controller-reader its sources need (Ingresses; Gateways and the
+//!   routes; DNSEndpoints), and validates; by default neither renders;
 //! - every value is typed in the schema and documented in the chart's README.
 //!
 //! `scripts/install-deps --tools` installs Helm, kubectl and kubernetes-validate.
@@ -1324,8 +1324,8 @@ const BAD: &[Bad] = &[
         says: &[
             SCHEMA,
             &[
-                "controller.sources.1 must be one of the following: \"service\", \"ingress\"",
-                "at '/controller/sources/1': value must be one of 'service', 'ingress'",
+                "controller.sources.1 must be one of the following: \"service\", \"ingress\", \"gateway-httproute\", \"gateway-grpcroute\", \"gateway-tlsroute\", \"dnsendpoint\"",
+                "at '/controller/sources/1': value must be one of 'service', 'ingress', 'gateway-httproute', 'gateway-grpcroute', 'gateway-tlsroute', 'dnsendpoint'",
             ],
         ],
     },
@@ -2484,18 +2484,45 @@ fn the_controller_sources_render_the_flag_and_the_readers_rule_and_validate() {
     let (old_args, old_rules) = (args_of(&base), rules_of(&base));
     let rule = json!({"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"],
         "verbs": ["list", "watch"]});
+    let gateway = |routes: &[&str]| {
+        let mut resources = vec!["gateways"];
+        resources.extend(routes);
+        json!({"apiGroups": ["gateway.networking.k8s.io"], "resources": resources,
+            "verbs": ["list", "watch"]})
+    };
+    let dns_endpoints = json!({"apiGroups": ["externaldns.k8s.io"],
+        "resources": ["dnsendpoints"], "verbs": ["list", "watch"]});
     let mut files = Vec::new();
-    for (i, (sources, extra_args, new_args)) in [
+    for (i, (sources, extra_args, new_args, new_rules)) in [
         (
             "{service,ingress}",
             json!([]),
             json!(["--source=service,ingress"]),
+            json!([rule]),
         ),
-        ("{ingress}", json!([]), json!(["--source=ingress"])),
+        (
+            "{ingress}",
+            json!([]),
+            json!(["--source=ingress"]),
+            json!([rule]),
+        ),
         (
             "{ingress,service}",
             json!(["--unreachable-grace=10m"]),
             json!(["--source=ingress,service", "--unreachable-grace=10m"]),
+            json!([rule]),
+        ),
+        (
+            "{service,gateway-tlsroute,gateway-httproute}",
+            json!([]),
+            json!(["--source=service,gateway-tlsroute,gateway-httproute"]),
+            json!([gateway(&["httproutes", "tlsroutes"])]),
+        ),
+        (
+            "{dnsendpoint,gateway-grpcroute,ingress,service}",
+            json!([]),
+            json!(["--source=dnsendpoint,gateway-grpcroute,ingress,service"]),
+            json!([rule, gateway(&["grpcroutes"]), dns_endpoints]),
         ),
     ]
     .into_iter()
@@ -2510,11 +2537,7 @@ fn the_controller_sources_render_the_flag_and_the_readers_rule_and_validate() {
         assert_eq!(&args_now[..old_args.len()], &old_args[..], "{sources}");
         assert_eq!(json!(&args_now[old_args.len()..]), new_args, "{sources}");
         assert_eq!(&rules_now[..old_rules.len()], &old_rules[..], "{sources}");
-        assert_eq!(
-            json!(&rules_now[old_rules.len()..]),
-            json!([rule]),
-            "{sources}"
-        );
+        assert_eq!(json!(&rules_now[old_rules.len()..]), new_rules, "{sources}");
         // Nothing else: the objects, with the two lists put back, are the defaults'.
         let mut put_back = all.clone();
         for o in &mut put_back {

@@ -920,9 +920,12 @@ fn a_hostname_only_load_balancer_is_a_name_record_and_gets_no_srv_record() {
 fn an_ingress_host_answers_every_cluster_where_it_is_healthy_and_replans_alone() {
     let n = naming();
     let host = |ip: &str, ready: usize| view::HostEntry {
-        owner: ServiceId {
-            namespace: "shop".into(),
-            name: "shop".into(),
+        owner: view::Regarding {
+            kind: view::Kind::Ingress,
+            id: ServiceId {
+                namespace: "shop".into(),
+                name: "shop".into(),
+            },
         },
         created: "2026-01-01T00:00:00Z".into(),
         health: ServiceHealth {
@@ -930,6 +933,8 @@ fn an_ingress_host_answers_every_cluster_where_it_is_healthy_and_replans_alone()
             ready_endpoints: ready,
             ..ServiceHealth::default()
         },
+        ttl: None,
+        extras: Vec::new(),
     };
     let mut before = seeds([2, 2, 2]);
     before[0]
@@ -972,9 +977,12 @@ fn an_ingress_host_answers_every_cluster_where_it_is_healthy_and_replans_alone()
 fn a_host_keeps_to_its_oldest_ingress_across_clusters_and_ancestors_of_other_names_are_refused() {
     let n = naming();
     let entry = |ns: &str, created: &str, ip: &str| view::HostEntry {
-        owner: ServiceId {
-            namespace: ns.into(),
-            name: "shop".into(),
+        owner: view::Regarding {
+            kind: view::Kind::Ingress,
+            id: ServiceId {
+                namespace: ns.into(),
+                name: "shop".into(),
+            },
         },
         created: created.into(),
         health: ServiceHealth {
@@ -982,6 +990,8 @@ fn a_host_keeps_to_its_oldest_ingress_across_clusters_and_ancestors_of_other_nam
             ready_endpoints: 1,
             ..ServiceHealth::default()
         },
+        ttl: None,
+        extras: Vec::new(),
     };
     let mut v = seeds([2, 2, 2]);
     // usa's team-a Ingress is the oldest; chn's sandbox one (first in cluster order, younger)
@@ -1000,7 +1010,7 @@ fn a_host_keeps_to_its_oldest_ingress_across_clusters_and_ancestors_of_other_nam
         entry("team-a", "2026-02-01T00:00:00Z", "10.210.1.80"),
     );
     let owner = host_owner(&v, "shop.example.com").expect("an owner");
-    assert_eq!(owner.namespace, "team-a");
+    assert_eq!(owner.id.namespace, "team-a");
     let d = plan(&n, &v);
     assert_eq!(
         answers(&d, &n, "shop.example.com"),
@@ -1048,5 +1058,104 @@ fn a_host_keeps_to_its_oldest_ingress_across_clusters_and_ancestors_of_other_nam
         answers(&d, &n, GLOBAL),
         ["10.210.1.68", "10.210.2.65", "10.210.3.65"],
         "the Services' names are untouched"
+    );
+}
+
+#[test]
+fn a_dns_endpoint_host_writes_its_ttl_and_its_other_records_once_across_clusters() {
+    let n = naming();
+    let entry = |ip: &str| view::HostEntry {
+        owner: view::Regarding {
+            kind: view::Kind::DnsEndpoint,
+            id: ServiceId {
+                namespace: "shop".into(),
+                name: "records".into(),
+            },
+        },
+        created: "2026-01-01T00:00:00Z".into(),
+        health: ServiceHealth {
+            ingress: vec![ip.parse().expect("ip")],
+            ready_endpoints: 1,
+            ..ServiceHealth::default()
+        },
+        ttl: Some(60),
+        extras: vec![
+            view::Extra::Text("v=spf1 -all".into()),
+            view::Extra::Mx {
+                preference: 10,
+                host: "mx.example.net".into(),
+            },
+        ],
+    };
+    let mut views = seeds([2, 2, 2]);
+    views[0]
+        .hosts
+        .insert("app.example.com".into(), entry("10.0.0.1"));
+    views[1]
+        .hosts
+        .insert("app.example.com".into(), entry("10.0.0.2"));
+    // A name below a host that starts with `_` does not make it an ancestor to refuse.
+    let mut srv = entry("10.0.0.3");
+    srv.health.ingress.clear();
+    srv.extras = vec![view::Extra::Srv {
+        priority: 10,
+        weight: 5,
+        port: 5060,
+        target: "sip.example.com".into(),
+    }];
+    views[0]
+        .hosts
+        .insert("_sip._tcp.app.example.com".into(), srv);
+    assert!(refused_hosts(&n, &views).is_empty());
+    let d = plan(&n, &views);
+    // (`answers` lists every host below the name: the subtree, as SkyDNS reads it.)
+    assert_eq!(
+        answers(&d, &n, "app.example.com"),
+        [
+            "",
+            "10.0.0.1",
+            "10.0.0.2",
+            "mx.example.net",
+            "sip.example.com"
+        ]
+    );
+    let under = |prefix: &str| -> Vec<OwnedValue> {
+        d.iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(prefix)
+                    .is_some_and(|leaf| leaf.starts_with("/_") && !leaf[1..].contains('/'))
+            })
+            .map(|(_, v)| serde_json::from_str(v).expect("json"))
+            .collect()
+    };
+    let extras = under("/skydns/com/example/app");
+    assert_eq!(extras.len(), 2, "once each, not per cluster: {extras:?}");
+    assert!(extras.iter().all(|v| v.ttl == 60));
+    assert!(
+        extras
+            .iter()
+            .any(|v| v.text.as_deref() == Some("v=spf1 -all") && v.host.is_empty())
+    );
+    assert!(
+        extras
+            .iter()
+            .any(|v| v.mail && v.host == "mx.example.net" && v.priority == Some(10))
+    );
+    let srv = under("/skydns/com/example/app/_tcp/_sip");
+    assert_eq!(srv.len(), 1, "{srv:?}");
+    assert_eq!(
+        (srv[0].port, srv[0].priority, srv[0].weight),
+        (Some(5060), Some(10), Some(5))
+    );
+    // The TXT value carries no host field at all (fedplane-dns reads it as text only).
+    assert!(
+        d.values()
+            .any(|v| v.contains("\"text\"") && !v.contains("\"host\""))
+    );
+    assert!(
+        d.iter()
+            .filter(|(k, _)| k.contains("/app/fcp/"))
+            .all(|(_, v)| v.contains("\"ttl\":60")),
+        "the address records carry the endpoint's TTL"
     );
 }

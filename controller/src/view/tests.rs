@@ -265,8 +265,8 @@ fn ingress_settings() -> ViewSettings {
     ViewSettings {
         cluster: "fcp".into(),
         sources: Sources {
-            service: true,
             ingress: true,
+            ..Sources::default()
         },
         domain: "example.com".into(),
         federation: "federation".into(),
@@ -445,10 +445,13 @@ fn the_older_ingress_keeps_a_host_and_the_younger_gets_a_warning() {
         assert_eq!(
             conflict[0].event,
             Some((
-                Regarding::Ingress(ServiceId {
-                    namespace: "shop".into(),
-                    name: "a-young".into()
-                }),
+                Regarding {
+                    kind: Kind::Ingress,
+                    id: ServiceId {
+                        namespace: "shop".into(),
+                        name: "a-young".into()
+                    }
+                },
                 "HostConflict"
             ))
         );
@@ -521,4 +524,299 @@ fn each_host_is_judged_by_its_own_rules_backends() {
         view.hosts["plain.example.com"].health.healthy(),
         "the default backend"
     );
+}
+
+fn all_sources() -> ViewSettings {
+    let mut sources = Sources::none();
+    for name in Sources::NAMES {
+        assert!(sources.enable(name), "{name}");
+    }
+    ViewSettings {
+        sources,
+        ..ingress_settings()
+    }
+}
+
+fn a_gateway(
+    ns: &str,
+    name: &str,
+    listeners: Value,
+    addresses: Value,
+) -> Arc<crate::kinds::Gateway> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"gatewayClassName": "x", "listeners": listeners},
+            "status": {"addresses": addresses},
+        }))
+        .expect("Gateway"),
+    )
+}
+
+/// An HTTPRoute of namespace `shop` attached to `parents` (`ns/name` or `ns/name/section`),
+/// accepted by those in `accepted`.
+fn a_route(
+    name: &str,
+    created: &str,
+    hostnames: &[&str],
+    parents: &[&str],
+    accepted: &[&str],
+    backends: &[&str],
+) -> Arc<crate::kinds::HttpRoute> {
+    let parent = |p: &&str| {
+        let f: Vec<&str> = p.split('/').collect();
+        let mut v = json!({"namespace": f[0], "name": f[1]});
+        if let Some(section) = f.get(2) {
+            v["sectionName"] = json!(section);
+        }
+        v
+    };
+    let refs: Vec<Value> = parents.iter().map(parent).collect();
+    let status: Vec<Value> = accepted
+        .iter()
+        .map(|p| {
+            json!({"parentRef": parent(p), "controllerName": "example.com/gw",
+                   "conditions": [{"type": "Accepted", "status": "True"}]})
+        })
+        .collect();
+    let backends: Vec<Value> = backends
+        .iter()
+        .map(|b| json!({"name": b, "port": 80}))
+        .collect();
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"namespace": "shop", "name": name, "creationTimestamp": created},
+            "spec": {"parentRefs": refs, "hostnames": hostnames,
+                     "rules": [{"backendRefs": backends}]},
+            "status": {"parents": status},
+        }))
+        .expect("HTTPRoute"),
+    )
+}
+
+#[test]
+fn route_hostnames_get_their_accepting_gateways_addresses_and_backend_health() {
+    let gw = a_gateway(
+        "infra",
+        "gw",
+        json!([
+            {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.apps.example.com"},
+            {"name": "any", "port": 8080, "protocol": "HTTP"},
+        ]),
+        json!([{"type": "IPAddress", "value": "10.0.0.90"},
+               {"value": "10.0.0.91"},
+               {"type": "Hostname", "value": "gw.example.net"},
+               {"type": "example.com/pool", "value": "blue"}]),
+    );
+    let objects = ClusterObjects {
+        slices: vec![ready_slice("web", true), ready_slice("down", false)],
+        gateways: vec![gw],
+        http_routes: vec![
+            // Through the wildcard listener only: its own hostname intersected.
+            a_route(
+                "shop",
+                "2026-01-01T00:00:00Z",
+                &["Shop.Apps.Example.com", "other.example.org"],
+                &["infra/gw/web"],
+                &["infra/gw/web"],
+                &["web"],
+            ),
+            // No hostnames: the listener's (a wildcard name).
+            a_route(
+                "wild",
+                "2026-01-01T00:00:00Z",
+                &[],
+                &["infra/gw/web"],
+                &["infra/gw/web"],
+                &["down"],
+            ),
+            // Not accepted: nothing.
+            a_route(
+                "refused",
+                "2026-01-01T00:00:00Z",
+                &["refused.example.com"],
+                &["infra/gw"],
+                &[],
+                &[],
+            ),
+            // Through every listener (one without hostname), no Service backend.
+            a_route(
+                "plain",
+                "2026-01-01T00:00:00Z",
+                &["plain.example.com"],
+                &["infra/gw"],
+                &["infra/gw"],
+                &[],
+            ),
+            // A Gateway that does not exist.
+            a_route(
+                "lost",
+                "2026-01-01T00:00:00Z",
+                &["lost.example.com"],
+                &["infra/nope"],
+                &["infra/nope"],
+                &[],
+            ),
+        ],
+        ..ClusterObjects::default()
+    };
+    let (view, ignored) = build(&all_sources(), &objects);
+    assert_eq!(
+        view.hosts.keys().collect::<Vec<_>>(),
+        [
+            "*.apps.example.com",
+            "plain.example.com",
+            "shop.apps.example.com"
+        ]
+    );
+    let shop = &view.hosts["shop.apps.example.com"];
+    assert_eq!(shop.owner.kind, Kind::HttpRoute);
+    assert!(shop.health.healthy());
+    assert_eq!(
+        shop.health.ingress,
+        ["10.0.0.90", "10.0.0.91"].map(|a| a.parse::<IpAddr>().expect("ip"))
+    );
+    assert_eq!(shop.health.hostnames, ["gw.example.net"]);
+    assert!(
+        !view.hosts["*.apps.example.com"].health.healthy(),
+        "its backend is down"
+    );
+    assert!(
+        view.hosts["plain.example.com"].health.healthy(),
+        "no backend to judge by"
+    );
+    let reasons: Vec<&str> = ignored.iter().map(|i| i.reason.as_str()).collect();
+    for expected in [
+        "has not accepted it",
+        "does not exist",
+        "is not an IPAddress or Hostname",
+        "\"other.example.org\" matches no listener",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "{expected}: {reasons:?}"
+        );
+    }
+}
+
+#[test]
+fn route_and_listener_hostnames_intersect_as_the_gateway_api_says() {
+    use super::hosts::intersect;
+    assert_eq!(
+        intersect("a.example.com", "a.example.com").as_deref(),
+        Some("a.example.com")
+    );
+    assert_eq!(
+        intersect("a.b.example.com", "*.example.com").as_deref(),
+        Some("a.b.example.com")
+    );
+    assert_eq!(
+        intersect("*.example.com", "a.example.com").as_deref(),
+        Some("a.example.com")
+    );
+    assert_eq!(
+        intersect("*.a.example.com", "*.example.com").as_deref(),
+        Some("*.a.example.com")
+    );
+    assert_eq!(intersect("example.com", "*.example.com"), None);
+    assert_eq!(intersect("a.example.org", "*.example.com"), None);
+    assert_eq!(intersect("xexample.com", "*.example.com"), None);
+}
+
+#[test]
+fn dns_endpoints_give_their_records_and_the_older_claim_keeps_a_host() {
+    let endpoints = json!([
+        {"dnsName": "app.example.com", "recordType": "A", "targets": ["10.0.0.1", "10.0.0.2", "fd00::1"], "recordTTL": 60},
+        {"dnsName": "app.example.com", "recordType": "AAAA", "targets": ["fd00::1"], "recordTTL": 30},
+        {"dnsName": "app.example.com", "recordType": "TXT", "targets": ["v=spf1 -all"]},
+        {"dnsName": "_sip._tcp.app.example.com", "recordType": "SRV", "targets": ["10 5 5060 sip.example.com.", "bad"]},
+        {"dnsName": "example.com.mail.example.com", "recordType": "MX", "targets": ["10 mx.example.net"]},
+        {"dnsName": "alias.example.com", "recordType": "CNAME", "targets": ["app.example.com"]},
+        {"dnsName": "both.example.com", "recordType": "CNAME", "targets": ["x.example.net"]},
+        {"dnsName": "both.example.com", "recordType": "A", "targets": ["10.0.0.3"]},
+        {"dnsName": "ns.example.com", "recordType": "NS", "targets": ["ns1.example.net"]},
+        {"dnsName": "outside.example.org", "recordType": "A", "targets": ["10.0.0.4"]},
+        // Claimed by the older Ingress below: left out.
+        {"dnsName": "shop.example.com", "recordType": "A", "targets": ["10.0.0.5"]},
+    ]);
+    let endpoint: Arc<crate::kinds::DnsEndpoint> = Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+            "metadata": {"namespace": "shop", "name": "records", "creationTimestamp": "2026-02-01T00:00:00Z"},
+            "spec": {"endpoints": endpoints},
+        }))
+        .expect("DNSEndpoint"),
+    );
+    let objects = ClusterObjects {
+        dns_endpoints: vec![endpoint],
+        ingresses: vec![an_ingress(
+            "older",
+            "2026-01-01T00:00:00Z",
+            &["shop.example.com"],
+            &[],
+            Value::Null,
+        )],
+        ..ClusterObjects::default()
+    };
+    let (view, ignored) = build(&all_sources(), &objects);
+    assert_eq!(
+        view.hosts.keys().collect::<Vec<_>>(),
+        [
+            "_sip._tcp.app.example.com",
+            "alias.example.com",
+            "app.example.com",
+            "both.example.com",
+            "example.com.mail.example.com",
+            "shop.example.com"
+        ]
+    );
+    let app = &view.hosts["app.example.com"];
+    assert!(app.health.healthy());
+    assert_eq!(
+        app.health.ingress,
+        ["10.0.0.1", "10.0.0.2", "fd00::1"].map(|a| a.parse::<IpAddr>().expect("ip"))
+    );
+    assert_eq!(app.ttl, Some(30), "the shortest TTL of the name");
+    assert_eq!(app.extras, [Extra::Text("v=spf1 -all".into())]);
+    assert_eq!(
+        view.hosts["_sip._tcp.app.example.com"].extras,
+        [Extra::Srv {
+            priority: 10,
+            weight: 5,
+            port: 5060,
+            target: "sip.example.com".into()
+        }]
+    );
+    assert_eq!(
+        view.hosts["example.com.mail.example.com"].extras,
+        [Extra::Mx {
+            preference: 10,
+            host: "mx.example.net".into()
+        }]
+    );
+    assert_eq!(
+        view.hosts["alias.example.com"].health.hostnames,
+        ["app.example.com"]
+    );
+    assert!(
+        view.hosts["both.example.com"].health.hostnames.is_empty(),
+        "a CNAME beside an A is left out"
+    );
+    assert_eq!(view.hosts["shop.example.com"].owner.kind, Kind::Ingress);
+    let reasons: Vec<&str> = ignored.iter().map(|i| i.reason.as_str()).collect();
+    for expected in [
+        "\"fd00::1\" is not an IPv4 address",
+        "\"bad\" is not `priority weight port target`",
+        "CNAME cannot stand beside",
+        "NS: only A, AAAA, CNAME, TXT, SRV and MX",
+        "is not inside example.com",
+        "claimed by the older Ingress shop/older",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "{expected}: {reasons:?}"
+        );
+    }
 }

@@ -79,7 +79,7 @@ const fn res(
 }
 
 /// Every resource the fake knows; an index into this table identifies a resource.
-pub(crate) static RESOURCES: [Resource; 11] = [
+pub(crate) static RESOURCES: [Resource; 16] = [
     Resource {
         reset_status_on_create: true,
         ..res("", "v1", "Service", "services", true, true)
@@ -114,6 +114,46 @@ pub(crate) static RESOURCES: [Resource; 11] = [
         "v1",
         "Ingress",
         "ingresses",
+        true,
+        true,
+    ),
+    res(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+        "gateways",
+        true,
+        true,
+    ),
+    res(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        true,
+        true,
+    ),
+    res(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GRPCRoute",
+        "grpcroutes",
+        true,
+        true,
+    ),
+    res(
+        "gateway.networking.k8s.io",
+        "v1alpha2",
+        "TLSRoute",
+        "tlsroutes",
+        true,
+        true,
+    ),
+    res(
+        "externaldns.k8s.io",
+        "v1alpha1",
+        "DNSEndpoint",
+        "dnsendpoints",
         true,
         true,
     ),
@@ -152,13 +192,20 @@ pub(crate) fn core_versions(server: &str) -> Value {
     })
 }
 
-/// `GET /apis`.
+/// `GET /apis`: each group once, with its versions (the first listed is the preferred one).
 pub(crate) fn group_list() -> Value {
-    let groups: Vec<Value> = group_versions()
+    let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
+    for (g, v) in group_versions() {
+        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+        match groups.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, versions)) => versions.push(gv),
+            None => groups.push((g, vec![gv])),
+        }
+    }
+    let groups: Vec<Value> = groups
         .into_iter()
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, versions)| {
+            json!({"name": g, "preferredVersion": versions[0].clone(), "versions": versions})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})

@@ -1,0 +1,675 @@
+//! The host names of one cluster's Ingresses, Gateway API routes and DNSEndpoints, each
+//! claimed by one object: every source turns its objects into claims (one per object and
+//! host, its records merged), and the oldest claim of a host keeps it (creation time, then
+//! kind, namespace and name); the others are left out with a `HostConflict` Warning Event. The
+//! choice moves only when the older object goes, so nothing flaps.
+//!
+//! - Ingress: each `spec.rules[].host`, with `status.loadBalancer.ingress`; healthy while a
+//!   backend Service (the rule's paths, else `defaultBackend`) has a ready endpoint.
+//! - HTTPRoute, GRPCRoute, TLSRoute: each hostname (the route's, intersected with its
+//!   listeners'; none: the listeners'), with the `status.addresses` of every parent Gateway
+//!   that accepted the route (`status.parents[].conditions` `Accepted` = `True`); healthy
+//!   while a `backendRefs` Service has a ready endpoint.
+//! - DNSEndpoint: each endpoint's `dnsName` with its targets as they are (A, AAAA, CNAME, TXT,
+//!   SRV, MX; `recordTTL`); always healthy.
+//!
+//! [`BACKEND_HEALTH`]` = "all"` asks every backend to have a ready endpoint; an object without
+//! Service backends counts as healthy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{
+    BACKEND_HEALTH, ClusterObjects, Extra, HostEntry, Ignored, Kind, Regarding, SERVICE_NAME_LABEL,
+    ServiceHealth, ViewSettings, dns_label, hostname, lb_addresses, read_policy, selected,
+};
+use crate::kinds::{GATEWAY_GROUP, Gateway, ParentRef, Route, RouteSpec, RouteStatus};
+use crate::policy;
+
+/// One object's claim on one host.
+struct Claim {
+    host: String,
+    /// Creation time; unknown sorts last.
+    created: Option<String>,
+    entry: HostEntry,
+    /// How the object is named in reasons (`Ingress default/web`).
+    object: String,
+}
+
+/// The hosts of the cluster's objects (see the module docs).
+pub(super) fn hosts(
+    settings: &ViewSettings,
+    objects: &ClusterObjects,
+    ignored: &mut Vec<Ignored>,
+) -> BTreeMap<String, HostEntry> {
+    let ready = ready_endpoints(objects);
+    let mut claims = Vec::new();
+    let mut add = |meta: &ObjectMeta, kind: Kind, hosts: &mut dyn FnMut(&mut Source<'_>)| {
+        let Some(id) = selected(meta, settings.selector.as_ref()) else {
+            return;
+        };
+        let mut source = Source::new(settings, meta, Regarding { kind, id }, &ready);
+        hosts(&mut source);
+        claims.extend(source.finish(ignored));
+    };
+    let sources = &settings.sources;
+    if sources.ingress {
+        for ing in &objects.ingresses {
+            add(&ing.metadata, Kind::Ingress, &mut |s| ingress(s, ing));
+        }
+    }
+    if sources.gateway() {
+        let gateways: HashMap<(&str, &str), &Gateway> = objects
+            .gateways
+            .iter()
+            .filter_map(|g| {
+                let m = &g.metadata;
+                Some(((m.namespace.as_deref()?, m.name.as_deref()?), &**g))
+            })
+            .collect();
+        let routes = [
+            (
+                sources.http_route,
+                Kind::HttpRoute,
+                route_parts(&objects.http_routes),
+            ),
+            (
+                sources.grpc_route,
+                Kind::GrpcRoute,
+                route_parts(&objects.grpc_routes),
+            ),
+            (
+                sources.tls_route,
+                Kind::TlsRoute,
+                route_parts(&objects.tls_routes),
+            ),
+        ];
+        for (on, kind, parts) in routes {
+            for (meta, spec, status) in parts.into_iter().filter(|_| on) {
+                add(meta, kind, &mut |s| route(s, &gateways, spec, status));
+            }
+        }
+    }
+    if sources.dns_endpoint {
+        for e in &objects.dns_endpoints {
+            add(&e.metadata, Kind::DnsEndpoint, &mut |s| {
+                for endpoint in &e.spec.endpoints {
+                    dns_endpoint(s, endpoint);
+                }
+            });
+        }
+    }
+    // Older first: the first to claim a host keeps it.
+    claims.sort_by(|a, b| {
+        (a.created.is_none(), &a.created, &a.entry.owner).cmp(&(
+            b.created.is_none(),
+            &b.created,
+            &b.entry.owner,
+        ))
+    });
+    let mut hosts: BTreeMap<String, HostEntry> = BTreeMap::new();
+    for claim in claims {
+        if let Some(kept) = hosts.get(&claim.host) {
+            ignored.push(Ignored {
+                object: claim.object,
+                reason: format!(
+                    "host {} is claimed by the older {}: no record from this one",
+                    claim.host, kept.owner
+                ),
+                event: Some((claim.entry.owner, "HostConflict")),
+            });
+            continue;
+        }
+        hosts.insert(claim.host, claim.entry);
+    }
+    hosts
+}
+
+/// The metadata, spec and status of each route of one kind.
+fn route_parts<R: Route>(
+    routes: &[Arc<R>],
+) -> Vec<(&ObjectMeta, &RouteSpec, Option<&RouteStatus>)> {
+    routes.iter().map(|r| r.parts()).collect()
+}
+
+/// Ready endpoints per Service (any Service: backends need not be LoadBalancers).
+fn ready_endpoints(objects: &ClusterObjects) -> HashMap<(&str, &str), usize> {
+    let mut ready: HashMap<(&str, &str), usize> = HashMap::new();
+    for slice in &objects.slices {
+        let Some(name) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        let n = slice
+            .endpoints
+            .iter()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .count();
+        *ready.entry((namespace, name.as_str())).or_default() += n;
+    }
+    ready
+}
+
+/// What one object gives: its hosts, each with its addresses and records, gathered before they
+/// become claims.
+struct Source<'a> {
+    settings: &'a ViewSettings,
+    owner: Regarding,
+    object: String,
+    created: Option<String>,
+    policy: policy::Policy,
+    /// `fedplane.io/backend-health: all`.
+    all_backends: bool,
+    ready: &'a HashMap<(&'a str, &'a str), usize>,
+    hosts: BTreeMap<String, Gathered>,
+    ignored: Vec<Ignored>,
+}
+
+/// One host of one object.
+#[derive(Default)]
+struct Gathered {
+    ips: BTreeSet<IpAddr>,
+    hostnames: BTreeSet<String>,
+    extras: BTreeSet<Extra>,
+    ttl: Option<u32>,
+    /// Ready endpoints of its backends; `None`: no Service backend (healthy).
+    ready: Option<usize>,
+}
+
+impl<'a> Source<'a> {
+    fn new(
+        settings: &'a ViewSettings,
+        meta: &ObjectMeta,
+        owner: Regarding,
+        ready: &'a HashMap<(&'a str, &'a str), usize>,
+    ) -> Self {
+        let object = owner.to_string();
+        let mut ignored = Vec::new();
+        let policy = read_policy(
+            meta.annotations.as_ref(),
+            settings,
+            &object,
+            &owner,
+            &mut ignored,
+        );
+        if policy.check.is_some() {
+            ignored.push(Ignored {
+                object: object.clone(),
+                reason: format!(
+                    "{}: health checks are run for Services only (a host's health is its backends' endpoints)",
+                    policy::HEALTH_CHECK
+                ),
+                event: Some((owner.clone(), "InvalidHealthCheck")),
+            });
+        }
+        Self {
+            settings,
+            object,
+            created: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            policy,
+            all_backends: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(BACKEND_HEALTH))
+                .is_some_and(|v| v.eq_ignore_ascii_case("all")),
+            ready,
+            hosts: BTreeMap::new(),
+            ignored,
+            owner,
+        }
+    }
+
+    fn ignore(&mut self, reason: String) {
+        self.ignored.push(Ignored {
+            object: self.object.clone(),
+            reason,
+            event: None,
+        });
+    }
+
+    /// The host `raw` normalised, or why it gets no records (reported).
+    fn host(&mut self, raw: &str, underscores: bool) -> Option<String> {
+        let host = raw.trim_end_matches('.').to_ascii_lowercase();
+        match host_problem(&host, self.settings, underscores) {
+            Some(reason) => {
+                self.ignore(format!("host {raw:?} {reason}: no record"));
+                None
+            }
+            None => Some(host),
+        }
+    }
+
+    /// The ready endpoints of the backend Services `backends` (in this object's namespace
+    /// unless given): `None` without backends.
+    fn backend_health(&self, backends: &BTreeSet<(String, String)>) -> Option<usize> {
+        if backends.is_empty() {
+            return None;
+        }
+        let counts: Vec<usize> = backends
+            .iter()
+            .map(|(ns, name)| {
+                self.ready
+                    .get(&(ns.as_str(), name.as_str()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        Some(if self.all_backends && counts.contains(&0) {
+            0
+        } else {
+            counts.iter().sum()
+        })
+    }
+
+    fn gathered(&mut self, host: String) -> &mut Gathered {
+        self.hosts.entry(host).or_default()
+    }
+
+    /// Its claims; what was left out goes to `ignored`.
+    fn finish(self, ignored: &mut Vec<Ignored>) -> Vec<Claim> {
+        let Self {
+            owner,
+            object,
+            created,
+            policy,
+            hosts,
+            ignored: mine,
+            ..
+        } = self;
+        ignored.extend(mine);
+        let mut claims = Vec::new();
+        for (host, g) in hosts {
+            // A load balancer named as the host itself (or below it) would make it an alias
+            // of itself; an alias holds no other records.
+            let below = format!(".{host}");
+            let all = g.hostnames.len();
+            let mut hostnames: Vec<String> = g
+                .hostnames
+                .into_iter()
+                .filter(|h| *h != host && !h.ends_with(&below))
+                .collect();
+            if hostnames.len() < all {
+                ignored.push(Ignored {
+                    object: object.clone(),
+                    reason: format!("a load balancer hostname at or below {host} is left out of its records (it would be its own alias)"),
+                    event: None,
+                });
+            }
+            // (A load balancer's status may give an address and a hostname: the address
+            // answers, as from Services.)
+            let beside =
+                !g.extras.is_empty() || (owner.kind == Kind::DnsEndpoint && !g.ips.is_empty());
+            if !hostnames.is_empty() && beside {
+                ignored.push(Ignored {
+                    object: object.clone(),
+                    reason: format!(
+                        "host {host}: a CNAME cannot stand beside other records of its name: left out"
+                    ),
+                    event: None,
+                });
+                hostnames.clear();
+            }
+            claims.push(Claim {
+                entry: HostEntry {
+                    owner: owner.clone(),
+                    created: created.clone().unwrap_or_default(),
+                    health: ServiceHealth {
+                        ingress: g.ips.into_iter().collect(),
+                        hostnames,
+                        ready_endpoints: g.ready.unwrap_or(1),
+                        policy: policy.clone(),
+                        ..ServiceHealth::default()
+                    },
+                    ttl: g.ttl,
+                    extras: g.extras.into_iter().collect(),
+                },
+                host,
+                created: created.clone(),
+                object: object.clone(),
+            });
+        }
+        claims
+    }
+}
+
+/// An Ingress's hosts.
+fn ingress(s: &mut Source<'_>, ing: &Ingress) {
+    let object = s.object.clone();
+    let entries = ing
+        .status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|i| (i.ip.as_deref(), i.hostname.as_deref()));
+    let (ips, hostnames) = lb_addresses(entries, &object, &mut s.ignored);
+    let spec = ing.spec.as_ref();
+    let namespace = s.owner.id.namespace.clone();
+    let service_of = |b: &IngressBackend| {
+        b.service
+            .as_ref()
+            .map(|svc| (namespace.clone(), svc.name.clone()))
+    };
+    let default_backend = spec
+        .and_then(|sp| sp.default_backend.as_ref())
+        .and_then(service_of);
+    for rule in spec.and_then(|sp| sp.rules.as_ref()).into_iter().flatten() {
+        let Some(host) = rule.host.as_deref().and_then(|raw| s.host(raw, false)) else {
+            continue;
+        };
+        if s.hosts.contains_key(&host) {
+            continue; // its first rule decides
+        }
+        // This host's backends: its rule's paths, else the default backend.
+        let mut backends: BTreeSet<(String, String)> = rule
+            .http
+            .iter()
+            .flat_map(|h| h.paths.iter().filter_map(|p| service_of(&p.backend)))
+            .collect();
+        if backends.is_empty() {
+            backends.extend(default_backend.clone());
+        }
+        let ready = s.backend_health(&backends);
+        let g = s.gathered(host);
+        g.ips.extend(ips.iter().copied());
+        g.hostnames.extend(hostnames.iter().cloned());
+        g.ready = ready;
+    }
+}
+
+/// A Gateway API route's hosts.
+fn route(
+    s: &mut Source<'_>,
+    gateways: &HashMap<(&str, &str), &Gateway>,
+    spec: &RouteSpec,
+    status: Option<&RouteStatus>,
+) {
+    let namespace = s.owner.id.namespace.clone();
+    let backends: BTreeSet<(String, String)> = spec
+        .rules
+        .iter()
+        .flat_map(|r| &r.backend_refs)
+        .filter(|b| {
+            b.group.as_deref().unwrap_or("").is_empty()
+                && b.kind.as_deref().unwrap_or("Service") == "Service"
+        })
+        .map(|b| {
+            (
+                b.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                b.name.clone(),
+            )
+        })
+        .collect();
+    let ready = s.backend_health(&backends);
+    for parent in &spec.parent_refs {
+        let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        if group != GATEWAY_GROUP || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway" {
+            continue; // not a Gateway: a mesh Service, another implementation's parent
+        }
+        let gw_ns = parent
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
+        let shown = format!("{gw_ns}/{}", parent.name);
+        let Some(gateway) = gateways.get(&(gw_ns.as_str(), parent.name.as_str())) else {
+            s.ignore(format!(
+                "parent Gateway {shown} does not exist: no records through it"
+            ));
+            continue;
+        };
+        if !accepted(status, parent, &namespace) {
+            s.ignore(format!(
+                "parent Gateway {shown} has not accepted it (status.parents: no Accepted=True): no records through it"
+            ));
+            continue;
+        }
+        let listeners: Vec<_> = gateway
+            .spec
+            .listeners
+            .iter()
+            .filter(|l| parent.section_name.as_ref().is_none_or(|n| *n == l.name))
+            .filter(|l| parent.port.is_none_or(|p| l.port == Some(p)))
+            .collect();
+        let listener_names: Vec<Option<String>> = listeners
+            .iter()
+            .map(|l| {
+                l.hostname
+                    .as_deref()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            })
+            .collect();
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        if spec.hostnames.is_empty() {
+            // A listener without hostname takes any name: no name of ours.
+            names.extend(listener_names.iter().flatten().cloned());
+        }
+        for raw in &spec.hostnames {
+            let h = raw.trim_end_matches('.').to_ascii_lowercase();
+            let before = names.len();
+            for l in &listener_names {
+                match l {
+                    None => {
+                        names.insert(h.clone());
+                    }
+                    Some(l) => names.extend(intersect(&h, l)),
+                }
+            }
+            if names.len() == before && !names.contains(&h) {
+                s.ignore(format!(
+                    "hostname {raw:?} matches no listener of Gateway {shown} it attaches to: no records through it"
+                ));
+            }
+        }
+        if names.is_empty() {
+            if spec.hostnames.is_empty() {
+                s.ignore(format!(
+                    "neither it nor the listeners of Gateway {shown} it attaches to have a hostname: no records through it"
+                ));
+            }
+            continue;
+        }
+        let mut entries: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+        for a in gateway.status.iter().flat_map(|st| &st.addresses) {
+            match a.type_.as_deref().unwrap_or("IPAddress") {
+                "IPAddress" => entries.push((Some(a.value.as_str()), None)),
+                "Hostname" => entries.push((None, Some(a.value.as_str()))),
+                other => s.ignore(format!(
+                    "Gateway {shown}'s address {:?} of type {other:?} is not an IPAddress or Hostname: left out",
+                    a.value
+                )),
+            }
+        }
+        let (ips, hostnames) = lb_addresses(entries.into_iter(), &s.object.clone(), &mut s.ignored);
+        for raw in names {
+            let Some(host) = s.host(&raw, false) else {
+                continue;
+            };
+            let g = s.gathered(host);
+            g.ips.extend(ips.iter().copied());
+            g.hostnames.extend(hostnames.iter().cloned());
+            g.ready = ready;
+        }
+    }
+}
+
+/// Whether the route's status says the Gateway of `parent` accepted it.
+fn accepted(status: Option<&RouteStatus>, parent: &ParentRef, route_ns: &str) -> bool {
+    let ns = |p: &ParentRef| p.namespace.clone().unwrap_or_else(|| route_ns.to_owned());
+    status.into_iter().flat_map(|s| &s.parents).any(|p| {
+        let r = &p.parent_ref;
+        r.name == parent.name
+            && ns(r) == ns(parent)
+            && r.section_name == parent.section_name
+            && r.port == parent.port
+            && p.conditions
+                .iter()
+                .any(|c| c.type_ == "Accepted" && c.status == "True")
+    })
+}
+
+/// The names both a route hostname and a listener hostname match (Gateway API: a `*.` first
+/// label matches one or more labels): the more specific of the two, if one is inside the
+/// other.
+pub(super) fn intersect(route: &str, listener: &str) -> Option<String> {
+    let inside = |name: &str, wildcard: &str| {
+        wildcard
+            .strip_prefix('*')
+            .is_some_and(|suffix| name.ends_with(suffix) && name.len() > suffix.len())
+    };
+    if route == listener || inside(route, listener) {
+        Some(route.to_owned())
+    } else if inside(listener, route) {
+        Some(listener.to_owned())
+    } else {
+        None
+    }
+}
+
+/// One endpoint of a DNSEndpoint.
+fn dns_endpoint(s: &mut Source<'_>, e: &crate::kinds::Endpoint) {
+    let record_type = e.record_type.to_ascii_uppercase();
+    let Some(host) = s.host(&e.dns_name, true) else {
+        return;
+    };
+    let mut ips = Vec::new();
+    let mut hostnames = Vec::new();
+    let mut extras = Vec::new();
+    for target in &e.targets {
+        let parsed: Result<(), String> = match record_type.as_str() {
+            "A" | "AAAA" => match target.trim().parse::<IpAddr>() {
+                Ok(ip) if ip.is_ipv4() == (record_type == "A") => {
+                    ips.push(ip);
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "is not an IPv{} address",
+                    if record_type == "A" { 4 } else { 6 }
+                )),
+            },
+            "CNAME" => hostname(target).map(|h| hostnames.push(h)),
+            "TXT" => {
+                if target.len() > 4096 {
+                    Err("is longer than 4096 bytes".to_owned())
+                } else {
+                    extras.push(Extra::Text(target.clone()));
+                    Ok(())
+                }
+            }
+            "SRV" => srv(target).map(|x| extras.push(x)),
+            "MX" => mx(target).map(|x| extras.push(x)),
+            other => {
+                s.ignore(format!(
+                    "endpoint {host} {other}: only A, AAAA, CNAME, TXT, SRV and MX records are published"
+                ));
+                return;
+            }
+        };
+        if let Err(reason) = parsed {
+            s.ignore(format!(
+                "endpoint {host} {record_type}: target {target:?} {reason}: left out"
+            ));
+        }
+    }
+    let ttl = e
+        .record_ttl
+        .filter(|t| *t > 0)
+        .map(|t| u32::try_from(t).unwrap_or(u32::MAX));
+    let g = s.gathered(host);
+    g.ips.extend(ips);
+    g.hostnames.extend(hostnames);
+    g.extras.extend(extras);
+    // Several endpoints of one name: the shortest TTL.
+    g.ttl = match (g.ttl, ttl) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+}
+
+/// An SRV target: `priority weight port target`.
+fn srv(target: &str) -> Result<Extra, String> {
+    let f: Vec<&str> = target.split_whitespace().collect();
+    let num = |s: &str| s.parse::<u16>().ok();
+    match f[..] {
+        [p, w, port, t] => match (num(p), num(w), num(port), hostname(t)) {
+            (Some(priority), Some(weight), Some(port), Ok(target)) => Ok(Extra::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            }),
+            _ => Err("is not `priority weight port target` (numbers 0-65535 and a name)".into()),
+        },
+        _ => Err("is not `priority weight port target`".into()),
+    }
+}
+
+/// An MX target: `preference host`.
+fn mx(target: &str) -> Result<Extra, String> {
+    let f: Vec<&str> = target.split_whitespace().collect();
+    match f[..] {
+        [p, h] => match (p.parse::<u16>(), hostname(h)) {
+            (Ok(preference), Ok(host)) => Ok(Extra::Mx { preference, host }),
+            _ => Err("is not `preference host` (a number 0-65535 and a name)".into()),
+        },
+        _ => Err("is not `preference host`".into()),
+    }
+}
+
+/// Why a host cannot be a name of ours, if it cannot. `underscores`: labels may hold `_`
+/// (DNSEndpoint names such as `_sip._tcp.…`).
+fn host_problem(host: &str, settings: &ViewSettings, underscores: bool) -> Option<String> {
+    let domain = &settings.domain;
+    let Some(relative) = host
+        .strip_suffix(domain.as_str())
+        .and_then(|h| h.strip_suffix('.'))
+    else {
+        return Some(format!("is not inside {domain}"));
+    };
+    let labels: Vec<&str> = relative.split('.').collect();
+    let valid = labels.iter().enumerate().all(|(i, l)| {
+        (i == 0 && *l == "*")
+            || dns_label(l).is_ok()
+            || (underscores
+                && l.len() <= 63
+                && l.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                })
+                && !l.is_empty())
+    });
+    if !valid {
+        return Some("is not a DNS name (a-z, 0-9, '-'; a wildcard only as `*.` first)".into());
+    }
+    let fed = settings.federation.as_str();
+    if labels.windows(2).any(|w| w[0] == fed && w[1] == "svc") {
+        return Some(format!(
+            "is inside the names of the federation's Services (…{fed}.svc…)"
+        ));
+    }
+    if labels.last() == Some(&"dns") {
+        return Some(format!(
+            "is at or below dns.{domain}, where the zone's apex addresses and name servers are"
+        ));
+    }
+    if labels == ["*"] {
+        return Some(format!("is a wildcard for all of {domain}"));
+    }
+    // Its longest record name: an IPv6 address label (39) below the longest cluster name.
+    let longest_cluster = settings.members.iter().map(String::len).max().unwrap_or(63);
+    if host.len() + longest_cluster + 39 + 2 > 253 {
+        return Some(
+            "is too long: its records' names (address.cluster.host) would pass 253 characters"
+                .to_owned(),
+        );
+    }
+    None
+}
