@@ -1,5 +1,5 @@
-//! The results of the active health checks (`fedplane.io/health-check`), per cluster, Service
-//! and ingress address: down after `failures` failed probes in a row, up again after
+//! The results of the active health checks (`fedplane.io/health-check`), per cluster, object
+//! (a Service, or the Ingress, route or DNSEndpoint of host names) and address: down after `failures` failed probes in a row, up again after
 //! `successes` in a row. Pure: [`crate::prober`] probes and records, the reconcile loop sets the
 //! targets from the views and leaves the addresses that are down out of them.
 //!
@@ -11,16 +11,16 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::policy::Check;
-use crate::view::{ClusterView, ServiceId};
+use crate::view::{ClusterView, Regarding};
 
 /// One probed address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Target {
     /// Cluster name.
     pub cluster: String,
-    /// The Service.
-    pub service: ServiceId,
-    /// One of its ingress addresses in that cluster.
+    /// The Service, or the object of host names.
+    pub object: Regarding,
+    /// One of its addresses in that cluster.
     pub address: IpAddr,
 }
 
@@ -57,21 +57,30 @@ impl Health {
         }
     }
 
-    /// The targets of these views: every ingress address of every Service with a check.
-    /// Targets kept with the same check keep their state.
+    /// The targets of these views: every address of every Service and host with a check
+    /// (the hosts of one object are one target per address). Targets kept with the same
+    /// check keep their state.
     pub fn set_targets(&mut self, views: &[ClusterView]) {
         let mut next = BTreeMap::new();
         for v in views {
-            for (id, h) in &v.services {
+            let services = v
+                .services
+                .iter()
+                .map(|(id, h)| (Regarding::service(id.clone()), h));
+            let hosts = v.hosts.values().map(|e| (e.owner.clone(), &e.health));
+            for (object, h) in services.chain(hosts) {
                 let Some(check) = &h.policy.check else {
                     continue;
                 };
                 for &address in &h.ingress {
                     let target = Target {
                         cluster: v.name.clone(),
-                        service: id.clone(),
+                        object: object.clone(),
                         address,
                     };
+                    if next.contains_key(&target) {
+                        continue;
+                    }
                     let state = match self.states.remove(&target) {
                         Some(s) if s.check == *check => s,
                         _ => State {
@@ -131,19 +140,19 @@ impl Health {
         out
     }
 
-    /// Whether `address` of `service` in `cluster` is up (true when it is not probed).
-    pub fn is_up(&self, cluster: &str, service: &ServiceId, address: IpAddr) -> bool {
+    /// Whether `address` of `object` in `cluster` is up (true when it is not probed).
+    pub fn is_up(&self, cluster: &str, object: &Regarding, address: IpAddr) -> bool {
         self.states
             .get(&Target {
                 cluster: cluster.to_owned(),
-                service: service.clone(),
+                object: object.clone(),
                 address,
             })
             .is_none_or(|s| s.up)
     }
 
     /// `views` without the addresses that are down (a cluster left with none is unhealthy
-    /// for that Service, so its zone names fall back).
+    /// for that Service, so its zone names fall back; a host is not answered there).
     pub fn apply(&self, views: &mut [ClusterView]) {
         if self.states.values().all(|s| s.up) {
             return;
@@ -151,7 +160,16 @@ impl Health {
         for v in views {
             for (id, h) in &mut v.services {
                 if h.policy.check.is_some() {
-                    h.ingress.retain(|ip| self.is_up(&v.name, id, *ip));
+                    let object = Regarding::service(id.clone());
+                    h.ingress.retain(|ip| self.is_up(&v.name, &object, *ip));
+                }
+            }
+            for e in v.hosts.values_mut() {
+                if e.health.policy.check.is_some() {
+                    let object = &e.owner;
+                    e.health
+                        .ingress
+                        .retain(|ip| self.is_up(&v.name, object, *ip));
                 }
             }
         }
@@ -163,7 +181,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::view::ServiceHealth;
+    use crate::view::{ServiceHealth, ServiceId};
 
     fn views(check: Option<Check>) -> Vec<ClusterView> {
         let id = ServiceId {
@@ -189,10 +207,10 @@ mod tests {
     fn target(address: &str) -> Target {
         Target {
             cluster: "fcp".into(),
-            service: ServiceId {
+            object: Regarding::service(ServiceId {
                 namespace: "default".into(),
                 name: "web".into(),
-            },
+            }),
             address: address.parse().expect("address"),
         }
     }
@@ -204,6 +222,46 @@ mod tests {
     };
 
     #[test]
+    fn the_hosts_of_one_object_share_its_targets_and_lose_an_address_that_is_down() {
+        let owner = Regarding {
+            kind: crate::view::Kind::HttpRoute,
+            id: ServiceId {
+                namespace: "shop".into(),
+                name: "shop".into(),
+            },
+        };
+        let mut health = ServiceHealth {
+            ingress: vec!["10.0.0.9".parse().expect("address")],
+            ready_endpoints: 1,
+            ..ServiceHealth::default()
+        };
+        health.policy.check = Some(TCP);
+        let entry = crate::view::HostEntry {
+            owner: owner.clone(),
+            created: String::new(),
+            health,
+            ttl: None,
+            extras: Vec::new(),
+        };
+        let mut v = views(None);
+        v[0].hosts = [
+            ("a.example.com".to_owned(), entry.clone()),
+            ("b.example.com".to_owned(), entry),
+        ]
+        .into();
+        let mut h = Health::new(N3M2);
+        h.set_targets(&v);
+        assert_eq!(h.targets().len(), 1, "one target for both hosts");
+        let t = &h.targets()[0].0;
+        assert_eq!(t.object, owner);
+        for _ in 0..3 {
+            h.record(&t.clone(), &TCP, false);
+        }
+        h.apply(&mut v);
+        assert!(v[0].hosts.values().all(|e| !e.health.healthy()));
+    }
+
+    #[test]
     fn an_address_goes_down_after_n_failures_and_up_after_m_successes() {
         let mut h = Health::new(N3M2);
         h.set_targets(&views(Some(TCP)));
@@ -212,7 +270,7 @@ mod tests {
         assert_eq!(h.record(&t, &TCP, false), None);
         assert_eq!(h.record(&t, &TCP, false), None);
         assert_eq!(h.record(&t, &TCP, false), Some(false));
-        assert!(!h.is_up("fcp", &t.service, t.address));
+        assert!(!h.is_up("fcp", &t.object, t.address));
         let mut v = views(Some(TCP));
         h.apply(&mut v);
         let left: Vec<String> = v[0]
@@ -227,7 +285,7 @@ mod tests {
         assert_eq!(left, ["fd00::1"]);
         assert_eq!(h.record(&t, &TCP, true), None);
         assert_eq!(h.record(&t, &TCP, true), Some(true));
-        assert!(h.is_up("fcp", &t.service, t.address));
+        assert!(h.is_up("fcp", &t.object, t.address));
     }
 
     #[test]
@@ -241,11 +299,11 @@ mod tests {
         for _ in 0..3 {
             h.record(&t, &TCP, false);
         }
-        assert!(!h.is_up("fcp", &t.service, t.address));
+        assert!(!h.is_up("fcp", &t.object, t.address));
         for ok in [true, false, true, false, true, false] {
             assert_eq!(h.record(&t, &TCP, ok), None);
         }
-        assert!(!h.is_up("fcp", &t.service, t.address));
+        assert!(!h.is_up("fcp", &t.object, t.address));
     }
 
     #[test]
@@ -258,13 +316,13 @@ mod tests {
         let t = target("10.0.0.1");
         assert_eq!(h.record(&t, &TCP, false), Some(false));
         h.set_targets(&views(Some(TCP)));
-        assert!(!h.is_up("fcp", &t.service, t.address), "kept");
+        assert!(!h.is_up("fcp", &t.object, t.address), "kept");
         let http = Check::Http {
             port: 80,
             path: "/".into(),
         };
         h.set_targets(&views(Some(http.clone())));
-        assert!(h.is_up("fcp", &t.service, t.address), "started over");
+        assert!(h.is_up("fcp", &t.object, t.address), "started over");
         assert_eq!(h.record(&t, &TCP, false), None, "a result of the old check");
         h.set_targets(&views(None));
         assert!(h.targets().is_empty());
@@ -294,7 +352,7 @@ mod tests {
                 } else {
                     prop_assert_eq!(flipped, None);
                 }
-                prop_assert_eq!(h.is_up("fcp", &t.service, t.address), up);
+                prop_assert_eq!(h.is_up("fcp", &t.object, t.address), up);
             }
         }
     }

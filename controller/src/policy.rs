@@ -1,6 +1,6 @@
-//! A Service's traffic policy, from its annotations: how the global and region names choose
-//! among the healthy clusters (the strategy) and whether the controller probes its ingress
-//! addresses (the health check). Pure.
+//! A Service's traffic policy (or an Ingress's, route's or DNSEndpoint's, for its host names),
+//! from its annotations: how the global and region names choose among the healthy clusters
+//! (the strategy) and whether the controller probes its addresses (the health check). Pure.
 //!
 //! | annotation | values | default |
 //! |---|---|---|

@@ -95,9 +95,9 @@ pub async fn run(
                 }
                 flipped = true;
                 match &result {
-                    Ok(()) => info!(cluster = %target.cluster, service = %target.service,
+                    Ok(()) => info!(cluster = %target.cluster, object = %target.object,
                         address = %target.address, check = %check, "health check passes again: address back"),
-                    Err(e) => warn!(cluster = %target.cluster, service = %target.service,
+                    Err(e) => warn!(cluster = %target.cluster, object = %target.object,
                         address = %target.address, check = %check, error = %e,
                         "health check failing: address withdrawn"),
                 }
@@ -194,7 +194,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::view::ServiceId;
+    use crate::view::{Regarding, ServiceId};
 
     #[test]
     fn status_lines() {
@@ -210,10 +210,10 @@ mod tests {
         (
             Target {
                 cluster: "fcp".into(),
-                service: ServiceId {
+                object: Regarding::service(ServiceId {
                     namespace: "default".into(),
                     name: "web".into(),
-                },
+                }),
                 address: addr.ip(),
             },
             addr.port(),

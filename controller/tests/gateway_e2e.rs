@@ -312,3 +312,35 @@ fn snapshot_files_with_gateway_routes_and_dns_endpoints_give_the_same_records_as
         .collect();
     assert_eq!(live, snap);
 }
+
+#[test]
+fn a_health_checked_route_leaves_out_a_gateway_address_that_stops_answering() {
+    let fed = Federation::start();
+    let mut listeners = Vec::new();
+    for (cluster, ip) in [("fcp", "127.0.7.1"), ("usa", "127.0.7.2")] {
+        let fake = fed.fake(cluster);
+        namespaces(fake);
+        backend(fake, true);
+        fake.apply(gateway(ip));
+        let l = std::net::TcpListener::bind(format!("{ip}:0")).expect("listener");
+        let mut r = route(GW, "HTTPRoute", "shop", &[SHOP]);
+        r["metadata"]["annotations"] = json!({
+            "fedplane.io/health-check": format!("tcp:{}", l.local_addr().expect("addr").port())
+        });
+        fake.apply(r);
+        listeners.push(l);
+    }
+    let _c = fed.controller(&[
+        "--source",
+        SOURCES,
+        "--probe-interval",
+        "100ms",
+        "--probe-timeout",
+        "100ms",
+        "--probe-failures",
+        "2",
+    ]);
+    fed.await_a(SHOP, &["127.0.7.1", "127.0.7.2"]);
+    drop(listeners.remove(0));
+    fed.await_a(SHOP, &["127.0.7.2"]);
+}

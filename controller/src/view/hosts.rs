@@ -14,7 +14,9 @@
 //!   SRV, MX; `recordTTL`); always healthy.
 //!
 //! [`BACKEND_HEALTH`]` = "all"` asks every backend to have a ready endpoint; an object without
-//! Service backends counts as healthy.
+//! Service backends counts as healthy. The traffic-management annotations ([`policy`]) apply
+//! as on Services: the strategy, and a health check probing the host's addresses (those that
+//! fail are left out, as a Service's).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -201,16 +203,6 @@ impl<'a> Source<'a> {
             &owner,
             &mut ignored,
         );
-        if policy.check.is_some() {
-            ignored.push(Ignored {
-                object: object.clone(),
-                reason: format!(
-                    "{}: health checks are run for Services only (a host's health is its backends' endpoints)",
-                    policy::HEALTH_CHECK
-                ),
-                event: Some((owner.clone(), "InvalidHealthCheck")),
-            });
-        }
         Self {
             settings,
             object,
