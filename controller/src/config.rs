@@ -57,7 +57,7 @@ pub struct Cli {
     /// Zone of every node of cluster NAME, over its node labels (repeatable)
     #[arg(long = "cluster-zone", value_name = "NAME=ZONE")]
     pub cluster_zones: Vec<String>,
-    /// Federate only the LoadBalancer Services (and Ingresses) whose labels match, e.g.
+    /// Federate only the LoadBalancer Services (and the other sources' objects) whose labels match, e.g.
     /// 'tier=web,!canary' [default: all; the annotation fedplane.io/federate: "false" opts one
     /// out]
     #[arg(long, value_name = "SELECTOR")]
@@ -77,7 +77,7 @@ pub struct Cli {
         default_value = "service"
     )]
     pub sources: Vec<String>,
-    /// TTL of every record, in seconds
+    /// TTL of every record, in seconds (a DNSEndpoint's recordTTL overrides it for its names)
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub ttl: u32,
     /// How long the records of a cluster that cannot be reached are kept before they are

@@ -98,6 +98,45 @@ pub struct Listener {
     /// `port`.
     #[serde(default)]
     pub port: Option<i32>,
+    /// `protocol`: `HTTP`, `HTTPS`, `TLS`, `TCP`, `UDP` or an implementation's own.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// `allowedRoutes`: which routes may attach.
+    #[serde(default)]
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+/// `Gateway.spec.listeners[].allowedRoutes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedRoutes {
+    /// `namespaces`.
+    #[serde(default)]
+    pub namespaces: Option<RouteNamespaces>,
+    /// `kinds` (empty: those of the listener's protocol).
+    #[serde(default)]
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+/// `allowedRoutes.namespaces`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteNamespaces {
+    /// `from`: `Same` (the default), `All` or `Selector`.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// `allowedRoutes.kinds[]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteGroupKind {
+    /// `group` (default `gateway.networking.k8s.io`).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// `kind`.
+    #[serde(default)]
+    pub kind: String,
 }
 
 /// `Gateway.status`.
@@ -186,6 +225,9 @@ pub struct BackendRef {
     /// `namespace` (default the route's).
     #[serde(default)]
     pub namespace: Option<String>,
+    /// `weight` (default 1; 0: no traffic).
+    #[serde(default)]
+    pub weight: Option<i32>,
 }
 
 /// A route's `status`.

@@ -10,8 +10,11 @@
 //! | region | `<svc>.<ns>.<fed>.svc.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the region, else a CNAME to the global name |
 //! | zone | `<svc>.<ns>.<fed>.svc.<zone>.<region>.<domain>` | A/AAAA of the healthy clusters with ready endpoints in the zone, else a CNAME to the region name |
 //!
-//! An Ingress host (`--source ingress`) is one name, the host itself: the addresses of every
-//! cluster where its Ingress is healthy, chosen by its strategy; none when none is healthy.
+//! A host name (`--source ingress`, `gateway-*`, `dnsendpoint`) is one name, the host itself:
+//! the addresses of every cluster where its object is healthy, chosen by its strategy (none
+//! when none is healthy), and a DNSEndpoint's TXT, SRV and MX records (every cluster's, once
+//! each) with its `recordTTL`. Nested names of different objects, and `_` names not below
+//! their own object's name, are refused ([`refused_hosts`]).
 //!
 //! Each named port of the Service (of the first cluster that has it) gets an SRV record at
 //! each level, `_<port>._<protocol>.<level name>`, as kube-dns published them: the port, and
@@ -33,7 +36,9 @@
 //!   `/skydns/com/example/svc/federation/default/hello-world/fcp/10-210-1-68`: one subtree per
 //!   cluster, so clusters never write the same key;
 //! - a CNAME: `<name key>/_cname` (`_` cannot start a cluster name);
-//! - an SRV record: `<SRV name key>/_srv`, e.g. `…/hello-world/_tcp/_http/_srv`.
+//! - an SRV record: `<SRV name key>/_srv`, e.g. `…/hello-world/_tcp/_http/_srv`;
+//! - a DNSEndpoint's TXT, SRV, MX record: `<name key>/_t-<hash>`, `_s-<hash>`, `_m-<hash>`
+//!   (`text`; `host`, `port`, `priority`, `weight`; `host`, `priority`, `mail`).
 //!
 //! Values: `{"host":…,"ttl":…,"managed-by":"fedplane-controller/<fed>"}`. The `managed-by`
 //! field is our ownership marker: only keys that carry ours are ever changed or deleted.
@@ -45,7 +50,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Strategy;
-use crate::view::{ClusterView, Extra, HostEntry, Locality, Regarding, ServiceHealth, ServiceId};
+use crate::view::{
+    ClusterView, Extra, HostEntry, Kind, Locality, Regarding, ServiceHealth, ServiceId,
+};
 
 /// JSON field that marks a value as written by us.
 pub const OWNER_FIELD: &str = "managed-by";
@@ -387,15 +394,34 @@ pub fn host_owner<'a>(clusters: &'a [ClusterView], host: &str) -> Option<&'a Reg
         .map(|e| &e.owner)
 }
 
-/// The Ingress hosts that get no record, with why: a host that is an ancestor of other names
-/// would answer their records too (every key below a name's key is one of its records):
-/// `svc.<domain>` and the region and zone labels where Services have names
-/// (`<region>`, `<zone>.<region>`, `svc.<region>`, `svc.<zone>.<region>`), and a host with
-/// another (not wildcard) host below it. Pure; the planner leaves them out, the loop logs them.
+/// The host names that get no record, with why. Every key below a name's key is one of its
+/// records (SkyDNS), so nested names of different objects would mix their records:
+///
+/// - a name that is an ancestor of the federation's Service names: `svc.<domain>` and the
+///   region and zone labels where Services have names (`<region>`, `<zone>.<region>`,
+///   `svc.<region>`, `svc.<zone>.<region>`);
+/// - of two nested names (one below the other, wildcards and `_` names included) claimed by
+///   different objects, the younger ([`host_owner`]'s order), so nobody adds records to an
+///   older name or takes it over by claiming one below it;
+/// - a name whose first label starts with `_` (`_sip._tcp.app`, `_acme-challenge`) unless the
+///   name it is about (without its `_` labels) is a name of the same object: nobody publishes
+///   a TXT or SRV record for another's name, or for the zone.
+///
+/// Pure, and O(names × labels); the planner leaves them out, the loop logs them.
 pub fn refused_hosts(naming: &Naming, clusters: &[ClusterView]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let hosts: BTreeSet<&String> = clusters.iter().flat_map(|c| c.hosts.keys()).collect();
-    if hosts.is_empty() {
+    // Each name's keeper: (no creation time, creation time, owner).
+    let mut keepers: BTreeMap<&str, (bool, &str, &Regarding)> = BTreeMap::new();
+    for c in clusters {
+        for (host, e) in &c.hosts {
+            let k = (e.created.is_empty(), e.created.as_str(), &e.owner);
+            keepers
+                .entry(host.as_str())
+                .and_modify(|old| *old = (*old).min(k))
+                .or_insert(k);
+        }
+    }
+    if keepers.is_empty() {
         return out;
     }
     let has_services = clusters.iter().any(|c| !c.services.is_empty());
@@ -418,26 +444,59 @@ pub fn refused_hosts(naming: &Naming, clusters: &[ClusterView]) -> BTreeMap<Stri
             }
         }
     }
-    for host in &hosts {
-        if reserved.contains(*host) {
+    let apex = naming.domain.as_str();
+    for (&host, keeper) in &keepers {
+        if reserved.contains(host) {
             out.insert(
-                (*host).clone(),
+                host.to_owned(),
                 "is an ancestor of the federation's Service names: it would answer their records"
                     .to_owned(),
             );
             continue;
         }
-        // Wildcards and `_` names (SRV, TXT of DNSEndpoints such as `_sip._tcp.<host>`) are
-        // no names the host would answer for.
-        let below = format!(".{host}");
-        if let Some(child) = hosts.iter().find(|h| {
-            h.strip_suffix(&below)
-                .is_some_and(|rest| !rest.starts_with(['*', '_']) && !rest.contains(".*."))
-        }) {
-            out.insert(
-                (*host).clone(),
-                format!("has the host {child} below it: it would answer its records"),
-            );
+        // Its ancestors (up to the zone, not included) that are names too.
+        let mut rest = host;
+        while let Some((_, up)) = rest.split_once('.') {
+            rest = up;
+            if rest == apex {
+                break;
+            }
+            let Some(other) = keepers.get(rest) else {
+                continue;
+            };
+            if other.2 == keeper.2 {
+                continue;
+            }
+            let (younger, why) = if other < keeper {
+                (
+                    host,
+                    format!(
+                        "is below {rest}, a name of the older {}: it would add records to that name",
+                        other.2
+                    ),
+                )
+            } else {
+                (
+                    rest,
+                    format!(
+                        "has {host} below it, a name of the older {}: it would answer that name's records",
+                        keeper.2
+                    ),
+                )
+            };
+            out.entry(younger.to_owned()).or_insert(why);
+        }
+        if host.starts_with('_') {
+            let about = host
+                .split('.')
+                .skip_while(|l| l.starts_with('_'))
+                .collect::<Vec<_>>()
+                .join(".");
+            if keepers.get(about.as_str()).is_none_or(|k| k.2 != keeper.2) {
+                out.entry(host.to_owned()).or_insert_with(|| {
+                    format!("is an `_` name whose name {about} is not one of the same object's")
+                });
+            }
         }
     }
     out
@@ -469,15 +528,33 @@ fn plan_host(naming: &Naming, clusters: &[ClusterView], host: &str, out: &mut De
         _ => naming,
     };
     let strategy = &first.health.policy.strategy;
-    let (healthy, _) = healthy_clusters(clusters, strategy, |c| {
+    let (mut healthy, _) = healthy_clusters(clusters, strategy, |c| {
         owned(c, host, owner).map(|e| &e.health)
     });
-    put_records(naming, out, host, strategy, healthy.iter().collect());
     let extras: BTreeSet<&Extra> = clusters
         .iter()
         .filter_map(|c| owned(c, host, owner))
         .flat_map(|e| &e.extras)
         .collect();
+    // A DNSEndpoint's CNAME beside other records of its name (from another cluster): the
+    // alias would hide them; left out (a load balancer's hostname beside an address is
+    // answered as the address, by fedplane-dns).
+    if !extras.is_empty()
+        || (owner.kind == Kind::DnsEndpoint && healthy.iter().any(|h| !h.ips.is_empty()))
+    {
+        for h in &mut healthy {
+            h.hostnames = &[];
+        }
+    }
+    put_records(naming, out, host, strategy, healthy.iter().collect());
+    // fedplane-dns (as CoreDNS) reads a priority or preference of 0 as its default (10): a
+    // name with a 0 has each one written 1 higher, so their order stands; a weight of 0 is 1.
+    let shift = u16::from(extras.iter().any(|e| {
+        matches!(
+            e,
+            Extra::Srv { priority: 0, .. } | Extra::Mx { preference: 0, .. }
+        )
+    }));
     let key = naming.key(host);
     for extra in extras {
         let mut value = OwnedValue {
@@ -498,13 +575,13 @@ fn plan_host(naming: &Naming, clusters: &[ClusterView], host: &str, out: &mut De
             } => {
                 value.host.clone_from(target);
                 value.port = Some(*port);
-                value.priority = Some(*priority);
-                value.weight = Some(u32::from(*weight));
+                value.priority = Some(priority.saturating_add(shift));
+                value.weight = Some(u32::from(*weight).max(1));
                 "_s"
             }
             Extra::Mx { preference, host } => {
                 value.host.clone_from(host);
-                value.priority = Some(*preference);
+                value.priority = Some(preference.saturating_add(shift));
                 value.mail = true;
                 "_m"
             }

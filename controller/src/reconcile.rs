@@ -420,6 +420,7 @@ impl Reconciler {
     /// whose host another cluster's older object keeps (once each).
     fn report_hosts(&mut self, views: &[ClusterView]) {
         if views.iter().all(|v| v.hosts.is_empty()) {
+            self.hosts_reported.clear();
             return;
         }
         let mut now = BTreeSet::new();
@@ -476,7 +477,13 @@ impl Reconciler {
         let deadline = self
             .clusters
             .iter()
-            .filter_map(|c| reach::next_change(c.link(), self.started, now, self.opts.grace))
+            .flat_map(|c| {
+                [
+                    reach::next_change(c.link(), self.started, now, self.opts.grace),
+                    c.stale_kinds(self.opts.grace, now).1,
+                ]
+            })
+            .flatten()
             .min()
             .map_or(resync, |d| tokio::time::Instant::from_std(d).min(resync));
         let wake = tokio::select! {
@@ -573,7 +580,13 @@ impl Reconciler {
             if !standby {
                 report(&mut self.reported[i], c, ignored);
             }
-            let fresh = fresh.clone();
+            let mut fresh = fresh.clone();
+            // The hosts of a kind whose watch has failed past the grace period go, as a
+            // cluster's records do.
+            let (stale, _) = c.stale_kinds(self.opts.grace, now);
+            if !stale.is_empty() {
+                fresh.hosts.retain(|_, e| !stale.contains(&e.owner.kind));
+            }
             views.push(match contribution {
                 Contribution::Withdrawn => fresh.withdrawn(),
                 _ => fresh,

@@ -78,6 +78,8 @@ struct LinkState {
     started: Option<Instant>,
     /// Per watcher: moves on every change of its objects.
     generations: [u64; KIND_COUNT],
+    /// Per optional watcher: since when it has been failing.
+    optional_failing_since: [Option<Instant>; KIND_COUNT],
 }
 
 impl LinkState {
@@ -192,6 +194,7 @@ impl Cluster {
                             tracing::error!(cluster = %w2.cluster, kind = KINDS[i], "not listed after {OPTIONAL_LIST_WAIT:?} (may fedplane-controller-reader list and watch {} there, and is the CRD installed?): the cluster's Services are published without these hosts", OPTIONAL_RESOURCES[i - OPTIONAL]);
                         }
                         if listed.iter().any(|l| !l) {
+                            w2.gauge();
                             w2.changed.notify_one();
                         }
                     }
@@ -296,6 +299,36 @@ impl Cluster {
         self.lock().link()
     }
 
+    /// The host kinds whose watch (or the Gateways' watch, for routes) has been failing for
+    /// longer than `grace` at `now`: their hosts are withdrawn, as a cluster's past its grace
+    /// period; and when the next kind will be, if one is failing.
+    pub fn stale_kinds(
+        &self,
+        grace: std::time::Duration,
+        now: Instant,
+    ) -> (Vec<Kind>, Option<Instant>) {
+        let s = self.lock();
+        let mut stale = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (i, since) in s.optional_failing_since.iter().enumerate() {
+            let Some(since) = since else { continue };
+            let due = *since + grace;
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            stale.extend_from_slice(match i {
+                3 => &[Kind::Ingress][..],
+                4 => &[Kind::HttpRoute, Kind::GrpcRoute, Kind::TlsRoute][..],
+                5 => &[Kind::HttpRoute][..],
+                6 => &[Kind::GrpcRoute][..],
+                7 => &[Kind::TlsRoute][..],
+                _ => &[Kind::DnsEndpoint][..],
+            });
+        }
+        (stale, next)
+    }
+
     /// Per kind (in [`KINDS`] order): moves whenever its objects change.
     pub fn generations(&self) -> [u64; KIND_COUNT] {
         self.lock().generations
@@ -377,6 +410,10 @@ impl Watch {
         let mut s = self.lock();
         s.failing[index] = false;
         if index >= OPTIONAL {
+            if s.optional_failing_since[index].take().is_some() {
+                drop(s);
+                self.changed.notify_one();
+            }
             info!(cluster = %self.cluster, kind = KINDS[index], "watch recovered");
             return;
         }
@@ -419,6 +456,7 @@ impl Watch {
     fn on_error(&self, index: usize, e: &watcher::Error) {
         let mut s = self.lock();
         if index >= OPTIONAL {
+            s.optional_failing_since[index].get_or_insert_with(Instant::now);
             if !s.failing[index] {
                 warn!(cluster = %self.cluster, kind = KINDS[index], error = %e,
                     "watch failing (may fedplane-controller-reader list and watch {}, and is the CRD installed?); the cluster's hosts of this kind stay as last seen, its Services are not affected", OPTIONAL_RESOURCES[index - OPTIONAL]);

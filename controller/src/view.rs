@@ -197,7 +197,7 @@ impl ClusterView {
                                 policy: h.health.policy.clone(),
                                 ..ServiceHealth::default()
                             },
-                            ttl: None,
+                            ttl: h.ttl,
                             extras: Vec::new(),
                         },
                     )

@@ -42,7 +42,10 @@ fn gateway(ip: &str) -> Value {
     json!({"apiVersion": GW, "kind": "Gateway",
         "metadata": {"namespace": "infra", "name": "gw"},
         "spec": {"gatewayClassName": "example", "listeners": [
-            {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.example.com"}]},
+            {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.example.com",
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
+            {"name": "tls", "port": 443, "protocol": "TLS", "hostname": "*.example.com",
+             "allowedRoutes": {"namespaces": {"from": "All"}}}]},
         "status": {"addresses": [{"type": "IPAddress", "value": ip}]}})
 }
 
@@ -343,4 +346,32 @@ fn a_health_checked_route_leaves_out_a_gateway_address_that_stops_answering() {
     fed.await_a(SHOP, &["127.0.7.1", "127.0.7.2"]);
     drop(listeners.remove(0));
     fed.await_a(SHOP, &["127.0.7.2"]);
+}
+
+#[test]
+fn a_kind_no_longer_readable_loses_its_names_after_the_grace_period_and_the_services_stay() {
+    let fed = Federation::start();
+    fed.fake("fcp").apply(dns_endpoint(
+        "app",
+        json!([{"dnsName": "app.example.com", "recordType": "A", "targets": ["10.210.1.70"]}]),
+    ));
+    let c = fed.controller(&["--source", SOURCES, "--unreachable-grace", "2s"]);
+    fed.await_a("app.example.com", &["10.210.1.70"]);
+    // RBAC on DNSEndpoints revoked in fcp (the CRD removed would do the same): the watch,
+    // made again after a cut, is refused.
+    let fcp = fed.fake("fcp");
+    fcp.forbid("dnsendpoints", true);
+    fcp.set_reachable(false);
+    fcp.set_reachable(true);
+    wait_until(WAIT, "the refused watch in the log", || {
+        c.daemon
+            .output()
+            .contains("externaldns.k8s.io dnsendpoints")
+            .then_some(())
+    });
+    fed.await_nxdomain("app.example.com");
+    fed.await_a(GLOBAL, &all_ips());
+    // Allowed again: back.
+    fcp.forbid("dnsendpoints", false);
+    fed.await_a("app.example.com", &["10.210.1.70"]);
 }

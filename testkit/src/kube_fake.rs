@@ -119,6 +119,8 @@ struct Reach {
 struct Shared {
     store: Mutex<Store>,
     requests: Mutex<Vec<(String, String)>>,
+    /// Resources (indices in the kinds table) every request to is refused with 403.
+    forbidden: Mutex<std::collections::BTreeSet<usize>>,
     reach: watch::Sender<Reach>,
     addr: SocketAddr,
 }
@@ -160,6 +162,7 @@ impl FakeKubeApi {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new()),
             requests: Mutex::new(Vec::new()),
+            forbidden: Mutex::default(),
             reach,
             addr,
         });
@@ -289,6 +292,23 @@ impl FakeKubeApi {
     /// by the test), oldest first, in its current state (a series shows its latest count).
     pub fn events(&self) -> Vec<Value> {
         lock(&self.shared.store).events()
+    }
+
+    /// `true`: every request to the resource `plural` (`ingresses`, `httproutes`, …) is refused
+    /// with 403 `Forbidden`, as when RBAC denies it; watches already open go on, as on the
+    /// real server (until their timeout, or a [`FakeKubeApi::set_reachable`] cut). `false`:
+    /// allowed again.
+    pub fn forbid(&self, plural: &str, forbidden: bool) {
+        let res = kinds::RESOURCES
+            .iter()
+            .position(|r| r.plural == plural)
+            .unwrap_or_else(|| panic!("the fake serves no resource {plural:?}"));
+        let mut f = lock(&self.shared.forbidden);
+        if forbidden {
+            f.insert(res);
+        } else {
+            f.remove(&res);
+        }
     }
 
     /// `false`: every open connection (watches included) is reset at once, and new connections

@@ -1016,43 +1016,55 @@ fn a_host_keeps_to_its_oldest_ingress_across_clusters_and_ancestors_of_other_nam
         answers(&d, &n, "shop.example.com"),
         ["10.210.1.80", "10.210.3.80"]
     );
-    // Hosts that are ancestors of other names: refused, and only those.
-    for h in [
-        "svc.example.com",
-        "europe.example.com",
-        "fr.europe.example.com",
-        "svc.us.america.example.com",
-        "a.example.com",
-        "x.a.example.com",
-        "*.b.example.com",
-        "b.example.com",
+    // Ancestors of the Services' names are refused; of nested names of different objects,
+    // the younger; nested names of one object are fine; an `_` name only below its own.
+    let (old, young) = ("2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z");
+    for (h, ns, created) in [
+        ("svc.example.com", "x", old),
+        ("europe.example.com", "x", old),
+        ("fr.europe.example.com", "x", old),
+        ("svc.us.america.example.com", "x", old),
+        // One object: a name, one below it, a wildcard below it, its SRV name.
+        ("a.example.com", "x", old),
+        ("x.a.example.com", "x", old),
+        ("*.a.example.com", "x", old),
+        ("_sip._tcp.a.example.com", "x", old),
+        // Another, younger object below a's names: refused, whatever the label.
+        ("y.x.a.example.com", "y", young),
+        ("*.x.a.example.com", "y", young),
+        ("_acme-challenge.a.example.com", "y", young),
+        // An `_` name of the zone itself: refused.
+        ("_dmarc.example.com", "x", old),
+        // An older object's name below a younger one's: the younger (above) is refused.
+        ("old.b.example.com", "x", old),
+        ("b.example.com", "y", young),
     ] {
-        v[0].hosts
-            .insert(h.into(), entry("x", "2026-01-01T00:00:00Z", "10.8.8.8"));
+        v[0].hosts.insert(h.into(), entry(ns, created, "10.8.8.8"));
     }
     let refused = refused_hosts(&n, &v);
     let names: Vec<&str> = refused.keys().map(String::as_str).collect();
     assert_eq!(
         names,
         [
-            "a.example.com",
+            "*.x.a.example.com",
+            "_acme-challenge.a.example.com",
+            "_dmarc.example.com",
+            "b.example.com",
             "europe.example.com",
             "fr.europe.example.com",
             "svc.example.com",
-            "svc.us.america.example.com"
-        ]
+            "svc.us.america.example.com",
+            "y.x.a.example.com",
+        ],
+        "{refused:#?}"
     );
     let d = plan(&n, &v);
-    assert!(answers(&d, &n, "x.a.example.com") == ["10.8.8.8"]);
+    assert_eq!(answers(&d, &n, "x.a.example.com"), ["10.8.8.8"]);
+    assert_eq!(answers(&d, &n, "old.b.example.com"), ["10.8.8.8"]);
     assert!(
-        !d.keys().any(|k| k.starts_with("/skydns/com/example/a/c")),
-        "a.example.com has no record of its own"
-    );
-    // A wildcard below is no conflict (fedplane-dns keeps wildcard keys out of a name's
-    // subtree, RFC 4592).
-    assert!(
-        d.contains_key(&format!("/skydns/com/example/b/{}/10-8-8-8", v[0].name)),
-        "{d:#?}"
+        !d.keys().any(|k| k.starts_with("/skydns/com/example/b/c")
+            || k.starts_with("/skydns/com/example/a/x/y/")),
+        "refused names have no records"
     );
     assert_eq!(
         answers(&d, &n, GLOBAL),
@@ -1157,5 +1169,72 @@ fn a_dns_endpoint_host_writes_its_ttl_and_its_other_records_once_across_clusters
             .filter(|(k, _)| k.contains("/app/fcp/"))
             .all(|(_, v)| v.contains("\"ttl\":60")),
         "the address records carry the endpoint's TTL"
+    );
+}
+
+#[test]
+fn a_zero_priority_keeps_its_order_and_a_cname_never_hides_other_records() {
+    let n = naming();
+    let entry = |health: ServiceHealth, extras: Vec<view::Extra>| view::HostEntry {
+        owner: view::Regarding {
+            kind: view::Kind::DnsEndpoint,
+            id: ServiceId {
+                namespace: "shop".into(),
+                name: "records".into(),
+            },
+        },
+        created: "2026-01-01T00:00:00Z".into(),
+        health,
+        ttl: None,
+        extras,
+    };
+    let mx = |preference, host: &str| view::Extra::Mx {
+        preference,
+        host: host.into(),
+    };
+    let mut v = seeds([2, 2, 2]);
+    v[0].hosts.insert(
+        "mail.example.com".into(),
+        entry(
+            ServiceHealth::default(),
+            vec![mx(0, "mx1.example.net"), mx(10, "mx2.example.net")],
+        ),
+    );
+    // One cluster's copy has a CNAME, another's a TXT at the same name: the CNAME goes.
+    let alias = ServiceHealth {
+        hostnames: vec!["elsewhere.example.net".into()],
+        ready_endpoints: 1,
+        ..ServiceHealth::default()
+    };
+    v[0].hosts
+        .insert("both.example.com".into(), entry(alias, Vec::new()));
+    v[1].hosts.insert(
+        "both.example.com".into(),
+        entry(
+            ServiceHealth::default(),
+            vec![view::Extra::Text("hello".into())],
+        ),
+    );
+    let d = plan(&n, &v);
+    let mut prefs: Vec<(u16, String)> = d
+        .iter()
+        .filter(|(k, _)| k.starts_with("/skydns/com/example/mail/"))
+        .map(|(_, v)| {
+            let v: OwnedValue = serde_json::from_str(v).expect("json");
+            (v.priority.expect("a preference"), v.host)
+        })
+        .collect();
+    prefs.sort();
+    assert_eq!(
+        prefs,
+        [
+            (1, "mx1.example.net".to_owned()),
+            (11, "mx2.example.net".to_owned())
+        ]
+    );
+    assert_eq!(
+        answers(&d, &n, "both.example.com"),
+        [""],
+        "only the TXT record"
     );
 }

@@ -32,6 +32,11 @@ use super::{
 use crate::kinds::{GATEWAY_GROUP, Gateway, ParentRef, Route, RouteSpec, RouteStatus};
 use crate::policy;
 
+/// The most names one object may give; the rest are left out (said so).
+pub const MAX_NAMES: usize = 5_000;
+/// The most targets one DNSEndpoint endpoint may have.
+pub const MAX_TARGETS: usize = 256;
+
 /// One object's claim on one host.
 struct Claim {
     host: String,
@@ -115,7 +120,19 @@ pub(super) fn hosts(
     });
     let mut hosts: BTreeMap<String, HostEntry> = BTreeMap::new();
     for claim in claims {
-        if let Some(kept) = hosts.get(&claim.host) {
+        if let Some(kept) = hosts.get_mut(&claim.host) {
+            // Routes splitting one hostname (by path, say) through the same Gateways: one
+            // name, healthy while any of them is.
+            let route = |k: Kind| matches!(k, Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute);
+            let (a, b) = (&kept.health, &claim.entry.health);
+            if route(kept.owner.kind)
+                && route(claim.entry.owner.kind)
+                && a.ingress == b.ingress
+                && a.hostnames == b.hostnames
+            {
+                kept.health.ready_endpoints += b.ready_endpoints;
+                continue;
+            }
             ignored.push(Ignored {
                 object: claim.object,
                 reason: format!(
@@ -262,8 +279,19 @@ impl<'a> Source<'a> {
         })
     }
 
-    fn gathered(&mut self, host: String) -> &mut Gathered {
-        self.hosts.entry(host).or_default()
+    /// The records of `host` (`None` past [`MAX_NAMES`] names, said once).
+    fn gathered(&mut self, host: String) -> Option<&mut Gathered> {
+        if self.hosts.len() >= MAX_NAMES && !self.hosts.contains_key(&host) {
+            if self.hosts.len() == MAX_NAMES {
+                self.ignore(format!(
+                    "gives more than {MAX_NAMES} names: {host} and those after it are left out"
+                ));
+                // Said once: one more (never read) entry marks it.
+                self.hosts.insert(String::new(), Gathered::default());
+            }
+            return None;
+        }
+        Some(self.hosts.entry(host).or_default())
     }
 
     /// Its claims; what was left out goes to `ignored`.
@@ -280,6 +308,12 @@ impl<'a> Source<'a> {
         ignored.extend(mine);
         let mut claims = Vec::new();
         for (host, g) in hosts {
+            // A DNSEndpoint name without records claims nothing (nor keeps another from it);
+            // an Ingress or route waiting for its addresses keeps its name.
+            let empty = g.ips.is_empty() && g.hostnames.is_empty() && g.extras.is_empty();
+            if host.is_empty() || (empty && owner.kind == Kind::DnsEndpoint) {
+                continue;
+            }
             // A load balancer named as the host itself (or below it) would make it an alias
             // of itself; an alias holds no other records.
             let below = format!(".{host}");
@@ -372,7 +406,7 @@ fn ingress(s: &mut Source<'_>, ing: &Ingress) {
             backends.extend(default_backend.clone());
         }
         let ready = s.backend_health(&backends);
-        let g = s.gathered(host);
+        let Some(g) = s.gathered(host) else { break };
         g.ips.extend(ips.iter().copied());
         g.hostnames.extend(hostnames.iter().cloned());
         g.ready = ready;
@@ -396,13 +430,28 @@ fn route(
                 && b.kind.as_deref().unwrap_or("Service") == "Service"
         })
         .map(|b| {
+            let ns = b.namespace.clone().unwrap_or_else(|| namespace.clone());
+            // A backend of weight 0 takes no traffic: (ns, "") marks a backend that does not
+            // count, so a route with only such backends is unhealthy, not unjudged.
             (
-                b.namespace.clone().unwrap_or_else(|| namespace.clone()),
-                b.name.clone(),
+                ns,
+                if b.weight == Some(0) {
+                    String::new()
+                } else {
+                    b.name.clone()
+                },
             )
         })
         .collect();
-    let ready = s.backend_health(&backends);
+    let weighted: BTreeSet<(String, String)> = backends
+        .iter()
+        .filter(|b| !b.1.is_empty())
+        .cloned()
+        .collect();
+    let ready = match (backends.is_empty(), weighted.is_empty()) {
+        (false, true) => Some(0),
+        _ => s.backend_health(&weighted),
+    };
     for parent in &spec.parent_refs {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
         if group != GATEWAY_GROUP || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway" {
@@ -425,13 +474,21 @@ fn route(
             ));
             continue;
         }
+        let kind = s.owner.kind;
         let listeners: Vec<_> = gateway
             .spec
             .listeners
             .iter()
             .filter(|l| parent.section_name.as_ref().is_none_or(|n| *n == l.name))
             .filter(|l| parent.port.is_none_or(|p| l.port == Some(p)))
+            .filter(|l| admits(l, kind, &namespace, &gw_ns))
             .collect();
+        if listeners.is_empty() {
+            s.ignore(format!(
+                "no listener of Gateway {shown} it names admits it (sectionName, port, protocol, allowedRoutes): no records through it"
+            ));
+            continue;
+        }
         let listener_names: Vec<Option<String>> = listeners
             .iter()
             .map(|l| {
@@ -486,11 +543,46 @@ fn route(
             let Some(host) = s.host(&raw, false) else {
                 continue;
             };
-            let g = s.gathered(host);
+            let Some(g) = s.gathered(host) else { break };
             g.ips.extend(ips.iter().copied());
             g.hostnames.extend(hostnames.iter().cloned());
             g.ready = ready;
         }
+    }
+}
+
+/// Whether listener `l` of a Gateway in namespace `gw_ns` lets a route of `kind` in namespace
+/// `route_ns` attach: its protocol carries the kind, its `allowedRoutes` lists the kind (when
+/// it lists any) and the namespace (`Same` by default, `All`; a `Selector` is taken as
+/// allowing it: the Namespaces' labels are not read, the route's Accepted status decides).
+fn admits(l: &crate::kinds::Listener, kind: Kind, route_ns: &str, gw_ns: &str) -> bool {
+    let (name, protocols): (&str, &[&str]) = match kind {
+        Kind::HttpRoute => ("HTTPRoute", &["HTTP", "HTTPS"]),
+        Kind::GrpcRoute => ("GRPCRoute", &["HTTP", "HTTPS"]),
+        _ => ("TLSRoute", &["TLS"]),
+    };
+    if l.protocol
+        .as_deref()
+        .is_some_and(|p| !protocols.contains(&p))
+    {
+        return false;
+    }
+    let allowed = l.allowed_routes.as_ref();
+    let kinds = allowed.map(|a| a.kinds.as_slice()).unwrap_or_default();
+    if !kinds.is_empty()
+        && !kinds
+            .iter()
+            .any(|k| k.kind == name && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP)
+    {
+        return false;
+    }
+    match allowed
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.as_deref())
+        .unwrap_or("Same")
+    {
+        "Same" => route_ns == gw_ns,
+        _ => true,
     }
 }
 
@@ -533,12 +625,40 @@ fn dns_endpoint(s: &mut Source<'_>, e: &crate::kinds::Endpoint) {
     let Some(host) = s.host(&e.dns_name, true) else {
         return;
     };
+    let refuse = |s: &mut Source<'_>, why: &str| {
+        s.ignore(format!("endpoint {host} {record_type}: {why}: left out"));
+    };
+    if !matches!(
+        record_type.as_str(),
+        "A" | "AAAA" | "CNAME" | "TXT" | "SRV" | "MX"
+    ) {
+        return refuse(
+            s,
+            "only A, AAAA, CNAME, TXT, SRV and MX records are published",
+        );
+    }
+    if e.set_identifier.as_deref().is_some_and(|i| !i.is_empty()) {
+        return refuse(
+            s,
+            "setIdentifier (a cloud provider's routing policy) is not supported; use fedplane.io/dns-strategy",
+        );
+    }
+    if e.targets.len() > MAX_TARGETS {
+        return refuse(s, &format!("more than {MAX_TARGETS} targets"));
+    }
+    if record_type == "CNAME" && e.targets.len() > 1 {
+        return refuse(s, "a CNAME has one target");
+    }
     let mut ips = Vec::new();
     let mut hostnames = Vec::new();
     let mut extras = Vec::new();
     for target in &e.targets {
         let parsed: Result<(), String> = match record_type.as_str() {
             "A" | "AAAA" => match target.trim().parse::<IpAddr>() {
+                // fedplane-dns answers an IPv4-mapped address as IPv4 (as Go's ParseIP).
+                Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => {
+                    Err("is an IPv4-mapped IPv6 address".to_owned())
+                }
                 Ok(ip) if ip.is_ipv4() == (record_type == "A") => {
                     ips.push(ip);
                     Ok(())
@@ -549,22 +669,9 @@ fn dns_endpoint(s: &mut Source<'_>, e: &crate::kinds::Endpoint) {
                 )),
             },
             "CNAME" => hostname(target).map(|h| hostnames.push(h)),
-            "TXT" => {
-                if target.len() > 4096 {
-                    Err("is longer than 4096 bytes".to_owned())
-                } else {
-                    extras.push(Extra::Text(target.clone()));
-                    Ok(())
-                }
-            }
+            "TXT" => txt(target).map(|t| extras.push(Extra::Text(t))),
             "SRV" => srv(target).map(|x| extras.push(x)),
-            "MX" => mx(target).map(|x| extras.push(x)),
-            other => {
-                s.ignore(format!(
-                    "endpoint {host} {other}: only A, AAAA, CNAME, TXT, SRV and MX records are published"
-                ));
-                return;
-            }
+            _ => mx(target).map(|x| extras.push(x)),
         };
         if let Err(reason) = parsed {
             s.ignore(format!(
@@ -576,7 +683,9 @@ fn dns_endpoint(s: &mut Source<'_>, e: &crate::kinds::Endpoint) {
         .record_ttl
         .filter(|t| *t > 0)
         .map(|t| u32::try_from(t).unwrap_or(u32::MAX));
-    let g = s.gathered(host);
+    let Some(g) = s.gathered(host) else {
+        return;
+    };
     g.ips.extend(ips);
     g.hostnames.extend(hostnames);
     g.extras.extend(extras);
@@ -593,6 +702,7 @@ fn srv(target: &str) -> Result<Extra, String> {
     let num = |s: &str| s.parse::<u16>().ok();
     match f[..] {
         [p, w, port, t] => match (num(p), num(w), num(port), hostname(t)) {
+            (_, _, Some(0), _) => Err("has port 0 (no service there)".into()),
             (Some(priority), Some(weight), Some(port), Ok(target)) => Ok(Extra::Srv {
                 priority,
                 weight,
@@ -603,6 +713,39 @@ fn srv(target: &str) -> Result<Extra, String> {
         },
         _ => Err("is not `priority weight port target`".into()),
     }
+}
+
+/// A TXT target: as it is, or in presentation format (`"a b" "c"`: the quoted strings,
+/// unescaped and joined, as ExternalDNS's registry and RFC 1035 write them).
+fn txt(target: &str) -> Result<String, String> {
+    let t = target.trim();
+    let text = if t.starts_with('"') && t.ends_with('"') && t.len() >= 2 {
+        let mut out = String::new();
+        let mut chars = t.chars();
+        let mut quoted = false;
+        while let Some(c) = chars.next() {
+            match (c, quoted) {
+                ('"', _) => quoted = !quoted,
+                ('\\', true) => out.extend(chars.next()),
+                (c, true) => out.push(c),
+                (c, false) if c.is_whitespace() => {}
+                (_, false) => return Err("is neither plain text nor quoted strings".into()),
+            }
+        }
+        if quoted {
+            return Err("has an unclosed quote".into());
+        }
+        out
+    } else {
+        target.to_owned()
+    };
+    if text.len() > 4096 {
+        return Err("is longer than 4096 bytes".into());
+    }
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(text)
 }
 
 /// An MX target: `preference host`.

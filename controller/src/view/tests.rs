@@ -602,8 +602,14 @@ fn route_hostnames_get_their_accepting_gateways_addresses_and_backend_health() {
         "infra",
         "gw",
         json!([
-            {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.apps.example.com"},
-            {"name": "any", "port": 8080, "protocol": "HTTP"},
+            {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.apps.example.com",
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
+            {"name": "any", "port": 8080, "protocol": "HTTP",
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
+            // Neither admits an HTTPRoute of namespace shop.
+            {"name": "admin", "port": 80, "protocol": "HTTP", "hostname": "admin.example.com"},
+            {"name": "tls", "port": 443, "protocol": "TLS", "hostname": "tls.example.com",
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
         ]),
         json!([{"type": "IPAddress", "value": "10.0.0.90"},
                {"value": "10.0.0.91"},
@@ -650,6 +656,15 @@ fn route_hostnames_get_their_accepting_gateways_addresses_and_backend_health() {
                 &["infra/gw"],
                 &[],
             ),
+            // Through the admin and tls listeners: not admitted there (namespace, protocol).
+            a_route(
+                "sneaky",
+                "2026-01-01T00:00:00Z",
+                &["admin.example.com", "tls.example.com"],
+                &["infra/gw/admin", "infra/gw/tls"],
+                &["infra/gw/admin", "infra/gw/tls"],
+                &[],
+            ),
             // A Gateway that does not exist.
             a_route(
                 "lost",
@@ -693,6 +708,7 @@ fn route_hostnames_get_their_accepting_gateways_addresses_and_backend_health() {
         "does not exist",
         "is not an IPAddress or Hostname",
         "\"other.example.org\" matches no listener",
+        "no listener of Gateway infra/gw it names admits it",
     ] {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),
@@ -819,4 +835,116 @@ fn dns_endpoints_give_their_records_and_the_older_claim_keeps_a_host() {
             "{expected}: {reasons:?}"
         );
     }
+}
+
+#[test]
+fn dns_endpoint_targets_that_cannot_be_answered_as_written_are_refused_by_name() {
+    let endpoints = json!([
+        {"dnsName": "quoted.example.com", "recordType": "TXT",
+         "targets": ["\"heritage=external-dns,external-dns/owner=a\"", "\"v=spf1 \" \"-all\"", "\"a\" x \"b\""]},
+        {"dnsName": "many.example.com", "recordType": "CNAME", "targets": ["a.example.net", "b.example.net"]},
+        {"dnsName": "weighted.example.com", "recordType": "A", "targets": ["10.0.0.1"], "setIdentifier": "eu"},
+        {"dnsName": "_x._tcp.quoted.example.com", "recordType": "SRV", "targets": ["1 1 0 t.example.net"]},
+        {"dnsName": "mapped.example.com", "recordType": "AAAA", "targets": ["::ffff:10.0.0.1"]},
+        {"dnsName": "big.example.com", "recordType": "A",
+         "targets": (0..=MAX_TARGETS_TEST).map(|i| format!("10.1.{}.{}", i / 256, i % 256)).collect::<Vec<_>>()},
+    ]);
+    let endpoint: Arc<crate::kinds::DnsEndpoint> = Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "shop", "name": "records"},
+            "spec": {"endpoints": endpoints},
+        }))
+        .expect("DNSEndpoint"),
+    );
+    let objects = ClusterObjects {
+        dns_endpoints: vec![endpoint],
+        ..ClusterObjects::default()
+    };
+    let (view, ignored) = build(&all_sources(), &objects);
+    assert_eq!(
+        view.hosts.keys().collect::<Vec<_>>(),
+        ["quoted.example.com"]
+    );
+    assert_eq!(
+        view.hosts["quoted.example.com"].extras,
+        [
+            Extra::Text("heritage=external-dns,external-dns/owner=a".into()),
+            Extra::Text("v=spf1 -all".into()),
+        ]
+    );
+    let reasons: Vec<&str> = ignored.iter().map(|i| i.reason.as_str()).collect();
+    for expected in [
+        "is neither plain text nor quoted strings",
+        "a CNAME has one target",
+        "setIdentifier",
+        "has port 0",
+        "is an IPv4-mapped IPv6 address",
+        "more than 256 targets",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "{expected}: {reasons:?}"
+        );
+    }
+}
+
+const MAX_TARGETS_TEST: usize = super::hosts::MAX_TARGETS;
+
+#[test]
+fn routes_splitting_a_hostname_through_one_gateway_are_one_name_and_weightless_backends_do_not_count()
+ {
+    let gw = a_gateway(
+        "infra",
+        "gw",
+        json!([{"name": "web", "port": 80, "protocol": "HTTP",
+                "allowedRoutes": {"namespaces": {"from": "All"}}}]),
+        json!([{"value": "10.0.0.90"}]),
+    );
+    let mut canary = a_route(
+        "canary",
+        "2026-01-01T00:00:00Z",
+        &["shop.example.com"],
+        &["infra/gw"],
+        &["infra/gw"],
+        &["up"],
+    );
+    // Its only ready backend takes no traffic (weight 0).
+    Arc::make_mut(&mut canary).spec.rules[0].backend_refs[0].weight = Some(0);
+    let objects = ClusterObjects {
+        slices: vec![ready_slice("up", true), ready_slice("down", false)],
+        gateways: vec![gw],
+        http_routes: vec![
+            canary,
+            a_route(
+                "api",
+                "2026-01-02T00:00:00Z",
+                &["shop.example.com"],
+                &["infra/gw"],
+                &["infra/gw"],
+                &["down"],
+            ),
+        ],
+        ..ClusterObjects::default()
+    };
+    let (view, ignored) = build(&all_sources(), &objects);
+    let shop = &view.hosts["shop.example.com"];
+    assert_eq!(shop.owner.id.name, "canary", "the older keeps the name");
+    assert!(
+        !shop.health.healthy(),
+        "no backend that takes traffic is ready"
+    );
+    assert!(
+        ignored.iter().all(|i| i.event.is_none()),
+        "no HostConflict: {ignored:?}"
+    );
+    // The younger route's backend comes up: the name is healthy.
+    let objects = ClusterObjects {
+        slices: vec![ready_slice("up", true), ready_slice("down", true)],
+        ..objects
+    };
+    assert!(
+        build(&all_sources(), &objects).0.hosts["shop.example.com"]
+            .health
+            .healthy()
+    );
 }

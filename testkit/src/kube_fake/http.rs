@@ -169,6 +169,29 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Result<Route, Ap
 
 fn handle(shared: &Shared, path: &str, req: &Req<'_>) -> Result<Response<Body>, ApiError> {
     let route = route(path)?;
+    if let Route::Collection { res, .. } | Route::Object { res, .. } = &route
+        && lock(&shared.forbidden).contains(res)
+    {
+        let r = &RESOURCES[*res];
+        let verb = match *req.method {
+            Method::GET if req.flag("watch") => "watch",
+            Method::GET if matches!(route, Route::Collection { .. }) => "list",
+            Method::GET => "get",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            _ => "delete",
+        };
+        let group = if r.group.is_empty() { "" } else { r.group };
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{}.{group} is forbidden: User \"system:serviceaccount:test:fake\" cannot {verb} resource \"{}\" in API group \"{group}\" at the cluster scope",
+                r.plural, r.plural
+            ),
+        ));
+    }
     let is_write = req.method != Method::GET;
     if is_write && req.param("dryRun").is_some() {
         let msg = "the Kubernetes API fake does not implement dryRun";
