@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::policy::Check;
-use crate::view::{ClusterView, Regarding};
+use crate::view::{ClusterView, Regarding, ServiceId};
 
 /// One probed address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,8 +66,13 @@ impl Health {
             let services = v
                 .services
                 .iter()
+                .filter(|(_, h)| h.policy.check.is_some())
                 .map(|(id, h)| (Regarding::service(id.clone()), h));
-            let hosts = v.hosts.values().map(|e| (e.owner.clone(), &e.health));
+            let hosts = v
+                .hosts
+                .values()
+                .filter(|e| e.health.policy.check.is_some())
+                .map(|e| (e.owner.clone(), &e.health));
             for (object, h) in services.chain(hosts) {
                 let Some(check) = &h.policy.check else {
                     continue;
@@ -158,18 +163,39 @@ impl Health {
             return;
         }
         for v in views {
-            for (id, h) in &mut v.services {
-                if h.policy.check.is_some() {
-                    let object = Regarding::service(id.clone());
-                    h.ingress.retain(|ip| self.is_up(&v.name, &object, *ip));
+            let checked: Vec<ServiceId> = v
+                .services
+                .iter()
+                .filter(|(_, h)| h.policy.check.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in checked {
+                let object = Regarding::service(id.clone());
+                let up = |ip: &IpAddr| self.is_up(&v.name, &object, *ip);
+                if v.services
+                    .get(&id)
+                    .is_some_and(|h| !h.ingress.iter().all(up))
+                    && let Some(h) = v.services.get_mut(&id)
+                {
+                    h.ingress.retain(up);
                 }
             }
-            for e in v.hosts.values_mut() {
-                if e.health.policy.check.is_some() {
-                    let object = &e.owner;
-                    e.health
-                        .ingress
-                        .retain(|ip| self.is_up(&v.name, object, *ip));
+            let checked: Vec<String> = v
+                .hosts
+                .iter()
+                .filter(|(_, e)| e.health.policy.check.is_some())
+                .map(|(host, _)| host.clone())
+                .collect();
+            for host in checked {
+                let Some(e) = v.hosts.get(&host) else {
+                    continue;
+                };
+                let object = e.owner.clone();
+                let up = |ip: &IpAddr| self.is_up(&v.name, &object, *ip);
+                if !e.health.ingress.iter().all(up)
+                    && let Some(e) = v.hosts.get_mut(&host)
+                {
+                    e.health.ingress.retain(up);
                 }
             }
         }
@@ -199,7 +225,7 @@ mod tests {
         health.policy.check = check;
         vec![ClusterView {
             name: "fcp".into(),
-            services: [(id, health)].into(),
+            services: [(id, health)].into_iter().collect(),
             ..ClusterView::default()
         }]
     }
@@ -248,7 +274,8 @@ mod tests {
             ("a.example.com".to_owned(), entry.clone()),
             ("b.example.com".to_owned(), entry),
         ]
-        .into();
+        .into_iter()
+        .collect();
         let mut h = Health::new(N3M2);
         h.set_targets(&v);
         assert_eq!(h.targets().len(), 1, "one target for both hosts");

@@ -47,6 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
+use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Strategy;
@@ -214,37 +215,19 @@ pub fn replan(
         return None;
     }
     let refused = refused_hosts(naming, new);
-    let mut changed: BTreeSet<&ServiceId> = BTreeSet::new();
-    for (o, n) in old.iter().zip(new) {
-        if o.services == n.services {
-            continue;
-        }
-        for (id, h) in &o.services {
-            if n.services.get(id) != Some(h) {
-                changed.insert(id);
-            }
-        }
-        for (id, h) in &n.services {
-            if o.services.get(id) != Some(h) {
-                changed.insert(id);
+    // The views are persistent maps: the diff of two versions of one skips what they share.
+    fn key<'a, K, V>(item: &DiffItem<'a, 'a, K, V>) -> &'a K {
+        match item {
+            DiffItem::Add(k, _) | DiffItem::Remove(k, _) | DiffItem::Update { new: (k, _), .. } => {
+                k
             }
         }
     }
+    let mut changed: BTreeSet<&ServiceId> = BTreeSet::new();
     let mut hosts: BTreeSet<&String> = BTreeSet::new();
     for (o, n) in old.iter().zip(new) {
-        if o.hosts == n.hosts {
-            continue;
-        }
-        for (host, h) in &o.hosts {
-            if n.hosts.get(host) != Some(h) {
-                hosts.insert(host);
-            }
-        }
-        for (host, h) in &n.hosts {
-            if o.hosts.get(host) != Some(h) {
-                hosts.insert(host);
-            }
-        }
+        changed.extend(o.services.diff(&n.services).map(|d| key(&d)));
+        hosts.extend(o.hosts.diff(&n.hosts).map(|d| key(&d)));
     }
     let mut keys = BTreeSet::new();
     let mut patch = |plan_one: &dyn Fn(&[ClusterView], &mut Desired)| {

@@ -113,12 +113,11 @@ pub struct Reconciler {
     hosts_reported: BTreeSet<(usize, String, String)>,
 }
 
-/// A cluster's view as last built (see [`Reconciler::views`]).
+/// A cluster's view as last built or updated (see [`Reconciler::views`]).
 #[derive(Debug, Clone)]
 struct CachedView {
     generations: [u64; crate::source::KIND_COUNT],
-    view: ClusterView,
-    ignored: Vec<Ignored>,
+    live: view::LiveView,
     nodes: Vec<(String, Option<String>, Option<String>)>,
 }
 
@@ -546,46 +545,62 @@ impl Reconciler {
                 Contribution::Live | Contribution::Held => {}
                 Contribution::Withdrawn => {}
             }
+            // The generations first, then the changes: a change after both is seen next time.
             let generations = c.generations();
+            let changes = c.take_changes();
             match &mut self.cache[i] {
                 Some(cached) if cached.generations == generations => {}
-                // Only Nodes changed, and not what the view reads of them (heartbeats,
-                // status, other labels): the view stands.
+                // Services and EndpointSlices changed one by one, and nothing the view reads
+                // of the Nodes (Node heartbeats, status, other labels): those Services are
+                // read again (and the host names, when their objects changed or an
+                // EndpointSlice their health reads may have).
                 Some(cached)
-                    if cached.generations[1..] == generations[1..]
-                        && cached.nodes == view::node_fingerprint(&c.view, &c.objects().nodes) =>
+                    if !changes.relisted
+                        && (cached.generations[0] == generations[0]
+                            || cached.nodes
+                                == view::node_fingerprint(&c.view, &c.objects().nodes)) =>
                 {
+                    cached.live.update_services(
+                        &c.view,
+                        &changes.services,
+                        &changes.new_slices,
+                        |id| c.service(id),
+                        |ns, name| c.slice(ns, name),
+                    );
+                    let hosts = cached.generations[3..] != generations[3..]
+                        || (c.view.sources.hosts() && cached.generations[2] != generations[2]);
+                    if hosts {
+                        cached.live.update_hosts(&c.view, &c.objects());
+                    }
                     cached.generations = generations;
                 }
                 slot => {
                     let objects = c.objects();
-                    let (view, ignored) = view::build(&c.view, &objects);
                     *slot = Some(CachedView {
                         generations,
-                        view,
-                        ignored,
+                        live: view::LiveView::build(&c.view, &objects),
                         nodes: view::node_fingerprint(&c.view, &objects.nodes),
                     });
                 }
             }
-            let Some(CachedView {
-                view: fresh,
-                ignored,
-                ..
-            }) = &self.cache[i]
-            else {
+            let Some(CachedView { live, .. }) = &self.cache[i] else {
                 continue;
             };
             // A standby reports nothing: once elected, it reports what is still there.
             if !standby {
-                report(&mut self.reported[i], c, ignored);
+                report(&mut self.reported[i], c, &live.ignored());
             }
-            let mut fresh = fresh.clone();
+            let mut fresh = live.view.clone();
             // The hosts of a kind whose watch has failed past the grace period go, as a
             // cluster's records do.
             let (stale, _) = c.stale_kinds(self.opts.grace, now);
             if !stale.is_empty() {
-                fresh.hosts.retain(|_, e| !stale.contains(&e.owner.kind));
+                fresh.hosts = fresh
+                    .hosts
+                    .iter()
+                    .filter(|(_, e)| !stale.contains(&e.owner.kind))
+                    .map(|(h, e)| (h.clone(), e.clone()))
+                    .collect();
             }
             views.push(match contribution {
                 Contribution::Withdrawn => fresh.withdrawn(),

@@ -9,6 +9,7 @@
 //! Services; its hosts stay as last seen. A cluster waits [`OPTIONAL_LIST_WAIT`] for their
 //! first lists, then counts as listed without them.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::kinds::{DnsEndpoint, Gateway, GrpcRoute, HttpRoute, TlsRoute};
 use crate::reach::Link;
-use crate::view::{ClusterObjects, Kind, Regarding, ViewSettings};
+use crate::view::{self, ClusterObjects, Kind, Regarding, ServiceId, ViewSettings};
 
 /// The watched kinds, in the order of [`Cluster::generations`].
 pub const KINDS: [&str; KIND_COUNT] = [
@@ -80,6 +81,20 @@ struct LinkState {
     generations: [u64; KIND_COUNT],
     /// Per optional watcher: since when it has been failing.
     optional_failing_since: [Option<Instant>; KIND_COUNT],
+    /// What changed of the Services since [`Cluster::take_changes`].
+    changes: Changes,
+}
+
+/// The Services whose Service or EndpointSlices changed, one by one (the watch events), since
+/// they were last taken.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The Services (by namespace and name) to read again.
+    pub services: BTreeSet<ServiceId>,
+    /// EndpointSlices seen: their Service and name.
+    pub new_slices: Vec<(ServiceId, String)>,
+    /// Services or EndpointSlices were listed (again): every Service is to be read again.
+    pub relisted: bool,
 }
 
 impl LinkState {
@@ -299,6 +314,43 @@ impl Cluster {
         self.lock().link()
     }
 
+    /// What changed of the Services since the last call (a snapshot never changes).
+    pub fn take_changes(&self) -> Changes {
+        std::mem::take(&mut self.lock().changes)
+    }
+
+    /// The Service `id` as the cluster has it now.
+    pub fn service(&self, id: &ServiceId) -> Option<Arc<Service>> {
+        match &self.objects {
+            Objects::Static(o) => o
+                .services
+                .iter()
+                .find(|s| {
+                    s.metadata.namespace.as_deref() == Some(&id.namespace)
+                        && s.metadata.name.as_deref() == Some(&id.name)
+                })
+                .cloned(),
+            Objects::Live { services, .. } => {
+                services.get(&ObjectRef::new(&id.name).within(&id.namespace))
+            }
+        }
+    }
+
+    /// The EndpointSlice `namespace/name` as the cluster has it now.
+    pub fn slice(&self, namespace: &str, name: &str) -> Option<Arc<EndpointSlice>> {
+        match &self.objects {
+            Objects::Static(o) => o
+                .slices
+                .iter()
+                .find(|s| {
+                    s.metadata.namespace.as_deref() == Some(namespace)
+                        && s.metadata.name.as_deref() == Some(name)
+                })
+                .cloned(),
+            Objects::Live { slices, .. } => slices.get(&ObjectRef::new(name).within(namespace)),
+        }
+    }
+
     /// The host kinds whose watch (or the Gateways' watch, for routes) has been failing for
     /// longer than `grace` at `now`: their hosts are withdrawn, as a cluster's past its grace
     /// period; and when the next kind will be, if one is failing.
@@ -383,7 +435,7 @@ impl Observer for Watcher {
     fn signal(&self, _kind: &str, signal: Signal<'_>) {
         let (w, index) = (&self.watch, self.index);
         match signal {
-            Signal::Listed | Signal::Changed => w.on_event(index, &signal),
+            Signal::Listed | Signal::Changed(_) => w.on_event(index, &signal),
             Signal::Expired => {
                 info!(cluster = %w.cluster, kind = KINDS[index], "watch expired (410 Gone); listing again");
             }
@@ -444,6 +496,29 @@ impl Watch {
     fn on_event(&self, index: usize, signal: &Signal<'_>) {
         {
             let mut s = self.lock();
+            let c = &mut s.changes;
+            match (signal, index) {
+                (Signal::Listed, 1 | 2) => c.relisted = true,
+                (Signal::Changed(meta), 1) => {
+                    c.services.insert(ServiceId {
+                        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+                        name: meta.name.clone().unwrap_or_default(),
+                    });
+                }
+                (Signal::Changed(meta), 2) => {
+                    if let Some(id) = view::slice_service(meta) {
+                        c.services.insert(id.clone());
+                        c.new_slices
+                            .push((id, meta.name.clone().unwrap_or_default()));
+                    }
+                }
+                _ => {}
+            }
+            // A relist makes every Service read again: the events no longer matter.
+            if c.relisted {
+                c.services.clear();
+                c.new_slices.clear();
+            }
             if matches!(signal, Signal::Listed) {
                 s.listed[index] = true;
             }

@@ -24,6 +24,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+pub use imbl::OrdMap;
 
 use crate::kinds::{DnsEndpoint, Gateway, GrpcRoute, HttpRoute, TlsRoute};
 use crate::policy::{self, Policy};
@@ -113,11 +116,12 @@ pub struct ClusterView {
     pub name: String,
     /// Localities of its nodes (or its override): where its zone names are.
     pub localities: BTreeSet<Locality>,
-    /// Its federated Services.
-    pub services: BTreeMap<ServiceId, ServiceHealth>,
+    /// Its federated Services (a persistent map: a view is cloned in O(1), and two versions
+    /// of it compared in the time of their differences).
+    pub services: OrdMap<ServiceId, ServiceHealth>,
     /// Its host names (Ingresses, routes, DNSEndpoints): host name → the claiming object and its
     /// addresses, health and policy.
-    pub hosts: BTreeMap<String, HostEntry>,
+    pub hosts: OrdMap<String, HostEntry>,
 }
 
 /// One host name (of an Ingress, a Gateway API route or a DNSEndpoint) in one cluster.
@@ -430,170 +434,336 @@ pub fn node_fingerprint(
 
 /// Builds the view of one cluster.
 pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> (ClusterView, Vec<Ignored>) {
-    let mut ignored = Vec::new();
-    let override_region = settings.region.as_deref().map(str::to_ascii_lowercase);
-    let override_zone = settings.zone.as_deref().map(str::to_ascii_lowercase);
+    let live = LiveView::build(settings, objects);
+    let ignored = live.ignored();
+    (live.view, ignored)
+}
 
-    // Node → locality.
-    let mut node_locality: HashMap<&str, Locality> = HashMap::new();
-    for node in &objects.nodes {
-        let name = node.metadata.name.as_deref().unwrap_or_default();
-        let labels = node.metadata.labels.as_ref();
-        let label = |keys: [&str; 2]| {
-            keys.iter()
-                .find_map(|k| labels.and_then(|l| l.get(*k)))
-                .map(|v| v.to_ascii_lowercase())
-        };
-        let region = override_region.clone().or_else(|| label(REGION_LABELS));
-        let zone = override_zone.clone().or_else(|| label(ZONE_LABELS));
-        match (region, zone) {
-            (Some(region), Some(zone)) => match locality(region, zone) {
+/// Where a cluster's endpoints are: each node's locality and each zone's region, from its
+/// Nodes (and the cluster's overrides).
+#[derive(Debug, Clone, Default)]
+struct Places {
+    node_locality: HashMap<String, Locality>,
+    /// A zone named by an endpoint belongs to a region when exactly one region has it.
+    zone_region: HashMap<String, Option<Locality>>,
+    override_zone: Option<String>,
+    localities: BTreeSet<Locality>,
+}
+
+impl Places {
+    fn new(settings: &ViewSettings, nodes: &[Arc<Node>], ignored: &mut Vec<Ignored>) -> Self {
+        let override_region = settings.region.as_deref().map(str::to_ascii_lowercase);
+        let override_zone = settings.zone.as_deref().map(str::to_ascii_lowercase);
+        let mut node_locality: HashMap<String, Locality> = HashMap::new();
+        for node in nodes {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            let labels = node.metadata.labels.as_ref();
+            let label = |keys: [&str; 2]| {
+                keys.iter()
+                    .find_map(|k| labels.and_then(|l| l.get(*k)))
+                    .map(|v| v.to_ascii_lowercase())
+            };
+            let region = override_region.clone().or_else(|| label(REGION_LABELS));
+            let zone = override_zone.clone().or_else(|| label(ZONE_LABELS));
+            match (region, zone) {
+                (Some(region), Some(zone)) => match locality(region, zone) {
+                    Ok(l) => {
+                        node_locality.insert(name.to_owned(), l);
+                    }
+                    Err(reason) => ignored.push(Ignored {
+                        object: format!("Node {name}"),
+                        reason,
+                        event: None,
+                    }),
+                },
+                (None, None) => {}
+                (r, _) => ignored.push(Ignored {
+                    object: format!("Node {name}"),
+                    reason: format!(
+                        "has a {} label but no {} label: its endpoints count for the global name only",
+                        if r.is_some() { "region" } else { "zone" },
+                        if r.is_some() { "zone" } else { "region" },
+                    ),
+                    event: None,
+                }),
+            }
+        }
+        let mut localities: BTreeSet<Locality> = node_locality.values().cloned().collect();
+        if let (Some(region), Some(zone)) = (&override_region, &override_zone) {
+            match locality(region.clone(), zone.clone()) {
                 Ok(l) => {
-                    node_locality.insert(name, l);
+                    localities.insert(l);
                 }
                 Err(reason) => ignored.push(Ignored {
-                    object: format!("Node {name}"),
+                    object: format!("cluster {}", settings.cluster),
                     reason,
                     event: None,
                 }),
-            },
-            (None, None) => {}
-            (r, _) => ignored.push(Ignored {
-                object: format!("Node {name}"),
-                reason: format!(
-                    "has a {} label but no {} label: its endpoints count for the global name only",
-                    if r.is_some() { "region" } else { "zone" },
-                    if r.is_some() { "zone" } else { "region" },
-                ),
-                event: None,
-            }),
-        }
-    }
-    let mut localities: BTreeSet<Locality> = node_locality.values().cloned().collect();
-    if let (Some(region), Some(zone)) = (&override_region, &override_zone) {
-        match locality(region.clone(), zone.clone()) {
-            Ok(l) => {
-                localities.insert(l);
             }
-            Err(reason) => ignored.push(Ignored {
-                object: format!("cluster {}", settings.cluster),
-                reason,
-                event: None,
-            }),
+        }
+        let mut zone_region: HashMap<String, Option<Locality>> = HashMap::new();
+        for l in &localities {
+            zone_region
+                .entry(l.zone.clone())
+                .and_modify(|e| *e = None)
+                .or_insert_with(|| Some(l.clone()));
+        }
+        Self {
+            node_locality,
+            zone_region,
+            override_zone,
+            localities,
         }
     }
-    // A zone named by an endpoint belongs to a region when exactly one region has it.
-    let mut zone_region: HashMap<&str, Option<&Locality>> = HashMap::new();
-    for l in &localities {
-        zone_region
-            .entry(l.zone.as_str())
-            .and_modify(|e| *e = None)
-            .or_insert(Some(l));
-    }
 
-    let mut services = BTreeMap::new();
-    let service_objects = if settings.sources.service {
-        &objects.services[..]
-    } else {
-        &[]
+    /// The locality of an endpoint on `node` (else in `zone`), when known.
+    fn of(&self, node: Option<&str>, zone: Option<&str>) -> Option<&Locality> {
+        node.and_then(|n| self.node_locality.get(n)).or_else(|| {
+            let zone = self.override_zone.as_deref().or(zone)?;
+            self.zone_region
+                .get(zone.to_ascii_lowercase().as_str())?
+                .as_ref()
+        })
+    }
+}
+
+/// The federated Service `svc` with its EndpointSlices `slices`, if it is one; what is wrong
+/// with it goes to `ignored`.
+fn service_health<'a>(
+    settings: &ViewSettings,
+    places: &Places,
+    svc: &Service,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    ignored: &mut Vec<Ignored>,
+) -> Option<(ServiceId, ServiceHealth)> {
+    let id = federated(svc, settings.selector.as_ref())?;
+    if let Err(reason) = dns_label(&id.namespace).and(dns_label(&id.name)) {
+        ignored.push(Ignored {
+            object: format!("Service {id}"),
+            reason,
+            event: None,
+        });
+        return None;
+    }
+    let entries = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|i| (i.ip.as_deref(), i.hostname.as_deref()));
+    let object = format!("Service {id}");
+    let (ingress, hostnames) = lb_addresses(entries, &object, ignored);
+    let policy = read_policy(
+        svc.metadata.annotations.as_ref(),
+        settings,
+        &object,
+        &Regarding::service(id.clone()),
+        ignored,
+    );
+    let ports = named_ports(svc, &id, ignored);
+    let mut health = ServiceHealth {
+        ingress,
+        hostnames,
+        policy,
+        ports,
+        ..ServiceHealth::default()
     };
-    for svc in service_objects {
-        let Some(id) = federated(svc, settings.selector.as_ref()) else {
-            continue;
-        };
-        if let Err(reason) = dns_label(&id.namespace).and(dns_label(&id.name)) {
-            ignored.push(Ignored {
-                object: format!("Service {id}"),
-                reason,
-                event: None,
-            });
-            continue;
-        }
-        let entries = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|i| (i.ip.as_deref(), i.hostname.as_deref()));
-        let object = format!("Service {id}");
-        let (ingress, hostnames) = lb_addresses(entries, &object, &mut ignored);
-        let policy = read_policy(
-            svc.metadata.annotations.as_ref(),
-            settings,
-            &object,
-            &Regarding::service(id.clone()),
-            &mut ignored,
-        );
-        let ports = named_ports(svc, &id, &mut ignored);
-        services.insert(
-            id,
-            ServiceHealth {
-                ingress,
-                hostnames,
-                policy,
-                ports,
-                ..ServiceHealth::default()
-            },
-        );
-    }
-
-    for slice in &objects.slices {
-        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
-        let Some(name) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        let id = ServiceId {
-            namespace,
-            name: name.clone(),
-        };
-        let Some(health) = services.get_mut(&id) else {
-            continue;
-        };
+    for slice in slices {
         for ep in &slice.endpoints {
             let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
                 continue;
             }
             health.ready_endpoints += 1;
-            let at = ep
-                .node_name
-                .as_deref()
-                .and_then(|n| node_locality.get(n))
-                .or_else(|| {
-                    let zone = override_zone.clone().or_else(|| ep.zone.clone())?;
-                    zone_region
-                        .get(zone.to_ascii_lowercase().as_str())
-                        .copied()
-                        .flatten()
-                });
-            if let Some(l) = at {
+            if let Some(l) = places.of(ep.node_name.as_deref(), ep.zone.as_deref()) {
                 health.ready_localities.insert(l.clone());
             }
         }
     }
-    let hosts = if settings.sources.hosts() {
-        hosts::hosts(settings, objects, &mut ignored)
-    } else {
-        BTreeMap::new()
-    };
-    ignored.sort();
-    ignored.dedup();
-    (
-        ClusterView {
-            name: settings.cluster.clone(),
-            localities,
-            services,
-            hosts,
-        },
-        ignored,
-    )
+    Some((id, health))
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn slice_service(meta: &ObjectMeta) -> Option<ServiceId> {
+    Some(ServiceId {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone(),
+    })
+}
+
+/// A cluster's view kept up to date one Service at a time: a change of a Service or an
+/// EndpointSlice costs that Service, not the cluster ([`LiveView::update_services`]); a
+/// change of what the view reads of the Nodes, or a relist, builds it again.
+#[derive(Debug, Clone)]
+pub struct LiveView {
+    /// The view.
+    pub view: ClusterView,
+    places: Places,
+    /// What was left out: of the Nodes and the cluster, of each Service, of the hosts.
+    ignored_places: Vec<Ignored>,
+    ignored_services: HashMap<ServiceId, Vec<Ignored>>,
+    ignored_hosts: Vec<Ignored>,
+    /// The names of each Service's EndpointSlices (a name may be gone: they are read back
+    /// through the store).
+    slices_of: HashMap<ServiceId, BTreeSet<String>>,
+}
+
+impl LiveView {
+    /// The view of these objects.
+    pub fn build(settings: &ViewSettings, objects: &ClusterObjects) -> Self {
+        let mut ignored_places = Vec::new();
+        let places = Places::new(settings, &objects.nodes, &mut ignored_places);
+        let mut slices_by: HashMap<ServiceId, Vec<&EndpointSlice>> = HashMap::new();
+        let mut slices_of: HashMap<ServiceId, BTreeSet<String>> = HashMap::new();
+        for slice in &objects.slices {
+            if let Some(id) = slice_service(&slice.metadata) {
+                slices_of
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(slice.metadata.name.clone().unwrap_or_default());
+                slices_by.entry(id).or_default().push(slice);
+            }
+        }
+        let mut services = BTreeMap::new();
+        let mut ignored_services: HashMap<ServiceId, Vec<Ignored>> = HashMap::new();
+        if settings.sources.service {
+            for svc in &objects.services {
+                let mut ignored = Vec::new();
+                let mine = selected(&svc.metadata, None)
+                    .and_then(|id| slices_by.get(&id))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let entry =
+                    service_health(settings, &places, svc, mine.iter().copied(), &mut ignored);
+                if !ignored.is_empty() {
+                    let key = selected(&svc.metadata, None).unwrap_or_default();
+                    ignored_services.entry(key).or_default().extend(ignored);
+                }
+                if let Some((id, health)) = entry {
+                    services.insert(id, health);
+                }
+            }
+        }
+        let mut ignored_hosts = Vec::new();
+        let hosts = if settings.sources.hosts() {
+            hosts::hosts(settings, objects, &mut ignored_hosts)
+        } else {
+            BTreeMap::new()
+        };
+        Self {
+            view: ClusterView {
+                name: settings.cluster.clone(),
+                localities: places.localities.clone(),
+                services: services.into(),
+                hosts: hosts.into(),
+            },
+            places,
+            ignored_places,
+            ignored_services,
+            ignored_hosts,
+            slices_of,
+        }
+    }
+
+    /// Brings the Services `ids` up to date: `service` reads a Service from the cluster's
+    /// store, `slice` an EndpointSlice (namespace, name); `new_slices` are EndpointSlices
+    /// seen since (their Service and name). Returns whether the view changed.
+    pub fn update_services(
+        &mut self,
+        settings: &ViewSettings,
+        ids: &BTreeSet<ServiceId>,
+        new_slices: &[(ServiceId, String)],
+        service: impl Fn(&ServiceId) -> Option<Arc<Service>>,
+        slice: impl Fn(&str, &str) -> Option<Arc<EndpointSlice>>,
+    ) -> bool {
+        for (id, name) in new_slices {
+            self.slices_of
+                .entry(id.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        if !settings.sources.service {
+            return false;
+        }
+        let mut changed = false;
+        for id in ids {
+            let names = self.slices_of.get(id).cloned().unwrap_or_default();
+            let slices: Vec<Arc<EndpointSlice>> = names
+                .iter()
+                .filter_map(|n| slice(&id.namespace, n))
+                .filter(|s| slice_service(&s.metadata).as_ref() == Some(id))
+                .collect();
+            // Forget the names that are gone (or belong to another Service now).
+            if slices.len() < names.len() {
+                let kept: BTreeSet<String> = slices
+                    .iter()
+                    .map(|s| s.metadata.name.clone().unwrap_or_default())
+                    .collect();
+                if kept.is_empty() {
+                    self.slices_of.remove(id);
+                } else {
+                    self.slices_of.insert(id.clone(), kept);
+                }
+            }
+            let mut ignored = Vec::new();
+            let entry = service(id).and_then(|svc| {
+                service_health(
+                    settings,
+                    &self.places,
+                    &svc,
+                    slices.iter().map(|s| &**s),
+                    &mut ignored,
+                )
+            });
+            if ignored.is_empty() {
+                self.ignored_services.remove(id);
+            } else {
+                self.ignored_services.insert(id.clone(), ignored);
+            }
+            let now = entry.filter(|(found, _)| found == id).map(|(_, h)| h);
+            if self.view.services.get(id) != now.as_ref() {
+                changed = true;
+                match now {
+                    Some(h) => {
+                        self.view.services.insert(id.clone(), h);
+                    }
+                    None => {
+                        self.view.services.remove(id);
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// Builds the host names again (a change of the host sources' objects, or of an
+    /// EndpointSlice their health reads).
+    pub fn update_hosts(&mut self, settings: &ViewSettings, objects: &ClusterObjects) {
+        let mut ignored = Vec::new();
+        let hosts = if settings.sources.hosts() {
+            hosts::hosts(settings, objects, &mut ignored)
+        } else {
+            BTreeMap::new()
+        };
+        self.ignored_hosts = ignored;
+        self.view.hosts = hosts.into();
+    }
+
+    /// Everything left out, sorted, without duplicates.
+    pub fn ignored(&self) -> Vec<Ignored> {
+        let mut out: Vec<Ignored> = self
+            .ignored_places
+            .iter()
+            .chain(self.ignored_services.values().flatten())
+            .chain(&self.ignored_hosts)
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// A load balancer's `status.loadBalancer.ingress` entries (ip, hostname) → its addresses and
@@ -712,10 +882,7 @@ fn federated(svc: &Service, selector: Option<&Selector>) -> Option<ServiceId> {
 }
 
 /// The object's id unless it opts out or `selector` does not pick it.
-fn selected(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    selector: Option<&Selector>,
-) -> Option<ServiceId> {
+fn selected(meta: &ObjectMeta, selector: Option<&Selector>) -> Option<ServiceId> {
     if meta
         .annotations
         .as_ref()

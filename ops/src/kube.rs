@@ -16,6 +16,7 @@ use ::kube::runtime::watcher::{self, Event};
 use ::kube::runtime::{WatchStreamExt, watcher as watch};
 use ::kube::{Api, Resource};
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +32,8 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 pub enum Signal<'a> {
     /// The (re)list is complete: the store holds every object.
     Listed,
-    /// An object was added, changed or deleted.
-    Changed,
+    /// An object was added, changed or deleted: its metadata (as last seen, for a deletion).
+    Changed(&'a ObjectMeta),
     /// The watch fell behind the API server's history (410 Gone): the watcher lists again.
     /// Not a connection problem.
     Expired,
@@ -123,13 +124,13 @@ where
                 () = cancel.cancelled() => return,
                 next = stream.next() => match next {
                     Some(Ok(event)) => {
-                        let signal = match event {
+                        let signal = match &event {
                             Event::Init | Event::InitApply(_) => continue,
                             Event::InitDone => {
                                 flag.store(true, Ordering::Relaxed);
                                 Signal::Listed
                             }
-                            Event::Apply(_) | Event::Delete(_) => Signal::Changed,
+                            Event::Apply(o) | Event::Delete(o) => Signal::Changed(o.meta()),
                         };
                         if std::mem::take(&mut failing) {
                             probing = None;

@@ -70,7 +70,14 @@ impl Etcd {
     }
 
     fn unstarted(name: &str, tls: bool) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        // On tmpfs when there is one: etcd fsyncs every write, and on a disk shared with
+        // builds and other tests a sync can take seconds (past etcdctl's 5 s timeout).
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = tempfile::Builder::new()
+            .prefix("fedplane-etcd-")
+            .tempdir_in(shm)
+            .or_else(|_| tempfile::tempdir())
+            .expect("temp dir for etcd");
         let token = format!(
             "fedplane-test-{}",
             dir.path()

@@ -471,7 +471,7 @@ struct Wake(Arc<Notify>);
 impl Observer for Wake {
     fn signal(&self, kind: &str, signal: Signal<'_>) {
         match signal {
-            Signal::Listed | Signal::Changed => self.0.notify_one(),
+            Signal::Listed | Signal::Changed(_) => self.0.notify_one(),
             Signal::Expired => info!(%kind, "watch expired (410 Gone); listing again"),
             Signal::Failed(e) => {
                 warn!(%kind, error = %e, "watch failed; keeping the last state and retrying")

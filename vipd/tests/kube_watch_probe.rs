@@ -112,7 +112,7 @@ impl Observer for Heard {
     fn signal(&self, _kind: &str, signal: Signal<'_>) {
         let name = match signal {
             Signal::Listed => "listed",
-            Signal::Changed => "changed",
+            Signal::Changed(_) => "changed",
             Signal::Expired => "expired",
             Signal::Failed(_) => "failed",
             Signal::Recovered => "recovered",

@@ -202,11 +202,25 @@ fn owner_marker_is_read_back_and_foreign_values_have_none() {
 }
 
 /// `clusters` with every Service on `strategy`.
+/// The first Service of a view, to change (the views' persistent maps have no `values_mut`).
+fn first_mut(c: &mut ClusterView) -> &mut ServiceHealth {
+    let id = c.services.keys().next().expect("a Service").clone();
+    c.services.get_mut(&id).expect("the Service")
+}
+
+/// Changes every Service of a view.
+fn each_mut(c: &mut ClusterView, mut f: impl FnMut(&mut ServiceHealth)) {
+    let ids: Vec<ServiceId> = c.services.keys().cloned().collect();
+    for id in ids {
+        f(c.services.get_mut(&id).expect("the Service"));
+    }
+}
+
 fn with_strategy(mut clusters: Vec<ClusterView>, strategy: &policy::Strategy) -> Vec<ClusterView> {
     for c in &mut clusters {
-        for h in c.services.values_mut() {
+        each_mut(c, |h| {
             h.policy.strategy = strategy.clone();
-        }
+        });
     }
     clusters
 }
@@ -317,11 +331,7 @@ fn weighted_writes_the_cluster_weights_and_leaves_out_unweighted_clusters() {
 fn a_cluster_with_two_addresses_of_a_family_splits_its_weight_between_them() {
     let n = naming();
     let mut clusters = seeds([2, 2, 2]);
-    let h = clusters[0]
-        .services
-        .values_mut()
-        .next()
-        .expect("hello-world");
+    let h = first_mut(&mut clusters[0]);
     h.ingress = vec![
         "10.210.1.68".parse().expect("address"),
         "10.210.1.69".parse().expect("address"),
@@ -353,7 +363,7 @@ fn uneven_address_counts_keep_the_shares_of_the_weights() {
     let n = naming();
     let mut clusters = seeds([2, 2, 2]);
     for (c, count) in clusters.iter_mut().zip([4u8, 5, 7]) {
-        c.services.values_mut().next().expect("svc").ingress = (1..=count)
+        first_mut(c).ingress = (1..=count)
             .map(|i| IpAddr::from([10, 9, count, i]))
             .collect();
     }
@@ -382,7 +392,7 @@ fn closest_writes_a_record_in_each_locality_of_a_cluster_across_zones() {
         region: "america".into(),
         zone: "us".into(),
     };
-    let h = clusters[0].services.values_mut().next().expect("svc");
+    let h = first_mut(&mut clusters[0]);
     h.ready_localities.insert(us);
     let d = plan(&n, &with_strategy(clusters, &policy::Strategy::Closest));
     let fcp: Vec<(Option<String>, Option<String>)> = records(&d, &n, GLOBAL)
@@ -423,21 +433,11 @@ fn a_withdrawn_first_cluster_keeps_the_strategy_it_decides() {
 fn ipv6_and_dual_stack_ingress_give_aaaa_records_at_every_level() {
     let n = naming();
     let mut clusters = seeds([2, 2, 0]);
-    clusters[0]
-        .services
-        .values_mut()
-        .next()
-        .expect("svc")
-        .ingress = vec![
+    first_mut(&mut clusters[0]).ingress = vec![
         "10.210.1.68".parse().expect("address"),
         "fd00:1::68".parse().expect("address"),
     ];
-    clusters[1]
-        .services
-        .values_mut()
-        .next()
-        .expect("svc")
-        .ingress = vec!["fd00:3::65".parse().expect("address")];
+    first_mut(&mut clusters[1]).ingress = vec!["fd00:3::65".parse().expect("address")];
     let d = plan(&n, &clusters);
     assert_eq!(
         answers(&d, &n, GLOBAL),
@@ -468,13 +468,7 @@ fn ipv6_and_dual_stack_ingress_give_aaaa_records_at_every_level() {
 fn the_first_cluster_that_has_the_service_decides_its_strategy() {
     let n = naming();
     let mut clusters = seeds([2, 2, 2]);
-    clusters[1]
-        .services
-        .values_mut()
-        .next()
-        .expect("svc")
-        .policy
-        .strategy = policy::Strategy::Failover(vec![]);
+    first_mut(&mut clusters[1]).policy.strategy = policy::Strategy::Failover(vec![]);
     // fcp (first) says all.
     let d = plan(&n, &clusters);
     assert_eq!(answers(&d, &n, GLOBAL).len(), 3);
@@ -551,7 +545,7 @@ fn arb_clusters() -> impl Strategy<Value = Vec<ClusterView>> {
             .map(|(i, (localities, services))| ClusterView {
                 name: format!("c{i}"),
                 localities,
-                hosts: BTreeMap::new(),
+                hosts: view::OrdMap::new(),
                 services: services
                     .into_iter()
                     .map(|(s, mut h)| {
@@ -812,7 +806,7 @@ fn named_ports_get_srv_records_at_every_level_targeting_the_name_that_holds_the_
     let with_ports = |ready: [usize; 3]| {
         let mut v = seeds(ready);
         for c in &mut v {
-            for h in c.services.values_mut() {
+            each_mut(c, |h| {
                 h.ports = vec![
                     view::NamedPort {
                         name: "dns".into(),
@@ -825,7 +819,7 @@ fn named_ports_get_srv_records_at_every_level_targeting_the_name_that_holds_the_
                         port: 8080,
                     },
                 ];
-            }
+            });
         }
         v
     };
@@ -874,17 +868,18 @@ fn a_hostname_only_load_balancer_is_a_name_record_and_gets_no_srv_record() {
     let n = naming();
     let mut clusters = seeds([2, 2, 2]);
     for c in &mut clusters {
-        for h in c.services.values_mut() {
+        let usa = c.name == "usa";
+        each_mut(c, |h| {
             h.ports = vec![view::NamedPort {
                 name: "http".into(),
                 protocol: "tcp".into(),
                 port: 8080,
             }];
-            if c.name == "usa" {
+            if usa {
                 h.ingress.clear();
                 h.hostnames = vec!["lb-1.usa.example.net".into()];
             }
-        }
+        });
     }
     let d = plan(&n, &clusters);
     let us = "hello-world.default.federation.svc.us.america.example.com";

@@ -948,3 +948,94 @@ fn routes_splitting_a_hostname_through_one_gateway_are_one_name_and_weightless_b
             .healthy()
     );
 }
+
+/// One cluster's objects for the incremental tests: `n` Services, each with one
+/// EndpointSlice; `ready[i]` its endpoints' readiness, `gone[i]` the Service deleted,
+/// `unsliced[i]` its EndpointSlice deleted, `moved[i]` its address changed.
+fn incremental_objects(
+    n: usize,
+    ready: &[bool],
+    gone: &[bool],
+    unsliced: &[bool],
+    moved: &[bool],
+) -> ClusterObjects {
+    let mut o = ClusterObjects {
+        nodes: vec![node("n1", "europe", "fr"), node("n2", "europe", "de")],
+        ..ClusterObjects::default()
+    };
+    for i in 0..n {
+        let name = format!("s{i}");
+        if !gone[i] {
+            let ip = if moved[i] {
+                format!("10.9.0.{i}")
+            } else {
+                format!("10.0.0.{i}")
+            };
+            let mut svc = (*lb_service("default", &name, &[&ip])).clone();
+            if i % 3 == 0 {
+                // An annotation problem: its ignored item must follow it too.
+                svc.metadata.annotations =
+                    Some([("fedplane.io/dns-strategy".to_owned(), "bogus".to_owned())].into());
+            }
+            o.services.push(Arc::new(svc));
+        }
+        if !unsliced[i] {
+            let nodes = [("n1", ready[i]), ("n2", true)];
+            o.slices.push(slice("default", &name, &nodes[..1 + i % 2]));
+        }
+    }
+    o
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_view_updated_service_by_service_is_the_view_built_whole(
+        before in proptest::collection::vec(proptest::bool::ANY, 4 * 12),
+        after in proptest::collection::vec(proptest::bool::ANY, 4 * 12),
+    ) {
+        let n = 12;
+        let settings = ViewSettings { cluster: "fcp".into(), ..ViewSettings::default() };
+        let parts = |v: &[bool]| -> ClusterObjects {
+            incremental_objects(n, &v[..n], &v[n..2 * n], &v[2 * n..3 * n], &v[3 * n..])
+        };
+        let (a, b) = (parts(&before), parts(&after));
+        let mut live = LiveView::build(&settings, &a);
+        // What the watch events would say: every Service and EndpointSlice that differs.
+        let key = |m: &ObjectMeta| (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default());
+        let svc_of = |o: &ClusterObjects| -> BTreeMap<(String, String), Value> {
+            o.services.iter().map(|s| (key(&s.metadata), serde_json::to_value(&**s).expect("json"))).collect()
+        };
+        let slice_of = |o: &ClusterObjects| -> BTreeMap<(String, String), Value> {
+            o.slices.iter().map(|s| (key(&s.metadata), serde_json::to_value(&**s).expect("json"))).collect()
+        };
+        let mut ids = BTreeSet::new();
+        let (sa, sb) = (svc_of(&a), svc_of(&b));
+        for k in sa.keys().chain(sb.keys()) {
+            if sa.get(k) != sb.get(k) {
+                ids.insert(ServiceId { namespace: k.0.clone(), name: k.1.clone() });
+            }
+        }
+        let (la, lb) = (slice_of(&a), slice_of(&b));
+        let mut new_slices = Vec::new();
+        for k in la.keys().chain(lb.keys()) {
+            if la.get(k) != lb.get(k) {
+                let owner = a.slices.iter().chain(&b.slices)
+                    .find(|s| key(&s.metadata) == *k)
+                    .and_then(|s| slice_service(&s.metadata))
+                    .expect("a Service");
+                ids.insert(owner.clone());
+                new_slices.push((owner, k.1.clone()));
+            }
+        }
+        live.update_services(
+            &settings,
+            &ids,
+            &new_slices,
+            |id| b.services.iter().find(|s| s.metadata.name.as_deref() == Some(&id.name)).cloned(),
+            |_, name| b.slices.iter().find(|s| s.metadata.name.as_deref() == Some(name)).cloned(),
+        );
+        let (whole, ignored) = build(&settings, &b);
+        proptest::prop_assert_eq!(&live.view, &whole);
+        proptest::prop_assert_eq!(live.ignored(), ignored);
+    }
+}
