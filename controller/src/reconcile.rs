@@ -545,9 +545,8 @@ impl Reconciler {
                 Contribution::Live | Contribution::Held => {}
                 Contribution::Withdrawn => {}
             }
-            // The generations first, then the changes: a change after both is seen next time.
-            let generations = c.generations();
-            let changes = c.take_changes();
+            // The generations and the changes up to them, read together.
+            let (generations, changes) = c.take_changes();
             match &mut self.cache[i] {
                 Some(cached) if cached.generations == generations => {}
                 // Services and EndpointSlices changed one by one, and nothing the view reads

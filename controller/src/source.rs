@@ -314,9 +314,12 @@ impl Cluster {
         self.lock().link()
     }
 
-    /// What changed of the Services since the last call (a snapshot never changes).
-    pub fn take_changes(&self) -> Changes {
-        std::mem::take(&mut self.lock().changes)
+    /// The generations (as [`Cluster::generations`]) and what changed of the Services since
+    /// the last call, read together: the changes are exactly those up to these generations
+    /// (a snapshot never changes).
+    pub fn take_changes(&self) -> ([u64; KIND_COUNT], Changes) {
+        let mut s = self.lock();
+        (s.generations, std::mem::take(&mut s.changes))
     }
 
     /// The Service `id` as the cluster has it now.

@@ -1233,3 +1233,39 @@ fn a_zero_priority_keeps_its_order_and_a_cname_never_hides_other_records() {
         "only the TXT record"
     );
 }
+
+/// The views share all but what changed (persistent maps): every single Service change is
+/// replanned (imbl before 7.0.2 lost a difference right after shared nodes, issue #161).
+#[test]
+fn every_single_change_of_a_view_sharing_the_rest_is_replanned() {
+    let n = naming();
+    let mut base = seeds([2, 2, 2]);
+    let template = base[0].services.values().next().expect("a Service").clone();
+    let ids: Vec<ServiceId> = (0..600)
+        .map(|i| ServiceId {
+            namespace: "default".into(),
+            name: format!("s{i:04}"),
+        })
+        .collect();
+    for id in &ids {
+        base[0].services.insert(id.clone(), template.clone());
+    }
+    let desired = plan(&n, &base);
+    for (i, id) in ids.iter().enumerate() {
+        let mut after = base.clone();
+        after[0]
+            .services
+            .get_mut(id)
+            .expect("the Service")
+            .ready_endpoints = 0;
+        let mut d = desired.clone();
+        let keys = replan(&n, &base, &after, &mut d).expect("incremental");
+        assert!(
+            keys.iter().any(|k| k.contains(&format!("/{}/", id.name))),
+            "{id} not replanned"
+        );
+        if i % 97 == 0 {
+            assert_eq!(d, plan(&n, &after), "{id}");
+        }
+    }
+}

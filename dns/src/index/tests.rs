@@ -258,3 +258,24 @@ fn keys_that_name_nothing_are_not_stored() {
     assert!(s.is_empty());
     assert_eq!(s.revision(), 1);
 }
+
+/// imbl before 7.0.2 dropped a difference sitting right after a run of shared nodes (imbl
+/// issue #161): an IXFR would have missed the change. Every single-key change of a large map
+/// that shares all else with its previous version is found.
+#[test]
+fn changed_keys_finds_every_single_change_of_a_map_sharing_the_rest() {
+    let mut before = Records::new(zones(), 1);
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("/skydns/com/example/svc/s{i:05}"))
+        .collect();
+    for k in &keys {
+        before.put(k, rec(r#"{"host":"10.0.0.1"}"#), 0, 2);
+    }
+    for (n, k) in keys.iter().enumerate() {
+        let mut after = before.clone();
+        after.put(k, rec(r#"{"host":"10.0.0.2"}"#), 0, 3);
+        let changed = after.changed_keys(&before);
+        let changed: Vec<&str> = changed.iter().map(|c| &**c).collect();
+        assert_eq!(changed, [k.as_str()], "change {n} of {}", keys.len());
+    }
+}
