@@ -51,7 +51,7 @@ use hickory_proto::rr::Name;
 
 use crate::answer::wire::MAX_TTL;
 use crate::answer::{AnswerOptions, Transport};
-use crate::index::{Entry, Records};
+use crate::index::{Entry, MAX_NODE_RECORDS, Records};
 use crate::key::{key_to_name, key_wire, name_to_key, strip_labels};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
@@ -683,7 +683,9 @@ impl Table {
         }
         // Every name up to the apex: its candidacy may change (a key's name and parent by the
         // key itself, any ancestor by how many records it holds), and a name answers its
-        // whole subtree.
+        // whole subtree; except that a big ancestor answers only its first
+        // MAX_NODE_RECORDS records, which a key after them does not change (a parent of
+        // 10,000 Services is not recompiled for each of their changes).
         let mut done: HashSet<Name> = HashSet::new();
         for key in keys {
             let Some(name) = key_to_name(prefix, key) else {
@@ -691,10 +693,26 @@ impl Table {
             };
             let mut n = name.to_lowercase();
             while let Some((_, zone)) = records.zones().find(&n) {
-                if n == zone.name || !done.insert(n.clone()) {
-                    break; // the apex, or this name and its ancestors are done
+                if n == zone.name {
+                    break;
+                }
+                if done.contains(&n) {
+                    n = n.base_name();
+                    continue;
                 }
                 let wire: Arc<[u8]> = wire_name(&n).into();
+                if n != name.to_lowercase()
+                    && self.compiled.contains_key(&wire)
+                    && name_to_key(prefix, &n).is_some_and(|k| {
+                        records
+                            .nth_key_below(&k, MAX_NODE_RECORDS - 1)
+                            .is_some_and(|last| key.as_str() > last)
+                    })
+                {
+                    n = n.base_name();
+                    continue;
+                }
+                done.insert(n.clone());
                 if is_candidate(records, &n) {
                     let c = compile(records, &n).map(Arc::new);
                     self.compiled.insert(wire, c);

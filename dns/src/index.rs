@@ -306,6 +306,11 @@ impl Records {
         out
     }
 
+    /// The `n`th key (from 0) strictly below `key`, in key order.
+    pub fn nth_key_below(&self, key: &str, n: usize) -> Option<&str> {
+        self.below(key).nth(n).map(|(k, _)| k)
+    }
+
     /// Whether a key sits at `key` or directly below it (one more label). Reads at most
     /// [`MAX_NODE_RECORDS`] keys.
     pub fn has_key_or_child(&self, key: &str) -> bool {

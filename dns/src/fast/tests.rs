@@ -873,3 +873,51 @@ fn a_negative_answer_too_big_for_the_client_takes_the_general_path() {
         assert!(!m.metadata.truncation, "{qtype}: the general path fits it");
     }
 }
+
+/// A parent of more records than a name answers with (the federation's `<ns>.<fed>.svc` of
+/// thousands of Services): a change after its first MAX_NODE_RECORDS records skips its
+/// recompile, one inside them does not, and either way the table is the one compiled whole.
+#[test]
+fn a_big_parent_is_recompiled_only_for_changes_inside_the_records_it_answers() {
+    let n = MAX_NODE_RECORDS + 500;
+    let recs: Vec<(String, (String, bool))> = (0..n)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/big/s{i:05}/a"),
+                (
+                    format!(r#"{{"host":"10.1.{}.{}"}}"#, i / 256, i % 256),
+                    false,
+                ),
+            )
+        })
+        .collect();
+    let mut s = snapshot(&recs);
+    let mut rev = 100_000;
+    for (i, host) in [
+        (n - 1, "10.9.0.1"), // after the window
+        (3, "10.9.0.2"),     // inside it
+        (n - 2, "10.9.0.3"), // after, again
+    ] {
+        let key = format!("/skydns/com/example/big/s{i:05}/a");
+        rev += 1;
+        s.records.put(
+            &key,
+            Record::parse(format!(r#"{{"host":"{host}"}}"#).as_bytes()).expect("valid"),
+            0,
+            rev,
+        );
+        s.table.recompile(&s.records, &[key]);
+        let full = Table::compile(&s.records);
+        for name in [
+            format!("s{i:05}.big.example.com."),
+            "big.example.com.".to_owned(),
+        ] {
+            let w = wire_name(&Name::from_ascii(&name).expect("name"));
+            assert_eq!(
+                s.table.get(&w),
+                full.get(&w),
+                "{name} after changing s{i:05}"
+            );
+        }
+    }
+}
