@@ -104,9 +104,9 @@ pub struct Cli {
     /// This replica's name in the election [default: $HOSTNAME, else fedplane-controller-<pid>]
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
-    /// Changes are batched over this long: one after a quiet spell is written at once, and
-    /// changes coming faster are written at most once per this interval (a burst is one
-    /// write)
+    /// The most a change waits to be batched with others: it is written once the last sync
+    /// has been over for as long as it took (syncs of a few Services take milliseconds, so
+    /// such changes are written at once), but never later than this after it
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
     pub debounce: Duration,
     /// Re-read our keys from etcd this often, to repair keys changed behind our back

@@ -106,8 +106,9 @@ pub struct Reconciler {
     full_diff: bool,
     /// The health checks' results, shared with the prober.
     health: Arc<Mutex<Health>>,
-    /// When the last change was taken up (the adaptive debounce, see [`Self::wait`]).
-    last_change: Option<Instant>,
+    /// When the last sync ended and how long it took (the adaptive debounce, see
+    /// [`Self::wait`]).
+    last_sync: Option<(Instant, Duration)>,
     /// Hosts refused and objects that lost a host to another cluster's, as last
     /// reported (each is logged, and each loser gets its Event, once).
     hosts_reported: BTreeSet<(usize, String, String)>,
@@ -145,7 +146,7 @@ impl Reconciler {
             changed,
             status,
             started: Instant::now(),
-            last_change: None,
+            last_sync: None,
             hosts_reported: BTreeSet::new(),
             cache: vec![None; n],
             reported: vec![BTreeSet::new(); n],
@@ -326,6 +327,7 @@ impl Reconciler {
         let lost = leadership.map_or_else(CancellationToken::new, Leadership::lost);
         let mut next_resync = tokio::time::Instant::now() + self.opts.resync;
         loop {
+            let began = Instant::now();
             let views = loop {
                 match self.views(false) {
                     Some(v) => break v,
@@ -372,6 +374,7 @@ impl Reconciler {
             metrics::counter!("fedplane_controller_syncs_total").increment(1);
             metrics::histogram!("fedplane_controller_sync_seconds")
                 .record(t.elapsed().as_secs_f64());
+            self.last_sync = Some((Instant::now(), began.elapsed()));
             self.status.set(None);
             if self.opts.once {
                 return Ok(());
@@ -463,9 +466,11 @@ impl Reconciler {
 
     /// Waits for a change, a grace deadline, the resync time, lost leadership or SIGTERM.
     ///
-    /// The debounce adapts: a change after a quiet spell (none taken up for `--debounce`) is
-    /// taken up at once, with no floor on its latency; changes coming faster are batched,
-    /// taken up at most once per `--debounce` (what arrives meanwhile waits for the next).
+    /// The debounce adapts to what a sync costs: a change is taken up once the last sync has
+    /// been over for as long as it took (at most `--debounce`), so syncs take at most about
+    /// half the time. A change after a quiet spell, or after a cheap sync (a few Services:
+    /// milliseconds), is taken up at once; under a storm of changes whose syncs are long,
+    /// what arrives meanwhile is batched into the next.
     async fn wait(
         &mut self,
         lost: &CancellationToken,
@@ -498,15 +503,14 @@ impl Reconciler {
         }
         let now = Instant::now();
         let due = self
-            .last_change
-            .map_or(now, |t| (t + self.opts.debounce).max(now));
+            .last_sync
+            .map_or(now, |(ended, took)| (ended + took.min(self.opts.debounce)).max(now));
         if due > now {
             tokio::select! {
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {}
                 () = cancel.cancelled() => return Wake::Stop,
             }
         }
-        self.last_change = Some(Instant::now());
         Wake::Changed
     }
 
