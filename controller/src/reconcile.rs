@@ -502,9 +502,9 @@ impl Reconciler {
             return wake;
         }
         let now = Instant::now();
-        let due = self
-            .last_sync
-            .map_or(now, |(ended, took)| (ended + took.min(self.opts.debounce)).max(now));
+        let due = self.last_sync.map_or(now, |(ended, took)| {
+            (ended + took.min(self.opts.debounce)).max(now)
+        });
         if due > now {
             tokio::select! {
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {}
