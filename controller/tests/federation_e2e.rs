@@ -295,18 +295,7 @@ fn snapshot_once_writes_the_same_records_as_the_live_run() {
     assert_eq!(creates, 9, "{printed}");
     assert!(other.dump("/skydns").is_empty(), "--dry-run wrote nothing");
 
-    let mut once = Controller::start(&other, args);
-    assert!(
-        once.daemon.wait_exit(WAIT).success(),
-        "{}",
-        once.daemon.output()
-    );
-    let snap: Vec<(String, String)> = other
-        .dump("/skydns")
-        .into_iter()
-        .map(|(k, v, _)| (k, v))
-        .collect();
-    assert_eq!(live, snap);
+    assert_eq!(live, once_records(&other, args));
 }
 
 #[test]

@@ -23,20 +23,6 @@ const GW: &str = "gateway.networking.k8s.io/v1";
 const SOURCES: &str =
     "service,ingress,gateway-httproute,gateway-grpcroute,gateway-tlsroute,dnsendpoint";
 
-/// The backend Service `shop` with one endpoint, ready or not.
-fn backend(fake: &FakeKubeApi, ready: bool) {
-    fake.apply(json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"namespace": "default", "name": "shop"},
-        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}));
-    fake.apply(
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"namespace": "default", "name": "shop-1",
-                     "labels": {"kubernetes.io/service-name": "shop"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.9.9"], "conditions": {"ready": ready}}]}),
-    );
-}
-
 /// Gateway `infra/gw` with a listener for `*.example.com` and these addresses.
 fn gateway(ip: &str) -> Value {
     json!({"apiVersion": GW, "kind": "Gateway",
@@ -269,26 +255,7 @@ fn snapshot_files_with_gateway_routes_and_dns_endpoints_give_the_same_records_as
         for o in &objects {
             fake.apply(o.clone());
         }
-        let mut text = std::fs::read_to_string(seed_file(cluster)).expect("seed file");
-        for object in [
-            fake.get("v1", "Service", Some("default"), "shop")
-                .expect("Service"),
-            fake.get(
-                "discovery.k8s.io/v1",
-                "EndpointSlice",
-                Some("default"),
-                "shop-1",
-            )
-            .expect("EndpointSlice"),
-        ]
-        .into_iter()
-        .chain(objects)
-        {
-            text.push_str(&format!("\n---\n{object}\n"));
-        }
-        let file = dir.path().join(format!("{cluster}.yaml"));
-        std::fs::write(&file, text).expect("write the snapshot");
-        args.extend(["--snapshot".into(), format!("{cluster}={}", file.display())]);
+        args.extend(snapshot_file(dir.path(), cluster, fake, objects));
     }
     let _c = fed.controller(&["--source", SOURCES]);
     fed.await_a(SHOP, &["10.210.1.90", "10.210.3.90"]);
@@ -301,19 +268,7 @@ fn snapshot_files_with_gateway_routes_and_dns_endpoints_give_the_same_records_as
     fed.await_a(GLOBAL, &all_ips());
     let live: Vec<(String, String)> = fed.records().into_iter().map(|(k, v, _)| (k, v)).collect();
 
-    let other = fedplane_testkit::Etcd::start();
-    let mut once = Controller::start(&other, args);
-    assert!(
-        once.daemon.wait_exit(WAIT).success(),
-        "{}",
-        once.daemon.output()
-    );
-    let snap: Vec<(String, String)> = other
-        .dump("/skydns")
-        .into_iter()
-        .map(|(k, v, _)| (k, v))
-        .collect();
-    assert_eq!(live, snap);
+    assert_eq!(live, once_records(&fedplane_testkit::Etcd::start(), args));
 }
 
 #[test]

@@ -9,25 +9,10 @@
 mod common;
 
 use common::*;
-use fedplane_testkit::kube_fake::FakeKubeApi;
 use fedplane_testkit::wait_until;
 use serde_json::{Value, json};
 
 const SHOP: &str = "shop.example.com";
-
-/// The backend Service `shop` with one endpoint, ready or not.
-fn backend(fake: &FakeKubeApi, ready: bool) {
-    fake.apply(json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"namespace": "default", "name": "shop"},
-        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}));
-    fake.apply(
-        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"namespace": "default", "name": "shop-1",
-                     "labels": {"kubernetes.io/service-name": "shop"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.9.9"], "conditions": {"ready": ready}}]}),
-    );
-}
 
 fn ingress(name: &str, hosts: &[&str], status: Value) -> Value {
     let rules: Vec<Value> = hosts
@@ -164,25 +149,8 @@ fn snapshot_files_with_ingresses_give_the_same_records_as_the_live_clusters() {
         backend(fake, cluster != "chn");
         let ing = ingress("shop", &[SHOP, "www.example.com"], json!([{"ip": ip}]));
         fake.apply(ing.clone());
-        // The same objects as a file: the seed's, then ours as more YAML documents.
-        let mut text = std::fs::read_to_string(seed_file(cluster)).expect("seed file");
-        for object in [
-            fake.get("v1", "Service", Some("default"), "shop")
-                .expect("Service"),
-            fake.get(
-                "discovery.k8s.io/v1",
-                "EndpointSlice",
-                Some("default"),
-                "shop-1",
-            )
-            .expect("EndpointSlice"),
-            ing,
-        ] {
-            text.push_str(&format!("\n---\n{object}\n"));
-        }
-        let file = dir.path().join(format!("{cluster}.yaml"));
-        std::fs::write(&file, text).expect("write the snapshot");
-        args.extend(["--snapshot".into(), format!("{cluster}={}", file.display())]);
+        // The same objects as a file.
+        args.extend(snapshot_file(dir.path(), cluster, fake, [ing]));
     }
     let _c = fed.controller(&["--source", "service,ingress"]);
     fed.await_a(SHOP, &["10.210.1.80", "10.210.3.80"]);
@@ -190,19 +158,7 @@ fn snapshot_files_with_ingresses_give_the_same_records_as_the_live_clusters() {
     fed.await_a(GLOBAL, &all_ips());
     let live: Vec<(String, String)> = fed.records().into_iter().map(|(k, v, _)| (k, v)).collect();
 
-    let other = fedplane_testkit::Etcd::start();
-    let mut once = Controller::start(&other, args);
-    assert!(
-        once.daemon.wait_exit(WAIT).success(),
-        "{}",
-        once.daemon.output()
-    );
-    let snap: Vec<(String, String)> = other
-        .dump("/skydns")
-        .into_iter()
-        .map(|(k, v, _)| (k, v))
-        .collect();
-    assert_eq!(live, snap);
+    assert_eq!(live, once_records(&fedplane_testkit::Etcd::start(), args));
 }
 
 #[test]

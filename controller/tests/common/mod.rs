@@ -214,6 +214,63 @@ pub fn set_ready(fake: &FakeKubeApi, cluster: &str, ready: bool) {
     fake.apply(slice);
 }
 
+/// The backend Service `default/shop` with one endpoint, ready or not.
+pub fn backend(fake: &FakeKubeApi, ready: bool) {
+    fake.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "shop"},
+        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}));
+    fake.apply(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "default", "name": "shop-1",
+                     "labels": {"kubernetes.io/service-name": "shop"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.9.9"], "conditions": {"ready": ready}}]}),
+    );
+}
+
+/// Writes `cluster`'s snapshot file into `dir`: the seed's objects, then the backend
+/// Service `shop` and its EndpointSlice as `fake` has them, then `objects`, as more YAML
+/// documents; the `--snapshot` arguments that read it.
+pub fn snapshot_file(
+    dir: &Path,
+    cluster: &str,
+    fake: &FakeKubeApi,
+    objects: impl IntoIterator<Item = serde_json::Value>,
+) -> [String; 2] {
+    let mut text = std::fs::read_to_string(seed_file(cluster)).expect("seed file");
+    let service = fake
+        .get("v1", "Service", Some("default"), "shop")
+        .expect("Service");
+    let slice = fake
+        .get(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            Some("default"),
+            "shop-1",
+        )
+        .expect("EndpointSlice");
+    for object in [service, slice].into_iter().chain(objects) {
+        text.push_str(&format!("\n---\n{object}\n"));
+    }
+    let file = dir.join(format!("{cluster}.yaml"));
+    std::fs::write(&file, text).expect("write the snapshot");
+    ["--snapshot".into(), format!("{cluster}={}", file.display())]
+}
+
+/// Every key and value `fedplane-controller --once args` writes into `etcd` (it must succeed).
+pub fn once_records(etcd: &Etcd, args: Vec<String>) -> Vec<(String, String)> {
+    let mut once = Controller::start(etcd, args);
+    assert!(
+        once.daemon.wait_exit(WAIT).success(),
+        "{}",
+        once.daemon.output()
+    );
+    etcd.dump("/skydns")
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect()
+}
+
 pub fn all_ips() -> Vec<&'static str> {
     let mut v: Vec<&str> = SEEDS.iter().map(|s| s.3).collect();
     v.sort_unstable();
