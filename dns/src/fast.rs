@@ -52,6 +52,10 @@ use hickory_proto::rr::Name;
 use crate::answer::wire::MAX_TTL;
 use crate::answer::{AnswerOptions, Transport};
 use crate::index::{Entry, MAX_NODE_RECORDS, Records};
+
+/// Ancestors of a changed name with more records below them than this are recompiled after
+/// the changed names are published ([`Table::recompile_near`]).
+pub const NEAR_RECORDS: usize = 64;
 use crate::key::{key_to_name, key_wire, name_to_key, strip_labels};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
@@ -77,6 +81,11 @@ pub struct Table {
     /// Per zone, the SOA record of compiled NODATA answers.
     zone_soas: Arc<[ZoneSoa]>,
 }
+
+/// Names compiled apart ([`Table::compile_apart`]): each with its answers (`Some(None)`: the
+/// general path), or `None` when it is no candidate any more.
+#[derive(Debug)]
+pub struct Recompiled(Vec<(Name, Option<Option<Arc<Compiled>>>)>);
 
 type CompiledMap = imbl::GenericHashMap<
     Arc<[u8]>,
@@ -672,6 +681,16 @@ impl Table {
     /// candidate). A change of a zone's NS records changes its SOA's MNAME: the SOA tails are
     /// rebuilt.
     pub fn recompile(&mut self, records: &Records, keys: &[String]) {
+        let far = self.recompile_near(records, keys);
+        self.recompile_names(records, &far);
+    }
+
+    /// [`Table::recompile`] in two steps: this one recompiles the keys' own names and the
+    /// ancestors with at most [`NEAR_RECORDS`] records below them, and returns the bigger
+    /// ancestors, for [`Table::compile_apart`] (after the names themselves are published:
+    /// a parent of thousands of Services costs milliseconds to compile, and answers its
+    /// subtree a moment later than the changed name does).
+    pub fn recompile_near(&mut self, records: &Records, keys: &[String]) -> Vec<Name> {
         let prefix = records.zones().prefix();
         if keys.iter().any(|k| {
             records
@@ -687,6 +706,7 @@ impl Table {
         // MAX_NODE_RECORDS records, which a key after them does not change (a parent of
         // 10,000 Services is not recompiled for each of their changes).
         let mut done: HashSet<Name> = HashSet::new();
+        let mut far = Vec::new();
         for key in keys {
             let Some(name) = key_to_name(prefix, key) else {
                 continue;
@@ -713,14 +733,63 @@ impl Table {
                     continue;
                 }
                 done.insert(n.clone());
-                if is_candidate(records, &n) {
-                    let c = compile(records, &n).map(Arc::new);
-                    self.compiled.insert(wire, c);
+                let big = n != name.to_lowercase()
+                    && name_to_key(prefix, &n)
+                        .is_some_and(|k| records.nth_key_below(&k, NEAR_RECORDS).is_some());
+                if big {
+                    far.push(n.clone());
                 } else {
-                    self.compiled.remove(&wire);
+                    self.compile_name(records, &n, wire);
                 }
                 n = n.base_name();
             }
+        }
+        far
+    }
+
+    /// Recompiles the names `names` (lowercase), as [`Table::recompile`] does.
+    pub fn recompile_names(&mut self, records: &Records, names: &[Name]) {
+        self.put_back(Self::compile_apart(records, names), |_| true);
+    }
+
+    /// Compiles the names `names` (lowercase) from `records` apart from any table (on
+    /// another thread), for [`Table::put_back`].
+    pub fn compile_apart(records: &Records, names: &[Name]) -> Recompiled {
+        Recompiled(
+            names
+                .iter()
+                .map(|n| {
+                    let c = is_candidate(records, n).then(|| compile(records, n).map(Arc::new));
+                    (n.clone(), c)
+                })
+                .collect(),
+        )
+    }
+
+    /// Puts the names of `done` that `keep` wants into the table.
+    pub fn put_back(&mut self, done: Recompiled, mut keep: impl FnMut(&Name) -> bool) {
+        for (n, c) in done.0 {
+            if !keep(&n) {
+                continue;
+            }
+            let wire: Arc<[u8]> = wire_name(&n).into();
+            match c {
+                Some(c) => {
+                    self.compiled.insert(wire, c);
+                }
+                None => {
+                    self.compiled.remove(&wire);
+                }
+            }
+        }
+    }
+
+    fn compile_name(&mut self, records: &Records, n: &Name, wire: Arc<[u8]>) {
+        if is_candidate(records, n) {
+            let c = compile(records, n).map(Arc::new);
+            self.compiled.insert(wire, c);
+        } else {
+            self.compiled.remove(&wire);
         }
     }
 

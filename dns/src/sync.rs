@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use etcd_client::{Client, EventType, KeyValue, WatchOptions, WatchResponse};
 use fedplane_ops::etcd::{MAX_MESSAGE, Paging, RequestError, bounded, prefix_range, read_prefix};
+use hickory_proto::rr::Name;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -339,6 +340,49 @@ pub struct EtcdSync {
     state_max_age: Duration,
     /// Hands the records to the saver after each change.
     saver: SaveHandle,
+    /// The big ancestors of changed names, recompiled in the background.
+    far: Far,
+}
+
+/// The big ancestors of changed names whose answers are still to be recompiled ([`fast::Table::recompile_near`]),
+/// one background job at a time, so the watch goes on while a parent of thousands of names
+/// compiles: each with the change it was last marked at.
+#[derive(Debug, Default)]
+struct Far {
+    dirty: HashMap<Name, u64>,
+    marks: u64,
+}
+
+impl Far {
+    fn mark(&mut self, names: Vec<Name>) {
+        self.marks += 1;
+        for n in names {
+            self.dirty.insert(n, self.marks);
+        }
+    }
+
+    /// A job compiling every dirty name from `records`, if there is any: it returns the mark
+    /// it started at with the answers.
+    fn start(&self, records: &Records) -> Option<tokio::task::JoinHandle<(u64, fast::Recompiled)>> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        let names: Vec<Name> = self.dirty.keys().cloned().collect();
+        let (records, marks) = (records.clone(), self.marks);
+        Some(tokio::task::spawn_blocking(move || {
+            (marks, fast::Table::compile_apart(&records, &names))
+        }))
+    }
+
+    /// Whether a job started at mark `started` compiled `name` current: it was not marked
+    /// again since (it is clean now).
+    fn settle(&mut self, name: &Name, started: u64) -> bool {
+        let current = self.dirty.get(name).is_some_and(|m| *m <= started);
+        if current {
+            self.dirty.remove(name);
+        }
+        current
+    }
 }
 
 impl EtcdSync {
@@ -354,6 +398,7 @@ impl EtcdSync {
             state_dir: None,
             state_max_age: state::DEFAULT_MAX_AGE,
             saver: SaveHandle::disabled(),
+            far: Far::default(),
         }
     }
 
@@ -517,6 +562,7 @@ impl EtcdSync {
             served.fast = tokio::task::spawn_blocking(move || fast::Table::compile(&records))
                 .await
                 .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
+            self.far.dirty.clear();
             info!(names = served.fast.len(), took = ?started.elapsed(), "compiled the fast path's answers");
             self.shared.publish(&served, true);
             self.shared.ready.store(true, Ordering::Relaxed);
@@ -553,8 +599,19 @@ impl EtcdSync {
         let mut last_heard = tokio::time::Instant::now();
         let check = tokio::time::sleep_until(last_heard + PROGRESS_ASK);
         tokio::pin!(check);
+        let mut far_job = None;
         loop {
+            if far_job.is_none() {
+                far_job = self.far.start(&working.records);
+            }
             tokio::select! {
+                done = async { far_job.as_mut().expect("a job").await }, if far_job.is_some() => {
+                    far_job = None;
+                    let (started, recompiled) = done
+                        .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
+                    working.fast.put_back(recompiled, |n| self.far.settle(n, started));
+                    self.shared.publish(&working, false);
+                }
                 msg = stream.message() => {
                     last_heard = tokio::time::Instant::now();
                     // This response and every one already waiting behind it (up to
@@ -671,10 +728,13 @@ impl EtcdSync {
         if pending.is_empty() {
             return;
         }
-        // Only the names these keys can affect are recompiled, not the zone.
-        working.fast.recompile(&working.records, pending);
+        // Only the names these keys can affect are recompiled, not the zone; the big ancestors
+        // of the changed names are recompiled in the background (a parent of thousands of
+        // names answers its subtree a moment later).
+        let far = working.fast.recompile_near(&working.records, pending);
         pending.clear();
         self.shared.publish(working, true);
+        self.far.mark(far);
         self.saver.offer(&working.records, self.cluster_id);
     }
 

@@ -921,3 +921,56 @@ fn a_big_parent_is_recompiled_only_for_changes_inside_the_records_it_answers() {
         }
     }
 }
+
+#[test]
+fn a_changed_name_is_recompiled_at_once_and_its_big_parent_apart() {
+    let n = NEAR_RECORDS + 10;
+    let recs: Vec<(String, (String, bool))> = (0..n)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/big/s{i:03}/a"),
+                (format!(r#"{{"host":"10.1.0.{i}"}}"#), false),
+            )
+        })
+        .collect();
+    let mut s = snapshot(&recs);
+    let before = Table::compile(&s.records);
+    let key = "/skydns/com/example/big/s005/a".to_owned();
+    s.records.put(
+        &key,
+        Record::parse(br#"{"host":"10.9.0.1"}"#).expect("valid"),
+        0,
+        100_000,
+    );
+    let far = s
+        .table
+        .recompile_near(&s.records, std::slice::from_ref(&key));
+    let big = Name::from_ascii("big.example.com.").expect("name");
+    assert_eq!(
+        far,
+        vec![big.clone()],
+        "the parent of {n} names is left for later"
+    );
+    let full = Table::compile(&s.records);
+    let (name, parent) = (
+        wire_name(&Name::from_ascii("s005.big.example.com.").expect("name")),
+        wire_name(&big),
+    );
+    assert_eq!(
+        s.table.get(&name),
+        full.get(&name),
+        "the changed name: current"
+    );
+    assert_eq!(
+        s.table.get(&parent),
+        before.get(&parent),
+        "its parent: as before"
+    );
+    // A job that finds the name changed again since it started puts nothing back.
+    s.table
+        .put_back(Table::compile_apart(&s.records, &far), |_| false);
+    assert_eq!(s.table.get(&parent), before.get(&parent));
+    s.table
+        .put_back(Table::compile_apart(&s.records, &far), |_| true);
+    assert_eq!(s.table.get(&parent), full.get(&parent), "then current");
+}
