@@ -9,7 +9,6 @@
 //! Services; its hosts stay as last seen. A cluster waits [`OPTIONAL_LIST_WAIT`] for their
 //! first lists, then counts as listed without them.
 
-use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +31,8 @@ use tracing::{debug, info, warn};
 
 use crate::kinds::{DnsEndpoint, Gateway, GrpcRoute, HttpRoute, TlsRoute};
 use crate::reach::Link;
-use crate::view::{self, ClusterObjects, Kind, Regarding, ServiceId, ViewSettings};
+use crate::view::hosts::HostObject;
+use crate::view::{self, Changes, ClusterObjects, Kind, Regarding, ServiceId, ViewSettings};
 
 /// The watched kinds, in the order of [`Cluster::generations`].
 pub const KINDS: [&str; KIND_COUNT] = [
@@ -55,6 +55,18 @@ const OPTIONAL: usize = 3;
 /// as listed without them (so a member that does not let us list Ingresses, or lacks the
 /// Gateway API CRDs, costs this once, not its Services' records).
 pub const OPTIONAL_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The index in [`KINDS`] of the Gateways.
+const GATEWAYS: usize = 4;
+/// The kind of host each optional kind's objects own (none: the Gateways).
+const HOST_KINDS: [Option<Kind>; KIND_COUNT - OPTIONAL] = [
+    Some(Kind::Ingress),
+    None,
+    Some(Kind::HttpRoute),
+    Some(Kind::GrpcRoute),
+    Some(Kind::TlsRoute),
+    Some(Kind::DnsEndpoint),
+];
 
 /// Where and how to read one optional kind: its API group and resource, for the hints of
 /// the logs.
@@ -81,20 +93,8 @@ struct LinkState {
     generations: [u64; KIND_COUNT],
     /// Per optional watcher: since when it has been failing.
     optional_failing_since: [Option<Instant>; KIND_COUNT],
-    /// What changed of the Services since [`Cluster::take_changes`].
+    /// What changed since [`Cluster::take_changes`].
     changes: Changes,
-}
-
-/// The Services whose Service or EndpointSlices changed, one by one (the watch events), since
-/// they were last taken.
-#[derive(Debug, Default)]
-pub struct Changes {
-    /// The Services (by namespace and name) to read again.
-    pub services: BTreeSet<ServiceId>,
-    /// EndpointSlices seen: their Service and name.
-    pub new_slices: Vec<(ServiceId, String)>,
-    /// Services or EndpointSlices were listed (again): every Service is to be read again.
-    pub relisted: bool,
 }
 
 impl LinkState {
@@ -322,35 +322,11 @@ impl Cluster {
         (s.generations, std::mem::take(&mut s.changes))
     }
 
-    /// The Service `id` as the cluster has it now.
-    pub fn service(&self, id: &ServiceId) -> Option<Arc<Service>> {
+    /// The Nodes as the cluster has them now.
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
         match &self.objects {
-            Objects::Static(o) => o
-                .services
-                .iter()
-                .find(|s| {
-                    s.metadata.namespace.as_deref() == Some(&id.namespace)
-                        && s.metadata.name.as_deref() == Some(&id.name)
-                })
-                .cloned(),
-            Objects::Live { services, .. } => {
-                services.get(&ObjectRef::new(&id.name).within(&id.namespace))
-            }
-        }
-    }
-
-    /// The EndpointSlice `namespace/name` as the cluster has it now.
-    pub fn slice(&self, namespace: &str, name: &str) -> Option<Arc<EndpointSlice>> {
-        match &self.objects {
-            Objects::Static(o) => o
-                .slices
-                .iter()
-                .find(|s| {
-                    s.metadata.namespace.as_deref() == Some(namespace)
-                        && s.metadata.name.as_deref() == Some(name)
-                })
-                .cloned(),
-            Objects::Live { slices, .. } => slices.get(&ObjectRef::new(name).within(namespace)),
+            Objects::Static(o) => o.nodes.clone(),
+            Objects::Live { nodes, .. } => nodes.state(),
         }
     }
 
@@ -388,9 +364,68 @@ impl Cluster {
     pub fn generations(&self) -> [u64; KIND_COUNT] {
         self.lock().generations
     }
+}
 
-    /// The objects now (cheap: shared references).
-    pub fn objects(&self) -> ClusterObjects {
+/// The objects as the cluster has them now (from the watches' stores, or the snapshot).
+impl view::Lookup for Cluster {
+    fn service(&self, id: &ServiceId) -> Option<Arc<Service>> {
+        match &self.objects {
+            Objects::Static(o) => o.service(id),
+            Objects::Live { services, .. } => {
+                services.get(&ObjectRef::new(&id.name).within(&id.namespace))
+            }
+        }
+    }
+
+    fn slice(&self, namespace: &str, name: &str) -> Option<Arc<EndpointSlice>> {
+        match &self.objects {
+            Objects::Static(o) => o.slice(namespace, name),
+            Objects::Live { slices, .. } => slices.get(&ObjectRef::new(name).within(namespace)),
+        }
+    }
+
+    fn host_object(&self, r: &Regarding) -> Option<HostObject> {
+        fn get<K>(store: Option<&Store<K>>, id: &ServiceId) -> Option<Arc<K>>
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            store?.get(&ObjectRef::new(&id.name).within(&id.namespace))
+        }
+        let Objects::Live {
+            ingresses,
+            http_routes,
+            grpc_routes,
+            tls_routes,
+            dns_endpoints,
+            ..
+        } = &self.objects
+        else {
+            let Objects::Static(o) = &self.objects else {
+                return None;
+            };
+            return o.host_object(r);
+        };
+        let id = &r.id;
+        match r.kind {
+            Kind::Service => None,
+            Kind::Ingress => get(ingresses.as_ref(), id).map(HostObject::Ingress),
+            Kind::HttpRoute => get(http_routes.as_ref(), id).map(HostObject::HttpRoute),
+            Kind::GrpcRoute => get(grpc_routes.as_ref(), id).map(HostObject::GrpcRoute),
+            Kind::TlsRoute => get(tls_routes.as_ref(), id).map(HostObject::TlsRoute),
+            Kind::DnsEndpoint => get(dns_endpoints.as_ref(), id).map(HostObject::DnsEndpoint),
+        }
+    }
+
+    fn gateways(&self) -> Vec<Arc<Gateway>> {
+        match &self.objects {
+            Objects::Static(o) => o.gateways.clone(),
+            Objects::Live { gateways, .. } => {
+                gateways.as_ref().map(Store::state).unwrap_or_default()
+            }
+        }
+    }
+
+    fn objects(&self) -> ClusterObjects {
         match &self.objects {
             Objects::Static(o) => o.clone(),
             Objects::Live {
@@ -502,6 +537,24 @@ impl Watch {
             let c = &mut s.changes;
             match (signal, index) {
                 (Signal::Listed, 1 | 2) => c.relisted = true,
+                // A Gateway's change may concern any route; a relist, any object.
+                (Signal::Listed, OPTIONAL..) | (Signal::Changed(_), GATEWAYS) => {
+                    c.hosts_relisted = true;
+                }
+                (Signal::Changed(meta), OPTIONAL..) => {
+                    if let Some(kind) = HOST_KINDS[index - OPTIONAL] {
+                        c.hosts.insert(Regarding {
+                            kind,
+                            id: ServiceId {
+                                namespace: meta
+                                    .namespace
+                                    .clone()
+                                    .unwrap_or_else(|| "default".into()),
+                                name: meta.name.clone().unwrap_or_default(),
+                            },
+                        });
+                    }
+                }
                 (Signal::Changed(meta), 1) => {
                     c.services.insert(ServiceId {
                         namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -509,18 +562,21 @@ impl Watch {
                     });
                 }
                 (Signal::Changed(meta), 2) => {
-                    if let Some(id) = view::slice_service(meta) {
+                    let seen = view::SliceSeen::of(meta);
+                    if let Some(id) = &seen.service {
                         c.services.insert(id.clone());
-                        c.new_slices
-                            .push((id, meta.name.clone().unwrap_or_default()));
                     }
+                    c.slices.push(seen);
                 }
                 _ => {}
             }
             // A relist makes every Service read again: the events no longer matter.
             if c.relisted {
                 c.services.clear();
-                c.new_slices.clear();
+                c.slices.clear();
+            }
+            if c.hosts_relisted {
+                c.hosts.clear();
             }
             if matches!(signal, Signal::Listed) {
                 s.listed[index] = true;

@@ -604,10 +604,117 @@ pub struct LiveView {
     /// What was left out: of the Nodes and the cluster, of each Service, of the hosts.
     ignored_places: Vec<Ignored>,
     ignored_services: HashMap<ServiceId, Vec<Ignored>>,
-    ignored_hosts: Vec<Ignored>,
+    /// The host names, object by object.
+    hosts: hosts::LiveHosts,
     /// The names of each Service's EndpointSlices (a name may be gone: they are read back
     /// through the store).
     slices_of: HashMap<ServiceId, BTreeSet<String>>,
+    /// The Service each EndpointSlice (namespace, name) belonged to when last seen: a slice
+    /// whose `kubernetes.io/service-name` label changes leaves its old Service too.
+    owner: HashMap<(String, String), ServiceId>,
+}
+
+/// What changed of a cluster's objects, one by one (the watch events), since it was last
+/// taken.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The Services (by namespace and name) to read again.
+    pub services: BTreeSet<ServiceId>,
+    /// The EndpointSlices the events were about.
+    pub slices: Vec<SliceSeen>,
+    /// Services or EndpointSlices were listed (again): every Service is to be read again.
+    pub relisted: bool,
+    /// The objects of the host sources to read again.
+    pub hosts: BTreeSet<Regarding>,
+    /// Gateways changed, or a kind of the host sources was listed (again): every host is to
+    /// be read again.
+    pub hosts_relisted: bool,
+}
+
+/// Reads one cluster's objects one by one (a live cluster's stores, or a snapshot's).
+pub trait Lookup {
+    /// The Service `id`.
+    fn service(&self, id: &ServiceId) -> Option<Arc<Service>>;
+    /// The EndpointSlice `namespace/name`.
+    fn slice(&self, namespace: &str, name: &str) -> Option<Arc<EndpointSlice>>;
+    /// The object of a host source `r`.
+    fn host_object(&self, r: &Regarding) -> Option<hosts::HostObject>;
+    /// The Gateways.
+    fn gateways(&self) -> Vec<Arc<Gateway>>;
+    /// Every object.
+    fn objects(&self) -> ClusterObjects;
+}
+
+fn find<T: kube::Resource>(objects: &[Arc<T>], namespace: &str, name: &str) -> Option<Arc<T>> {
+    objects
+        .iter()
+        .find(|o| {
+            let m = o.meta();
+            m.namespace.as_deref().unwrap_or("default") == namespace
+                && m.name.as_deref() == Some(name)
+        })
+        .cloned()
+}
+
+/// A snapshot's objects, searched one by one.
+impl Lookup for ClusterObjects {
+    fn service(&self, id: &ServiceId) -> Option<Arc<Service>> {
+        find(&self.services, &id.namespace, &id.name)
+    }
+
+    fn slice(&self, namespace: &str, name: &str) -> Option<Arc<EndpointSlice>> {
+        self.slices
+            .iter()
+            .find(|s| {
+                s.metadata.namespace.as_deref().unwrap_or_default() == namespace
+                    && s.metadata.name.as_deref() == Some(name)
+            })
+            .cloned()
+    }
+
+    fn host_object(&self, r: &Regarding) -> Option<hosts::HostObject> {
+        use hosts::HostObject as O;
+        let (ns, name) = (r.id.namespace.as_str(), r.id.name.as_str());
+        match r.kind {
+            Kind::Service => None,
+            Kind::Ingress => find(&self.ingresses, ns, name).map(O::Ingress),
+            Kind::HttpRoute => find(&self.http_routes, ns, name).map(O::HttpRoute),
+            Kind::GrpcRoute => find(&self.grpc_routes, ns, name).map(O::GrpcRoute),
+            Kind::TlsRoute => find(&self.tls_routes, ns, name).map(O::TlsRoute),
+            Kind::DnsEndpoint => find(&self.dns_endpoints, ns, name).map(O::DnsEndpoint),
+        }
+    }
+
+    fn gateways(&self) -> Vec<Arc<Gateway>> {
+        self.gateways.clone()
+    }
+
+    fn objects(&self) -> ClusterObjects {
+        self.clone()
+    }
+}
+
+/// An EndpointSlice a watch event was about: where it is, and the Service its
+/// `kubernetes.io/service-name` label names now (none: the label is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceSeen {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The Service it belongs to now.
+    pub service: Option<ServiceId>,
+}
+
+impl SliceSeen {
+    /// What an event about the EndpointSlice with this metadata says.
+    pub fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            service: slice_service(meta),
+        }
+    }
 }
 
 impl LiveView {
@@ -617,12 +724,15 @@ impl LiveView {
         let places = Places::new(settings, &objects.nodes, &mut ignored_places);
         let mut slices_by: HashMap<ServiceId, Vec<&EndpointSlice>> = HashMap::new();
         let mut slices_of: HashMap<ServiceId, BTreeSet<String>> = HashMap::new();
+        let mut owner = HashMap::new();
         for slice in &objects.slices {
-            if let Some(id) = slice_service(&slice.metadata) {
+            let seen = SliceSeen::of(&slice.metadata);
+            if let Some(id) = seen.service {
                 slices_of
                     .entry(id.clone())
                     .or_default()
-                    .insert(slice.metadata.name.clone().unwrap_or_default());
+                    .insert(seen.name.clone());
+                owner.insert((seen.namespace, seen.name), id.clone());
                 slices_by.entry(id).or_default().push(slice);
             }
         }
@@ -646,12 +756,7 @@ impl LiveView {
                 }
             }
         }
-        let mut ignored_hosts = Vec::new();
-        let hosts = if settings.sources.hosts() {
-            hosts::hosts(settings, objects, &mut ignored_hosts)
-        } else {
-            BTreeMap::new()
-        };
+        let (live_hosts, hosts) = hosts::LiveHosts::build(settings, objects);
         Self {
             view: ClusterView {
                 name: settings.cluster.clone(),
@@ -662,37 +767,86 @@ impl LiveView {
             places,
             ignored_places,
             ignored_services,
-            ignored_hosts,
+            hosts: live_hosts,
             slices_of,
+            owner,
         }
     }
 
-    /// Brings the Services `ids` up to date: `service` reads a Service from the cluster's
-    /// store, `slice` an EndpointSlice (namespace, name); `new_slices` are EndpointSlices
-    /// seen since (their Service and name). Returns whether the view changed.
-    pub fn update_services(
+    /// Brings the view up to date with `changes` (read from `lookup`): the Services they name
+    /// (and those an EndpointSlice left), and the hosts of the objects they name and of those
+    /// whose health reads these Services' endpoints.
+    pub fn update(&mut self, settings: &ViewSettings, changes: &Changes, lookup: &dyn Lookup) {
+        let touched = self.update_services(settings, &changes.services, &changes.slices, lookup);
+        if !settings.sources.hosts() {
+            return;
+        }
+        if changes.hosts_relisted {
+            let (live, hosts) = hosts::LiveHosts::build(settings, &lookup.objects());
+            self.hosts = live;
+            self.view.hosts = hosts.into();
+            return;
+        }
+        let slices_of = &self.slices_of;
+        let ready = |namespace: &str, name: &str| {
+            let id = ServiceId {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            };
+            slices_of
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| lookup.slice(namespace, n))
+                .filter(|s| slice_service(&s.metadata).as_ref() == Some(&id))
+                .map(|s| hosts::ready_count(&s))
+                .sum()
+        };
+        self.hosts.update(
+            settings,
+            &changes.hosts,
+            &touched,
+            lookup,
+            &ready,
+            &mut self.view.hosts,
+        );
+    }
+
+    /// Brings the Services `ids` up to date, reading them and their EndpointSlices from
+    /// `lookup`; `seen` are the EndpointSlices events were about since (their Services, and
+    /// the Services they left, are brought up to date too). Returns every Service looked at.
+    fn update_services(
         &mut self,
         settings: &ViewSettings,
         ids: &BTreeSet<ServiceId>,
-        new_slices: &[(ServiceId, String)],
-        service: impl Fn(&ServiceId) -> Option<Arc<Service>>,
-        slice: impl Fn(&str, &str) -> Option<Arc<EndpointSlice>>,
-    ) -> bool {
-        for (id, name) in new_slices {
-            self.slices_of
-                .entry(id.clone())
-                .or_default()
-                .insert(name.clone());
+        seen: &[SliceSeen],
+        lookup: &dyn Lookup,
+    ) -> BTreeSet<ServiceId> {
+        let mut ids = ids.clone();
+        for s in seen {
+            let key = (s.namespace.clone(), s.name.clone());
+            let before = match &s.service {
+                Some(id) => {
+                    self.slices_of
+                        .entry(id.clone())
+                        .or_default()
+                        .insert(s.name.clone());
+                    ids.insert(id.clone());
+                    self.owner.insert(key, id.clone())
+                }
+                None => self.owner.remove(&key),
+            };
+            if let Some(old) = before
+                && Some(&old) != s.service.as_ref()
+            {
+                ids.insert(old);
+            }
         }
-        if !settings.sources.service {
-            return false;
-        }
-        let mut changed = false;
-        for id in ids {
+        for id in &ids {
             let names = self.slices_of.get(id).cloned().unwrap_or_default();
             let slices: Vec<Arc<EndpointSlice>> = names
                 .iter()
-                .filter_map(|n| slice(&id.namespace, n))
+                .filter_map(|n| lookup.slice(&id.namespace, n))
                 .filter(|s| slice_service(&s.metadata).as_ref() == Some(id))
                 .collect();
             // Forget the names that are gone (or belong to another Service now).
@@ -701,14 +855,23 @@ impl LiveView {
                     .iter()
                     .map(|s| s.metadata.name.clone().unwrap_or_default())
                     .collect();
+                for gone in names.difference(&kept) {
+                    let key = (id.namespace.clone(), gone.clone());
+                    if self.owner.get(&key) == Some(id) {
+                        self.owner.remove(&key);
+                    }
+                }
                 if kept.is_empty() {
                     self.slices_of.remove(id);
                 } else {
                     self.slices_of.insert(id.clone(), kept);
                 }
             }
+            if !settings.sources.service {
+                continue;
+            }
             let mut ignored = Vec::new();
-            let entry = service(id).and_then(|svc| {
+            let entry = lookup.service(id).and_then(|svc| {
                 service_health(
                     settings,
                     &self.places,
@@ -724,7 +887,6 @@ impl LiveView {
             }
             let now = entry.filter(|(found, _)| found == id).map(|(_, h)| h);
             if self.view.services.get(id) != now.as_ref() {
-                changed = true;
                 match now {
                     Some(h) => {
                         self.view.services.insert(id.clone(), h);
@@ -735,20 +897,7 @@ impl LiveView {
                 }
             }
         }
-        changed
-    }
-
-    /// Builds the host names again (a change of the host sources' objects, or of an
-    /// EndpointSlice their health reads).
-    pub fn update_hosts(&mut self, settings: &ViewSettings, objects: &ClusterObjects) {
-        let mut ignored = Vec::new();
-        let hosts = if settings.sources.hosts() {
-            hosts::hosts(settings, objects, &mut ignored)
-        } else {
-            BTreeMap::new()
-        };
-        self.ignored_hosts = ignored;
-        self.view.hosts = hosts.into();
+        ids
     }
 
     /// Everything left out, sorted, without duplicates.
@@ -757,7 +906,7 @@ impl LiveView {
             .ignored_places
             .iter()
             .chain(self.ignored_services.values().flatten())
-            .chain(&self.ignored_hosts)
+            .chain(self.hosts.ignored())
             .cloned()
             .collect();
         out.sort();

@@ -22,14 +22,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{
-    BACKEND_HEALTH, ClusterObjects, Extra, HostEntry, Ignored, Kind, Regarding, SERVICE_NAME_LABEL,
-    ServiceHealth, ViewSettings, dns_label, hostname, lb_addresses, read_policy, selected,
+    BACKEND_HEALTH, ClusterObjects, Extra, HostEntry, Ignored, Kind, Lookup, OrdMap, Regarding,
+    SERVICE_NAME_LABEL, ServiceHealth, ServiceId, ViewSettings, dns_label, hostname, lb_addresses,
+    read_policy, selected,
 };
-use crate::kinds::{GATEWAY_GROUP, Gateway, ParentRef, Route, RouteSpec, RouteStatus};
+use crate::kinds::{
+    DnsEndpoint, GATEWAY_GROUP, Gateway, GrpcRoute, HttpRoute, ParentRef, Route, RouteSpec,
+    RouteStatus, TlsRoute,
+};
 use crate::policy;
 
 /// The most names one object may give; the rest are left out (said so).
@@ -38,6 +43,7 @@ pub const MAX_NAMES: usize = 5_000;
 pub const MAX_TARGETS: usize = 256;
 
 /// One object's claim on one host.
+#[derive(Debug, Clone)]
 struct Claim {
     host: String,
     /// Creation time; unknown sorts last.
@@ -47,80 +53,317 @@ struct Claim {
     object: String,
 }
 
-/// The hosts of the cluster's objects (see the module docs).
-pub(super) fn hosts(
-    settings: &ViewSettings,
-    objects: &ClusterObjects,
-    ignored: &mut Vec<Ignored>,
-) -> BTreeMap<String, HostEntry> {
-    let ready = ready_endpoints(objects);
-    let mut claims = Vec::new();
-    let mut add = |meta: &ObjectMeta, kind: Kind, hosts: &mut dyn FnMut(&mut Source<'_>)| {
-        let Some(id) = selected(meta, settings.selector.as_ref()) else {
-            return;
-        };
-        let mut source = Source::new(settings, meta, Regarding { kind, id }, &ready);
-        hosts(&mut source);
-        claims.extend(source.finish(ignored));
-    };
-    let sources = &settings.sources;
-    if sources.ingress {
-        for ing in &objects.ingresses {
-            add(&ing.metadata, Kind::Ingress, &mut |s| ingress(s, ing));
+/// An object of a host source, as a cluster has it.
+#[derive(Debug, Clone)]
+pub enum HostObject {
+    /// An Ingress.
+    Ingress(Arc<Ingress>),
+    /// An HTTPRoute.
+    HttpRoute(Arc<HttpRoute>),
+    /// A GRPCRoute.
+    GrpcRoute(Arc<GrpcRoute>),
+    /// A TLSRoute.
+    TlsRoute(Arc<TlsRoute>),
+    /// A DNSEndpoint.
+    DnsEndpoint(Arc<DnsEndpoint>),
+}
+
+impl HostObject {
+    fn meta_kind(&self) -> (&ObjectMeta, Kind) {
+        match self {
+            Self::Ingress(o) => (&o.metadata, Kind::Ingress),
+            Self::HttpRoute(o) => (&o.metadata, Kind::HttpRoute),
+            Self::GrpcRoute(o) => (&o.metadata, Kind::GrpcRoute),
+            Self::TlsRoute(o) => (&o.metadata, Kind::TlsRoute),
+            Self::DnsEndpoint(o) => (&o.metadata, Kind::DnsEndpoint),
         }
     }
-    if sources.gateway() {
-        let gateways: HashMap<(&str, &str), &Gateway> = objects
-            .gateways
-            .iter()
-            .filter_map(|g| {
-                let m = &g.metadata;
-                Some(((m.namespace.as_deref()?, m.name.as_deref()?), &**g))
-            })
-            .collect();
-        let routes = [
-            (
-                sources.http_route,
-                Kind::HttpRoute,
-                route_parts(&objects.http_routes),
-            ),
-            (
-                sources.grpc_route,
-                Kind::GrpcRoute,
-                route_parts(&objects.grpc_routes),
-            ),
-            (
-                sources.tls_route,
-                Kind::TlsRoute,
-                route_parts(&objects.tls_routes),
-            ),
-        ];
-        for (on, kind, parts) in routes {
-            for (meta, spec, status) in parts.into_iter().filter(|_| on) {
-                add(meta, kind, &mut |s| route(s, &gateways, spec, status));
+}
+
+/// Every object of the host sources `settings` turns on.
+fn host_objects(settings: &ViewSettings, objects: &ClusterObjects) -> Vec<HostObject> {
+    let s = &settings.sources;
+    let mut out = Vec::new();
+    if s.ingress {
+        out.extend(objects.ingresses.iter().cloned().map(HostObject::Ingress));
+    }
+    if s.http_route {
+        out.extend(
+            objects
+                .http_routes
+                .iter()
+                .cloned()
+                .map(HostObject::HttpRoute),
+        );
+    }
+    if s.grpc_route {
+        out.extend(
+            objects
+                .grpc_routes
+                .iter()
+                .cloned()
+                .map(HostObject::GrpcRoute),
+        );
+    }
+    if s.tls_route {
+        out.extend(objects.tls_routes.iter().cloned().map(HostObject::TlsRoute));
+    }
+    if s.dns_endpoint {
+        out.extend(
+            objects
+                .dns_endpoints
+                .iter()
+                .cloned()
+                .map(HostObject::DnsEndpoint),
+        );
+    }
+    out
+}
+
+/// The Gateways by namespace and name.
+fn gateway_map(gateways: &[Arc<Gateway>]) -> HashMap<(&str, &str), &Gateway> {
+    gateways
+        .iter()
+        .filter_map(|g| {
+            let m = &g.metadata;
+            Some(((m.namespace.as_deref()?, m.name.as_deref()?), &**g))
+        })
+        .collect()
+}
+
+/// What one object gives: its claims by host, what was left out of it, and the Services
+/// (namespace, name) whose endpoints its health reads.
+#[derive(Debug, Clone)]
+struct ObjectHosts {
+    claims: BTreeMap<String, Claim>,
+    ignored: Vec<Ignored>,
+    backends: BTreeSet<(String, String)>,
+}
+
+/// What `object` gives, if its source is on and it is selected: `ready` says how many ready
+/// endpoints a Service (namespace, name) has.
+fn object_hosts(
+    settings: &ViewSettings,
+    object: &HostObject,
+    gateways: &HashMap<(&str, &str), &Gateway>,
+    ready: &dyn Fn(&str, &str) -> usize,
+) -> Option<(Regarding, ObjectHosts)> {
+    let (meta, kind) = object.meta_kind();
+    let s = &settings.sources;
+    let on = match kind {
+        Kind::Ingress => s.ingress,
+        Kind::HttpRoute => s.http_route,
+        Kind::GrpcRoute => s.grpc_route,
+        Kind::TlsRoute => s.tls_route,
+        Kind::DnsEndpoint => s.dns_endpoint,
+        Kind::Service => false,
+    };
+    if !on {
+        return None;
+    }
+    let id = selected(meta, settings.selector.as_ref())?;
+    let owner = Regarding { kind, id };
+    let mut source = Source::new(settings, meta, owner.clone(), ready);
+    match object {
+        HostObject::Ingress(ing) => ingress(&mut source, ing),
+        HostObject::HttpRoute(r) => route_of(&mut source, gateways, &**r),
+        HostObject::GrpcRoute(r) => route_of(&mut source, gateways, &**r),
+        HostObject::TlsRoute(r) => route_of(&mut source, gateways, &**r),
+        HostObject::DnsEndpoint(e) => {
+            for endpoint in &e.spec.endpoints {
+                dns_endpoint(&mut source, endpoint);
             }
         }
     }
-    if sources.dns_endpoint {
-        for e in &objects.dns_endpoints {
-            add(&e.metadata, Kind::DnsEndpoint, &mut |s| {
-                for endpoint in &e.spec.endpoints {
-                    dns_endpoint(s, endpoint);
+    let backends = std::mem::take(&mut source.backends);
+    let mut ignored = Vec::new();
+    let claims = source
+        .finish(&mut ignored)
+        .into_iter()
+        .map(|c| (c.host.clone(), c))
+        .collect();
+    Some((
+        owner,
+        ObjectHosts {
+            claims,
+            ignored,
+            backends,
+        },
+    ))
+}
+
+fn route_of<R: Route>(s: &mut Source<'_>, gateways: &HashMap<(&str, &str), &Gateway>, r: &R) {
+    let (_, spec, status) = r.parts();
+    route(s, gateways, spec, status);
+}
+
+/// The hosts of one cluster kept up to date object by object: a change of an object costs
+/// its names (and the names it shares with others), a change of a Service's endpoints the
+/// objects whose health reads it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LiveHosts {
+    objects: HashMap<Regarding, ObjectHosts>,
+    /// Per host: the objects claiming it.
+    claimants: HashMap<String, BTreeSet<Regarding>>,
+    /// Per Service (namespace, name): the objects whose health reads its endpoints.
+    readers: HashMap<(String, String), BTreeSet<Regarding>>,
+    /// Per host: the claims that lost it to an older one.
+    conflicts: HashMap<String, Vec<Ignored>>,
+}
+
+impl LiveHosts {
+    /// The hosts of the cluster's objects (see the module docs).
+    pub(super) fn build(
+        settings: &ViewSettings,
+        objects: &ClusterObjects,
+    ) -> (Self, BTreeMap<String, HostEntry>) {
+        let mut live = Self::default();
+        if !settings.sources.hosts() {
+            return (live, BTreeMap::new());
+        }
+        let counts = ready_endpoints(objects);
+        let ready = |ns: &str, name: &str| counts.get(&(ns, name)).copied().unwrap_or(0);
+        let gateways = gateway_map(&objects.gateways);
+        let mut touched = BTreeSet::new();
+        for object in host_objects(settings, objects) {
+            if let Some((owner, mine)) = object_hosts(settings, &object, &gateways, &ready) {
+                live.insert(owner, mine, &mut touched);
+            }
+        }
+        let mut hosts = BTreeMap::new();
+        for host in touched {
+            if let Some(entry) = live.resolve(&host) {
+                hosts.insert(host, entry);
+            }
+        }
+        (live, hosts)
+    }
+
+    /// Brings `hosts` up to date after the objects `changed` changed (or went) and the
+    /// endpoints of the Services `services` did. `lookup` reads the cluster's objects, `ready`
+    /// a Service's ready endpoints.
+    pub(super) fn update(
+        &mut self,
+        settings: &ViewSettings,
+        changed: &BTreeSet<Regarding>,
+        services: &BTreeSet<ServiceId>,
+        lookup: &dyn Lookup,
+        ready: &dyn Fn(&str, &str) -> usize,
+        hosts: &mut OrdMap<String, HostEntry>,
+    ) {
+        let mut affected = changed.clone();
+        for id in services {
+            if let Some(readers) = self.readers.get(&(id.namespace.clone(), id.name.clone())) {
+                affected.extend(readers.iter().cloned());
+            }
+        }
+        if affected.is_empty() {
+            return;
+        }
+        let routes = affected
+            .iter()
+            .any(|r| matches!(r.kind, Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute));
+        let all_gateways = if routes {
+            lookup.gateways()
+        } else {
+            Vec::new()
+        };
+        let gateways = gateway_map(&all_gateways);
+        let mut touched = BTreeSet::new();
+        for r in &affected {
+            self.remove(r, &mut touched);
+            let now = lookup
+                .host_object(r)
+                .and_then(|o| object_hosts(settings, &o, &gateways, ready));
+            if let Some((owner, mine)) = now {
+                self.insert(owner, mine, &mut touched);
+            }
+        }
+        for host in touched {
+            match self.resolve(&host) {
+                Some(entry) => {
+                    if hosts.get(&host) != Some(&entry) {
+                        hosts.insert(host, entry);
+                    }
                 }
-            });
+                None => {
+                    hosts.remove(&host);
+                }
+            }
         }
     }
-    // Older first: the first to claim a host keeps it.
-    claims.sort_by(|a, b| {
-        (a.created.is_none(), &a.created, &a.entry.owner).cmp(&(
-            b.created.is_none(),
-            &b.created,
-            &b.entry.owner,
-        ))
-    });
-    let mut hosts: BTreeMap<String, HostEntry> = BTreeMap::new();
-    for claim in claims {
-        if let Some(kept) = hosts.get_mut(&claim.host) {
+
+    /// Everything left out of the objects and of their claims.
+    pub(super) fn ignored(&self) -> impl Iterator<Item = &Ignored> {
+        self.objects
+            .values()
+            .flat_map(|o| &o.ignored)
+            .chain(self.conflicts.values().flatten())
+    }
+
+    fn insert(&mut self, owner: Regarding, mine: ObjectHosts, touched: &mut BTreeSet<String>) {
+        for host in mine.claims.keys() {
+            self.claimants
+                .entry(host.clone())
+                .or_default()
+                .insert(owner.clone());
+            touched.insert(host.clone());
+        }
+        for b in &mine.backends {
+            self.readers
+                .entry(b.clone())
+                .or_default()
+                .insert(owner.clone());
+        }
+        self.objects.insert(owner, mine);
+    }
+
+    fn remove(&mut self, owner: &Regarding, touched: &mut BTreeSet<String>) {
+        let Some(old) = self.objects.remove(owner) else {
+            return;
+        };
+        for host in old.claims.into_keys() {
+            if let Some(c) = self.claimants.get_mut(&host) {
+                c.remove(owner);
+                if c.is_empty() {
+                    self.claimants.remove(&host);
+                }
+            }
+            touched.insert(host);
+        }
+        for b in &old.backends {
+            if let Some(r) = self.readers.get_mut(b) {
+                r.remove(owner);
+                if r.is_empty() {
+                    self.readers.remove(b);
+                }
+            }
+        }
+    }
+
+    /// Who keeps `host`: the oldest claim (creation time, then kind, namespace and name);
+    /// the others lose it (kept in the conflicts), except routes through the same Gateways,
+    /// which share it.
+    fn resolve(&mut self, host: &str) -> Option<HostEntry> {
+        self.conflicts.remove(host);
+        let mut claims: Vec<&Claim> = self
+            .claimants
+            .get(host)?
+            .iter()
+            .filter_map(|r| self.objects.get(r)?.claims.get(host))
+            .collect();
+        // Older first: the first to claim a host keeps it.
+        claims.sort_by(|a, b| {
+            (a.created.is_none(), &a.created, &a.entry.owner).cmp(&(
+                b.created.is_none(),
+                &b.created,
+                &b.entry.owner,
+            ))
+        });
+        let mut claims = claims.into_iter();
+        let mut kept = claims.next()?.entry.clone();
+        let mut lost = Vec::new();
+        for claim in claims {
             // Routes splitting one hostname (by path, say) through the same Gateways: one
             // name, healthy while any of them is.
             let route = |k: Kind| matches!(k, Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute);
@@ -133,26 +376,20 @@ pub(super) fn hosts(
                 kept.health.ready_endpoints += b.ready_endpoints;
                 continue;
             }
-            ignored.push(Ignored {
-                object: claim.object,
+            lost.push(Ignored {
+                object: claim.object.clone(),
                 reason: format!(
                     "host {} is claimed by the older {}: no record from this one",
                     claim.host, kept.owner
                 ),
-                event: Some((claim.entry.owner, "HostConflict")),
+                event: Some((claim.entry.owner.clone(), "HostConflict")),
             });
-            continue;
         }
-        hosts.insert(claim.host, claim.entry);
+        if !lost.is_empty() {
+            self.conflicts.insert(host.to_owned(), lost);
+        }
+        Some(kept)
     }
-    hosts
-}
-
-/// The metadata, spec and status of each route of one kind.
-fn route_parts<R: Route>(
-    routes: &[Arc<R>],
-) -> Vec<(&ObjectMeta, &RouteSpec, Option<&RouteStatus>)> {
-    routes.iter().map(|r| r.parts()).collect()
 }
 
 /// Ready endpoints per Service (any Service: backends need not be LoadBalancers).
@@ -168,14 +405,18 @@ fn ready_endpoints(objects: &ClusterObjects) -> HashMap<(&str, &str), usize> {
             continue;
         };
         let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
-        let n = slice
-            .endpoints
-            .iter()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .count();
-        *ready.entry((namespace, name.as_str())).or_default() += n;
+        *ready.entry((namespace, name.as_str())).or_default() += ready_count(slice);
     }
     ready
+}
+
+/// An EndpointSlice's ready endpoints.
+pub(super) fn ready_count(slice: &EndpointSlice) -> usize {
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .count()
 }
 
 /// What one object gives: its hosts, each with its addresses and records, gathered before they
@@ -188,7 +429,9 @@ struct Source<'a> {
     policy: policy::Policy,
     /// `fedplane.io/backend-health: all`.
     all_backends: bool,
-    ready: &'a HashMap<(&'a str, &'a str), usize>,
+    ready: &'a dyn Fn(&str, &str) -> usize,
+    /// The Services whose endpoints were read.
+    backends: BTreeSet<(String, String)>,
     hosts: BTreeMap<String, Gathered>,
     ignored: Vec<Ignored>,
 }
@@ -209,7 +452,7 @@ impl<'a> Source<'a> {
         settings: &'a ViewSettings,
         meta: &ObjectMeta,
         owner: Regarding,
-        ready: &'a HashMap<(&'a str, &'a str), usize>,
+        ready: &'a dyn Fn(&str, &str) -> usize,
     ) -> Self {
         let object = owner.to_string();
         let mut ignored = Vec::new();
@@ -231,6 +474,7 @@ impl<'a> Source<'a> {
                 .and_then(|a| a.get(BACKEND_HEALTH))
                 .is_some_and(|v| v.eq_ignore_ascii_case("all")),
             ready,
+            backends: BTreeSet::new(),
             hosts: BTreeMap::new(),
             ignored,
             owner,
@@ -259,19 +503,15 @@ impl<'a> Source<'a> {
 
     /// The ready endpoints of the backend Services `backends` (in this object's namespace
     /// unless given): `None` without backends.
-    fn backend_health(&self, backends: &BTreeSet<(String, String)>) -> Option<usize> {
+    fn backend_health(&mut self, backends: &BTreeSet<(String, String)>) -> Option<usize> {
         if backends.is_empty() {
             return None;
         }
         let counts: Vec<usize> = backends
             .iter()
-            .map(|(ns, name)| {
-                self.ready
-                    .get(&(ns.as_str(), name.as_str()))
-                    .copied()
-                    .unwrap_or(0)
-            })
+            .map(|(ns, name)| (self.ready)(ns, name))
             .collect();
+        self.backends.extend(backends.iter().cloned());
         Some(if self.all_backends && counts.contains(&0) {
             0
         } else {

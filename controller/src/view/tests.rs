@@ -958,6 +958,7 @@ fn incremental_objects(
     gone: &[bool],
     unsliced: &[bool],
     moved: &[bool],
+    relabeled: &[bool],
 ) -> ClusterObjects {
     let mut o = ClusterObjects {
         nodes: vec![node("n1", "europe", "fr"), node("n2", "europe", "de")],
@@ -981,7 +982,13 @@ fn incremental_objects(
         }
         if !unsliced[i] {
             let nodes = [("n1", ready[i]), ("n2", true)];
-            o.slices.push(slice("default", &name, &nodes[..1 + i % 2]));
+            let mut s = (*slice("default", &name, &nodes[..1 + i % 2])).clone();
+            // Its `kubernetes.io/service-name` label moves to the next Service, or goes.
+            if relabeled[i] {
+                s.metadata.labels = (i % 4 != 1)
+                    .then(|| [(SERVICE_NAME_LABEL.to_owned(), format!("s{}", (i + 1) % n))].into());
+            }
+            o.slices.push(Arc::new(s));
         }
     }
     o
@@ -990,13 +997,13 @@ fn incremental_objects(
 proptest::proptest! {
     #[test]
     fn a_view_updated_service_by_service_is_the_view_built_whole(
-        before in proptest::collection::vec(proptest::bool::ANY, 4 * 12),
-        after in proptest::collection::vec(proptest::bool::ANY, 4 * 12),
+        before in proptest::collection::vec(proptest::bool::ANY, 5 * 12),
+        after in proptest::collection::vec(proptest::bool::ANY, 5 * 12),
     ) {
         let n = 12;
         let settings = ViewSettings { cluster: "fcp".into(), ..ViewSettings::default() };
         let parts = |v: &[bool]| -> ClusterObjects {
-            incremental_objects(n, &v[..n], &v[n..2 * n], &v[2 * n..3 * n], &v[3 * n..])
+            incremental_objects(n, &v[..n], &v[n..2 * n], &v[2 * n..3 * n], &v[3 * n..4 * n], &v[4 * n..])
         };
         let (a, b) = (parts(&before), parts(&after));
         let mut live = LiveView::build(&settings, &a);
@@ -1016,24 +1023,107 @@ proptest::proptest! {
             }
         }
         let (la, lb) = (slice_of(&a), slice_of(&b));
-        let mut new_slices = Vec::new();
+        let mut seen = Vec::new();
         for k in la.keys().chain(lb.keys()) {
             if la.get(k) != lb.get(k) {
-                let owner = a.slices.iter().chain(&b.slices)
+                // A deletion's event carries the last state.
+                let meta = b.slices.iter().rev().chain(a.slices.iter().rev())
                     .find(|s| key(&s.metadata) == *k)
-                    .and_then(|s| slice_service(&s.metadata))
-                    .expect("a Service");
-                ids.insert(owner.clone());
-                new_slices.push((owner, k.1.clone()));
+                    .map(|s| &s.metadata)
+                    .expect("a slice");
+                seen.push(SliceSeen::of(meta));
             }
         }
-        live.update_services(
-            &settings,
-            &ids,
-            &new_slices,
-            |id| b.services.iter().find(|s| s.metadata.name.as_deref() == Some(&id.name)).cloned(),
-            |_, name| b.slices.iter().find(|s| s.metadata.name.as_deref() == Some(name)).cloned(),
-        );
+        let changes = Changes { services: ids, slices: seen, ..Changes::default() };
+        live.update(&settings, &changes, &b);
+        let (whole, ignored) = build(&settings, &b);
+        proptest::prop_assert_eq!(&live.view, &whole);
+        proptest::prop_assert_eq!(live.ignored(), ignored);
+    }
+}
+
+/// Objects of every host source for the property below: `v` picks, for each of 9 objects
+/// (Ingress, HTTPRoute, DNSEndpoint in turn), whether it exists, its host (3 shared ones:
+/// conflicts), its age and backend; then the backends' readiness and the Gateway's address.
+fn host_objects_of(v: &[u8]) -> ClusterObjects {
+    let mut o = ClusterObjects::default();
+    for i in 0..9 {
+        let (p, h, c) = (v[3 * i], v[3 * i + 1], v[3 * i + 2]);
+        if p % 4 == 0 {
+            continue;
+        }
+        let name = format!("o{i}");
+        let host = format!("h{}.example.com", h % 3);
+        let created = format!("2026-01-0{}T00:00:00Z", 1 + c % 2);
+        let backend = format!("s{}", (c / 2) % 4);
+        match i % 3 {
+            0 => {
+                let extra = if p % 4 == 3 {
+                    json!({"annotations": {"fedplane.io/backend-health": "all"}})
+                } else {
+                    json!({})
+                };
+                o.ingresses
+                    .push(an_ingress(&name, &created, &[&host], &[&backend], extra));
+            }
+            1 => o.http_routes.push(a_route(
+                &name,
+                &created,
+                &[&host],
+                &["infra/gw"],
+                &["infra/gw"],
+                &[&backend],
+            )),
+            _ => o.dns_endpoints.push(Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+                    "metadata": {"namespace": "shop", "name": name, "creationTimestamp": created},
+                    "spec": {"endpoints": [{"dnsName": host, "recordType": "A",
+                                            "targets": [format!("10.0.{i}.{p}")]}]},
+                }))
+                .expect("DNSEndpoint"),
+            )),
+        }
+    }
+    for k in 0..4 {
+        o.slices
+            .push(ready_slice(&format!("s{k}"), v[27 + k].is_multiple_of(2)));
+    }
+    let listeners = json!([{"name": "web", "port": 80, "protocol": "HTTP",
+        "hostname": "*.example.com", "allowedRoutes": {"namespaces": {"from": "All"}}}]);
+    let addresses = json!([{"type": "IPAddress", "value": format!("10.9.0.{}", v[31] % 2)}]);
+    o.gateways = vec![a_gateway("infra", "gw", listeners, addresses)];
+    o
+}
+
+proptest::proptest! {
+    #[test]
+    fn hosts_updated_object_by_object_are_the_hosts_built_whole(
+        before in proptest::collection::vec(0u8..8, 32),
+        after in proptest::collection::vec(0u8..8, 32),
+    ) {
+        let settings = all_sources();
+        let (a, b) = (host_objects_of(&before), host_objects_of(&after));
+        let mut live = LiveView::build(&settings, &a);
+        // What the watch events would say.
+        let json = |o: &ClusterObjects, r: &Regarding| {
+            o.host_object(r).map(|x| format!("{x:?}"))
+        };
+        let mut changes = Changes::default();
+        for i in 0..9 {
+            let kind = [Kind::Ingress, Kind::HttpRoute, Kind::DnsEndpoint][i % 3];
+            let r = Regarding { kind, id: ServiceId { namespace: "shop".into(), name: format!("o{i}") } };
+            if json(&a, &r) != json(&b, &r) {
+                changes.hosts.insert(r);
+            }
+        }
+        for (x, y) in a.slices.iter().zip(&b.slices) {
+            if x != y {
+                changes.slices.push(SliceSeen::of(&y.metadata));
+            }
+        }
+        changes.hosts_relisted = a.gateways != b.gateways;
+        live.update(&settings, &changes, &b);
         let (whole, ignored) = build(&settings, &b);
         proptest::prop_assert_eq!(&live.view, &whole);
         proptest::prop_assert_eq!(live.ignored(), ignored);
