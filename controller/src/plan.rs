@@ -182,12 +182,16 @@ pub type Desired = BTreeMap<String, String>;
 
 /// Computes every record the clusters call for.
 pub fn plan(naming: &Naming, clusters: &[ClusterView]) -> Desired {
+    plan_refusing(naming, clusters, &refused_hosts(naming, clusters))
+}
+
+/// [`plan`], given the views' [`refused_hosts`].
+pub fn plan_refusing(naming: &Naming, clusters: &[ClusterView], refused: &Refused) -> Desired {
     let mut out = Desired::new();
     let services: BTreeSet<&ServiceId> = clusters.iter().flat_map(|c| c.services.keys()).collect();
     for svc in services {
         plan_service(naming, clusters, svc, &mut out);
     }
-    let refused = refused_hosts(naming, clusters);
     let hosts: BTreeSet<&String> = clusters.iter().flat_map(|c| c.hosts.keys()).collect();
     for host in hosts.into_iter().filter(|h| !refused.contains_key(*h)) {
         plan_host(naming, clusters, host, &mut out);
@@ -204,31 +208,67 @@ pub fn replan(
     new: &[ClusterView],
     desired: &mut Desired,
 ) -> Option<BTreeSet<String>> {
+    replan_refusing(naming, old, new, desired, &mut refused_hosts(naming, old))
+}
+
+/// The key of one difference of two persistent maps.
+pub fn diff_key<'a, K, V>(item: &DiffItem<'a, 'a, K, V>) -> &'a K {
+    match item {
+        DiffItem::Add(k, _) | DiffItem::Remove(k, _) | DiffItem::Update { new: (k, _), .. } => k,
+    }
+}
+
+/// The hosts [`refused_hosts`] leaves without records, with why.
+pub type Refused = BTreeMap<String, String>;
+
+/// [`replan`], given `refused`, the [`refused_hosts`] of `old`, which becomes those of `new`.
+/// They are computed again only when what they depend on changed: a host came, went or
+/// changed keeper, Services appeared or all went, or a locality.
+pub fn replan_refusing(
+    naming: &Naming,
+    old: &[ClusterView],
+    new: &[ClusterView],
+    desired: &mut Desired,
+    refused: &mut Refused,
+) -> Option<BTreeSet<String>> {
     let same_clusters = old.len() == new.len()
         && old
             .iter()
             .zip(new)
             .all(|(o, n)| o.name == n.name && o.localities == n.localities);
-    // Which hosts are refused depends on every view: when that changes, plan whole.
-    if !same_clusters || refused_hosts(naming, old) != refused_hosts(naming, new) {
-        *desired = plan(naming, new);
+    if !same_clusters {
+        *refused = refused_hosts(naming, new);
+        *desired = plan_refusing(naming, new, refused);
         return None;
     }
-    let refused = refused_hosts(naming, new);
     // The views are persistent maps: the diff of two versions of one skips what they share.
-    fn key<'a, K, V>(item: &DiffItem<'a, 'a, K, V>) -> &'a K {
-        match item {
-            DiffItem::Add(k, _) | DiffItem::Remove(k, _) | DiffItem::Update { new: (k, _), .. } => {
-                k
-            }
-        }
-    }
     let mut changed: BTreeSet<&ServiceId> = BTreeSet::new();
     let mut hosts: BTreeSet<&String> = BTreeSet::new();
+    let any_services = |v: &[ClusterView]| v.iter().any(|c| !c.services.is_empty());
+    let mut reshaped = any_services(old) != any_services(new);
     for (o, n) in old.iter().zip(new) {
-        changed.extend(o.services.diff(&n.services).map(|d| key(&d)));
-        hosts.extend(o.hosts.diff(&n.hosts).map(|d| key(&d)));
+        for d in o.services.diff(&n.services) {
+            if let DiffItem::Add(_, h) | DiffItem::Update { new: (_, h), .. } = &d {
+                reshaped |= !h.ready_localities.is_subset(&n.localities);
+            }
+            changed.insert(diff_key(&d));
+        }
+        for d in o.hosts.diff(&n.hosts) {
+            reshaped |= !matches!(&d, DiffItem::Update { old: (_, a), new: (_, b) }
+                if a.owner == b.owner && a.created == b.created);
+            hosts.insert(diff_key(&d));
+        }
     }
+    // Which hosts are refused depends on every view: when that changes, plan whole.
+    if reshaped {
+        let now = refused_hosts(naming, new);
+        if now != *refused {
+            *refused = now;
+            *desired = plan_refusing(naming, new, refused);
+            return None;
+        }
+    }
+    let refused = &*refused;
     let mut keys = BTreeSet::new();
     let mut patch = |plan_one: &dyn Fn(&[ClusterView], &mut Desired)| {
         let mut before = Desired::new();
@@ -391,7 +431,7 @@ pub fn host_owner<'a>(clusters: &'a [ClusterView], host: &str) -> Option<&'a Reg
 ///   a TXT or SRV record for another's name, or for the zone.
 ///
 /// Pure, and O(names × labels); the planner leaves them out, the loop logs them.
-pub fn refused_hosts(naming: &Naming, clusters: &[ClusterView]) -> BTreeMap<String, String> {
+pub fn refused_hosts(naming: &Naming, clusters: &[ClusterView]) -> Refused {
     let mut out = BTreeMap::new();
     // Each name's keeper: (no creation time, creation time, owner).
     let mut keepers: BTreeMap<&str, (bool, &str, &Regarding)> = BTreeMap::new();

@@ -2,7 +2,7 @@
 //! clusters' views into the desired keys, diff them against ours and write the difference.
 //! Nothing is written when nothing changed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::prober::{self, ProbeTiming};
 use crate::reach::{self, Contribution};
 use crate::source::Cluster;
 use crate::store::{Store, StoreError};
-use crate::view::{self, ClusterView, Ignored};
+use crate::view::{self, ClusterView, Ignored, Lookup as _};
 
 /// The first pause after an etcd error; doubled at each error in a row.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -101,7 +101,7 @@ pub struct Reconciler {
     /// Per cluster: its contribution at the last plan, so changes are logged once.
     contributions: Vec<Option<Contribution>>,
     /// The views and the plan of the last sync.
-    planned: Option<(Vec<ClusterView>, plan::Desired)>,
+    planned: Option<Planned>,
     /// Diff every key next time: our keys were just read, or a write conflicted.
     full_diff: bool,
     /// The health checks' results, shared with the prober.
@@ -109,9 +109,19 @@ pub struct Reconciler {
     /// When the last sync ended and how long it took (the adaptive debounce, see
     /// [`Self::wait`]).
     last_sync: Option<(Instant, Duration)>,
-    /// Hosts refused and objects that lost a host to another cluster's, as last
-    /// reported (each is logged, and each loser gets its Event, once).
-    hosts_reported: BTreeSet<(usize, String, String)>,
+    /// Per host: the objects that lost it to another cluster's (cluster index, `loser|keeper`),
+    /// as last reported (each is logged, and each loser gets its Event, once).
+    hosts_reported: BTreeMap<String, BTreeSet<(usize, String)>>,
+    /// The hosts refused, as last reported.
+    refused_reported: plan::Refused,
+}
+
+/// The views, plan and refused hosts of the last sync.
+#[derive(Debug)]
+struct Planned {
+    views: Vec<ClusterView>,
+    desired: plan::Desired,
+    refused: plan::Refused,
 }
 
 /// A cluster's view as last built or updated (see [`Reconciler::views`]).
@@ -147,7 +157,8 @@ impl Reconciler {
             status,
             started: Instant::now(),
             last_sync: None,
-            hosts_reported: BTreeSet::new(),
+            hosts_reported: BTreeMap::new(),
+            refused_reported: plan::Refused::new(),
             cache: vec![None; n],
             reported: vec![BTreeSet::new(); n],
             contributions: vec![None; n],
@@ -344,7 +355,6 @@ impl Reconciler {
                 }
             };
             let t = Instant::now();
-            self.report_hosts(&views);
             let (records, changes) = self.plan(views, store);
             metrics::gauge!("fedplane_controller_records").set(records as f64);
             if self.opts.dry_run {
@@ -398,70 +408,101 @@ impl Reconciler {
     fn plan(&mut self, views: Vec<ClusterView>, store: &Store) -> (usize, Vec<Change>) {
         let naming = &self.opts.naming;
         let owned = store.owned();
-        let (desired, changes) = match self.planned.take() {
-            Some((old, mut desired)) if !self.full_diff => {
-                let changes = match plan::replan(naming, &old, &views, &mut desired) {
-                    Some(keys) => plan::diff_keys(&desired, owned, &keys),
-                    None => plan::diff(&desired, owned),
-                };
-                (desired, changes)
+        let (old, desired, refused, changes) = match self.planned.take() {
+            Some(Planned {
+                views: old,
+                mut desired,
+                mut refused,
+            }) if !self.full_diff => {
+                let changes =
+                    match plan::replan_refusing(naming, &old, &views, &mut desired, &mut refused) {
+                        Some(keys) => plan::diff_keys(&desired, owned, &keys),
+                        None => plan::diff(&desired, owned),
+                    };
+                (Some(old), desired, refused, changes)
             }
-            _ => {
-                let desired = plan::plan(naming, &views);
+            previous => {
+                let refused = plan::refused_hosts(naming, &views);
+                let desired = plan::plan_refusing(naming, &views, &refused);
                 let changes = plan::diff(&desired, owned);
-                (desired, changes)
+                (previous.map(|p| p.views), desired, refused, changes)
             }
         };
         self.full_diff = false;
+        self.report_hosts(old.as_deref(), &views, &refused);
         let records = desired.len();
-        self.planned = Some((views, desired));
+        self.planned = Some(Planned {
+            views,
+            desired,
+            refused,
+        });
         (records, store.without_foreign(changes))
     }
 
     /// Logs the hosts the planner refuses, and records a Warning Event on each object
-    /// whose host another cluster's older object keeps (once each).
-    fn report_hosts(&mut self, views: &[ClusterView]) {
-        if views.iter().all(|v| v.hosts.is_empty()) {
-            self.hosts_reported.clear();
-            return;
-        }
-        let mut now = BTreeSet::new();
-        for (host, reason) in plan::refused_hosts(&self.opts.naming, views) {
-            now.insert((usize::MAX, host, reason));
-        }
-        for (i, v) in views.iter().enumerate() {
-            for (host, e) in &v.hosts {
-                let Some(owner) = plan::host_owner(views, host) else {
-                    continue;
-                };
-                if e.owner != *owner {
-                    now.insert((i, host.clone(), format!("{}|{owner}", e.owner)));
+    /// whose host another cluster's older object keeps (once each). Only the hosts that
+    /// changed since `old` (the views of the last sync) are looked at again.
+    fn report_hosts(
+        &mut self,
+        old: Option<&[ClusterView]>,
+        views: &[ClusterView],
+        refused: &plan::Refused,
+    ) {
+        if *refused != self.refused_reported {
+            for (host, reason) in refused {
+                if self.refused_reported.get(host) != Some(reason) {
+                    warn!(host = %host, reason = %reason, "host left without records");
                 }
             }
+            self.refused_reported = refused.clone();
         }
-        for item in now.difference(&self.hosts_reported) {
-            let (i, host, what) = item;
-            if *i == usize::MAX {
-                warn!(host = %host, reason = %what, "host left without records");
-                continue;
-            }
-            let Some(c) = self
-                .clusters
+        let same_clusters = |o: &&[ClusterView]| {
+            o.len() == views.len() && o.iter().zip(views).all(|(a, b)| a.name == b.name)
+        };
+        let hosts: BTreeSet<&String> = match old.filter(same_clusters) {
+            Some(old) => old
                 .iter()
-                .find(|c| c.view.cluster == views[*i].name)
-            else {
-                continue;
-            };
-            let (loser, owner) = what.split_once('|').unwrap_or((what, ""));
-            let note = format!(
-                "host {host} is kept by the older {owner} (in another cluster): no record from this one"
-            );
-            warn!(cluster = %views[*i].name, object = %loser, host = %host, %owner, "host claimed by an older object of another cluster");
-            if let Some(e) = views[*i].hosts.get(host) {
-                c.warn(&e.owner, "HostConflict", &note);
+                .zip(views)
+                .flat_map(|(o, n)| o.hosts.diff(&n.hosts).map(|d| plan::diff_key(&d)))
+                .collect(),
+            None => {
+                self.hosts_reported.clear();
+                views.iter().flat_map(|v| v.hosts.keys()).collect()
+            }
+        };
+        for host in hosts {
+            let mut now = BTreeSet::new();
+            if let Some(owner) = plan::host_owner(views, host) {
+                for (i, v) in views.iter().enumerate() {
+                    if let Some(e) = v.hosts.get(host)
+                        && e.owner != *owner
+                    {
+                        now.insert((i, format!("{}|{owner}", e.owner)));
+                    }
+                }
+            }
+            let before = self.hosts_reported.remove(host).unwrap_or_default();
+            for (i, what) in now.difference(&before) {
+                let Some(c) = self
+                    .clusters
+                    .iter()
+                    .find(|c| c.view.cluster == views[*i].name)
+                else {
+                    continue;
+                };
+                let (loser, owner) = what.split_once('|').unwrap_or((what, ""));
+                let note = format!(
+                    "host {host} is kept by the older {owner} (in another cluster): no record from this one"
+                );
+                warn!(cluster = %views[*i].name, object = %loser, host = %host, %owner, "host claimed by an older object of another cluster");
+                if let Some(e) = views[*i].hosts.get(host) {
+                    c.warn(&e.owner, "HostConflict", &note);
+                }
+            }
+            if !now.is_empty() {
+                self.hosts_reported.insert(host.clone(), now);
             }
         }
-        self.hosts_reported = now;
     }
 
     /// Waits for a change, a grace deadline, the resync time, lost leadership or SIGTERM.
@@ -553,28 +594,16 @@ impl Reconciler {
             let (generations, changes) = c.take_changes();
             match &mut self.cache[i] {
                 Some(cached) if cached.generations == generations => {}
-                // Services and EndpointSlices changed one by one, and nothing the view reads
-                // of the Nodes (Node heartbeats, status, other labels): those Services are
-                // read again (and the host names, when their objects changed or an
-                // EndpointSlice their health reads may have).
+                // Objects changed one by one, and nothing the view reads of the Nodes (Node
+                // heartbeats, status, other labels): those objects are read again (the
+                // Services, their EndpointSlices, the host sources' objects, and those whose
+                // health reads a changed EndpointSlice).
                 Some(cached)
                     if !changes.relisted
                         && (cached.generations[0] == generations[0]
-                            || cached.nodes
-                                == view::node_fingerprint(&c.view, &c.objects().nodes)) =>
+                            || cached.nodes == view::node_fingerprint(&c.view, &c.nodes())) =>
                 {
-                    cached.live.update_services(
-                        &c.view,
-                        &changes.services,
-                        &changes.new_slices,
-                        |id| c.service(id),
-                        |ns, name| c.slice(ns, name),
-                    );
-                    let hosts = cached.generations[3..] != generations[3..]
-                        || (c.view.sources.hosts() && cached.generations[2] != generations[2]);
-                    if hosts {
-                        cached.live.update_hosts(&c.view, &c.objects());
-                    }
+                    cached.live.update(&c.view, &changes, c);
                     cached.generations = generations;
                 }
                 slot => {
