@@ -8,7 +8,11 @@
 //!   writes alone);
 //! - change → answer: one EndpointSlice of one Service turns unready (or ready again) in one
 //!   cluster → the global name's dig answer changes; peer: one etcd put of a record → the
-//!   answer changes (fedplane-dns alone, no controller).
+//!   answer changes (fedplane-dns alone, no controller);
+//! - with `--ingresses N` (N Ingresses per cluster, `--source service,ingress`): one Ingress's
+//!   `status.loadBalancer` address changes in one cluster → its host's answer changes;
+//! - a Node label change: a Node's `topology.kubernetes.io/zone` moves to a new zone → the
+//!   zone name of a Service answers there, and every Service's record is under the new zone.
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
@@ -30,13 +34,17 @@ const LONG: Duration = Duration::from_secs(600);
 
 struct Args {
     services: usize,
+    ingresses: usize,
     changes: usize,
+    node_changes: usize,
 }
 
 fn args() -> Args {
     let mut a = Args {
         services: 10_000,
+        ingresses: 0,
         changes: 100,
+        node_changes: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,25 +55,54 @@ fn args() -> Args {
         };
         match flag.as_str() {
             "--services" => a.services = value(),
+            "--ingresses" => a.ingresses = value(),
             "--changes" => a.changes = value(),
+            "--node-changes" => a.node_changes = value(),
             "--bench" => {}
-            other => panic!("unknown argument {other} (use --services N --changes N)"),
+            other => panic!(
+                "unknown argument {other} (use --services N --ingresses N --changes N --node-changes N)"
+            ),
         }
     }
     a
 }
 
-fn ingress(cluster: usize, i: usize) -> Ipv4Addr {
+/// Service `i`'s load balancer address in `cluster` (`base` 100); Ingress `i`'s (`base` 110,
+/// and 120 in fcp after a change).
+fn address(base: u8, cluster: usize, i: usize) -> Ipv4Addr {
     let [_, _, hi, lo] = u32::try_from(i).expect("index").to_be_bytes();
-    Ipv4Addr::new(10, 100 + u8::try_from(cluster).expect("cluster"), hi, lo)
+    Ipv4Addr::new(10, base + u8::try_from(cluster).expect("cluster"), hi, lo)
 }
 
-fn objects(cluster: usize, services: usize) -> Vec<Value> {
-    let (name, region, zone) = CLUSTERS[cluster];
-    let mut v = Vec::with_capacity(2 * services + 2);
+fn ingress(cluster: usize, i: usize) -> Ipv4Addr {
+    address(100, cluster, i)
+}
+
+fn node(cluster: usize, n: usize, zone: &str) -> Value {
+    let (name, region, _) = CLUSTERS[cluster];
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{name}-node-{n}"),
+        "labels": {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}}})
+}
+
+/// Ingress `i` of a cluster: host `ing-<i>.example.com`, backend Service `svc-<i>`.
+fn ingress_object(i: usize, address: Ipv4Addr) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"namespace": "bench", "name": format!("ing-{i:05}"),
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"rules": [{"host": format!("ing-{i:05}.example.com"), "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": format!("svc-{i:05}"), "port": {"number": 80}}}}]}}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": address.to_string()}]}}})
+}
+
+fn objects(cluster: usize, services: usize, ingresses: usize) -> Vec<Value> {
+    let (name, _, zone) = CLUSTERS[cluster];
+    let mut v = Vec::with_capacity(2 * services + ingresses + 2);
     for n in 1..=2 {
-        v.push(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{name}-node-{n}"),
-            "labels": {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}}}));
+        v.push(node(cluster, n, zone));
+    }
+    for i in 0..ingresses {
+        v.push(ingress_object(i, address(110, cluster, i)));
     }
     for i in 0..services {
         let svc = format!("svc-{i:05}");
@@ -111,13 +148,19 @@ fn desired(cluster_objects: &[Vec<Value>]) -> plan::Desired {
                 match kind.as_str() {
                     "Node" => nodes.push(Arc::new(serde_json::from_value(obj).expect("node"))),
                     "Service" => services.push(Arc::new(serde_json::from_value(obj).expect("svc"))),
+                    "Ingress" => o
+                        .ingresses
+                        .push(Arc::new(serde_json::from_value(obj).expect("ingress"))),
                     _ => slices.push(Arc::new(serde_json::from_value(obj).expect("slice"))),
                 }
             }
-            let s = ViewSettings {
+            let mut s = ViewSettings {
                 cluster: CLUSTERS[c].0.into(),
+                domain: "example.com".into(),
+                federation: "federation".into(),
                 ..ViewSettings::default()
             };
+            s.sources.ingress = !o.ingresses.is_empty();
             view::build(&s, &o).0
         })
         .collect();
@@ -152,22 +195,34 @@ fn bulk_write(etcd: &Etcd, keys: &plan::Desired) -> Duration {
     })
 }
 
-/// Keys under /skydns (etcdctl 3.4 has no --count-only).
-fn count(etcd: &Etcd) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
-            .await
+/// Counts keys under a prefix (etcdctl 3.4 has no --count-only), over one connection.
+struct Counter {
+    rt: tokio::runtime::Runtime,
+    client: etcd_client::Client,
+}
+
+impl Counter {
+    fn new(etcd: &Etcd) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt
+            .block_on(etcd_client::Client::connect([etcd.endpoint()], None))
             .expect("connect etcd");
+        Self { rt, client }
+    }
+
+    fn count(&mut self, prefix: &str) -> usize {
         let opts = etcd_client::GetOptions::new()
             .with_prefix()
             .with_count_only();
-        let resp = client.get("/skydns/", Some(opts)).await.expect("count");
+        let resp = self
+            .rt
+            .block_on(self.client.get(prefix, Some(opts)))
+            .expect("count");
         usize::try_from(resp.count()).unwrap_or(0)
-    })
+    }
 }
 
 /// A DNS A query for `name` with ID `id`.
@@ -253,16 +308,18 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let a = args();
     eprintln!(
-        "fedplane-controller bench: {} Services x 3 clusters, {} changes",
-        a.services, a.changes
+        "fedplane-controller bench: {} Services and {} Ingresses x 3 clusters, {} changes, {} Node label changes",
+        a.services, a.ingresses, a.changes, a.node_changes
     );
-    let cluster_objects: Vec<Vec<Value>> = (0..3).map(|c| objects(c, a.services)).collect();
+    let cluster_objects: Vec<Vec<Value>> = (0..3)
+        .map(|c| objects(c, a.services, a.ingresses))
+        .collect();
     let want = desired(&cluster_objects);
 
     // Peer: the same keys written straight into a fresh etcd.
     let peer_etcd = Etcd::start();
     let peer_full = bulk_write(&peer_etcd, &want);
-    assert_eq!(count(&peer_etcd), want.len());
+    assert_eq!(Counter::new(&peer_etcd).count("/skydns/"), want.len());
     drop(peer_etcd);
 
     let etcd = Etcd::start();
@@ -297,6 +354,10 @@ fn main() {
     for (name, ..) in CLUSTERS {
         args.extend(["--context".into(), name.into()]);
     }
+    if a.ingresses > 0 {
+        args.extend(["--source".into(), "service,ingress".into()]);
+    }
+    let mut counter = Counter::new(&etcd);
     let t = Instant::now();
     let controller = Daemon::start(
         Path::new(env!("CARGO_BIN_EXE_fedplane-controller")),
@@ -304,7 +365,7 @@ fn main() {
         &[("RUST_LOG", "warn")],
     );
     wait_until(LONG, "every record in etcd", || {
-        (count(&etcd) >= want.len()).then_some(())
+        (counter.count("/skydns/") >= want.len()).then_some(())
     });
     let full = t.elapsed();
     assert_eq!(
@@ -315,7 +376,14 @@ fn main() {
         want
     );
 
-    let (_dns, dns_port) = Daemon::fedplane_dns(&etcd, "example.com.", LONG);
+    let (dns, dns_port) = Daemon::fedplane_dns(&etcd, "example.com.", LONG);
+    // Steady state: fedplane-dns answers as soon as it has loaded, and starts watching once
+    // its fast path is compiled.
+    wait_until(LONG, "fedplane-dns's fast path compiled", || {
+        dns.output()
+            .contains("compiled the fast path's answers")
+            .then_some(())
+    });
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.connect(("127.0.0.1", dns_port)).expect("connect");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -324,11 +392,16 @@ fn main() {
     // fedplane: an EndpointSlice turns unready (then ready) → the global answer changes.
     let mut fed = Vec::with_capacity(a.changes);
     let mut state = 0x2545_f491_u64;
-    for _ in 0..a.changes {
+    let mut random = |n: usize| {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let i = usize::try_from(state % a.services as u64).expect("index");
+        usize::try_from(state % n as u64).expect("index")
+    };
+    let started = Instant::now();
+    let mut slowest = Vec::new();
+    for k in 0..a.changes {
+        let i = random(a.services);
         let svc = format!("svc-{i:05}");
         let name = format!("{svc}.bench.federation.svc.example.com");
         let all: Vec<Ipv4Addr> = (0..3).map(|c| ingress(c, i)).collect();
@@ -337,9 +410,56 @@ fn main() {
         let t = Instant::now();
         fakes[0].apply(slice("fcp", &svc, false));
         fed.push(await_answer(&sock, &name, &without) - t);
+        slowest.push((fed[k], k, t - started));
         fakes[0].apply(slice("fcp", &svc, true));
         await_answer(&sock, &name, &all);
     }
+    // The outliers, to tell them apart: which change, and when.
+    slowest.sort();
+    for (took, k, at) in slowest.iter().rev().take(5) {
+        eprintln!(
+            "slowest Service change #{k} at +{:.2} s: {:.1} ms",
+            at.as_secs_f64(),
+            ms(*took)
+        );
+    }
+
+    // An Ingress's load balancer address changes in fcp → its host's answer changes.
+    let mut ing = Vec::with_capacity(a.changes);
+    for _ in 0..a.changes.min(a.ingresses) {
+        let i = random(a.ingresses);
+        let host = format!("ing-{i:05}.example.com");
+        let mut all: Vec<Ipv4Addr> = (0..3).map(|c| address(110, c, i)).collect();
+        all.sort();
+        let mut moved = all.clone();
+        moved[0] = address(120, 0, i);
+        moved.sort();
+        await_answer(&sock, &host, &all);
+        let t = Instant::now();
+        fakes[0].apply(ingress_object(i, address(120, 0, i)));
+        ing.push(await_answer(&sock, &host, &moved) - t);
+        fakes[0].apply(ingress_object(i, address(110, 0, i)));
+        await_answer(&sock, &host, &all);
+    }
+    ing.sort();
+
+    // A Node of fcp moves to a new zone: every Service (an endpoint on it) gets a record there.
+    let (mut node_first, mut node_all) = (Vec::new(), Vec::new());
+    for k in 0..a.node_changes {
+        let zone = format!("z{k}");
+        let i = random(a.services);
+        let name = format!("svc-{i:05}.bench.federation.svc.{zone}.europe.example.com");
+        let prefix = format!("/skydns/com/example/europe/{zone}/");
+        let t = Instant::now();
+        fakes[0].apply(node(0, 2, &zone));
+        node_first.push(await_answer(&sock, &name, &[ingress(0, i)]) - t);
+        wait_until(LONG, "every Service under the new zone", || {
+            (counter.count(&prefix) >= a.services).then_some(())
+        });
+        node_all.push(t.elapsed());
+    }
+    node_first.sort();
+    node_all.sort();
     // Peer: fedplane-dns alone, a record put straight into etcd by a connected client.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -386,12 +506,41 @@ fn main() {
             ms(f) / ms(d)
         );
     }
+    if !ing.is_empty() {
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let f = percentile(&ing, p);
+            let d = percentile(&direct, p);
+            println!(
+                "| Ingress change → dig answer {label} ({} changes) | {:.1} ms | {:.1} ms (etcd put → answer, fedplane-dns alone) | {:.1} |",
+                ing.len(),
+                ms(f),
+                ms(d),
+                ms(f) / ms(d)
+            );
+        }
+    }
+    if !node_first.is_empty() {
+        let peer = percentile(&direct, 0.5);
+        for (label, v) in [
+            ("one Service's zone name answers", &node_first),
+            ("every Service's zone record in etcd", &node_all),
+        ] {
+            let worst = v[v.len() - 1];
+            println!(
+                "| Node zone label change → {label}, worst of {} | {:.1} ms | {:.1} ms (etcd put → answer p50) | {:.1} |",
+                v.len(),
+                ms(worst),
+                ms(peer),
+                ms(worst) / ms(peer)
+            );
+        }
+    }
     println!("| controller peak RSS | {rss:.0} MiB | – | – |");
     println!();
     println!(
-        "The change path is the kube watch, the 50 ms debounce, the plan and diff, the etcd \
-         write and fedplane-dns's etcd watch; the peer path is only the last. The three fake \
-         API servers run in the bench process on the same 2 cores."
+        "The change path is the kube watch, the debounce, the view update, the plan and diff, \
+         the etcd write and fedplane-dns's etcd watch; the peer path is only the last. The three \
+         fake API servers run in the bench process on the same 2 cores."
     );
     drop(controller);
 }
