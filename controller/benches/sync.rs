@@ -424,6 +424,25 @@ fn main() {
         );
     }
 
+    // Peer (before the Node changes, whose big recompiles fedplane-dns does in the
+    // background for a while): fedplane-dns alone, a record put straight into etcd by a connected client.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut client = rt
+        .block_on(etcd_client::Client::connect([etcd.endpoint()], None))
+        .expect("connect etcd");
+    let mut direct = Vec::with_capacity(a.changes);
+    for n in 0..a.changes {
+        let name = format!("direct-{n}.bench.example.com");
+        let key = format!("/skydns/com/example/bench/direct-{n}/x");
+        let ip = Ipv4Addr::new(10, 99, 0, 1);
+        let t = Instant::now();
+        rt.block_on(client.put(key, format!("{{\"host\":\"{ip}\"}}"), None))
+            .expect("put");
+        direct.push(await_answer(&sock, &name, &[ip]) - t);
+    }
     // An Ingress's load balancer address changes in fcp → its host's answer changes.
     let mut ing = Vec::with_capacity(a.changes);
     for _ in 0..a.changes.min(a.ingresses) {
@@ -460,24 +479,6 @@ fn main() {
     }
     node_first.sort();
     node_all.sort();
-    // Peer: fedplane-dns alone, a record put straight into etcd by a connected client.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut client = rt
-        .block_on(etcd_client::Client::connect([etcd.endpoint()], None))
-        .expect("connect etcd");
-    let mut direct = Vec::with_capacity(a.changes);
-    for n in 0..a.changes {
-        let name = format!("direct-{n}.bench.example.com");
-        let key = format!("/skydns/com/example/bench/direct-{n}/x");
-        let ip = Ipv4Addr::new(10, 99, 0, 1);
-        let t = Instant::now();
-        rt.block_on(client.put(key, format!("{{\"host\":\"{ip}\"}}"), None))
-            .expect("put");
-        direct.push(await_answer(&sock, &name, &[ip]) - t);
-    }
     fed.sort();
     direct.sort();
     let rss = peak_rss_mib(controller.pid());

@@ -238,6 +238,8 @@ pub fn replan_refusing(
             .all(|(o, n)| o.name == n.name && o.localities == n.localities);
     if !same_clusters {
         *refused = refused_hosts(naming, new);
+        // (The old plan goes first: two whole plans at once are the peak of memory.)
+        desired.clear();
         *desired = plan_refusing(naming, new, refused);
         return None;
     }
@@ -264,6 +266,7 @@ pub fn replan_refusing(
         let now = refused_hosts(naming, new);
         if now != *refused {
             *refused = now;
+            desired.clear();
             *desired = plan_refusing(naming, new, refused);
             return None;
         }

@@ -607,6 +607,8 @@ impl Reconciler {
                     cached.generations = generations;
                 }
                 slot => {
+                    // The old view goes first: two built views at once are the peak of memory.
+                    *slot = None;
                     let objects = c.objects();
                     *slot = Some(CachedView {
                         generations,
