@@ -7,7 +7,7 @@
 //! nothing before its probes have failed `failures` times. A target whose check changes starts
 //! over.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::policy::Check;
@@ -46,6 +46,64 @@ struct State {
 pub struct Health {
     thresholds: Thresholds,
     states: BTreeMap<Target, State>,
+    /// The views the targets were last set from (O(1) clones: the next ones are diffed
+    /// against them), and per view its Services and hosts with a check.
+    last: Vec<ClusterView>,
+    checked: Vec<Checked>,
+}
+
+/// One view's Services and hosts with a check.
+#[derive(Debug, Clone, Default)]
+struct Checked {
+    services: BTreeSet<ServiceId>,
+    hosts: BTreeSet<String>,
+}
+
+impl Checked {
+    fn of(v: &ClusterView) -> Self {
+        Self {
+            services: v
+                .services
+                .iter()
+                .filter(|(_, h)| h.policy.check.is_some())
+                .map(|(id, _)| id.clone())
+                .collect(),
+            hosts: v
+                .hosts
+                .iter()
+                .filter(|(_, e)| e.health.policy.check.is_some())
+                .map(|(host, _)| host.clone())
+                .collect(),
+        }
+    }
+
+    /// Brings it from view `old` to `new`, in the time of their differences.
+    fn update(&mut self, old: &ClusterView, new: &ClusterView) {
+        for d in old.services.diff(&new.services) {
+            let id = crate::plan::diff_key(&d);
+            if new
+                .services
+                .get(id)
+                .is_some_and(|h| h.policy.check.is_some())
+            {
+                self.services.insert(id.clone());
+            } else {
+                self.services.remove(id);
+            }
+        }
+        for d in old.hosts.diff(&new.hosts) {
+            let host = crate::plan::diff_key(&d);
+            if new
+                .hosts
+                .get(host)
+                .is_some_and(|e| e.health.policy.check.is_some())
+            {
+                self.hosts.insert(host.clone());
+            } else {
+                self.hosts.remove(host);
+            }
+        }
+    }
 }
 
 impl Health {
@@ -54,24 +112,36 @@ impl Health {
         Self {
             thresholds,
             states: BTreeMap::new(),
+            last: Vec::new(),
+            checked: Vec::new(),
         }
     }
 
     /// The targets of these views: every address of every Service and host with a check
     /// (the hosts of one object are one target per address). Targets kept with the same
-    /// check keep their state.
+    /// check keep their state. Costs the differences from the last views, and the entries
+    /// with a check.
     pub fn set_targets(&mut self, views: &[ClusterView]) {
+        let same = self.last.len() == views.len()
+            && self.last.iter().zip(views).all(|(a, b)| a.name == b.name);
+        if same {
+            for ((c, old), new) in self.checked.iter_mut().zip(&self.last).zip(views) {
+                c.update(old, new);
+            }
+        } else {
+            self.checked = views.iter().map(Checked::of).collect();
+        }
+        self.last = views.to_vec();
         let mut next = BTreeMap::new();
-        for v in views {
-            let services = v
+        for (v, checked) in views.iter().zip(&self.checked) {
+            let services = checked
                 .services
                 .iter()
-                .filter(|(_, h)| h.policy.check.is_some())
-                .map(|(id, h)| (Regarding::service(id.clone()), h));
-            let hosts = v
+                .filter_map(|id| Some((Regarding::service(id.clone()), v.services.get(id)?)));
+            let hosts = checked
                 .hosts
-                .values()
-                .filter(|e| e.health.policy.check.is_some())
+                .iter()
+                .filter_map(|host| v.hosts.get(host))
                 .map(|e| (e.owner.clone(), &e.health));
             for (object, h) in services.chain(hosts) {
                 let Some(check) = &h.policy.check else {
@@ -162,14 +232,13 @@ impl Health {
         if self.states.values().all(|s| s.up) {
             return;
         }
-        for v in views {
-            let checked: Vec<ServiceId> = v
-                .services
-                .iter()
-                .filter(|(_, h)| h.policy.check.is_some())
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in checked {
+        for (i, v) in views.iter_mut().enumerate() {
+            // The entries with a check, as of the last targets (these views, in the loop).
+            let checked = match self.checked.get(i) {
+                Some(c) if self.last.get(i).is_some_and(|l| l.name == v.name) => c.clone(),
+                _ => Checked::of(v),
+            };
+            for id in checked.services {
                 let object = Regarding::service(id.clone());
                 let up = |ip: &IpAddr| self.is_up(&v.name, &object, *ip);
                 if v.services
@@ -180,13 +249,7 @@ impl Health {
                     h.ingress.retain(up);
                 }
             }
-            let checked: Vec<String> = v
-                .hosts
-                .iter()
-                .filter(|(_, e)| e.health.policy.check.is_some())
-                .map(|(host, _)| host.clone())
-                .collect();
-            for host in checked {
+            for host in checked.hosts {
                 let Some(e) = v.hosts.get(&host) else {
                     continue;
                 };
@@ -286,6 +349,28 @@ mod tests {
         }
         h.apply(&mut v);
         assert!(v[0].hosts.values().all(|e| !e.health.healthy()));
+    }
+
+    #[test]
+    fn targets_follow_checks_coming_and_going_between_views() {
+        let mut h = Health::new(N3M2);
+        for (check, n) in [(None, 0), (Some(TCP), 2), (Some(TCP), 2), (None, 0)] {
+            h.set_targets(&views(check));
+            assert_eq!(h.targets().len(), n);
+        }
+        // One Service gains its check in a later version of the same view.
+        let mut v = views(None);
+        h.set_targets(&v);
+        let (id, mut health) = v[0]
+            .services
+            .iter()
+            .next()
+            .map(|(i, s)| (i.clone(), s.clone()))
+            .expect("one");
+        health.policy.check = Some(TCP);
+        v[0].services.insert(id, health);
+        h.set_targets(&v);
+        assert_eq!(h.targets().len(), 2);
     }
 
     #[test]

@@ -209,6 +209,8 @@ pub(super) struct LiveHosts {
     readers: HashMap<(String, String), BTreeSet<Regarding>>,
     /// Per host: the claims that lost it to an older one.
     conflicts: HashMap<String, Vec<Ignored>>,
+    /// Per object: what was left out of it (only those with something).
+    ignored: HashMap<Regarding, Vec<Ignored>>,
 }
 
 impl LiveHosts {
@@ -295,13 +297,17 @@ impl LiveHosts {
 
     /// Everything left out of the objects and of their claims.
     pub(super) fn ignored(&self) -> impl Iterator<Item = &Ignored> {
-        self.objects
+        self.ignored
             .values()
-            .flat_map(|o| &o.ignored)
+            .flatten()
             .chain(self.conflicts.values().flatten())
     }
 
-    fn insert(&mut self, owner: Regarding, mine: ObjectHosts, touched: &mut BTreeSet<String>) {
+    fn insert(&mut self, owner: Regarding, mut mine: ObjectHosts, touched: &mut BTreeSet<String>) {
+        if !mine.ignored.is_empty() {
+            self.ignored
+                .insert(owner.clone(), std::mem::take(&mut mine.ignored));
+        }
         for host in mine.claims.keys() {
             self.claimants
                 .entry(host.clone())
@@ -322,6 +328,7 @@ impl LiveHosts {
         let Some(old) = self.objects.remove(owner) else {
             return;
         };
+        self.ignored.remove(owner);
         for host in old.claims.into_keys() {
             if let Some(c) = self.claimants.get_mut(&host) {
                 c.remove(owner);
