@@ -131,13 +131,31 @@ fn gateway_map(gateways: &[Arc<Gateway>]) -> HashMap<(&str, &str), &Gateway> {
         .collect()
 }
 
-/// What one object gives: its claims by host, what was left out of it, and the Services
-/// (namespace, name) whose endpoints its health reads.
+/// What one object gives: its claims (sorted by host), what was left out of it, and the
+/// Services (namespace, name) whose endpoints its health reads. (Vectors: most objects have
+/// one host and one backend, and a B-tree's node would cost kilobytes each.)
 #[derive(Debug, Clone)]
 struct ObjectHosts {
-    claims: BTreeMap<String, Claim>,
+    claims: Vec<Claim>,
     ignored: Vec<Ignored>,
-    backends: BTreeSet<(String, String)>,
+    backends: Vec<(String, String)>,
+}
+
+impl ObjectHosts {
+    fn claim(&self, host: &str) -> Option<&Claim> {
+        let i = self
+            .claims
+            .binary_search_by(|c| c.host.as_str().cmp(host))
+            .ok()?;
+        Some(&self.claims[i])
+    }
+}
+
+/// Adds `r` to a small set kept as a vector.
+fn add(set: &mut Vec<Regarding>, r: &Regarding) {
+    if !set.contains(r) {
+        set.push(r.clone());
+    }
 }
 
 /// What `object` gives, if its source is on and it is selected: `ready` says how many ready
@@ -175,13 +193,10 @@ fn object_hosts(
             }
         }
     }
-    let backends = std::mem::take(&mut source.backends);
+    let backends = std::mem::take(&mut source.backends).into_iter().collect();
     let mut ignored = Vec::new();
-    let claims = source
-        .finish(&mut ignored)
-        .into_iter()
-        .map(|c| (c.host.clone(), c))
-        .collect();
+    // (In host order: `finish` reads its hosts from an ordered map.)
+    let claims = source.finish(&mut ignored);
     Some((
         owner,
         ObjectHosts {
@@ -204,9 +219,9 @@ fn route_of<R: Route>(s: &mut Source<'_>, gateways: &HashMap<(&str, &str), &Gate
 pub(super) struct LiveHosts {
     objects: HashMap<Regarding, ObjectHosts>,
     /// Per host: the objects claiming it.
-    claimants: HashMap<String, BTreeSet<Regarding>>,
+    claimants: HashMap<String, Vec<Regarding>>,
     /// Per Service (namespace, name): the objects whose health reads its endpoints.
-    readers: HashMap<(String, String), BTreeSet<Regarding>>,
+    readers: HashMap<(String, String), Vec<Regarding>>,
     /// Per host: the claims that lost it to an older one.
     conflicts: HashMap<String, Vec<Ignored>>,
     /// Per object: what was left out of it (only those with something).
@@ -308,18 +323,12 @@ impl LiveHosts {
             self.ignored
                 .insert(owner.clone(), std::mem::take(&mut mine.ignored));
         }
-        for host in mine.claims.keys() {
-            self.claimants
-                .entry(host.clone())
-                .or_default()
-                .insert(owner.clone());
-            touched.insert(host.clone());
+        for c in &mine.claims {
+            add(self.claimants.entry(c.host.clone()).or_default(), &owner);
+            touched.insert(c.host.clone());
         }
         for b in &mine.backends {
-            self.readers
-                .entry(b.clone())
-                .or_default()
-                .insert(owner.clone());
+            add(self.readers.entry(b.clone()).or_default(), &owner);
         }
         self.objects.insert(owner, mine);
     }
@@ -329,18 +338,18 @@ impl LiveHosts {
             return;
         };
         self.ignored.remove(owner);
-        for host in old.claims.into_keys() {
-            if let Some(c) = self.claimants.get_mut(&host) {
-                c.remove(owner);
+        for claim in old.claims {
+            if let Some(c) = self.claimants.get_mut(&claim.host) {
+                c.retain(|r| r != owner);
                 if c.is_empty() {
-                    self.claimants.remove(&host);
+                    self.claimants.remove(&claim.host);
                 }
             }
-            touched.insert(host);
+            touched.insert(claim.host);
         }
         for b in &old.backends {
             if let Some(r) = self.readers.get_mut(b) {
-                r.remove(owner);
+                r.retain(|x| x != owner);
                 if r.is_empty() {
                     self.readers.remove(b);
                 }
@@ -357,7 +366,7 @@ impl LiveHosts {
             .claimants
             .get(host)?
             .iter()
-            .filter_map(|r| self.objects.get(r)?.claims.get(host))
+            .filter_map(|r| self.objects.get(r)?.claim(host))
             .collect();
         // Older first: the first to claim a host keeps it.
         claims.sort_by(|a, b| {
