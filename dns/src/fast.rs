@@ -43,7 +43,7 @@
 //! the records once after a load ([`Table::compile`]) and changed only by
 //! [`Table::recompile`], which redoes just the names changed keys can affect.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,7 +72,8 @@ const TXT_CHUNK: usize = 255;
 /// the end.
 const SERIAL_FROM_END: usize = 20;
 
-/// The compiled answers, published with the records they were compiled from.
+/// The compiled answers, published with the records they were compiled from (the big
+/// ancestors of the latest changes may lag: [`Table::recompile_near`]).
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     /// Compiled answers by lowercase wire name: an entry for every name the compiler
@@ -80,6 +81,16 @@ pub struct Table {
     compiled: CompiledMap,
     /// Per zone, the SOA record of compiled NODATA answers.
     zone_soas: Arc<[ZoneSoa]>,
+}
+
+/// What [`Table::recompile_near`] did: the names it compiled, and the big ancestors it left
+/// for [`Table::compile_apart`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NearFar {
+    /// Compiled now.
+    pub near: Vec<Name>,
+    /// Left for later.
+    pub far: Vec<Name>,
 }
 
 /// Names compiled apart ([`Table::compile_apart`]): each with its answers (`Some(None)`: the
@@ -681,8 +692,8 @@ impl Table {
     /// candidate). A change of a zone's NS records changes its SOA's MNAME: the SOA tails are
     /// rebuilt.
     pub fn recompile(&mut self, records: &Records, keys: &[String]) {
-        let far = self.recompile_near(records, keys);
-        self.recompile_names(records, &far);
+        let done = self.recompile_near(records, keys);
+        self.recompile_names(records, &done.far);
     }
 
     /// [`Table::recompile`] in two steps: this one recompiles the keys' own names and the
@@ -690,7 +701,7 @@ impl Table {
     /// ancestors, for [`Table::compile_apart`] (after the names themselves are published:
     /// a parent of thousands of Services costs milliseconds to compile, and answers its
     /// subtree a moment later than the changed name does).
-    pub fn recompile_near(&mut self, records: &Records, keys: &[String]) -> Vec<Name> {
+    pub fn recompile_near(&mut self, records: &Records, keys: &[String]) -> NearFar {
         let prefix = records.zones().prefix();
         if keys.iter().any(|k| {
             records
@@ -705,23 +716,32 @@ impl Table {
         // whole subtree; except that a big ancestor answers only its first
         // MAX_NODE_RECORDS records, which a key after them does not change (a parent of
         // 10,000 Services is not recompiled for each of their changes).
-        let mut done: HashSet<Name> = HashSet::new();
-        let mut far = Vec::new();
+        // Each name considered: compiled now (true) or left for later.
+        let mut done: HashMap<Name, bool> = HashMap::new();
+        let mut out = NearFar::default();
         for key in keys {
             let Some(name) = key_to_name(prefix, key) else {
                 continue;
             };
-            let mut n = name.to_lowercase();
+            let own = name.to_lowercase();
+            let mut n = own.clone();
             while let Some((_, zone)) = records.zones().find(&n) {
                 if n == zone.name {
                     break;
                 }
-                if done.contains(&n) {
+                if let Some(now) = done.get_mut(&n) {
+                    // A big ancestor of an earlier key whose own key changed too: now.
+                    if !*now && n == own {
+                        *now = true;
+                        out.far.retain(|f| *f != n);
+                        self.compile_name(records, &n, wire_name(&n).into());
+                        out.near.push(n.clone());
+                    }
                     n = n.base_name();
                     continue;
                 }
                 let wire: Arc<[u8]> = wire_name(&n).into();
-                if n != name.to_lowercase()
+                if n != own
                     && self.compiled.contains_key(&wire)
                     && name_to_key(prefix, &n).is_some_and(|k| {
                         records
@@ -732,24 +752,25 @@ impl Table {
                     n = n.base_name();
                     continue;
                 }
-                done.insert(n.clone());
-                let big = n != name.to_lowercase()
+                let big = n != own
                     && name_to_key(prefix, &n)
                         .is_some_and(|k| records.nth_key_below(&k, NEAR_RECORDS).is_some());
+                done.insert(n.clone(), !big);
                 if big {
-                    far.push(n.clone());
+                    out.far.push(n.clone());
                 } else {
                     self.compile_name(records, &n, wire);
+                    out.near.push(n.clone());
                 }
                 n = n.base_name();
             }
         }
-        far
+        out
     }
 
     /// Recompiles the names `names` (lowercase), as [`Table::recompile`] does.
     pub fn recompile_names(&mut self, records: &Records, names: &[Name]) {
-        self.put_back(Self::compile_apart(records, names), |_| true);
+        let _changed = self.put_back(Self::compile_apart(records, names), |_| true);
     }
 
     /// Compiles the names `names` (lowercase) from `records` apart from any table (on
@@ -766,8 +787,10 @@ impl Table {
         )
     }
 
-    /// Puts the names of `done` that `keep` wants into the table.
-    pub fn put_back(&mut self, done: Recompiled, mut keep: impl FnMut(&Name) -> bool) {
+    /// Puts the names of `done` that `keep` wants into the table; returns whether an answer
+    /// changed.
+    pub fn put_back(&mut self, done: Recompiled, mut keep: impl FnMut(&Name) -> bool) -> bool {
+        let mut changed = false;
         for (n, c) in done.0 {
             if !keep(&n) {
                 continue;
@@ -775,13 +798,15 @@ impl Table {
             let wire: Arc<[u8]> = wire_name(&n).into();
             match c {
                 Some(c) => {
-                    self.compiled.insert(wire, c);
+                    if self.compiled.get(&wire) != Some(&c) {
+                        self.compiled.insert(wire, c);
+                        changed = true;
+                    }
                 }
-                None => {
-                    self.compiled.remove(&wire);
-                }
+                None => changed |= self.compiled.remove(&wire).is_some(),
             }
         }
+        changed
     }
 
     fn compile_name(&mut self, records: &Records, n: &Name, wire: Arc<[u8]>) {

@@ -2,9 +2,12 @@
 //!
 //! Start: a paged range read of the prefix pinned to one revision, then one watch from that
 //! revision + 1. Each watch response is applied ([`crate::apply`]) to a private copy of the
-//! records, the fast path's table is recompiled for the changed keys
-//! ([`crate::fast::Table::recompile`]), and both are published atomically as one [`Served`];
-//! queries never wait for etcd. Responses that are already waiting when one arrives (a
+//! records, the fast path's table is recompiled for the changed keys' names
+//! ([`crate::fast::Table::recompile_near`]), and both are published atomically as one
+//! [`Served`]; queries never wait for etcd. The big ancestors of those names (more than 64
+//! records below) are compiled by a background job and published when it is done (see
+//! `Far`): until then they answer their subtree as before the change; what is left when the
+//! session ends is compiled before the last [`Served`] keeps answering alone. Responses that are already waiting when one arrives (a
 //! backlog: updates faster than one recompile each) are applied together and recompiled and
 //! published once, so the sync keeps up with any update rate at the cost of a little latency. When the watch breaks, stalls, or etcd is down, the last
 //! [`Served`] keeps answering while we reconnect with backoff (to any configured endpoint) and
@@ -115,7 +118,8 @@ pub enum SyncState {
 }
 
 /// What the query path reads, published as one value: the records at one revision and the fast
-/// path's answers compiled from them.
+/// path's answers compiled from them (big parents of the last changes possibly from a moment
+/// before: see `Far`).
 #[derive(Debug, Clone)]
 pub struct Served {
     /// The records.
@@ -344,29 +348,52 @@ pub struct EtcdSync {
     far: Far,
 }
 
-/// The big ancestors of changed names whose answers are still to be recompiled ([`fast::Table::recompile_near`]),
-/// one background job at a time, so the watch goes on while a parent of thousands of names
-/// compiles: each with the change it was last marked at.
+/// The big ancestors of changed names whose answers are still to be recompiled
+/// ([`fast::Table::recompile_near`]), by one background job at a time, so the watch goes on
+/// while a parent of thousands of names compiles.
+///
+/// Every batch is one mark. A job compiles the dirty names from the records of the mark it
+/// started at; its answer for a name goes into the table unless the batch path compiled that
+/// name since (from newer records), and the name stays dirty if it was marked again since.
+/// So an answer never goes back in time, and a parent whose children keep changing is still
+/// brought forward once per job.
 #[derive(Debug, Default)]
 struct Far {
+    /// Each name to compile, with the mark it was last left for later at.
     dirty: HashMap<Name, u64>,
+    /// While a job runs: the names the batch path compiled since it started, with the mark.
+    fresh: HashMap<Name, u64>,
     marks: u64,
+    /// The mark the running job started at.
+    running: Option<u64>,
 }
 
 impl Far {
-    fn mark(&mut self, names: Vec<Name>) {
+    /// Notes one batch's recompilation.
+    fn note(&mut self, done: fast::NearFar) {
         self.marks += 1;
-        for n in names {
+        for n in done.near {
+            self.dirty.remove(&n);
+            if self.running.is_some() {
+                self.fresh.insert(n, self.marks);
+            }
+        }
+        for n in done.far {
             self.dirty.insert(n, self.marks);
         }
     }
 
-    /// A job compiling every dirty name from `records`, if there is any: it returns the mark
-    /// it started at with the answers.
-    fn start(&self, records: &Records) -> Option<tokio::task::JoinHandle<(u64, fast::Recompiled)>> {
-        if self.dirty.is_empty() {
+    /// A job compiling every dirty name from `records`, unless one runs or nothing is dirty:
+    /// it returns the mark it started at with the answers.
+    fn start(
+        &mut self,
+        records: &Records,
+    ) -> Option<tokio::task::JoinHandle<(u64, fast::Recompiled)>> {
+        if self.running.is_some() || self.dirty.is_empty() {
             return None;
         }
+        self.fresh.clear();
+        self.running = Some(self.marks);
         let names: Vec<Name> = self.dirty.keys().cloned().collect();
         let (records, marks) = (records.clone(), self.marks);
         Some(tokio::task::spawn_blocking(move || {
@@ -374,14 +401,25 @@ impl Far {
         }))
     }
 
-    /// Whether a job started at mark `started` compiled `name` current: it was not marked
-    /// again since (it is clean now).
+    /// Whether the answer a job started at mark `started` compiled for `name` goes into the
+    /// table; `name` is clean after it unless marked again since.
     fn settle(&mut self, name: &Name, started: u64) -> bool {
-        let current = self.dirty.get(name).is_some_and(|m| *m <= started);
-        if current {
+        if self.fresh.get(name).is_some_and(|m| *m > started) {
+            return false;
+        }
+        if self.dirty.get(name).is_some_and(|m| *m <= started) {
             self.dirty.remove(name);
         }
-        current
+        true
+    }
+
+    /// Forgets everything (a full compile, or a new session: a running job's result is lost).
+    fn reset(&mut self, keep_dirty: bool) {
+        self.running = None;
+        self.fresh.clear();
+        if !keep_dirty {
+            self.dirty.clear();
+        }
     }
 }
 
@@ -474,6 +512,9 @@ impl EtcdSync {
                 r = self.session(&mut need_load, &mut backoff) => r,
             };
             let Err(e) = result else { return };
+            // What the session left for its background compile is compiled now: the answers
+            // served while etcd is away are its records', big parents included.
+            self.compile_far_now().await;
             let revision = self.shared.served.load().records.revision();
             let reload = match e {
                 SyncError::Compacted { .. } => Some("compacted"),
@@ -507,6 +548,29 @@ impl EtcdSync {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Compiles every big ancestor still dirty into the served table and publishes it.
+    async fn compile_far_now(&mut self) {
+        self.far.reset(true);
+        if self.far.dirty.is_empty() {
+            return;
+        }
+        let names: Vec<Name> = self.far.dirty.drain().map(|(n, _)| n).collect();
+        let mut served = (**self.shared.served.load()).clone();
+        let records = served.records.clone();
+        match tokio::task::spawn_blocking(move || fast::Table::compile_apart(&records, &names))
+            .await
+        {
+            Ok(done) => {
+                if served.fast.put_back(done, |_| true) {
+                    self.shared.publish(&served, false);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "compiling the answers of big parent names failed: they answer as before the last changes until those change again");
+            }
         }
     }
 
@@ -562,7 +626,7 @@ impl EtcdSync {
             served.fast = tokio::task::spawn_blocking(move || fast::Table::compile(&records))
                 .await
                 .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
-            self.far.dirty.clear();
+            self.far.reset(false);
             info!(names = served.fast.len(), took = ?started.elapsed(), "compiled the fast path's answers");
             self.shared.publish(&served, true);
             self.shared.ready.store(true, Ordering::Relaxed);
@@ -599,6 +663,8 @@ impl EtcdSync {
         let mut last_heard = tokio::time::Instant::now();
         let check = tokio::time::sleep_until(last_heard + PROGRESS_ASK);
         tokio::pin!(check);
+        // (A job of an earlier session is gone with it; its names are still dirty.)
+        self.far.reset(true);
         let mut far_job = None;
         loop {
             if far_job.is_none() {
@@ -607,10 +673,15 @@ impl EtcdSync {
             tokio::select! {
                 done = async { far_job.as_mut().expect("a job").await }, if far_job.is_some() => {
                     far_job = None;
-                    let (started, recompiled) = done
-                        .map_err(|e| SyncError::WatchEnded(format!("compile task failed: {e}")))?;
-                    working.fast.put_back(recompiled, |n| self.far.settle(n, started));
-                    self.shared.publish(&working, false);
+                    self.far.running = None;
+                    let (started, recompiled) = done.map_err(|e| {
+                        // Not retried: those names answer as before until they change again.
+                        self.far.reset(false);
+                        SyncError::WatchEnded(format!("compile task failed: {e}"))
+                    })?;
+                    if working.fast.put_back(recompiled, |n| self.far.settle(n, started)) {
+                        self.shared.publish(&working, false);
+                    }
                 }
                 msg = stream.message() => {
                     last_heard = tokio::time::Instant::now();
@@ -731,10 +802,10 @@ impl EtcdSync {
         // Only the names these keys can affect are recompiled, not the zone; the big ancestors
         // of the changed names are recompiled in the background (a parent of thousands of
         // names answers its subtree a moment later).
-        let far = working.fast.recompile_near(&working.records, pending);
+        let done = working.fast.recompile_near(&working.records, pending);
         pending.clear();
         self.shared.publish(working, true);
-        self.far.mark(far);
+        self.far.note(done);
         self.saver.offer(&working.records, self.cluster_id);
     }
 
@@ -969,5 +1040,55 @@ fn report(rejected: &[Rejected]) {
     for r in rejected {
         warn!(key = r.key.as_str(), revision = r.revision, error = %r.error, "ignoring invalid record value");
         metrics::counter!("fedplane_dns_invalid_records_total").increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).expect("name")
+    }
+
+    fn batch(near: &[&str], far: &[&str]) -> fast::NearFar {
+        fast::NearFar {
+            near: near.iter().map(|n| name(n)).collect(),
+            far: far.iter().map(|n| name(n)).collect(),
+        }
+    }
+
+    /// `Far::start` without the job: the mark it would start at.
+    fn started(far: &mut Far) -> u64 {
+        far.fresh.clear();
+        far.running = Some(far.marks);
+        far.marks
+    }
+
+    #[test]
+    fn a_background_answer_never_replaces_a_newer_one() {
+        let p = name("big.example.com.");
+        let mut far = Far::default();
+        far.note(batch(&["a.big.example.com."], &["big.example.com."]));
+        let job = started(&mut far);
+        // The batch path compiles the parent itself (its own key changed, or it became small).
+        far.note(batch(&["big.example.com."], &[]));
+        assert!(!far.settle(&p, job), "older than the table's answer");
+        assert!(far.dirty.is_empty());
+    }
+
+    #[test]
+    fn a_parent_marked_again_during_its_job_moves_forward_and_stays_dirty() {
+        let p = name("big.example.com.");
+        let mut far = Far::default();
+        far.note(batch(&[], &["big.example.com."]));
+        let job = started(&mut far);
+        far.note(batch(&[], &["big.example.com."]));
+        assert!(far.settle(&p, job), "newer than the table's answer");
+        assert!(far.dirty.contains_key(&p), "redone by the next job");
+        far.running = None;
+        let next = started(&mut far);
+        assert!(far.settle(&p, next));
+        assert!(far.dirty.is_empty());
     }
 }

@@ -935,25 +935,26 @@ fn a_changed_name_is_recompiled_at_once_and_its_big_parent_apart() {
         .collect();
     let mut s = snapshot(&recs);
     let before = Table::compile(&s.records);
-    let key = "/skydns/com/example/big/s005/a".to_owned();
+    let key = "/skydns/com/example/big/s999/a".to_owned();
     s.records.put(
         &key,
         Record::parse(br#"{"host":"10.9.0.1"}"#).expect("valid"),
         0,
         100_000,
     );
-    let far = s
+    let done = s
         .table
         .recompile_near(&s.records, std::slice::from_ref(&key));
     let big = Name::from_ascii("big.example.com.").expect("name");
     assert_eq!(
-        far,
+        done.far,
         vec![big.clone()],
         "the parent of {n} names is left for later"
     );
+    let far = done.far;
     let full = Table::compile(&s.records);
     let (name, parent) = (
-        wire_name(&Name::from_ascii("s005.big.example.com.").expect("name")),
+        wire_name(&Name::from_ascii("s999.big.example.com.").expect("name")),
         wire_name(&big),
     );
     assert_eq!(
@@ -961,16 +962,61 @@ fn a_changed_name_is_recompiled_at_once_and_its_big_parent_apart() {
         full.get(&name),
         "the changed name: current"
     );
+    assert_ne!(
+        before.get(&parent),
+        full.get(&parent),
+        "one more name below"
+    );
     assert_eq!(
         s.table.get(&parent),
         before.get(&parent),
         "its parent: as before"
     );
     // A job that finds the name changed again since it started puts nothing back.
-    s.table
-        .put_back(Table::compile_apart(&s.records, &far), |_| false);
+    assert!(
+        !s.table
+            .put_back(Table::compile_apart(&s.records, &far), |_| false)
+    );
     assert_eq!(s.table.get(&parent), before.get(&parent));
-    s.table
-        .put_back(Table::compile_apart(&s.records, &far), |_| true);
+    assert!(
+        s.table
+            .put_back(Table::compile_apart(&s.records, &far), |_| true)
+    );
     assert_eq!(s.table.get(&parent), full.get(&parent), "then current");
+}
+
+#[test]
+fn a_big_parent_whose_own_key_changes_is_compiled_at_once_whatever_the_order() {
+    let n = NEAR_RECORDS + 10;
+    let mut recs: Vec<(String, (String, bool))> = (0..n)
+        .map(|i| {
+            (
+                format!("/skydns/com/example/big/s{i:03}/a"),
+                (format!(r#"{{"host":"10.1.0.{i}"}}"#), false),
+            )
+        })
+        .collect();
+    recs.push((
+        "/skydns/com/example/big".into(),
+        (r#"{"host":"10.2.0.1"}"#.into(), false),
+    ));
+    let mut s = snapshot(&recs);
+    let (child, own) = (
+        "/skydns/com/example/big/s001/a".to_owned(),
+        "/skydns/com/example/big".to_owned(),
+    );
+    for (i, k) in [&child, &own].into_iter().enumerate() {
+        s.records.put(
+            k,
+            Record::parse(br#"{"host":"10.9.0.9"}"#).expect("valid"),
+            0,
+            100_000 + i64::try_from(i).expect("small"),
+        );
+    }
+    let done = s.table.recompile_near(&s.records, &[child, own]);
+    let big = Name::from_ascii("big.example.com.").expect("name");
+    assert!(done.far.is_empty(), "{done:?}");
+    assert!(done.near.contains(&big));
+    let w = wire_name(&big);
+    assert_eq!(s.table.get(&w), Table::compile(&s.records).get(&w));
 }
