@@ -537,9 +537,13 @@ impl Watch {
             let c = &mut s.changes;
             match (signal, index) {
                 (Signal::Listed, 1 | 2) => c.relisted = true,
-                // A Gateway's change may concern any route; a relist, any object.
-                (Signal::Listed, OPTIONAL..) | (Signal::Changed(_), GATEWAYS) => {
-                    c.hosts_relisted = true;
+                // A relist may concern any object.
+                (Signal::Listed, OPTIONAL..) => c.hosts_relisted = true,
+                (Signal::Changed(meta), GATEWAYS) => {
+                    c.gateways.insert((
+                        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+                        meta.name.clone().unwrap_or_default(),
+                    ));
                 }
                 (Signal::Changed(meta), OPTIONAL..) => {
                     if let Some(kind) = HOST_KINDS[index - OPTIONAL] {
@@ -577,6 +581,7 @@ impl Watch {
             }
             if c.hosts_relisted {
                 c.hosts.clear();
+                c.gateways.clear();
             }
             if matches!(signal, Signal::Listed) {
                 s.listed[index] = true;

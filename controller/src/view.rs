@@ -626,8 +626,10 @@ pub struct Changes {
     pub relisted: bool,
     /// The objects of the host sources to read again.
     pub hosts: BTreeSet<Regarding>,
-    /// Gateways changed, or a kind of the host sources was listed (again): every host is to
-    /// be read again.
+    /// The Gateways (namespace, name) that changed: their routes are read again if what
+    /// routes read of them did.
+    pub gateways: BTreeSet<(String, String)>,
+    /// A kind of the host sources was listed (again): every host is to be read again.
     pub hosts_relisted: bool,
 }
 
@@ -777,6 +779,10 @@ impl LiveView {
     /// (and those an EndpointSlice left), and the hosts of the objects they name and of those
     /// whose health reads these Services' endpoints.
     pub fn update(&mut self, settings: &ViewSettings, changes: &Changes, lookup: &dyn Lookup) {
+        if changes.relisted {
+            *self = Self::build(settings, &lookup.objects());
+            return;
+        }
         let touched = self.update_services(settings, &changes.services, &changes.slices, lookup);
         if !settings.sources.hosts() {
             return;
@@ -788,24 +794,32 @@ impl LiveView {
             return;
         }
         let slices_of = &self.slices_of;
+        // Counted once per Service in this update (many hosts may read one).
+        let counted: std::cell::RefCell<HashMap<ServiceId, usize>> = Default::default();
         let ready = |namespace: &str, name: &str| {
             let id = ServiceId {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
             };
-            slices_of
+            if let Some(n) = counted.borrow().get(&id) {
+                return *n;
+            }
+            let n = slices_of
                 .get(&id)
                 .into_iter()
                 .flatten()
                 .filter_map(|n| lookup.slice(namespace, n))
                 .filter(|s| slice_service(&s.metadata).as_ref() == Some(&id))
                 .map(|s| hosts::ready_count(&s))
-                .sum()
+                .sum();
+            counted.borrow_mut().insert(id, n);
+            n
         };
         self.hosts.update(
             settings,
             &changes.hosts,
             &touched,
+            &changes.gateways,
             lookup,
             &ready,
             &mut self.view.hosts,

@@ -139,6 +139,8 @@ struct ObjectHosts {
     claims: Vec<Claim>,
     ignored: Vec<Ignored>,
     backends: Vec<(String, String)>,
+    /// A route's parent Gateways (namespace, name).
+    parents: Vec<(String, String)>,
 }
 
 impl ObjectHosts {
@@ -194,6 +196,12 @@ fn object_hosts(
         }
     }
     let backends = std::mem::take(&mut source.backends).into_iter().collect();
+    let parents = match object {
+        HostObject::HttpRoute(r) => parent_gateways(&**r),
+        HostObject::GrpcRoute(r) => parent_gateways(&**r),
+        HostObject::TlsRoute(r) => parent_gateways(&**r),
+        HostObject::Ingress(_) | HostObject::DnsEndpoint(_) => Vec::new(),
+    };
     let mut ignored = Vec::new();
     // (In host order: `finish` reads its hosts from an ordered map.)
     let claims = source.finish(&mut ignored);
@@ -203,8 +211,28 @@ fn object_hosts(
             claims,
             ignored,
             backends,
+            parents,
         },
     ))
+}
+
+/// The Gateways (namespace, name) a route names as parents, sorted, without duplicates.
+fn parent_gateways<R: Route>(r: &R) -> Vec<(String, String)> {
+    let (meta, spec, _) = r.parts();
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    let parents: BTreeSet<(String, String)> = spec
+        .parent_refs
+        .iter()
+        .filter(|p| {
+            p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+        })
+        .map(|p| {
+            let ns = p.namespace.as_deref().unwrap_or(namespace);
+            (ns.to_owned(), p.name.clone())
+        })
+        .collect();
+    parents.into_iter().collect()
 }
 
 fn route_of<R: Route>(s: &mut Source<'_>, gateways: &HashMap<(&str, &str), &Gateway>, r: &R) {
@@ -222,6 +250,10 @@ pub(super) struct LiveHosts {
     claimants: HashMap<String, Vec<Regarding>>,
     /// Per Service (namespace, name): the objects whose health reads its endpoints.
     readers: HashMap<(String, String), Vec<Regarding>>,
+    /// Per Gateway (namespace, name): the routes naming it as a parent.
+    routes_of: HashMap<(String, String), Vec<Regarding>>,
+    /// The Gateways as last read.
+    gateways: HashMap<(String, String), Arc<Gateway>>,
     /// Per host: the claims that lost it to an older one.
     conflicts: HashMap<String, Vec<Ignored>>,
     /// Per object: what was left out of it (only those with something).
@@ -241,6 +273,10 @@ impl LiveHosts {
         let counts = ready_endpoints(objects);
         let ready = |ns: &str, name: &str| counts.get(&(ns, name)).copied().unwrap_or(0);
         let gateways = gateway_map(&objects.gateways);
+        live.gateways = gateway_map(&objects.gateways)
+            .into_iter()
+            .map(|((ns, name), g)| ((ns.to_owned(), name.to_owned()), Arc::new(g.clone())))
+            .collect();
         let mut touched = BTreeSet::new();
         for object in host_objects(settings, objects) {
             if let Some((owner, mine)) = object_hosts(settings, &object, &gateways, &ready) {
@@ -256,14 +292,16 @@ impl LiveHosts {
         (live, hosts)
     }
 
-    /// Brings `hosts` up to date after the objects `changed` changed (or went) and the
-    /// endpoints of the Services `services` did. `lookup` reads the cluster's objects, `ready`
-    /// a Service's ready endpoints.
+    /// Brings `hosts` up to date after the objects `changed` changed (or went), the
+    /// endpoints of the Services `services` did, and the Gateways `gateways` (namespace,
+    /// name) did. `lookup` reads the cluster's objects, `ready` a Service's ready endpoints.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn update(
         &mut self,
         settings: &ViewSettings,
         changed: &BTreeSet<Regarding>,
         services: &BTreeSet<ServiceId>,
+        gateways: &BTreeSet<(String, String)>,
         lookup: &dyn Lookup,
         ready: &dyn Fn(&str, &str) -> usize,
         hosts: &mut OrdMap<String, HostEntry>,
@@ -274,18 +312,39 @@ impl LiveHosts {
                 affected.extend(readers.iter().cloned());
             }
         }
-        if affected.is_empty() {
-            return;
-        }
         let routes = affected
             .iter()
             .any(|r| matches!(r.kind, Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute));
-        let all_gateways = if routes {
+        let all_gateways = if routes || !gateways.is_empty() {
             lookup.gateways()
         } else {
             Vec::new()
         };
-        let gateways = gateway_map(&all_gateways);
+        let current = gateway_map(&all_gateways);
+        // A Gateway's routes are read again when what they read of it changed (its listeners
+        // or addresses), not for its other status (attached routes, conditions).
+        for g in gateways {
+            let now = current.get(&(g.0.as_str(), g.1.as_str())).copied();
+            let before = self.gateways.get(g).map(|a| &**a);
+            if now.map(|n| (&n.spec, &n.status)) == before.map(|b| (&b.spec, &b.status)) {
+                continue;
+            }
+            match now {
+                Some(n) => {
+                    self.gateways.insert(g.clone(), Arc::new(n.clone()));
+                }
+                None => {
+                    self.gateways.remove(g);
+                }
+            }
+            if let Some(routes) = self.routes_of.get(g) {
+                affected.extend(routes.iter().cloned());
+            }
+        }
+        if affected.is_empty() {
+            return;
+        }
+        let gateways = current;
         let mut touched = BTreeSet::new();
         for r in &affected {
             self.remove(r, &mut touched);
@@ -330,6 +389,9 @@ impl LiveHosts {
         for b in &mine.backends {
             add(self.readers.entry(b.clone()).or_default(), &owner);
         }
+        for g in &mine.parents {
+            add(self.routes_of.entry(g.clone()).or_default(), &owner);
+        }
         self.objects.insert(owner, mine);
     }
 
@@ -347,11 +409,16 @@ impl LiveHosts {
             }
             touched.insert(claim.host);
         }
-        for b in &old.backends {
-            if let Some(r) = self.readers.get_mut(b) {
-                r.retain(|x| x != owner);
-                if r.is_empty() {
-                    self.readers.remove(b);
+        for (index, keys) in [
+            (&mut self.readers, &old.backends),
+            (&mut self.routes_of, &old.parents),
+        ] {
+            for k in keys {
+                if let Some(r) = index.get_mut(k) {
+                    r.retain(|x| x != owner);
+                    if r.is_empty() {
+                        index.remove(k);
+                    }
                 }
             }
         }
