@@ -356,7 +356,8 @@ pub struct EtcdSync {
 /// started at; its answer for a name goes into the table unless the batch path compiled that
 /// name since (from newer records), and the name stays dirty if it was marked again since.
 /// So an answer never goes back in time, and a parent whose children keep changing is still
-/// brought forward once per job.
+/// brought forward once per job. After a job, the next waits as long as it took: under a storm
+/// of changes below big parents, their compiles take at most about half a core.
 #[derive(Debug, Default)]
 struct Far {
     /// Each name to compile, with the mark it was last left for later at.
@@ -366,6 +367,9 @@ struct Far {
     marks: u64,
     /// The mark the running job started at.
     running: Option<u64>,
+    /// When the running job started; no job starts before `rest_until`.
+    started_at: Option<tokio::time::Instant>,
+    rest_until: Option<tokio::time::Instant>,
 }
 
 impl Far {
@@ -389,16 +393,31 @@ impl Far {
         &mut self,
         records: &Records,
     ) -> Option<tokio::task::JoinHandle<(u64, fast::Recompiled)>> {
-        if self.running.is_some() || self.dirty.is_empty() {
+        if self.running.is_some() || self.dirty.is_empty() || self.resting().is_some() {
             return None;
         }
         self.fresh.clear();
         self.running = Some(self.marks);
+        self.started_at = Some(tokio::time::Instant::now());
         let names: Vec<Name> = self.dirty.keys().cloned().collect();
         let (records, marks) = (records.clone(), self.marks);
         Some(tokio::task::spawn_blocking(move || {
             (marks, fast::Table::compile_apart(&records, &names))
         }))
+    }
+
+    /// Until when the next job waits, if it does.
+    fn resting(&self) -> Option<tokio::time::Instant> {
+        self.rest_until.filter(|t| *t > tokio::time::Instant::now())
+    }
+
+    /// The running job ended.
+    fn ended(&mut self) {
+        self.running = None;
+        if let Some(t) = self.started_at.take() {
+            let now = tokio::time::Instant::now();
+            self.rest_until = Some(now + (now - t));
+        }
     }
 
     /// Whether the answer a job started at mark `started` compiled for `name` goes into the
@@ -416,6 +435,8 @@ impl Far {
     /// Forgets everything (a full compile, or a new session: a running job's result is lost).
     fn reset(&mut self, keep_dirty: bool) {
         self.running = None;
+        self.started_at = None;
+        self.rest_until = None;
         self.fresh.clear();
         if !keep_dirty {
             self.dirty.clear();
@@ -671,9 +692,11 @@ impl EtcdSync {
                 far_job = self.far.start(&working.records);
             }
             tokio::select! {
+                () = tokio::time::sleep_until(self.far.resting().unwrap_or_else(tokio::time::Instant::now)),
+                    if far_job.is_none() && !self.far.dirty.is_empty() && self.far.resting().is_some() => {}
                 done = async { far_job.as_mut().expect("a job").await }, if far_job.is_some() => {
                     far_job = None;
-                    self.far.running = None;
+                    self.far.ended();
                     let (started, recompiled) = done.map_err(|e| {
                         // Not retried: those names answer as before until they change again.
                         self.far.reset(false);
