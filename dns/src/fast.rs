@@ -43,6 +43,7 @@
 //! the records once after a load ([`Table::compile`]) and changed only by
 //! [`Table::recompile`], which redoes just the names changed keys can affect.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,7 +57,7 @@ use crate::index::{Entry, MAX_NODE_RECORDS, Records};
 /// Ancestors of a changed name with more records below them than this are recompiled after
 /// the changed names are published ([`Table::recompile_near`]).
 pub const NEAR_RECORDS: usize = 64;
-use crate::key::{key_to_name, key_wire, name_to_key, strip_labels};
+use crate::key::{key_target, key_to_name, key_wire, name_to_key, strip_labels};
 use crate::record::Host;
 use crate::soa::{SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY, soa_names};
 
@@ -532,7 +533,6 @@ fn push_address(out: &mut Vec<u8>, e: &Entry, ttl: u32) {
 fn others(records: &Records, entries: &[&Entry]) -> Others {
     let prefix = records.zones().prefix();
     let whole = |n: &Name| n.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
-    let pointer = |n: &Name| if n.is_root() { 1 } else { 2 };
     let (mut srv, mut mx, mut txt) = (HashSet::new(), HashSet::new(), HashSet::new());
     let mut sizes = Others {
         srv: 0,
@@ -541,20 +541,32 @@ fn others(records: &Records, entries: &[&Entry]) -> Others {
     };
     for e in entries {
         let r = &e.record;
-        let target = || match &r.host {
-            Host::Name(n) => strip_labels(n, r.target_strip),
-            _ => e.target_name(prefix),
+        // A target's wire length and its key (the names' identity), from the key itself when
+        // the target is the entry's own name: no name is built for each of a big name's
+        // records.
+        let target = || -> (usize, Cow<'_, str>) {
+            match &r.host {
+                Host::Name(n) => {
+                    let t = strip_labels(n, r.target_strip).to_lowercase();
+                    let key = name_to_key(prefix, &t).unwrap_or_else(|| format!("\0{t}"));
+                    (whole(&t), Cow::Owned(key))
+                }
+                _ => key_target(prefix, &e.key, r.target_strip)
+                    .map_or((1, Cow::Borrowed(prefix)), |(len, k)| {
+                        (len, Cow::Borrowed(k))
+                    }),
+            }
         };
         if r.host != Host::None && r.port.is_some() {
-            let t = target().to_lowercase();
-            let len = 12 + 6 + whole(&t);
+            let (wire, t) = target();
+            let len = 12 + 6 + wire;
             if srv.insert((r.priority_or_default(), r.port, t)) {
                 sizes.srv += len;
             }
         }
         if r.host != Host::None && r.mail {
-            let t = target().to_lowercase();
-            let len = 12 + 2 + pointer(&t);
+            let (wire, t) = target();
+            let len = 12 + 2 + if wire == 1 { 1 } else { 2 };
             if mx.insert((r.priority_or_default(), t)) {
                 sizes.mx += len;
             }

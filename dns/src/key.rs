@@ -136,6 +136,28 @@ pub fn key_to_name(prefix: &str, key: &str) -> Option<Name> {
     Some(name)
 }
 
+/// What [`key_to_name`] and then [`strip_labels`] by `strip` give for `key`, without building
+/// the name: its wire length and its key (a prefix of `key`); `None` for the root (a key that
+/// names nothing gives the root too).
+pub fn key_target<'k>(prefix: &str, key: &'k str, strip: u8) -> Option<(usize, &'k str)> {
+    let _checked = key_labels(prefix, key.as_bytes()).ok()?;
+    // Checked: `/label` parts after the prefix, each as long as the label's wire form.
+    let rest = &key[prefix.len()..];
+    let labels = rest.bytes().filter(|&b| b == b'/').count();
+    let keep = match labels.checked_sub(usize::from(strip)) {
+        Some(k) if k > 0 => k,
+        _ => labels,
+    };
+    if keep == 0 {
+        return None;
+    }
+    let end = rest
+        .match_indices('/')
+        .nth(keep)
+        .map_or(rest.len(), |(i, _)| i);
+    Some((end + 1, &key[..prefix.len() + end]))
+}
+
 /// The key of a name: prefix, then its labels from the root, lowercased. `None` when a label
 /// holds a byte no key label can ([`check_key`]): no key names it, so nothing is there.
 pub fn name_to_key(prefix: &str, name: &Name) -> Option<String> {
@@ -174,6 +196,26 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).expect("valid name")
+    }
+
+    proptest! {
+        #[test]
+        fn key_target_is_the_stripped_name_of_the_key(
+            labels in prop::collection::vec("[a-z0-9-]{1,12}", 0..8),
+            strip in 0u8..10,
+        ) {
+            let key = format!("/skydns{}", labels.iter().map(|l| format!("/{l}")).collect::<String>());
+            let name = key_to_name("/skydns", &key).map(|n| strip_labels(&n, strip));
+            let wire = |n: &Name| n.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+            match key_target("/skydns", &key, strip) {
+                Some((len, k)) => {
+                    let n = name.expect("a name");
+                    prop_assert_eq!(len, wire(&n));
+                    prop_assert_eq!(Some(k.to_owned()), name_to_key("/skydns", &n));
+                }
+                None => prop_assert!(name.is_none_or(|n| n.is_root())),
+            }
+        }
     }
 
     #[test]
