@@ -80,44 +80,15 @@ impl HostObject {
     }
 }
 
-/// Every object of the host sources `settings` turns on.
-fn host_objects(settings: &ViewSettings, objects: &ClusterObjects) -> Vec<HostObject> {
-    let s = &settings.sources;
-    let mut out = Vec::new();
-    if s.ingress {
-        out.extend(objects.ingresses.iter().cloned().map(HostObject::Ingress));
-    }
-    if s.http_route {
-        out.extend(
-            objects
-                .http_routes
-                .iter()
-                .cloned()
-                .map(HostObject::HttpRoute),
-        );
-    }
-    if s.grpc_route {
-        out.extend(
-            objects
-                .grpc_routes
-                .iter()
-                .cloned()
-                .map(HostObject::GrpcRoute),
-        );
-    }
-    if s.tls_route {
-        out.extend(objects.tls_routes.iter().cloned().map(HostObject::TlsRoute));
-    }
-    if s.dns_endpoint {
-        out.extend(
-            objects
-                .dns_endpoints
-                .iter()
-                .cloned()
-                .map(HostObject::DnsEndpoint),
-        );
-    }
-    out
+/// Every object of the host sources' kinds (those whose source is off give nothing:
+/// [`object_hosts`]).
+fn host_objects(objects: &ClusterObjects) -> impl Iterator<Item = HostObject> + '_ {
+    let o = objects;
+    (o.ingresses.iter().cloned().map(HostObject::Ingress))
+        .chain(o.http_routes.iter().cloned().map(HostObject::HttpRoute))
+        .chain(o.grpc_routes.iter().cloned().map(HostObject::GrpcRoute))
+        .chain(o.tls_routes.iter().cloned().map(HostObject::TlsRoute))
+        .chain(o.dns_endpoints.iter().cloned().map(HostObject::DnsEndpoint))
 }
 
 /// The Gateways by namespace and name.
@@ -273,12 +244,16 @@ impl LiveHosts {
         let counts = ready_endpoints(objects);
         let ready = |ns: &str, name: &str| counts.get(&(ns, name)).copied().unwrap_or(0);
         let gateways = gateway_map(&objects.gateways);
-        live.gateways = gateway_map(&objects.gateways)
-            .into_iter()
-            .map(|((ns, name), g)| ((ns.to_owned(), name.to_owned()), Arc::new(g.clone())))
+        live.gateways = objects
+            .gateways
+            .iter()
+            .filter_map(|g| {
+                let m = &g.metadata;
+                Some(((m.namespace.clone()?, m.name.clone()?), g.clone()))
+            })
             .collect();
         let mut touched = BTreeSet::new();
-        for object in host_objects(settings, objects) {
+        for object in host_objects(objects) {
             if let Some((owner, mine)) = object_hosts(settings, &object, &gateways, &ready) {
                 live.insert(owner, mine, &mut touched);
             }
