@@ -365,10 +365,9 @@ struct Far {
     /// While a job runs: the names the batch path compiled since it started, with the mark.
     fresh: HashMap<Name, u64>,
     marks: u64,
-    /// The mark the running job started at.
-    running: Option<u64>,
-    /// When the running job started; no job starts before `rest_until`.
-    started_at: Option<tokio::time::Instant>,
+    /// The running job: the mark and the time it started at. No job starts before
+    /// `rest_until`.
+    running: Option<(u64, tokio::time::Instant)>,
     rest_until: Option<tokio::time::Instant>,
 }
 
@@ -397,8 +396,7 @@ impl Far {
             return None;
         }
         self.fresh.clear();
-        self.running = Some(self.marks);
-        self.started_at = Some(tokio::time::Instant::now());
+        self.running = Some((self.marks, tokio::time::Instant::now()));
         let names: Vec<Name> = self.dirty.keys().cloned().collect();
         let (records, marks) = (records.clone(), self.marks);
         Some(tokio::task::spawn_blocking(move || {
@@ -413,8 +411,7 @@ impl Far {
 
     /// The running job ended.
     fn ended(&mut self) {
-        self.running = None;
-        if let Some(t) = self.started_at.take() {
+        if let Some((_, t)) = self.running.take() {
             let now = tokio::time::Instant::now();
             self.rest_until = Some(now + (now - t));
         }
@@ -435,7 +432,6 @@ impl Far {
     /// Forgets everything (a full compile, or a new session: a running job's result is lost).
     fn reset(&mut self, keep_dirty: bool) {
         self.running = None;
-        self.started_at = None;
         self.rest_until = None;
         self.fresh.clear();
         if !keep_dirty {
@@ -1084,7 +1080,7 @@ mod tests {
     /// `Far::start` without the job: the mark it would start at.
     fn started(far: &mut Far) -> u64 {
         far.fresh.clear();
-        far.running = Some(far.marks);
+        far.running = Some((far.marks, tokio::time::Instant::now()));
         far.marks
     }
 
