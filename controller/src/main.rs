@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 fn main() {
+    one_malloc_arena();
     let exit = |e: &dyn std::fmt::Display| -> ! {
         fedplane_ops::exit_usage("fedplane-controller", &format_args!("{e:#}"))
     };
@@ -48,6 +49,27 @@ fn main() {
         tracing::error!("{e:#}");
         eprintln!("fedplane-controller: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// One glibc malloc arena for the whole process, unless `MALLOC_ARENA_MAX` says otherwise.
+///
+/// glibc gives each thread that allocates under contention an arena of its own (up to 8 per
+/// core), and memory freed in one arena is not reused by the others: the cluster views, the
+/// plan and the write batches are built on one tokio worker and dropped on another, so at
+/// 10,000 Services × 3 clusters the peak RSS was ~65 MiB (~20 %) higher with the default
+/// (`benches/controller-sync`: 327–379 MiB against 281–282 MiB with one arena, the times
+/// unchanged). The controller's work is one reconcile loop at a time, so the arenas buy
+/// nothing here.
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is called before any other
+        // thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
 
