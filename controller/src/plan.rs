@@ -896,30 +896,45 @@ impl fmt::Display for Change {
 
 /// The writes that turn `owned` into `desired`, in key order; empty when nothing changed.
 pub fn diff(desired: &Desired, owned: &BTreeMap<String, Owned>) -> Vec<Change> {
+    use std::cmp::Ordering;
+    // Both maps are in key order: one merge pass, no lookups, no sort.
     let mut changes = Vec::new();
-    for (key, value) in desired {
-        match owned.get(key) {
-            None => changes.push(Change::Create {
-                key: key.clone(),
-                value: value.clone(),
-            }),
-            Some(o) if o.value != *value => changes.push(Change::Update {
-                key: key.clone(),
-                value: value.clone(),
-                mod_revision: o.mod_revision,
-            }),
-            Some(_) => {}
+    let (mut want, mut have) = (desired.iter().peekable(), owned.iter().peekable());
+    loop {
+        let order = match (want.peek(), have.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((w, _)), Some((h, _))) => w.cmp(h),
+        };
+        match order {
+            Ordering::Less => {
+                let (key, value) = want.next().expect("peeked");
+                changes.push(Change::Create {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
+            Ordering::Greater => {
+                let (key, o) = have.next().expect("peeked");
+                changes.push(Change::Delete {
+                    key: key.clone(),
+                    mod_revision: o.mod_revision,
+                });
+            }
+            Ordering::Equal => {
+                let ((key, value), (_, o)) =
+                    (want.next().expect("peeked"), have.next().expect("peeked"));
+                if o.value != *value {
+                    changes.push(Change::Update {
+                        key: key.clone(),
+                        value: value.clone(),
+                        mod_revision: o.mod_revision,
+                    });
+                }
+            }
         }
     }
-    for (key, o) in owned {
-        if !desired.contains_key(key) {
-            changes.push(Change::Delete {
-                key: key.clone(),
-                mod_revision: o.mod_revision,
-            });
-        }
-    }
-    changes.sort_by(|a, b| a.key().cmp(b.key()));
     changes
 }
 
