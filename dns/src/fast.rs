@@ -715,12 +715,15 @@ impl Table {
     /// subtree a moment later than the changed name does).
     pub fn recompile_near(&mut self, records: &Records, keys: &[String]) -> NearFar {
         let prefix = records.zones().prefix();
-        if keys.iter().any(|k| {
-            records
-                .zones()
-                .iter()
-                .any(|z| k.starts_with(&format!("{}/dns/ns", z.key)))
-        }) {
+        let ns_keys: Vec<String> = records
+            .zones()
+            .iter()
+            .map(|z| format!("{}/dns/ns", z.key))
+            .collect();
+        if keys
+            .iter()
+            .any(|k| ns_keys.iter().any(|ns| k.starts_with(ns.as_str())))
+        {
             self.zone_soas = zone_soas(records);
         }
         // Every name up to the apex: its candidacy may change (a key's name and parent by the
@@ -730,6 +733,9 @@ impl Table {
         // 10,000 Services is not recompiled for each of their changes).
         // Each name considered: compiled now (true) or left for later.
         let mut done: HashMap<Name, bool> = HashMap::new();
+        // Per big ancestor already compiled: the last key its answers read (None: it has
+        // fewer records than that), looked up once per batch, not once per key below it.
+        let mut answers_up_to: HashMap<Name, Option<String>> = HashMap::new();
         let mut out = NearFar::default();
         for key in keys {
             let Some(name) = key_to_name(prefix, key) else {
@@ -755,11 +761,17 @@ impl Table {
                 let wire: Arc<[u8]> = wire_name(&n).into();
                 if n != own
                     && self.compiled.contains_key(&wire)
-                    && name_to_key(prefix, &n).is_some_and(|k| {
-                        records
-                            .nth_key_below(&k, MAX_NODE_RECORDS - 1)
-                            .is_some_and(|last| key.as_str() > last)
-                    })
+                    && answers_up_to
+                        .entry(n.clone())
+                        .or_insert_with(|| {
+                            name_to_key(prefix, &n).and_then(|k| {
+                                records
+                                    .nth_key_below(&k, MAX_NODE_RECORDS - 1)
+                                    .map(str::to_owned)
+                            })
+                        })
+                        .as_deref()
+                        .is_some_and(|last| key.as_str() > last)
                 {
                     n = n.base_name();
                     continue;
