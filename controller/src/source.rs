@@ -541,7 +541,7 @@ impl Watch {
                 (Signal::Listed, OPTIONAL..) => c.hosts_relisted = true,
                 (Signal::Changed(meta), GATEWAYS) => {
                     c.gateways.insert((
-                        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+                        view::namespace_of(meta).to_owned(),
                         meta.name.clone().unwrap_or_default(),
                     ));
                 }
@@ -550,10 +550,7 @@ impl Watch {
                         c.hosts.insert(Regarding {
                             kind,
                             id: ServiceId {
-                                namespace: meta
-                                    .namespace
-                                    .clone()
-                                    .unwrap_or_else(|| "default".into()),
+                                namespace: view::namespace_of(meta).to_owned(),
                                 name: meta.name.clone().unwrap_or_default(),
                             },
                         });
@@ -561,7 +558,7 @@ impl Watch {
                 }
                 (Signal::Changed(meta), 1) => {
                     c.services.insert(ServiceId {
-                        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+                        namespace: view::namespace_of(meta).to_owned(),
                         name: meta.name.clone().unwrap_or_default(),
                     });
                 }

@@ -585,10 +585,16 @@ fn service_health<'a>(
     Some((id, health))
 }
 
+/// An object's namespace: `default` when the object has none (an API server always sets it;
+/// a hand-written `--snapshot` file may leave it out, as a manifest for `kubectl apply` does).
+pub fn namespace_of(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
 /// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
 pub fn slice_service(meta: &ObjectMeta) -> Option<ServiceId> {
     Some(ServiceId {
-        namespace: meta.namespace.clone().unwrap_or_default(),
+        namespace: namespace_of(meta).to_owned(),
         name: meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone(),
     })
 }
@@ -652,8 +658,7 @@ fn find<T: kube::Resource>(objects: &[Arc<T>], namespace: &str, name: &str) -> O
         .iter()
         .find(|o| {
             let m = o.meta();
-            m.namespace.as_deref().unwrap_or("default") == namespace
-                && m.name.as_deref() == Some(name)
+            namespace_of(m) == namespace && m.name.as_deref() == Some(name)
         })
         .cloned()
 }
@@ -668,8 +673,7 @@ impl Lookup for ClusterObjects {
         self.slices
             .iter()
             .find(|s| {
-                s.metadata.namespace.as_deref().unwrap_or_default() == namespace
-                    && s.metadata.name.as_deref() == Some(name)
+                namespace_of(&s.metadata) == namespace && s.metadata.name.as_deref() == Some(name)
             })
             .cloned()
     }
@@ -712,7 +716,7 @@ impl SliceSeen {
     /// What an event about the EndpointSlice with this metadata says.
     pub fn of(meta: &ObjectMeta) -> Self {
         Self {
-            namespace: meta.namespace.clone().unwrap_or_default(),
+            namespace: namespace_of(meta).to_owned(),
             name: meta.name.clone().unwrap_or_default(),
             service: slice_service(meta),
         }
@@ -1058,7 +1062,7 @@ fn selected(meta: &ObjectMeta, selector: Option<&Selector>) -> Option<ServiceId>
         return None;
     }
     Some(ServiceId {
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        namespace: namespace_of(meta).to_owned(),
         name: meta.name.clone()?,
     })
 }

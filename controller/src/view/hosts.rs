@@ -97,7 +97,7 @@ fn gateway_map(gateways: &[Arc<Gateway>]) -> HashMap<(&str, &str), &Gateway> {
         .iter()
         .filter_map(|g| {
             let m = &g.metadata;
-            Some(((m.namespace.as_deref()?, m.name.as_deref()?), &**g))
+            Some(((super::namespace_of(m), m.name.as_deref()?), &**g))
         })
         .collect()
 }
@@ -190,7 +190,7 @@ fn object_hosts(
 /// The Gateways (namespace, name) a route names as parents, sorted, without duplicates.
 fn parent_gateways<R: Route>(r: &R) -> Vec<(String, String)> {
     let (meta, spec, _) = r.parts();
-    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    let namespace = super::namespace_of(meta);
     let parents: BTreeSet<(String, String)> = spec
         .parent_refs
         .iter()
@@ -249,7 +249,10 @@ impl LiveHosts {
             .iter()
             .filter_map(|g| {
                 let m = &g.metadata;
-                Some(((m.namespace.clone()?, m.name.clone()?), g.clone()))
+                Some((
+                    (super::namespace_of(m).to_owned(), m.name.clone()?),
+                    g.clone(),
+                ))
             })
             .collect();
         let mut touched = BTreeSet::new();
@@ -462,7 +465,7 @@ fn ready_endpoints(objects: &ClusterObjects) -> HashMap<(&str, &str), usize> {
         else {
             continue;
         };
-        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = super::namespace_of(&slice.metadata);
         *ready.entry((namespace, name.as_str())).or_default() += ready_count(slice);
     }
     ready

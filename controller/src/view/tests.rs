@@ -116,6 +116,26 @@ fn endpoints_in_several_zones_count_in_each() {
 }
 
 #[test]
+fn objects_without_a_namespace_are_in_default_together() {
+    // A hand-written snapshot may leave namespaces out, as a manifest does.
+    let mut svc = (*lb_service("default", "hello-world", &["10.0.0.1"])).clone();
+    let mut sl = (*slice("default", "hello-world", &[("a", true)])).clone();
+    svc.metadata.namespace = None;
+    sl.metadata.namespace = None;
+    let objects = ClusterObjects {
+        nodes: vec![node("a", "europe", "fr")],
+        services: vec![Arc::new(svc)],
+        slices: vec![Arc::new(sl)],
+        ..ClusterObjects::default()
+    };
+    let (view, _) = build(&settings("c"), &objects);
+    assert!(view.services[&hello()].healthy());
+    let live = LiveView::build(&settings("c"), &objects);
+    assert_eq!(live.view.services[&hello()].ready_endpoints, 1);
+    assert!(objects.slice("default", "hello-world-abcde").is_some());
+}
+
+#[test]
 fn overrides_replace_node_labels_for_the_whole_cluster() {
     let mut s = settings("usa");
     s.region = Some("America".into());
