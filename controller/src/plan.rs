@@ -454,11 +454,14 @@ pub fn refused_hosts(naming: &Naming, clusters: &[ClusterView]) -> Refused {
     let mut reserved: BTreeSet<String> = BTreeSet::new();
     if has_services {
         reserved.insert(format!("svc.{}", naming.domain));
-        let localities = clusters.iter().flat_map(|c| {
-            c.localities
-                .iter()
-                .chain(c.services.values().flat_map(|h| &h.ready_localities))
-        });
+        let localities: BTreeSet<&Locality> = clusters
+            .iter()
+            .flat_map(|c| {
+                c.localities
+                    .iter()
+                    .chain(c.services.values().flat_map(|h| &h.ready_localities))
+            })
+            .collect();
         for l in localities {
             for n in [
                 l.region.clone(),
