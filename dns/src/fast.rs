@@ -745,7 +745,13 @@ impl Table {
             let mut n = own.clone();
             while let Some((_, zone)) = records.zones().find(&n) {
                 if n == zone.name {
-                    break;
+                    // An apex is the general path's; the names above a zone nested in
+                    // another one read its keys too.
+                    if n.is_root() {
+                        break;
+                    }
+                    n = n.base_name();
+                    continue;
                 }
                 if let Some(now) = done.get_mut(&n) {
                     // A big ancestor of an earlier key whose own key changed too: now.

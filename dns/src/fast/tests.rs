@@ -1020,3 +1020,37 @@ fn a_big_parent_whose_own_key_changes_is_compiled_at_once_whatever_the_order() {
     let w = wire_name(&big);
     assert_eq!(s.table.get(&w), Table::compile(&s.records).get(&w));
 }
+
+#[test]
+fn a_name_above_a_nested_zone_follows_changes_inside_it() {
+    // `b.example.com.` is example.com.'s, and answers the records of a.b.example.com. below it.
+    let zones = Arc::new(Zones::new(
+        "/skydns",
+        &[
+            Name::from_ascii("example.com.").expect("name"),
+            Name::from_ascii("a.b.example.com.").expect("name"),
+        ],
+    ));
+    let key = "/skydns/com/example/b/a/www".to_owned();
+    let mut s = snapshot_in(
+        zones,
+        &[
+            (
+                "/skydns/com/example/b/a".into(),
+                (r#"{"host":"10.0.0.9"}"#.into(), false),
+            ),
+            (key.clone(), (r#"{"host":"10.0.0.1"}"#.into(), false)),
+        ],
+    );
+    s.records.put(
+        &key,
+        Record::parse(br#"{"host":"10.0.0.2"}"#).expect("valid"),
+        0,
+        1000,
+    );
+    s.table.recompile(&s.records, std::slice::from_ref(&key));
+    let q = query("b.example.com.", RecordType::A, None);
+    let mut out = [0u8; MAX_FAST_RESPONSE];
+    let n = fast(&s, &q, 0, &mut out).expect("the fast path answers");
+    assert_eq!(seen(&out[..n]), seen(&general(&s, &q, 0)));
+}
