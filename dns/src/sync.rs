@@ -684,18 +684,21 @@ impl EtcdSync {
         self.far.reset(true);
         let mut far_job = None;
         loop {
-            if far_job.is_none() {
+            // Read once: a rest that ends between the start and the guard below would
+            // otherwise leave the job waiting for the next message.
+            let resting = self.far.resting();
+            if far_job.is_none() && resting.is_none() {
                 far_job = self.far.start(&working.records);
             }
             tokio::select! {
-                () = tokio::time::sleep_until(self.far.resting().unwrap_or_else(tokio::time::Instant::now)),
-                    if far_job.is_none() && !self.far.dirty.is_empty() && self.far.resting().is_some() => {}
+                () = tokio::time::sleep_until(resting.unwrap_or_else(tokio::time::Instant::now)),
+                    if far_job.is_none() && !self.far.dirty.is_empty() && resting.is_some() => {}
                 done = async { far_job.as_mut().expect("a job").await }, if far_job.is_some() => {
                     far_job = None;
                     self.far.ended();
                     let (started, recompiled) = done.map_err(|e| {
-                        // Not retried: those names answer as before until they change again.
-                        self.far.reset(false);
+                        // Tried once more when the session ends (compile_far_now).
+                        self.far.reset(true);
                         SyncError::WatchEnded(format!("compile task failed: {e}"))
                     })?;
                     if working.fast.put_back(recompiled, |n| self.far.settle(n, started)) {
@@ -1109,5 +1112,101 @@ mod tests {
         let next = started(&mut far);
         assert!(far.settle(&p, next));
         assert!(far.dirty.is_empty());
+    }
+
+    /// A key of the property test below: a big parent `big` (its own key, 0), a sub-parent
+    /// `m.big` (1) that crosses NEAR_RECORDS, and names below each.
+    fn prop_key(i: usize) -> String {
+        match i {
+            0 => "/skydns/com/example/big".to_owned(),
+            1 => "/skydns/com/example/big/m".to_owned(),
+            i if i % 2 == 0 => format!("/skydns/com/example/big/s{i:03}/a"),
+            i => format!("/skydns/com/example/big/m/s{i:03}/a"),
+        }
+    }
+
+    fn host(i: usize, v: u8) -> crate::record::Record {
+        crate::record::Record::parse(format!(r#"{{"host":"10.{v}.0.{}"}}"#, i % 250).as_bytes())
+            .expect("valid")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// `Far` driven as the session loop drives it (batches, and a job started and ended
+        /// at any point between them, from the records of its start): once settled, the
+        /// table equals a full compile, for every name and its ancestors.
+        #[test]
+        fn far_settles_to_a_full_compile(
+            base in 100usize..160,
+            ops in proptest::collection::vec((0u8..8, 0usize..170, 0u8..4), 1..40),
+        ) {
+            use crate::index::{Records, Zones};
+            let zones = Arc::new(Zones::new("/skydns", &[name("example.com.")]));
+            let mut records = Records::new(zones, 10);
+            let mut rev = 11;
+            for i in 2..base {
+                records.put(&prop_key(i), host(i, 1), 0, rev);
+                rev += 1;
+            }
+            records.mark_loaded();
+            let mut table = fast::Table::compile(&records);
+            let mut far = Far::default();
+            let mut job: Option<(u64, fast::Recompiled)> = None;
+            let mut pending: Vec<String> = Vec::new();
+            let start = |far: &mut Far, records: &Records| {
+                let names: Vec<Name> = far.dirty.keys().cloned().collect();
+                (started(far), fast::Table::compile_apart(records, &names))
+            };
+            let finish = |job: &mut Option<(u64, fast::Recompiled)>, far: &mut Far, table: &mut fast::Table| {
+                if let Some((at, r)) = job.take() {
+                    far.running = None;
+                    table.put_back(r, |n| far.settle(n, at));
+                }
+            };
+            for (op, i, v) in ops {
+                match op {
+                    // A change; a batch recompiles what is pending for ops 0 to 2.
+                    0..=4 => {
+                        rev += 1;
+                        let k = prop_key(i);
+                        if v == 0 {
+                            records.delete(&k, rev);
+                        } else {
+                            records.put(&k, host(i, v), 0, rev);
+                        }
+                        pending.push(k);
+                        if op < 3 {
+                            far.note(table.recompile_near(&records, &pending));
+                            pending.clear();
+                        }
+                    }
+                    5 | 6 => {
+                        if job.is_none() && !far.dirty.is_empty() {
+                            job = Some(start(&mut far, &records));
+                        }
+                    }
+                    _ => finish(&mut job, &mut far, &mut table),
+                }
+            }
+            far.note(table.recompile_near(&records, &pending));
+            finish(&mut job, &mut far, &mut table);
+            let mut rounds = 0;
+            while !far.dirty.is_empty() {
+                rounds += 1;
+                proptest::prop_assert!(rounds < 5);
+                job = Some(start(&mut far, &records));
+                finish(&mut job, &mut far, &mut table);
+            }
+            let full = fast::Table::compile(&records);
+            proptest::prop_assert_eq!(table.len(), full.len());
+            for i in 0..170 {
+                let mut n = crate::key::key_to_name("/skydns", &prop_key(i)).expect("a name");
+                while n.num_labels() > 2 {
+                    let w = fast::wire_name(&n);
+                    proptest::prop_assert_eq!(table.get(&w), full.get(&w), "{}", n);
+                    n = n.base_name();
+                }
+            }
+        }
     }
 }
