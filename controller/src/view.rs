@@ -1112,4 +1112,6 @@ pub fn dns_label(s: &str) -> Result<(), String> {
 
 pub mod hosts;
 #[cfg(test)]
+mod steps_tests;
+#[cfg(test)]
 mod tests;

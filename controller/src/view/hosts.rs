@@ -300,8 +300,21 @@ impl LiveHosts {
         };
         let current = gateway_map(&all_gateways);
         // A Gateway's routes are read again when what they read of it changed (its listeners
-        // or addresses), not for its other status (attached routes, conditions).
-        for g in gateways {
+        // or addresses), not for its other status (attached routes, conditions). Every
+        // Gateway is compared once they are read, not only those with an event: the store
+        // may be ahead of the events taken, and a route read now reads the Gateway as it is
+        // now (were it kept as of its last event, a change and its undoing before the next
+        // sync would leave the route with the change).
+        let mut compared = gateways.clone();
+        if routes || !gateways.is_empty() {
+            compared.extend(
+                current
+                    .keys()
+                    .map(|(ns, n)| ((*ns).to_owned(), (*n).to_owned())),
+            );
+            compared.extend(self.gateways.keys().cloned());
+        }
+        for g in &compared {
             let now = current.get(&(g.0.as_str(), g.1.as_str())).copied();
             let before = self.gateways.get(g).map(|a| &**a);
             if now.map(|n| (&n.spec, &n.status)) == before.map(|b| (&b.spec, &b.status)) {

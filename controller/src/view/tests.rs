@@ -1154,3 +1154,61 @@ proptest::proptest! {
         proptest::prop_assert_eq!(live.ignored(), ignored);
     }
 }
+
+#[test]
+fn a_gateway_changed_and_back_while_its_route_was_read_again() {
+    let settings = all_sources();
+    let listeners = json!([{"name": "web", "port": 80, "protocol": "HTTP",
+        "hostname": "*.example.com", "allowedRoutes": {"namespaces": {"from": "All"}}}]);
+    let gw = |ip: &str| {
+        a_gateway(
+            "infra",
+            "gw",
+            listeners.clone(),
+            json!([{"type": "IPAddress", "value": ip}]),
+        )
+    };
+    let route = |created: &str| {
+        a_route(
+            "r",
+            created,
+            &["shop.example.com"],
+            &["infra/gw"],
+            &["infra/gw"],
+            &[],
+        )
+    };
+    let objects = |g, r| ClusterObjects {
+        gateways: vec![g],
+        http_routes: vec![r],
+        ..ClusterObjects::default()
+    };
+    let r_id = Regarding {
+        kind: Kind::HttpRoute,
+        id: ServiceId {
+            namespace: "shop".into(),
+            name: "r".into(),
+        },
+    };
+    let mut live = LiveView::build(
+        &settings,
+        &objects(gw("10.9.0.1"), route("2026-01-01T00:00:00Z")),
+    );
+    // A sync takes the route's event; the Gateway moved after the take (its event is the
+    // next sync's), and the route is read with it.
+    let store = objects(gw("10.9.0.2"), route("2026-01-02T00:00:00Z"));
+    let changes = Changes {
+        hosts: [r_id].into(),
+        ..Changes::default()
+    };
+    live.update(&settings, &changes, &store);
+    assert_eq!(live.view.hosts, build(&settings, &store).0.hosts);
+    // The Gateway goes back before the next sync, which takes both its events.
+    let store = objects(gw("10.9.0.1"), route("2026-01-02T00:00:00Z"));
+    let changes = Changes {
+        gateways: [("infra".into(), "gw".into())].into(),
+        ..Changes::default()
+    };
+    live.update(&settings, &changes, &store);
+    assert_eq!(live.view.hosts, build(&settings, &store).0.hosts);
+}
