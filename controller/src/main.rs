@@ -52,7 +52,8 @@ fn main() {
     }
 }
 
-/// One glibc malloc arena for the whole process, unless `MALLOC_ARENA_MAX` says otherwise.
+/// One glibc malloc arena for the whole process, unless `MALLOC_ARENA_MAX` or
+/// `GLIBC_TUNABLES=glibc.malloc.arena_max=…` says otherwise.
 ///
 /// glibc gives each thread that allocates under contention an arena of its own (up to 8 per
 /// core), and memory freed in one arena is not reused by the others: the cluster views, the
@@ -64,7 +65,9 @@ fn main() {
 #[allow(unsafe_code)]
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"))
+    {
         // SAFETY: mallopt only sets an allocator parameter; it is called before any other
         // thread exists.
         unsafe {
