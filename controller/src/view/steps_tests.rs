@@ -5,21 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::tests::all_sources;
 use super::*;
-
-fn all() -> ViewSettings {
-    let mut sources = Sources::none();
-    for name in Sources::NAMES {
-        assert!(sources.enable(name));
-    }
-    ViewSettings {
-        cluster: "fcp".into(),
-        sources,
-        domain: "example.com".into(),
-        federation: "federation".into(),
-        ..ViewSettings::default()
-    }
-}
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
     Arc::new(serde_json::from_value(v).expect("object"))
@@ -236,7 +223,7 @@ proptest::proptest! {
     fn many_steps_updated_equal_built(
         steps in proptest::collection::vec(proptest::collection::vec(0u8..20, 23), 2..6),
     ) {
-        let settings = all();
+        let settings = all_sources();
         let mut prev = world(&steps[0]);
         let mut live = LiveView::build(&settings, &prev);
         for (i, s) in steps.iter().enumerate().skip(1) {
@@ -272,7 +259,7 @@ proptest::proptest! {
     ) {
         use crate::plan::{self, Change, Owned};
         let n = naming();
-        let settings = |name: &str| ViewSettings { cluster: name.into(), members: vec!["a".into(), "b".into()], ..all() };
+        let settings = |name: &str| ViewSettings { cluster: name.into(), members: vec!["a".into(), "b".into()], ..all_sources() };
         let (sa, sb) = (settings("a"), settings("b"));
         let mut prev = (world(&steps[0].0), world(&steps[0].1));
         let mut live = (LiveView::build(&sa, &prev.0), LiveView::build(&sb, &prev.1));

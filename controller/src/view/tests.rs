@@ -546,7 +546,7 @@ fn each_host_is_judged_by_its_own_rules_backends() {
     );
 }
 
-fn all_sources() -> ViewSettings {
+pub(super) fn all_sources() -> ViewSettings {
     let mut sources = Sources::none();
     for name in Sources::NAMES {
         assert!(sources.enable(name), "{name}");
